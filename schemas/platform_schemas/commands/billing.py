@@ -1,0 +1,32 @@
+"""Commands on `billing.commands` (accounts' billing methods; operators' RunBonusBatch)."""
+
+from datetime import date
+from typing import Literal
+
+from pydantic import Field
+
+from ..types import Id, Message
+
+BillingMethodKind = Literal["card", "bank_account", "paypal"]
+
+
+class AddBillingMethod(Message):
+    account_id: Id
+    billing_method_id: Id
+    kind: BillingMethodKind
+    token: str = Field(min_length=1, max_length=200)
+    make_primary: bool = False
+
+
+class SetPrimaryBillingMethod(Message):
+    account_id: Id
+    billing_method_id: Id
+
+
+class RemoveBillingMethod(Message):
+    account_id: Id
+    billing_method_id: Id
+
+
+class RunBonusBatch(Message):
+    business_date: date

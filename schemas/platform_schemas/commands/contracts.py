@@ -1,0 +1,134 @@
+"""Commands other back ends publish on `contracts.commands`."""
+
+from datetime import date
+from typing import Literal
+
+from pydantic import Field
+
+from ..types import Amount, Currency, Id, Message, Role
+
+
+class RegisterAccount(Message):
+    account_id: Id
+    role: Role
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+class SuspendAccount(Message):
+    account_id: Id
+    reason: str = Field(min_length=1, max_length=1000)
+    appealable: bool
+
+
+class RequestReactivation(Message):
+    account_id: Id
+
+
+class ReactivateAccount(Message):
+    account_id: Id
+
+
+class MilestoneSpec(Message):
+    milestone_id: Id
+    title: str = Field(min_length=1, max_length=200)
+    amount: Amount
+    due_date: date | None = None
+
+
+class SendOffer(Message):
+    contract_id: Id
+    client_id: Id
+    freelancer_id: Id
+    title: str = Field(min_length=1, max_length=200)
+    currency: Currency
+    milestones: list[MilestoneSpec] = Field(min_length=1, max_length=50)
+    deposit: Literal["first_milestone", "all_milestones"] = "first_milestone"
+
+
+class WithdrawOffer(Message):
+    contract_id: Id
+
+
+class AcceptOffer(Message):
+    contract_id: Id
+
+
+class DeclineOffer(Message):
+    contract_id: Id
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class AddMilestone(Message):
+    contract_id: Id
+    milestone_id: Id
+    title: str = Field(min_length=1, max_length=200)
+    amount: Amount
+    due_date: date | None = None
+    fund_now: bool = False
+
+
+class EditMilestone(Message):
+    contract_id: Id
+    milestone_id: Id
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    amount: Amount | None = None
+    due_date: date | None = None
+
+
+class RemoveMilestone(Message):
+    contract_id: Id
+    milestone_id: Id
+
+
+class ActivateMilestone(Message):
+    contract_id: Id
+    milestone_id: Id
+
+
+class SubmitWork(Message):
+    contract_id: Id
+    milestone_id: Id
+    message: str = Field(min_length=1, max_length=5000)
+
+
+class ApproveMilestone(Message):
+    contract_id: Id
+    milestone_id: Id
+    keep_open: bool = True
+    next_milestone: MilestoneSpec | None = None
+
+
+class RequestChanges(Message):
+    contract_id: Id
+    milestone_id: Id
+    message: str = Field(min_length=1, max_length=5000)
+
+
+class GiveBonus(Message):
+    contract_id: Id
+    bonus_id: Id
+    amount: Amount
+    note: str = Field(min_length=1, max_length=1000)
+
+
+class EndContract(Message):
+    contract_id: Id
+
+
+class CancelContract(Message):
+    contract_id: Id
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class RespondToRefundRequest(Message):
+    contract_id: Id
+    milestone_id: Id
+    accept: bool
+
+
+class ResolveDispute(Message):
+    contract_id: Id
+    milestone_id: Id
+    release_amount: Amount
+    refund_amount: Amount

@@ -1,0 +1,77 @@
+"""Internal saga commands: the orchestrator asks a participant to do one step.
+
+`billing.saga-commands` and `escrow.saga-commands` are written only by the platform's sagas. Each
+command carries a step id that is also the participant's idempotency key (and, for the gateway,
+the idempotency key of the call), derived from the saga and its step, so a retried step is one effect.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ..types import Amount, Currency, Id, Message
+
+ChargePurpose = Literal["fixed_price", "bonus"]
+
+
+class MilestoneAmount(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    milestone_id: Id
+    amount: Amount
+
+
+class ChargeClient(Message):
+    charge_id: Id
+    saga_id: str
+    contract_id: Id
+    client_id: Id
+    amount: Amount
+    currency: Currency
+    purpose: ChargePurpose = "fixed_price"
+    milestones: list[MilestoneAmount] = []
+    description: str
+
+
+class RefundCharge(Message):
+    """Give money back to the billing method of the original charge."""
+
+    refund_id: Id
+    charge_id: Id
+    saga_id: str
+    contract_id: Id
+    client_id: Id
+    amount: Amount
+    currency: Currency
+    milestone_id: Id | None = None
+    description: str
+
+
+class HoldEscrow(Message):
+    hold_id: Id
+    saga_id: str
+    charge_id: Id
+    contract_id: Id
+    client_id: Id
+    currency: Currency
+    milestones: list[MilestoneAmount]
+
+
+class ReleaseEscrow(Message):
+    release_id: Id
+    saga_id: str
+    contract_id: Id
+    milestone_id: Id
+    client_id: Id
+    freelancer_id: Id
+    amount: Amount
+    currency: Currency
+
+
+class RefundEscrow(Message):
+    refund_id: Id
+    saga_id: str
+    contract_id: Id
+    milestone_id: Id
+    client_id: Id
+    amount: Amount
+    currency: Currency

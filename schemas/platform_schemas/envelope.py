@@ -1,0 +1,74 @@
+"""CloudEvents 1.0 structured JSON envelope, the outer shape of every message on every topic."""
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .types import Message, UtcDateTime
+
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+def dataschema_of(type_name: str, version: int = 1) -> str:
+    return f"urn:escrow:schema:{type_name}:{version}"
+
+
+def parse_dataschema(value: str | None) -> int:
+    """The schema version named by `dataschema`; 1 when absent."""
+    if not value:
+        return 1
+    try:
+        return int(value.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"unreadable dataschema {value!r}") from None
+
+
+class Envelope(BaseModel):
+    # Extension attributes (tracing and the like) are allowed by CloudEvents and kept.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1, max_length=128)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    time: UtcDateTime
+    subject: str = Field(min_length=1, max_length=128)
+    actor: str = Field(min_length=1, max_length=128)
+    correlationid: str | None = None
+    causationid: str | None = None
+    datacontenttype: str = "application/json"
+    dataschema: str | None = None
+    data: dict[str, Any]
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def new_envelope(
+    data: Message,
+    *,
+    subject: str,
+    actor: str,
+    source: str,
+    id: str | None = None,
+    correlationid: str | None = None,
+    causationid: str | None = None,
+    time: datetime | None = None,
+) -> Envelope:
+    """Wrap a command or event payload; the type is the payload class's name."""
+    message_id = id or str(uuid.uuid4())
+    type_name = type(data).__name__
+    return Envelope(
+        id=message_id,
+        source=source,
+        type=type_name,
+        time=time or datetime.now(timezone.utc),
+        subject=subject,
+        actor=actor,
+        correlationid=correlationid or message_id,
+        causationid=causationid,
+        dataschema=dataschema_of(type_name, data.VERSION),
+        data=data.model_dump(mode="json", exclude_none=True),
+    )

@@ -1,0 +1,113 @@
+"""Facts of billing on `billing.events`."""
+
+from datetime import date
+
+from ..commands.billing import BillingMethodKind
+from ..commands.saga import ChargePurpose, MilestoneAmount
+from ..types import Amount, Currency, Id, Message, UtcDateTime
+
+
+class BillingMethodAdded(Message):
+    account_id: Id
+    billing_method_id: Id
+    kind: BillingMethodKind
+    primary: bool
+
+
+class PrimaryBillingMethodChanged(Message):
+    account_id: Id
+    billing_method_id: Id
+    previous_billing_method_id: Id | None = None
+
+
+class BillingMethodRemoved(Message):
+    account_id: Id
+    billing_method_id: Id
+
+
+class ClientCharged(Message):
+    charge_id: Id
+    saga_id: str
+    contract_id: Id
+    client_id: Id
+    billing_method_id: Id
+    amount: Amount
+    currency: Currency
+    purpose: ChargePurpose
+    milestones: list[MilestoneAmount] = []
+    gateway_reference: str
+
+
+class ChargeFailed(Message):
+    charge_id: Id
+    saga_id: str
+    contract_id: Id
+    client_id: Id
+    amount: Amount
+    currency: Currency
+    purpose: ChargePurpose
+    reason_code: str
+    message: str
+    consecutive_failures: int = 1
+
+
+class ChargeRefunded(Message):
+    refund_id: Id
+    charge_id: Id
+    saga_id: str
+    contract_id: Id
+    client_id: Id
+    billing_method_id: Id
+    amount: Amount
+    currency: Currency
+    milestone_id: Id | None = None
+
+
+class TransactionRecorded(Message):
+    transaction_id: Id
+    account_id: Id
+    kind: str
+    description: str
+    amount: int
+    currency: Currency
+    occurred_at: UtcDateTime
+    contract_id: Id | None = None
+    milestone_id: Id | None = None
+    bonus_id: Id | None = None
+
+
+class BonusBatchStarted(Message):
+    business_date: date
+    bonuses: int
+
+
+class BonusPaid(Message):
+    business_date: date
+    bonus_id: Id
+    contract_id: Id
+    client_id: Id
+    freelancer_id: Id
+    amount: Amount
+    currency: Currency
+    charge_id: Id
+
+
+class BonusFailed(Message):
+    business_date: date
+    bonus_id: Id
+    contract_id: Id
+    client_id: Id
+    freelancer_id: Id
+    amount: Amount
+    currency: Currency
+    reason_code: str
+    message: str
+
+
+class BonusBatchCompleted(Message):
+    business_date: date
+    bonuses: int
+    paid: int
+    failed: int
+    totals: dict[str, int]
+    failures: list[dict[str, str]] = []

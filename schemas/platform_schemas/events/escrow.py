@@ -1,0 +1,61 @@
+"""Facts of the escrow ledger on `escrow.events`; each carries the postings it made."""
+
+from ..commands.saga import MilestoneAmount
+from ..types import Amount, Currency, Id, Message, Posting
+
+
+class EscrowFunded(Message):
+    hold_id: Id
+    saga_id: str
+    charge_id: Id
+    contract_id: Id
+    client_id: Id
+    currency: Currency
+    amount: Amount
+    milestones: list[MilestoneAmount]
+    postings: list[Posting]
+
+
+class EscrowHoldRejected(Message):
+    """Reply to HoldEscrow when the ledger refuses it (e.g. currency differs from the contract's)."""
+
+    hold_id: Id
+    saga_id: str
+    charge_id: Id
+    contract_id: Id
+    reason_code: str
+    message: str
+
+
+class EscrowReleased(Message):
+    release_id: Id
+    saga_id: str
+    contract_id: Id
+    milestone_id: Id
+    client_id: Id
+    freelancer_id: Id
+    amount: Amount
+    currency: Currency
+    postings: list[Posting]
+
+
+class EscrowRefunded(Message):
+    refund_id: Id
+    saga_id: str
+    contract_id: Id
+    milestone_id: Id
+    client_id: Id
+    amount: Amount
+    currency: Currency
+    postings: list[Posting]
+
+
+class BonusPosted(Message):
+    bonus_id: Id
+    contract_id: Id
+    client_id: Id
+    freelancer_id: Id
+    amount: Amount
+    currency: Currency
+    charge_id: Id
+    postings: list[Posting]

@@ -1,0 +1,26 @@
+"""Facts of notifications on `notifications.events`."""
+
+from typing import Literal
+
+from ..types import Id, Message
+
+Channel = Literal["email", "in_app"]
+
+
+class NotificationSent(Message):
+    notification_id: str
+    account_id: Id
+    channel: Channel
+    kind: str
+    event_id: str
+    contract_id: Id | None = None
+
+
+class NotificationFailed(Message):
+    notification_id: str
+    account_id: Id
+    channel: Channel
+    kind: str
+    event_id: str
+    attempts: int
+    error: str

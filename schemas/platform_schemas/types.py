@@ -1,0 +1,39 @@
+"""Value types shared by every message: ids, money, currencies, timestamps."""
+
+from datetime import datetime, timezone
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+# Strict: pydantic's lax mode would turn "1500", 10.0 and True into 1500/10/1. Money is never coerced.
+Amount = Annotated[StrictInt, Field(description="Minor units (cents) of `currency`")]
+NonNegativeAmount = Annotated[StrictInt, Field(ge=0)]
+Currency = Literal["USD", "EUR", "GBP"]
+Role = Literal["client", "freelancer"]
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamps must carry a UTC offset (RFC 3339)")
+    return value.astimezone(timezone.utc)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+
+
+class Message(BaseModel):
+    """Base of every command and event payload (the CloudEvents `data`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Bumped only on an incompatible change; adding an optional field keeps the version.
+    VERSION: ClassVar[int] = 1
+
+
+class Posting(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    posting_id: Id
+    debit_account: str = Field(description="Account the money leaves")
+    credit_account: str = Field(description="Account the money enters")
+    amount: Annotated[StrictInt, Field(gt=0)]
+    currency: Currency
