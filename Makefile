@@ -1,0 +1,83 @@
+# Local platform: PostgreSQL and Kafka from deploy/local/, the four services as background processes.
+# Ports, URLs and work dirs: deploy/local/env.sh. Every target is re-runnable and fast when already done.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.NOTPARALLEL:
+.DEFAULT_GOAL := help
+
+PY := .venv/bin/python
+LOCAL := deploy/local
+KAFKA := $(LOCAL)/kafka/kafka-local.sh
+# pip may put uv where PATH (pyenv shims) does not see it yet; `python3 -m uv` always works
+DEMO ?= deploy/demo.py
+UV := $(shell command -v uv || echo python3 -m uv)
+
+.PHONY: help bootstrap infra-up infra-down migrate up down status demo test bench schemas reset
+
+help:
+	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|bench|schemas|reset"
+	echo "  PYTEST_ARGS='-m unit' make test;  AUTO_RELEASE_AFTER=PT5S make up"
+
+bootstrap:
+	command -v uv >/dev/null || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv==0.13.8
+	if [[ -f uv.lock ]]; then $(UV) sync --frozen; else $(UV) sync; fi
+	$(LOCAL)/postgres.sh install
+	$(KAFKA) install
+
+infra-up: bootstrap
+	$(LOCAL)/postgres.sh start
+	$(KAFKA) start
+	$(PY) $(LOCAL)/topics.py
+
+infra-down:
+	$(KAFKA) stop
+	$(LOCAL)/postgres.sh stop
+
+migrate: bootstrap
+	source $(LOCAL)/env.sh
+	for s in "$${SERVICES[@]}"; do (service_env "$$s"; echo "migrate $$s"; $(PY) -m "$$s" migrate); done
+
+up: infra-up migrate
+	$(LOCAL)/services.sh start
+
+down:
+	$(LOCAL)/services.sh stop
+	$(KAFKA) stop
+	$(LOCAL)/postgres.sh stop
+
+status:
+	$(LOCAL)/postgres.sh status || true
+	echo "kafka $$($(KAFKA) status || true)"
+	$(LOCAL)/services.sh status || true
+
+# Stops, whatever happens, the services and the servers that it started itself (not those already running).
+demo:
+	$(LOCAL)/postgres.sh status >/dev/null && pg_was_up=1 || pg_was_up=
+	$(KAFKA) status >/dev/null && kafka_was_up=1 || kafka_was_up=
+	cleanup() {
+	  $(LOCAL)/services.sh stop || true
+	  [[ -n $$kafka_was_up ]] || $(KAFKA) stop || true
+	  [[ -n $$pg_was_up ]] || $(LOCAL)/postgres.sh stop || true
+	}
+	trap cleanup EXIT
+	$(MAKE) --no-print-directory up
+	$(PY) $(DEMO)
+
+# In CI (CI=true) everything is stopped at the end; a developer's servers stay up for the next run.
+test:
+	if [[ -n $${CI:-} && $${CI:-} != false ]]; then trap '$(MAKE) --no-print-directory down' EXIT; fi
+	$(MAKE) --no-print-directory infra-up migrate
+	rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?
+	if ((rc == 5)); then echo "make test: pytest ran no tests" >&2; exit 1; fi
+	exit $$rc
+
+bench: infra-up migrate
+	$(PY) -m bench $(BENCH_ARGS)
+
+schemas: bootstrap
+	$(PY) -m platform_schemas.generate
+
+reset: down
+	source $(LOCAL)/env.sh
+	rm -rf "$$ESCROW_WORK"

@@ -1,0 +1,34 @@
+# Sourced by the Makefile and deploy/local/*.sh: the one place for local ports, URLs and work dirs.
+# Everything can be overridden from the environment.
+export ESCROW_WORK=${ESCROW_WORK:-/var/tmp/escrow-platform}
+export PG_WORK=${PG_WORK:-$ESCROW_WORK/pg}
+export PG_PORT=${PG_PORT:-55432}
+export KAFKA_WORK=${KAFKA_WORK:-$ESCROW_WORK/kafka}
+export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+export RUN_DIR=${RUN_DIR:-$ESCROW_WORK/run}
+export DEBIAN_FRONTEND=noninteractive
+PG_BASE_URL=${PG_BASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:$PG_PORT}
+SERVICES=(contracts escrow billing notifications)
+DATABASES=(contracts escrow billing notifications gateway)
+SMTP_SINK_PORT=2525
+
+http_port() {
+  case $1 in contracts) echo 8001 ;; escrow) echo 8002 ;; billing) echo 8003 ;; notifications) echo 8004 ;;
+    *) echo "unknown service $1" >&2; return 1 ;; esac
+}
+
+# Exports what service $1 reads; everything else the caller exported passes through untouched.
+service_env() {
+  local port; port=$(http_port "$1") || return 1
+  export DATABASE_URL=$PG_BASE_URL/$1 HTTP_PORT=$port
+  case $1 in
+    billing) export GATEWAY_DATABASE_URL=$PG_BASE_URL/gateway ;;
+    notifications) export SMTP_HOST=${SMTP_HOST:-127.0.0.1} SMTP_PORT=${SMTP_PORT:-$SMTP_SINK_PORT} ;;
+  esac
+}
+
+# apt-get install, once per call, only when some package is needed.
+apt_install() {
+  [[ $EUID -eq 0 ]] || { echo "need root to apt-get install $*" >&2; return 1; }
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The platform's own PostgreSQL cluster: 127.0.0.1:$PG_PORT, trust auth, durable (fsync, synchronous_commit on).
+# usage: postgres.sh install|start|stop|status|reset|url [db]
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$HERE/env.sh"
+DATA=$PG_WORK/data LOG=$PG_WORK/postgres.log TIMEOUT=${PG_START_TIMEOUT:-60}
+
+die() { echo "postgres: $*" >&2; exit 1; }
+bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+# The server refuses to run as root.
+as_pg() { if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+installed() { [[ -n $(bindir) && -x $(bindir)/initdb ]]; }
+
+ensure_installed() {
+  installed && return 0
+  echo "postgres: installing Debian's postgresql" >&2
+  apt_install postgresql-common
+  # no default cluster on :5432; this script makes its own
+  sed -i -E 's/^#?\s*create_main_cluster\s*=.*/create_main_cluster = false/' /etc/postgresql-common/createcluster.conf
+  apt_install postgresql
+}
+
+is_running() { [[ -n $BIN && -f $DATA/PG_VERSION ]] && as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
+
+init() {
+  [[ -f $DATA/PG_VERSION ]] && return 0
+  install -d -m 755 "$ESCROW_WORK"  # postgres must be able to traverse it
+  install -d -m 700 "$PG_WORK"
+  [[ $EUID -ne 0 ]] || chown postgres:postgres "$PG_WORK"
+  as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$PG_WORK/initdb.log" 2>&1 ||
+    { cat "$PG_WORK/initdb.log" >&2; die "initdb failed"; }
+  echo "include = 'platform.conf'" >>"$DATA/postgresql.conf"
+}
+
+configure() {  # rewritten at every start so PG_PORT and these settings always apply
+  as_pg tee "$DATA/platform.conf" >/dev/null <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_WORK'
+max_connections = 300
+shared_buffers = 256MB
+fsync = on
+synchronous_commit = on
+CONF
+}
+
+psql_() { "$BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 "$@"; }
+
+create_databases() {
+  local have db; have=$(psql_ -d postgres -Atc 'select datname from pg_database')
+  for db in "${DATABASES[@]}"; do
+    grep -qx "$db" <<<"$have" || psql_ -d postgres -c "create database \"$db\""
+  done
+}
+
+start() {
+  if ! is_running; then
+    init; configure
+    as_pg "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t "$TIMEOUT" start >/dev/null ||
+      { tail -n 30 "$LOG" >&2; die "pg_ctl start failed"; }
+  fi
+  local deadline=$((SECONDS + TIMEOUT))
+  until "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; do
+    ((SECONDS < deadline)) || { tail -n 30 "$LOG" >&2; die "not ready after ${TIMEOUT}s"; }
+    sleep 0.2
+  done
+  create_databases
+  echo "postgres ready on 127.0.0.1:$PG_PORT (data $DATA, log $LOG)"
+}
+
+stop() {
+  is_running || { echo "postgres not running"; return 0; }
+  as_pg "$BIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null
+  echo "postgres stopped"
+}
+
+case ${1:-} in
+  install) ensure_installed ;;
+  url) echo "$PG_BASE_URL${2:+/$2}" ;;
+  start) ensure_installed; BIN=$(bindir); start ;;
+  stop) BIN=$(bindir); stop ;;
+  status) BIN=$(bindir)
+    if is_running; then echo "postgres running on 127.0.0.1:$PG_PORT"; else echo "postgres stopped"; exit 3; fi ;;
+  reset) BIN=$(bindir); stop; rm -rf "$PG_WORK" ;;
+  *) echo "usage: $0 install|start|stop|status|reset|url [db]" >&2; exit 2 ;;
+esac

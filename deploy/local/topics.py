@@ -1,0 +1,67 @@
+"""Create every topic of platform_schemas.topics.TOPICS; topics that already exist are left alone.
+
+Broker auto-creation is off, so this is the only place topics come from.
+usage: python deploy/local/topics.py   (KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092)
+"""
+
+import asyncio
+import os
+import sys
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from platform_schemas.topics import TOPICS, Topic
+
+TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+
+
+async def _connect(bootstrap: str, deadline: float) -> AIOKafkaAdminClient:
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+        try:
+            await admin.start()
+            return admin
+        except KafkaError:
+            await admin.close()
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
+async def ensure_topics(bootstrap: str, topics: list[Topic] = TOPICS, timeout: float = 60) -> list[str]:
+    """Create the missing topics and wait until the broker lists all of them; returns the names created."""
+    deadline = time.monotonic() + timeout
+    admin = await _connect(bootstrap, deadline)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t.name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(t.name, t.partitions, 1, topic_configs={"retention.ms": str(t.retention_ms)})
+                    for t in missing
+                ]
+            )
+            for name, code, *rest in response.topic_errors:
+                if code and code != TOPIC_ALREADY_EXISTS:  # another process may have created it meanwhile
+                    raise for_code(code)(f"creating topic {name}: {rest[0] if rest else ''}")
+        wanted = {t.name for t in topics}
+        while not wanted <= set(await admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics not listed after {timeout}s: {wanted - set(await admin.list_topics())}")
+            await asyncio.sleep(0.2)
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+def main() -> int:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    created = asyncio.run(ensure_topics(bootstrap))
+    print(f"topics on {bootstrap}: {len(TOPICS)} present, created {len(created)}" + (f": {', '.join(created)}" if created else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

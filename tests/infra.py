@@ -1,0 +1,187 @@
+"""Where the tests' Kafka and PostgreSQL come from, in this order:
+
+(a) servers named by the environment: KAFKA_BOOTSTRAP_SERVERS, POSTGRES_URL (a base URL such as
+    postgresql+asyncpg://user:pw@host:5432, database names are appended);
+(b) a Docker engine, if one answers a ping within 2 s: throw-away containers (testcontainers);
+(c) the project's own launchers in deploy/local/ (fast when already running).
+The platform's databases and topics are created in every case (idempotently).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import subprocess
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import AsyncIterator
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL = ROOT / "deploy" / "local"
+DATABASES = ("contracts", "escrow", "billing", "notifications", "gateway")
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+POSTGRES_IMAGE = "postgres:15"
+
+
+@dataclass(frozen=True)
+class Infra:
+    kafka_bootstrap: str
+    postgres_url: str  # base URL without a database
+    source: str  # where each came from, e.g. "kafka=local,postgres=env"
+
+    def database_url(self, dbname: str) -> str:
+        """SQLAlchemy asyncpg URL of one database, e.g. infra.database_url("escrow")."""
+        return f"{self.postgres_url.rstrip('/')}/{dbname}"
+
+
+def _load_topics_module():
+    spec = importlib.util.spec_from_file_location("platform_local_topics", LOCAL / "topics.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def ensure_topics(bootstrap: str) -> list[str]:
+    return await _load_topics_module().ensure_topics(bootstrap)
+
+
+async def ensure_databases(postgres_url: str, names=DATABASES, timeout: float = 60) -> None:
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1).rstrip("/") + "/postgres"
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:  # a fresh container may still be starting
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+            break
+        except (OSError, asyncpg.PostgresError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        have = {r["datname"] for r in await conn.fetch("select datname from pg_database")}
+        for name in names:
+            if name not in have:
+                try:
+                    await conn.execute(f'create database "{name}"')
+                except asyncpg.DuplicateDatabaseError:  # another test process was quicker
+                    pass
+    finally:
+        await conn.close()
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:  # no SDK, no socket, no engine: all mean "no Docker"
+        return False
+
+
+def _run(*cmd: str | Path) -> str:
+    done = subprocess.run([str(c) for c in cmd], cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout.strip()
+
+
+def _local_postgres() -> str:
+    _run(LOCAL / "postgres.sh", "start")
+    return _run(LOCAL / "postgres.sh", "url")
+
+
+def _local_kafka() -> str:
+    _run(LOCAL / "kafka" / "kafka-local.sh", "start")
+    return "127.0.0.1:9092"
+
+
+def _docker_postgres(stack) -> str:
+    from testcontainers.community.postgres import PostgresContainer
+
+    pg = PostgresContainer(POSTGRES_IMAGE, username="postgres", password="postgres", dbname="postgres")
+    pg.with_command("postgres -c max_connections=300")
+    stack.callback(pg.stop)  # registered first: a failed start still removes the container
+    pg.start()
+    return f"postgresql+asyncpg://postgres:postgres@{pg.get_container_host_ip()}:{pg.get_exposed_port(5432)}"
+
+
+def _docker_kafka(stack) -> str:
+    """apache/kafka in KRaft mode. testcontainers' KafkaContainer only drives Confluent images, so this
+    does the same trick by hand: the advertised listener needs the mapped port, known only after start."""
+    import base64
+    import re
+    import uuid
+
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    script = "/tc-start.sh"
+    kafka = DockerContainer(KAFKA_IMAGE).with_exposed_ports(9092)
+    kafka.with_envs(
+        CLUSTER_ID=base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+        KAFKA_NODE_ID="1",
+        KAFKA_PROCESS_ROLES="broker,controller",
+        KAFKA_LISTENERS="PLAINTEXT://0.0.0.0:9092,BROKER://0.0.0.0:19092,CONTROLLER://0.0.0.0:9093",
+        KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        KAFKA_INTER_BROKER_LISTENER_NAME="BROKER",
+        KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+        KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9093",
+        KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+        KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS="1",
+        KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+        KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+        KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR="1",
+        KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR="1",
+        KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+        KAFKA_AUTO_CREATE_TOPICS_ENABLE="false",
+    )
+    kafka.with_command(["sh", "-c", f"while [ ! -f {script} ]; do sleep 0.1; done; exec sh {script}"])
+    stack.callback(kafka.stop)
+    kafka.start()
+    host, port = kafka.get_container_host_ip(), kafka.get_exposed_port(9092)
+    start = (
+        f"export KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://{host}:{port},BROKER://localhost:19092\n"
+        "exec /etc/kafka/docker/run\n"
+    )
+    _put_file(kafka, script, start.encode())
+    LogMessageWaitStrategy(re.compile(r"Kafka Server started")).with_startup_timeout(120).wait_until_ready(kafka)
+    return f"{host}:{port}"
+
+
+def _put_file(container, path: str, content: bytes) -> None:
+    import io
+    import tarfile
+    import time
+
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo(name=path.lstrip("/"))
+        info.size, info.mtime, info.mode = len(content), int(time.time()), 0o755
+        tar.addfile(info, io.BytesIO(content))
+    container.get_wrapped_container().put_archive("/", archive.getvalue())
+
+
+@asynccontextmanager
+async def provide_infra() -> AsyncIterator[Infra]:
+    """Yields the servers; containers it started are removed on exit, local servers are left running."""
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    postgres = os.environ.get("POSTGRES_URL")
+    source = {"kafka": "env", "postgres": "env"}
+    with ExitStack() as containers:
+        if not (kafka and postgres):
+            if await asyncio.to_thread(docker_available):
+                kind, start_pg, start_kafka = "docker", partial(_docker_postgres, containers), partial(_docker_kafka, containers)
+            else:
+                kind, start_pg, start_kafka = "local", _local_postgres, _local_kafka
+            if not postgres:
+                postgres, source["postgres"] = await asyncio.to_thread(start_pg), kind
+            if not kafka:
+                kafka, source["kafka"] = await asyncio.to_thread(start_kafka), kind
+        await ensure_databases(postgres)
+        await ensure_topics(kafka)
+        yield Infra(kafka_bootstrap=kafka, postgres_url=postgres, source=f"kafka={source['kafka']},postgres={source['postgres']}")
