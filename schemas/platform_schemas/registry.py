@@ -37,7 +37,7 @@ BY_TOPIC: dict[str, dict[str, type[Message]]] = {
         n: m for n, m in _messages(saga_commands).items() if n not in ("ChargeClient", "RefundCharge")
     },
     topics.CONTRACTS_EVENTS: {**_messages(contracts_events), "CommandRejected": common.CommandRejected},
-    topics.ESCROW_EVENTS: _messages(escrow_events),
+    topics.ESCROW_EVENTS: {**_messages(escrow_events), "CommandRejected": common.CommandRejected},
     topics.BILLING_EVENTS: {**_messages(billing_events), "CommandRejected": common.CommandRejected},
     topics.NOTIFICATIONS_EVENTS: _messages(notification_events),
 }

@@ -8,7 +8,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 # Strict: pydantic's lax mode would turn "1500", 10.0 and True into 1500/10/1. Money is never coerced.
 Amount = Annotated[StrictInt, Field(description="Minor units (cents) of `currency`")]
-NonNegativeAmount = Annotated[StrictInt, Field(ge=0)]
+NonNegativeAmount = Annotated[StrictInt, Field(ge=0, description="Minor units (cents) of `currency`, 0 or more")]
+SignedAmount = Annotated[
+    StrictInt, Field(description="Minor units (cents) of `currency`; negative when money leaves the holder")
+]
 Currency = Literal["USD", "EUR", "GBP"]
 Role = Literal["client", "freelancer"]
 

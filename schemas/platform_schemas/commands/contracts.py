@@ -5,7 +5,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..types import Amount, Currency, Id, Message, Role
+from ..types import Amount, Currency, Id, Message, NonNegativeAmount, Role
+
+Deposit = Literal["first_milestone", "all_milestones"]
 
 
 class RegisterAccount(Message):
@@ -43,7 +45,7 @@ class SendOffer(Message):
     title: str = Field(min_length=1, max_length=200)
     currency: Currency
     milestones: list[MilestoneSpec] = Field(min_length=1, max_length=50)
-    deposit: Literal["first_milestone", "all_milestones"] = "first_milestone"
+    deposit: Deposit = "first_milestone"
 
 
 class WithdrawOffer(Message):
@@ -130,5 +132,5 @@ class RespondToRefundRequest(Message):
 class ResolveDispute(Message):
     contract_id: Id
     milestone_id: Id
-    release_amount: Amount
-    refund_amount: Amount
+    release_amount: NonNegativeAmount
+    refund_amount: NonNegativeAmount

@@ -75,3 +75,18 @@ class RefundEscrow(Message):
     client_id: Id
     amount: Amount
     currency: Currency
+
+
+class PostBonus(Message):
+    """Billing's bonus batch, once the client is charged, asks escrow to post the bonus to the freelancer.
+
+    The bonus id is the idempotency key: a bonus is posted once however often this is sent.
+    """
+
+    bonus_id: Id
+    contract_id: Id
+    client_id: Id
+    freelancer_id: Id
+    amount: Amount
+    currency: Currency
+    charge_id: Id

@@ -1,10 +1,23 @@
 """Facts of billing on `billing.events`."""
 
 from datetime import date
+from typing import Literal
+
+from pydantic import Field
 
 from ..commands.billing import BillingMethodKind
 from ..commands.saga import ChargePurpose, MilestoneAmount
-from ..types import Amount, Currency, Id, Message, UtcDateTime
+from ..types import Amount, Currency, Id, Message, NonNegativeAmount, SignedAmount, UtcDateTime
+
+TransactionKind = Literal[
+    "fixed_price_charge",
+    "bonus_charge",
+    "refund",
+    "escrow_release",
+    "payment",
+    "fixed_price_earning",
+    "bonus_earning",
+]
 
 
 class BillingMethodAdded(Message):
@@ -66,9 +79,9 @@ class ChargeRefunded(Message):
 class TransactionRecorded(Message):
     transaction_id: Id
     account_id: Id
-    kind: str
+    kind: TransactionKind
     description: str
-    amount: int
+    amount: SignedAmount
     currency: Currency
     occurred_at: UtcDateTime
     contract_id: Id | None = None
@@ -109,5 +122,7 @@ class BonusBatchCompleted(Message):
     bonuses: int
     paid: int
     failed: int
-    totals: dict[str, int]
+    totals: dict[Currency, NonNegativeAmount] = Field(
+        description="Amount charged for the paid bonuses, per currency"
+    )
     failures: list[dict[str, str]] = []

@@ -1,6 +1,6 @@
 """Event shapes every service shares."""
 
-from pydantic import Field
+from typing import Literal
 
 from ..types import Message
 
@@ -20,11 +20,13 @@ REASON_CODES = (
     "escrow_held",
     "amounts_do_not_add_up",
     "date_in_future",
+    "insufficient_funds",
 )
+ReasonCode = Literal[REASON_CODES]
 
 
 class CommandRejected(Message):
     command_id: str
     command_type: str
-    reason_code: str = Field(json_schema_extra={"enum": list(REASON_CODES)})
+    reason_code: ReasonCode
     message: str

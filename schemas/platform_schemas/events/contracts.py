@@ -1,10 +1,11 @@
 """Facts the contracts service publishes on `contracts.events`."""
 
-from datetime import date, datetime
+from datetime import date
 
 from pydantic import Field
 
-from ..types import Amount, Currency, Id, Message, Role, UtcDateTime
+from ..commands.contracts import Deposit
+from ..types import Amount, Currency, Id, Message, NonNegativeAmount, Role, UtcDateTime
 
 # -- accounts -------------------------------------------------------------------------------
 
@@ -59,7 +60,7 @@ class OfferSent(Message):
     title: str
     currency: Currency
     milestones: list[MilestoneTerms]
-    deposit: str
+    deposit: Deposit
     deposited_amount: Amount
 
 
@@ -259,8 +260,8 @@ class DisputeOpened(Message):
 class DisputeResolved(Message):
     contract_id: Id
     milestone_id: Id
-    release_amount: Amount
-    refund_amount: Amount
+    release_amount: NonNegativeAmount
+    refund_amount: NonNegativeAmount
     currency: Currency
     resolved_by: str = Field(description="admin:<name>")
 
