@@ -7,7 +7,7 @@ source "$HERE/env.sh"
 DATA=$PG_WORK/data LOG=$PG_WORK/postgres.log TIMEOUT=${PG_START_TIMEOUT:-60}
 
 die() { echo "postgres: $*" >&2; exit 1; }
-bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true; }
 # The server refuses to run as root.
 as_pg() { if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
@@ -55,7 +55,14 @@ create_databases() {
   done
 }
 
+# After a SIGKILL or a reboot the pid in postmaster.pid may belong to some other process by now.
+drop_stale_pidfile() {
+  local pid; pid=$(head -n1 "$DATA/postmaster.pid" 2>/dev/null) || return 0
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-D $DATA" || rm -f "$DATA/postmaster.pid"
+}
+
 start() {
+  drop_stale_pidfile
   if ! is_running; then
     init; configure
     as_pg "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t "$TIMEOUT" start >/dev/null ||

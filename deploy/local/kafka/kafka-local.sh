@@ -37,8 +37,10 @@ resolve() {  # once; again only when pom.xml changes
   local sum; sum=$(sha256sum "$POM" | cut -d' ' -f1)
   [[ -f $LIB/.resolved && $(cat "$LIB/.resolved") == "$sum" ]] && return 0
   check_mvn; rm -rf "$LIB.tmp"
-  mvn -B -q -ntp -Dstyle.color=never -f "$POM" org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$LIB.tmp" || die "maven resolution failed"
+  mkdir -p "$WORK"; echo "kafka-local: resolving the broker's jars with maven (log $WORK/maven.log)"
+  mvn -B -ntp -f "$POM" org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$LIB.tmp" >"$WORK/maven.log" 2>&1 ||
+    { tail -n 40 "$WORK/maven.log" >&2; die "maven resolution failed"; }
   ls "$LIB.tmp"/kafka_2.13-*.jar "$LIB.tmp"/log4j-slf4j-impl-*.jar >/dev/null || die "jars missing"
   echo "$sum" >"$LIB.tmp/.resolved"; rm -rf "$LIB"; mv "$LIB.tmp" "$LIB"
 }
