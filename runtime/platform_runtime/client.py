@@ -1,0 +1,121 @@
+"""A small client for the platform, as another back end would use it: publish commands, follow events.
+
+Used by the demo, the tests and the benchmark; also the README's example of talking to the platform.
+"""
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from platform_schemas import Envelope, Message, new_envelope
+from platform_schemas.topics import (
+    BILLING_COMMANDS, BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS, NOTIFICATIONS_EVENTS,
+)
+
+EVENT_TOPICS = [CONTRACTS_EVENTS, ESCROW_EVENTS, BILLING_EVENTS, NOTIFICATIONS_EVENTS]
+PORTS = {"contracts": 8001, "escrow": 8002, "billing": 8003, "notifications": 8004}
+
+
+@dataclass
+class PlatformClient:
+    bootstrap: str = "127.0.0.1:9092"
+    source: str = "marketplace-web"
+    http_host: str = "127.0.0.1"
+    events: list[Envelope] = field(default_factory=list)
+    on_event: Callable[[Envelope], None] | None = None
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, linger_ms=2)
+        await self.producer.start()
+        # No group: read every partition from its end as of now, so we see what our commands cause.
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await self.consumer.start()
+        partitions = [tp for t in EVENT_TOPICS for tp in self._partitions(t)]
+        self.consumer.assign(partitions)
+        await self.consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve the positions now, before any command is sent
+            await self.consumer.position(tp)
+        self._reader = asyncio.create_task(self._read())
+        self.http = httpx.AsyncClient(timeout=10)
+
+    def _partitions(self, topic: str):
+        from aiokafka import TopicPartition
+
+        parts = self.consumer.partitions_for_topic(topic)
+        return [TopicPartition(topic, p) for p in sorted(parts or range(12))]
+
+    async def stop(self) -> None:
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        await self.consumer.stop()
+        await self.producer.stop()
+        await self.http.aclose()
+
+    async def _read(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    envelope = Envelope.model_validate_json(record.value)
+                    self.events.append(envelope)
+                    if self.on_event:
+                        self.on_event(envelope)
+
+    # -- commands ------------------------------------------------------------------------------
+    async def send(self, data: Message, *, subject: str, actor: str, id: str | None = None,
+                   topic: str | None = None) -> Envelope:
+        envelope = new_envelope(data, subject=subject, actor=actor, source=self.source, id=id)
+        await self.send_raw(topic or self.topic_of(data), envelope.to_json(), key=subject)
+        return envelope
+
+    async def send_raw(self, topic: str, value: bytes, key: str) -> None:
+        await self.producer.send_and_wait(topic, value, key=key.encode())
+
+    @staticmethod
+    def topic_of(data: Message) -> str:
+        return BILLING_COMMANDS if type(data).__module__.endswith("commands.billing") else CONTRACTS_COMMANDS
+
+    # -- events --------------------------------------------------------------------------------
+    async def wait_for(self, predicate: Callable[[Envelope], bool], timeout: float = 30.0,
+                       what: str = "event") -> Envelope:
+        """The first event (seen so far or arriving) that matches; polls with a deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for envelope in self.events:
+                if predicate(envelope):
+                    return envelope
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {what} within {timeout}s")
+            await asyncio.sleep(0.02)
+
+    async def outcome(self, command: Envelope, types: set[str], timeout: float = 30.0) -> Envelope:
+        """The event that ends a command: one of `types`, or its CommandRejected."""
+        return await self.wait_for(
+            lambda e: e.correlationid == command.id and (e.type in types or (
+                e.type == "CommandRejected" and e.data.get("command_id") == command.id)),
+            timeout, f"outcome of {command.type} {command.id}")
+
+    def of_type(self, type_name: str, **match: object) -> list[Envelope]:
+        return [e for e in self.events if e.type == type_name and all(e.data.get(k) == v for k, v in match.items())]
+
+    # -- read side -----------------------------------------------------------------------------
+    async def get(self, service: str, path: str) -> httpx.Response:
+        return await self.http.get(f"http://{self.http_host}:{PORTS[service]}{path}")
+
+    async def get_json(self, service: str, path: str) -> dict:
+        response = await self.get(service, path)
+        response.raise_for_status()
+        return response.json()
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, indent=2, default=str)

@@ -1,0 +1,123 @@
+"""Kafka consumption with explicit offsets: commit only after the database commit; poison -> DLQ.
+
+faststream delivers each fetched batch (AckPolicy.MANUAL: faststream itself never commits). The
+batch is handled in one database transaction, each message in its own savepoint; if the batch
+fails, its messages are retried one by one so a poison message is isolated, retried with backoff
+and dead-lettered after `max_attempts`. An unreachable database or gateway is retried
+without limit instead: that is not the message's fault.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from platform_schemas import Envelope
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from . import logging as logs
+from . import metrics
+from .dead_letters import DeadLetters
+from .errors import TransientError
+from .unit_of_work import UnitOfWork
+
+log = logs.get_logger(__name__)
+Dispatch = Callable[[Envelope, UnitOfWork], Awaitable[None]]
+_TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, TransientError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Not the message's fault (database or gateway unreachable): retried without limit, never dead-lettered."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, _TRANSIENT)
+
+
+@dataclass
+class BatchProcessor:
+    topic: str
+    dispatch: Dispatch
+    new_uow: Callable[[], UnitOfWork]
+    dead_letters: DeadLetters
+    max_attempts: int
+    backoff_seconds: float
+
+    async def process(self, records: list[ConsumerRecord]) -> dict[TopicPartition, int]:
+        """Handle a batch; returns the offsets to commit (next offset per partition)."""
+        parsed: list[tuple[ConsumerRecord, Envelope]] = []
+        for record in records:
+            try:
+                parsed.append((record, Envelope.model_validate_json(record.value or b"")))
+            except ValidationError as error:
+                await self.dead_letters.send(record, f"unparseable envelope: {error.errors()[0]['msg']}", 1)
+                metrics.DEAD_LETTERED.labels(self.topic).inc()
+        if parsed:
+            try:
+                await self._until_transient_passes(lambda: self._in_one_transaction(parsed))
+            except Exception as error:  # noqa: BLE001 - any failure: isolate the message at fault
+                log.warning("batch_failed_retrying_one_by_one", topic=self.topic, error=repr(error))
+                for record, envelope in parsed:
+                    await self._alone(record, envelope)
+        metrics.CONSUMED.labels(self.topic).inc(len(records))
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        return offsets
+
+    async def _in_one_transaction(self, batch: list[tuple[ConsumerRecord, Envelope]]) -> None:
+        async with self.new_uow() as uow:
+            for _record, envelope in batch:
+                logs.bind(message_id=envelope.id, correlation_id=envelope.correlationid,
+                          causation_id=envelope.causationid, message_type=envelope.type)
+                await self.dispatch(envelope, uow)
+            await uow.commit()
+
+    async def _alone(self, record: ConsumerRecord, envelope: Envelope) -> None:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await self._until_transient_passes(lambda: self._in_one_transaction([(record, envelope)]))
+                return
+            except Exception as error:  # noqa: BLE001
+                log.warning("message_failed", topic=self.topic, attempt=attempt, error=repr(error),
+                            message_id=envelope.id)
+                if attempt == self.max_attempts:
+                    await self.dead_letters.send(record, repr(error), attempt)
+                    metrics.DEAD_LETTERED.labels(self.topic).inc()
+                    return
+                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+
+    async def _until_transient_passes(self, work: Callable[[], Awaitable[None]]) -> None:
+        delay = self.backoff_seconds
+        while True:
+            try:
+                return await work()
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                log.warning("transient_failure_retrying", error=repr(error), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+async def commit_offsets(consumer, offsets: dict[TopicPartition, int]) -> None:
+    """Commit exactly these offsets; after a rebalance the new owner redoes the batch (idempotently)."""
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, IllegalStateError) as error:
+        log.warning("offset_commit_failed_after_rebalance", error=repr(error))
+
+
+def rewind(consumer, records: list[ConsumerRecord]) -> None:
+    """Seek back to the first record of each partition so nothing fetched is skipped."""
+    first: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        first[tp] = min(first.get(tp, record.offset), record.offset)
+    for tp, offset in first.items():
+        try:
+            consumer.seek(tp, offset)
+        except IllegalStateError:
+            pass  # no longer ours; the new owner starts from the committed offset

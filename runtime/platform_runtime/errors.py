@@ -1,0 +1,14 @@
+"""Errors that cross the runtime/domain boundary."""
+
+
+class Rejected(Exception):
+    """A command that cannot be carried out; becomes a `CommandRejected` event and changes nothing."""
+
+    def __init__(self, reason_code: str, message: str) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+        self.message = message
+
+
+class TransientError(Exception):
+    """Worth retrying as it is (an unreachable dependency); never dead-lettered for it."""

@@ -1,0 +1,97 @@
+"""Outbox relay: publishes committed outbox rows to Kafka in commit order, then marks them sent.
+
+One active relay per service: it holds a PostgreSQL advisory lock on its own connection; standbys
+block on the same lock and take over the moment the holder's connection dies. It wakes on
+LISTEN/NOTIFY (sent by the committing transaction), not on a sleep loop. Crashing between publish
+and mark means the rows are published again with the same CloudEvents id: consumers de-duplicate.
+"""
+
+import asyncio
+import zlib
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from . import metrics
+from .logging import get_logger
+
+log = get_logger(__name__)
+HEADERS = [("content-type", b"application/cloudevents+json")]
+
+
+def asyncpg_dsn(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+class OutboxRelay:
+    def __init__(self, database_url: str, producer: AIOKafkaProducer, service: str,
+                 batch_size: int = 500, idle_check: float = 5.0) -> None:
+        self.dsn = asyncpg_dsn(database_url)
+        self.producer = producer
+        self.channel = notify_channel(service)
+        self.lock_key = zlib.crc32(f"outbox-relay:{service}".encode())
+        self.batch_size = batch_size
+        self.idle_check = idle_check
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Run forever (until cancelled), surviving lost connections."""
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - reconnect and go on
+                metrics.RELAY_ACTIVE.set(0)
+                log.warning("relay_restarting", error=repr(error))
+                await asyncio.sleep(1.0)
+
+    async def _run_once(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", self.lock_key)  # standbys wait here
+            metrics.RELAY_ACTIVE.set(1)
+            log.info("relay_active")
+            await conn.add_listener(self.channel, lambda *_: self._wake.set())
+            while True:
+                self._wake.clear()
+                if await self.publish_pending(conn) == self.batch_size:
+                    continue
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_check)
+                except TimeoutError:
+                    pass
+        finally:
+            metrics.RELAY_ACTIVE.set(0)
+            await conn.close()
+
+    async def publish_pending(self, conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch(
+            "SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
+            self.batch_size,
+        )
+        if not rows:
+            metrics.OUTBOX_LAG.set(0)
+            return 0
+        # The idempotent producer keeps per-partition order across its in-flight requests, so
+        # sending the whole batch before waiting keeps commit order per subject (= key = partition).
+        futures = [
+            await self.producer.send(r["topic"], r["payload"], key=r["key"].encode(), headers=HEADERS)
+            for r in rows
+        ]
+        await asyncio.gather(*futures)
+        await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])",
+                           [r["seq"] for r in rows])
+        metrics.RELAYED.inc(len(rows))
+        metrics.OUTBOX_LAG.set(len(rows) if len(rows) == self.batch_size else 0)
+        return len(rows)
+
+
+def notify_channel(service: str) -> str:
+    return f"outbox_{service}"
+
+
+def new_producer(bootstrap: str, linger_ms: int, client_id: str) -> AIOKafkaProducer:
+    # enable_idempotence forces acks=all: durable, and no duplicates from the producer's own retries.
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
+                            linger_ms=linger_ms, client_id=client_id)

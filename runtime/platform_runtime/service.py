@@ -1,0 +1,172 @@
+"""One service process: Kafka consumers, outbox relay, timers and HTTP, started and stopped together."""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from sqlalchemy import MetaData, Table
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from . import logging as logs
+from . import metrics
+from .clock import Clock, SystemClock
+from .consumer import BatchProcessor, commit_offsets, rewind
+from .dead_letters import DeadLetters
+from .http import base_app, database_answers
+from .relay import OutboxRelay, new_producer, notify_channel
+from .settings import ServiceSettings
+from .timers import TimerHandler, TimerRunner
+from .unit_of_work import UnitOfWork
+
+log = logs.get_logger(__name__)
+
+
+@dataclass
+class Subscription:
+    """A topic the service consumes and the dispatcher (commands or events) that handles it."""
+
+    topic: str
+    dispatch: Callable[..., Awaitable[None]]
+
+
+@dataclass
+class ServiceDefinition:
+    name: str
+    metadata: MetaData
+    settings_type: type[ServiceSettings]
+    migrations_dir: Path
+    subscriptions: Callable[["Runtime"], list[Subscription]]
+    routers: Callable[["Runtime"], list[APIRouter]] = lambda runtime: []
+    timers: Callable[["Runtime"], dict[str, TimerHandler]] = lambda runtime: {}
+    background: Callable[["Runtime"], list[Callable[[], Awaitable[None]]]] = lambda runtime: []
+    on_start: Callable[["Runtime"], Awaitable[None]] | None = None
+
+
+@dataclass
+class Runtime:
+    """Everything a service builds once at start (cosmicpython's bootstrap), handed to its parts."""
+
+    definition: ServiceDefinition
+    settings: ServiceSettings
+    engine: AsyncEngine
+    clock: Clock
+    session_factory: async_sessionmaker = field(init=False)
+    producer: AIOKafkaProducer | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    last_batch_at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        return self.definition.metadata.tables
+
+    def new_uow(self) -> UnitOfWork:
+        return UnitOfWork(self.session_factory, self.tables, self.name, self.clock, notify_channel(self.name))
+
+    async def readiness(self) -> dict[str, bool]:
+        kafka_ok = self.producer is not None and not self.producer._closed  # noqa: SLF001
+        return {"database": await database_answers(self.session_factory), "kafka": kafka_ok}
+
+
+def build_runtime(definition: ServiceDefinition, settings: ServiceSettings | None = None,
+                  clock: Clock | None = None) -> Runtime:
+    settings = settings or definition.settings_type()
+    engine = create_async_engine(settings.database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return Runtime(definition, settings, engine, clock or SystemClock())
+
+
+def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscription],
+               dead_letters: DeadLetters) -> None:
+    """One consumer (one group member) per service process, over all the topics it reads."""
+    settings = runtime.settings
+    processors = {
+        s.topic: BatchProcessor(
+            topic=s.topic, dispatch=s.dispatch, new_uow=runtime.new_uow, dead_letters=dead_letters,
+            max_attempts=settings.consumer_max_attempts,
+            backoff_seconds=settings.consumer_retry_backoff.total_seconds())
+        for s in subscriptions
+    }
+
+    # MANUAL: faststream must not commit on its own (ACK_FIRST is at-most-once; ACK commits after
+    # an exception). Offsets are committed below, explicitly, after the database commit.
+    @broker.subscriber(
+        *processors, group_id=runtime.name, batch=True, max_records=settings.consumer_max_records,
+        batch_timeout_ms=50, auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL, title=runtime.name,
+    )
+    async def consume(message: KafkaMessage) -> None:
+        records = list(message.raw_message) if isinstance(message.raw_message, tuple) else [message.raw_message]
+        started = time.monotonic()
+        offsets = {}
+        try:
+            for topic in dict.fromkeys(r.topic for r in records):
+                offsets.update(await processors[topic].process([r for r in records if r.topic == topic]))
+        except BaseException:
+            rewind(message.consumer, records)  # fetched but not done: read again, never skipped
+            raise
+        await commit_offsets(message.consumer, offsets)
+        runtime.last_batch_at = time.monotonic()
+        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+
+
+def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or build_runtime(definition)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings = runtime.settings
+        runtime.producer = new_producer(settings.kafka_bootstrap_servers, settings.producer_linger_ms, runtime.name)
+        await runtime.producer.start()
+        broker = KafkaBroker(settings.kafka_bootstrap_servers, graceful_timeout=15.0, logger=None)
+        dead_letters = DeadLetters(runtime.producer, runtime.name)
+        if definition.on_start:
+            await definition.on_start(runtime)
+        _subscribe(broker, runtime, definition.subscriptions(runtime), dead_letters)
+        relay = OutboxRelay(settings.database_url, runtime.producer, runtime.name,
+                            settings.relay_batch_size, settings.relay_idle_check.total_seconds())
+        timers = TimerRunner(runtime.new_uow, definition.timers(runtime), runtime.clock,
+                             settings.timer_poll_interval.total_seconds())
+        loops = [relay.run, timers.run, *definition.background(runtime)]
+        tasks = [asyncio.create_task(loop(), name=getattr(loop, "__qualname__", "loop")) for loop in loops]
+        await broker.start()
+        log.info("service_started", port=settings.http_port)
+        try:
+            yield
+        finally:
+            log.info("service_stopping")
+            await broker.stop()  # waits for in-flight batches, whose offsets commit after their DB commit
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await runtime.producer.stop()
+            await runtime.engine.dispose()
+            log.info("service_stopped")
+
+    app = base_app(definition.name, lifespan)
+    app.state.runtime = runtime
+    for router in definition.routers(runtime):
+        app.include_router(router)
+    return app
+
+
+def serve(definition: ServiceDefinition) -> None:
+    settings = definition.settings_type()
+    logs.configure(definition.name, settings.log_level)
+    app = create_app(definition, build_runtime(definition, settings))
+    # uvicorn turns SIGTERM/SIGINT into the lifespan shutdown above: graceful stop.
+    uvicorn.run(app, host="127.0.0.1", port=settings.http_port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=20)

@@ -1,0 +1,47 @@
+"""Settings every service reads from its environment (pydantic-settings)."""
+
+from datetime import timedelta
+from typing import Annotated
+
+import isodate
+from pydantic import BeforeValidator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _duration(value: object) -> timedelta:
+    """ISO 8601 (`P14D`, `PT5S`) or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)):
+        return timedelta(seconds=value)
+    text = str(value).strip()
+    try:
+        return timedelta(seconds=float(text))
+    except ValueError:
+        parsed = isodate.parse_duration(text)
+    if not isinstance(parsed, timedelta):  # years/months have no fixed length
+        raise ValueError(f"duration {text!r} must be in days or smaller units")
+    return parsed
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    database_url: str
+    http_port: int
+    log_level: str = "INFO"
+    # A message that keeps failing for a reason other than an unreachable database goes to the
+    # dead-letter topic after this many attempts instead of stalling its partition.
+    consumer_max_attempts: int = 5
+    consumer_retry_backoff: Duration = timedelta(milliseconds=200)
+    consumer_max_records: int = 200
+    relay_batch_size: int = 500
+    producer_linger_ms: int = 2
+    # How long a relay waits for a NOTIFY before looking at the outbox anyway (a safety net
+    # for a lost notification, not the normal path).
+    relay_idle_check: Duration = timedelta(seconds=5)
+    timer_poll_interval: Duration = timedelta(seconds=1)

@@ -1,0 +1,141 @@
+"""One database transaction for a state change, the inbox row that guards it and the messages it causes."""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from platform_schemas import Envelope, Message, new_envelope
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from .clock import Clock
+
+InboxVerdict = Literal["new", "duplicate", "conflict"]
+
+
+def fingerprint(envelope: Envelope) -> str:
+    body = json.dumps([envelope.type, envelope.subject, envelope.actor, envelope.data], sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass
+class Cause:
+    """The message being handled: events it causes inherit its correlation id and actor."""
+
+    message_id: str
+    correlation_id: str
+    actor: str
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> "Cause":
+        return cls(envelope.id, envelope.correlationid or envelope.id, envelope.actor)
+
+
+@dataclass
+class Outgoing:
+    topic: str
+    envelope: Envelope
+
+
+@dataclass
+class UnitOfWork:
+    """`async with uow:` opens a transaction; `await uow.commit()` writes the outbox and commits."""
+
+    session_factory: async_sessionmaker[AsyncSession]
+    tables: dict[str, Table]
+    service: str
+    clock: Clock
+    notify_channel: str
+    cause: Cause | None = None
+    outgoing: list[Outgoing] = field(default_factory=list)
+    session: AsyncSession = field(init=False)
+
+    async def __aenter__(self) -> "UnitOfWork":
+        self.session = self.session_factory()
+        await self.session.begin()
+        self.outgoing = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.session.in_transaction():
+            await self.session.rollback()
+        await self.session.close()
+
+    # -- messages ------------------------------------------------------------------------------
+    def publish(self, topic: str, data: Message, *, subject: str, actor: str | None = None,
+                event_id: str | None = None) -> Envelope:
+        """Queue an event or command for the outbox; it is written at commit, in this transaction."""
+        cause = self.cause
+        envelope = new_envelope(
+            data, subject=subject, source=self.service, id=event_id,
+            actor=actor or (cause.actor if cause else "system"),
+            correlationid=cause.correlation_id if cause else None,
+            causationid=cause.message_id if cause else None,
+            time=self.clock.now(),
+        )
+        self.outgoing.append(Outgoing(topic, envelope))
+        return envelope
+
+    async def commit(self) -> None:
+        if self.outgoing:
+            outbox = self.tables["outbox"]
+            await self.session.execute(insert(outbox), [
+                {"event_id": o.envelope.id, "topic": o.topic, "key": o.envelope.subject,
+                 "type": o.envelope.type, "payload": o.envelope.to_json()}
+                for o in self.outgoing
+            ])
+            # Delivered to the relay's LISTEN only when this transaction commits.
+            await self.session.execute(select(_pg_notify(self.notify_channel)))
+        await self.session.commit()
+        self.outgoing = []
+
+    # -- inbox ---------------------------------------------------------------------------------
+    async def claim(self, envelope: Envelope, status: str = "accepted") -> InboxVerdict:
+        """Record the message as processed, in this transaction; tells whether it was seen before."""
+        inbox = self.tables["processed_messages"]
+        print_ = fingerprint(envelope)
+        claimed = await self.session.scalar(
+            pg_insert(inbox).values(
+                message_id=envelope.id, type=envelope.type, subject=envelope.subject,
+                actor=envelope.actor, fingerprint=print_, status=status, processed_at=self.clock.now(),
+            ).on_conflict_do_nothing().returning(inbox.c.message_id)
+        )
+        if claimed is not None:
+            return "new"
+        seen = await self.session.scalar(select(inbox.c.fingerprint).where(inbox.c.message_id == envelope.id))
+        return "duplicate" if seen == print_ else "conflict"
+
+    async def set_command_status(self, command_id: str, status: str, outcome: dict[str, Any] | None = None) -> None:
+        inbox = self.tables["processed_messages"]
+        await self.session.execute(
+            update(inbox).where(inbox.c.message_id == command_id).values(status=status, outcome=outcome)
+        )
+
+    # -- timers --------------------------------------------------------------------------------
+    async def schedule(self, timer_id: str, kind: str, subject: str, due_at: datetime,
+                       payload: dict[str, Any]) -> None:
+        timers = self.tables["timers"]
+        await self.session.execute(
+            pg_insert(timers).values(
+                timer_id=timer_id, kind=kind, subject=subject, due_at=due_at, payload=payload,
+                correlation_id=self.cause.correlation_id if self.cause else None,
+            ).on_conflict_do_nothing()
+        )
+
+    async def cancel_timers(self, subject: str, *kinds: str) -> None:
+        """Cancel the pending timers of these kinds on this subject (a no-op for fired ones)."""
+        timers = self.tables["timers"]
+        await self.session.execute(
+            update(timers).where(timers.c.subject == subject, timers.c.kind.in_(kinds),
+                                 timers.c.fired_at.is_(None), timers.c.cancelled_at.is_(None))
+            .values(cancelled_at=self.clock.now())
+        )
+
+
+def _pg_notify(channel: str):
+    from sqlalchemy import func, literal
+
+    return func.pg_notify(literal(channel), literal(""))

@@ -1,0 +1,94 @@
+"""Billing's reads and writes inside the unit of work's transaction."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..domain.billing_methods import BillingMethod, BillingMethods
+from ..domain.history import HistoryRow
+from .tables import billing_methods, charges, client_charge_streaks, refunds, transactions
+
+
+class BillingRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def methods_of(self, account_id: str) -> BillingMethods:
+        rows = await self.session.execute(
+            select(billing_methods).where(billing_methods.c.account_id == account_id,
+                                          billing_methods.c.removed_at.is_(None))
+            .order_by(billing_methods.c.added_at).with_for_update())
+        return BillingMethods(account_id, [
+            BillingMethod(r.billing_method_id, r.kind, r.token, r.is_primary) for r in rows
+        ])
+
+    async def method_id_taken(self, billing_method_id: str) -> bool:
+        return await self.session.scalar(select(billing_methods.c.billing_method_id).where(
+            billing_methods.c.billing_method_id == billing_method_id)) is not None
+
+    async def save_methods(self, methods: BillingMethods, now: datetime) -> None:
+        kept = [m.billing_method_id for m in methods.methods]
+        await self.session.execute(update(billing_methods).where(
+            billing_methods.c.account_id == methods.account_id, billing_methods.c.removed_at.is_(None),
+            billing_methods.c.billing_method_id.not_in(kept)).values(removed_at=now, is_primary=False))
+        # Clear first: the partial unique index allows one primary at any instant.
+        await self.session.execute(update(billing_methods).where(
+            billing_methods.c.account_id == methods.account_id).values(is_primary=False))
+        for m in methods.methods:
+            stmt = insert(billing_methods).values(
+                billing_method_id=m.billing_method_id, account_id=methods.account_id, kind=m.kind, token=m.token,
+                is_primary=m.primary, added_at=now)
+            await self.session.execute(stmt.on_conflict_do_update(
+                index_elements=["billing_method_id"], set_={"is_primary": m.primary}))
+
+    async def charge(self, charge_id: str) -> dict[str, Any] | None:
+        row = (await self.session.execute(select(charges).where(charges.c.charge_id == charge_id))).mappings().first()
+        return dict(row) if row else None
+
+    async def add_charge(self, **values: Any) -> None:
+        await self.session.execute(insert(charges).values(**values))
+
+    async def refund(self, refund_id: str) -> dict[str, Any] | None:
+        row = (await self.session.execute(
+            select(refunds).where(refunds.c.refund_id == refund_id).with_for_update())).mappings().first()
+        return dict(row) if row else None
+
+    async def add_refund(self, **values: Any) -> None:
+        await self.session.execute(insert(refunds).values(**values).on_conflict_do_nothing())
+
+    async def update_refund(self, refund_id: str, **values: Any) -> None:
+        await self.session.execute(update(refunds).where(refunds.c.refund_id == refund_id).values(**values))
+
+    async def count_charge_outcome(self, client_id: str, succeeded: bool) -> int:
+        """Consecutive failed charges of a client after this one (0 after a success)."""
+        if succeeded:
+            await self.session.execute(delete(client_charge_streaks).where(client_charge_streaks.c.client_id == client_id))
+            return 0
+        stmt = insert(client_charge_streaks).values(client_id=client_id, consecutive_failures=1)
+        return await self.session.scalar(stmt.on_conflict_do_update(
+            index_elements=["client_id"],
+            set_={"consecutive_failures": client_charge_streaks.c.consecutive_failures + 1},
+        ).returning(client_charge_streaks.c.consecutive_failures))
+
+    async def add_history(self, row: HistoryRow, occurred_at: datetime) -> bool:
+        inserted = await self.session.scalar(insert(transactions).values(
+            occurred_at=occurred_at, **row.__dict__).on_conflict_do_nothing().returning(transactions.c.seq))
+        return inserted is not None
+
+    async def history(self, account_id: str, since: datetime | None, until: datetime | None, kind: str | None,
+                      after_seq: int | None, limit: int) -> list[dict[str, Any]]:
+        conditions = [transactions.c.account_id == account_id]
+        if since:
+            conditions.append(transactions.c.occurred_at >= since)
+        if until:
+            conditions.append(transactions.c.occurred_at < until)
+        if kind:
+            conditions.append(transactions.c.kind == kind)
+        if after_seq:
+            conditions.append(transactions.c.seq > after_seq)
+        rows = await self.session.execute(
+            select(transactions).where(and_(*conditions)).order_by(transactions.c.seq).limit(limit))
+        return [dict(r) for r in rows.mappings()]

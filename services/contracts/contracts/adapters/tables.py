@@ -1,0 +1,80 @@
+"""The contracts service's database: accounts, contracts, milestones, bonuses, sagas."""
+
+from sqlalchemy import (
+    BigInteger, Boolean, Column, Date, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from platform_runtime.tables import add_runtime_tables
+
+metadata = MetaData()
+add_runtime_tables(metadata)
+
+accounts = Table(
+    "accounts", metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("status_reason", Text),
+    Column("appealable", Boolean),
+    Column("reactivation_requested", Boolean, nullable=False, server_default="false"),
+    Column("last_activity_at", DateTime(timezone=True)),
+    Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+contracts = Table(
+    "contracts", metadata,
+    Column("contract_id", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False, index=True),
+    Column("freelancer_id", String(64), nullable=False, index=True),
+    Column("title", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("deposit", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("cancel_reason", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+)
+
+milestones = Table(
+    "milestones", metadata,
+    # Ids are unique across the platform, so a milestone id alone names it.
+    Column("milestone_id", String(64), primary_key=True),
+    Column("contract_id", String(64), ForeignKey("contracts.contract_id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("due_date", Date),
+    Column("status", String(20), nullable=False),
+    Column("review_due_at", DateTime(timezone=True)),
+    Column("respond_by", DateTime(timezone=True)),
+    Column("charge_id", String(200)),
+    Column("released_amount", BigInteger, nullable=False, server_default="0"),
+    Column("refunded_amount", BigInteger, nullable=False, server_default="0"),
+    Column("removed", Boolean, nullable=False, server_default="false"),
+)
+
+milestone_history = Table(
+    "milestone_history", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=True),
+    Column("milestone_id", String(64), nullable=False, index=True),
+    Column("status", String(20), nullable=False),
+    Column("event", String(100), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+sagas = Table(
+    "sagas", metadata,
+    Column("saga_id", String(100), primary_key=True),
+    Column("kind", String(20), nullable=False),  # fund | release | refund
+    Column("contract_id", String(64), nullable=False, index=True),
+    Column("command_id", String(200)),  # what started it: its status completes with the saga
+    Column("status", String(20), nullable=False),
+    Column("step", String(30), nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("step_log", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

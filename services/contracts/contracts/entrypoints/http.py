@@ -1,0 +1,56 @@
+"""The contracts service's read side: contracts with their milestones, and accounts."""
+
+from fastapi import APIRouter, Request
+
+from platform_runtime.http import NotFound
+
+from ..adapters.repositories import AccountRepository, ContractRepository
+
+
+def _iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def router() -> APIRouter:
+    api = APIRouter()
+
+    @api.get("/contracts/{contract_id}")
+    async def contract(contract_id: str, request: Request) -> dict:
+        async with request.app.state.runtime.session_factory() as session:
+            repo = ContractRepository(session)
+            found = await repo.get(contract_id)
+            if found is None:
+                raise NotFound(f"contract {contract_id}")
+            history = await repo.history([m.milestone_id for m in found.live_milestones])
+        milestones = []
+        for m in found.live_milestones:
+            item = {"milestone_id": m.milestone_id, "title": m.title, "amount": m.amount, "status": m.status,
+                    "due_date": m.due_date.isoformat() if m.due_date else None,
+                    "released_amount": m.released_amount, "refunded_amount": m.refunded_amount,
+                    "history": history[m.milestone_id]}
+            if m.review_due_at:
+                item["review_due_at"] = _iso(m.review_due_at)
+            if m.respond_by:
+                item["respond_by"] = _iso(m.respond_by)
+            milestones.append(item)
+        return {"contract_id": found.contract_id, "status": found.status, "title": found.title,
+                "client_id": found.client_id, "freelancer_id": found.freelancer_id, "currency": found.currency,
+                "deposit": found.deposit, "escrow_held": found.escrow_held, "created_at": _iso(found.created_at),
+                "ended_at": _iso(found.ended_at), "milestones": milestones, "bonuses": []}
+
+    @api.get("/accounts/{account_id}")
+    async def account(account_id: str, request: Request) -> dict:
+        async with request.app.state.runtime.session_factory() as session:
+            found = await AccountRepository(session).get(account_id)
+        if found is None:
+            raise NotFound(f"account {account_id}")
+        body = {"account_id": found.account_id, "role": found.role, "name": found.name, "status": found.status}
+        if found.status_reason:
+            body["status_reason"] = found.status_reason
+        if found.appealable is not None:
+            body["appealable"] = found.appealable
+        if found.reactivation_requested:
+            body["reactivation_requested"] = True
+        return body
+
+    return api

@@ -1,0 +1,77 @@
+"""Account commands: register, suspend, ask for and grant reactivation."""
+
+from platform_runtime.errors import Rejected
+from platform_schemas import Envelope
+from platform_schemas.commands.contracts import (
+    ReactivateAccount, RegisterAccount, RequestReactivation, SuspendAccount,
+)
+from platform_schemas.events.contracts import (
+    AccountReactivated, AccountRegistered, AccountSuspended, ReactivationRefused, ReactivationRequested,
+)
+
+from ..domain.accounts import ACTIVE, INACTIVE, SUSPENDED, Account
+from .context import Context
+
+
+def _admin(envelope: Envelope) -> None:
+    if not envelope.actor.startswith("admin:"):
+        raise Rejected("forbidden", f"{envelope.type} is for administrators (actor admin:<name>)")
+
+
+async def register_account(cmd: RegisterAccount, envelope: Envelope, ctx: Context) -> None:
+    _admin(envelope)
+    account = Account(cmd.account_id, cmd.role, cmd.name, cmd.email, last_activity_at=ctx.now)
+    if not await ctx.accounts.add(account):
+        raise Rejected("already_exists", f"account {cmd.account_id} already exists")
+    ctx.event(AccountRegistered(**cmd.model_dump()), cmd.account_id)
+    await ctx.complete(envelope.id, "AccountRegistered")
+
+
+async def suspend_account(cmd: SuspendAccount, envelope: Envelope, ctx: Context) -> None:
+    _admin(envelope)
+    account = await ctx.account(cmd.account_id, lock=True)
+    account.status, account.status_reason, account.appealable = SUSPENDED, cmd.reason, cmd.appealable
+    account.reactivation_requested = False
+    await ctx.accounts.save(account)
+    ctx.event(AccountSuspended(account_id=cmd.account_id, reason=cmd.reason, appealable=cmd.appealable),
+              cmd.account_id)
+    await ctx.complete(envelope.id, "AccountSuspended")
+
+
+async def request_reactivation(cmd: RequestReactivation, envelope: Envelope, ctx: Context) -> None:
+    if envelope.actor != cmd.account_id:
+        raise Rejected("forbidden", "only the account holder may ask for reactivation")
+    account = await ctx.account(cmd.account_id, lock=True)
+    if account.status == ACTIVE:
+        raise Rejected("invalid_state", f"account {cmd.account_id} is already active")
+    if account.status == INACTIVE:
+        _reactivate(account, ctx)
+        outcome = "AccountReactivated"
+    elif account.appealable:
+        account.reactivation_requested = True
+        ctx.event(ReactivationRequested(account_id=account.account_id), account.account_id)
+        outcome = "ReactivationRequested"
+    else:
+        ctx.event(ReactivationRefused(
+            account_id=account.account_id, reason_code="suspension_final",
+            message=f"the suspension is final and cannot be appealed: {account.status_reason}"), account.account_id)
+        outcome = "ReactivationRefused"
+    await ctx.accounts.save(account)
+    await ctx.complete(envelope.id, outcome)
+
+
+async def reactivate_account(cmd: ReactivateAccount, envelope: Envelope, ctx: Context) -> None:
+    _admin(envelope)
+    account = await ctx.account(cmd.account_id, lock=True)
+    if account.status == ACTIVE:
+        raise Rejected("invalid_state", f"account {cmd.account_id} is already active")
+    _reactivate(account, ctx)
+    await ctx.accounts.save(account)
+    await ctx.complete(envelope.id, "AccountReactivated")
+
+
+def _reactivate(account: Account, ctx: Context) -> None:
+    account.status, account.status_reason, account.appealable = ACTIVE, None, None
+    account.reactivation_requested = False
+    account.touch(ctx.now)
+    ctx.event(AccountReactivated(account_id=account.account_id), account.account_id)

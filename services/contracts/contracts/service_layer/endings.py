@@ -1,0 +1,90 @@
+"""Ending commands: end, cancel (refunds and refund requests), answer a refund request, resolve a dispute."""
+
+from platform_schemas import Envelope
+from platform_schemas.commands.contracts import (
+    CancelContract, EndContract, ResolveDispute, RespondToRefundRequest,
+)
+from platform_schemas.events.contracts import (
+    ContractCancelled, ContractEnded, DisputeOpened, DisputeResolved, RefundAccepted, RefundRequested,
+)
+
+from ..domain.contracts import CANCELLED, DISPUTED, Contract
+from .context import Context
+from .sagas import refund, release
+
+REFUND_WINDOW = "refund_window"
+
+
+async def end_contract(cmd: EndContract, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    to_refund = contract.end(envelope.actor, ctx.now)
+    await ctx.contracts.save(contract, "ContractEnded", ctx.now)
+    for m in to_refund:
+        await refund.start(ctx, contract, m, m.amount, reason="end", command_id=None, started_by=envelope.id)
+    ctx.event(ContractEnded(contract_id=contract.contract_id, client_id=contract.client_id,
+                            freelancer_id=contract.freelancer_id, ended_by=envelope.actor,
+                            refunded_amount=sum(m.amount for m in to_refund), currency=contract.currency),
+              contract.contract_id)
+    await ctx.complete(envelope.id, "ContractEnded")
+
+
+async def cancel_contract(cmd: CancelContract, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    refund_now, ask = contract.cancel(envelope.actor, cmd.reason, ctx.now, ctx.settings.refund_response_window)
+    await ctx.contracts.save(contract, "CancelContract", ctx.now)
+    for m in refund_now:
+        await refund.start(ctx, contract, m, m.amount, reason="cancel", command_id=envelope.id,
+                           started_by=envelope.id)
+    for m in ask:
+        await ctx.uow.schedule(f"{REFUND_WINDOW}:{m.milestone_id}", REFUND_WINDOW, m.milestone_id, m.respond_by,
+                               {"contract_id": contract.contract_id, "milestone_id": m.milestone_id})
+        ctx.event(RefundRequested(contract_id=contract.contract_id, milestone_id=m.milestone_id,
+                                  freelancer_id=contract.freelancer_id, amount=m.amount, currency=contract.currency,
+                                  respond_by=m.respond_by), contract.contract_id)
+    if contract.status == CANCELLED:  # nothing was held: cancelled at once
+        ctx.event(ContractCancelled(contract_id=contract.contract_id, client_id=contract.client_id,
+                                    freelancer_id=contract.freelancer_id, reason=cmd.reason, refunded_amount=0,
+                                    currency=contract.currency), contract.contract_id)
+        await ctx.complete(envelope.id, "ContractCancelled")
+    elif ask and not refund_now:
+        await ctx.complete(envelope.id, "RefundRequested")
+
+
+async def respond_to_refund_request(cmd: RespondToRefundRequest, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    await answer_refund_request(ctx, contract, envelope.actor, cmd.milestone_id, cmd.accept, envelope.id)
+
+
+async def answer_refund_request(ctx: Context, contract: Contract, actor: str, milestone_id: str, accept: bool,
+                                started_by: str) -> None:
+    """Shared by the freelancer's answer and the window's silence (`system` accepts)."""
+    m = contract.respond_to_refund(actor, milestone_id, accept)
+    await ctx.contracts.save(contract, "RefundAccepted" if accept else "DisputeOpened", ctx.now)
+    await ctx.uow.cancel_timers(m.milestone_id, REFUND_WINDOW)
+    if m.status == DISPUTED:
+        ctx.event(DisputeOpened(contract_id=contract.contract_id, milestone_id=m.milestone_id,
+                                client_id=contract.client_id, freelancer_id=contract.freelancer_id, amount=m.amount,
+                                currency=contract.currency), contract.contract_id)
+        await ctx.complete(started_by, "DisputeOpened")
+        return
+    ctx.uow.publish("contracts.events", RefundAccepted(
+        contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount, currency=contract.currency),
+        subject=contract.contract_id, actor=actor)
+    await refund.start(ctx, contract, m, m.amount, reason="refund_accepted", command_id=started_by,
+                       started_by=started_by)
+
+
+async def resolve_dispute(cmd: ResolveDispute, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    m = contract.resolve_dispute(envelope.actor, cmd.milestone_id, cmd.release_amount, cmd.refund_amount)
+    await ctx.contracts.save(contract, "DisputeResolved", ctx.now)
+    ctx.event(DisputeResolved(contract_id=contract.contract_id, milestone_id=m.milestone_id,
+                              release_amount=cmd.release_amount, refund_amount=cmd.refund_amount,
+                              currency=contract.currency, resolved_by=envelope.actor), contract.contract_id)
+    if cmd.release_amount:
+        await release.start(ctx, contract, m, cmd.release_amount, command_id=None, started_by=envelope.id,
+                            then={"refund_amount": cmd.refund_amount})
+    else:
+        await refund.start(ctx, contract, m, cmd.refund_amount, reason="dispute", command_id=None,
+                           started_by=envelope.id)
+    await ctx.complete(envelope.id, "DisputeResolved")

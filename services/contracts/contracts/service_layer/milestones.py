@@ -1,0 +1,117 @@
+"""Milestone commands: add, edit, remove, activate (fund), submit work, request changes, approve."""
+
+from platform_runtime.errors import Rejected
+from platform_schemas import Envelope
+from platform_schemas.commands.contracts import (
+    ActivateMilestone, AddMilestone, ApproveMilestone, EditMilestone, RemoveMilestone, RequestChanges, SubmitWork,
+)
+from platform_schemas.events.contracts import (
+    ChangesRequested, MilestoneAdded, MilestoneApproved, MilestoneEdited, MilestoneRemoved, WorkSubmitted,
+)
+
+from ..domain.contracts import Milestone
+from .context import Context
+from .sagas import fund, release
+
+AUTO_RELEASE, REVIEW_REMINDER = "auto_release", "review_reminder"
+
+
+async def _active_client(ctx: Context, client_id: str) -> None:
+    (await ctx.account(client_id)).ensure_may_start_activity()
+
+
+async def add_milestone(cmd: AddMilestone, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    contract.ensure_client(envelope.actor)
+    await _active_client(ctx, contract.client_id)
+    ctx.settings.limits.check_milestone(cmd.amount)
+    if await ctx.contracts.milestone_ids_taken([cmd.milestone_id]):
+        raise Rejected("already_exists", f"milestone id {cmd.milestone_id} is already used")
+    m = contract.add_milestone(envelope.actor, Milestone(cmd.milestone_id, cmd.title, cmd.amount, 0, cmd.due_date))
+    ctx.event(MilestoneAdded(contract_id=contract.contract_id, milestone_id=m.milestone_id, title=m.title,
+                             amount=m.amount, currency=contract.currency, due_date=m.due_date), contract.contract_id)
+    if cmd.fund_now:
+        contract.activate_milestone(envelope.actor, m.milestone_id)
+        await fund.start(ctx, contract, [m], offer=False, command_id=envelope.id, started_by=envelope.id)
+    else:
+        await ctx.complete(envelope.id, "MilestoneAdded")
+    await ctx.contracts.save(contract, "MilestoneAdded", ctx.now)
+
+
+async def edit_milestone(cmd: EditMilestone, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    if cmd.amount is not None:
+        ctx.settings.limits.check_milestone(cmd.amount)
+    m = contract.edit_milestone(envelope.actor, cmd.milestone_id, cmd.title, cmd.amount, cmd.due_date)
+    await ctx.contracts.save(contract, "MilestoneEdited", ctx.now)
+    ctx.event(MilestoneEdited(contract_id=contract.contract_id, milestone_id=m.milestone_id, title=m.title,
+                              amount=m.amount, currency=contract.currency, due_date=m.due_date), contract.contract_id)
+    await ctx.complete(envelope.id, "MilestoneEdited")
+
+
+async def remove_milestone(cmd: RemoveMilestone, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    m = contract.remove_milestone(envelope.actor, cmd.milestone_id)
+    await ctx.contracts.save(contract, "MilestoneRemoved", ctx.now)
+    ctx.event(MilestoneRemoved(contract_id=contract.contract_id, milestone_id=m.milestone_id), contract.contract_id)
+    await ctx.complete(envelope.id, "MilestoneRemoved")
+
+
+async def activate_milestone(cmd: ActivateMilestone, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    contract.ensure_client(envelope.actor)
+    await _active_client(ctx, contract.client_id)
+    m = contract.activate_milestone(envelope.actor, cmd.milestone_id)
+    await ctx.contracts.save(contract, "ActivateMilestone", ctx.now)
+    await fund.start(ctx, contract, [m], offer=False, command_id=envelope.id, started_by=envelope.id)
+
+
+async def submit_work(cmd: SubmitWork, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    contract.ensure_freelancer(envelope.actor)
+    freelancer = await ctx.account(contract.freelancer_id)
+    freelancer.ensure_may_start_activity()
+    m = contract.submit_work(envelope.actor, cmd.milestone_id, ctx.now, ctx.settings.auto_release_after)
+    await ctx.contracts.save(contract, "WorkSubmitted", ctx.now)
+    freelancer.touch(ctx.now)
+    await ctx.accounts.save(freelancer)
+    timer_payload = {"contract_id": contract.contract_id, "milestone_id": m.milestone_id}
+    await ctx.uow.schedule(f"{AUTO_RELEASE}:{envelope.id}", AUTO_RELEASE, m.milestone_id, m.review_due_at,
+                           timer_payload)
+    await ctx.uow.schedule(f"{REVIEW_REMINDER}:{envelope.id}", REVIEW_REMINDER, m.milestone_id,
+                           m.review_due_at - ctx.settings.review_reminder_before, timer_payload)
+    ctx.event(WorkSubmitted(contract_id=contract.contract_id, milestone_id=m.milestone_id,
+                            client_id=contract.client_id, freelancer_id=contract.freelancer_id, message=cmd.message,
+                            review_due_at=m.review_due_at), contract.contract_id)
+    await ctx.complete(envelope.id, "WorkSubmitted", review_due_at=m.review_due_at.isoformat())
+
+
+async def request_changes(cmd: RequestChanges, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    m = contract.request_changes(envelope.actor, cmd.milestone_id)
+    await ctx.contracts.save(contract, "ChangesRequested", ctx.now)
+    await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
+    ctx.event(ChangesRequested(contract_id=contract.contract_id, milestone_id=m.milestone_id,
+                               client_id=contract.client_id, freelancer_id=contract.freelancer_id,
+                               message=cmd.message), contract.contract_id)
+    await ctx.complete(envelope.id, "ChangesRequested")
+
+
+async def approve_milestone(cmd: ApproveMilestone, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    contract.ensure_client(envelope.actor)
+    then: dict = {"end_contract": not cmd.keep_open}
+    if cmd.next_milestone:
+        # A suspended client's approval with a next milestone is refused whole; a plain one always goes.
+        await _active_client(ctx, contract.client_id)
+        ctx.settings.limits.check_milestone(cmd.next_milestone.amount)
+        if await ctx.contracts.milestone_ids_taken([cmd.next_milestone.milestone_id]) or any(
+                m.milestone_id == cmd.next_milestone.milestone_id for m in contract.milestones):
+            raise Rejected("already_exists", f"milestone id {cmd.next_milestone.milestone_id} is already used")
+        then["next_milestone"] = cmd.next_milestone.model_dump(mode="json")
+    m = contract.approve(envelope.actor, cmd.milestone_id, cmd.keep_open)
+    await ctx.contracts.save(contract, "MilestoneApproved", ctx.now)
+    await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
+    ctx.event(MilestoneApproved(contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount,
+                                currency=contract.currency), contract.contract_id)
+    await release.start(ctx, contract, m, m.amount, command_id=envelope.id, started_by=envelope.id, then=then)

@@ -1,0 +1,65 @@
+"""Offer commands: send (starts the fund saga), withdraw and decline (refund sagas), accept."""
+
+from platform_runtime.errors import Rejected
+from platform_schemas import Envelope
+from platform_schemas.commands.contracts import AcceptOffer, DeclineOffer, SendOffer, WithdrawOffer
+from platform_schemas.events.contracts import ContractStarted
+
+from ..domain.contracts import Contract, Milestone
+from .context import Context
+from .sagas import fund, refund
+
+
+async def send_offer(cmd: SendOffer, envelope: Envelope, ctx: Context) -> None:
+    if envelope.actor != cmd.client_id:
+        raise Rejected("forbidden", "an offer is sent by its client (actor must be client_id)")
+    client = await ctx.account(cmd.client_id)
+    client.ensure_role("client")
+    client.ensure_may_start_activity()
+    (await ctx.account(cmd.freelancer_id)).ensure_role("freelancer")
+    for spec in cmd.milestones:
+        ctx.settings.limits.check_milestone(spec.amount)
+    if await ctx.contracts.exists(cmd.contract_id):
+        raise Rejected("already_exists", f"contract {cmd.contract_id} already exists (ids are never reused)")
+    if taken := await ctx.contracts.milestone_ids_taken([m.milestone_id for m in cmd.milestones]):
+        raise Rejected("already_exists", f"milestone ids already used: {', '.join(taken)}")
+    contract = Contract.offer(
+        cmd.contract_id, cmd.client_id, cmd.freelancer_id, cmd.title, cmd.currency, cmd.deposit,
+        [Milestone(s.milestone_id, s.title, s.amount, i, s.due_date) for i, s in enumerate(cmd.milestones)],
+        ctx.now)
+    await ctx.contracts.save(contract, "SendOffer", ctx.now)
+    client.touch(ctx.now)
+    await ctx.accounts.save(client)
+    await fund.start(ctx, contract, contract.deposit_milestones(), offer=True, command_id=envelope.id,
+                     started_by=envelope.id)
+
+
+async def withdraw_offer(cmd: WithdrawOffer, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    await _refund_each(ctx, contract, contract.withdraw(envelope.actor), envelope, "withdraw")
+
+
+async def decline_offer(cmd: DeclineOffer, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    await _refund_each(ctx, contract, contract.decline(envelope.actor), envelope, "decline")
+
+
+async def accept_offer(cmd: AcceptOffer, envelope: Envelope, ctx: Context) -> None:
+    contract = await ctx.contract(cmd.contract_id)
+    contract.ensure_freelancer(envelope.actor)
+    freelancer = await ctx.account(contract.freelancer_id)
+    freelancer.ensure_may_start_activity()
+    contract.accept(envelope.actor)
+    freelancer.touch(ctx.now)
+    await ctx.accounts.save(freelancer)
+    await ctx.contracts.save(contract, "ContractStarted", ctx.now)
+    ctx.event(ContractStarted(contract_id=contract.contract_id, client_id=contract.client_id,
+                              freelancer_id=contract.freelancer_id, currency=contract.currency), contract.contract_id)
+    await ctx.complete(envelope.id, "ContractStarted")
+
+
+async def _refund_each(ctx: Context, contract: Contract, milestones: list[Milestone], envelope: Envelope,
+                       reason: str) -> None:
+    await ctx.contracts.save(contract, envelope.type, ctx.now)
+    for m in milestones:
+        await refund.start(ctx, contract, m, m.amount, reason=reason, command_id=envelope.id, started_by=envelope.id)

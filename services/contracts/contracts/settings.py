@@ -1,0 +1,25 @@
+"""Settings of the contracts service; durations take ISO 8601 (`P14D`) or seconds."""
+
+from datetime import timedelta
+
+from platform_runtime.settings import Duration, ServiceSettings
+
+from .domain.limits import Limits
+
+
+class ContractsSettings(ServiceSettings):
+    http_port: int = 8001
+    auto_release_after: Duration = timedelta(days=14)
+    review_reminder_before: Duration = timedelta(days=2)
+    refund_response_window: Duration = timedelta(days=7)
+    account_inactive_after: Duration = timedelta(days=365)
+    bonus_window_after_end: Duration = timedelta(days=365)
+    suspend_after_failed_charges: int = 5
+    milestone_min_amount: int = 500
+    milestone_max_amount: int = 100_000_000
+    bonus_min_amount: int = 100
+    inactivity_sweep_every: Duration = timedelta(days=1)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.milestone_min_amount, self.milestone_max_amount, self.bonus_min_amount)

@@ -1,0 +1,68 @@
+"""Escrow's saga participant steps: hold, release, refund. Each is one ledger transaction."""
+
+from platform_runtime.errors import Rejected
+from platform_runtime.unit_of_work import UnitOfWork
+from platform_schemas import Envelope, Posting
+from platform_schemas.commands.saga import HoldEscrow, RefundEscrow, ReleaseEscrow
+from platform_schemas.events.escrow import EscrowFunded, EscrowHoldRejected, EscrowRefunded, EscrowReleased
+from platform_schemas.topics import ESCROW_EVENTS
+
+from ..adapters.ledger_repository import LedgerRepository
+from ..domain import ledger
+
+
+def _wire(postings: list[ledger.Posting]) -> list[Posting]:
+    return [Posting(**p.__dict__) for p in postings]
+
+
+async def hold_escrow(cmd: HoldEscrow, envelope: Envelope, uow: UnitOfWork) -> None:
+    repo = LedgerRepository(uow.session)
+    if await repo.has_transaction(cmd.hold_id):
+        return
+    currency = await repo.contract_currency(cmd.contract_id)
+    if currency is not None and currency != cmd.currency:
+        uow.publish(ESCROW_EVENTS, EscrowHoldRejected(
+            hold_id=cmd.hold_id, saga_id=cmd.saga_id, charge_id=cmd.charge_id, contract_id=cmd.contract_id,
+            reason_code="currency_mismatch", message=f"contract {cmd.contract_id} is held in {currency}",
+        ), subject=cmd.contract_id)
+        return
+    await repo.open_contract(cmd.contract_id, cmd.client_id, cmd.currency)
+    postings = ledger.fund(cmd.hold_id, cmd.client_id, cmd.currency,
+                           [(cmd.contract_id, m.milestone_id, m.amount) for m in cmd.milestones])
+    await repo.append(cmd.hold_id, "fund", cmd.contract_id, None, postings)
+    for m in cmd.milestones:
+        await repo.add_to_holding(cmd.contract_id, m.milestone_id, cmd.currency, funded=m.amount)
+    uow.publish(ESCROW_EVENTS, EscrowFunded(
+        hold_id=cmd.hold_id, saga_id=cmd.saga_id, charge_id=cmd.charge_id, contract_id=cmd.contract_id,
+        client_id=cmd.client_id, currency=cmd.currency, amount=sum(m.amount for m in cmd.milestones),
+        milestones=cmd.milestones, postings=_wire(postings),
+    ), subject=cmd.contract_id)
+
+
+async def release_escrow(cmd: ReleaseEscrow, envelope: Envelope, uow: UnitOfWork) -> None:
+    repo = LedgerRepository(uow.session)
+    if await repo.has_transaction(cmd.release_id):
+        return
+    if await repo.held(cmd.contract_id, cmd.milestone_id) < cmd.amount:
+        raise Rejected("invalid_state", f"milestone {cmd.milestone_id} holds less than {cmd.amount}")
+    postings = ledger.release(cmd.release_id, cmd.contract_id, cmd.milestone_id, cmd.client_id,
+                              cmd.freelancer_id, cmd.amount, cmd.currency)
+    await repo.append(cmd.release_id, "release", cmd.contract_id, cmd.milestone_id, postings)
+    await repo.add_to_holding(cmd.contract_id, cmd.milestone_id, cmd.currency, released=cmd.amount)
+    uow.publish(ESCROW_EVENTS, EscrowReleased(**cmd.model_dump(), postings=_wire(postings)), subject=cmd.contract_id)
+
+
+async def refund_escrow(cmd: RefundEscrow, envelope: Envelope, uow: UnitOfWork) -> None:
+    repo = LedgerRepository(uow.session)
+    if await repo.has_transaction(cmd.refund_id):
+        return
+    if await repo.held(cmd.contract_id, cmd.milestone_id) < cmd.amount:
+        raise Rejected("invalid_state", f"milestone {cmd.milestone_id} holds less than {cmd.amount}")
+    postings = ledger.refund(cmd.refund_id, cmd.contract_id, cmd.milestone_id, cmd.client_id, cmd.amount,
+                             cmd.currency)
+    await repo.append(cmd.refund_id, "refund", cmd.contract_id, cmd.milestone_id, postings)
+    await repo.add_to_holding(cmd.contract_id, cmd.milestone_id, cmd.currency, refunded=cmd.amount)
+    uow.publish(ESCROW_EVENTS, EscrowRefunded(**cmd.model_dump(), postings=_wire(postings)), subject=cmd.contract_id)
+
+
+HANDLERS = {"HoldEscrow": hold_escrow, "ReleaseEscrow": release_escrow, "RefundEscrow": refund_escrow}
