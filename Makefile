@@ -68,6 +68,9 @@ demo:
 test:
 	if [[ -n $${CI:-} && $${CI:-} != false ]]; then trap '$(MAKE) --no-print-directory down' EXIT; fi
 	$(MAKE) --no-print-directory infra-up migrate
+	# The tests run their own service processes in the same consumer groups: a `make up` platform
+	# left running would share their partitions.
+	$(LOCAL)/services.sh stop >/dev/null || true
 	rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?
 	if ((rc == 5)); then echo "make test: pytest ran no tests" >&2; exit 1; fi
 	exit $$rc

@@ -12,3 +12,38 @@ except ModuleNotFoundError:
 async def infra() -> Infra:
     async with provide_infra() as servers:
         yield servers
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def platform(infra: Infra):
+    """All four services as separate processes on fresh databases (t_*), ports 18001-18004
+    (TEST_DB_PREFIX and TEST_PORT_BASE change both).
+
+    Timers are short (review period 6 s, reminder 3 s before, refund window 6 s) so timer tests
+    finish quickly; a test that wants to approve before auto-release has a few seconds to do so.
+    """
+    try:
+        from tests.support.processes import Platform
+    except ModuleNotFoundError:
+        from support.processes import Platform
+    running = Platform(infra.kafka_bootstrap, infra.postgres_url, env={"AUTO_RELEASE_AFTER": "PT6S",
+                                                                      "REVIEW_REMINDER_BEFORE": "PT3S",
+                                                                      "REFUND_RESPONSE_WINDOW": "PT6S",
+                                                                      "TIMER_POLL_INTERVAL": "0.2"})
+    await running.prepare()
+    await running.start_all()
+    yield running
+    running.stop_all()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def client(platform):
+    """A caller of the platform: publishes commands, follows every event topic, reads HTTP."""
+    from platform_runtime.client import PlatformClient
+
+    from tests.support.processes import TEST_PORTS
+
+    caller = PlatformClient(bootstrap=platform.kafka, ports=dict(TEST_PORTS))
+    await caller.start()
+    yield caller
+    await caller.stop()

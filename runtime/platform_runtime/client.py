@@ -26,6 +26,7 @@ class PlatformClient:
     bootstrap: str = "127.0.0.1:9092"
     source: str = "marketplace-web"
     http_host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=lambda: dict(PORTS))
     events: list[Envelope] = field(default_factory=list)
     on_event: Callable[[Envelope], None] | None = None
 
@@ -105,7 +106,7 @@ class PlatformClient:
 
     # -- read side -----------------------------------------------------------------------------
     async def get(self, service: str, path: str) -> httpx.Response:
-        return await self.http.get(f"http://{self.http_host}:{PORTS[service]}{path}")
+        return await self.http.get(f"http://{self.http_host}:{self.ports[service]}{path}")
 
     async def get_json(self, service: str, path: str) -> dict:
         response = await self.get(service, path)

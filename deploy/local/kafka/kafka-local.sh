@@ -6,7 +6,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../env.sh"
 WORK=$KAFKA_WORK POM=${KAFKA_POM:-$HERE/pom.xml}
 LIB=$WORK/lib CONF=$WORK/config DATA=$WORK/data LOG=$WORK/logs/server.log PIDFILE=$WORK/kafka.pid
-PORT=9092 TIMEOUT=${KAFKA_START_TIMEOUT:-120} JAVA=${JAVA:-java}
+PORT=${KAFKA_PORT:-9092} CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093} TIMEOUT=${KAFKA_START_TIMEOUT:-120} JAVA=${JAVA:-java}
 HEAP=${KAFKA_HEAP_OPTS:--Xms512m -Xmx512m}
 JVM="-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true"
 
@@ -50,7 +50,9 @@ run_class() { "$JAVA" -Xmx256m -Dkafka.root.level=WARN -Dlog4j2.configurationFil
 configure() {
   mkdir -p "$CONF" "$DATA" "$(dirname "$LOG")"
   # regenerated every time, so edits to the templates apply at the next start
-  sed "s#@DATA_DIR@#$DATA#" "$HERE/config/server.properties.template" >"$CONF/server.properties"
+  # a second broker (KAFKA_WORK, KAFKA_PORT, KAFKA_CONTROLLER_PORT) can run beside the first, e.g. for parallel test runs
+  sed -e "s#@DATA_DIR@#$DATA#" -e "s#:9092#:$PORT#g" -e "s#:9093#:$CONTROLLER_PORT#g" \
+    "$HERE/config/server.properties.template" >"$CONF/server.properties"
   cp "$HERE/config/log4j2.properties" "$CONF/"
   if [[ ! -f $DATA/meta.properties ]]; then  # format once per data dir
     # same shape as `kafka.tools.StorageTool random-uuid` (22-char base64url), without a JVM start

@@ -1,0 +1,118 @@
+"""The platform's services as real, separate OS processes, for end-to-end and crash tests.
+
+Each test session gets fresh databases (t_<service>) and its own HTTP ports, so a developer's
+`make up` platform and its data are left alone.
+"""
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGS = Path(os.environ.get("TEST_LOG_DIR", "/var/tmp/escrow-platform/test-logs"))
+# TEST_PORT_BASE and TEST_DB_PREFIX let two test sessions (each with its own Kafka broker) run side by side.
+_BASE = int(os.environ.get("TEST_PORT_BASE", "18000"))
+TEST_PORTS = {"contracts": _BASE + 1, "escrow": _BASE + 2, "billing": _BASE + 3, "notifications": _BASE + 4}
+DB_PREFIX = os.environ.get("TEST_DB_PREFIX", "t_")
+SERVICES = list(TEST_PORTS)
+
+
+def available(service: str) -> bool:
+    return importlib.util.find_spec(f"{service}.__main__") is not None
+
+
+async def recreate_databases(postgres_url: str, names: list[str]) -> None:
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1).rstrip("/") + "/postgres"
+    conn = await asyncpg.connect(dsn)
+    try:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Platform:
+    """Starts, kills and restarts service processes; several instances of one service may run."""
+
+    kafka: str
+    postgres_url: str
+    prefix: str = DB_PREFIX
+    env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def database_url(self, service: str) -> str:
+        return f"{self.postgres_url.rstrip('/')}/{self.prefix}{service}"
+
+    def service_env(self, service: str, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {**os.environ, **self.env, **(extra or {})}
+        env.update(KAFKA_BOOTSTRAP_SERVERS=self.kafka, DATABASE_URL=self.database_url(service), HTTP_PORT=str(port),
+                   GATEWAY_DATABASE_URL=self.database_url("gateway"), PYTHONUNBUFFERED="1")
+        return env
+
+    async def prepare(self) -> None:
+        await recreate_databases(self.postgres_url, [f"{self.prefix}{s}" for s in [*SERVICES, "gateway"]])
+        for service in SERVICES:
+            if available(service):
+                subprocess.run([sys.executable, "-m", service, "migrate"], cwd=ROOT, check=True,
+                               env=self.service_env(service, TEST_PORTS[service]), stdin=subprocess.DEVNULL,
+                               capture_output=True)
+
+    def start(self, service: str, instance: str = "0", port: int | None = None,
+              extra_env: dict[str, str] | None = None) -> str:
+        name = f"{service}#{instance}"
+        port = port or TEST_PORTS[service]
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log = open(LOGS / f"{service}-{instance}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", service], cwd=ROOT, env=self.service_env(service, port, extra_env),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs[name].port = port  # type: ignore[attr-defined]
+        return name
+
+    async def wait_ready(self, name: str, timeout: float = 60) -> None:
+        proc = self.procs[name]
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as http:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {LOGS}")
+                try:
+                    if (await http.get(f"http://127.0.0.1:{proc.port}/health/ready")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"{name} not ready within {timeout}s")
+
+    async def start_all(self) -> None:
+        names = [self.start(s) for s in SERVICES if available(s)]
+        for name in names:
+            await self.wait_ready(name)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(timeout=60)
+
+    async def restart(self, name: str, sig: int = signal.SIGKILL) -> None:
+        service, instance = name.split("#")
+        port = self.procs[name].port
+        self.kill(name, sig)
+        self.start(service, instance, port)
+        await self.wait_ready(name)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.kill(name, signal.SIGTERM)
