@@ -61,6 +61,8 @@ demo:
 	  [[ -n $$pg_was_up ]] || $(LOCAL)/postgres.sh stop || true
 	}
 	trap cleanup EXIT
+	# The story includes an auto-release: a short review period unless the caller chose one.
+	export AUTO_RELEASE_AFTER=$${AUTO_RELEASE_AFTER:-PT5S} REVIEW_REMINDER_BEFORE=$${REVIEW_REMINDER_BEFORE:-PT2S}
 	$(MAKE) --no-print-directory up
 	$(PY) $(DEMO)
 

@@ -82,7 +82,7 @@ class BatchProcessor:
                 return
             except Exception as error:  # noqa: BLE001
                 log.warning("message_failed", topic=self.topic, attempt=attempt, error=repr(error),
-                            message_id=envelope.id)
+                            message_id=envelope.id, exc_info=attempt == self.max_attempts)
                 if attempt == self.max_attempts:
                     await self.dead_letters.send(record, repr(error), attempt)
                     metrics.DEAD_LETTERED.labels(self.topic).inc()

@@ -76,7 +76,8 @@ class CommandDispatcher:
         outcome = {"type": "CommandRejected", "reason_code": rejection.reason_code, "message": rejection.message}
         await uow.set_command_status(envelope.id, "rejected", outcome) \
             if rejection.reason_code != "idempotency_conflict" else None
-        log.info("command_rejected", command_id=envelope.id, type=envelope.type, **outcome)
+        log.info("command_rejected", command_id=envelope.id, command_type=envelope.type,
+                 reason_code=rejection.reason_code, reason=rejection.message)
         uow.publish(self.rejections_topic, CommandRejected(
             command_id=envelope.id, command_type=envelope.type,
             reason_code=rejection.reason_code, message=rejection.message,

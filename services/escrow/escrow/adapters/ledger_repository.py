@@ -58,12 +58,16 @@ class LedgerRepository:
 
     async def add_to_holding(self, contract_id: str, milestone_id: str, currency: str, *, funded: int = 0,
                              released: int = 0, refunded: int = 0) -> None:
-        stmt = insert(holdings).values(contract_id=contract_id, milestone_id=milestone_id, currency=currency,
-                                       funded=funded, released=released, refunded=refunded)
-        await self.session.execute(stmt.on_conflict_do_update(
-            index_elements=["contract_id", "milestone_id"],
-            set_={"funded": holdings.c.funded + funded, "released": holdings.c.released + released,
-                  "refunded": holdings.c.refunded + refunded}))
+        if funded:
+            stmt = insert(holdings).values(contract_id=contract_id, milestone_id=milestone_id, currency=currency,
+                                           funded=funded)
+            await self.session.execute(stmt.on_conflict_do_update(
+                index_elements=["contract_id", "milestone_id"], set_={"funded": holdings.c.funded + funded}))
+        if released or refunded:
+            # An UPDATE, not an upsert: PostgreSQL checks the candidate insert row's CHECK constraint first.
+            await self.session.execute(update(holdings).where(
+                holdings.c.contract_id == contract_id, holdings.c.milestone_id == milestone_id).values(
+                released=holdings.c.released + released, refunded=holdings.c.refunded + refunded))
 
     async def escrow_of(self, contract_id: str) -> tuple[str | None, list[tuple[str, int]]]:
         currency = await self.contract_currency(contract_id)
