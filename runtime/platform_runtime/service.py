@@ -62,6 +62,7 @@ class Runtime:
     session_factory: async_sessionmaker = field(init=False)
     producer: AIOKafkaProducer | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    subscriber: Any = None
     last_batch_at: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
@@ -80,7 +81,24 @@ class Runtime:
 
     async def readiness(self) -> dict[str, bool]:
         kafka_ok = self.producer is not None and not self.producer._closed  # noqa: SLF001
-        return {"database": await database_answers(self.session_factory), "kafka": kafka_ok}
+        return {"database": await database_answers(self.session_factory), "kafka": kafka_ok,
+                "consuming": not self.consumer_stalled()}
+
+    def consumer_stalled(self) -> bool:
+        """Lag but no batch for a while: aiokafka can stop fetching silently after a broker restart (#1154)."""
+        consumer = getattr(self.subscriber, "consumer", None)
+        if consumer is None or time.monotonic() - self.last_batch_at < self.settings.consumer_stall_after.total_seconds():
+            return False
+        lag = 0
+        try:
+            assignment = consumer._subscription.subscription.assignment  # noqa: SLF001 - no public position API
+            for tp in consumer.assignment():
+                state, highwater = assignment.state_value(tp), consumer.highwater(tp)
+                if state is not None and state.has_valid_position and highwater is not None:
+                    lag += max(highwater - state.position, 0)
+        except AttributeError:  # not subscribed (yet): nothing to say
+            return False
+        return lag > 0
 
 
 def build_runtime(definition: ServiceDefinition, settings: ServiceSettings | None = None,
@@ -104,10 +122,13 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
 
     # MANUAL: faststream must not commit on its own (ACK_FIRST is at-most-once; ACK commits after
     # an exception). Offsets are committed below, explicitly, after the database commit.
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         *processors, group_id=runtime.name, batch=True, max_records=settings.consumer_max_records,
         batch_timeout_ms=50, auto_offset_reset="earliest", ack_policy=AckPolicy.MANUAL, title=runtime.name,
     )
+    runtime.subscriber = subscriber
+
+    @subscriber
     async def consume(message: KafkaMessage) -> None:
         records = list(message.raw_message) if isinstance(message.raw_message, tuple) else [message.raw_message]
         started = time.monotonic()

@@ -45,3 +45,5 @@ class ServiceSettings(BaseSettings):
     # for a lost notification, not the normal path).
     relay_idle_check: Duration = timedelta(seconds=5)
     timer_poll_interval: Duration = timedelta(seconds=1)
+    # Readiness fails when the consumer has lag but handled nothing for this long.
+    consumer_stall_after: Duration = timedelta(seconds=120)
