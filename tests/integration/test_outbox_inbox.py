@@ -1,0 +1,328 @@
+"""The outbox relay and the inbox on real PostgreSQL and Kafka (the runtime alone, on a scratch database).
+
+The relay: commit order per subject, the row id is the CloudEvents id, rows are marked sent, one
+active relay per service with a standby that takes over, LISTEN/NOTIFY instead of polling.
+The inbox: its row is written in the handler's transaction, so a rolled-back handler leaves none.
+The in-memory FakeUnitOfWork of the unit tests passes the same inbox tests as the real one.
+"""
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from platform_runtime.clock import SystemClock
+from platform_runtime.dispatch import CommandDispatcher
+from platform_runtime.relay import OutboxRelay, asyncpg_dsn, new_producer, notify_channel
+from platform_runtime.tables import add_runtime_tables
+from platform_runtime.unit_of_work import UnitOfWork
+from platform_schemas import Envelope, new_envelope
+from platform_schemas.commands.contracts import RegisterAccount
+from platform_schemas.events.contracts import AccountRegistered
+from sqlalchemy import MetaData, select
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from tests.support.fakes import FakeStore, FakeUnitOfWork
+from tests.support.probe_service import create_topics, drop_database, read_topic, scratch_database
+from tests.support.processes import DB_PREFIX
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Scratch:
+    """A scratch database with the runtime's tables, and a service name of its own."""
+
+    url: str
+    service: str
+    topic: str
+    metadata: MetaData
+    session_factory: async_sessionmaker
+
+    def new_uow(self) -> UnitOfWork:
+        return UnitOfWork(self.session_factory, self.metadata.tables, self.service, SystemClock(),
+                          notify_channel(self.service))
+
+    async def fetch(self, sql: str, *args):
+        conn = await asyncpg.connect(asyncpg_dsn(self.url))
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def scratch(infra):
+    suffix = uuid.uuid4().hex[:8]
+    name = f"{DB_PREFIX}it_outbox_{suffix}"
+    url = await scratch_database(infra.postgres_url, name)
+    metadata = MetaData()
+    add_runtime_tables(metadata)
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    topic = f"it-outbox-{suffix}"
+    await create_topics(infra.kafka_bootstrap, [topic], partitions=3)
+    yield Scratch(url, f"it{suffix}", topic, metadata, async_sessionmaker(engine, expire_on_commit=False))
+    await engine.dispose()
+    await drop_database(infra.postgres_url, name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def producer(infra):
+    started = new_producer(infra.kafka_bootstrap, 2, "it-relay")
+    await started.start()
+    yield started
+    await started.stop()
+
+
+def registered(subject: str, n: int) -> AccountRegistered:
+    return AccountRegistered(account_id=subject, role="client", name=str(n), email=f"{subject}@example.test")
+
+
+async def commit_events(scratch: Scratch, events: list[tuple[str, int]]) -> list[Envelope]:
+    """One transaction per event, in this order: this is the commit order."""
+    published = []
+    for subject, n in events:
+        async with scratch.new_uow() as uow:
+            published.append(uow.publish(scratch.topic, registered(subject, n), subject=subject))
+            await uow.commit()
+    return published
+
+
+def start_relay(scratch: Scratch, producer, idle_check: float = 30.0) -> tuple[OutboxRelay, asyncio.Task]:
+    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=idle_check)
+    return relay, asyncio.create_task(relay.run())
+
+
+async def stop(*tasks: asyncio.Task) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def wait_until(condition, timeout: float, what: str) -> float:
+    """Poll with a deadline; returns how long it took."""
+    started = time.monotonic()
+    while not await condition():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what} not within {timeout}s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def unsent(scratch: Scratch) -> int:
+    return len(await scratch.fetch("SELECT seq FROM outbox WHERE sent_at IS NULL"))
+
+
+# -- the relay ------------------------------------------------------------------------------
+
+
+async def test_the_relay_publishes_in_commit_order_per_subject_with_the_row_id_as_cloudevents_id(
+        infra, scratch, producer):
+    subjects = ["c-1", "c-2", "c-3", "c-4"]
+    before = await commit_events(scratch, [(subjects[n % 4], n) for n in range(0, 24)])
+    _, task = start_relay(scratch, producer)
+    after = await commit_events(scratch, [(subjects[n % 4], n) for n in range(24, 40)])
+    try:
+        records = await read_topic(infra.kafka_bootstrap, scratch.topic, 40)
+    finally:
+        await stop(task)
+    assert len(records) == 40
+    on_kafka = [(r.key.decode(), Envelope.model_validate_json(r.value)) for r in records]
+    for subject in subjects:
+        names = [int(e.data["name"]) for key, e in on_kafka if key == subject]
+        assert names == sorted(names) and len(names) == 10, (subject, names)
+    rows = await scratch.fetch("SELECT event_id, key, topic FROM outbox ORDER BY seq")
+    assert [r["event_id"] for r in rows] == [e.id for e in before + after]
+    assert {e.id for _, e in on_kafka} == {r["event_id"] for r in rows}
+    assert all(dict(r.headers)["content-type"] == b"application/cloudevents+json" for r in records)
+
+
+async def test_the_relay_marks_what_it_published_as_sent(scratch, producer):
+    await commit_events(scratch, [("c-1", n) for n in range(10)])
+    _, task = start_relay(scratch, producer)
+    try:
+        await wait_until(lambda: _none_unsent(scratch), 10, "every row marked sent")
+    finally:
+        await stop(task)
+    rows = await scratch.fetch("SELECT sent_at, created_at FROM outbox")
+    assert len(rows) == 10 and all(r["sent_at"] >= r["created_at"] for r in rows)
+
+
+async def _none_unsent(scratch: Scratch) -> bool:
+    return await unsent(scratch) == 0
+
+
+async def test_a_commit_wakes_the_idle_relay_through_listen_notify_well_before_its_idle_check(
+        infra, scratch, producer):
+    _, task = start_relay(scratch, producer, idle_check=30.0)
+    try:
+        await commit_events(scratch, [("c-1", 0)])  # the relay is up and has been through its first pass
+        await wait_until(lambda: _none_unsent(scratch), 10, "the first row relayed")
+        await asyncio.sleep(0.5)  # now it waits for a NOTIFY (or 30 s)
+        committed = time.time()
+        [event] = await commit_events(scratch, [("c-1", 1)])
+        records = await read_topic(infra.kafka_bootstrap, scratch.topic, 2, timeout=10)
+    finally:
+        await stop(task)
+    assert [Envelope.model_validate_json(r.value).id for r in records][-1] == event.id
+    delivered = records[-1].timestamp / 1000 - committed  # the producer stamps the record when it sends it
+    assert delivered < 5, f"delivered after {delivered:.2f}s: woken by the idle check, not by NOTIFY"
+
+
+async def test_a_standby_relay_waits_on_the_lock_and_takes_over_when_the_active_ones_connection_dies(
+        infra, scratch, producer):
+    _, first = start_relay(scratch, producer)
+    await commit_events(scratch, [("c-1", 0)])
+    await wait_until(lambda: _none_unsent(scratch), 10, "the first relay active")
+    _, standby = start_relay(scratch, producer)
+    try:
+        await wait_until(lambda: _lock_waiters(scratch, 1), 10, "the standby waiting on the advisory lock")
+        active_pid = await _lock_holder(scratch)
+        await commit_events(scratch, [("c-1", 1)])
+        await wait_until(lambda: _none_unsent(scratch), 10, "relayed by the active relay")
+
+        await scratch.fetch("SELECT pg_terminate_backend($1)", active_pid)  # its connection dies
+        await wait_until(lambda: _holder_is_not(scratch, active_pid), 10, "the standby holding the lock")
+        await commit_events(scratch, [("c-1", 2), ("c-1", 3)])
+        await wait_until(lambda: _none_unsent(scratch), 10, "relayed after the takeover")
+        records = await read_topic(infra.kafka_bootstrap, scratch.topic, 4, timeout=10)
+    finally:
+        await stop(first, standby)
+    assert [int(Envelope.model_validate_json(r.value).data["name"]) for r in records] == [0, 1, 2, 3]
+
+
+_ADVISORY = "SELECT pid, granted FROM pg_locks WHERE locktype = 'advisory' AND database = " \
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+
+
+async def _lock_waiters(scratch: Scratch, count: int) -> bool:
+    return sum(1 for r in await scratch.fetch(_ADVISORY) if not r["granted"]) == count
+
+
+async def _lock_holder(scratch: Scratch) -> int | None:
+    return next((r["pid"] for r in await scratch.fetch(_ADVISORY) if r["granted"]), None)
+
+
+async def _holder_is_not(scratch: Scratch, pid: int) -> bool:
+    holder = await _lock_holder(scratch)
+    return holder is not None and holder != pid
+
+
+async def test_rows_published_but_not_marked_before_a_crash_are_published_again_with_the_same_id(
+        infra, scratch, producer):
+    [event] = await commit_events(scratch, [("c-1", 0)])
+    _, task = start_relay(scratch, producer)
+    await wait_until(lambda: _none_unsent(scratch), 10, "relayed")
+    await stop(task)
+    await scratch.fetch("UPDATE outbox SET sent_at = NULL")  # as if the relay died before marking them
+    _, task = start_relay(scratch, producer)
+    try:
+        records = await read_topic(infra.kafka_bootstrap, scratch.topic, 2, timeout=10)
+    finally:
+        await stop(task)
+    assert [Envelope.model_validate_json(r.value).id for r in records] == [event.id, event.id]
+
+
+# -- the inbox, real and fake: the same tests ----------------------------------------------
+
+
+class RealInbox:
+    def __init__(self, scratch: Scratch) -> None:
+        self.scratch = scratch
+
+    def new_uow(self) -> UnitOfWork:
+        return self.scratch.new_uow()
+
+    async def recorded(self) -> dict[str, str]:
+        return {r["message_id"]: r["status"] for r in await self.scratch.fetch(
+            "SELECT message_id, status FROM processed_messages")}
+
+    async def outbox(self) -> list[str]:
+        return [r["type"] for r in await self.scratch.fetch("SELECT type FROM outbox")]
+
+
+class FakeInbox:
+    def __init__(self) -> None:
+        self.store = FakeStore()
+
+    def new_uow(self) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self.store)
+
+    async def recorded(self) -> dict[str, str]:
+        return {k: v["status"] for k, v in self.store.inbox.items()}
+
+    async def outbox(self) -> list[str]:
+        return [o.envelope.type for o in self.store.outbox]
+
+
+@pytest.fixture(params=["postgres", "fake"])
+def inbox(request):
+    return RealInbox(request.getfixturevalue("scratch")) if request.param == "postgres" else FakeInbox()
+
+
+def command(name: str = "Ann", id: str = "cmd-1") -> Envelope:
+    return new_envelope(RegisterAccount(account_id="a-1", role="client", name=name, email="a@example.test"),
+                        subject="a-1", actor="admin:tests", source="tests", id=id)
+
+
+async def test_a_claim_is_kept_only_when_its_transaction_commits(inbox):
+    async with inbox.new_uow() as uow:
+        assert await uow.claim(command(id="rolled-back")) == "new"
+    async with inbox.new_uow() as uow:
+        assert await uow.claim(command(id="committed")) == "new"
+        await uow.commit()
+    assert await inbox.recorded() == {"committed": "accepted"}
+
+
+async def test_a_message_seen_before_is_a_duplicate_with_the_same_body_and_a_conflict_with_another(inbox):
+    async with inbox.new_uow() as uow:
+        await uow.claim(command())
+        await uow.commit()
+    async with inbox.new_uow() as uow:
+        assert await uow.claim(command()) == "duplicate"
+        assert await uow.claim(command(name="Bob")) == "conflict"
+
+
+async def test_a_handler_that_fails_leaves_neither_an_inbox_row_nor_an_outbox_row(inbox):
+    async def fails_after_its_work(cmd, envelope, uow):
+        uow.publish("contracts.events", AccountRegistered(account_id="a-1", role="client", name="Ann",
+                                                          email="a@example.test"), subject="a-1")
+        raise RuntimeError("crash in the handler")
+
+    dispatcher = CommandDispatcher("contracts.commands", {"RegisterAccount": fails_after_its_work},
+                                   "contracts.events")
+    with pytest.raises(RuntimeError):
+        async with inbox.new_uow() as uow:
+            await dispatcher.dispatch(command(), uow)
+            await uow.commit()
+    assert await inbox.recorded() == {}
+    assert await inbox.outbox() == []
+
+
+async def test_a_handled_command_leaves_its_inbox_row_and_its_events_together(inbox):
+    async def registers(cmd, envelope, uow):
+        uow.publish("contracts.events", AccountRegistered(account_id="a-1", role="client", name="Ann",
+                                                          email="a@example.test"), subject="a-1")
+
+    dispatcher = CommandDispatcher("contracts.commands", {"RegisterAccount": registers}, "contracts.events")
+    async with inbox.new_uow() as uow:
+        await dispatcher.dispatch(command(), uow)
+        await uow.commit()
+    assert await inbox.recorded() == {"cmd-1": "accepted"}
+    assert await inbox.outbox() == ["AccountRegistered"]
+
+
+async def test_the_inbox_row_and_the_state_change_are_one_transaction_in_postgres(scratch):
+    processed = scratch.metadata.tables["processed_messages"]
+    async with scratch.new_uow() as uow:
+        await uow.claim(command())
+        # Seen from another connection before the commit: nothing.
+        assert await scratch.fetch("SELECT 1 FROM processed_messages") == []
+        await uow.commit()
+    async with scratch.session_factory() as session:
+        assert (await session.execute(select(processed.c.status))).scalar() == "accepted"

@@ -1,0 +1,227 @@
+"""Hand-written fakes for unit tests (cosmicpython style): an in-memory unit of work and repositories.
+
+The fake unit of work has the real one's semantics where tests depend on them: `publish()` builds
+the same envelopes, the inbox (`claim`) tells new / duplicate / conflict by fingerprint, savepoints
+roll back, and nothing reaches the shared `FakeStore` unless `commit()` is called.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from platform_runtime.clock import FrozenClock
+from platform_runtime.unit_of_work import Cause, InboxVerdict, Outgoing, fingerprint
+from platform_schemas import Envelope, Message, new_envelope
+
+from contracts.domain.accounts import Account
+from contracts.domain.contracts import Contract
+from contracts.domain.sagas import Saga
+from contracts.service_layer.context import Context
+from contracts.settings import ContractsSettings
+
+NOON = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+
+
+# -- the unit of work ---------------------------------------------------------------------------
+
+
+@dataclass
+class FakeStore:
+    """What a database would hold after its commits: the inbox and the outbox."""
+
+    inbox: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outbox: list[Outgoing] = field(default_factory=list)
+    commits: int = 0
+
+
+class FakeSavepoint:
+    def __init__(self, uow: "FakeUnitOfWork") -> None:
+        self.uow = uow
+        self.inbox = copy.deepcopy(uow.inbox)
+
+    async def commit(self) -> None:
+        pass
+
+    async def rollback(self) -> None:
+        self.uow.inbox = self.inbox
+
+
+class FakeSession:
+    def __init__(self, uow: "FakeUnitOfWork") -> None:
+        self.uow = uow
+
+    async def begin_nested(self) -> FakeSavepoint:
+        return FakeSavepoint(self.uow)
+
+
+class FakeUnitOfWork:
+    """Stands in for platform_runtime.unit_of_work.UnitOfWork; several may share one FakeStore."""
+
+    def __init__(self, store: FakeStore | None = None, clock: FrozenClock | None = None,
+                 service: str = "contracts") -> None:
+        self.store = store if store is not None else FakeStore()
+        self.clock = clock or FrozenClock(NOON)
+        self.service = service
+        self.cause: Cause | None = None
+        self.outgoing: list[Outgoing] = []
+        self.inbox = copy.deepcopy(self.store.inbox)
+        self.session = FakeSession(self)
+        self.committed = False
+
+    async def __aenter__(self) -> "FakeUnitOfWork":
+        self.inbox = copy.deepcopy(self.store.inbox)
+        self.outgoing = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.outgoing = []  # uncommitted work is lost, as in a rolled-back transaction
+
+    def publish(self, topic: str, data: Message, *, subject: str, actor: str | None = None,
+                event_id: str | None = None) -> Envelope:
+        cause = self.cause
+        envelope = new_envelope(
+            data, subject=subject, source=self.service, id=event_id,
+            actor=actor or (cause.actor if cause else "system"),
+            correlationid=cause.correlation_id if cause else None,
+            causationid=cause.message_id if cause else None, time=self.clock.now())
+        self.outgoing.append(Outgoing(topic, envelope))
+        return envelope
+
+    async def commit(self) -> None:
+        self.store.inbox = copy.deepcopy(self.inbox)
+        self.store.outbox += self.outgoing
+        self.store.commits += 1
+        self.outgoing = []
+        self.committed = True
+
+    async def claim(self, envelope: Envelope, status: str = "accepted") -> InboxVerdict:
+        seen = self.inbox.get(envelope.id)
+        if seen is None:
+            self.inbox[envelope.id] = {"type": envelope.type, "fingerprint": fingerprint(envelope),
+                                       "status": status, "outcome": None}
+            return "new"
+        return "duplicate" if seen["fingerprint"] == fingerprint(envelope) else "conflict"
+
+    async def set_command_status(self, command_id: str, status: str, outcome: dict[str, Any] | None = None) -> None:
+        if command_id in self.inbox:
+            self.inbox[command_id].update(status=status, outcome=outcome)
+
+    # -- what tests read -----------------------------------------------------------------------
+    def messages(self, topic: str | None = None) -> list[Envelope]:
+        """Queued (not yet committed) messages, optionally on one topic."""
+        return [o.envelope for o in self.outgoing if topic is None or o.topic == topic]
+
+    def types(self, topic: str | None = None) -> list[str]:
+        return [e.type for e in self.messages(topic)]
+
+    def status_of(self, command_id: str) -> dict[str, Any] | None:
+        return self.inbox.get(command_id)
+
+
+# -- the contracts service's repositories -------------------------------------------------------
+
+
+class FakeAccountRepository:
+    def __init__(self, accounts: list[Account] = ()) -> None:
+        self._rows = {a.account_id: copy.deepcopy(a) for a in accounts}
+
+    async def get(self, account_id: str, lock: bool = False) -> Account | None:
+        return copy.deepcopy(self._rows.get(account_id))
+
+    async def add(self, account: Account) -> bool:
+        if account.account_id in self._rows:
+            return False
+        self._rows[account.account_id] = copy.deepcopy(account)
+        return True
+
+    async def save(self, account: Account) -> None:
+        self._rows[account.account_id] = copy.deepcopy(account)
+
+    def stored(self, account_id: str) -> Account:
+        return self._rows[account_id]
+
+
+class FakeContractRepository:
+    def __init__(self, contracts: list[Contract] = ()) -> None:
+        self._rows = {c.contract_id: copy.deepcopy(c) for c in contracts}
+        self.history: list[tuple[str, str]] = []  # (contract id, event) of every save
+
+    async def get(self, contract_id: str) -> Contract | None:
+        return copy.deepcopy(self._rows.get(contract_id))
+
+    async def exists(self, contract_id: str) -> bool:
+        return contract_id in self._rows
+
+    async def milestone_ids_taken(self, ids: list[str]) -> list[str]:
+        taken = {m.milestone_id for c in self._rows.values() for m in c.milestones}
+        return [i for i in ids if i in taken]
+
+    async def save(self, contract: Contract, event: str, now: datetime) -> None:
+        contract.is_new = False
+        self._rows[contract.contract_id] = copy.deepcopy(contract)
+        self.history.append((contract.contract_id, event))
+
+    def stored(self, contract_id: str) -> Contract | None:
+        return self._rows.get(contract_id)
+
+
+class FakeSagaRepository:
+    def __init__(self) -> None:
+        self._rows: dict[str, Saga] = {}
+
+    async def get(self, saga_id: str) -> Saga | None:
+        return copy.deepcopy(self._rows.get(saga_id))
+
+    async def save(self, saga: Saga) -> None:
+        self._rows[saga.saga_id] = copy.deepcopy(saga)
+
+    def stored(self, saga_id: str) -> Saga:
+        return self._rows[saga_id]
+
+    def all(self) -> list[Saga]:
+        return list(self._rows.values())
+
+
+@dataclass
+class FakeContext(Context):
+    """The contracts handlers' Context over in-memory repositories; the rest of Context is the real code."""
+
+    def __post_init__(self) -> None:
+        self.accounts = FakeAccountRepository()
+        self.contracts = FakeContractRepository()
+        self.sagas = FakeSagaRepository()
+
+
+def contracts_context(*accounts: Account, settings: ContractsSettings | None = None,
+                      uow: FakeUnitOfWork | None = None) -> FakeContext:
+    settings = settings or ContractsSettings(database_url="postgresql+asyncpg://fake/fake")
+    ctx = FakeContext(uow or FakeUnitOfWork(), settings)
+    ctx.accounts = FakeAccountRepository(list(accounts))
+    return ctx
+
+
+# -- Kafka ---------------------------------------------------------------------------------------
+
+
+class FakeDeadLetters:
+    """Collects what would go to `<topic>.dlq`, with the error and the attempts."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[ConsumerRecord, str, int]] = []
+
+    async def send(self, record: ConsumerRecord, error: str, attempts: int) -> None:
+        self.sent.append((record, error, attempts))
+
+    @property
+    def offsets(self) -> list[int]:
+        return [record.offset for record, _, _ in self.sent]
+
+
+def record(value: bytes, offset: int, topic: str = "contracts.commands", partition: int = 0,
+           key: bytes | None = b"c-1") -> ConsumerRecord:
+    """A consumed Kafka record, as aiokafka hands it over."""
+    return ConsumerRecord(topic=topic, partition=partition, offset=offset, timestamp=0, timestamp_type=0,
+                          key=key, value=value, checksum=None, serialized_key_size=len(key or b""),
+                          serialized_value_size=len(value), headers=())

@@ -1,0 +1,138 @@
+"""A tiny service built on the shared runtime alone, for integration tests of consuming and relaying.
+
+It consumes RegisterAccount commands from its own topic, writes one `registrations` row per command
+and announces AccountRegistered through the outbox. Names steer it: "poison" always raises, "hang"
+touches PROBE_MARKER and blocks forever (while PROBE_HANG=1), so a test can kill it mid-batch.
+Run in-process through `app(...)`, or as its own process: `python -m tests.support.probe_service`.
+"""
+
+import asyncio
+from pathlib import Path
+
+from platform_runtime.dispatch import CommandDispatcher
+from platform_runtime.service import ServiceDefinition, Subscription, build_runtime, create_app, serve
+from platform_runtime.settings import ServiceSettings
+from platform_runtime.tables import add_runtime_tables
+from platform_runtime.unit_of_work import UnitOfWork
+from platform_schemas import Envelope
+from platform_schemas.commands.contracts import RegisterAccount
+from platform_schemas.events.contracts import AccountRegistered
+from sqlalchemy import Column, MetaData, String, Table, insert
+
+
+class ProbeSettings(ServiceSettings):
+    http_port: int = 0
+    probe_name: str = "probe"
+    probe_topic: str = "probe.commands"
+    probe_events: str = "probe.events"
+    probe_hang: bool = True
+    probe_marker: str = ""
+
+
+def definition(settings: ProbeSettings) -> ServiceDefinition:
+    metadata = MetaData()
+    add_runtime_tables(metadata)
+    registrations = Table(
+        "registrations", metadata,
+        Column("account_id", String(64), primary_key=True),
+        Column("name", String(200), nullable=False),
+    )
+
+    async def register(cmd: RegisterAccount, envelope: Envelope, uow: UnitOfWork) -> None:
+        await uow.session.execute(insert(registrations).values(account_id=cmd.account_id, name=cmd.name))
+        if cmd.name == "poison":
+            raise RuntimeError(f"{cmd.account_id} is poison")
+        if cmd.name == "hang" and settings.probe_hang:
+            Path(settings.probe_marker).touch()
+            await asyncio.sleep(3600)
+        uow.publish(settings.probe_events, AccountRegistered(
+            account_id=cmd.account_id, role=cmd.role, name=cmd.name, email=cmd.email), subject=cmd.account_id)
+
+    dispatcher = CommandDispatcher(settings.probe_topic, {"RegisterAccount": register}, settings.probe_events)
+    return ServiceDefinition(
+        name=settings.probe_name, metadata=metadata, settings_type=lambda: settings, migrations_dir=Path("."),
+        subscriptions=lambda runtime: [Subscription(settings.probe_topic, dispatcher.dispatch)],
+    )
+
+
+def app(settings: ProbeSettings):
+    probe = definition(settings)
+    return create_app(probe, build_runtime(probe, settings))
+
+
+if __name__ == "__main__":
+    serve(definition(ProbeSettings()))
+
+
+# -- scratch resources for integration tests ------------------------------------------------------
+
+
+async def scratch_database(postgres_url: str, name: str) -> str:
+    """A fresh, empty database; returns its SQLAlchemy URL."""
+    import asyncpg
+
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1).rstrip("/") + "/postgres"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"{postgres_url.rstrip('/')}/{name}"
+
+
+async def drop_database(postgres_url: str, name: str) -> None:
+    import asyncpg
+
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1).rstrip("/") + "/postgres"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        while not set(names) <= set(await admin.list_topics()):
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30.0):
+    """The first `count` records of a topic (every partition, from the beginning), or fewer at the deadline."""
+    import time
+
+    from aiokafka import AIOKafkaConsumer
+
+    # No group: every partition of the topic is ours, read from the beginning.
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        records, deadline = [], time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
+    """The group's committed offset per partition (all topics it reads)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
