@@ -23,17 +23,32 @@ async def platform(infra: Infra):
     finish quickly; a test that wants to approve before auto-release has a few seconds to do so.
     """
     try:
-        from tests.support.processes import Platform
+        from tests.support.processes import Platform, available
+        from tests.support.smtp import SmtpSink
     except ModuleNotFoundError:
-        from support.processes import Platform
+        from support.processes import Platform, available
+        from support.smtp import SmtpSink
+    # notifications mails to this session's own sink (SMTP port TEST_PORT_BASE+25, its HTTP +26).
+    sink = SmtpSink() if available("notifications") else None
+    if sink:
+        await sink.start()
     running = Platform(infra.kafka_bootstrap, infra.postgres_url, env={"AUTO_RELEASE_AFTER": "PT6S",
                                                                       "REVIEW_REMINDER_BEFORE": "PT3S",
                                                                       "REFUND_RESPONSE_WINDOW": "PT6S",
-                                                                      "TIMER_POLL_INTERVAL": "0.2"})
-    await running.prepare()
-    await running.start_all()
-    yield running
-    running.stop_all()
+                                                                      "TIMER_POLL_INTERVAL": "0.2",
+                                                                      "DELIVERY_RETRY_BACKOFF": "0.5",
+                                                                      "DELIVERY_RETRY_BACKOFF_MAX": "4",
+                                                                      "DELIVERY_POLL_INTERVAL": "0.2",
+                                                                      **(sink.env if sink else {})})
+    running.smtp = sink
+    try:  # a service that never gets ready must not leave the others (and the sink) running
+        await running.prepare()
+        await running.start_all()
+        yield running
+    finally:
+        running.stop_all()
+        if sink:
+            sink.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

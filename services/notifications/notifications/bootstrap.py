@@ -1,0 +1,44 @@
+"""The notifications service, assembled: what it consumes, serves, and the email delivery loop it runs."""
+
+from pathlib import Path
+
+from platform_runtime.dispatch import EventDispatcher
+from platform_runtime.service import ServiceDefinition, Subscription
+from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_EVENTS
+
+from .adapters.smtp import SmtpSender
+from .adapters.tables import metadata
+from .adapters.templates import Templates
+from .domain.delivery import RetryPolicy
+from .entrypoints import http
+from .service_layer.delivery import EmailDelivery
+from .service_layer.handlers import handlers
+from .settings import NotificationsSettings
+
+
+def subscriptions(runtime) -> list[Subscription]:
+    events = EventDispatcher(handlers(Templates(runtime.settings.templates_dir)))
+    return [Subscription(CONTRACTS_EVENTS, events.dispatch), Subscription(BILLING_EVENTS, events.dispatch)]
+
+
+def background(runtime) -> list:
+    settings: NotificationsSettings = runtime.settings
+    delivery = EmailDelivery(
+        runtime.new_uow,
+        SmtpSender(settings.smtp_host, settings.smtp_port, settings.smtp_timeout.total_seconds()),
+        RetryPolicy(settings.delivery_max_attempts, settings.delivery_retry_backoff,
+                    settings.delivery_retry_backoff_max),
+        runtime.clock, settings.mail_from, settings.delivery_workers,
+        settings.delivery_poll_interval.total_seconds())
+    return [delivery.run]
+
+
+definition = ServiceDefinition(
+    name="notifications",
+    metadata=metadata,
+    settings_type=NotificationsSettings,
+    migrations_dir=Path(__file__).parent / "migrations",
+    subscriptions=subscriptions,
+    routers=lambda runtime: [http.router()],
+    background=background,
+)

@@ -1,0 +1,24 @@
+"""Settings of the notifications service; durations take ISO 8601 (`PT10S`) or seconds."""
+
+from datetime import timedelta
+from pathlib import Path
+
+from platform_runtime.settings import Duration, ServiceSettings
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class NotificationsSettings(ServiceSettings):
+    http_port: int = 8004
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_timeout: Duration = timedelta(seconds=10)
+    mail_from: str = "Escrow Platform <notifications@escrow-platform.example>"
+    # Where the Jinja2 templates live: a person may point this at an edited copy, no code change needed.
+    templates_dir: Path = TEMPLATES
+    # Email delivery: each failure waits twice as long as the one before (up to the max), then gives up.
+    delivery_max_attempts: int = 8
+    delivery_retry_backoff: Duration = timedelta(seconds=10)
+    delivery_retry_backoff_max: Duration = timedelta(minutes=30)
+    delivery_poll_interval: Duration = timedelta(milliseconds=500)
+    delivery_workers: int = 4

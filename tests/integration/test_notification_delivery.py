@@ -1,0 +1,205 @@
+"""Notifications against real PostgreSQL (its own migrated database), with a fake SMTP server.
+
+The consumer's half (event -> rows, once) and the delivery loop's half (pending -> sent / retried /
+failed, each change with its event in the outbox), with time moved by hand.
+"""
+
+import asyncio
+import os
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from notifications.adapters.tables import metadata, notifications
+from notifications.adapters.templates import Templates
+from notifications.bootstrap import definition
+from notifications.domain.delivery import RetryPolicy
+from notifications.service_layer.delivery import EmailDelivery
+from notifications.service_layer.handlers import handlers
+from notifications.settings import TEMPLATES
+from platform_runtime.clock import FrozenClock
+from platform_runtime.dispatch import EventDispatcher
+from platform_runtime.migrate import upgrade
+from platform_runtime.relay import notify_channel
+from platform_runtime.unit_of_work import UnitOfWork
+from platform_schemas import new_envelope
+from platform_schemas.events.contracts import AccountRegistered, AccountSuspended
+from tests.support.processes import recreate_databases
+
+pytestmark = pytest.mark.integration
+START = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+DATABASE = f"{os.environ.get('TEST_DB_PREFIX', 't_')}notifications_it"
+
+
+class FakeSmtp:
+    """Accepts every mail except those to `refusing` addresses, which fail with `error`."""
+
+    def __init__(self, error: Exception | None = None, delay: float = 0.0) -> None:
+        self.sent: list[EmailMessage] = []
+        self.refusing: set[str] = set()
+        self.error = error or ConnectionRefusedError("SMTP server down")
+        self.delay = delay
+
+    async def send(self, message: EmailMessage) -> None:
+        await asyncio.sleep(self.delay)
+        if any(address in message["To"] for address in self.refusing):
+            raise self.error
+        self.sent.append(message)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db(infra):
+    url = infra.database_url(DATABASE)
+    await recreate_databases(infra.postgres_url, [DATABASE])
+    await asyncio.to_thread(upgrade, definition.migrations_dir, url)  # the real migrations, not create_all
+    engine = create_async_engine(url)
+    yield async_sessionmaker(engine, expire_on_commit=False)
+    await engine.dispose()
+
+
+@pytest.fixture
+def clock():
+    return FrozenClock(START)
+
+
+def unit_of_work(sessions, clock):
+    return lambda: UnitOfWork(sessions, metadata.tables, "notifications", clock, notify_channel("notifications"))
+
+
+async def consume(sessions, clock, *envelopes) -> None:
+    """What the consumer does with a batch: one transaction, the dispatcher's inbox claim per event."""
+    dispatcher = EventDispatcher(handlers(Templates(TEMPLATES)))
+    async with unit_of_work(sessions, clock)() as uow:
+        for envelope in envelopes:
+            await dispatcher.dispatch(envelope, uow)
+        await uow.commit()
+
+
+def event(data, subject: str):
+    return new_envelope(data, subject=subject, source="contracts", actor="admin:tests")
+
+
+async def person(sessions, clock, account_id: str, suspended: bool = True):
+    registered = event(AccountRegistered(account_id=account_id, role="client", name=f"Name {account_id}",
+                                         email=f"{account_id}@example.test"), account_id)
+    suspension = event(AccountSuspended(account_id=account_id, reason="Unpaid invoices", appealable=True), account_id)
+    await consume(sessions, clock, registered, *([suspension] if suspended else []))
+    return suspension
+
+
+async def rows(sessions, account_id: str) -> dict[str, dict]:
+    async with sessions() as session:
+        found = await session.execute(select(notifications).where(notifications.c.account_id == account_id))
+        return {r["channel"]: dict(r) for r in found.mappings()}
+
+
+async def outbox_types(sessions) -> list[tuple[str, str]]:
+    outbox = metadata.tables["outbox"]
+    async with sessions() as session:
+        return [(r.type, r.event_id) for r in await session.execute(select(outbox).order_by(outbox.c.seq))]
+
+
+def delivery(sessions, clock, smtp, attempts: int = 3, workers: int = 1) -> EmailDelivery:
+    return EmailDelivery(unit_of_work(sessions, clock), smtp,
+                         RetryPolicy(attempts, timedelta(seconds=10), timedelta(seconds=15)), clock,
+                         "Platform <n@example.test>", workers, poll_seconds=0.01)
+
+
+async def test_an_event_gives_one_in_app_and_one_pending_email_however_often_it_arrives(db, clock):
+    suspension = await person(db, clock, "acc-once")
+    await consume(db, clock, suspension)
+    await consume(db, clock, suspension, suspension)
+    found = await rows(db, "acc-once")
+    assert sorted(found) == ["email", "in_app"]
+    assert (found["in_app"]["status"], found["email"]["status"]) == ("delivered", "pending")
+    assert "Unpaid invoices" in found["email"]["body_text"] and "can be reversed" in found["email"]["body_text"]
+    sent = [t for t in await outbox_types(db) if t[0] == "NotificationSent"]
+    assert sent == [("NotificationSent", f"{found['in_app']['notification_id']}:sent")]
+
+
+async def test_a_sent_email_is_marked_and_announced_in_the_same_transaction(db, clock):
+    await person(db, clock, "acc-sent")
+    smtp = FakeSmtp()
+    while await delivery(db, clock, smtp).deliver_one():
+        pass
+    email = (await rows(db, "acc-sent"))["email"]
+    assert (email["status"], email["attempts"]) == ("sent", 1)
+    [message] = [m for m in smtp.sent if "acc-sent" in m["To"]]
+    assert message["Message-ID"] == f"<{email['notification_id']}@notifications.escrow-platform>"
+    assert message["Subject"] == email["subject"]
+    assert ("NotificationSent", f"{email['notification_id']}:sent") in await outbox_types(db)
+
+
+async def test_a_failing_email_backs_off_exponentially_then_is_failed_and_announced(db, clock):
+    await person(db, clock, "acc-fail")
+    smtp = FakeSmtp()
+    smtp.refusing.add("acc-fail@")
+    loop = delivery(db, clock, smtp, attempts=3)
+    while await loop.deliver_one():
+        pass
+    email = (await rows(db, "acc-fail"))["email"]
+    assert (email["status"], email["attempts"]) == ("pending", 1)
+    assert email["next_attempt_at"] == START + timedelta(seconds=10)
+    assert not await loop.deliver_one()  # not due yet
+    clock.advance(timedelta(seconds=10))
+    assert await loop.deliver_one()
+    email = (await rows(db, "acc-fail"))["email"]
+    assert (email["attempts"], email["next_attempt_at"]) == (2, clock.now() + timedelta(seconds=15))  # capped
+    clock.advance(timedelta(seconds=15))
+    assert await loop.deliver_one()
+    email = (await rows(db, "acc-fail"))["email"]
+    assert (email["status"], email["attempts"]) == ("failed", 3)
+    assert "SMTP server down" in email["last_error"]
+    assert ("NotificationFailed", f"{email['notification_id']}:failed") in await outbox_types(db)
+    assert not await loop.deliver_one()
+
+
+async def test_a_permanent_refusal_fails_at_once(db, clock):
+    import smtplib
+
+    await person(db, clock, "acc-refused")
+    smtp = FakeSmtp(smtplib.SMTPRecipientsRefused({"acc-refused@example.test": (550, b"no such mailbox")}))
+    smtp.refusing.add("acc-refused@")
+    while await delivery(db, clock, smtp, attempts=8).deliver_one():
+        pass
+    email = (await rows(db, "acc-refused"))["email"]
+    assert (email["status"], email["attempts"]) == ("failed", 1)
+
+
+async def test_one_failing_address_does_not_hold_back_the_others(db, clock):
+    for account_id in ("acc-down", "acc-fine-1", "acc-fine-2"):
+        await person(db, clock, account_id)
+    smtp = FakeSmtp()
+    smtp.refusing.add("acc-down@")
+    while await delivery(db, clock, smtp, attempts=8).deliver_one():
+        pass
+    assert (await rows(db, "acc-fine-1"))["email"]["status"] == "sent"
+    assert (await rows(db, "acc-fine-2"))["email"]["status"] == "sent"
+    assert (await rows(db, "acc-down"))["email"]["status"] == "pending"
+
+
+async def test_two_instances_with_several_workers_send_each_email_exactly_once(db, clock):
+    people = [f"acc-many-{i}" for i in range(24)]
+    await asyncio.gather(*(person(db, clock, p) for p in people))
+    smtp = FakeSmtp(delay=0.02)
+    instances = [delivery(db, clock, smtp, workers=4) for _ in range(2)]
+    tasks = [asyncio.create_task(i.run()) for i in instances]
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                async with db() as session:
+                    pending = await session.scalar(select(func.count()).select_from(notifications).where(
+                        notifications.c.status == "pending", notifications.c.account_id.in_(people)))
+                if pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    ids = [m["Message-ID"] for m in smtp.sent if any(f"{p}@" in m["To"] for p in people)]
+    assert len(ids) == len(set(ids)) == len(people)
