@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from .errors import Rejected
 from .logging import get_logger
-from .unit_of_work import Cause, UnitOfWork
+from .unit_of_work import Cause, UnitOfWork, fingerprint
 
 Handler = Callable[[Any, Envelope, UnitOfWork], Awaitable[None]]
 log = get_logger(__name__)
@@ -67,8 +67,9 @@ class CommandDispatcher:
 
     async def _reject(self, envelope: Envelope, rejection: Rejected, uow: UnitOfWork) -> None:
         if rejection.reason_code == "idempotency_conflict":
-            # Remember this exact conflicting body too, so its redelivery is not rejected twice.
-            alias = envelope.model_copy(update={"id": f"{envelope.id}#conflict"})
+            # Remember each conflicting body under its own alias, so the redelivery of one is not
+            # rejected twice while every other body sent under the same id still gets its rejection.
+            alias = envelope.model_copy(update={"id": f"{envelope.id}#conflict:{fingerprint(envelope)[:16]}"})
             if await uow.claim(alias, status="rejected") != "new":
                 return
         else:

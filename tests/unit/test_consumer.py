@@ -199,6 +199,14 @@ async def test_a_redelivered_conflicting_command_is_not_rejected_twice():
     assert uow.messages() == []
 
 
+async def test_every_other_body_sent_under_a_used_command_id_is_rejected_too():
+    uow = await dispatch(register(name="Ann", id="cmd-1"))
+    for name in ("Bob", "Cid"):
+        await uow.commit()
+        await dispatch(register(name=name, id="cmd-1"), uow=uow)
+        assert rejection(uow)["reason_code"] == "idempotency_conflict", name
+
+
 async def test_an_unknown_command_type_is_rejected_and_its_status_says_so():
     command = register().model_copy(update={"type": "LaunchRocket"})
     uow = await dispatch(command)

@@ -1,0 +1,104 @@
+"""What end-to-end tests check the platform against: the books, the gateway's own store, barriers."""
+
+import uuid
+from datetime import datetime, timezone
+
+import asyncpg
+from platform_runtime.client import PlatformClient
+from platform_schemas import Envelope
+from platform_schemas.topics import CONTRACTS_COMMANDS
+
+from contracts.domain.sagas import saga_id_for
+
+# Milestone statuses in which a milestone's money sits in escrow (contracts' domain says the same).
+HOLDS_ESCROW = {"funded", "submitted", "changes_requested", "releasing", "refund_requested", "disputed",
+                "refunding"}
+
+
+def dsn(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def query(platform, database: str, sql: str, *args) -> list[asyncpg.Record]:
+    """Read a service's (or the gateway simulator's) own database directly."""
+    conn = await asyncpg.connect(dsn(platform.database_url(database)))
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+def charge_key(offer_command: Envelope) -> str:
+    """The gateway idempotency key of an offer's deposit charge: the fund saga's charge step id."""
+    return f"{saga_id_for('fund', offer_command.id)}:charge"
+
+
+async def gateway_charges(platform, offer_command: Envelope) -> list[asyncpg.Record]:
+    """The simulator's own charge rows for an offer's deposit (its durable store, not billing's)."""
+    return await query(platform, "gateway", "SELECT * FROM sim_charges WHERE idempotency_key = $1",
+                       charge_key(offer_command))
+
+
+async def ledger_is_clean(client: PlatformClient) -> None:
+    check = await client.get_json("escrow", "/ledger/check")
+    assert check["ok"], check["problems"]
+
+
+async def escrow_matches_contract(client: PlatformClient, contract_id: str) -> None:
+    """Escrow holds exactly the contract's funded milestones, milestone by milestone."""
+    contract = await client.get("contracts", f"/contracts/{contract_id}")
+    expected = {}
+    if contract.status_code == 200:
+        expected = {m["milestone_id"]: m["amount"] for m in contract.json()["milestones"]
+                    if m["status"] in HOLDS_ESCROW}
+    escrow = await client.get("escrow", f"/escrow/{contract_id}")
+    held = {}
+    if escrow.status_code == 200:
+        held = {m["milestone_id"]: m["held"] for m in escrow.json()["milestones"] if m["held"]}
+        assert escrow.json()["balance"] == sum(expected.values()), (contract_id, escrow.json())
+    assert held == expected, (contract_id, held, expected)
+
+
+def raw_command(type_name: str, data: dict, subject: str, actor: str, id: str | None = None) -> Envelope:
+    """A command envelope built by hand, so its data can be anything a careless caller might send."""
+    command_id = id or str(uuid.uuid4())
+    return Envelope(id=command_id, source="tests", type=type_name, time=datetime.now(timezone.utc),
+                    subject=subject, actor=actor, correlationid=command_id,
+                    dataschema=f"urn:escrow:schema:{type_name}:1", data=data)
+
+
+async def send_raw_command(client: PlatformClient, command: Envelope, topic: str = CONTRACTS_COMMANDS) -> Envelope:
+    await client.send_raw(topic, command.to_json(), key=command.subject)
+    return command
+
+
+async def barrier(client: PlatformClient, subject: str) -> None:
+    """Returns once contracts has handled everything sent before on this key (same partition, in order)
+    and its events are visible: a command of an unknown type is rejected after all of them."""
+    marker = await send_raw_command(client, raw_command("Barrier", {}, subject, "system"))
+    rejected = await client.outcome(marker, set())
+    assert rejected.data["reason_code"] == "unknown_command"
+
+
+async def dead_letter(bootstrap: str, topic: str, value: bytes, timeout: float = 20.0):
+    """The record of `topic`'s dead-letter topic whose value is `value` (polls with a deadline)."""
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaConsumer
+    from platform_schemas.topics import dlq
+
+    consumer = AIOKafkaConsumer(dlq(topic), bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    if record.value == value:
+                        return record
+            await asyncio.sleep(0)
+        raise TimeoutError(f"{value!r} not dead-lettered within {timeout}s")
+    finally:
+        await consumer.stop()
