@@ -30,8 +30,9 @@ async def project(event_type: str, data: dict[str, Any], repo: NotificationRepos
     if event_type in ("OfferSent", "OfferFundingFailed"):
         await repo.save_contract(Parties(data["contract_id"], data["client_id"], data["freelancer_id"],
                                          data["currency"], data.get("title")))
-    for m in data.get("milestones", []) if event_type == "OfferSent" else []:
-        await repo.save_milestone(m["milestone_id"], data["contract_id"], m["title"], m["amount"])
+    if event_type == "OfferSent":
+        for m in data["milestones"]:
+            await repo.save_milestone(m["milestone_id"], data["contract_id"], m["title"], m["amount"])
     if event_type in ("MilestoneAdded", "MilestoneEdited"):
         await repo.save_milestone(data["milestone_id"], data["contract_id"], data["title"], data["amount"])
 
