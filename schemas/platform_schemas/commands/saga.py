@@ -5,9 +5,10 @@ command carries a step id that is also the participant's idempotency key (and, f
 the idempotency key of the call), derived from the saga and its step, so a retried step is one effect.
 """
 
+from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..types import Amount, Currency, Id, Message
 
@@ -90,3 +91,25 @@ class PostBonus(Message):
     amount: Amount
     currency: Currency
     charge_id: Id
+
+
+class BonusToPost(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    bonus_id: Id
+    contract_id: Id
+    client_id: Id
+    freelancer_id: Id
+    amount: Amount
+    currency: Currency
+    charge_id: Id
+
+
+class PostBonuses(Message):
+    """The bonus batch's credit step: bonuses whose clients were charged, posted to the ledger in one go.
+
+    Each bonus is its own ledger transaction (id = the bonus id), so a bonus is posted once however
+    often it is sent. Escrow answers with one `BonusPosted` per bonus and one `BonusesPosted` reply.
+    """
+
+    business_date: date
+    bonuses: list[BonusToPost] = Field(min_length=1, max_length=500)

@@ -1,5 +1,9 @@
 """Facts of the escrow ledger on `escrow.events`; each carries the postings it made."""
 
+from datetime import date
+
+from pydantic import Field
+
 from ..commands.saga import MilestoneAmount
 from ..types import Amount, Currency, Id, Message, Posting
 
@@ -59,3 +63,10 @@ class BonusPosted(Message):
     currency: Currency
     charge_id: Id
     postings: list[Posting]
+
+
+class BonusesPosted(Message):
+    """Reply to PostBonuses: these bonuses are on the ledger (each has its own `BonusPosted` with its postings)."""
+
+    business_date: date
+    bonus_ids: list[Id] = Field(min_length=1, max_length=500)

@@ -1,4 +1,4 @@
-"""The billing service, assembled: what it consumes, serves and owns."""
+"""The billing service, assembled: what it consumes, serves, owns and schedules."""
 
 from pathlib import Path
 
@@ -7,36 +7,41 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
 from platform_runtime.http import command_status_router
 from platform_runtime.service import ServiceDefinition, Subscription
-from platform_runtime.settings import ServiceSettings
-from platform_schemas.topics import BILLING_COMMANDS, BILLING_EVENTS, BILLING_SAGA_COMMANDS, ESCROW_EVENTS
+from platform_schemas.topics import (
+    BILLING_COMMANDS, BILLING_EVENTS, BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS,
+)
 
 from .adapters.gateway_simulator import SimulatedGateway
 from .adapters.tables import metadata
-from .entrypoints import http
-from .service_layer import handlers
-
-
-class BillingSettings(ServiceSettings):
-    http_port: int = 8003
-    gateway_database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:55432/gateway"
-    gateway_attempts: int = 4
+from .entrypoints import bonus_http, http
+from .service_layer import bonus_batch, handlers
+from .service_layer.bonus_batch_runner import BonusBatchRunner
+from .settings import BillingSettings, ShiftedClock
 
 
 def subscriptions(runtime) -> list[Subscription]:
     steps = handlers.SagaSteps(runtime.extras["gateway"], attempts=runtime.settings.gateway_attempts)
     saga_handlers = {"ChargeClient": steps.charge_client, "RefundCharge": steps.refund_charge}
+    commands = {**handlers.COMMANDS, **bonus_batch.COMMANDS}
     return [
-        Subscription(BILLING_COMMANDS, CommandDispatcher(BILLING_COMMANDS, handlers.COMMANDS, BILLING_EVENTS).dispatch),
+        Subscription(BILLING_COMMANDS, CommandDispatcher(BILLING_COMMANDS, commands, BILLING_EVENTS).dispatch),
         Subscription(BILLING_SAGA_COMMANDS,
                      CommandDispatcher(BILLING_SAGA_COMMANDS, saga_handlers, BILLING_EVENTS).dispatch),
-        Subscription(ESCROW_EVENTS, EventDispatcher({"EscrowReleased": handlers.on_escrow_released}).dispatch),
+        Subscription(ESCROW_EVENTS, EventDispatcher({"EscrowReleased": handlers.on_escrow_released,
+                                                     **bonus_batch.ESCROW_EVENT_HANDLERS}).dispatch),
+        Subscription(CONTRACTS_EVENTS, EventDispatcher(bonus_batch.CONTRACTS_EVENT_HANDLERS).dispatch),
     ]
 
 
 async def on_start(runtime) -> None:
+    if runtime.settings.clock_offset:
+        runtime.clock = ShiftedClock(runtime.clock, runtime.settings.clock_offset)
     gateway = SimulatedGateway(create_async_engine(runtime.settings.gateway_database_url, pool_size=5))
     await gateway.create_tables()
     runtime.extras["gateway"] = gateway
+    async with runtime.new_uow() as uow:
+        await bonus_batch.schedule_next_batch(uow, runtime.settings.bonus_batch_at)
+        await uow.commit()
 
 
 definition = ServiceDefinition(
@@ -45,6 +50,8 @@ definition = ServiceDefinition(
     settings_type=BillingSettings,
     migrations_dir=Path(__file__).parent / "migrations",
     subscriptions=subscriptions,
-    routers=lambda runtime: [http.router(), command_status_router()],
+    routers=lambda runtime: [http.router(), bonus_http.router(), command_status_router()],
+    timers=lambda runtime: bonus_batch.timer_handlers(runtime.settings),
+    background=lambda runtime: [BonusBatchRunner(runtime.new_uow, runtime.extras["gateway"], runtime.settings).run],
     on_start=on_start,
 )

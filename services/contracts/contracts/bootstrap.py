@@ -9,7 +9,7 @@ from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACT
 
 from .adapters.tables import metadata
 from .entrypoints import http
-from .service_layer import accounts, endings, milestones, offers
+from .service_layer import accounts, bonuses, endings, milestones, offers
 from .service_layer.context import command_context
 from .service_layer.sagas.replies import reply_handlers
 from .service_layer.timers import schedule_next_sweep, timer_handlers
@@ -35,13 +35,14 @@ COMMANDS = {
     "CancelContract": endings.cancel_contract,
     "RespondToRefundRequest": endings.respond_to_refund_request,
     "ResolveDispute": endings.resolve_dispute,
+    "GiveBonus": bonuses.give_bonus,
 }
 
 
 def subscriptions(runtime) -> list[Subscription]:
     bind = command_context(runtime.settings)
     commands = {name: bind(handler) for name, handler in COMMANDS.items()}
-    replies = EventDispatcher(reply_handlers(runtime.settings))
+    replies = EventDispatcher({**reply_handlers(runtime.settings), **bonuses.EVENT_HANDLERS})
     return [
         Subscription(CONTRACTS_COMMANDS, CommandDispatcher(CONTRACTS_COMMANDS, commands, CONTRACTS_EVENTS).dispatch),
         Subscription(BILLING_EVENTS, replies.dispatch),

@@ -10,6 +10,7 @@ from platform_schemas.topics import ESCROW_EVENTS, ESCROW_SAGA_COMMANDS
 
 from .adapters.tables import metadata
 from .entrypoints import http
+from .service_layer import bonuses
 from .service_layer.handlers import HANDLERS
 
 
@@ -18,8 +19,9 @@ class EscrowSettings(ServiceSettings):
 
 
 def subscriptions(runtime) -> list[Subscription]:
+    handlers = {**HANDLERS, **bonuses.HANDLERS}
     return [Subscription(ESCROW_SAGA_COMMANDS,
-                         CommandDispatcher(ESCROW_SAGA_COMMANDS, HANDLERS, ESCROW_EVENTS).dispatch)]
+                         CommandDispatcher(ESCROW_SAGA_COMMANDS, handlers, ESCROW_EVENTS).dispatch)]
 
 
 definition = ServiceDefinition(

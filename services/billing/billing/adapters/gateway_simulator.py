@@ -5,11 +5,12 @@ nothing and tests can count real charges. Every call carries an idempotency key:
 charges twice, which is what makes `tok_timeoutAfterCharge` safe to retry.
 """
 
+import asyncio
 import hashlib
 from datetime import datetime, timezone
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, select, update
-from sqlalchemy.dialects.postgresql import insert
+import asyncpg
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..domain.gateway import Declined, GatewayCharge, GatewayUnavailable
@@ -38,6 +39,7 @@ sim_attempts = Table(
     Column("attempts", Integer, nullable=False),
 )
 
+FAIL_FIRST_ATTEMPT = ("tok_processingError", "tok_timeoutAfterCharge")
 DECLINES = {
     "tok_chargeDeclined": ("card_declined", "The card was declined."),
     "tok_chargeDeclinedInsufficientFunds": ("insufficient_funds", "The card has insufficient funds."),
@@ -45,55 +47,84 @@ DECLINES = {
 
 
 class SimulatedGateway:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Tables made with SQLAlchemy; calls made on asyncpg directly (a daily bonus batch makes thousands)."""
+
+    def __init__(self, engine: AsyncEngine, pool_size: int = 10) -> None:
         self.engine = engine
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
 
     async def create_tables(self) -> None:
         async with self.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
 
+    async def _connections(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+                    self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=self.pool_size)
+        return self._pool
+
     async def charge(self, idempotency_key: str, token: str, amount: int, currency: str) -> GatewayCharge:
-        async with self.engine.begin() as conn:
-            existing = (await conn.execute(
-                select(sim_charges).where(sim_charges.c.idempotency_key == idempotency_key))).mappings().first()
-            if existing:
-                return GatewayCharge(existing["reference"], existing["amount"], existing["currency"])
-            if token in DECLINES:
-                raise Declined(*DECLINES[token])
-            first_attempt = await self._count_attempt(conn, idempotency_key) == 1
-            if token == "tok_processingError" and first_attempt:
-                raise GatewayUnavailable("processing error (simulated, first attempt)")
-            reference = "ch_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
-            await conn.execute(insert(sim_charges).values(
-                idempotency_key=idempotency_key, reference=reference, token=token, amount=amount,
-                currency=currency, created_at=datetime.now(timezone.utc)))
+        pool = await self._connections()
+        existing = await pool.fetchrow(_CHARGE_OF_KEY, idempotency_key)
+        if existing:
+            return GatewayCharge(existing["reference"], existing["amount"], existing["currency"])
+        if token in DECLINES:
+            raise Declined(*DECLINES[token])
+        # Only these tokens behave differently on a first attempt; counting costs a transaction of its own.
+        first_attempt = token in FAIL_FIRST_ATTEMPT and await self._count_attempt(idempotency_key) == 1
+        if token == "tok_processingError" and first_attempt:
+            raise GatewayUnavailable("processing error (simulated, first attempt)")
+        reference = "ch_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+        inserted = await pool.fetchval(
+            "INSERT INTO sim_charges (idempotency_key, reference, token, amount, currency, created_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING RETURNING reference",
+            idempotency_key, reference, token, amount, currency, datetime.now(timezone.utc))
+        if inserted is None:  # the same key charged at this very moment by another caller: still one charge
+            existing = await pool.fetchrow(_CHARGE_OF_KEY, idempotency_key)
+            return GatewayCharge(existing["reference"], existing["amount"], existing["currency"])
         if token == "tok_timeoutAfterCharge" and first_attempt:
             # The money is taken (committed above) but the answer never arrives.
             raise GatewayUnavailable("timed out after charging (simulated, first attempt)")
         return GatewayCharge(reference, amount, currency)
 
     async def refund(self, idempotency_key: str, charge_reference: str, amount: int) -> str:
-        async with self.engine.begin() as conn:
-            if await conn.scalar(select(sim_refunds.c.idempotency_key)
-                                 .where(sim_refunds.c.idempotency_key == idempotency_key)):
+        pool = await self._connections()
+        if await pool.fetchval(_REFUND_OF_KEY, idempotency_key):
+            return f"re_{idempotency_key}"
+        charge = await pool.fetchrow("SELECT token, amount, refunded FROM sim_charges WHERE reference = $1",
+                                     charge_reference)
+        _ensure_refundable(charge, charge_reference, amount)
+        if charge["token"] == "tok_processingError" and await self._count_attempt(idempotency_key) == 1:
+            raise GatewayUnavailable("processing error (simulated, first attempt)")
+        async with pool.acquire() as conn, conn.transaction():  # checked again, locked: refunds never overlap
+            if await conn.fetchval(_REFUND_OF_KEY, idempotency_key):
                 return f"re_{idempotency_key}"
-            charge = (await conn.execute(select(sim_charges).where(sim_charges.c.reference == charge_reference)
-                                         .with_for_update())).mappings().first()
-            if charge is None or charge["amount"] - charge["refunded"] < amount:
-                raise Declined("refund_exceeds_charge", f"cannot refund {amount} of {charge_reference}")
-            if charge["token"] == "tok_processingError" and await self._count_attempt(conn, idempotency_key) == 1:
-                raise GatewayUnavailable("processing error (simulated, first attempt)")
-            await conn.execute(insert(sim_refunds).values(
-                idempotency_key=idempotency_key, charge_reference=charge_reference, amount=amount,
-                created_at=datetime.now(timezone.utc)))
-            await conn.execute(update(sim_charges).where(sim_charges.c.reference == charge_reference)
-                               .values(refunded=sim_charges.c.refunded + amount))
+            _ensure_refundable(await conn.fetchrow(
+                "SELECT amount, refunded FROM sim_charges WHERE reference = $1 FOR UPDATE", charge_reference),
+                charge_reference, amount)
+            await conn.execute(
+                "INSERT INTO sim_refunds (idempotency_key, charge_reference, amount, created_at) "
+                "VALUES ($1, $2, $3, $4)", idempotency_key, charge_reference, amount, datetime.now(timezone.utc))
+            await conn.execute("UPDATE sim_charges SET refunded = refunded + $2 WHERE reference = $1",
+                               charge_reference, amount)
         return f"re_{idempotency_key}"
 
-    async def _count_attempt(self, conn, idempotency_key: str) -> int:
+    async def _count_attempt(self, idempotency_key: str) -> int:
         """Attempts are durable too: 'first attempt' must mean the first ever, across restarts."""
-        async with self.engine.begin() as own:  # committed even when the caller's transaction is not
-            stmt = insert(sim_attempts).values(idempotency_key=idempotency_key, attempts=1)
-            return await own.scalar(stmt.on_conflict_do_update(
-                index_elements=["idempotency_key"], set_={"attempts": sim_attempts.c.attempts + 1}
-            ).returning(sim_attempts.c.attempts))
+        async with (await self._connections()).acquire() as own:  # its own transaction: committed whatever follows
+            return await own.fetchval(
+                "INSERT INTO sim_attempts (idempotency_key, attempts) VALUES ($1, 1) ON CONFLICT (idempotency_key) "
+                "DO UPDATE SET attempts = sim_attempts.attempts + 1 RETURNING attempts", idempotency_key)
+
+
+_CHARGE_OF_KEY = "SELECT reference, amount, currency FROM sim_charges WHERE idempotency_key = $1"
+_REFUND_OF_KEY = "SELECT 1 FROM sim_refunds WHERE idempotency_key = $1"
+
+
+def _ensure_refundable(charge, charge_reference: str, amount: int) -> None:
+    if charge is None or charge["amount"] - charge["refunded"] < amount:
+        raise Declined("refund_exceeds_charge", f"cannot refund {amount} of {charge_reference}")

@@ -1,6 +1,9 @@
-"""Billing's database: billing methods, charges, refunds, transaction history."""
+"""Billing's database: billing methods, charges, refunds, transaction history, the daily bonus batches."""
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text, func
+from sqlalchemy import (
+    BigInteger, Boolean, Column, Date, DateTime, Index, Integer, MetaData, String, Table, Text, func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 from platform_runtime.tables import add_runtime_tables
 
@@ -74,3 +77,66 @@ transactions = Table(
     Column("bonus_id", String(64)),
 )
 Index("transactions_by_account", transactions.c.account_id, transactions.c.occurred_at, transactions.c.seq)
+
+# -- the daily bonus batch -----------------------------------------------------------------------
+bonuses = Table(
+    "bonuses", metadata,  # learnt from contracts' BonusGiven
+    Column("bonus_id", String(64), primary_key=True),
+    Column("contract_id", String(64), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("freelancer_id", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("business_date", Date, nullable=False),  # the UTC day contracts accepted it
+    Column("given_at", DateTime(timezone=True), nullable=False),
+    Column("batch_date", Date),  # the batch that took it; NULL while pending
+    # pending -> taken -> charged -> crediting -> paid, or taken -> declined -> failed
+    Column("status", String(20), nullable=False),
+    Column("charge_id", String(64)),
+    Column("reason_code", String(50)),
+    Column("message", Text),
+    Column("settled_at", DateTime(timezone=True)),
+)
+Index("bonuses_pending", bonuses.c.given_at, postgresql_where=bonuses.c.batch_date.is_(None))
+Index("bonuses_by_batch_status", bonuses.c.batch_date, bonuses.c.status, bonuses.c.charge_id, bonuses.c.bonus_id)
+Index("bonuses_by_batch_client", bonuses.c.batch_date, bonuses.c.client_id, bonuses.c.currency)
+
+bonus_batches = Table(
+    "bonus_batches", metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("status", String(20), nullable=False),  # collecting | charging | completed
+    Column("cutoff", DateTime(timezone=True), nullable=False),  # bonuses given before it belong to the batch
+    Column("correlation_id", String(200), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("started_by", String(200), nullable=False),  # id of the command or timer that started it
+    # Who is told BonusBatchCompleted at the end: [{command_id, correlation_id, actor}]
+    Column("waiters", JSONB, nullable=False),
+    Column("bonuses", Integer),
+    Column("paid", Integer),
+    Column("failed", Integer),
+    Column("totals", JSONB),
+    Column("failures", JSONB),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("completed_at", DateTime(timezone=True)),
+)
+
+bonus_charges = Table(
+    "bonus_charges", metadata,  # one per batch, client and currency
+    Column("charge_id", String(64), primary_key=True),
+    Column("idempotency_key", String(250), nullable=False, unique=True),  # the gateway's
+    Column("business_date", Date, nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("bonuses", Integer, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | succeeded | failed
+    Column("billing_method_id", String(64)),
+    Column("gateway_reference", String(200)),
+    Column("reason_code", String(50)),
+    Column("message", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("retry_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("settled_at", DateTime(timezone=True)),
+)
+Index("bonus_charges_by_batch", bonus_charges.c.business_date, bonus_charges.c.status, bonus_charges.c.charge_id)

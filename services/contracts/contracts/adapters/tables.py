@@ -78,3 +78,19 @@ sagas = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+bonuses = Table(
+    "bonuses", metadata,
+    Column("bonus_id", String(64), primary_key=True),
+    Column("contract_id", String(64), ForeignKey("contracts.contract_id"), nullable=False, index=True),
+    Column("client_id", String(64), nullable=False),
+    Column("freelancer_id", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("business_date", Date, nullable=False),
+    Column("given_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(20), nullable=False),  # pending | paid | failed (as billing's batch reports)
+    Column("reason_code", String(50)),
+    Column("settled_at", DateTime(timezone=True)),
+)

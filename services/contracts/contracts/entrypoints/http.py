@@ -4,11 +4,22 @@ from fastapi import APIRouter, Request
 
 from platform_runtime.http import NotFound
 
+from ..adapters.bonus_repository import BonusRepository
 from ..adapters.repositories import AccountRepository, ContractRepository
 
 
 def _iso(value) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _bonus(bonus) -> dict:
+    item = {"bonus_id": bonus.bonus_id, "amount": bonus.amount, "currency": bonus.currency, "note": bonus.note,
+            "status": bonus.status, "business_date": bonus.business_date.isoformat(), "given_at": _iso(bonus.given_at)}
+    if bonus.reason_code:
+        item["reason_code"] = bonus.reason_code
+    if bonus.settled_at:
+        item["settled_at"] = _iso(bonus.settled_at)
+    return item
 
 
 def router() -> APIRouter:
@@ -22,6 +33,7 @@ def router() -> APIRouter:
             if found is None:
                 raise NotFound(f"contract {contract_id}")
             history = await repo.history([m.milestone_id for m in found.live_milestones])
+            bonuses = [_bonus(b) for b in await BonusRepository(session).of_contract(contract_id)]
         milestones = []
         for m in found.live_milestones:
             item = {"milestone_id": m.milestone_id, "title": m.title, "amount": m.amount, "status": m.status,
@@ -36,7 +48,7 @@ def router() -> APIRouter:
         return {"contract_id": found.contract_id, "status": found.status, "title": found.title,
                 "client_id": found.client_id, "freelancer_id": found.freelancer_id, "currency": found.currency,
                 "deposit": found.deposit, "escrow_held": found.escrow_held, "created_at": _iso(found.created_at),
-                "ended_at": _iso(found.ended_at), "milestones": milestones, "bonuses": []}
+                "ended_at": _iso(found.ended_at), "milestones": milestones, "bonuses": bonuses}
 
     @api.get("/accounts/{account_id}")
     async def account(account_id: str, request: Request) -> dict:

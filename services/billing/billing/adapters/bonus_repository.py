@@ -1,0 +1,206 @@
+"""Reads and writes of the bonus batch (bonuses, batches, per-client charges), in the unit of work's session.
+
+Work is claimed with `FOR UPDATE SKIP LOCKED`, so several billing instances share a batch without
+taking the same rows; every statement touches a bounded chunk, never the whole batch.
+"""
+
+from collections.abc import AsyncIterator, Iterable
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, String, any_, bindparam, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..domain.bonus_batch import Bonus, ChargeResult, ChargeTotal
+from ..domain.history import HistoryRow
+from .tables import billing_methods, bonus_batches, bonus_charges, bonuses, client_charge_streaks, transactions
+
+_BONUS = (bonuses.c.bonus_id, bonuses.c.contract_id, bonuses.c.client_id, bonuses.c.freelancer_id, bonuses.c.amount,
+          bonuses.c.currency)
+
+
+_HISTORY = ("transaction_id", "account_id", "kind", "description", "amount", "currency", "contract_id",
+            "milestone_id", "bonus_id")
+# One statement for any number of rows (arrays unnested), so it is prepared once, not once per row count.
+_ADD_HISTORY = text(
+    f"INSERT INTO transactions (occurred_at, {', '.join(_HISTORY)}) "
+    f"SELECT :occurred_at, * FROM unnest({', '.join(':' + c for c in _HISTORY)}) "
+    "ON CONFLICT DO NOTHING RETURNING transaction_id"
+).bindparams(bindparam("occurred_at", type_=DateTime(timezone=True)),
+             *(bindparam(c, type_=ARRAY(BigInteger if c == "amount" else String)) for c in _HISTORY))
+
+
+def _each(values: list[str]):
+    """`= ANY(:array)`: one statement text whatever the number of values."""
+    return any_(bindparam(None, values, type_=ARRAY(String)))
+
+
+def _bonus(row) -> Bonus:
+    return Bonus(row.bonus_id, row.contract_id, row.client_id, row.freelancer_id, row.amount, row.currency)
+
+
+class BonusRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    # -- bonuses ----------------------------------------------------------------------------
+    async def add_bonus(self, **values: Any) -> bool:
+        added = await self.session.scalar(
+            insert(bonuses).values(status="pending", **values).on_conflict_do_nothing().returning(bonuses.c.bonus_id))
+        return added is not None
+
+    async def bonus(self, bonus_id: str) -> dict[str, Any] | None:
+        row = (await self.session.execute(select(bonuses).where(bonuses.c.bonus_id == bonus_id))).mappings().first()
+        return dict(row) if row else None
+
+    async def take_pending(self, business_date: date, cutoff: datetime, limit: int) -> list[Bonus]:
+        """Give the batch up to `limit` pending bonuses given before `cutoff` that no batch took yet."""
+        chosen = (select(bonuses.c.bonus_id).where(bonuses.c.batch_date.is_(None), bonuses.c.given_at < cutoff)
+                  .limit(limit).with_for_update(skip_locked=True).scalar_subquery())
+        rows = await self.session.execute(
+            update(bonuses).where(bonuses.c.bonus_id.in_(chosen))
+            .values(batch_date=business_date, status="taken").returning(*_BONUS))
+        return [_bonus(r) for r in rows]
+
+    async def count_in_batch(self, business_date: date) -> int:
+        return await self.session.scalar(select(func.count()).where(bonuses.c.batch_date == business_date))
+
+    async def progress(self, business_date: date) -> dict[str, int]:
+        """How many of the batch's bonuses are in each status."""
+        rows = await self.session.execute(select(bonuses.c.status, func.count()).where(
+            bonuses.c.batch_date == business_date).group_by(bonuses.c.status))
+        return {status: count for status, count in rows}
+
+    async def count_in_status(self, business_date: date, status: str) -> int:
+        return await self.session.scalar(select(func.count()).where(
+            bonuses.c.batch_date == business_date, bonuses.c.status == status))
+
+    async def claim_bonuses(self, business_date: date, status: str, limit: int) -> list[tuple[dict, Bonus]]:
+        """Up to `limit` of the batch's bonuses in `status`, ordered by charge, locked for this transaction."""
+        rows = await self.session.execute(
+            select(bonuses).where(bonuses.c.batch_date == business_date, bonuses.c.status == status)
+            .order_by(bonuses.c.charge_id, bonuses.c.bonus_id).limit(limit).with_for_update(skip_locked=True))
+        return [(dict(r), _bonus(r)) for r in rows.mappings()]
+
+    async def set_status(self, bonus_ids: list[str], status: str, now: datetime | None = None) -> None:
+        values: dict[str, Any] = {"status": status}
+        if now is not None:
+            values["settled_at"] = now
+        await self.session.execute(update(bonuses).where(bonuses.c.bonus_id == _each(bonus_ids)).values(**values))
+
+    async def mark_paid(self, bonus_ids: list[str], now: datetime) -> list[tuple[dict, Bonus]]:
+        """The ones of these bonuses that were waiting for their credit, now paid (each only once)."""
+        rows = await self.session.execute(
+            update(bonuses).where(bonuses.c.bonus_id == _each(bonus_ids), bonuses.c.status == "crediting")
+            .values(status="paid", settled_at=now).returning(bonuses))
+        return sorted(((dict(r), _bonus(r)) for r in rows.mappings()), key=lambda pair: pair[1].bonus_id)
+
+    # -- batches ----------------------------------------------------------------------------
+    async def batch(self, business_date: date, lock: bool = False, skip_locked: bool = False) -> dict | None:
+        query = select(bonus_batches).where(bonus_batches.c.business_date == business_date)
+        if lock:
+            query = query.with_for_update(skip_locked=skip_locked)
+        row = (await self.session.execute(query)).mappings().first()
+        return dict(row) if row else None
+
+    async def add_batch(self, **values: Any) -> bool:
+        added = await self.session.scalar(insert(bonus_batches).values(**values).on_conflict_do_nothing()
+                                          .returning(bonus_batches.c.business_date))
+        return added is not None
+
+    async def update_batch(self, business_date: date, **values: Any) -> None:
+        await self.session.execute(
+            update(bonus_batches).where(bonus_batches.c.business_date == business_date).values(**values))
+
+    async def open_batches(self) -> list[dict]:
+        rows = await self.session.execute(select(bonus_batches).where(bonus_batches.c.status != "completed")
+                                          .order_by(bonus_batches.c.business_date))
+        return [dict(r) for r in rows.mappings()]
+
+    # -- charges ----------------------------------------------------------------------------
+    async def add_to_charges(self, business_date: date, totals: list[ChargeTotal]) -> None:
+        """Add a chunk's sums to the charges (created on first sight); same transaction as the take."""
+        if not totals:
+            return
+        stmt = insert(bonus_charges)
+        await self.session.execute(stmt.on_conflict_do_update(index_elements=["charge_id"], set_={
+            "amount": bonus_charges.c.amount + stmt.excluded.amount,
+            "bonuses": bonus_charges.c.bonuses + stmt.excluded.bonuses,
+        }), [{"charge_id": t.charge_id, "idempotency_key": t.idempotency_key, "business_date": business_date,
+              "client_id": t.client_id, "currency": t.currency, "amount": t.amount, "bonuses": t.bonuses,
+              "status": "pending"} for t in totals])
+
+    async def claim_charges(self, business_date: date, now: datetime, limit: int) -> list[dict]:
+        rows = await self.session.execute(
+            select(bonus_charges).where(
+                bonus_charges.c.business_date == business_date, bonus_charges.c.status == "pending",
+                (bonus_charges.c.retry_at.is_(None)) | (bonus_charges.c.retry_at <= now))
+            .order_by(bonus_charges.c.charge_id).limit(limit).with_for_update(skip_locked=True))
+        return [dict(r) for r in rows.mappings()]
+
+    async def primary_methods(self, client_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """client id -> (billing method id, token) of its primary method, for those that have one."""
+        rows = await self.session.execute(
+            select(billing_methods.c.account_id, billing_methods.c.billing_method_id, billing_methods.c.token)
+            .where(billing_methods.c.account_id == _each(list(client_ids)), billing_methods.c.is_primary,
+                   billing_methods.c.removed_at.is_(None)))
+        return {account: (method, token) for account, method, token in rows}
+
+    async def settle_charges(self, business_date: date, settled: list[dict[str, Any]]) -> None:
+        """Record the gateway's answers and move each charge's bonuses on (charged or declined)."""
+        if not settled:
+            return
+        await self.session.execute(
+            update(bonus_charges).where(bonus_charges.c.charge_id == bindparam("b_charge_id")).values(
+                status=bindparam("b_status"), billing_method_id=bindparam("b_method"),
+                gateway_reference=bindparam("b_reference"), reason_code=bindparam("b_reason"),
+                message=bindparam("b_message"), settled_at=bindparam("b_now"),
+                attempts=bonus_charges.c.attempts + 1),
+            [{f"b_{k}": v for k, v in s.items() if k in ("charge_id", "status", "method", "reference", "reason",
+                                                          "message", "now")} for s in settled])
+        await self.session.execute(
+            update(bonuses).where(bonuses.c.batch_date == business_date, bonuses.c.client_id == bindparam("b_client"),
+                                  bonuses.c.currency == bindparam("b_currency"), bonuses.c.status == "taken")
+            .values(status=bindparam("b_bonus_status"), charge_id=bindparam("b_charge_id"),
+                    reason_code=bindparam("b_reason"), message=bindparam("b_message")),
+            [{"b_client": s["client_id"], "b_currency": s["currency"], "b_charge_id": s["charge_id"],
+              "b_bonus_status": "charged" if s["status"] == "succeeded" else "declined",
+              "b_reason": s["reason"], "b_message": s["message"]} for s in settled])
+
+    async def postpone_charge(self, charge_id: str, retry_at: datetime, error: str) -> None:
+        await self.session.execute(update(bonus_charges).where(bonus_charges.c.charge_id == charge_id).values(
+            attempts=bonus_charges.c.attempts + 1, retry_at=retry_at, last_error=error[:2000]))
+
+    async def count_outcomes(self, succeeded: list[str], failed: list[str]) -> None:
+        """Consecutive failed charges per client, as for every other charge (a success resets it)."""
+        if succeeded:
+            await self.session.execute(delete(client_charge_streaks).where(
+                client_charge_streaks.c.client_id == _each(succeeded)))
+        if failed:
+            stmt = insert(client_charge_streaks)
+            await self.session.execute(stmt.on_conflict_do_update(
+                index_elements=["client_id"],
+                set_={"consecutive_failures": client_charge_streaks.c.consecutive_failures + 1}),
+                [{"client_id": c, "consecutive_failures": 1} for c in sorted(set(failed))])
+
+    async def pending_charges(self, business_date: date) -> int:
+        return await self.session.scalar(select(func.count()).where(
+            bonus_charges.c.business_date == business_date, bonus_charges.c.status == "pending"))
+
+    async def charge_results(self, business_date: date, page: int = 1000) -> AsyncIterator[ChargeResult]:
+        """The batch's settled charges, streamed in pages (a server-side cursor), never loaded whole."""
+        result = await self.session.stream(
+            select(bonus_charges).where(bonus_charges.c.business_date == business_date)
+            .order_by(bonus_charges.c.charge_id).execution_options(yield_per=page))
+        async for row in result.mappings():
+            yield ChargeResult(row["charge_id"], row["client_id"], row["currency"], row["amount"], row["bonuses"],
+                               row["status"] == "succeeded", row["reason_code"], row["message"])
+
+    # -- history ----------------------------------------------------------------------------
+    async def add_history(self, rows: list[HistoryRow], occurred_at: datetime) -> set[str]:
+        """Insert the rows not recorded yet; returns the transaction ids that are new."""
+        if not rows:
+            return set()
+        columns = {c: [getattr(r, c) for r in rows] for c in _HISTORY}
+        return set(await self.session.scalars(_ADD_HISTORY, {"occurred_at": occurred_at, **columns}))

@@ -1,0 +1,52 @@
+"""Billing's read side of the bonus batch: a batch's figures and progress, one bonus as billing knows it."""
+
+from datetime import date
+
+from fastapi import APIRouter, Request
+
+from platform_runtime.http import NotFound
+
+from ..adapters.bonus_repository import BonusRepository
+
+SETTLED = ("paid", "failed")
+
+
+def _iso(value) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def router() -> APIRouter:
+    api = APIRouter()
+
+    @api.get("/bonus-batches/{business_date}")
+    async def bonus_batch(business_date: date, request: Request) -> dict:
+        async with request.app.state.runtime.session_factory() as session:
+            repo = BonusRepository(session)
+            batch = await repo.batch(business_date)
+            if batch is None:
+                raise NotFound(f"bonus batch {business_date}")
+            body = {"business_date": business_date.isoformat(), "status": batch["status"],
+                    "cutoff": _iso(batch["cutoff"]), "started_at": _iso(batch["started_at"]),
+                    "completed_at": _iso(batch["completed_at"])}
+            if batch["status"] == "completed":
+                return {**body, **{k: batch[k] for k in ("bonuses", "paid", "failed", "totals", "failures")},
+                        "processed": batch["bonuses"]}
+            counts = await repo.progress(business_date)
+        # Still running: the figures so far.
+        return {**body, "bonuses": sum(counts.values()), "paid": counts.get("paid", 0),
+                "failed": counts.get("failed", 0), "totals": None,
+                "processed": sum(counts.get(s, 0) for s in SETTLED), "by_status": counts}
+
+    @api.get("/bonuses/{bonus_id}")
+    async def bonus(bonus_id: str, request: Request) -> dict:
+        async with request.app.state.runtime.session_factory() as session:
+            found = await BonusRepository(session).bonus(bonus_id)
+        if found is None:
+            raise NotFound(f"bonus {bonus_id}")
+        body = {k: found[k] for k in ("bonus_id", "contract_id", "client_id", "freelancer_id", "amount", "currency",
+                                      "status", "charge_id", "reason_code", "message") if found[k] is not None}
+        body.update(business_date=found["business_date"].isoformat(), given_at=_iso(found["given_at"]),
+                    batch_date=found["batch_date"].isoformat() if found["batch_date"] else None)
+        return body
+
+    return api

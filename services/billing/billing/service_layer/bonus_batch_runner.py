@@ -1,0 +1,247 @@
+"""The bonus batch's work, a background loop of short transactions in every billing instance.
+
+A batch of 100,000 bonuses is never one transaction nor one message: each step takes a bounded
+chunk, claims it (`FOR UPDATE SKIP LOCKED`, or the batch row's lock for the steps that must be
+alone), does it and commits. Several instances share a batch; a crash loses at most the chunk in
+flight, which the next pass (here or in another instance) does again:
+
+    collect  pending bonuses given before the cutoff -> the batch, summed into per-client charges
+    charge   pending charges -> the gateway (idempotency key per batch, client and currency)
+    credit   charged bonuses -> PostBonuses to escrow;  fail  declined bonuses -> BonusFailed
+    complete when every bonus is paid or failed -> BonusBatchCompleted
+"""
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+from prometheus_client import Counter, Gauge
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from platform_runtime.logging import get_logger
+from platform_runtime.unit_of_work import Cause, UnitOfWork
+from platform_schemas.commands.saga import BonusToPost, PostBonuses
+from platform_schemas.events.billing import BonusBatchStarted, BonusFailed
+from platform_schemas.topics import BILLING_EVENTS, ESCROW_SAGA_COMMANDS
+
+from ..adapters.bonus_repository import BonusRepository
+from ..domain import bonus_batch as batches
+from ..domain.gateway import Declined, GatewayUnavailable, PaymentGateway
+from ..settings import BillingSettings
+from .bonus_batch import Waiter, announce_completed
+
+log = get_logger(__name__)
+BATCH_BONUSES = Gauge("bonus_batch_bonuses", "Bonuses the batch took", ["business_date"])
+BATCH_PROCESSED = Gauge("bonus_batch_processed", "Bonuses of the batch paid or failed so far", ["business_date"])
+BATCH_OPEN = Gauge("bonus_batch_open", "1 while the batch of this business date is not completed", ["business_date"])
+CHARGES = Counter("bonus_batch_charges_total", "Bonus batch charges answered by the gateway in this process",
+                  ["outcome"])
+SETTLED = ("paid", "failed")
+
+
+def _cause(batch: dict) -> Cause:
+    return Cause(batch["started_by"], batch["correlation_id"], batch["actor"])
+
+
+@dataclass
+class BonusBatchRunner:
+    new_uow: Callable[[], UnitOfWork]
+    gateway: PaymentGateway
+    settings: BillingSettings
+
+    def __post_init__(self) -> None:
+        self._gateway_slots = asyncio.Semaphore(self.settings.bonus_batch_gateway_concurrency)
+        self._reported: dict[date, float] = {}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                busy = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - nothing is lost: the chunk's rows are still there
+                log.warning("bonus_batch_step_failed", error=repr(error))
+                busy = False
+            if not busy:
+                await asyncio.sleep(self.settings.bonus_batch_poll.total_seconds())
+
+    async def step(self) -> bool:
+        """One chunk of each open batch's next step; False when there was nothing to do."""
+        async with self.new_uow() as uow:
+            open_batches = await BonusRepository(uow.session).open_batches()
+        busy, earlier_collecting = False, False
+        for batch in open_batches:
+            if batch["status"] == "collecting":
+                # Oldest day first: a later batch takes only what earlier ones left.
+                busy |= not earlier_collecting and await self.collect(batch)
+                earlier_collecting = True
+            else:
+                busy |= await self.advance(batch)
+        return busy
+
+    # -- collect -------------------------------------------------------------------------------
+    async def collect(self, batch: dict) -> bool:
+        business_date = batch["business_date"]
+        async with self.new_uow() as uow:
+            repo = BonusRepository(uow.session)
+            locked = await repo.batch(business_date, lock=True, skip_locked=True)
+            if locked is None or locked["status"] != "collecting":
+                return False  # another instance is collecting it
+            taken = await repo.take_pending(business_date, locked["cutoff"], self.settings.bonus_batch_collect_chunk)
+            await repo.add_to_charges(business_date, batches.group_charges(business_date, taken))
+            done = len(taken) < self.settings.bonus_batch_collect_chunk
+            if done:
+                total = await repo.count_in_batch(business_date)
+                await repo.update_batch(business_date, status="charging", bonuses=total)
+                uow.cause = _cause(locked)
+                uow.publish(BILLING_EVENTS, BonusBatchStarted(business_date=business_date, bonuses=total),
+                            subject=batches.batch_subject(business_date))
+            await uow.commit()
+        if done:
+            BATCH_BONUSES.labels(business_date.isoformat()).set(total)
+            BATCH_OPEN.labels(business_date.isoformat()).set(1)
+            log.info("bonus_batch_started", business_date=business_date.isoformat(), bonuses=total,
+                     cutoff=locked["cutoff"].isoformat())
+        else:
+            log.info("bonus_batch_collecting", business_date=business_date.isoformat(), taken=len(taken))
+        return True
+
+    # -- charge, credit, fail, complete --------------------------------------------------------
+    async def advance(self, batch: dict) -> bool:
+        busy = await self.charge_chunk(batch)
+        busy = await self.credit_chunk(batch) or busy
+        busy = await self.fail_chunk(batch) or busy
+        await self.report_progress(batch["business_date"], force=not busy)
+        return busy or await self.complete(batch)
+
+    async def charge_chunk(self, batch: dict) -> bool:
+        business_date = batch["business_date"]
+        async with self.new_uow() as uow:
+            repo = BonusRepository(uow.session)
+            now = uow.clock.now()
+            charges = await repo.claim_charges(business_date, now, self.settings.bonus_batch_charge_chunk)
+            if not charges:
+                return False
+            methods = await repo.primary_methods({c["client_id"] for c in charges})
+            answers = await asyncio.gather(*(self._charge(c, methods.get(c["client_id"])) for c in charges))
+            settled = [a for a in answers if a["status"] != "pending"]
+            for charge, answer in zip(charges, answers):
+                if answer["status"] == "pending":
+                    await repo.postpone_charge(charge["charge_id"], now + batches.retry_delay(charge["attempts"]),
+                                               answer["error"])
+            for answer in settled:
+                answer["now"] = now
+            await repo.settle_charges(business_date, settled)
+            await repo.count_outcomes([a["client_id"] for a in settled if a["status"] == "succeeded"],
+                                      [a["client_id"] for a in settled if a["status"] == "failed"])
+            await uow.commit()
+        for answer in answers:
+            CHARGES.labels(answer["status"]).inc()
+        return True
+
+    async def _charge(self, charge: dict, method: tuple[str, str] | None) -> dict:
+        """The gateway's answer for one charge: succeeded, failed (declined) or pending (no answer yet)."""
+        answer = {"charge_id": charge["charge_id"], "client_id": charge["client_id"], "currency": charge["currency"],
+                  "status": "succeeded", "method": method[0] if method else None, "reference": None,
+                  "reason": None, "message": None}
+        if method is None:
+            return {**answer, "status": "failed", "reason": batches.NO_PRIMARY_METHOD,
+                    "message": f"{charge['client_id']} has no primary billing method"}
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.settings.gateway_attempts), reraise=True,
+                                 retry=retry_if_exception_type(GatewayUnavailable),
+                                 wait=wait_exponential(multiplier=0.05, max=2))
+        try:
+            async with self._gateway_slots:
+                async for attempt in retrying:
+                    with attempt:
+                        charged = await self.gateway.charge(charge["idempotency_key"], method[1], charge["amount"],
+                                                            charge["currency"])
+        except Declined as declined:
+            return {**answer, "status": "failed", "reason": declined.reason_code, "message": declined.message}
+        except GatewayUnavailable as error:
+            # Outcome unknown: asked again later with the same idempotency key, never charged twice.
+            return {**answer, "status": "pending", "error": repr(error)}
+        return {**answer, "reference": charged.reference}
+
+    async def credit_chunk(self, batch: dict) -> bool:
+        """Charged bonuses -> escrow's ledger, many per PostBonuses; at most a window of them awaiting escrow."""
+        business_date = batch["business_date"]
+        async with self.new_uow() as uow:
+            repo = BonusRepository(uow.session)
+            room = self.settings.bonus_batch_credits_in_flight - await repo.count_in_status(business_date, "crediting")
+            if room <= 0:
+                return False  # escrow is behind: its answers free the window
+            claimed = await repo.claim_bonuses(business_date, "charged",
+                                               min(room, self.settings.bonus_batch_credit_chunk))
+            if not claimed:
+                return False
+            uow.cause = _cause(batch)
+            for request in batches.credit_requests([(stored["charge_id"], bonus) for stored, bonus in claimed]):
+                uow.publish(ESCROW_SAGA_COMMANDS, PostBonuses(business_date=business_date, bonuses=[
+                    BonusToPost(bonus_id=b.bonus_id, contract_id=b.contract_id, client_id=b.client_id,
+                                freelancer_id=b.freelancer_id, amount=b.amount, currency=b.currency, charge_id=charge)
+                    for charge, b in request]), subject=batches.batch_subject(business_date))
+            await repo.set_status([bonus.bonus_id for _, bonus in claimed], "crediting")
+            await uow.commit()
+        return True
+
+    async def fail_chunk(self, batch: dict) -> bool:
+        """Bonuses of a declined charge fail; the client is told why, the freelancer is not credited."""
+        business_date = batch["business_date"]
+        async with self.new_uow() as uow:
+            repo = BonusRepository(uow.session)
+            claimed = await repo.claim_bonuses(business_date, "declined", self.settings.bonus_batch_credit_chunk)
+            if not claimed:
+                return False
+            uow.cause = _cause(batch)
+            for stored, b in claimed:
+                uow.publish(BILLING_EVENTS, BonusFailed(
+                    business_date=business_date, bonus_id=b.bonus_id, contract_id=b.contract_id,
+                    client_id=b.client_id, freelancer_id=b.freelancer_id, amount=b.amount, currency=b.currency,
+                    reason_code=stored["reason_code"], message=stored["message"]), subject=b.contract_id)
+            await repo.set_status([b.bonus_id for _, b in claimed], "failed", uow.clock.now())
+            await uow.commit()
+        return True
+
+    async def complete(self, batch: dict) -> bool:
+        business_date = batch["business_date"]
+        async with self.new_uow() as uow:
+            repo = BonusRepository(uow.session)
+            locked = await repo.batch(business_date, lock=True, skip_locked=True)
+            if locked is None or locked["status"] != "charging":
+                return False
+            counts = await repo.progress(business_date)
+            if any(status not in SETTLED for status in counts):
+                return False  # charges or credits still under way
+            summary = batches.Summary()
+            async for charge in repo.charge_results(business_date):
+                summary.add(charge)
+            figures = summary.figures()
+            if (figures["paid"], figures["failed"]) != (counts.get("paid", 0), counts.get("failed", 0)):
+                raise RuntimeError(f"batch {business_date}: charges say {figures}, bonuses say {counts}")
+            await repo.update_batch(business_date, status="completed", completed_at=uow.clock.now(), **figures)
+            await announce_completed(uow, {**locked, **figures}, [Waiter(**w) for w in locked["waiters"]])
+            await uow.commit()
+        day = business_date.isoformat()
+        BATCH_PROCESSED.labels(day).set(figures["bonuses"])
+        BATCH_BONUSES.labels(day).set(figures["bonuses"])
+        BATCH_OPEN.labels(day).set(0)
+        log.info("bonus_batch_completed", business_date=day,
+                 **{k: figures[k] for k in ("bonuses", "paid", "failed", "totals")})
+        return True
+
+    async def report_progress(self, business_date: date, force: bool = False) -> None:
+        """processed / total in the logs and the gauges, at most once a second per batch."""
+        last = self._reported.get(business_date, 0.0)
+        if time.monotonic() - last < (0.2 if force else 1.0):
+            return
+        self._reported[business_date] = time.monotonic()
+        async with self.new_uow() as uow:
+            counts = await BonusRepository(uow.session).progress(business_date)
+        total, processed = sum(counts.values()), sum(counts.get(s, 0) for s in SETTLED)
+        day = business_date.isoformat()
+        BATCH_BONUSES.labels(day).set(total)
+        BATCH_PROCESSED.labels(day).set(processed)
+        log.info("bonus_batch_progress", business_date=day, processed=processed, total=total, by_status=counts)

@@ -1,0 +1,44 @@
+"""Settings of the billing service; durations take ISO 8601 (`PT5S`) or seconds."""
+
+from datetime import datetime, time, timedelta
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+from platform_runtime.clock import Clock
+from platform_runtime.settings import Duration, ServiceSettings
+
+
+def _time_or_off(value: object) -> object:
+    return None if isinstance(value, str) and value.strip().lower() in ("off", "") else value
+
+
+class BillingSettings(ServiceSettings):
+    http_port: int = 8003
+    gateway_database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:55432/gateway"
+    gateway_attempts: int = 4
+    # The daily bonus batch runs at this UTC time for the business day that just ended; `off`: only
+    # RunBonusBatch commands run batches (an outside scheduler, or tests).
+    bonus_batch_at: Annotated[time | None, BeforeValidator(_time_or_off)] = time(0, 0)
+    # How often an idle batch loop looks for work (a started batch, escrow's answers).
+    bonus_batch_poll: Duration = timedelta(milliseconds=500)
+    # Chunk sizes: each chunk is one short transaction, so memory and lock time stay flat in the batch size.
+    bonus_batch_collect_chunk: int = 5000
+    bonus_batch_charge_chunk: int = 100
+    bonus_batch_credit_chunk: int = 2000
+    # Bonuses sent to escrow and not answered yet, at most (bounds escrow's and billing's transactions).
+    bonus_batch_credits_in_flight: int = 10_000
+    bonus_batch_gateway_concurrency: int = 8
+    # Shifts this process's clock (end-to-end tests run several business days in one session); 0 in production.
+    clock_offset: Duration = timedelta(0)
+
+
+class ShiftedClock:
+    """Another clock, moved by a fixed offset."""
+
+    def __init__(self, base: Clock, offset: timedelta) -> None:
+        self.base = base
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return self.base.now() + self.offset

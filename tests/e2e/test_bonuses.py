@@ -1,0 +1,336 @@
+"""Bonuses and the daily bonus batch saga end to end: contracts, billing, escrow as processes on real Kafka and
+PostgreSQL. A normal day with a declined client among others, a re-run, an empty day, two runs at once in two
+billing instances, and billing killed in the middle of a batch; the ledger check is clean after each.
+
+A business day has one batch, so each test runs its own day: billing runs here with its clock 30 days ahead,
+which makes the next 29 days past business days of billing's (RunBonusBatch for any of them takes every
+bonus still pending) and the 30th its today (an early run).
+"""
+
+import asyncio
+import itertools
+import signal
+import socket
+import time
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from platform_runtime.client import PlatformClient, new_id
+from platform_schemas import Envelope
+from platform_schemas.commands.billing import RunBonusBatch
+from platform_schemas.commands.contracts import AcceptOffer, GiveBonus, SuspendAccount
+from tests.support.story import Parties, add_card, parties, send_offer
+
+pytestmark = pytest.mark.e2e
+
+AHEAD_DAYS = 30
+BILLING = "billing#0"
+# Small chunks, so that a batch of a hundred bonuses is many transactions (a crash lands in the middle).
+# No scheduled batches: moving the clock 30 days ahead would otherwise run the 30 "missed" days at once.
+BATCH_ENV = {"CLOCK_OFFSET": f"P{AHEAD_DAYS}D", "BONUS_BATCH_AT": "off", "BONUS_BATCH_CHARGE_CHUNK": "2",
+             "BONUS_BATCH_CREDIT_CHUNK": "4", "BONUS_BATCH_POLL": "0.1"}
+_days = itertools.count(1)
+
+
+def next_business_day() -> date:
+    """A day of its own for a test's batch: past for billing, so its batch takes every pending bonus."""
+    return datetime.now(timezone.utc).date() + timedelta(days=next(_days))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def batch_platform(platform, client):
+    saved = dict(platform.env)
+    platform.env.update(BATCH_ENV)
+    await platform.restart(BILLING, signal.SIGTERM)
+    yield platform
+    platform.env.clear()
+    platform.env.update(saved)
+    for name in [n for n in platform.procs if n.startswith("billing#") and n != BILLING]:
+        platform.kill(name, signal.SIGTERM)
+    await platform.restart(BILLING, signal.SIGTERM)
+
+
+# -- the story's steps -------------------------------------------------------------------------------
+
+
+async def command(client: PlatformClient, data, subject: str, actor: str, outcomes: set[str],
+                  timeout: float = 30) -> Envelope:
+    sent = await client.send(data, subject=subject, actor=actor)
+    return await client.outcome(sent, outcomes, timeout)
+
+
+async def hired(client: PlatformClient, people: Parties, currency: str = "USD") -> str:
+    """An active contract between them (its first milestone funded)."""
+    sent, outcome = await send_offer(client, people, currency=currency, amounts=(10_000,))
+    assert outcome.type == "OfferSent", outcome.data
+    contract_id = sent.data["contract_id"]
+    started = await command(client, AcceptOffer(contract_id=contract_id), contract_id, people.freelancer_id,
+                            {"ContractStarted"})
+    assert started.type == "ContractStarted", started.data
+    return contract_id
+
+
+async def give(client: PlatformClient, client_id: str, contract_id: str, amount: int) -> str:
+    bonus_id = new_id("bonus")
+    given = await command(client, GiveBonus(contract_id=contract_id, bonus_id=bonus_id, amount=amount, note="Thanks!"),
+                          contract_id, client_id, {"BonusGiven"})
+    assert given.type == "BonusGiven", given.data
+    return bonus_id
+
+
+async def known_to_billing(client: PlatformClient, bonus_ids: list[str], timeout: float = 30) -> None:
+    """Billing learns bonuses from contracts' events; a batch takes only what it knows."""
+    deadline = time.monotonic() + timeout
+    for bonus_id in bonus_ids:
+        while (await client.get("billing", f"/bonuses/{bonus_id}")).status_code != 200:
+            assert time.monotonic() < deadline, f"billing never learnt of bonus {bonus_id}"
+            await asyncio.sleep(0.05)
+
+
+async def run_batch(client: PlatformClient, day: date, actor: str = "admin:ops") -> Envelope:
+    return await client.send(RunBonusBatch(business_date=day), subject=f"bonus-batch-{day}", actor=actor)
+
+
+async def completed(client: PlatformClient, sent: Envelope, timeout: float = 60) -> Envelope:
+    outcome = await client.outcome(sent, {"BonusBatchCompleted"}, timeout)
+    assert outcome.type == "BonusBatchCompleted", outcome.data
+    assert outcome.subject == sent.subject
+    return outcome
+
+
+def outcomes_of(client: PlatformClient, day: date) -> tuple[dict[str, Envelope], dict[str, Envelope]]:
+    """The day's BonusPaid and BonusFailed events by bonus id; a bonus is never both, nor told twice."""
+    paid = [e for e in client.of_type("BonusPaid", business_date=day.isoformat())]
+    failed = [e for e in client.of_type("BonusFailed", business_date=day.isoformat())]
+    distinct = {e.id: e for e in paid + failed}.values()  # a relay may publish an event again, same id
+    assert max(Counter(e.data["bonus_id"] for e in distinct).values(), default=1) == 1
+    return ({e.data["bonus_id"]: e for e in paid}, {e.data["bonus_id"]: e for e in failed})
+
+
+def assert_figures_match_events(client: PlatformClient, day: date, figures: dict) -> None:
+    paid, failed = outcomes_of(client, day)
+    totals: dict[str, int] = {}
+    for e in paid.values():
+        totals[e.data["currency"]] = totals.get(e.data["currency"], 0) + e.data["amount"]
+    assert (figures["paid"], figures["failed"], figures["bonuses"]) == (len(paid), len(failed), len(paid) + len(failed))
+    assert figures["totals"] == totals
+
+
+async def gateway_charges(platform, day: date) -> dict[str, int]:
+    """What the payment network holds for the day's batch: idempotency key -> amount charged."""
+    conn = await asyncpg.connect(platform.database_url("gateway").replace("+asyncpg", ""))
+    try:
+        rows = await conn.fetch("SELECT idempotency_key, amount FROM sim_charges WHERE idempotency_key LIKE $1",
+                                f"bonus-batch-{day}:%")
+    finally:
+        await conn.close()
+    return {r["idempotency_key"]: r["amount"] for r in rows}
+
+
+async def credited(platform, freelancer_id: str, currency: str = "USD") -> int:
+    """The freelancer's balance on escrow's ledger."""
+    conn = await asyncpg.connect(platform.database_url("escrow").replace("+asyncpg", ""))
+    try:
+        return await conn.fetchval("SELECT coalesce(sum(balance), 0) FROM account_balances WHERE account = $1",
+                                   f"freelancer:{freelancer_id}:{currency}")
+    finally:
+        await conn.close()
+
+
+async def ledger_is_clean(client: PlatformClient) -> None:
+    check = await client.get_json("escrow", "/ledger/check")
+    assert check["ok"], check["problems"]
+
+
+# -- the tests -------------------------------------------------------------------------------------------
+
+
+async def test_bonuses_are_refused_on_bad_terms_and_a_batch_for_a_future_day_or_by_a_client(client, batch_platform):
+    people = await parties(client)
+    contract_id = await hired(client, people)
+
+    async def refused(amount: int, actor: str, on: str = contract_id) -> str:
+        outcome = await command(client, GiveBonus(contract_id=on, bonus_id=new_id("bonus"), amount=amount,
+                                                  note="Thanks"), on, actor, {"BonusGiven"})
+        assert outcome.type == "CommandRejected", outcome.data
+        return outcome.data["reason_code"]
+
+    assert await refused(99, people.client_id) == "amount_out_of_range"
+    assert await refused(500, people.freelancer_id) == "forbidden"
+    assert await refused(500, people.client_id, on=new_id("contract")) == "not_found"
+    suspended = await command(client, SuspendAccount(account_id=people.client_id, reason="chargebacks",
+                                                     appealable=True), people.client_id, "admin:tests",
+                              {"AccountSuspended"})
+    assert suspended.type == "AccountSuspended"
+    assert await refused(500, people.client_id) == "account_not_active"
+
+    billing_today = datetime.now(timezone.utc).date() + timedelta(days=AHEAD_DAYS)
+    for day, actor, reason in ((billing_today + timedelta(days=1), "admin:ops", "date_in_future"),
+                               (billing_today, people.client_id, "forbidden")):
+        outcome = await client.outcome(await run_batch(client, day, actor), {"BonusBatchCompleted"})
+        assert (outcome.type, outcome.data["reason_code"]) == ("CommandRejected", reason)
+    assert (await client.get("billing", f"/bonus-batches/{billing_today}")).status_code == 404
+
+
+async def test_a_day_charges_each_client_once_per_currency_fails_only_the_declined_client_and_reruns_unchanged(
+        client, batch_platform):
+    # Ann gives bonuses on two USD contracts and one EUR contract; Bob on one; Cat's card now declines.
+    ann, bob, cat = await asyncio.gather(parties(client), parties(client), parties(client))
+    ann_second = Parties(ann.client_id, (await parties(client, token=None)).freelancer_id)
+    ann_usd, ann_usd_2, ann_eur, bob_usd, cat_usd = await asyncio.gather(
+        hired(client, ann), hired(client, ann_second), hired(client, ann, "EUR"), hired(client, bob),
+        hired(client, cat))
+    await add_card(client, cat.client_id, "tok_chargeDeclined")
+    plan = [(ann, ann_usd, 1_000), (ann, ann_usd, 2_500), (ann_second, ann_usd_2, 700), (ann, ann_eur, 1_500),
+            (bob, bob_usd, 3_000), (cat, cat_usd, 1_200), (cat, cat_usd, 800)]
+    bonus_ids = await asyncio.gather(*(give(client, p.client_id, c, amount) for p, c, amount in plan))
+    await known_to_billing(client, bonus_ids)
+    contract = await client.get_json("contracts", f"/contracts/{ann_usd}")
+    assert sorted((b["bonus_id"], b["amount"], b["status"]) for b in contract["bonuses"]) == sorted(
+        [(bonus_ids[0], 1_000, "pending"), (bonus_ids[1], 2_500, "pending")])
+
+    day = next_business_day()
+    sent = await run_batch(client, day)
+    done = await completed(client, sent)
+    started = await client.wait_for(lambda e: e.type == "BonusBatchStarted" and e.data["business_date"] == str(day))
+    assert started.correlationid == sent.id and started.data["bonuses"] == done.data["bonuses"]
+    assert_figures_match_events(client, day, done.data)
+
+    paid, failed = outcomes_of(client, day)
+    assert set(bonus_ids[:5]) <= set(paid) and set(bonus_ids[5:]) <= set(failed)
+    assert {failed[b].data["reason_code"] for b in bonus_ids[5:]} == {"card_declined"}
+    assert {f["client_id"]: f["reason_code"] for f in done.data["failures"]}[cat.client_id] == "card_declined"
+    assert {paid[b].data["charge_id"] for b in bonus_ids[:3]} == {paid[bonus_ids[0]].data["charge_id"]}
+    charges = await gateway_charges(batch_platform, day)
+    assert {k: v for k, v in charges.items() if any(p.client_id in k for p in (ann, bob, cat))} == {
+        f"bonus-batch-{day}:{ann.client_id}:USD": 4_200, f"bonus-batch-{day}:{ann.client_id}:EUR": 1_500,
+        f"bonus-batch-{day}:{bob.client_id}:USD": 3_000}
+    assert await credited(batch_platform, ann.freelancer_id) == 3_500
+    assert await credited(batch_platform, ann.freelancer_id, "EUR") == 1_500
+    assert await credited(batch_platform, ann_second.freelancer_id) == 700
+    assert await credited(batch_platform, cat.freelancer_id) == 0
+    history = await client.get_json("billing", f"/accounts/{ann.client_id}/transactions?kind=bonus_charge")
+    assert sorted((t["amount"], t["currency"]) for t in history["items"]) == [
+        (-2_500, "USD"), (-1_500, "EUR"), (-1_000, "USD"), (-700, "USD")]
+    earnings = await client.get_json("billing", f"/accounts/{ann.freelancer_id}/transactions?kind=bonus_earning")
+    assert sorted(t["amount"] for t in earnings["items"]) == [1_000, 1_500, 2_500]
+    assert (await client.get_json("billing", f"/accounts/{cat.freelancer_id}/transactions?kind=bonus_earning")
+            )["items"] == []
+    batch = await client.get_json("billing", f"/bonus-batches/{day}")
+    assert {k: batch[k] for k in ("business_date", "status", "bonuses", "paid", "failed", "totals")} == {
+        "business_date": str(day), "status": "completed",
+        **{k: done.data[k] for k in ("bonuses", "paid", "failed", "totals")}}
+    await ledger_is_clean(client)
+
+    async def settled_on_contract() -> list[str]:
+        return [b["status"] for b in (await client.get_json("contracts", f"/contracts/{cat_usd}"))["bonuses"]]
+    deadline = time.monotonic() + 30
+    while await settled_on_contract() != ["failed", "failed"]:
+        assert time.monotonic() < deadline, await settled_on_contract()
+        await asyncio.sleep(0.1)
+
+    # The same day again: the same figures, nobody charged, credited or told anything new.
+    events_before = len(client.events)
+    again = await completed(client, await run_batch(client, day, actor="system"))
+    assert again.data == done.data
+    assert await gateway_charges(batch_platform, day) == charges
+    await asyncio.sleep(0.5)  # the rerun's answer came; nothing else of that day may follow it
+    assert [e.type for e in client.events[events_before:] if e.data.get("business_date") == str(day)] == [
+        "BonusBatchCompleted"]
+    await ledger_is_clean(client)
+
+
+async def test_an_empty_day_completes_with_nothing_charged(client, batch_platform):
+    day = date(2020, 1, 31)  # long before any bonus of this platform was given
+    done = await completed(client, await run_batch(client, day))
+    assert {k: done.data[k] for k in ("bonuses", "paid", "failed", "totals", "failures")} == {
+        "bonuses": 0, "paid": 0, "failed": 0, "totals": {}, "failures": []}
+    assert await gateway_charges(batch_platform, day) == {}
+    assert (await client.get_json("billing", f"/bonus-batches/{day}"))["status"] == "completed"
+    await ledger_is_clean(client)
+
+
+async def many_bonuses(client: PlatformClient, clients: int, per_client: int) -> tuple[list[Parties], list[str]]:
+    """`clients` clients, each with a contract and `per_client` bonuses of 1.00 + n cents on it."""
+    people = await asyncio.gather(*(parties(client) for _ in range(clients)))
+    contracts = await asyncio.gather(*(hired(client, p) for p in people))
+    bonus_ids = await asyncio.gather(*(give(client, p.client_id, c, 100 + n) for p, c in zip(people, contracts)
+                                       for n in range(per_client)))
+    await known_to_billing(client, bonus_ids)
+    return people, bonus_ids
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_two_runs_at_once_in_two_billing_instances_charge_and_credit_each_client_once(client, batch_platform):
+    people, bonus_ids = await many_bonuses(client, clients=6, per_client=5)
+    second = batch_platform.start("billing", instance="1", port=free_port())
+    await batch_platform.wait_ready(second)
+    try:
+        day = next_business_day()
+        first, other = await asyncio.gather(run_batch(client, day), run_batch(client, day, actor="admin:other"))
+        one, two = await asyncio.gather(completed(client, first), completed(client, other))
+    finally:
+        batch_platform.kill(second, signal.SIGTERM)
+    assert one.data == two.data and one.correlationid == first.id and two.correlationid == other.id
+    assert_figures_match_events(client, day, one.data)
+    paid, _ = outcomes_of(client, day)
+    assert set(bonus_ids) <= set(paid)
+    charges = await gateway_charges(batch_platform, day)
+    for p in people:
+        assert charges[f"bonus-batch-{day}:{p.client_id}:USD"] == sum(100 + n for n in range(5))
+        assert await credited(batch_platform, p.freelancer_id) == sum(100 + n for n in range(5))
+    await ledger_is_clean(client)
+
+
+@pytest.mark.crash
+async def test_billing_killed_in_the_middle_of_a_batch_finishes_it_after_restart_charging_nobody_twice(
+        client, batch_platform):
+    people, bonus_ids = await many_bonuses(client, clients=12, per_client=10)
+    day = next_business_day()
+    sent = await run_batch(client, day)
+    deadline = time.monotonic() + 60
+    while True:  # wait for the batch to be under way, then kill billing without warning
+        response = await client.get("billing", f"/bonus-batches/{day}")
+        if response.status_code == 200 and response.json()["status"] == "charging":
+            batch = response.json()
+            if 0 < batch["processed"] or batch["by_status"].get("taken", 0) < batch["bonuses"]:
+                break
+        assert time.monotonic() < deadline, "the batch never got under way"
+        await asyncio.sleep(0.01)
+    batch_platform.kill(BILLING, signal.SIGKILL)
+    assert batch["processed"] < batch["bonuses"], f"the batch finished before the kill: {batch}"
+    await batch_platform.restart(BILLING)
+
+    done = await completed(client, sent, timeout=90)
+    assert_figures_match_events(client, day, done.data)
+    paid, failed = outcomes_of(client, day)
+    assert set(bonus_ids) <= set(paid) and not set(bonus_ids) & set(failed)
+    charges = await gateway_charges(batch_platform, day)
+    expected = sum(100 + n for n in range(10))
+    for p in people:
+        assert charges[f"bonus-batch-{day}:{p.client_id}:USD"] == expected
+        assert await credited(batch_platform, p.freelancer_id) == expected
+        earnings = await client.get_json("billing", f"/accounts/{p.freelancer_id}/transactions?kind=bonus_earning")
+        assert len(earnings["items"]) == 10
+    await ledger_is_clean(client)
+
+
+async def test_an_early_run_of_billings_today_takes_what_was_given_so_far(client, batch_platform):
+    people, bonus_ids = await many_bonuses(client, clients=1, per_client=2)
+    today = datetime.now(timezone.utc).date() + timedelta(days=AHEAD_DAYS)  # billing's today
+    done = await completed(client, await run_batch(client, today))
+    paid, _ = outcomes_of(client, today)
+    assert set(bonus_ids) <= set(paid)
+    batch = await client.get_json("billing", f"/bonus-batches/{today}")
+    assert batch["cutoff"] < f"{today + timedelta(days=1)}T00:00:00Z"  # now, not the end of the day
+    assert batch["paid"] == done.data["paid"]
+    await ledger_is_clean(client)
