@@ -30,20 +30,31 @@ class TimerRunner:
     batch: int = 100
 
     async def fire_due(self) -> int:
-        async with self.new_uow() as uow:
-            timers = uow.tables["timers"]
-            due = (await uow.session.execute(
-                select(timers)
-                .where(timers.c.fired_at.is_(None), timers.c.cancelled_at.is_(None),
-                       timers.c.due_at <= self.clock.now())
-                .order_by(timers.c.due_at).limit(self.batch).with_for_update(skip_locked=True)
-            )).mappings().all()
-            for row in due:
-                await self._fire(row, uow)
-            await uow.commit()
-            return len(due)
+        """Fire up to `batch` due timers, each in its own transaction; returns how many were tried.
 
-    async def _fire(self, row, uow: UnitOfWork) -> None:
+        One timer per transaction: a transaction holding the locks of many fired timers' aggregates
+        deadlocks with a consumer batch that locks the same aggregates in another order.
+        """
+        failed: list[str] = []
+        tried = 0
+        while tried < self.batch:
+            async with self.new_uow() as uow:
+                timers = uow.tables["timers"]
+                row = (await uow.session.execute(
+                    select(timers)
+                    .where(timers.c.fired_at.is_(None), timers.c.cancelled_at.is_(None),
+                           timers.c.due_at <= self.clock.now(), timers.c.timer_id.not_in(failed))
+                    .order_by(timers.c.due_at).limit(1).with_for_update(skip_locked=True)
+                )).mappings().first()
+                if row is None:
+                    return tried
+                if not await self._fire(row, uow):
+                    failed.append(row["timer_id"])  # tried again at the next poll, not in a tight loop
+                await uow.commit()
+                tried += 1
+        return tried
+
+    async def _fire(self, row, uow: UnitOfWork) -> bool:
         timers = uow.tables["timers"]
         uow.cause = Cause(f"timer:{row['timer_id']}", row["correlation_id"] or row["timer_id"], "system")
         savepoint = await uow.session.begin_nested()
@@ -62,9 +73,10 @@ class TimerRunner:
                 .values(attempts=timers.c.attempts + 1, last_error=repr(error)[:2000])
             )
             log.error("timer_failed", timer_id=row["timer_id"], error=repr(error))
-            return
+            return False
         metrics.TIMERS_FIRED.labels(row["kind"]).inc()
         log.info("timer_fired", timer_id=row["timer_id"], kind=row["kind"])
+        return True
 
     async def run(self) -> None:
         while True:

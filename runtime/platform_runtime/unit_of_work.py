@@ -126,12 +126,19 @@ class UnitOfWork:
         )
 
     async def cancel_timers(self, subject: str, *kinds: str) -> None:
-        """Cancel the pending timers of these kinds on this subject (a no-op for fired ones)."""
+        """Cancel the pending timers of these kinds on this subject (a no-op for fired ones).
+
+        A timer locked by a runner is firing right now: it is left alone, as if it had fired just
+        before. Waiting for it would deadlock (the runner holds the timer and waits for the aggregate
+        this transaction holds); its handler runs after this commit and must find nothing to do.
+        """
         timers = self.tables["timers"]
+        pending = (select(timers.c.timer_id)
+                   .where(timers.c.subject == subject, timers.c.kind.in_(kinds),
+                          timers.c.fired_at.is_(None), timers.c.cancelled_at.is_(None))
+                   .with_for_update(skip_locked=True))
         await self.session.execute(
-            update(timers).where(timers.c.subject == subject, timers.c.kind.in_(kinds),
-                                 timers.c.fired_at.is_(None), timers.c.cancelled_at.is_(None))
-            .values(cancelled_at=self.clock.now())
+            update(timers).where(timers.c.timer_id.in_(pending)).values(cancelled_at=self.clock.now())
         )
 
 

@@ -41,10 +41,10 @@ class ContractRepository:
         self.session = session
         self._loaded: dict[str, dict[str, str]] = {}  # milestone statuses as loaded, for the history
 
-    async def get(self, contract_id: str) -> Contract | None:
+    async def get(self, contract_id: str, lock: bool = True) -> Contract | None:
         """The contract and its milestones, locked: two handlers on one contract run one after the other."""
-        row = (await self.session.execute(
-            select(contracts).where(contracts.c.contract_id == contract_id).with_for_update())).mappings().first()
+        query = select(contracts).where(contracts.c.contract_id == contract_id)
+        row = (await self.session.execute(query.with_for_update() if lock else query)).mappings().first()
         if row is None:
             return None
         rows = (await self.session.execute(

@@ -139,11 +139,17 @@ class Contract:
         self.ensure_status(OFFERED)
         self.status = ACTIVE
 
-    def _refund_all_held(self) -> list[Milestone]:
-        held = [m for m in self.live_milestones if m.status == FUNDED]
+    def _refund_all_held(self, *statuses: str) -> list[Milestone]:
+        held = [m for m in self.live_milestones if m.status in (statuses or (FUNDED,))]
         for m in held:
-            m.status = REFUNDING
+            m.status, m.review_due_at = REFUNDING, None
         return held
+
+    def _ensure_no_money_moving(self) -> None:
+        """A charge, release or refund in flight would land on a contract that no longer expects it."""
+        if moving := [m.milestone_id for m in self.live_milestones if m.status in (M_FUNDING, RELEASING, REFUNDING)]:
+            raise Rejected("invalid_state", f"money is moving on milestone {', '.join(moving)}; "
+                                            "try again when it has settled")
 
     # -- milestones on an active contract -----------------------------------------------------
     def add_milestone(self, actor: str, milestone: Milestone) -> Milestone:
@@ -206,7 +212,8 @@ class Contract:
         m = self.milestone(milestone_id)
         if m.status not in (SUBMITTED, CHANGES_REQUESTED, FUNDED):
             raise Rejected("invalid_state", f"milestone {milestone_id} is {m.status}; it cannot be approved")
-        if not keep_open and any(o.holds_escrow for o in self.live_milestones if o is not m):
+        others = [o for o in self.live_milestones if o is not m]
+        if not keep_open and any(o.holds_escrow or o.status == M_FUNDING for o in others):
             raise Rejected("escrow_held", "another milestone still holds escrow; release or cancel it first")
         m.status, m.review_due_at = RELEASING, None
         return m
@@ -227,6 +234,13 @@ class Contract:
         self._settle_cancellation()
         return m
 
+    def end_after_release(self, now: datetime) -> bool:
+        """An approval asked to end the contract once paid: done, unless money came in meanwhile."""
+        if self.status != ACTIVE or any(m.holds_escrow or m.status == M_FUNDING for m in self.live_milestones):
+            return False
+        self.status, self.ended_at = ENDED, now
+        return True
+
     # -- end, cancel, refunds, disputes -------------------------------------------------------
     def end(self, actor: str, now: datetime) -> list[Milestone]:
         if actor not in (self.client_id, self.freelancer_id):
@@ -234,17 +248,16 @@ class Contract:
         self.ensure_status(ACTIVE)
         if actor == self.client_id and self.escrow_held:
             raise Rejected("escrow_held", "escrow is still held; release or cancel it before ending")
-        if any(m.status in (RELEASING, REFUNDING) for m in self.live_milestones):
-            raise Rejected("invalid_state", "money is moving on this contract; end it when it has settled")
+        self._ensure_no_money_moving()
         self.status, self.ended_at = ENDED, now
-        return self._refund_all_held()
+        # The freelancer gives up: everything still held goes back, submitted work included.
+        return self._refund_all_held(FUNDED, *WORK_SUBMITTED)
 
     def cancel(self, actor: str, reason: str, now: datetime, window: timedelta) -> tuple[list[Milestone], list[Milestone]]:
         """Refund at once what has no submitted work; ask the freelancer about the rest."""
         self.ensure_client(actor)
         self.ensure_status(ACTIVE)
-        if any(m.status == RELEASING for m in self.live_milestones):
-            raise Rejected("invalid_state", "a release is in progress; cancel when it has settled")
+        self._ensure_no_money_moving()
         self.status, self.cancel_reason = CANCELLING, reason
         refund_now, ask = [], []
         for m in self.live_milestones:

@@ -29,7 +29,7 @@ def router() -> APIRouter:
     async def contract(contract_id: str, request: Request) -> dict:
         async with request.app.state.runtime.session_factory() as session:
             repo = ContractRepository(session)
-            found = await repo.get(contract_id)
+            found = await repo.get(contract_id, lock=False)  # a read never waits for (or blocks) a writer
             if found is None:
                 raise NotFound(f"contract {contract_id}")
             history = await repo.history([m.milestone_id for m in found.live_milestones])

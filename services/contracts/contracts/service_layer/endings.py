@@ -10,6 +10,7 @@ from platform_schemas.events.contracts import (
 
 from ..domain.contracts import CANCELLED, DISPUTED, Contract
 from .context import Context
+from .milestones import AUTO_RELEASE, REVIEW_REMINDER
 from .sagas import refund, release
 
 REFUND_WINDOW = "refund_window"
@@ -20,6 +21,7 @@ async def end_contract(cmd: EndContract, envelope: Envelope, ctx: Context) -> No
     to_refund = contract.end(envelope.actor, ctx.now)
     await ctx.contracts.save(contract, "ContractEnded", ctx.now)
     for m in to_refund:
+        await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
         await refund.start(ctx, contract, m, m.amount, reason="end", command_id=None, started_by=envelope.id)
     ctx.event(ContractEnded(contract_id=contract.contract_id, client_id=contract.client_id,
                             freelancer_id=contract.freelancer_id, ended_by=envelope.actor,
@@ -36,6 +38,7 @@ async def cancel_contract(cmd: CancelContract, envelope: Envelope, ctx: Context)
         await refund.start(ctx, contract, m, m.amount, reason="cancel", command_id=envelope.id,
                            started_by=envelope.id)
     for m in ask:
+        await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
         await ctx.uow.schedule(f"{REFUND_WINDOW}:{m.milestone_id}", REFUND_WINDOW, m.milestone_id, m.respond_by,
                                {"contract_id": contract.contract_id, "milestone_id": m.milestone_id})
         ctx.event(RefundRequested(contract_id=contract.contract_id, milestone_id=m.milestone_id,
@@ -44,6 +47,7 @@ async def cancel_contract(cmd: CancelContract, envelope: Envelope, ctx: Context)
     if contract.status == CANCELLED:  # nothing was held: cancelled at once
         ctx.event(ContractCancelled(contract_id=contract.contract_id, client_id=contract.client_id,
                                     freelancer_id=contract.freelancer_id, reason=cmd.reason, refunded_amount=0,
+                                    released_amount=sum(m.released_amount for m in contract.live_milestones),
                                     currency=contract.currency), contract.contract_id)
         await ctx.complete(envelope.id, "ContractCancelled")
     elif ask and not refund_now:

@@ -101,6 +101,8 @@ async def approve_milestone(cmd: ApproveMilestone, envelope: Envelope, ctx: Cont
     contract = await ctx.contract(cmd.contract_id)
     contract.ensure_client(envelope.actor)
     then: dict = {"end_contract": not cmd.keep_open}
+    if cmd.next_milestone and not cmd.keep_open:
+        raise Rejected("invalid_data", "a next milestone needs the contract kept open (keep_open true)")
     if cmd.next_milestone:
         # A suspended client's approval with a next milestone is refused whole; a plain one always goes.
         await _active_client(ctx, contract.client_id)

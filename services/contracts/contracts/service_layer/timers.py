@@ -37,7 +37,8 @@ def timer_handlers(settings: ContractsSettings):
         ctx = Context(uow, settings)
         contract = await ctx.contract(payload["contract_id"])
         m = contract.milestone(payload["milestone_id"])
-        if m.status == SUBMITTED and m.review_due_at:
+        # Only for the review it was armed for: a resubmission's review ends later and has its own reminder.
+        if m.status == SUBMITTED and m.review_due_at and m.review_due_at - settings.review_reminder_before <= ctx.now:
             ctx.event(ReviewPeriodEndingSoon(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                              client_id=contract.client_id, review_due_at=m.review_due_at),
                       contract.contract_id)

@@ -61,10 +61,10 @@ async def on_charge_refunded(saga: Saga, event: ChargeRefunded, ctx: Context) ->
     await ctx.complete(saga.command_id, "MilestoneRefunded")
     if any(o.status == REFUNDING for o in contract.live_milestones):
         return
-    await _contract_outcome(ctx, contract, was, saga.command_id)
+    await contract_outcome(ctx, contract, was, saga.command_id)
 
 
-async def _contract_outcome(ctx: Context, contract: Contract, was: str, command_id: str | None) -> None:
+async def contract_outcome(ctx: Context, contract: Contract, was: str, command_id: str | None) -> None:
     """The contract's own outcome, once its last refund is done."""
     refunded = sum(m.refunded_amount for m in contract.live_milestones)
     common = dict(contract_id=contract.contract_id, client_id=contract.client_id,

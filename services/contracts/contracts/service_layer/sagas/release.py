@@ -12,7 +12,7 @@ from platform_schemas.commands.saga import ReleaseEscrow
 from platform_schemas.events.contracts import ContractEnded, MilestoneAdded, MilestonePaid
 from platform_schemas.events.escrow import EscrowReleased
 
-from ...domain.contracts import ENDED, Contract, Milestone
+from ...domain.contracts import CANCELLING, Contract, Milestone
 from ...domain.sagas import COMPLETED, Saga
 from ..context import Context
 from . import fund, refund
@@ -37,6 +37,7 @@ async def on_escrow_released(saga: Saga, event: EscrowReleased, ctx: Context) ->
     if not saga.expects("release"):
         return
     contract = await ctx.contract(saga.contract_id)
+    was = contract.status
     m = contract.milestone_paid(event.milestone_id, event.amount)
     saga.finish(COMPLETED, "released", ctx.now)
     await ctx.sagas.save(saga)
@@ -60,13 +61,14 @@ async def on_escrow_released(saga: Saga, event: EscrowReleased, ctx: Context) ->
                                  due_date=added.due_date), contract.contract_id)
         await fund.start(ctx, contract, [added], offer=False, command_id=saga.command_id, started_by=saga.saga_id)
         outcome = None  # the fund saga completes the command
-    if then.get("end_contract") and not contract.escrow_held:
-        contract.status, contract.ended_at = ENDED, ctx.now
+    if then.get("end_contract") and contract.end_after_release(ctx.now):
         ctx.event(ContractEnded(contract_id=contract.contract_id, client_id=contract.client_id,
                                 freelancer_id=contract.freelancer_id, ended_by=contract.client_id,
                                 currency=contract.currency), contract.contract_id)
         outcome = "ContractEnded"
     await ctx.contracts.save(contract, "MilestonePaid", ctx.now)
+    if was == CANCELLING:  # a dispute settled wholly in the freelancer's favour may end the cancellation
+        await refund.contract_outcome(ctx, contract, was, None)
     if outcome:
         await ctx.complete(saga.command_id, outcome)
 
