@@ -39,8 +39,13 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_retry_backoff: Duration = timedelta(milliseconds=200)
     consumer_max_records: int = 200
+    # How long one fetch waits for records when there are none; it returns as soon as any arrive,
+    # so this is no latency cost (service.py drops faststream's extra sleep after an empty fetch).
+    consumer_batch_timeout_ms: int = 200
     relay_batch_size: int = 500
-    producer_linger_ms: int = 2
+    # The relay queues a whole pass of rows before it waits for their acks, so they are batched
+    # without lingering: a linger would only add its length to every hop.
+    producer_linger_ms: int = 0
     # How long a relay waits for a NOTIFY before looking at the outbox anyway (a safety net
     # for a lost notification, not the normal path).
     relay_idle_check: Duration = timedelta(seconds=5)

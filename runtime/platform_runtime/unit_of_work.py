@@ -1,5 +1,6 @@
 """One database transaction for a state change, the inbox row that guards it and the messages it causes."""
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -7,9 +8,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from platform_schemas import Envelope, Message, new_envelope
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from .clock import Clock
 
@@ -51,18 +52,22 @@ class UnitOfWork:
     notify_channel: str
     cause: Cause | None = None
     outgoing: list[Outgoing] = field(default_factory=list)
-    session: AsyncSession = field(init=False)
+    # The transaction's connection. Repositories run Core statements on it directly: through the ORM
+    # session each statement cost about 0.2 ms more CPU on the benchmark machine, for nothing used here.
+    session: AsyncConnection = field(init=False)
+    _orm: AsyncSession = field(init=False)
 
     async def __aenter__(self) -> "UnitOfWork":
-        self.session = self.session_factory()
-        await self.session.begin()
+        self._orm = self.session_factory()
+        await self._orm.begin()
+        self.session = await self._orm.connection()
         self.outgoing = []
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.session.in_transaction():
-            await self.session.rollback()
-        await self.session.close()
+        if self._orm.in_transaction():
+            await self._orm.rollback()
+        await self._orm.close()
 
     # -- messages ------------------------------------------------------------------------------
     def publish(self, topic: str, data: Message, *, subject: str, actor: str | None = None,
@@ -89,7 +94,7 @@ class UnitOfWork:
             ])
             # Delivered to the relay's LISTEN only when this transaction commits.
             await self.session.execute(select(_pg_notify(self.notify_channel)))
-        await self.session.commit()
+        await self._orm.commit()
         self.outgoing = []
 
     # -- inbox ---------------------------------------------------------------------------------
@@ -97,22 +102,17 @@ class UnitOfWork:
         """Record the message as processed, in this transaction; tells whether it was seen before."""
         inbox = self.tables["processed_messages"]
         print_ = fingerprint(envelope)
-        claimed = await self.session.scalar(
-            pg_insert(inbox).values(
-                message_id=envelope.id, type=envelope.type, subject=envelope.subject,
-                actor=envelope.actor, fingerprint=print_, status=status, processed_at=self.clock.now(),
-            ).on_conflict_do_nothing().returning(inbox.c.message_id)
-        )
+        claimed = await self.session.scalar(_claim(inbox), {
+            "message_id": envelope.id, "type": envelope.type, "subject": envelope.subject, "actor": envelope.actor,
+            "fingerprint": print_, "status": status, "processed_at": self.clock.now()})
         if claimed is not None:
             return "new"
-        seen = await self.session.scalar(select(inbox.c.fingerprint).where(inbox.c.message_id == envelope.id))
+        seen = await self.session.scalar(_fingerprint_of(inbox), {"b_message_id": envelope.id})
         return "duplicate" if seen == print_ else "conflict"
 
     async def set_command_status(self, command_id: str, status: str, outcome: dict[str, Any] | None = None) -> None:
-        inbox = self.tables["processed_messages"]
-        await self.session.execute(
-            update(inbox).where(inbox.c.message_id == command_id).values(status=status, outcome=outcome)
-        )
+        await self.session.execute(_set_status(self.tables["processed_messages"]),
+                                   {"b_message_id": command_id, "b_status": status, "b_outcome": outcome})
 
     # -- timers --------------------------------------------------------------------------------
     async def schedule(self, timer_id: str, kind: str, subject: str, due_at: datetime,
@@ -140,6 +140,27 @@ class UnitOfWork:
         await self.session.execute(
             update(timers).where(timers.c.timer_id.in_(pending)).values(cancelled_at=self.clock.now())
         )
+
+
+# Built once per table: building a statement and its cache key anew for each message cost more CPU
+# than executing it (about 1 ms against 0.15 ms).
+@functools.cache
+def _claim(inbox: Table):
+    columns = ("message_id", "type", "subject", "actor", "fingerprint", "status", "processed_at")
+    return (pg_insert(inbox).values({c: bindparam(c, type_=inbox.c[c].type) for c in columns})
+            .on_conflict_do_nothing().returning(inbox.c.message_id))
+
+
+@functools.cache
+def _fingerprint_of(inbox: Table):
+    return select(inbox.c.fingerprint).where(inbox.c.message_id == bindparam("b_message_id"))
+
+
+@functools.cache
+def _set_status(inbox: Table):
+    return update(inbox).where(inbox.c.message_id == bindparam("b_message_id")).values(
+        status=bindparam("b_status", type_=inbox.c.status.type),
+        outcome=bindparam("b_outcome", type_=inbox.c.outcome.type))
 
 
 def _pg_notify(channel: str):

@@ -1,0 +1,172 @@
+"""This machine's raw limits, with the platform's durable settings and none of its code.
+
+- Kafka: one message produced (idempotent producer, acks=all, no linger) and consumed, one at a time:
+  the floor under every hop of a saga.
+- PostgreSQL: one saga step committed (a saga row and an outbox row in one transaction,
+  synchronous_commit on), from one connection and from N concurrent ones; and the same step
+  committed 50 at a time, as the platform's consumers do with a fetched batch.
+"""
+
+import asyncio
+import json
+import time
+import uuid
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from .stats import summary_ms
+
+ROUND_TRIP_TOPIC = "bench.round-trip"
+PAYLOAD = json.dumps({"type": "ClientCharged", "data": {"amount": 50_000, "currency": "USD", "pad": "x" * 900}}).encode()
+
+
+# -- Kafka ------------------------------------------------------------------------------------------
+async def _ensure_topic(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if ROUND_TRIP_TOPIC not in await admin.list_topics():
+            try:
+                await admin.create_topics([NewTopic(ROUND_TRIP_TOPIC, 1, 1, topic_configs={"retention.ms": "3600000"})])
+            except TopicAlreadyExistsError:
+                pass
+        while ROUND_TRIP_TOPIC not in await admin.list_topics():
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+async def kafka_round_trip(bootstrap: str, samples: int = 500, warmup: int = 30) -> dict:
+    """Produce one message, wait until a consumer has it, repeat: round trip and produce-ack times."""
+    await _ensure_topic(bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await producer.start()
+    await consumer.start()
+    tp = TopicPartition(ROUND_TRIP_TOPIC, 0)
+    consumer.assign([tp])
+    await consumer.seek_to_end(tp)
+    await consumer.position(tp)
+    arrived: dict[bytes, float] = {}
+    waiting: dict[bytes, asyncio.Future] = {}
+
+    async def receive() -> None:
+        while True:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                now = time.perf_counter()
+                for record in records:
+                    arrived[record.key] = now
+                    if (future := waiting.pop(record.key, None)) and not future.done():
+                        future.set_result(None)
+
+    reader = asyncio.create_task(receive())
+    round_trips, acks = [], []
+    try:
+        for i in range(warmup + samples):
+            key = uuid.uuid4().hex.encode()
+            delivered = waiting[key] = asyncio.get_running_loop().create_future()
+            started = time.perf_counter()
+            await producer.send_and_wait(ROUND_TRIP_TOPIC, PAYLOAD, key=key)
+            acked = time.perf_counter()
+            await asyncio.wait_for(delivered, 10)
+            if i >= warmup:
+                acks.append(acked - started)
+                round_trips.append(arrived.pop(key) - started)
+            arrived.pop(key, None)
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+    return {"settings": "idempotent producer, acks=all, linger_ms=0, payload ~1 KB, one message at a time",
+            "round_trip_ms": summary_ms(round_trips), "produce_ack_ms": summary_ms(acks)}
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------------
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS raw_sagas (
+    saga_id text PRIMARY KEY, kind text NOT NULL, contract_id text NOT NULL, status text NOT NULL,
+    step text NOT NULL, data jsonb NOT NULL, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL);
+CREATE INDEX IF NOT EXISTS raw_sagas_contract ON raw_sagas (contract_id);
+CREATE TABLE IF NOT EXISTS raw_outbox (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id text NOT NULL UNIQUE, topic text NOT NULL,
+    key text NOT NULL, type text NOT NULL, payload bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(), sent_at timestamptz);
+CREATE INDEX IF NOT EXISTS raw_outbox_unsent ON raw_outbox (seq) WHERE sent_at IS NULL;
+"""
+INSERT_SAGA = """INSERT INTO raw_sagas (saga_id, kind, contract_id, status, step, data, created_at, updated_at)
+                 VALUES ($1, 'fund', $2, 'running', 'charge', $3, now(), now())"""
+INSERT_OUTBOX = """INSERT INTO raw_outbox (event_id, topic, key, type, payload)
+                   VALUES ($1, 'billing.saga-commands', $2, 'ChargeClient', $3)"""
+SAGA_DATA = json.dumps({"offer": True, "currency": "USD", "milestones": [{"milestone_id": "ms-1", "amount": 50_000}]})
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("SET synchronous_commit TO on")  # whatever the server's default, measure it durable
+    return conn
+
+
+async def _one_step(conn: asyncpg.Connection, steps: int = 1) -> None:
+    async with conn.transaction():
+        for _ in range(steps):
+            saga_id = uuid.uuid4().hex
+            await conn.execute(INSERT_SAGA, saga_id, f"contract-{saga_id[:12]}", SAGA_DATA)
+            await conn.execute(INSERT_OUTBOX, saga_id, f"contract-{saga_id[:12]}", PAYLOAD)
+
+
+async def _commit_loop(dsn: str, seconds: float, connections: int, steps_per_commit: int = 1) -> dict:
+    conns = [await _connect(dsn) for _ in range(connections)]
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(conn: asyncpg.Connection) -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await _one_step(conn, steps_per_commit)
+            times.append(time.perf_counter() - started)
+
+    try:
+        for conn in conns:  # warm the connections' statement caches
+            await _one_step(conn, steps_per_commit)
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in conns))
+        elapsed = time.perf_counter() - began
+    finally:
+        for conn in conns:
+            await conn.close()
+    return {"connections": connections, "steps_per_commit": steps_per_commit,
+            "commits_per_second": round(len(times) / elapsed, 1),
+            "steps_per_second": round(len(times) * steps_per_commit / elapsed, 1),
+            "commit_ms": summary_ms(times)}
+
+
+async def server_settings(dsn: str) -> dict[str, str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])",
+                                ["fsync", "synchronous_commit", "wal_sync_method", "commit_delay", "shared_buffers",
+                                 "server_version"])
+        return {r["name"]: r["setting"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def postgres_commits(dsn: str, seconds: float = 5.0, concurrency: tuple[int, ...] = (8, 32),
+                           batch: int = 50) -> dict:
+    """dsn: an asyncpg URL of a scratch database (its two tables are created here)."""
+    conn = await _connect(dsn)
+    try:
+        await conn.execute(SCHEMA)
+        await conn.execute("TRUNCATE raw_sagas, raw_outbox")
+    finally:
+        await conn.close()
+    single = await _commit_loop(dsn, seconds, 1)
+    concurrent = [await _commit_loop(dsn, seconds, n) for n in concurrency]
+    batched = await _commit_loop(dsn, seconds, 1, steps_per_commit=batch)
+    return {"step": "BEGIN; INSERT saga row; INSERT outbox row (~1 KB payload); COMMIT (synchronous_commit on)",
+            "server": await server_settings(dsn), "single_connection": single, "concurrent": concurrent,
+            "batched_single_connection": batched}

@@ -1,0 +1,172 @@
+"""The services under test: contracts, billing and escrow as separate processes on fresh databases.
+
+Built on tests/support/processes.py (the end-to-end tests' Platform), with the benchmark's own
+database prefix, HTTP ports and log directory. Also reads their Prometheus metrics and checks
+that nobody else's processes share their consumer groups (which would steal partitions).
+"""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.admin import (
+    DescribeGroupsRequest, DescribeGroupsRequest_v0, DescribeGroupsRequest_v1, DescribeGroupsRequest_v2,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import processes
+from tests.support.processes import Platform
+
+SAGA_SERVICES = ("contracts", "billing", "escrow")
+# Counters and histograms worth a delta per phase: how big the batches were, how long they took.
+METRICS = ("consumer_batch_seconds", "messages_consumed_total", "outbox_relayed_total")
+
+
+@dataclass
+class BenchPlatform:
+    kafka: str
+    postgres_url: str
+    prefix: str
+    port_base: int
+    log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = SAGA_SERVICES
+    profile_dir: Path | None = None  # each service runs under a profiler, its profile saved there at stop
+    profiler: str = "cpu"  # cpu: cProfile timed by CPU time (bench/profile_service.py); wall: pyinstrument
+
+    def __post_init__(self) -> None:
+        processes.LOGS = self.log_dir  # Platform.start reads the module's log directory
+        self.platform = Platform(self.kafka, self.postgres_url, prefix=self.prefix, env=self.env)
+        self.ports = {s: self.port_base + i for i, s in enumerate(processes.SERVICES, start=1)}
+
+    async def start(self) -> None:
+        await self.platform.prepare()
+        names = [self._start(s) for s in self.services]
+        for name in names:
+            await self.platform.wait_ready(name, timeout=240)  # a loaded machine starts Python slowly
+
+    def _start(self, service: str) -> str:
+        if self.profile_dir is None:
+            return self.platform.start(service, port=self.ports[service])
+        # Platform.start, with the service run by a profiler.
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        name, port = f"{service}#0", self.ports[service]
+        if self.profiler == "wall":
+            command = [sys.executable, "-m", "pyinstrument", "-r", "pyisession",
+                       "-o", str(self.profile_dir / f"{service}.pyisession"), "-m", service]
+        else:
+            command = [sys.executable, "-m", "bench.profile_service", str(self.profile_dir / f"{service}.prof"), service]
+        log = open(self.log_dir / f"{service}-0.log", "ab")
+        self.platform.procs[name] = subprocess.Popen(
+            command, cwd=processes.ROOT, env=self.platform.service_env(service, port), stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.platform.procs[name].port = port  # type: ignore[attr-defined]
+        return name
+
+    def stop(self) -> None:
+        if self.profile_dir is None:
+            self.platform.stop_all()
+            return
+        # uvicorn re-raises the signal it caught once shut down: SIGTERM would kill the profiler before it
+        # writes, SIGINT ends in a KeyboardInterrupt that pyinstrument survives.
+        for name in list(self.platform.procs):
+            self.platform.kill(name, signal.SIGINT)
+        for service in self.services:
+            session = self.profile_dir / f"{service}.pyisession"
+            if session.exists() and session.stat().st_size:  # a readable summary beside the session
+                subprocess.run([sys.executable, "-m", "pyinstrument", "--load", str(session), "-r", "text",
+                                "--no-color", "-o", str(session.with_suffix(".txt"))], check=False)
+
+    def pids(self) -> dict[str, int]:
+        return {name.split("#")[0]: proc.pid for name, proc in self.platform.procs.items() if proc.poll() is None}
+
+    async def metrics(self) -> dict[str, dict[str, float]]:
+        """Per service: the sums of the runtime's counters and histograms named in METRICS."""
+        found: dict[str, dict[str, float]] = {}
+        async with httpx.AsyncClient(timeout=5) as http:
+            for service in self.services:
+                text = (await http.get(f"http://127.0.0.1:{self.ports[service]}/metrics")).text
+                values: dict[str, float] = {}
+                for family in text_string_to_metric_families(text):
+                    if family.name.removesuffix("_total") not in {m.removesuffix("_total") for m in METRICS}:
+                        continue
+                    for sample in family.samples:
+                        if sample.name.endswith(("_created", "_bucket")):
+                            continue
+                        label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                        values[f"{sample.name}{{{label}}}" if label else sample.name] = sample.value
+                found[service] = values
+        return found
+
+    async def get_json(self, service: str, path: str) -> dict:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.get(f"http://127.0.0.1:{self.ports[service]}{path}")
+            response.raise_for_status()
+            return response.json()
+
+
+class _DescribeGroupsUpToV2(DescribeGroupsRequest):
+    """aiokafka 0.14 decodes a v3 answer with the v2 schema and fails ("Buffer underrun"): ask for v2 at most."""
+
+
+_DescribeGroupsUpToV2._CLASSES = (DescribeGroupsRequest_v0, DescribeGroupsRequest_v1, DescribeGroupsRequest_v2)
+
+
+async def _describe_groups(bootstrap: str, groups: tuple[str, ...]) -> dict[str, tuple[str, int]]:
+    """Each group's state and number of members."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        found = {}
+        for group_id in groups:
+            node = await admin.find_coordinator(group_id)
+            response = await admin._send_request(_DescribeGroupsUpToV2([group_id]), node)  # noqa: SLF001
+            for group in response.groups:  # (error, group id, state, protocol type, protocol, members)
+                found[group[1]] = (group[2], len(group[5]))
+        return found
+    finally:
+        await admin.close()
+
+
+def metric_deltas(before: dict, after: dict) -> dict[str, dict[str, float]]:
+    """What each service did between two metric readings, with the mean batch size and time."""
+    out: dict[str, dict[str, float]] = {}
+    for service, values in after.items():
+        delta = {k: v - before.get(service, {}).get(k, 0.0) for k, v in values.items()}
+        batches = delta.get("consumer_batch_seconds_count", 0.0)
+        consumed = sum(v for k, v in delta.items() if k.startswith("messages_consumed_total"))
+        summary = {"batches": batches, "messages_consumed": consumed,
+                   "outbox_relayed": delta.get("outbox_relayed_total", 0.0)}
+        if batches:
+            summary["mean_messages_per_batch"] = round(consumed / batches, 2)
+            summary["mean_batch_ms"] = round(delta.get("consumer_batch_seconds_sum", 0.0) / batches * 1000, 3)
+        out[service] = summary
+    return out
+
+
+async def foreign_group_members(bootstrap: str, groups: tuple[str, ...], own: int = 1) -> dict[str, int]:
+    """Consumer groups with more members than the benchmark's own processes (another platform on this broker)."""
+    return {g: members for g, (_state, members) in (await _describe_groups(bootstrap, groups)).items() if members > own}
+
+
+def default_log_dir() -> Path:
+    return Path(os.environ.get("BENCH_LOG_DIR", "/var/tmp/escrow-platform/bench-logs"))
+
+
+async def wait_for_groups(bootstrap: str, groups: tuple[str, ...], timeout: float = 30) -> None:
+    """Wait until each service's consumer group is stable (its partitions assigned)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        states = await _describe_groups(bootstrap, groups)
+        if all(states.get(g, ("",))[0] == "Stable" for g in groups):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"consumer groups not stable after {timeout}s: {states}")
+        await asyncio.sleep(0.2)

@@ -1,0 +1,133 @@
+"""Latency percentiles and CPU accounting shared by the benchmark's parts."""
+
+import os
+import statistics
+from dataclasses import dataclass
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def percentile(sorted_samples: list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted samples (q in 0..100)."""
+    if not sorted_samples:
+        return float("nan")
+    rank = max(1, round(q / 100 * len(sorted_samples) + 0.5 - 1e-9))
+    return sorted_samples[min(rank, len(sorted_samples)) - 1]
+
+
+def summary_ms(seconds: list[float]) -> dict[str, float | int]:
+    """count, mean, p50, p90, p99, max in milliseconds."""
+    ordered = sorted(s * 1000 for s in seconds)
+    if not ordered:
+        return {"count": 0}
+    return {
+        "count": len(ordered),
+        "mean": round(statistics.fmean(ordered), 3),
+        "p50": round(percentile(ordered, 50), 3),
+        "p90": round(percentile(ordered, 90), 3),
+        "p99": round(percentile(ordered, 99), 3),
+        "max": round(ordered[-1], 3),
+    }
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _machine_busy_idle() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / CLOCK_TICKS, idle / CLOCK_TICKS
+
+
+def _processes(comm: str) -> dict[int, str]:
+    """pid -> command line of the processes with this name."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() != comm:
+                        continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue  # exited meanwhile
+    return found
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                        inodes.add(fields[9])
+        except OSError:
+            pass
+    return inodes
+
+
+def pid_listening_on(port: int, comm: str) -> int | None:
+    """The process named `comm` that listens on this TCP port (e.g. the benchmark's Kafka broker)."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    for pid in _processes(comm):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in wanted for fd in os.listdir(f"/proc/{pid}/fd")):
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+@dataclass
+class CpuSnapshot:
+    """CPU seconds used so far by each process of interest, grouped, and by the whole machine.
+
+    Groups: the named processes (services, this process, the Kafka broker), the PostgreSQL backends
+    serving the benchmark's databases, and every other PostgreSQL process (the server's own, and
+    other people's databases on a shared server).
+    """
+
+    by_pid: dict[int, tuple[str, float]]
+    machine_busy: float
+    machine_idle: float
+
+    @classmethod
+    def take(cls, named: dict[str, int], db_prefix: str) -> "CpuSnapshot":
+        groups = {pid: name for name, pid in named.items()}
+        for pid, cmdline in _processes("postgres").items():
+            groups.setdefault(pid, "postgres: benchmark databases" if f" {db_prefix}" in cmdline
+                              else "postgres: server and other databases")
+        by_pid = {}
+        for pid, group in groups.items():
+            try:
+                by_pid[pid] = (group, _process_cpu_seconds(pid))
+            except OSError:
+                pass  # exited meanwhile
+        busy, idle = _machine_busy_idle()
+        return cls(by_pid, busy, idle)
+
+    def since(self, earlier: "CpuSnapshot", wall_seconds: float) -> dict[str, object]:
+        """Average cores used by each group over the interval (1.0 = one core fully busy).
+
+        A process that started meanwhile counts from zero; one that ended meanwhile is left out.
+        """
+        used: dict[str, float] = {}
+        for pid, (group, seconds) in self.by_pid.items():
+            before = earlier.by_pid.get(pid, (group, 0.0))[1]
+            used[group] = used.get(group, 0.0) + seconds - before
+        busy = self.machine_busy - earlier.machine_busy
+        idle = self.machine_idle - earlier.machine_idle
+        return {"cores_used": {g: round(v / wall_seconds, 3) for g, v in sorted(used.items())},
+                "cpu_seconds": {g: round(v, 2) for g, v in sorted(used.items())},
+                "machine_busy_fraction": round(busy / max(busy + idle, 1e-9), 3), "nproc": os.cpu_count()}
+
+
+def load_average() -> list[float]:
+    return list(os.getloadavg())
