@@ -33,10 +33,17 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.idle_check = idle_check
         self._wake = asyncio.Event()
+        self._stopping = False
+        self.active = False  # holds the lock (a standby has no pass to finish)
+
+    def stop(self) -> None:
+        """Finish the pass in progress (publish and mark), then return: a graceful stop republishes nothing."""
+        self._stopping = True
+        self._wake.set()
 
     async def run(self) -> None:
-        """Run forever (until cancelled), surviving lost connections."""
-        while True:
+        """Run until stopped or cancelled, surviving lost connections."""
+        while not self._stopping:
             try:
                 await self._run_once()
             except asyncio.CancelledError:
@@ -51,18 +58,22 @@ class OutboxRelay:
         try:
             await conn.execute("SELECT pg_advisory_lock($1)", self.lock_key)  # standbys wait here
             metrics.RELAY_ACTIVE.set(1)
+            self.active = True
             log.info("relay_active")
             await conn.add_listener(self.channel, lambda *_: self._wake.set())
-            while True:
+            while not self._stopping:
                 self._wake.clear()
                 if await self.publish_pending(conn) == self.batch_size:
                     continue
+                if self._stopping:
+                    break
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.idle_check)
                 except TimeoutError:
                     pass
         finally:
             metrics.RELAY_ACTIVE.set(0)
+            self.active = False
             await conn.close()
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:

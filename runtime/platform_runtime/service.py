@@ -188,6 +188,9 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
         finally:
             log.info("service_stopping")
             await broker.stop()  # waits for in-flight batches, whose offsets commit after their DB commit
+            relay.stop()  # let the relay finish its pass: cancelled mid-send, it would republish on restart
+            if relay.active:
+                await asyncio.wait([tasks[0]], timeout=10)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

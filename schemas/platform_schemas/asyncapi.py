@@ -23,7 +23,7 @@ _FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     topics.BILLING_SAGA_COMMANDS: (("contracts",), ("billing",)),
     topics.ESCROW_SAGA_COMMANDS: (("contracts", "billing"), ("escrow",)),
     topics.CONTRACTS_EVENTS: (("contracts",), ("billing", "notifications")),
-    topics.ESCROW_EVENTS: (("escrow",), ("contracts", "billing", "notifications")),
+    topics.ESCROW_EVENTS: (("escrow",), ("contracts", "billing")),
     topics.BILLING_EVENTS: (("billing",), ("contracts", "notifications")),
     topics.NOTIFICATIONS_EVENTS: (("notifications",), ()),
 }

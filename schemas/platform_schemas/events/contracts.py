@@ -72,6 +72,7 @@ class OfferFundingFailed(Message):
     amount: Amount
     reason_code: str
     message: str
+    title: str | None = None
 
 
 class OfferWithdrawn(Message):

@@ -114,7 +114,7 @@ async def _fail(saga: Saga, ctx: Context, reason_code: str, message: str) -> Non
         ctx.event(OfferFundingFailed(
             contract_id=contract.contract_id, client_id=contract.client_id, freelancer_id=contract.freelancer_id,
             currency=contract.currency, amount=amount, reason_code=reason_code, message=message,
-        ), contract.contract_id)
+            title=contract.title), contract.contract_id)
         outcome = "OfferFundingFailed"
     else:
         for a in saga.data["milestones"]:
