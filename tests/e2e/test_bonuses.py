@@ -4,7 +4,8 @@ billing instances, and billing killed in the middle of a batch; the ledger check
 
 A business day has one batch, so each test runs its own day: billing runs here with its clock 30 days ahead,
 which makes the next 29 days past business days of billing's (RunBonusBatch for any of them takes every
-bonus still pending) and the 30th its today (an early run).
+bonus still pending) and the 30th its today (an early run); its own schedule is off (BONUS_BATCH_AT=off) until
+the last test, which moves the clock further and turns the schedule on.
 """
 
 import asyncio
@@ -19,6 +20,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from billing.domain import bonus_batch
 from platform_runtime.client import PlatformClient, new_id
 from platform_schemas import Envelope
 from platform_schemas.commands.billing import RunBonusBatch
@@ -333,4 +335,36 @@ async def test_an_early_run_of_billings_today_takes_what_was_given_so_far(client
     batch = await client.get_json("billing", f"/bonus-batches/{today}")
     assert batch["cutoff"] < f"{today + timedelta(days=1)}T00:00:00Z"  # now, not the end of the day
     assert batch["paid"] == done.data["paid"]
+    await ledger_is_clean(client)
+
+
+async def test_the_scheduled_batches_run_each_missed_day_once_billing_is_back_with_a_correlation_of_their_date(
+        client, batch_platform):
+    """Billing "comes back" 33 days later: the timer of each business day that ended meanwhile fires once."""
+    _, [bonus_id] = await many_bonuses(client, clients=1, per_client=1)
+    today = datetime.now(timezone.utc).date()
+    ahead = datetime.combine(today + timedelta(days=AHEAD_DAYS + 3), datetime.min.time(), timezone.utc) + timedelta(
+        hours=1) - datetime.now(timezone.utc)
+    batch_platform.env.update(CLOCK_OFFSET=str(ahead.total_seconds()), BONUS_BATCH_AT="00:00")
+    await batch_platform.restart(BILLING, signal.SIGTERM)
+
+    last = today + timedelta(days=AHEAD_DAYS + 2)  # the day that ended an hour ago, for billing
+    done = await client.wait_for(lambda e: e.type == "BonusBatchCompleted" and e.data["business_date"] == str(last),
+                                 timeout=90, what=f"the scheduled batch of {last}")
+    assert (done.actor, done.correlationid) == ("system", bonus_batch.scheduled_correlation_id(last))
+    # The first missed day that had no batch yet took the bonus (the earlier ones were run by the tests above).
+    [paid] = [e for e in client.of_type("BonusPaid", bonus_id=bonus_id)]
+    assert paid.correlationid == bonus_batch.scheduled_correlation_id(date.fromisoformat(paid.data["business_date"]))
+    for day in range(1, AHEAD_DAYS + 3):
+        batch = await client.get_json("billing", f"/bonus-batches/{today + timedelta(days=day)}")
+        assert batch["status"] == "completed", batch
+    conn = await asyncpg.connect(batch_platform.database_url("billing").replace("+asyncpg", ""))
+    try:
+        pending = await conn.fetch(
+            "SELECT timer_id, due_at FROM timers WHERE kind = 'bonus_batch' AND fired_at IS NULL")
+    finally:
+        await conn.close()
+    assert [(r["timer_id"], r["due_at"]) for r in pending] == [
+        (f"bonus_batch:{last + timedelta(days=1)}", datetime.combine(last + timedelta(days=2), datetime.min.time(),
+                                                                     timezone.utc))]
     await ledger_is_clean(client)

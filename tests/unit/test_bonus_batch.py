@@ -150,6 +150,14 @@ def test_the_next_scheduled_batch_is_for_the_day_that_ends_before_the_next_run_t
     assert batches.scheduled_at(expected, at) > now
 
 
+def test_after_a_pause_the_schedule_resumes_from_the_day_after_the_last_one_scheduled():
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    assert batches.first_to_schedule(now, time(0, 0), None) == date(2026, 11, 25)
+    assert batches.first_to_schedule(now, time(0, 0), date(2026, 11, 20)) == date(2026, 11, 21)
+    assert batches.first_to_schedule(now, time(0, 0), date(2026, 11, 25)) == date(2026, 11, 25)
+    assert batches.first_to_schedule(now, time(0, 0), date(2026, 12, 25)) == date(2026, 11, 25)  # clock went back
+
+
 def test_the_scheduled_batch_has_a_correlation_id_derived_from_its_date_and_a_batch_subject():
     assert batches.scheduled_correlation_id(DAY) == batches.scheduled_correlation_id(date(2026, 11, 25))
     assert batches.scheduled_correlation_id(DAY) != batches.scheduled_correlation_id(DAY + timedelta(days=1))

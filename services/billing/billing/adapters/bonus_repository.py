@@ -113,6 +113,12 @@ class BonusRepository:
         await self.session.execute(
             update(bonus_batches).where(bonus_batches.c.business_date == business_date).values(**values))
 
+    async def last_scheduled_batch(self, timer_kind: str) -> date | None:
+        timers = bonuses.metadata.tables["timers"]
+        last = await self.session.scalar(select(func.max(timers.c.payload["business_date"].astext))
+                                         .where(timers.c.kind == timer_kind))
+        return date.fromisoformat(last) if last else None
+
     async def open_batches(self) -> list[dict]:
         rows = await self.session.execute(select(bonus_batches).where(bonus_batches.c.status != "completed")
                                           .order_by(bonus_batches.c.business_date))

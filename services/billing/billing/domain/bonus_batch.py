@@ -63,6 +63,12 @@ def next_scheduled(now: datetime, at: time) -> date:
     return yesterday if scheduled_at(yesterday, at) > now else yesterday + timedelta(days=1)
 
 
+def first_to_schedule(now: datetime, at: time, last_scheduled: date | None) -> date:
+    """The next day to come; after a pause, the day after the last one scheduled, so missed days run too."""
+    upcoming = next_scheduled(now, at)
+    return min(upcoming, last_scheduled + timedelta(days=1)) if last_scheduled else upcoming
+
+
 # -- charges: one per client and currency ------------------------------------------------------
 @dataclass(frozen=True)
 class Bonus:

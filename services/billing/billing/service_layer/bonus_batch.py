@@ -107,8 +107,12 @@ async def schedule_batch(uow: UnitOfWork, business_date: date, at) -> None:
 
 
 async def schedule_next_batch(uow: UnitOfWork, at) -> None:
-    if at is not None:
-        await schedule_batch(uow, batches.next_scheduled(uow.clock.now(), at), at)
+    """At start: the next day to come, or, after a pause (schedule off, or no instance running), the day after
+    the last one scheduled, so that every day missed meanwhile runs too (each its timer, one after the other)."""
+    if at is None:
+        return
+    last = await BonusRepository(uow.session).last_scheduled_batch(BONUS_BATCH_TIMER)
+    await schedule_batch(uow, batches.first_to_schedule(uow.clock.now(), at, last), at)
 
 
 # -- credits settled by escrow ---------------------------------------------------------------------
