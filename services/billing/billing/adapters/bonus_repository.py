@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.bonus_batch import Bonus, ChargeResult, ChargeTotal
 from ..domain.history import HistoryRow
-from .tables import billing_methods, bonus_batches, bonus_charges, bonuses, client_charge_streaks, transactions
+from .tables import billing_methods, bonus_batches, bonus_charges, bonuses, client_charge_streaks
 
 _BONUS = (bonuses.c.bonus_id, bonuses.c.contract_id, bonuses.c.client_id, bonuses.c.freelancer_id, bonuses.c.amount,
           bonuses.c.currency)
