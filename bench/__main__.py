@@ -133,6 +133,13 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None) ->
     return result
 
 
+async def refuse_shared_groups(kafka: str, own: int) -> None:
+    if crowded := await foreign_group_members(kafka, SAGA_SERVICES, own):
+        raise RuntimeError(f"other consumers are in the services' groups on {kafka} ({crowded}): stop the other "
+                           "platform (make down, deploy/local/services.sh stop) or point KAFKA_BOOTSTRAP_SERVERS at "
+                           "a broker of your own")
+
+
 async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int) -> dict:
     env = dict(item.split("=", 1) for item in args.service_env)
     bench = BenchPlatform(kafka, postgres, prefix, port_base, default_log_dir(), env=env, profile_dir=args.profile,
@@ -141,11 +148,12 @@ async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int)
     tracker = fund_saga.Tracker(kafka)
     try:
         await ensure_topics(kafka)
+        # Before starting anything: joining groups that another platform's services are in would take
+        # partitions from them (and hand them our commands).
+        await refuse_shared_groups(kafka, own=0)
         await bench.start()
         await wait_for_groups(kafka, SAGA_SERVICES)
-        if crowded := await foreign_group_members(kafka, SAGA_SERVICES):
-            raise RuntimeError(f"other consumers share the services' groups on {kafka} ({crowded}): stop the "
-                               "other platform (make down / deploy/local/services.sh stop) or use another broker")
+        await refuse_shared_groups(kafka, own=1)
         await tracker.start()
         started = time.perf_counter()
         parties = await fund_saga.register_parties(tracker, args.pairs)
