@@ -196,7 +196,7 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
               port_base: int = 28000, log_dir: Path | None = None, bonuses: int = 100_000,
               clients: int = 10_000, profile_dir: Path | None = None) -> dict:
     kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    postgres_url = (postgres_url or os.environ.get("POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:55432"))
+    postgres_url = (postgres_url or os.environ.get("POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:15432"))
     processes.LOGS = (log_dir or Path("/var/tmp/escrow-platform/bench-logs")) / "bonus"
     platform = Platform(kafka, postgres_url.rstrip("/"), prefix=f"{prefix}bonus_",
                         env={"BONUS_BATCH_AT": "off", "LOG_LEVEL": "INFO"})

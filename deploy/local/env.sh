@@ -2,7 +2,9 @@
 # Everything can be overridden from the environment.
 export ESCROW_WORK=${ESCROW_WORK:-/var/tmp/escrow-platform}
 export PG_WORK=${PG_WORK:-$ESCROW_WORK/pg}
-export PG_PORT=${PG_PORT:-55432}
+# Below the ephemeral range (32768-60999): a port inside it can be taken by a client socket, or by a
+# TCP self-connection while the server is down, and the server then cannot bind it.
+export PG_PORT=${PG_PORT:-15432}
 export KAFKA_WORK=${KAFKA_WORK:-$ESCROW_WORK/kafka}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 export RUN_DIR=${RUN_DIR:-$ESCROW_WORK/run}

@@ -15,7 +15,7 @@ def _time_or_off(value: object) -> object:
 
 class BillingSettings(ServiceSettings):
     http_port: int = 8003
-    gateway_database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:55432/gateway"
+    gateway_database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:15432/gateway"
     gateway_attempts: int = 4
     # The daily bonus batch runs at this UTC time for the business day that just ended; `off`: only
     # RunBonusBatch commands run batches (an outside scheduler, or tests).
