@@ -60,8 +60,9 @@ class Story:
 
     async def register(self, role: str, name: str) -> str:
         account_id = new_id(role)
+        # A fresh address per run, so the mail shown below is this run's.
         await self.command(RegisterAccount(account_id=account_id, role=role, name=name,
-                                           email=f"{name.lower()}@example.com"), account_id, ADMIN,
+                                           email=f"{name.lower()}.{account_id}@example.com"), account_id, ADMIN,
                            {"AccountRegistered"})
         return account_id
 
@@ -182,20 +183,40 @@ async def main() -> int:
 
 
 async def show_mail(client: PlatformClient, *accounts: str) -> None:
-    """What the notifications service told each person (when it is running)."""
-    table = Table(title="Notifications (in-app list; the same went out by email)")
-    for column in ("to", "kind", "subject"):
-        table.add_column(column)
+    """What the notifications service told each person: the in-app list and the mail the SMTP server received."""
     try:
+        in_app = {}
         for account_id in accounts:
-            body = (await client.get("notifications", f"/accounts/{account_id}/notifications?limit=50")).json()
-            for item in reversed(body.get("items", [])):
-                if item["channel"] == "in_app":
-                    table.add_row(account_id, item["kind"], item["subject"])
+            body = (await client.get("notifications", f"/accounts/{account_id}/notifications?limit=100")).json()
+            in_app[account_id] = [i for i in reversed(body.get("items", [])) if i["channel"] == "in_app"]
+        expected = sum(len(items) for items in in_app.values())
+        mails = await _mails_for(client, accounts, expected)
     except Exception as error:  # noqa: BLE001 - the story does not depend on it
         console.print(f"  (notifications not available: {error!r})")
         return
+    table = Table(title=f"Notifications: {expected} in-app, {len(mails)} emails received by the SMTP server")
+    for column in ("to", "kind", "email subject"):
+        table.add_column(column)
+    for account_id, items in in_app.items():
+        for item in items:
+            table.add_row(account_id, item["kind"], item["subject"])
     console.print(table)
+    if mails:
+        sample = mails[0]
+        console.print(f"\n[bold]One of the emails[/bold] (Message-ID {sample.get('message_id')}), to "
+                      f"{', '.join(sample.get('rcpt_tos', []))}:\n[dim]{sample.get('text', '')}[/dim]")
+
+
+async def _mails_for(client: PlatformClient, accounts: tuple[str, ...], expected: int) -> list[dict]:
+    """Mail for these accounts' addresses at the SMTP server, polled until all has arrived or 20 s passed."""
+    port = os.environ.get("SMTP_SINK_HTTP_PORT", "2526")
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        items = (await client.http.get(f"http://127.0.0.1:{port}/messages")).json()["items"]
+        mails = [m for m in items if any(a in r for r in m.get("rcpt_tos", []) for a in accounts)]
+        if len(mails) >= expected or asyncio.get_running_loop().time() > deadline:
+            return mails
+        await asyncio.sleep(0.5)
 
 
 if __name__ == "__main__":
