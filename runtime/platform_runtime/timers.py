@@ -5,7 +5,6 @@ and the row is marked fired in the same transaction as the effect, so a crash be
 leaves it due and a crash after it leaves it fired. Never both, never neither.
 """
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from sqlalchemy import select, update
 from . import metrics
 from .clock import Clock
 from .logging import get_logger
+from .loops import poll_forever
 from .unit_of_work import Cause, UnitOfWork
 
 log = get_logger(__name__)
@@ -79,13 +79,7 @@ class TimerRunner:
         return True
 
     async def run(self) -> None:
-        while True:
-            try:
-                fired = await self.fire_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001 - the rows stay due; try again next tick
-                log.warning("timers_failed", error=repr(error))
-                fired = 0
-            if fired < self.batch:
-                await asyncio.sleep(self.poll_seconds)
+        async def step() -> bool:
+            return await self.fire_due() >= self.batch  # a full batch: more may be due at once
+
+        await poll_forever(step, self.poll_seconds, "timers")

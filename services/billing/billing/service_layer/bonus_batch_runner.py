@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from platform_runtime.logging import get_logger
+from platform_runtime.loops import poll_forever
 from platform_runtime.unit_of_work import Cause, UnitOfWork
 from platform_schemas.commands.saga import BonusToPost, PostBonuses
 from platform_schemas.events.billing import BonusBatchStarted, BonusFailed
@@ -56,16 +57,8 @@ class BonusBatchRunner:
         self._reported: dict[date, float] = {}
 
     async def run(self) -> None:
-        while True:
-            try:
-                busy = await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001 - nothing is lost: the chunk's rows are still there
-                log.warning("bonus_batch_step_failed", error=repr(error))
-                busy = False
-            if not busy:
-                await asyncio.sleep(self.settings.bonus_batch_poll.total_seconds())
+        # A failed step loses nothing: the chunk's rows are still there for the next one.
+        await poll_forever(self.step, self.settings.bonus_batch_poll.total_seconds(), "bonus_batch_step")
 
     async def step(self) -> bool:
         """One chunk of each open batch's next step; False when there was nothing to do."""

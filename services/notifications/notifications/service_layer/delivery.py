@@ -19,6 +19,7 @@ from prometheus_client import Counter
 
 from platform_runtime.clock import Clock
 from platform_runtime.logging import get_logger
+from platform_runtime.loops import poll_forever
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas.events.notifications import NotificationFailed, NotificationSent
 from platform_schemas.topics import NOTIFICATIONS_EVENTS
@@ -51,16 +52,8 @@ class EmailDelivery:
         await asyncio.gather(*(self._work() for _ in range(self.workers)))
 
     async def _work(self) -> None:
-        while True:
-            try:
-                busy = await self.deliver_one()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001 - database trouble: the row stays due
-                log.warning("email_delivery_failed", error=repr(error))
-                busy = False
-            if not busy:
-                await asyncio.sleep(self.poll_seconds)
+        # Database trouble in a step leaves the row due for the next one.
+        await poll_forever(self.deliver_one, self.poll_seconds, "email_delivery")
 
     async def deliver_one(self) -> bool:
         """Try the oldest due email once; False when nothing is due."""

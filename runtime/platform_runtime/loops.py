@@ -1,0 +1,22 @@
+"""The one shape of every background loop: do a step, sleep only when there was nothing to do."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from .logging import get_logger
+
+log = get_logger(__name__)
+
+
+async def poll_forever(step: Callable[[], Awaitable[bool]], idle_seconds: float, name: str) -> None:
+    """Run `step` until cancelled. A failing step is logged and tried again: its work stays in the database."""
+    while True:
+        try:
+            busy = await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a loop of the service must outlive one bad step
+            log.warning(f"{name}_failed", error=repr(error))
+            busy = False
+        if not busy:
+            await asyncio.sleep(idle_seconds)
