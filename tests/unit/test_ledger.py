@@ -182,3 +182,12 @@ def test_check_keeps_currencies_apart():
     assert ledger.check(postings, ledger.balances(postings), {ESCROW_M1: 50_000, ESCROW_M2: 20_000,
                                                               ledger.escrow("c-2", "m-3"): 10_000}) == []
     assert ledger.client("client-1", "EUR") != CLIENT
+
+
+def test_money_leaves_a_milestones_escrow_only_up_to_what_it_holds():
+    from platform_runtime.errors import Rejected
+
+    ledger.ensure_held(500, 500, "m-1")
+    with pytest.raises(Rejected) as refused:
+        ledger.ensure_held(499, 500, "m-1")
+    assert refused.value.reason_code == "invalid_state"

@@ -29,5 +29,10 @@ class Account:
         if self.status != ACTIVE:
             raise Rejected("account_not_active", f"account {self.account_id} is {self.status}")
 
+    def suspend(self, reason: str, appealable: bool) -> None:
+        """By an administrator or automatically; a pending reactivation request is dropped with it."""
+        self.status, self.status_reason, self.appealable = SUSPENDED, reason, appealable
+        self.reactivation_requested = False
+
     def touch(self, now: datetime) -> None:
         self.last_activity_at = now

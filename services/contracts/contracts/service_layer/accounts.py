@@ -9,7 +9,7 @@ from platform_schemas.events.contracts import (
     AccountReactivated, AccountRegistered, AccountSuspended, ReactivationRefused, ReactivationRequested,
 )
 
-from ..domain.accounts import ACTIVE, INACTIVE, SUSPENDED, Account
+from ..domain.accounts import ACTIVE, INACTIVE, Account
 from .context import Context
 
 
@@ -30,8 +30,7 @@ async def register_account(cmd: RegisterAccount, envelope: Envelope, ctx: Contex
 async def suspend_account(cmd: SuspendAccount, envelope: Envelope, ctx: Context) -> None:
     _admin(envelope)
     account = await ctx.account(cmd.account_id, lock=True)
-    account.status, account.status_reason, account.appealable = SUSPENDED, cmd.reason, cmd.appealable
-    account.reactivation_requested = False
+    account.suspend(cmd.reason, cmd.appealable)
     await ctx.accounts.save(account)
     ctx.event(AccountSuspended(account_id=cmd.account_id, reason=cmd.reason, appealable=cmd.appealable),
               cmd.account_id)

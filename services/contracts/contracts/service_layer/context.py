@@ -31,8 +31,8 @@ class Context:
     def now(self) -> datetime:
         return self.uow.clock.now()
 
-    def event(self, data: Message, subject: str) -> None:
-        self.uow.publish(CONTRACTS_EVENTS, data, subject=subject)
+    def event(self, data: Message, subject: str, actor: str | None = None) -> None:
+        self.uow.publish(CONTRACTS_EVENTS, data, subject=subject, actor=actor)
 
     def ask_billing(self, data: Message, subject: str) -> None:
         self.uow.publish(BILLING_SAGA_COMMANDS, data, subject=subject)

@@ -71,9 +71,8 @@ async def answer_refund_request(ctx: Context, contract: Contract, actor: str, mi
                                 currency=contract.currency), contract.contract_id)
         await ctx.complete(started_by, "DisputeOpened")
         return
-    ctx.uow.publish("contracts.events", RefundAccepted(
-        contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount, currency=contract.currency),
-        subject=contract.contract_id, actor=actor)
+    ctx.event(RefundAccepted(contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount,
+                             currency=contract.currency), contract.contract_id, actor=actor)
     await refund.start(ctx, contract, m, m.amount, reason="refund_accepted", command_id=started_by,
                        started_by=started_by)
 

@@ -85,6 +85,12 @@ def bonus(transaction_id: str, client_id: str, freelancer_id: str, amount: int, 
     ]
 
 
+def ensure_held(held: int, amount: int, milestone_id: str) -> None:
+    """Money leaves a milestone's escrow only up to what it holds."""
+    if held < amount:
+        raise Rejected("invalid_state", f"milestone {milestone_id} holds {held}, less than {amount}")
+
+
 def balances(postings: Iterable[Posting]) -> dict[str, int]:
     result: dict[str, int] = defaultdict(int)
     for p in postings:

@@ -40,29 +40,32 @@ async def hold_escrow(cmd: HoldEscrow, envelope: Envelope, uow: UnitOfWork) -> N
 
 
 async def release_escrow(cmd: ReleaseEscrow, envelope: Envelope, uow: UnitOfWork) -> None:
-    repo = LedgerRepository(uow.session)
-    if await repo.has_transaction(cmd.release_id):
-        return
-    if await repo.held(cmd.contract_id, cmd.milestone_id) < cmd.amount:
-        raise Rejected("invalid_state", f"milestone {cmd.milestone_id} holds less than {cmd.amount}")
     postings = ledger.release(cmd.release_id, cmd.contract_id, cmd.milestone_id, cmd.client_id,
                               cmd.freelancer_id, cmd.amount, cmd.currency)
-    await repo.append(cmd.release_id, "release", cmd.contract_id, cmd.milestone_id, postings)
-    await repo.add_to_holding(cmd.contract_id, cmd.milestone_id, cmd.currency, released=cmd.amount)
-    uow.publish(ESCROW_EVENTS, EscrowReleased(**cmd.model_dump(), postings=_wire(postings)), subject=cmd.contract_id)
+    if await _take_from_escrow(LedgerRepository(uow.session), cmd.release_id, "release", cmd, postings,
+                               released=cmd.amount):
+        uow.publish(ESCROW_EVENTS, EscrowReleased(**cmd.model_dump(), postings=_wire(postings)),
+                    subject=cmd.contract_id)
 
 
 async def refund_escrow(cmd: RefundEscrow, envelope: Envelope, uow: UnitOfWork) -> None:
-    repo = LedgerRepository(uow.session)
-    if await repo.has_transaction(cmd.refund_id):
-        return
-    if await repo.held(cmd.contract_id, cmd.milestone_id) < cmd.amount:
-        raise Rejected("invalid_state", f"milestone {cmd.milestone_id} holds less than {cmd.amount}")
     postings = ledger.refund(cmd.refund_id, cmd.contract_id, cmd.milestone_id, cmd.client_id, cmd.amount,
                              cmd.currency)
-    await repo.append(cmd.refund_id, "refund", cmd.contract_id, cmd.milestone_id, postings)
-    await repo.add_to_holding(cmd.contract_id, cmd.milestone_id, cmd.currency, refunded=cmd.amount)
-    uow.publish(ESCROW_EVENTS, EscrowRefunded(**cmd.model_dump(), postings=_wire(postings)), subject=cmd.contract_id)
+    if await _take_from_escrow(LedgerRepository(uow.session), cmd.refund_id, "refund", cmd, postings,
+                               refunded=cmd.amount):
+        uow.publish(ESCROW_EVENTS, EscrowRefunded(**cmd.model_dump(), postings=_wire(postings)),
+                    subject=cmd.contract_id)
+
+
+async def _take_from_escrow(repo: LedgerRepository, transaction_id: str, kind: str, cmd: ReleaseEscrow | RefundEscrow,
+                            postings: list[ledger.Posting], **taken: int) -> bool:
+    """Release and refund alike: one ledger transaction out of a milestone's holding; False if already done."""
+    if await repo.has_transaction(transaction_id):
+        return False
+    ledger.ensure_held(await repo.held(cmd.contract_id, cmd.milestone_id), cmd.amount, cmd.milestone_id)
+    await repo.append(transaction_id, kind, cmd.contract_id, cmd.milestone_id, postings)
+    await repo.add_to_holding(cmd.contract_id, cmd.milestone_id, cmd.currency, **taken)
+    return True
 
 
 HANDLERS = {"HoldEscrow": hold_escrow, "ReleaseEscrow": release_escrow, "RefundEscrow": refund_escrow}

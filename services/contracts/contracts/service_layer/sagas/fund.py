@@ -15,6 +15,7 @@ from platform_schemas.events.contracts import (
 )
 from platform_schemas.events.escrow import EscrowFunded, EscrowHoldRejected
 
+from ...domain.accounts import SUSPENDED
 from ...domain.contracts import Contract, Milestone
 from ...domain.sagas import COMPLETED, FAILED, Saga
 from ..context import Context
@@ -131,14 +132,13 @@ async def _fail(saga: Saga, ctx: Context, reason_code: str, message: str) -> Non
 
 async def _suspend_for_failed_charges(ctx: Context, event: ChargeFailed) -> None:
     account = await ctx.account(event.client_id, lock=True)
-    if account.status == "suspended":
+    if account.status == SUSPENDED:
         return
     reason = f"{event.consecutive_failures} consecutive failed charges"
-    account.status, account.status_reason, account.appealable = "suspended", reason, True
+    account.suspend(reason, appealable=True)
     await ctx.accounts.save(account)
-    ctx.uow.publish("contracts.events", AccountSuspended(
-        account_id=account.account_id, reason=reason, appealable=True, automatic=True),
-        subject=account.account_id, actor="system")
+    ctx.event(AccountSuspended(account_id=account.account_id, reason=reason, appealable=True, automatic=True),
+              account.account_id, actor="system")
 
 
 REPLIES = {
