@@ -1,4 +1,7 @@
-"""Prometheus metrics of the runtime (prometheus-client); each service adds its own beside these."""
+"""Prometheus metrics of the runtime (prometheus-client); each service adds its own beside these.
+
+Names are agreed with the alert rules and the dashboard in deploy/observability/: change them together.
+"""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -6,7 +9,14 @@ CONSUMED = Counter("messages_consumed_total", "Messages consumed", ["topic"])
 DEAD_LETTERED = Counter("messages_dead_lettered_total", "Messages sent to a dead-letter topic", ["topic"])
 BATCH_SECONDS = Histogram("consumer_batch_seconds", "Time to handle one fetched batch")
 RELAYED = Counter("outbox_relayed_total", "Outbox messages published")
-OUTBOX_LAG = Gauge("outbox_unsent", "Outbox messages not yet published (at the last relay pass)")
 RELAY_ACTIVE = Gauge("outbox_relay_active", "1 while this process holds the relay lock")
 TIMERS_FIRED = Counter("timers_fired_total", "Durable timers fired", ["kind"])
 LAST_CONSUMED = Gauge("consumer_last_batch_timestamp", "Unix time of the last handled batch")
+# Read from the database and the broker every METRICS_INTERVAL (backlog_metrics.py).
+OUTBOX_LAG = Gauge("outbox_unsent", "Outbox rows not yet published")
+OUTBOX_OLDEST_AGE = Gauge("outbox_oldest_unsent_age_seconds", "Age of the oldest unpublished outbox row (0: none)")
+TIMERS_DUE = Gauge("timers_due", "Timers due and not yet fired", ["kind"])
+TIMERS_OLDEST_OVERDUE = Gauge("timers_oldest_overdue_seconds",
+                              "How long the oldest due, unfired timer is past its due time (0: none)", ["kind"])
+CONSUMER_LAG = Gauge("kafka_consumer_lag", "Log end offset minus the service group's committed offset",
+                     ["topic", "partition"])

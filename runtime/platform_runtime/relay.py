@@ -82,7 +82,6 @@ class OutboxRelay:
             self.batch_size,
         )
         if not rows:
-            metrics.OUTBOX_LAG.set(0)
             return 0
         # The idempotent producer keeps per-partition order across its in-flight requests, so
         # sending the whole batch before waiting keeps commit order per subject (= key = partition).
@@ -94,7 +93,6 @@ class OutboxRelay:
         await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])",
                            [r["seq"] for r in rows])
         metrics.RELAYED.inc(len(rows))
-        metrics.OUTBOX_LAG.set(len(rows) if len(rows) == self.batch_size else 0)
         return len(rows)
 
 

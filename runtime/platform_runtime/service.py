@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from . import logging as logs
 from . import metrics
+from .backlog_metrics import BacklogMetrics, ConsumerLag
 from .clock import Clock, SystemClock
 from .consumer import BatchProcessor, commit_offsets, rewind
 from .dead_letters import DeadLetters
@@ -174,12 +175,18 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
         dead_letters = DeadLetters(runtime.producer, runtime.name)
         if definition.on_start:
             await definition.on_start(runtime)
-        _subscribe(broker, runtime, definition.subscriptions(runtime), dead_letters)
+        subscriptions = definition.subscriptions(runtime)
+        _subscribe(broker, runtime, subscriptions, dead_letters)
         relay = OutboxRelay(settings.database_url, runtime.producer, runtime.name,
                             settings.relay_batch_size, settings.relay_idle_check.total_seconds())
-        timers = TimerRunner(runtime.new_uow, definition.timers(runtime), runtime.clock,
+        timer_handlers = definition.timers(runtime)
+        timers = TimerRunner(runtime.new_uow, timer_handlers, runtime.clock,
                              settings.timer_poll_interval.total_seconds())
-        loops = [relay.run, timers.run, *definition.background(runtime)]
+        backlog = BacklogMetrics(
+            runtime.engine, runtime.clock, timer_handlers.keys,
+            ConsumerLag(settings.kafka_bootstrap_servers, runtime.name, [s.topic for s in subscriptions]),
+            settings.metrics_interval.total_seconds())
+        loops = [relay.run, timers.run, backlog.run, *definition.background(runtime)]
         tasks = [asyncio.create_task(loop(), name=getattr(loop, "__qualname__", "loop")) for loop in loops]
         await broker.start()
         log.info("service_started", port=settings.http_port)

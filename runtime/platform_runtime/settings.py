@@ -52,3 +52,5 @@ class ServiceSettings(BaseSettings):
     timer_poll_interval: Duration = timedelta(seconds=1)
     # Readiness fails when the consumer has lag but handled nothing for this long.
     consumer_stall_after: Duration = timedelta(seconds=120)
+    # How often the backlog gauges (consumer lag, unsent outbox, due timers) are read from Kafka and the database.
+    metrics_interval: Duration = timedelta(seconds=15)
