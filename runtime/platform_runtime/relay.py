@@ -100,7 +100,8 @@ def notify_channel(service: str) -> str:
     return f"outbox_{service}"
 
 
-def new_producer(bootstrap: str, linger_ms: int, client_id: str) -> AIOKafkaProducer:
+def new_producer(bootstrap: str, linger_ms: int, client_id: str, **security) -> AIOKafkaProducer:
+    """`security`: kafka_security.client_options of the service's settings."""
     # enable_idempotence forces acks=all: durable, and no duplicates from the producer's own retries.
     return AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
-                            linger_ms=linger_ms, client_id=client_id)
+                            linger_ms=linger_ms, client_id=client_id, **security)

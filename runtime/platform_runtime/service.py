@@ -17,6 +17,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from . import kafka_security
 from . import logging as logs
 from . import metrics
 from .backlog_metrics import BacklogMetrics, ConsumerLag
@@ -169,9 +170,11 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         settings = runtime.settings
-        runtime.producer = new_producer(settings.kafka_bootstrap_servers, settings.producer_linger_ms, runtime.name)
+        runtime.producer = new_producer(settings.kafka_bootstrap_servers, settings.producer_linger_ms, runtime.name,
+                                        **kafka_security.client_options(settings))
         await runtime.producer.start()
-        broker = KafkaBroker(settings.kafka_bootstrap_servers, graceful_timeout=15.0, logger=None)
+        broker = KafkaBroker(settings.kafka_bootstrap_servers, graceful_timeout=15.0, logger=None,
+                             security=kafka_security.broker_security(settings))
         dead_letters = DeadLetters(runtime.producer, runtime.name)
         if definition.on_start:
             await definition.on_start(runtime)
@@ -217,5 +220,5 @@ def serve(definition: ServiceDefinition) -> None:
     logs.configure(definition.name, settings.log_level)
     app = create_app(definition, build_runtime(definition, settings))
     # uvicorn turns SIGTERM/SIGINT into the lifespan shutdown above: graceful stop.
-    uvicorn.run(app, host="127.0.0.1", port=settings.http_port, log_config=None, access_log=False,
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=20)

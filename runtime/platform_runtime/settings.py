@@ -1,10 +1,10 @@
 """Settings every service reads from its environment (pydantic-settings)."""
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 import isodate
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,7 +31,16 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore")
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # PLAINTEXT on a developer's broker; SASL_SSL + SCRAM-SHA-512 with a Strimzi KafkaUser (kafka_security.py).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # The cluster CA (Strimzi: the <cluster>-cluster-ca-cert Secret's ca.crt); None: the system's CAs.
+    kafka_ssl_cafile: str | None = None
     database_url: str
+    # 127.0.0.1 on a developer's machine; the container image sets 0.0.0.0 so probes and Prometheus reach it.
+    http_host: str = "127.0.0.1"
     http_port: int
     log_level: str = "INFO"
     # A message that keeps failing for a reason other than an unreachable database goes to the

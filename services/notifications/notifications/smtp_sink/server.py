@@ -1,7 +1,7 @@
 """The sink process: SMTP on SMTP_HOST:SMTP_PORT, and `GET /messages` as JSON on SMTP_SINK_HTTP_PORT.
 
 Environment: SMTP_HOST (127.0.0.1), SMTP_PORT (2525), SMTP_SINK_DIR (/var/tmp/escrow-platform/smtp-sink),
-SMTP_SINK_HTTP_PORT (2526; 0 turns the HTTP side off).
+SMTP_SINK_HTTP_PORT (2526; 0 turns the HTTP side off), SMTP_SINK_HTTP_HOST (127.0.0.1; 0.0.0.0 in a container).
 """
 
 import asyncio
@@ -48,6 +48,7 @@ async def serve() -> None:
     host = os.environ.get("SMTP_HOST", "127.0.0.1")
     port = int(os.environ.get("SMTP_PORT", "2525"))
     http_port = int(os.environ.get("SMTP_SINK_HTTP_PORT", "2526"))
+    http_host = os.environ.get("SMTP_SINK_HTTP_HOST", "127.0.0.1")
     store = MailStore(os.environ.get("SMTP_SINK_DIR", DEFAULT_DIR))
     handler = StoringHandler(store)
     loop = asyncio.get_running_loop()
@@ -58,10 +59,10 @@ async def serve() -> None:
         loop.add_signal_handler(sig, stop.set)
     web = None
     if http_port:
-        web = uvicorn.Server(uvicorn.Config(http_app(store), host="127.0.0.1", port=http_port, log_level="warning"))
+        web = uvicorn.Server(uvicorn.Config(http_app(store), host=http_host, port=http_port, log_level="warning"))
         web.capture_signals = contextlib.nullcontext  # our handlers above stop both servers
         web_task = asyncio.create_task(web.serve())
-        print(f"smtp-sink: GET http://127.0.0.1:{http_port}/messages", flush=True)
+        print(f"smtp-sink: GET http://{http_host}:{http_port}/messages", flush=True)
     await stop.wait()
     smtp.close()
     await smtp.wait_closed()

@@ -1,0 +1,66 @@
+"""The Dockerfile and the compose file, checked without a Docker engine: hadolint, and the compose specification."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.deploy
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+SERVICES = ["contracts", "escrow", "billing", "notifications"]
+
+
+def run(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def test_the_dockerfile_passes_hadolint():
+    result = run(str(BIN / "hadolint"), "--failure-threshold", "info", "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_runs_as_a_user_and_checks_its_own_health():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert "\nUSER 10001" in final_stage and "\nHEALTHCHECK " in final_stage
+    assert "uv sync --frozen --no-dev" in dockerfile  # the lock file's versions, without the test tools
+    assert "HTTP_HOST=0.0.0.0" in final_stage
+
+
+def test_the_compose_file_follows_the_compose_specification():
+    result = run(str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "compose.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_runs_every_service_after_its_migration_and_the_topics():
+    services = compose()["services"]
+    for name in SERVICES:
+        assert services[name]["command"] == [name, "serve"]
+        assert services[f"migrate-{name}"]["command"] == [name, "migrate"]
+        after = services[name]["depends_on"]
+        assert after[f"migrate-{name}"]["condition"] == "service_completed_successfully"
+        assert after["topics"]["condition"] == "service_completed_successfully"
+        assert services[name]["environment"]["HTTP_HOST"] == "0.0.0.0"
+        assert services[name]["environment"]["DATABASE_URL"].endswith(f"@postgres:5432/{name}")
+
+
+def test_compose_creates_a_database_for_every_url_it_hands_out():
+    services = compose()["services"]
+    created = set(services["postgres"]["environment"]["ESCROW_DATABASES"].split())
+    wanted = {value.rsplit("/", 1)[1] for service in services.values()
+              for key, value in (service.get("environment") or {}).items() if key.endswith("DATABASE_URL")}
+    assert wanted == created == {*SERVICES, "gateway"}
+
+
+def test_compose_kafka_runs_kraft_without_auto_created_topics():
+    kafka = compose()["services"]["kafka"]["environment"]
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
