@@ -57,16 +57,18 @@ class ConsumerLag:
     bootstrap: str
     group: str
     topics: list[str]
+    security: dict = field(default_factory=dict)  # kafka_security.client_options of the service
     _admin: AIOKafkaAdminClient | None = None
     _offsets: AIOKafkaConsumer | None = None
     _seen: set[TopicPartition] = field(default_factory=set)
 
     async def start(self) -> None:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-lag")
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-lag",
+                                          **self.security)
         await self._admin.start()
         # No group: this consumer only asks for offsets, it never joins or commits.
         self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                         client_id=f"{self.group}-lag")
+                                         client_id=f"{self.group}-lag", **self.security)
         await self._offsets.start()
 
     async def stop(self) -> None:

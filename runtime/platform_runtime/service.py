@@ -187,7 +187,8 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
                              settings.timer_poll_interval.total_seconds())
         backlog = BacklogMetrics(
             runtime.engine, runtime.clock, timer_handlers.keys,
-            ConsumerLag(settings.kafka_bootstrap_servers, runtime.name, [s.topic for s in subscriptions]),
+            ConsumerLag(settings.kafka_bootstrap_servers, runtime.name, [s.topic for s in subscriptions],
+                        kafka_security.client_options(settings)),
             settings.metrics_interval.total_seconds())
         loops = [relay.run, timers.run, backlog.run, *definition.background(runtime)]
         tasks = [asyncio.create_task(loop(), name=getattr(loop, "__qualname__", "loop")) for loop in loops]
