@@ -2,6 +2,7 @@
 after five consecutive failed charges."""
 
 import asyncio
+import time
 
 import pytest
 from platform_runtime.client import new_id
@@ -95,6 +96,20 @@ async def test_five_consecutive_failed_charges_suspend_the_client_automatically(
     assert await p.refused(new_offer(people.client_id, people.freelancer_id), people.client_id) == \
         "account_not_active"
     await p.do(RequestReactivation(account_id=people.client_id), people.client_id, "ReactivationRequested")
+
+
+async def test_offers_refused_for_want_of_a_primary_method_charged_nothing_and_never_suspend(lifecycle: Platform):
+    p = lifecycle
+    people = await p.parties(token=None)
+    failed = await asyncio.gather(*(p.offer(people, (10_000,), expect="OfferFundingFailed") for _ in range(6)))
+    assert len(failed) == 6
+    deadline = time.monotonic() + 30
+    while len(charges := p.client.of_type("ChargeFailed", client_id=people.client_id)) < 6:
+        assert time.monotonic() < deadline, charges
+        await asyncio.sleep(0.1)
+    assert {(e.data["reason_code"], e.data["consecutive_failures"]) for e in charges} == {("no_primary_method", 0)}
+    assert not p.events.about(people.client_id, "AccountSuspended")
+    assert (await p.account(people.client_id))["status"] == "active"
 
 
 async def test_account_commands_from_the_wrong_actor_or_about_nobody_are_refused(lifecycle: Platform):

@@ -207,6 +207,14 @@ async def test_a_day_charges_each_client_once_per_currency_fails_only_the_declin
     assert {failed[b].data["reason_code"] for b in bonus_ids[5:]} == {"card_declined"}
     assert {f["client_id"]: f["reason_code"] for f in done.data["failures"]}[cat.client_id] == "card_declined"
     assert {paid[b].data["charge_id"] for b in bonus_ids[:3]} == {paid[bonus_ids[0]].data["charge_id"]}
+    # Cat's declined charge is a failed charge like any other, caused by the batch.
+    declined = await client.wait_for(lambda e: e.type == "ChargeFailed" and e.data["client_id"] == cat.client_id)
+    assert (declined.subject, declined.correlationid, declined.causationid) == (cat.client_id, sent.id, sent.id)
+    assert {k: declined.data[k] for k in ("saga_id", "purpose", "business_date", "bonuses", "amount", "reason_code",
+                                         "consecutive_failures")} == {
+        "saga_id": f"bonus-batch-{day}", "purpose": "bonus", "business_date": str(day), "bonuses": 2,
+        "amount": 2_000, "reason_code": "card_declined", "consecutive_failures": 1}
+    assert "contract_id" not in declined.data or declined.data["contract_id"] is None
     charges = await gateway_charges(batch_platform, day)
     assert {k: v for k, v in charges.items() if any(p.client_id in k for p in (ann, bob, cat))} == {
         f"bonus-batch-{day}:{ann.client_id}:USD": 4_200, f"bonus-batch-{day}:{ann.client_id}:EUR": 1_500,
@@ -244,6 +252,27 @@ async def test_a_day_charges_each_client_once_per_currency_fails_only_the_declin
     assert [e.type for e in client.events[events_before:] if e.data.get("business_date") == str(day)] == [
         "BonusBatchCompleted"]
     await ledger_is_clean(client)
+
+
+async def test_a_declined_bonus_charge_counts_in_the_failed_charge_streak_and_suspends_the_client(
+        client, batch_platform):
+    people = await parties(client)
+    contract_id = await hired(client, people)
+    bonus_id = await give(client, people.client_id, contract_id, 1_000)
+    await known_to_billing(client, [bonus_id])
+    await add_card(client, people.client_id, "tok_chargeDeclined")
+    for _ in range(4):  # four failed fund charges, then the batch's declined charge is the fifth
+        _, outcome = await send_offer(client, people, amounts=(10_000,))
+        assert (outcome.type, outcome.data["reason_code"]) == ("OfferFundingFailed", "card_declined")
+    day = next_business_day()
+    await completed(client, await run_batch(client, day))
+    declined = await client.wait_for(lambda e: e.type == "ChargeFailed" and e.data["client_id"] == people.client_id
+                                     and e.data["purpose"] == "bonus")
+    assert declined.data["consecutive_failures"] == 5
+    suspended = await client.wait_for(lambda e: e.type == "AccountSuspended"
+                                      and e.data["account_id"] == people.client_id)
+    assert (suspended.actor, suspended.data["automatic"], suspended.causationid) == ("system", True, declined.id)
+    assert (await client.get_json("contracts", f"/accounts/{people.client_id}"))["status"] == "suspended"
 
 
 async def test_an_empty_day_completes_with_nothing_charged(client, batch_platform):

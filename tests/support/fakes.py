@@ -7,7 +7,7 @@ roll back, and nothing reaches the shared `FakeStore` unless `commit()` is calle
 
 import copy
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -15,7 +15,7 @@ from platform_runtime.clock import FrozenClock
 from platform_runtime.unit_of_work import Cause, InboxVerdict, Outgoing, fingerprint
 from platform_schemas import Envelope, Message, new_envelope
 
-from contracts.domain.accounts import Account
+from contracts.domain.accounts import Account, activity_is_news
 from contracts.domain.contracts import Contract
 from contracts.domain.sagas import Saga
 from contracts.service_layer.context import Context
@@ -138,6 +138,11 @@ class FakeAccountRepository:
 
     async def save(self, account: Account) -> None:
         self._rows[account.account_id] = copy.deepcopy(account)
+
+    async def record_activity(self, account_id: str, now: datetime, resolution: timedelta) -> None:
+        row = self._rows.get(account_id)
+        if row is not None and activity_is_news(row.last_activity_at, now, resolution):
+            row.last_activity_at = now
 
     def stored(self, account_id: str) -> Account:
         return self._rows[account_id]

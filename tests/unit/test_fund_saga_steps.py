@@ -21,6 +21,7 @@ from contracts.domain.contracts import Contract, Milestone
 from contracts.domain.sagas import COMPLETED, FAILED, RUNNING, saga_id_for
 from contracts.service_layer import offers
 from contracts.service_layer.sagas import fund
+from contracts.service_layer.sagas.replies import handle_reply
 from tests.support.fakes import FakeContext, contracts_context
 
 pytestmark = pytest.mark.unit
@@ -54,8 +55,7 @@ async def reply(ctx: FakeContext, event: Message) -> None:
     """A participant's reply, routed to its saga as contracts' reply router does."""
     await ctx.uow.commit()  # what came before is committed; only this reply's messages stay queued
     ctx.uow.cause = Cause.of(envelope(event, "system", source="participant"))
-    saga = await ctx.sagas.get(event.saga_id)
-    await fund.REPLIES[type(event).__name__](saga, event, ctx)
+    await handle_reply(event, type(event).__name__, ctx)
 
 
 def only(ctx: FakeContext, topic: str) -> Envelope:

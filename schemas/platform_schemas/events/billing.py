@@ -52,9 +52,17 @@ class ClientCharged(Message):
 
 
 class ChargeFailed(Message):
+    """A charge the gateway refused (or that had no primary method to go to).
+
+    A fund saga's charge names its contract and saga; a bonus batch's charge (`purpose: bonus`, one per
+    client and currency) names the batch: `saga_id` is `bonus-batch-YYYY-MM-DD`, `business_date` its day,
+    `bonuses` how many of the client's bonuses it was for, and no contract. `consecutive_failures` is the
+    client's streak after this charge (a `no_primary_method` refusal charged nothing and does not count).
+    """
+
     charge_id: Id
     saga_id: str
-    contract_id: Id
+    contract_id: Id | None = None
     client_id: Id
     amount: Amount
     currency: Currency
@@ -62,6 +70,8 @@ class ChargeFailed(Message):
     reason_code: str
     message: str
     consecutive_failures: int = 1
+    business_date: date | None = None
+    bonuses: int | None = None
 
 
 class ChargeRefunded(Message):

@@ -42,7 +42,8 @@ COMMANDS = {
 def subscriptions(runtime) -> list[Subscription]:
     bind = command_context(runtime.settings)
     commands = {name: bind(handler) for name, handler in COMMANDS.items()}
-    replies = EventDispatcher({**reply_handlers(runtime.settings), **bonuses.EVENT_HANDLERS})
+    bonus_results = {name: bind(handler) for name, handler in bonuses.EVENT_HANDLERS.items()}
+    replies = EventDispatcher({**reply_handlers(runtime.settings), **bonus_results})
     return [
         Subscription(CONTRACTS_COMMANDS, CommandDispatcher(CONTRACTS_COMMANDS, commands, CONTRACTS_EVENTS).dispatch),
         Subscription(BILLING_EVENTS, replies.dispatch),

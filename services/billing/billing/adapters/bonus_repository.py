@@ -179,7 +179,8 @@ class BonusRepository:
             attempts=bonus_charges.c.attempts + 1, retry_at=retry_at, last_error=error[:2000]))
 
     async def count_outcomes(self, succeeded: list[str], failed: list[str]) -> None:
-        """Consecutive failed charges per client, as for every other charge (a success resets it)."""
+        """Consecutive failed charges per client, as for every other charge (a success resets it);
+        `failed` holds only the failures that count (see domain.failed_charges)."""
         if succeeded:
             await self.session.execute(delete(client_charge_streaks).where(
                 client_charge_streaks.c.client_id == _each(succeeded)))
@@ -189,6 +190,13 @@ class BonusRepository:
                 index_elements=["client_id"],
                 set_={"consecutive_failures": client_charge_streaks.c.consecutive_failures + 1}),
                 [{"client_id": c, "consecutive_failures": 1} for c in sorted(set(failed))])
+
+    async def streaks(self, client_ids: set[str]) -> dict[str, int]:
+        if not client_ids:
+            return {}
+        rows = await self.session.execute(select(client_charge_streaks).where(
+            client_charge_streaks.c.client_id == _each(sorted(client_ids))))
+        return {r.client_id: r.consecutive_failures for r in rows}
 
     async def pending_charges(self, business_date: date) -> int:
         return await self.session.scalar(select(func.count()).where(

@@ -73,6 +73,10 @@ class BillingRepository:
             set_={"consecutive_failures": client_charge_streaks.c.consecutive_failures + 1},
         ).returning(client_charge_streaks.c.consecutive_failures))
 
+    async def consecutive_failures(self, client_id: str) -> int:
+        return await self.session.scalar(select(client_charge_streaks.c.consecutive_failures).where(
+            client_charge_streaks.c.client_id == client_id)) or 0
+
     async def add_history(self, row: HistoryRow, occurred_at: datetime) -> bool:
         inserted = await self.session.scalar(insert(transactions).values(
             occurred_at=occurred_at, **row.__dict__).on_conflict_do_nothing().returning(transactions.c.seq))

@@ -13,9 +13,9 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from platform_runtime.errors import Rejected
 
+from .failed_charges import NO_PRIMARY_METHOD  # noqa: F401 - the batch's name for it
 from .history import HistoryRow
 
-NO_PRIMARY_METHOD = "no_primary_method"
 # Bonuses one PostBonuses command carries at most (the schema allows 500): one escrow transaction's worth.
 MAX_BONUSES_PER_CREDIT = 200
 _CORRELATION_NAMESPACE = uuid.UUID("6f1c8f0e-4a8e-5b39-9a41-6a3b0f3f1c2d")

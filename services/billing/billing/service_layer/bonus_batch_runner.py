@@ -24,11 +24,12 @@ from platform_runtime.logging import get_logger
 from platform_runtime.loops import poll_forever
 from platform_runtime.unit_of_work import Cause, UnitOfWork
 from platform_schemas.commands.saga import BonusToPost, PostBonuses
-from platform_schemas.events.billing import BonusBatchStarted, BonusFailed
+from platform_schemas.events.billing import BonusBatchStarted, BonusFailed, ChargeFailed
 from platform_schemas.topics import BILLING_EVENTS, ESCROW_SAGA_COMMANDS
 
 from ..adapters.bonus_repository import BonusRepository
 from ..domain import bonus_batch as batches
+from ..domain.failed_charges import counts_in_streak
 from ..domain.gateway import Declined, GatewayUnavailable, PaymentGateway
 from ..settings import BillingSettings
 from .bonus_batch import Waiter, announce_completed
@@ -127,12 +128,29 @@ class BonusBatchRunner:
             for answer in settled:
                 answer["now"] = now
             await repo.settle_charges(business_date, settled)
+            failed = [(c, a) for c, a in zip(charges, answers) if a["status"] == "failed"]
             await repo.count_outcomes([a["client_id"] for a in settled if a["status"] == "succeeded"],
-                                      [a["client_id"] for a in settled if a["status"] == "failed"])
+                                      [a["client_id"] for _, a in failed if counts_in_streak(a["reason"])])
+            streaks = await repo.streaks({a["client_id"] for _, a in failed})
+            await self._announce_failed_charges(uow, batch, failed, streaks)
             await uow.commit()
         for answer in answers:
             CHARGES.labels(answer["status"]).inc()
         return True
+
+    @staticmethod
+    async def _announce_failed_charges(uow: UnitOfWork, batch: dict, failed: list[tuple[dict, dict]],
+                                       streaks: dict[str, int]) -> None:
+        """A declined bonus charge is a failed charge like any other, caused by the batch."""
+        uow.cause = _cause(batch)
+        business_date = batch["business_date"]
+        for charge, answer in failed:
+            uow.publish(BILLING_EVENTS, ChargeFailed(
+                charge_id=charge["charge_id"], saga_id=batches.batch_subject(business_date),
+                client_id=charge["client_id"], amount=charge["amount"], currency=charge["currency"],
+                purpose="bonus", reason_code=answer["reason"], message=answer["message"],
+                consecutive_failures=streaks.get(charge["client_id"], 0), business_date=business_date,
+                bonuses=charge["bonuses"]), subject=charge["client_id"])
 
     async def _charge(self, charge: dict, method: tuple[str, str] | None) -> dict:
         """The gateway's answer for one charge: succeeded, failed (declined) or pending (no answer yet)."""

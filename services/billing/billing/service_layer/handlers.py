@@ -19,6 +19,7 @@ from platform_schemas.topics import BILLING_EVENTS
 from ..adapters.repository import BillingRepository
 from ..domain import history
 from ..domain.billing_methods import BillingMethod
+from ..domain.failed_charges import NO_PRIMARY_METHOD, counts_in_streak
 from ..domain.gateway import Declined, GatewayUnavailable, PaymentGateway
 
 
@@ -92,7 +93,7 @@ class SagaSteps:
         primary = (await repo.methods_of(cmd.client_id)).primary()
         reason = None
         if primary is None:
-            reason = ("no_primary_method", f"{cmd.client_id} has no primary billing method")
+            reason = (NO_PRIMARY_METHOD, f"{cmd.client_id} has no primary billing method")
         else:
             try:
                 async for attempt in self._retrying():
@@ -103,7 +104,10 @@ class SagaSteps:
             except GatewayUnavailable as error:
                 # Outcome unknown: leave the step undone; the consumer retries it later with the same key.
                 raise TransientError(f"gateway unavailable for {cmd.charge_id}") from error
-        streak = await repo.count_charge_outcome(cmd.client_id, succeeded=reason is None)
+        if reason is None or counts_in_streak(reason[0]):
+            streak = await repo.count_charge_outcome(cmd.client_id, succeeded=reason is None)
+        else:
+            streak = await repo.consecutive_failures(cmd.client_id)
         common = dict(charge_id=cmd.charge_id, saga_id=cmd.saga_id, contract_id=cmd.contract_id,
                       client_id=cmd.client_id, amount=cmd.amount, currency=cmd.currency, purpose=cmd.purpose,
                       created_at=uow.clock.now(), billing_method_id=primary.billing_method_id if primary else None)

@@ -1,9 +1,9 @@
 """Load and save the contracts service's aggregates, locked for the length of the transaction."""
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +34,13 @@ class AccountRepository:
     async def save(self, account: Account) -> None:
         values = asdict(account)
         await self.session.execute(update(accounts).where(accounts.c.account_id == account.account_id).values(**values))
+
+    async def record_activity(self, account_id: str, now: datetime, resolution: timedelta) -> None:
+        """Written only when the recorded activity is older than `resolution` (see activity_is_news)."""
+        await self.session.execute(update(accounts).where(
+            accounts.c.account_id == account_id,
+            or_(accounts.c.last_activity_at.is_(None), accounts.c.last_activity_at < now - resolution),
+        ).values(last_activity_at=now))
 
 
 class ContractRepository:

@@ -1,7 +1,7 @@
 """Accounts: clients and freelancers, and whether they may start new activity. Pure."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from platform_runtime.errors import Rejected
 
@@ -36,3 +36,17 @@ class Account:
 
     def touch(self, now: datetime) -> None:
         self.last_activity_at = now
+
+
+def activity_resolution(inactive_after: timedelta) -> timedelta:
+    """How stale a recorded activity may be before it is written again.
+
+    Every contract action and money movement counts as activity for both parties; writing the account
+    row on each would make a busy client's row the hottest in the database. Recording at most once per
+    thousandth of the inactivity period (capped at an hour) keeps the sweep's answer right to within that.
+    """
+    return min(timedelta(hours=1), inactive_after / 1000)
+
+
+def activity_is_news(last_activity_at: datetime | None, now: datetime, resolution: timedelta) -> bool:
+    return last_activity_at is None or last_activity_at < now - resolution

@@ -2,6 +2,7 @@
 
 from platform_runtime.errors import Rejected
 from platform_schemas import Envelope
+from platform_schemas.events.billing import ChargeFailed
 from platform_schemas.commands.contracts import (
     ReactivateAccount, RegisterAccount, RequestReactivation, SuspendAccount,
 )
@@ -9,7 +10,7 @@ from platform_schemas.events.contracts import (
     AccountReactivated, AccountRegistered, AccountSuspended, ReactivationRefused, ReactivationRequested,
 )
 
-from ..domain.accounts import ACTIVE, INACTIVE, Account
+from ..domain.accounts import ACTIVE, INACTIVE, SUSPENDED, Account
 from .context import Context
 
 
@@ -67,6 +68,20 @@ async def reactivate_account(cmd: ReactivateAccount, envelope: Envelope, ctx: Co
     _reactivate(account, ctx)
     await ctx.accounts.save(account)
     await ctx.complete(envelope.id, "AccountReactivated")
+
+
+async def count_failed_charge(ctx: Context, event: ChargeFailed) -> None:
+    """Any failed charge (a fund saga's or a bonus batch's) may be the one that suspends the client."""
+    if event.consecutive_failures < ctx.settings.suspend_after_failed_charges:
+        return
+    account = await ctx.account(event.client_id, lock=True)
+    if account.status == SUSPENDED:
+        return
+    reason = f"{event.consecutive_failures} consecutive failed charges"
+    account.suspend(reason, appealable=True)
+    await ctx.accounts.save(account)
+    ctx.event(AccountSuspended(account_id=account.account_id, reason=reason, appealable=True, automatic=True),
+              account.account_id, actor="system")
 
 
 def _reactivate(account: Account, ctx: Context) -> None:

@@ -9,7 +9,7 @@ from platform_schemas import Envelope, Message
 from platform_schemas.topics import BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESCROW_SAGA_COMMANDS
 
 from ..adapters.repositories import AccountRepository, ContractRepository, SagaRepository
-from ..domain.accounts import Account
+from ..domain.accounts import Account, activity_resolution
 from ..domain.contracts import Contract
 from ..settings import ContractsSettings
 
@@ -39,6 +39,16 @@ class Context:
 
     def ask_escrow(self, data: Message, subject: str) -> None:
         self.uow.publish(ESCROW_SAGA_COMMANDS, data, subject=subject)
+
+    async def save(self, contract: Contract, event: str) -> None:
+        """Save the contract; every contract action and money movement is activity of both its parties."""
+        await self.contracts.save(contract, event, self.now)
+        await self.record_activity(contract.client_id, contract.freelancer_id)
+
+    async def record_activity(self, *account_ids: str) -> None:
+        resolution = activity_resolution(self.settings.account_inactive_after)
+        for account_id in sorted(set(account_ids)):  # one lock order, so two transactions never deadlock here
+            await self.accounts.record_activity(account_id, self.now, resolution)
 
     async def contract(self, contract_id: str) -> Contract:
         contract = await self.contracts.get(contract_id)

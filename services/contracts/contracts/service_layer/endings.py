@@ -19,7 +19,7 @@ REFUND_WINDOW = "refund_window"
 async def end_contract(cmd: EndContract, envelope: Envelope, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     to_refund = contract.end(envelope.actor, ctx.now)
-    await ctx.contracts.save(contract, "ContractEnded", ctx.now)
+    await ctx.save(contract, "ContractEnded")
     for m in to_refund:
         await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
         await refund.start(ctx, contract, m, m.amount, reason="end", command_id=None, started_by=envelope.id)
@@ -33,7 +33,7 @@ async def end_contract(cmd: EndContract, envelope: Envelope, ctx: Context) -> No
 async def cancel_contract(cmd: CancelContract, envelope: Envelope, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     refund_now, ask = contract.cancel(envelope.actor, cmd.reason, ctx.now, ctx.settings.refund_response_window)
-    await ctx.contracts.save(contract, "CancelContract", ctx.now)
+    await ctx.save(contract, "CancelContract")
     for m in refund_now:
         await refund.start(ctx, contract, m, m.amount, reason="cancel", command_id=envelope.id,
                            started_by=envelope.id)
@@ -63,7 +63,7 @@ async def answer_refund_request(ctx: Context, contract: Contract, actor: str, mi
                                 started_by: str) -> None:
     """Shared by the freelancer's answer and the window's silence (`system` accepts)."""
     m = contract.respond_to_refund(actor, milestone_id, accept)
-    await ctx.contracts.save(contract, "RefundAccepted" if accept else "DisputeOpened", ctx.now)
+    await ctx.save(contract, "RefundAccepted" if accept else "DisputeOpened")
     await ctx.uow.cancel_timers(m.milestone_id, REFUND_WINDOW)
     if m.status == DISPUTED:
         ctx.event(DisputeOpened(contract_id=contract.contract_id, milestone_id=m.milestone_id,
@@ -80,7 +80,7 @@ async def answer_refund_request(ctx: Context, contract: Contract, actor: str, mi
 async def resolve_dispute(cmd: ResolveDispute, envelope: Envelope, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     m = contract.resolve_dispute(envelope.actor, cmd.milestone_id, cmd.release_amount, cmd.refund_amount)
-    await ctx.contracts.save(contract, "DisputeResolved", ctx.now)
+    await ctx.save(contract, "DisputeResolved")
     ctx.event(DisputeResolved(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                               release_amount=cmd.release_amount, refund_amount=cmd.refund_amount,
                               currency=contract.currency, resolved_by=envelope.actor), contract.contract_id)

@@ -35,7 +35,7 @@ async def add_milestone(cmd: AddMilestone, envelope: Envelope, ctx: Context) -> 
         await fund.start(ctx, contract, [m], offer=False, command_id=envelope.id, started_by=envelope.id)
     else:
         await ctx.complete(envelope.id, "MilestoneAdded")
-    await ctx.contracts.save(contract, "MilestoneAdded", ctx.now)
+    await ctx.save(contract, "MilestoneAdded")
 
 
 async def edit_milestone(cmd: EditMilestone, envelope: Envelope, ctx: Context) -> None:
@@ -43,7 +43,7 @@ async def edit_milestone(cmd: EditMilestone, envelope: Envelope, ctx: Context) -
     if cmd.amount is not None:
         ctx.settings.limits.check_milestone(cmd.amount)
     m = contract.edit_milestone(envelope.actor, cmd.milestone_id, cmd.title, cmd.amount, cmd.due_date)
-    await ctx.contracts.save(contract, "MilestoneEdited", ctx.now)
+    await ctx.save(contract, "MilestoneEdited")
     ctx.event(MilestoneEdited(contract_id=contract.contract_id, milestone_id=m.milestone_id, title=m.title,
                               amount=m.amount, currency=contract.currency, due_date=m.due_date), contract.contract_id)
     await ctx.complete(envelope.id, "MilestoneEdited")
@@ -52,7 +52,7 @@ async def edit_milestone(cmd: EditMilestone, envelope: Envelope, ctx: Context) -
 async def remove_milestone(cmd: RemoveMilestone, envelope: Envelope, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     m = contract.remove_milestone(envelope.actor, cmd.milestone_id)
-    await ctx.contracts.save(contract, "MilestoneRemoved", ctx.now)
+    await ctx.save(contract, "MilestoneRemoved")
     ctx.event(MilestoneRemoved(contract_id=contract.contract_id, milestone_id=m.milestone_id), contract.contract_id)
     await ctx.complete(envelope.id, "MilestoneRemoved")
 
@@ -62,7 +62,7 @@ async def activate_milestone(cmd: ActivateMilestone, envelope: Envelope, ctx: Co
     contract.ensure_client(envelope.actor)
     await _active_client(ctx, contract.client_id)
     m = contract.activate_milestone(envelope.actor, cmd.milestone_id)
-    await ctx.contracts.save(contract, "ActivateMilestone", ctx.now)
+    await ctx.save(contract, "ActivateMilestone")
     await fund.start(ctx, contract, [m], offer=False, command_id=envelope.id, started_by=envelope.id)
 
 
@@ -72,9 +72,7 @@ async def submit_work(cmd: SubmitWork, envelope: Envelope, ctx: Context) -> None
     freelancer = await ctx.account(contract.freelancer_id)
     freelancer.ensure_may_start_activity()
     m = contract.submit_work(envelope.actor, cmd.milestone_id, ctx.now, ctx.settings.auto_release_after)
-    await ctx.contracts.save(contract, "WorkSubmitted", ctx.now)
-    freelancer.touch(ctx.now)
-    await ctx.accounts.save(freelancer)
+    await ctx.save(contract, "WorkSubmitted")
     timer_payload = {"contract_id": contract.contract_id, "milestone_id": m.milestone_id}
     await ctx.uow.schedule(f"{AUTO_RELEASE}:{envelope.id}", AUTO_RELEASE, m.milestone_id, m.review_due_at,
                            timer_payload)
@@ -89,7 +87,7 @@ async def submit_work(cmd: SubmitWork, envelope: Envelope, ctx: Context) -> None
 async def request_changes(cmd: RequestChanges, envelope: Envelope, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     m = contract.request_changes(envelope.actor, cmd.milestone_id)
-    await ctx.contracts.save(contract, "ChangesRequested", ctx.now)
+    await ctx.save(contract, "ChangesRequested")
     await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
     ctx.event(ChangesRequested(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                client_id=contract.client_id, freelancer_id=contract.freelancer_id,
@@ -112,7 +110,7 @@ async def approve_milestone(cmd: ApproveMilestone, envelope: Envelope, ctx: Cont
             raise Rejected("already_exists", f"milestone id {cmd.next_milestone.milestone_id} is already used")
         then["next_milestone"] = cmd.next_milestone.model_dump(mode="json")
     m = contract.approve(envelope.actor, cmd.milestone_id, cmd.keep_open)
-    await ctx.contracts.save(contract, "MilestoneApproved", ctx.now)
+    await ctx.save(contract, "MilestoneApproved")
     await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
     ctx.event(MilestoneApproved(contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount,
                                 currency=contract.currency), contract.contract_id)

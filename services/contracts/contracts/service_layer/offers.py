@@ -27,9 +27,7 @@ async def send_offer(cmd: SendOffer, envelope: Envelope, ctx: Context) -> None:
         cmd.contract_id, cmd.client_id, cmd.freelancer_id, cmd.title, cmd.currency, cmd.deposit,
         [Milestone(s.milestone_id, s.title, s.amount, i, s.due_date) for i, s in enumerate(cmd.milestones)],
         ctx.now)
-    await ctx.contracts.save(contract, "SendOffer", ctx.now)
-    client.touch(ctx.now)
-    await ctx.accounts.save(client)
+    await ctx.save(contract, "SendOffer")
     await fund.start(ctx, contract, contract.deposit_milestones(), offer=True, command_id=envelope.id,
                      started_by=envelope.id)
 
@@ -50,9 +48,7 @@ async def accept_offer(cmd: AcceptOffer, envelope: Envelope, ctx: Context) -> No
     freelancer = await ctx.account(contract.freelancer_id)
     freelancer.ensure_may_start_activity()
     contract.accept(envelope.actor)
-    freelancer.touch(ctx.now)
-    await ctx.accounts.save(freelancer)
-    await ctx.contracts.save(contract, "ContractStarted", ctx.now)
+    await ctx.save(contract, "ContractStarted")
     ctx.event(ContractStarted(contract_id=contract.contract_id, client_id=contract.client_id,
                               freelancer_id=contract.freelancer_id, currency=contract.currency), contract.contract_id)
     await ctx.complete(envelope.id, "ContractStarted")
@@ -60,6 +56,6 @@ async def accept_offer(cmd: AcceptOffer, envelope: Envelope, ctx: Context) -> No
 
 async def _refund_each(ctx: Context, contract: Contract, milestones: list[Milestone], envelope: Envelope,
                        reason: str) -> None:
-    await ctx.contracts.save(contract, envelope.type, ctx.now)
+    await ctx.save(contract, envelope.type)
     for m in milestones:
         await refund.start(ctx, contract, m, m.amount, reason=reason, command_id=envelope.id, started_by=envelope.id)

@@ -26,7 +26,7 @@ def timer_handlers(settings: ContractsSettings):
         m = contract.auto_release(payload["milestone_id"], ctx.now)
         if m is None:  # approved, changes requested or resubmitted meanwhile
             return
-        await ctx.contracts.save(contract, "MilestoneAutoReleased", ctx.now)
+        await ctx.save(contract, "MilestoneAutoReleased")
         ctx.event(MilestoneAutoReleased(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                         amount=m.amount, currency=contract.currency, review_due_at=due),
                   contract.contract_id)

@@ -11,11 +11,10 @@ in MilestoneFunded or MilestoneFundingFailed.
 from platform_schemas.commands.saga import ChargeClient, HoldEscrow, MilestoneAmount, RefundCharge
 from platform_schemas.events.billing import ChargeFailed, ChargeRefunded, ClientCharged
 from platform_schemas.events.contracts import (
-    AccountSuspended, MilestoneFunded, MilestoneFundingFailed, MilestoneTerms, OfferFundingFailed, OfferSent,
+    MilestoneFunded, MilestoneFundingFailed, MilestoneTerms, OfferFundingFailed, OfferSent,
 )
 from platform_schemas.events.escrow import EscrowFunded, EscrowHoldRejected
 
-from ...domain.accounts import SUSPENDED
 from ...domain.contracts import Contract, Milestone
 from ...domain.sagas import COMPLETED, FAILED, Saga
 from ..context import Context
@@ -59,7 +58,7 @@ async def on_escrow_funded(saga: Saga, event: EscrowFunded, ctx: Context) -> Non
     ids = [a["milestone_id"] for a in saga.data["milestones"]]
     funded = contract.offer_funded(event.charge_id, ids) if saga.data["offer"] \
         else contract.milestones_funded(event.charge_id, ids)
-    await ctx.contracts.save(contract, "MilestoneFunded", ctx.now)
+    await ctx.save(contract, "MilestoneFunded")
     saga.finish(COMPLETED, "held", ctx.now)
     await ctx.sagas.save(saga)
     for m in funded:
@@ -82,8 +81,6 @@ async def on_charge_failed(saga: Saga, event: ChargeFailed, ctx: Context) -> Non
     if not saga.expects("charge"):
         return
     await _fail(saga, ctx, event.reason_code, event.message)
-    if event.consecutive_failures >= ctx.settings.suspend_after_failed_charges:
-        await _suspend_for_failed_charges(ctx, event)
 
 
 async def on_hold_rejected(saga: Saga, event: EscrowHoldRejected, ctx: Context) -> None:
@@ -124,21 +121,10 @@ async def _fail(saga: Saga, ctx: Context, reason_code: str, message: str) -> Non
                 contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount,
                 currency=contract.currency, reason_code=reason_code, message=message), contract.contract_id)
         outcome = "MilestoneFundingFailed"
-    await ctx.contracts.save(contract, outcome, ctx.now)
+    await ctx.save(contract, outcome)
     saga.finish(FAILED, reason_code, ctx.now)
     await ctx.sagas.save(saga)
     await ctx.complete(saga.command_id, outcome, reason_code=reason_code, message=message)
-
-
-async def _suspend_for_failed_charges(ctx: Context, event: ChargeFailed) -> None:
-    account = await ctx.account(event.client_id, lock=True)
-    if account.status == SUSPENDED:
-        return
-    reason = f"{event.consecutive_failures} consecutive failed charges"
-    account.suspend(reason, appealable=True)
-    await ctx.accounts.save(account)
-    ctx.event(AccountSuspended(account_id=account.account_id, reason=reason, appealable=True, automatic=True),
-              account.account_id, actor="system")
 
 
 REPLIES = {

@@ -57,7 +57,7 @@ async def on_charge_refunded(saga: Saga, event: ChargeRefunded, ctx: Context) ->
     ctx.event(MilestoneRefunded(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                 client_id=contract.client_id, amount=event.amount, currency=contract.currency),
               contract.contract_id)
-    await ctx.contracts.save(contract, "MilestoneRefunded", ctx.now)
+    await ctx.save(contract, "MilestoneRefunded")
     await ctx.complete(saga.command_id, "MilestoneRefunded")
     if any(o.status == REFUNDING for o in contract.live_milestones):
         return

@@ -66,7 +66,7 @@ async def on_escrow_released(saga: Saga, event: EscrowReleased, ctx: Context) ->
                                 freelancer_id=contract.freelancer_id, ended_by=contract.client_id,
                                 currency=contract.currency), contract.contract_id)
         outcome = "ContractEnded"
-    await ctx.contracts.save(contract, "MilestonePaid", ctx.now)
+    await ctx.save(contract, "MilestonePaid")
     if was == CANCELLING:  # a dispute settled wholly in the freelancer's favour may end the cancellation
         await refund.contract_outcome(ctx, contract, was, None)
     if outcome:

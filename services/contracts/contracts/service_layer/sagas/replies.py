@@ -2,8 +2,10 @@
 
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope, Message
+from platform_schemas.events.billing import ChargeFailed
 
 from ...settings import ContractsSettings
+from ..accounts import count_failed_charge
 from ..context import Context
 from . import fund, refund, release
 
@@ -11,14 +13,18 @@ SAGAS = {fund.KIND: fund.REPLIES, release.KIND: release.REPLIES, refund.KIND: re
 REPLY_TYPES = sorted({t for replies in SAGAS.values() for t in replies})
 
 
+async def handle_reply(event: Message, type_name: str, ctx: Context) -> None:
+    saga = await ctx.sagas.get(event.saga_id)
+    # No saga of ours: another service's (billing's bonus batch), whose failed charges still count.
+    handler = SAGAS[saga.kind].get(type_name) if saga else None
+    if handler:
+        await handler(saga, event, ctx)
+    if isinstance(event, ChargeFailed):
+        await count_failed_charge(ctx, event)
+
+
 def reply_handlers(settings: ContractsSettings):
     async def route(event: Message, envelope: Envelope, uow: UnitOfWork) -> None:
-        ctx = Context(uow, settings)
-        saga = await ctx.sagas.get(event.saga_id)
-        if saga is None:  # another service's saga (billing's bonus batch): not ours
-            return
-        handler = SAGAS[saga.kind].get(envelope.type)
-        if handler:
-            await handler(saga, event, ctx)
+        await handle_reply(event, envelope.type, Context(uow, settings))
 
     return {t: route for t in REPLY_TYPES}
