@@ -14,6 +14,18 @@ async def infra() -> Infra:
         yield servers
 
 
+def tracing_env() -> dict[str, str]:
+    """OpenTelemetry on in the test platform, each service writing its spans to a file of this session."""
+    try:
+        from tests.support.processes import LOGS
+    except ModuleNotFoundError:
+        from support.processes import LOGS
+    import os
+
+    path = LOGS / f"spans-{os.getpid()}-{{service}}.jsonl"
+    return {"TRACING_ENABLED": "true", "TRACING_FILE": str(path)}
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def platform(infra: Infra):
     """All four services as separate processes on fresh databases (t_*), ports 18001-18004
@@ -39,6 +51,8 @@ async def platform(infra: Infra):
                                                                       "DELIVERY_RETRY_BACKOFF": "0.5",
                                                                       "DELIVERY_RETRY_BACKOFF_MAX": "4",
                                                                       "DELIVERY_POLL_INTERVAL": "0.2",
+                                                                      # spans of every service as JSON lines
+                                                                      **tracing_env(),
                                                                       **(sink.env if sink else {})})
     running.smtp = sink
     try:  # a service that never gets ready must not leave the others (and the sink) running

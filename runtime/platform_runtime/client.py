@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from platform_schemas import Envelope, Message, new_envelope
+from platform_schemas import Envelope, Message, from_kafka, new_envelope
 from platform_schemas.topics import (
     BILLING_COMMANDS, BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS, NOTIFICATIONS_EVENTS,
 )
@@ -62,15 +62,16 @@ class PlatformClient:
             batch = await self.consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
-                    envelope = Envelope.model_validate_json(record.value)
+                    envelope = from_kafka(record.value, record.headers)
                     self.events.append(envelope)
                     if self.on_event:
                         self.on_event(envelope)
 
     # -- commands ------------------------------------------------------------------------------
     async def send(self, data: Message, *, subject: str, actor: str, id: str | None = None,
-                   topic: str | None = None) -> Envelope:
-        envelope = new_envelope(data, subject=subject, actor=actor, source=self.source, id=id)
+                   topic: str | None = None, traceparent: str | None = None) -> Envelope:
+        envelope = new_envelope(data, subject=subject, actor=actor, source=self.source, id=id,
+                                traceparent=traceparent)
         await self.send_raw(topic or self.topic_of(data), envelope.to_json(), key=subject)
         return envelope
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
-from platform_schemas import Envelope
+from platform_schemas import Envelope, from_kafka
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from . import logging as logs
-from . import metrics
+from . import metrics, tracing
 from .dead_letters import DeadLetters
 from .errors import TransientError
 from .unit_of_work import UnitOfWork
@@ -49,7 +49,7 @@ class BatchProcessor:
         parsed: list[tuple[ConsumerRecord, Envelope]] = []
         for record in records:
             try:
-                parsed.append((record, Envelope.model_validate_json(record.value or b"")))
+                parsed.append((record, from_kafka(record.value, record.headers)))
             except ValidationError as error:
                 await self.dead_letters.send(record, f"unparseable envelope: {error.errors()[0]['msg']}", 1)
                 metrics.DEAD_LETTERED.labels(self.topic).inc()
@@ -70,9 +70,16 @@ class BatchProcessor:
     async def _in_one_transaction(self, batch: list[tuple[ConsumerRecord, Envelope]]) -> None:
         async with self.new_uow() as uow:
             for _record, envelope in batch:
-                logs.bind(message_id=envelope.id, correlation_id=envelope.correlationid,
-                          causation_id=envelope.causationid, message_type=envelope.type)
-                await self.dispatch(envelope, uow)
+                # The message's trace context is current while it is handled: what it causes carries it on.
+                with tracing.span(f"handle {envelope.type}", {
+                        "traceparent": envelope.traceparent, "tracestate": envelope.tracestate},
+                        **{"messaging.system": "kafka", "messaging.destination.name": self.topic,
+                           "messaging.message.id": envelope.id, "cloudevents.event_type": envelope.type,
+                           "cloudevents.event_subject": envelope.subject, "correlation_id": envelope.correlationid}):
+                    logs.bind(message_id=envelope.id, correlation_id=envelope.correlationid,
+                              causation_id=envelope.causationid, message_type=envelope.type,
+                              trace_id=tracing.trace_id())
+                    await self.dispatch(envelope, uow)
             await uow.commit()
 
     async def _alone(self, record: ConsumerRecord, envelope: Envelope) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from . import kafka_security
 from . import logging as logs
-from . import metrics
+from . import metrics, tracing
 from .backlog_metrics import BacklogMetrics, ConsumerLag
 from .clock import Clock, SystemClock
 from .consumer import BatchProcessor, commit_offsets, rewind
@@ -219,6 +219,9 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
 def serve(definition: ServiceDefinition) -> None:
     settings = definition.settings_type()
     logs.configure(definition.name, settings.log_level)
+    if tracing.configure(definition.name, settings.tracing_enabled, settings.otel_exporter_otlp_endpoint,
+                         settings.tracing_file):
+        log.info("tracing_enabled", otlp=settings.otel_exporter_otlp_endpoint, file=settings.tracing_file)
     app = create_app(definition, build_runtime(definition, settings))
     # uvicorn turns SIGTERM/SIGINT into the lifespan shutdown above: graceful stop.
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,

@@ -63,3 +63,7 @@ class ServiceSettings(BaseSettings):
     consumer_stall_after: Duration = timedelta(seconds=120)
     # How often the backlog gauges (consumer lag, unsent outbox, due timers) are read from Kafka and the database.
     metrics_interval: Duration = timedelta(seconds=15)
+    # OpenTelemetry spans (tracing.py): off by default; the trace context travels with every message either way.
+    tracing_enabled: bool = False
+    otel_exporter_otlp_endpoint: str | None = None  # also turns tracing on; the exporter reads OTEL_EXPORTER_OTLP_*
+    tracing_file: str | None = None  # spans as JSON lines too; `{service}` in the path is the service's name

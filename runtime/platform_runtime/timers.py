@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from . import metrics
+from . import metrics, tracing
 from .clock import Clock
 from .logging import get_logger
 from .loops import poll_forever
-from .unit_of_work import Cause, UnitOfWork
+from .unit_of_work import TRACE_KEY, Cause, UnitOfWork
 
 log = get_logger(__name__)
 TimerHandler = Callable[[dict[str, Any], UnitOfWork], Awaitable[None]]
@@ -59,8 +59,11 @@ class TimerRunner:
         uow.cause = Cause(f"timer:{row['timer_id']}", row["correlation_id"] or row["timer_id"], "system")
         savepoint = await uow.session.begin_nested()
         queued = len(uow.outgoing)
+        payload = {k: v for k, v in row["payload"].items() if not k.startswith(TRACE_KEY)}
+        trace_context = {k[len(TRACE_KEY):]: v for k, v in row["payload"].items() if k.startswith(TRACE_KEY)}
         try:
-            await self.handlers[row["kind"]](dict(row["payload"]), uow)
+            with tracing.span(f"timer {row['kind']}", trace_context, timer_id=row["timer_id"]):
+                await self.handlers[row["kind"]](payload, uow)
             await uow.session.execute(
                 update(timers).where(timers.c.timer_id == row["timer_id"]).values(fired_at=self.clock.now())
             )

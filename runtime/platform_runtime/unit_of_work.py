@@ -12,9 +12,11 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
+from . import tracing
 from .clock import Clock
 
 InboxVerdict = Literal["new", "duplicate", "conflict"]
+TRACE_KEY = "_trace."  # prefix of the trace context kept in a timer's payload
 
 
 def fingerprint(envelope: Envelope) -> str:
@@ -80,6 +82,7 @@ class UnitOfWork:
             correlationid=cause.correlation_id if cause else None,
             causationid=cause.message_id if cause else None,
             time=self.clock.now(),
+            **tracing.current(),  # the trace of the message being handled goes on with what it causes
         )
         self.outgoing.append(Outgoing(topic, envelope))
         return envelope
@@ -120,7 +123,9 @@ class UnitOfWork:
         timers = self.tables["timers"]
         await self.session.execute(
             pg_insert(timers).values(
-                timer_id=timer_id, kind=kind, subject=subject, due_at=due_at, payload=payload,
+                # The trace goes on when the timer fires (TimerRunner takes it out of the payload again).
+                timer_id=timer_id, kind=kind, subject=subject, due_at=due_at, payload=payload | {
+                    f"{TRACE_KEY}{k}": v for k, v in tracing.current().items()},
                 correlation_id=self.cause.correlation_id if self.cause else None,
             ).on_conflict_do_nothing()
         )

@@ -1,6 +1,8 @@
 """CloudEvents 1.0 structured JSON envelope, the outer shape of every message on every topic."""
 
+import json
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -40,6 +42,10 @@ class Envelope(BaseModel):
     causationid: str | None = None
     datacontenttype: str = "application/json"
     dataschema: str | None = None
+    # CloudEvents distributed-tracing extension (W3C trace context): optional, passed on by the platform
+    # to every message a message causes; a malformed value is ignored, never a reason to reject.
+    traceparent: str | None = Field(default=None, max_length=128)
+    tracestate: str | None = Field(default=None, max_length=512)
     data: dict[str, Any]
 
     def to_json(self) -> bytes:
@@ -56,6 +62,8 @@ def new_envelope(
     correlationid: str | None = None,
     causationid: str | None = None,
     time: datetime | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> Envelope:
     """Wrap a command or event payload; the type is the payload class's name."""
     message_id = id or str(uuid.uuid4())
@@ -70,5 +78,37 @@ def new_envelope(
         correlationid=correlationid or message_id,
         causationid=causationid,
         dataschema=dataschema_of(type_name, data.VERSION),
+        traceparent=traceparent,
+        tracestate=tracestate,
         data=data.model_dump(mode="json", exclude_none=True),
     )
+
+
+BINARY_PREFIX = "ce_"
+
+
+def from_kafka(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None = None) -> Envelope:
+    """The envelope of a Kafka record in either CloudEvents content mode (Kafka protocol binding 1.0).
+
+    Structured: the value is the whole JSON envelope. Binary: the attributes are `ce_<name>` headers
+    (`ce_specversion`, `ce_id`, `ce_type`, `ce_source`, `ce_time`, `ce_subject`, `ce_actor`, ...; the
+    `content-type` header is `datacontenttype`) and the value is `data` alone. Raises pydantic's
+    ValidationError for anything that is not a valid envelope, in both modes.
+    """
+    attributes: dict[str, Any] = {}
+    content_type = None
+    for name, raw in headers or ():
+        text = raw.decode("utf-8", errors="replace") if raw is not None else ""
+        if name.startswith(BINARY_PREFIX):
+            attributes[name[len(BINARY_PREFIX):]] = text
+        elif name.lower() == "content-type":
+            content_type = text
+    if "specversion" not in attributes:
+        return Envelope.model_validate_json(value or b"")
+    if content_type:
+        attributes["datacontenttype"] = content_type
+    try:
+        attributes["data"] = json.loads(value or b"")
+    except ValueError:  # reported by the model, like any other invalid data
+        attributes["data"] = (value or b"").decode("utf-8", errors="replace")
+    return Envelope.model_validate(attributes)

@@ -33,8 +33,17 @@ class Message(BaseModel):
     VERSION: ClassVar[int] = 1
 
 
+class Event(Message):
+    """Base of every event payload. Events tolerate fields they do not know (schema evolution rule):
+    a consumer validating with an older schema keeps working when a producer adds an optional field.
+    Commands stay closed (`extra="forbid"`): their only consumer is the platform, upgraded before any
+    producer sends the new field, and an unknown field in a command is more likely a caller's mistake."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
 class Posting(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)  # a value inside events
     posting_id: Id
     debit_account: str = Field(description="Account the money leaves")
     credit_account: str = Field(description="Account the money enters")

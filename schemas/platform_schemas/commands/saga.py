@@ -16,7 +16,7 @@ ChargePurpose = Literal["fixed_price", "bonus"]
 
 
 class MilestoneAmount(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)  # a value inside events too: tolerant like them
     milestone_id: Id
     amount: Amount
 

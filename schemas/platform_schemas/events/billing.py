@@ -7,7 +7,7 @@ from pydantic import Field
 
 from ..commands.billing import BillingMethodKind
 from ..commands.saga import ChargePurpose, MilestoneAmount
-from ..types import Amount, Currency, Id, Message, NonNegativeAmount, SignedAmount, UtcDateTime
+from ..types import Amount, Currency, Event, Id, NonNegativeAmount, SignedAmount, UtcDateTime
 
 TransactionKind = Literal[
     "fixed_price_charge",
@@ -20,25 +20,25 @@ TransactionKind = Literal[
 ]
 
 
-class BillingMethodAdded(Message):
+class BillingMethodAdded(Event):
     account_id: Id
     billing_method_id: Id
     kind: BillingMethodKind
     primary: bool
 
 
-class PrimaryBillingMethodChanged(Message):
+class PrimaryBillingMethodChanged(Event):
     account_id: Id
     billing_method_id: Id
     previous_billing_method_id: Id | None = None
 
 
-class BillingMethodRemoved(Message):
+class BillingMethodRemoved(Event):
     account_id: Id
     billing_method_id: Id
 
 
-class ClientCharged(Message):
+class ClientCharged(Event):
     charge_id: Id
     saga_id: str
     contract_id: Id
@@ -51,7 +51,7 @@ class ClientCharged(Message):
     gateway_reference: str
 
 
-class ChargeFailed(Message):
+class ChargeFailed(Event):
     """A charge the gateway refused (or that had no primary method to go to).
 
     A fund saga's charge names its contract and saga; a bonus batch's charge (`purpose: bonus`, one per
@@ -74,7 +74,7 @@ class ChargeFailed(Message):
     bonuses: int | None = None
 
 
-class ChargeRefunded(Message):
+class ChargeRefunded(Event):
     refund_id: Id
     charge_id: Id
     saga_id: str
@@ -86,7 +86,7 @@ class ChargeRefunded(Message):
     milestone_id: Id | None = None
 
 
-class TransactionRecorded(Message):
+class TransactionRecorded(Event):
     transaction_id: Id
     account_id: Id
     kind: TransactionKind
@@ -99,12 +99,12 @@ class TransactionRecorded(Message):
     bonus_id: Id | None = None
 
 
-class BonusBatchStarted(Message):
+class BonusBatchStarted(Event):
     business_date: date
     bonuses: int
 
 
-class BonusPaid(Message):
+class BonusPaid(Event):
     business_date: date
     bonus_id: Id
     contract_id: Id
@@ -115,7 +115,7 @@ class BonusPaid(Message):
     charge_id: Id
 
 
-class BonusFailed(Message):
+class BonusFailed(Event):
     business_date: date
     bonus_id: Id
     contract_id: Id
@@ -127,7 +127,7 @@ class BonusFailed(Message):
     message: str
 
 
-class BonusBatchCompleted(Message):
+class BonusBatchCompleted(Event):
     business_date: date
     bonuses: int
     paid: int

@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from ..types import Message
+from ..types import Event
 
 # The closed list of reasons a command can be refused for; documented in the README.
 REASON_CODES = (
@@ -25,7 +25,7 @@ REASON_CODES = (
 ReasonCode = Literal[REASON_CODES]
 
 
-class CommandRejected(Message):
+class CommandRejected(Event):
     command_id: str
     command_type: str
     reason_code: ReasonCode

@@ -5,40 +5,40 @@ from datetime import date
 from pydantic import Field
 
 from ..commands.contracts import Deposit
-from ..types import Amount, Currency, Id, Message, NonNegativeAmount, Role, UtcDateTime
+from ..types import Amount, Currency, Event, Id, NonNegativeAmount, Role, UtcDateTime
 
 # -- accounts -------------------------------------------------------------------------------
 
 
-class AccountRegistered(Message):
+class AccountRegistered(Event):
     account_id: Id
     role: Role
     name: str
     email: str
 
 
-class AccountSuspended(Message):
+class AccountSuspended(Event):
     account_id: Id
     reason: str
     appealable: bool
     automatic: bool = False
 
 
-class ReactivationRequested(Message):
+class ReactivationRequested(Event):
     account_id: Id
 
 
-class AccountReactivated(Message):
+class AccountReactivated(Event):
     account_id: Id
 
 
-class ReactivationRefused(Message):
+class ReactivationRefused(Event):
     account_id: Id
     reason_code: str
     message: str
 
 
-class AccountMarkedInactive(Message):
+class AccountMarkedInactive(Event):
     account_id: Id
     last_activity_at: UtcDateTime
 
@@ -46,14 +46,14 @@ class AccountMarkedInactive(Message):
 # -- offers and contracts -------------------------------------------------------------------
 
 
-class MilestoneTerms(Message):
+class MilestoneTerms(Event):
     milestone_id: Id
     title: str
     amount: Amount
     due_date: date | None = None
 
 
-class OfferSent(Message):
+class OfferSent(Event):
     contract_id: Id
     client_id: Id
     freelancer_id: Id
@@ -64,7 +64,7 @@ class OfferSent(Message):
     deposited_amount: Amount
 
 
-class OfferFundingFailed(Message):
+class OfferFundingFailed(Event):
     contract_id: Id
     client_id: Id
     freelancer_id: Id
@@ -75,7 +75,7 @@ class OfferFundingFailed(Message):
     title: str | None = None
 
 
-class OfferWithdrawn(Message):
+class OfferWithdrawn(Event):
     contract_id: Id
     client_id: Id
     freelancer_id: Id
@@ -83,7 +83,7 @@ class OfferWithdrawn(Message):
     currency: Currency
 
 
-class OfferDeclined(Message):
+class OfferDeclined(Event):
     contract_id: Id
     client_id: Id
     freelancer_id: Id
@@ -92,14 +92,14 @@ class OfferDeclined(Message):
     currency: Currency
 
 
-class ContractStarted(Message):
+class ContractStarted(Event):
     contract_id: Id
     client_id: Id
     freelancer_id: Id
     currency: Currency
 
 
-class ContractEnded(Message):
+class ContractEnded(Event):
     contract_id: Id
     client_id: Id
     freelancer_id: Id
@@ -108,7 +108,7 @@ class ContractEnded(Message):
     currency: Currency
 
 
-class ContractCancelled(Message):
+class ContractCancelled(Event):
     contract_id: Id
     client_id: Id
     freelancer_id: Id
@@ -121,7 +121,7 @@ class ContractCancelled(Message):
 # -- milestones -----------------------------------------------------------------------------
 
 
-class MilestoneAdded(Message):
+class MilestoneAdded(Event):
     contract_id: Id
     milestone_id: Id
     title: str
@@ -130,7 +130,7 @@ class MilestoneAdded(Message):
     due_date: date | None = None
 
 
-class MilestoneEdited(Message):
+class MilestoneEdited(Event):
     contract_id: Id
     milestone_id: Id
     title: str
@@ -139,12 +139,12 @@ class MilestoneEdited(Message):
     due_date: date | None = None
 
 
-class MilestoneRemoved(Message):
+class MilestoneRemoved(Event):
     contract_id: Id
     milestone_id: Id
 
 
-class MilestoneFunded(Message):
+class MilestoneFunded(Event):
     contract_id: Id
     milestone_id: Id
     amount: Amount
@@ -152,7 +152,7 @@ class MilestoneFunded(Message):
     charge_id: Id
 
 
-class MilestoneFundingFailed(Message):
+class MilestoneFundingFailed(Event):
     contract_id: Id
     milestone_id: Id
     amount: Amount
@@ -161,7 +161,7 @@ class MilestoneFundingFailed(Message):
     message: str
 
 
-class WorkSubmitted(Message):
+class WorkSubmitted(Event):
     contract_id: Id
     milestone_id: Id
     client_id: Id
@@ -170,7 +170,7 @@ class WorkSubmitted(Message):
     review_due_at: UtcDateTime
 
 
-class ChangesRequested(Message):
+class ChangesRequested(Event):
     contract_id: Id
     milestone_id: Id
     client_id: Id
@@ -178,21 +178,21 @@ class ChangesRequested(Message):
     message: str
 
 
-class ReviewPeriodEndingSoon(Message):
+class ReviewPeriodEndingSoon(Event):
     contract_id: Id
     milestone_id: Id
     client_id: Id
     review_due_at: UtcDateTime
 
 
-class MilestoneApproved(Message):
+class MilestoneApproved(Event):
     contract_id: Id
     milestone_id: Id
     amount: Amount
     currency: Currency
 
 
-class MilestoneAutoReleased(Message):
+class MilestoneAutoReleased(Event):
     contract_id: Id
     milestone_id: Id
     amount: Amount
@@ -200,7 +200,7 @@ class MilestoneAutoReleased(Message):
     review_due_at: UtcDateTime
 
 
-class MilestonePaid(Message):
+class MilestonePaid(Event):
     contract_id: Id
     milestone_id: Id
     client_id: Id
@@ -210,7 +210,7 @@ class MilestonePaid(Message):
     automatic: bool = False
 
 
-class MilestoneRefunded(Message):
+class MilestoneRefunded(Event):
     contract_id: Id
     milestone_id: Id
     client_id: Id
@@ -221,7 +221,7 @@ class MilestoneRefunded(Message):
 # -- bonuses, refunds, disputes -------------------------------------------------------------
 
 
-class BonusGiven(Message):
+class BonusGiven(Event):
     contract_id: Id
     bonus_id: Id
     client_id: Id
@@ -233,7 +233,7 @@ class BonusGiven(Message):
     given_at: UtcDateTime
 
 
-class RefundRequested(Message):
+class RefundRequested(Event):
     contract_id: Id
     milestone_id: Id
     freelancer_id: Id
@@ -242,14 +242,14 @@ class RefundRequested(Message):
     respond_by: UtcDateTime
 
 
-class RefundAccepted(Message):
+class RefundAccepted(Event):
     contract_id: Id
     milestone_id: Id
     amount: Amount
     currency: Currency
 
 
-class DisputeOpened(Message):
+class DisputeOpened(Event):
     contract_id: Id
     milestone_id: Id
     client_id: Id
@@ -258,7 +258,7 @@ class DisputeOpened(Message):
     currency: Currency
 
 
-class DisputeResolved(Message):
+class DisputeResolved(Event):
     contract_id: Id
     milestone_id: Id
     release_amount: NonNegativeAmount

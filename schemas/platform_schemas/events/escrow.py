@@ -5,10 +5,10 @@ from datetime import date
 from pydantic import Field
 
 from ..commands.saga import MilestoneAmount
-from ..types import Amount, Currency, Id, Message, Posting
+from ..types import Amount, Currency, Event, Id, Posting
 
 
-class EscrowFunded(Message):
+class EscrowFunded(Event):
     hold_id: Id
     saga_id: str
     charge_id: Id
@@ -20,7 +20,7 @@ class EscrowFunded(Message):
     postings: list[Posting]
 
 
-class EscrowHoldRejected(Message):
+class EscrowHoldRejected(Event):
     """Reply to HoldEscrow when the ledger refuses it (e.g. currency differs from the contract's)."""
 
     hold_id: Id
@@ -31,7 +31,7 @@ class EscrowHoldRejected(Message):
     message: str
 
 
-class EscrowReleased(Message):
+class EscrowReleased(Event):
     release_id: Id
     saga_id: str
     contract_id: Id
@@ -43,7 +43,7 @@ class EscrowReleased(Message):
     postings: list[Posting]
 
 
-class EscrowRefunded(Message):
+class EscrowRefunded(Event):
     refund_id: Id
     saga_id: str
     contract_id: Id
@@ -54,7 +54,7 @@ class EscrowRefunded(Message):
     postings: list[Posting]
 
 
-class BonusPosted(Message):
+class BonusPosted(Event):
     bonus_id: Id
     contract_id: Id
     client_id: Id
@@ -65,7 +65,7 @@ class BonusPosted(Message):
     postings: list[Posting]
 
 
-class BonusesPosted(Message):
+class BonusesPosted(Event):
     """Reply to PostBonuses: these bonuses are on the ledger (each has its own `BonusPosted` with its postings)."""
 
     business_date: date

@@ -2,12 +2,12 @@
 
 from typing import Literal
 
-from ..types import Id, Message
+from ..types import Event, Id
 
 Channel = Literal["email", "in_app"]
 
 
-class NotificationSent(Message):
+class NotificationSent(Event):
     notification_id: str
     account_id: Id
     channel: Channel
@@ -16,7 +16,7 @@ class NotificationSent(Message):
     contract_id: Id | None = None
 
 
-class NotificationFailed(Message):
+class NotificationFailed(Event):
     notification_id: str
     account_id: Id
     channel: Channel

@@ -1,0 +1,1 @@
+"""escrowctl: the operator and integrator CLI of the escrow platform."""
