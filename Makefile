@@ -13,10 +13,10 @@ KAFKA := $(LOCAL)/kafka/kafka-local.sh
 DEMO ?= deploy/demo.py
 UV := $(shell command -v uv || echo python3 -m uv)
 
-.PHONY: help bootstrap infra-up infra-down migrate up down status demo test bench schemas reset
+.PHONY: help bootstrap infra-up infra-down migrate up down status demo test bench schemas reset deploy-check
 
 help:
-	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|bench|schemas|reset"
+	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|bench|schemas|reset|deploy-check"
 	echo "  PYTEST_ARGS='-m unit' make test;  AUTO_RELEASE_AFTER=PT5S make up"
 
 bootstrap:
@@ -26,6 +26,8 @@ bootstrap:
 	if [[ -f uv.lock ]]; then $(UV) sync --frozen --compile-bytecode; else $(UV) sync --compile-bytecode; fi
 	$(LOCAL)/postgres.sh install
 	$(KAFKA) install
+	# kustomize and promtool for tests/deploy, once per machine (outside the work tree; see the script)
+	deploy/tools/install.sh >/dev/null
 
 infra-up: bootstrap
 	$(LOCAL)/postgres.sh start
@@ -88,3 +90,7 @@ schemas: bootstrap
 reset: down
 	source $(LOCAL)/env.sh
 	rm -rf "$$ESCROW_WORK"
+
+# Dockerfile, compose, Kubernetes manifests and alert rules, checked offline (also part of `make test`).
+deploy-check: bootstrap
+	$(PY) -m pytest tests/deploy -q

@@ -1,0 +1,252 @@
+"""Writes the Kubernetes manifests that follow from the code: one file per service (Deployment, Service,
+PodDisruptionBudget, migrate Job, KEDA ScaledObject) and the Strimzi KafkaTopic / KafkaUser resources.
+
+usage: python deploy/k8s/generate.py   (tests/deploy checks that the committed files are what this writes)
+Kafka, PostgreSQL and the kustomizations themselves are written by hand.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from platform_schemas.topics import (
+    BILLING_COMMANDS,
+    BILLING_EVENTS,
+    BILLING_SAGA_COMMANDS,
+    CONTRACTS_COMMANDS,
+    CONTRACTS_EVENTS,
+    ESCROW_EVENTS,
+    ESCROW_SAGA_COMMANDS,
+    NOTIFICATIONS_EVENTS,
+    TOPICS,
+    dlq,
+)
+
+BASE = Path(__file__).resolve().parent / "base"
+KAFKA_CLUSTER = "escrow"
+BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap:9093"
+CLUSTER_CA_SECRET = f"{KAFKA_CLUSTER}-cluster-ca-cert"
+IMAGE = "escrow-platform"
+HTTP_PORT = 8080
+HEADER = "# Written by deploy/k8s/generate.py from the code; edit that script, not this file.\n"
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    consumes: list[str]  # = the topics of its Subscriptions (tests/deploy checks them against bootstrap.py)
+    writes: list[str]  # the topics its outbox publishes to
+    other_databases: dict[str, str] = field(default_factory=dict)  # env variable -> database
+
+    @property
+    def databases(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.name} | self.other_databases
+
+
+SERVICES = [
+    Service("contracts", consumes=[CONTRACTS_COMMANDS, BILLING_EVENTS, ESCROW_EVENTS],
+            writes=[CONTRACTS_EVENTS, BILLING_SAGA_COMMANDS, ESCROW_SAGA_COMMANDS]),
+    Service("escrow", consumes=[ESCROW_SAGA_COMMANDS], writes=[ESCROW_EVENTS]),
+    Service("billing", consumes=[BILLING_COMMANDS, BILLING_SAGA_COMMANDS, ESCROW_EVENTS, CONTRACTS_EVENTS],
+            # the bonus batch credits bonuses through escrow's saga commands
+            writes=[BILLING_EVENTS, ESCROW_SAGA_COMMANDS],
+            other_databases={"GATEWAY_DATABASE_URL": "gateway"}),
+    Service("notifications", consumes=[CONTRACTS_EVENTS, BILLING_EVENTS], writes=[NOTIFICATIONS_EVENTS]),
+]
+# One CloudNativePG Cluster per database: the four services' and the payment gateway simulator's.
+DATABASES = [s.name for s in SERVICES] + ["gateway"]
+
+
+def labels(service: str, component: str) -> dict:
+    return {"app.kubernetes.io/name": service, "app.kubernetes.io/component": component}
+
+
+def secret_env(name: str, secret: str, key: str) -> dict:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def database_env(databases: dict[str, str]) -> list[dict]:
+    """Each URL from its CloudNativePG Cluster's `<cluster>-app` Secret ($(VAR) is expanded by the kubelet)."""
+    env = []
+    for variable, database in databases.items():
+        prefix = variable.removesuffix("_URL")
+        secret = f"{database}-db-app"
+        env += [secret_env(f"{prefix}_USER", secret, "username"), secret_env(f"{prefix}_PASSWORD", secret, "password"),
+                {"name": variable, "value": f"postgresql+asyncpg://$({prefix}_USER):$({prefix}_PASSWORD)"
+                                            f"@{database}-db-rw:5432/{database}"}]
+    return env
+
+
+def kafka_env(service: Service) -> list[dict]:
+    return [{"name": "KAFKA_SASL_USERNAME", "value": service.name},
+            secret_env("KAFKA_SASL_PASSWORD", service.name, "password")]  # the KafkaUser's Secret
+
+
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                      "capabilities": {"drop": ["ALL"]}}
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def pod_spec(service: Service, args: list[str], env: list[dict], **extra) -> dict:
+    container = {
+        "name": service.name, "image": IMAGE, "args": args,
+        # platform-config and <service>-config: the configMapGenerator of base/kustomization.yaml
+        "envFrom": [{"configMapRef": {"name": "platform-config"}}, {"configMapRef": {"name": f"{service.name}-config"}}],
+        "env": env, "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    container.update(extra.pop("container", {}))
+    volumes = [{"name": "tmp", "emptyDir": {}}]
+    if any(m["name"] == "kafka-ca" for m in container["volumeMounts"]):
+        volumes.append({"name": "kafka-ca", "secret": {"secretName": CLUSTER_CA_SECRET,
+                                                       "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
+    return {"automountServiceAccountToken": False, "securityContext": POD_SECURITY, **extra,
+            "containers": [container], "volumes": volumes}
+
+
+def deployment(service: Service) -> dict:
+    selector = {"app.kubernetes.io/name": service.name}
+    probe = {"httpGet": {"path": "/health/live", "port": "http"}}
+    spec = pod_spec(
+        service, [service.name, "serve"], kafka_env(service) + database_env(service.databases),
+        # uvicorn's graceful stop (20 s) + the consumer's in-flight batch (15 s) + the relay's last pass (10 s)
+        terminationGracePeriodSeconds=60,
+        topologySpreadConstraints=[
+            {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": selector}, "matchLabelKeys": ["pod-template-hash"]}
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")],
+        container={
+            "ports": [{"name": "http", "containerPort": HTTP_PORT}],
+            "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 60},
+            "livenessProbe": {**probe, "periodSeconds": 20, "timeoutSeconds": 5, "failureThreshold": 3},
+            "readinessProbe": {"httpGet": {"path": "/health/ready", "port": "http"}, "periodSeconds": 10,
+                               "timeoutSeconds": 5, "failureThreshold": 3},
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                             {"name": "kafka-ca", "mountPath": "/etc/kafka-ca", "readOnly": True}],
+        })
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": service.name, "labels": labels(service.name, "service")},
+        "spec": {
+            # KEDA owns the replica count once the ScaledObject is there; this is the count before it.
+            "replicas": 1, "revisionHistoryLimit": 5, "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels(service.name, "service"),
+                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(HTTP_PORT),
+                                             "prometheus.io/path": "/metrics"}},
+                "spec": spec,
+            },
+        },
+    }
+
+
+def http_service(service: Service) -> dict:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": service.name, "labels": labels(service.name, "service")},
+            "spec": {"selector": {"app.kubernetes.io/name": service.name},
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+
+
+def disruption_budget(service: Service) -> dict:
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": service.name, "labels": labels(service.name, "service")},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": service.name}}}}
+
+
+def migrate_job(service: Service) -> dict:
+    env = database_env({"DATABASE_URL": service.name})  # the gateway simulator makes its own tables at start
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {
+            "name": f"{service.name}-migrate", "labels": labels(service.name, "migrate"),
+            # A Job's pod template cannot change: with Argo CD the hook recreates it on every sync; with plain
+            # kubectl, delete the finished Job before applying a new image (README, "Kubernetes").
+            "annotations": {"argocd.argoproj.io/hook": "PreSync",
+                            "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation"},
+        },
+        "spec": {
+            "backoffLimit": 4, "activeDeadlineSeconds": 900, "ttlSecondsAfterFinished": 86400,
+            "template": {"metadata": {"labels": labels(service.name, "migrate")},
+                         "spec": pod_spec(service, [service.name, "migrate"], env, restartPolicy="Never",
+                                          container={"resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                                                   "limits": {"memory": "256Mi"}}})},
+        },
+    }
+
+
+def scaled_object(service: Service) -> list[dict]:
+    """Scale on the consumer group's lag; more replicas than partitions would only stand idle."""
+    partitions = max(t.partitions for t in TOPICS if t.name in service.consumes)
+    auth = f"{service.name}-kafka"
+    return [
+        {"apiVersion": "keda.sh/v1alpha1", "kind": "TriggerAuthentication",
+         "metadata": {"name": auth, "labels": labels(service.name, "autoscaling")},
+         "spec": {"secretTargetRef": [{"parameter": "password", "name": service.name, "key": "password"},
+                                      {"parameter": "ca", "name": CLUSTER_CA_SECRET, "key": "ca.crt"}],
+                  "env": [{"parameter": "username", "name": "KAFKA_SASL_USERNAME"}]}},
+        {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+         "metadata": {"name": service.name, "labels": labels(service.name, "autoscaling")},
+         "spec": {"scaleTargetRef": {"name": service.name}, "minReplicaCount": 1, "maxReplicaCount": partitions,
+                  "pollingInterval": 15, "cooldownPeriod": 300,
+                  "triggers": [{"type": "kafka", "authenticationRef": {"name": auth},
+                                "metadata": {"bootstrapServers": BOOTSTRAP, "consumerGroup": service.name,
+                                             "lagThreshold": "500", "offsetResetPolicy": "earliest",
+                                             "sasl": "scram_sha512", "tls": "enable"}}]}},
+    ]
+
+
+def kafka_topic(topic) -> dict:
+    return {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaTopic",
+            "metadata": {"name": topic.name, "labels": {"strimzi.io/cluster": KAFKA_CLUSTER}},
+            # Replication 1 for a one-broker cluster; the production overlay makes it 3 with min.insync.replicas 2.
+            "spec": {"partitions": topic.partitions, "replicas": 1,
+                     "config": {"retention.ms": topic.retention_ms, "min.insync.replicas": 1}}}
+
+
+def kafka_user(service: Service) -> dict:
+    def acl(kind: str, name: str, *operations: str) -> dict:
+        return {"type": "allow", "resource": {"type": kind, "name": name, "patternType": "literal"},
+                "operations": list(operations)}
+
+    acls = [acl("group", service.name, "Read")]
+    acls += [acl("topic", topic, "Read", "Describe") for topic in service.consumes]
+    acls += [acl("topic", topic, "Write", "Describe") for topic in service.writes]
+    acls += [acl("topic", dlq(topic), "Write", "Describe") for topic in service.consumes]  # its dead letters
+    acls.append({"type": "allow", "resource": {"type": "cluster"}, "operations": ["IdempotentWrite"]})
+    return {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaUser",
+            "metadata": {"name": service.name, "labels": {"strimzi.io/cluster": KAFKA_CLUSTER}},
+            "spec": {"authentication": {"type": "scram-sha-512"},
+                     "authorization": {"type": "simple", "acls": acls}}}
+
+
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:  # no &id001 anchors: each manifest reads on its own
+        return True
+
+
+def dump(documents: list[dict]) -> str:
+    return HEADER + "".join("---\n" + yaml.dump(d, Dumper=_Dumper, sort_keys=False, width=120) for d in documents)
+
+
+def files() -> dict[Path, str]:
+    out = {BASE / "kafka" / "topics.yaml": dump([kafka_topic(t) for t in TOPICS]),
+           BASE / "kafka" / "users.yaml": dump([kafka_user(s) for s in SERVICES])}
+    for s in SERVICES:
+        out[BASE / "services" / f"{s.name}.yaml"] = dump(
+            [deployment(s), http_service(s), disruption_budget(s), migrate_job(s), *scaled_object(s)])
+    return out
+
+
+def main() -> int:
+    for path, text in files().items():
+        path.write_text(text)
+        print(f"wrote {path.relative_to(BASE.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""deploy/k8s, checked without a cluster: `kustomize build` of the base and the production overlay, every core
+resource against the Kubernetes schemas (kubernetes-validate, strict), every custom resource against the CRD
+schemas the project vendors (deploy/k8s/crd-schemas), and the wiring between them."""
+
+import copy
+import re
+import subprocess
+from collections import defaultdict
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from platform_schemas.topics import TOPICS, dlq
+
+from .tools import ROOT, tool
+
+pytestmark = pytest.mark.deploy
+
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.33"
+SERVICES = ["contracts", "escrow", "billing", "notifications"]
+OVERLAYS = ["base", "overlays/production"]
+# Secrets the operators create, referenced but not part of the build.
+OPERATOR_SECRETS = {*SERVICES, *(f"{d}-db-app" for d in [*SERVICES, "gateway"]), "escrow-cluster-ca-cert"}
+
+
+@cache
+def build(overlay: str) -> tuple[dict, ...]:
+    result = subprocess.run([str(tool("kustomize")), "build", str(K8S / overlay)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
+
+
+def of_kind(documents, kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
+
+
+def strict(schema):
+    """Unknown properties are errors where the vendored schema lists an object's properties in full."""
+    if isinstance(schema, dict):
+        schema = {k: strict(v) for k, v in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [strict(v) for v in schema]
+    return schema
+
+
+@cache
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    schemas = {}
+    for path in (K8S / "crd-schemas").glob("*.yaml"):
+        group, version, kind = path.stem.split("_")
+        vendored = yaml.safe_load(path.read_text())
+        assert {"repository", "path", "commit", "version"} <= vendored["source"].keys(), path
+        schemas[(f"{group}/{version}", kind)] = strict(copy.deepcopy(vendored["openAPIV3Schema"]))
+    return schemas
+
+
+def validation_errors(document: dict) -> list[str]:
+    name = f"{document['kind']}/{document['metadata']['name']}"
+    custom = crd_schemas().get((document["apiVersion"], document["kind"].lower()))
+    if custom is not None:
+        return [f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in jsonschema.Draft7Validator(custom).iter_errors(document)]
+    try:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        return [f"{name}: no schema for {document['apiVersion']} {document['kind']} (vendor its CRD schema)"]
+    except kubernetes_validate.ValidationError as error:
+        return [f"{name}: {'.'.join(map(str, error.absolute_path))}: {error.message}"]
+    return []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_resource_is_valid_against_its_schema(overlay):
+    documents = build(overlay)
+    assert {d["kind"] for d in documents} >= {"Deployment", "Job", "PodDisruptionBudget", "ScaledObject", "Kafka",
+                                             "KafkaNodePool", "KafkaTopic", "KafkaUser", "Cluster", "ConfigMap"}
+    errors = [error for document in documents for error in validation_errors(document)]
+    assert not errors, "\n".join(errors)
+
+
+def test_the_validator_catches_a_misspelt_field():
+    """The checks above are only worth something if they fail: one mistake of each kind."""
+    deployment = copy.deepcopy(of_kind(build("base"), "Deployment")["contracts"])
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    assert validation_errors(deployment)
+    topic = copy.deepcopy(next(iter(of_kind(build("base"), "KafkaTopic").values())))
+    topic["spec"]["replica"] = 3
+    assert validation_errors(topic)
+    user = copy.deepcopy(of_kind(build("base"), "KafkaUser")["contracts"])
+    user["spec"]["authentication"]["type"] = "scram-sha-256"
+    assert validation_errors(user)
+
+
+def test_the_committed_manifests_are_what_the_generator_writes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("k8s_generate", K8S / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    stale = [str(path.relative_to(ROOT)) for path, text in generate.files().items() if path.read_text() != text]
+    assert not stale, f"run `python deploy/k8s/generate.py`: {stale}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_has_probes_resources_a_budget_a_migration_and_an_autoscaler(overlay):
+    documents = build(overlay)
+    deployments, jobs = of_kind(documents, "Deployment"), of_kind(documents, "Job")
+    budgets, scalers = of_kind(documents, "PodDisruptionBudget"), of_kind(documents, "ScaledObject")
+    assert set(deployments) == set(SERVICES)
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["args"] == [name, "serve"]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+        assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} == {
+            "topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert budgets[name]["spec"]["selector"]["matchLabels"] == selector
+        assert jobs[f"{name}-migrate"]["spec"]["template"]["spec"]["containers"][0]["args"] == [name, "migrate"]
+        scaler = scalers[name]["spec"]
+        assert scaler["scaleTargetRef"]["name"] == name
+        (trigger,) = scaler["triggers"]
+        assert (trigger["type"], trigger["metadata"]["consumerGroup"]) == ("kafka", name)
+        assert scaler["maxReplicaCount"] <= max(t.partitions for t in TOPICS)  # more would stand idle
+
+
+def test_production_runs_at_least_two_of_everything_across_zones():
+    documents = build("overlays/production")
+    assert all(s["spec"]["minReplicaCount"] >= 2 for s in of_kind(documents, "ScaledObject").values())
+    for deployment in of_kind(documents, "Deployment").values():
+        zone = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
+        assert (zone["topologyKey"], zone["whenUnsatisfiable"]) == ("topology.kubernetes.io/zone", "DoNotSchedule")
+    assert all(c["spec"]["instances"] == 3 for c in of_kind(documents, "Cluster").values())
+    (pool,) = of_kind(documents, "KafkaNodePool").values()
+    assert pool["spec"]["replicas"] == 3 and set(pool["spec"]["roles"]) == {"controller", "broker"}
+
+
+@pytest.mark.parametrize(("overlay", "replicas", "min_insync"), [("base", 1, 1), ("overlays/production", 3, 2)])
+def test_every_topic_of_the_code_is_a_kafka_topic(overlay, replicas, min_insync):
+    topics = of_kind(build(overlay), "KafkaTopic")
+    assert set(topics) == {t.name for t in TOPICS}
+    for topic in TOPICS:
+        spec = topics[topic.name]["spec"]
+        assert (spec["partitions"], spec["config"]["retention.ms"]) == (topic.partitions, topic.retention_ms)
+        assert (spec["replicas"], spec["config"]["min.insync.replicas"]) == (replicas, min_insync)
+    kafka = of_kind(build(overlay), "Kafka")["escrow"]["spec"]["kafka"]
+    assert kafka["config"]["min.insync.replicas"] == min_insync
+    assert kafka["config"]["auto.create.topics.enable"] is False
+
+
+def consumed_topics(service: str) -> set[str]:
+    """The topics of the service's Subscription(...) calls in its bootstrap.py."""
+    import platform_schemas.topics as names
+
+    source = (ROOT / "services" / service / service / "bootstrap.py").read_text()
+    return {getattr(names, constant) for constant in re.findall(r"Subscription\(\s*([A-Z_]+)", source)}
+
+
+def test_each_kafka_user_reads_what_its_service_consumes_and_writes_its_own_topics():
+    users = of_kind(build("base"), "KafkaUser")
+    assert set(users) == set(SERVICES)
+    topic_names = {t.name for t in TOPICS}
+    for service, user in users.items():
+        assert user["spec"]["authentication"]["type"] == "scram-sha-512"
+        allowed = defaultdict(set)
+        for acl in user["spec"]["authorization"]["acls"]:
+            allowed[(acl["resource"]["type"], acl["resource"].get("name"))] |= set(acl["operations"])
+        reads = {name for (kind, name), ops in allowed.items() if kind == "topic" and "Read" in ops}
+        writes = {name for (kind, name), ops in allowed.items() if kind == "topic" and "Write" in ops}
+        assert reads == consumed_topics(service)
+        assert {dlq(t) for t in reads} <= writes <= topic_names
+        assert f"{service}.events" in writes
+        assert "Read" in allowed[("group", service)]
+        assert set(allowed) - {("cluster", None)} <= {(k, n) for k, n in allowed if k in ("topic", "group")}
+
+
+def test_every_reference_resolves_to_a_resource_or_an_operator_secret():
+    documents = build("overlays/production")
+    config_maps, services = set(of_kind(documents, "ConfigMap")), set(of_kind(documents, "Service"))
+    clusters = set(of_kind(documents, "Cluster"))
+    for workload in [*of_kind(documents, "Deployment").values(), *of_kind(documents, "Job").values()]:
+        pod = workload["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            assert {ref["configMapRef"]["name"] for ref in container["envFrom"]} <= config_maps
+            secrets = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+            assert secrets <= OPERATOR_SECRETS
+            for env in container["env"]:
+                if env["name"].endswith("DATABASE_URL"):
+                    host = re.search(r"@([\w-]+)-rw:5432/(\w+)$", env["value"])
+                    assert host and host[1] in clusters and host[1] == f"{host[2]}-db", env
+        assert {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v} <= OPERATOR_SECRETS
+    for deployment in of_kind(documents, "Deployment"):
+        assert deployment in services
