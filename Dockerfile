@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for the whole platform: `docker run IMAGE <service> serve|migrate` with service one of contracts,
-# escrow, billing, notifications; `notifications.smtp_sink` runs the development SMTP sink.
+# escrow, billing, notifications; `notifications.smtp_sink` runs the development SMTP sink; the operator CLI
+# is there too (`kubectl exec deploy/contracts -- escrowctl ...`).
 # Built with uv from the workspace lock file, so the image runs exactly the versions the tests ran.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
@@ -18,10 +19,12 @@ COPY services/contracts/pyproject.toml services/contracts/
 COPY services/escrow/pyproject.toml services/escrow/
 COPY services/billing/pyproject.toml services/billing/
 COPY services/notifications/pyproject.toml services/notifications/
+COPY tools/escrowctl/pyproject.toml tools/escrowctl/
 RUN uv sync --frozen --no-dev --no-install-workspace --python /usr/local/bin/python3
 COPY schemas/ schemas/
 COPY runtime/ runtime/
 COPY services/ services/
+COPY tools/ tools/
 # --no-editable: the workspace packages are installed into the venv, so the runtime stage needs no sources.
 RUN uv sync --frozen --no-dev --no-editable --python /usr/local/bin/python3
 

@@ -35,6 +35,20 @@ def test_the_image_runs_as_a_user_and_checks_its_own_health():
     assert "HTTP_HOST=0.0.0.0" in final_stage
 
 
+def test_the_image_copies_every_workspace_member():
+    """`uv sync --frozen` fails on a workspace member whose pyproject.toml the build stage has not got."""
+    import tomllib
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    members = [p.parent.relative_to(ROOT) for g in globs for p in ROOT.glob(f"{g}/pyproject.toml")]
+    for member in members:
+        assert f"COPY {member}/pyproject.toml {member}/" in dockerfile, member
+        assert f"COPY {member.parts[0]}/ {member.parts[0]}/" in dockerfile, member
+        assert f"!{member.parts[0]}/" in ignored, member
+
+
 def test_the_compose_file_follows_the_compose_specification():
     result = run(str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "compose.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
