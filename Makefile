@@ -65,8 +65,9 @@ demo:
 	  [[ -n $$pg_was_up ]] || $(LOCAL)/postgres.sh stop || true
 	}
 	trap cleanup EXIT
-	# The story includes an auto-release: a short review period unless the caller chose one.
+	# The story includes an auto-release and earnings becoming available: short periods unless the caller chose.
 	export AUTO_RELEASE_AFTER=$${AUTO_RELEASE_AFTER:-PT5S} REVIEW_REMINDER_BEFORE=$${REVIEW_REMINDER_BEFORE:-PT2S}
+	export EARNINGS_PENDING_FOR=$${EARNINGS_PENDING_FOR:-PT8S}
 	$(MAKE) --no-print-directory up
 	$(PY) $(DEMO)
 

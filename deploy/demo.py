@@ -96,12 +96,20 @@ async def tables(client: PlatformClient, contract_id: str, client_id: str, freel
         console.print(table)
 
 
+async def balance(client: PlatformClient, account_id: str) -> str:
+    """`{currency: {pending, available}}` from escrow, as one line."""
+    body = await client.get_json("escrow", f"/accounts/{account_id}/balance")
+    return ", ".join(f"{c} pending {b['pending'] / 100:,.2f}, available {b['available'] / 100:,.2f}"
+                     for c, b in body.items()) or "nothing yet"
+
+
 async def main() -> int:
     client = PlatformClient(bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
                             source="demo-marketplace", on_event=show_event)
     await client.start()
     story = Story(client)
     review = os.environ.get("AUTO_RELEASE_AFTER", "P14D")
+    pending_for = os.environ.get("EARNINGS_PENDING_FOR", "P5D")
     try:
         story.step("An administrator registers a client (Alice) and a freelancer (Bob); Alice adds a card")
         alice, bob = await story.register("client", "Alice"), await story.register("freelancer", "Bob")
@@ -152,6 +160,15 @@ async def main() -> int:
         paid = await client.wait_for(lambda e: e.type == "MilestonePaid" and e.data["milestone_id"] == ms[1],
                                      timeout=120, what="the auto-release")
         story.expect(paid.data["automatic"], "the final logo was released automatically")
+
+        story.step(f"Bob's earnings are pending for the security period ({pending_for}), then available")
+        console.print(f"  Bob's balance now: {await balance(client, bob)}")
+        became = await client.wait_for(lambda e: e.type == "EarningAvailable" and e.data["milestone_id"] == ms[1],
+                                       timeout=120, what="the final logo's earning becoming available")
+        console.print(f"  {became.data['amount'] / 100:,.2f} {became.data['currency']} available since "
+                      f"{became.data['available_at']}; Bob's balance: {await balance(client, bob)}")
+        story.expect(became.time >= datetime.fromisoformat(became.data["available_at"].replace("Z", "+00:00")),
+                     "not available before the end of its security period")
 
         story.step("Alice cancels the contract: the unstarted rush-delivery milestone is refunded at once")
         await story.command(CancelContract(contract_id=contract_id, reason="Project postponed"), contract_id, alice,

@@ -31,7 +31,7 @@ async def platform(infra: Infra):
     """All four services as separate processes on fresh databases (t_*), ports 18001-18004
     (TEST_DB_PREFIX and TEST_PORT_BASE change both).
 
-    Timers are short (review period 6 s, reminder 3 s before, refund window 6 s) so timer tests
+    Timers are short (review period 6 s, reminder 3 s before, refund window 6 s, earnings pending 3 s) so timer tests
     finish quickly; a test that wants to approve before auto-release has a few seconds to do so.
     """
     try:
@@ -47,6 +47,7 @@ async def platform(infra: Infra):
     running = Platform(infra.kafka_bootstrap, infra.postgres_url, env={"AUTO_RELEASE_AFTER": "PT6S",
                                                                       "REVIEW_REMINDER_BEFORE": "PT3S",
                                                                       "REFUND_RESPONSE_WINDOW": "PT6S",
+                                                                      "EARNINGS_PENDING_FOR": "PT3S",
                                                                       "TIMER_POLL_INTERVAL": "0.2",
                                                                       "DELIVERY_RETRY_BACKOFF": "0.5",
                                                                       "DELIVERY_RETRY_BACKOFF_MAX": "4",

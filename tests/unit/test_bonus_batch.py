@@ -85,10 +85,10 @@ def test_charged_bonuses_are_asked_of_escrow_in_requests_of_at_most_the_limit_wh
     assert batches.MAX_BONUSES_PER_CREDIT <= 500  # PostBonuses' own limit
 
 
-def test_escrow_posts_a_bonus_from_the_gateway_through_the_client_to_the_freelancer():
+def test_escrow_posts_a_bonus_from_the_gateway_through_the_client_to_the_freelancers_pending_account():
     postings = ledger.bonus("b-1", "cl-a", "fl-1", 2500, "EUR")
     assert ledger.balances(postings) == {ledger.gateway("EUR"): -2500, ledger.client("cl-a", "EUR"): 0,
-                                         ledger.freelancer("fl-1", "EUR"): 2500}
+                                         ledger.freelancer_pending("fl-1", "EUR"): 2500}
 
 
 def test_history_shows_the_client_a_bonus_charge_and_the_freelancer_a_bonus_earning():

@@ -13,6 +13,7 @@ ESCROW_M1 = ledger.escrow("c-1", "m-1")
 ESCROW_M2 = ledger.escrow("c-1", "m-2")
 CLIENT = ledger.client("client-1", "USD")
 FREELANCER = ledger.freelancer("free-1", "USD")
+PENDING = ledger.freelancer_pending("free-1", "USD")
 GATEWAY = ledger.gateway("USD")
 
 
@@ -34,10 +35,10 @@ def test_funding_charges_the_client_then_moves_each_milestone_into_its_own_escro
     assert ledger.balances(postings) == {GATEWAY: -70_000, CLIENT: 0, ESCROW_M1: 50_000, ESCROW_M2: 20_000}
 
 
-def test_release_moves_escrow_to_the_client_and_on_to_the_freelancer_in_one_transaction():
+def test_release_moves_escrow_to_the_client_and_on_to_the_freelancers_pending_account_in_one_transaction():
     postings = ledger.release("rel-1", "c-1", "m-1", "client-1", "free-1", 50_000, "USD")
-    assert [(p.debit_account, p.credit_account) for p in postings] == [(ESCROW_M1, CLIENT), (CLIENT, FREELANCER)]
-    assert ledger.balances(funded() + postings)[FREELANCER] == 50_000
+    assert [(p.debit_account, p.credit_account) for p in postings] == [(ESCROW_M1, CLIENT), (CLIENT, PENDING)]
+    assert ledger.balances(funded() + postings)[PENDING] == 50_000
     assert ledger.balances(funded() + postings)[ESCROW_M1] == 0
 
 
@@ -48,9 +49,54 @@ def test_refund_moves_escrow_back_through_the_client_to_the_gateway():
     assert after[ESCROW_M2] == 0 and after[CLIENT] == 0 and after[GATEWAY] == -50_000
 
 
-def test_a_bonus_is_charged_to_the_client_and_credited_to_the_freelancer():
+def test_a_bonus_is_charged_to_the_client_and_credited_to_the_freelancers_pending_account():
     postings = ledger.bonus("bonus-1", "client-1", "free-1", 2_500, "USD")
-    assert ledger.balances(postings) == {GATEWAY: -2_500, CLIENT: 0, FREELANCER: 2_500}
+    assert ledger.balances(postings) == {GATEWAY: -2_500, CLIENT: 0, PENDING: 2_500}
+
+
+# -- the earnings security period ------------------------------------------------------------
+
+
+def released() -> list[Posting]:
+    return funded() + ledger.release("rel-1", "c-1", "m-1", "client-1", "free-1", 50_000, "USD")
+
+
+def test_once_the_security_period_is_over_the_earning_moves_from_pending_to_available():
+    after = ledger.balances(released() + ledger.make_available("rel-1", "free-1", 50_000, "USD"))
+    assert after[PENDING] == 0 and after[FREELANCER] == 50_000
+
+
+def test_a_release_refunded_inside_the_period_is_taken_from_pending_only():
+    back = ledger.take_back("back-1", "free-1", "client-1", 30_000, "USD", still_pending=50_000)
+    assert [(p.debit_account, p.credit_account, p.amount) for p in back] == [(PENDING, CLIENT, 30_000)]
+    assert ledger.balances(released() + back)[PENDING] == 20_000
+
+
+def test_a_refund_larger_than_what_is_pending_takes_pending_first_then_the_available_balance():
+    before = ledger.apply({}, released() + ledger.bonus("b-1", "client-1", "free-1", 10_000, "USD")
+                          + ledger.make_available("b-1", "free-1", 10_000, "USD"))
+    back = ledger.take_back("back-1", "free-1", "client-1", 55_000, "USD", still_pending=50_000)
+    assert [(p.debit_account, p.amount) for p in back] == [(PENDING, 50_000), (FREELANCER, 5_000)]
+    after = ledger.apply(before, back)
+    assert after[PENDING] == 0 and after[FREELANCER] == 5_000
+
+
+def test_a_refund_never_overdraws_the_freelancers_accounts():
+    with pytest.raises(Rejected):
+        ledger.apply(ledger.apply({}, released()),
+                     ledger.take_back("back-1", "free-1", "client-1", 50_001, "USD", still_pending=50_000))
+
+
+def test_the_earnings_timer_becomes_due_after_the_security_period():
+    from datetime import datetime, timedelta, timezone
+
+    from escrow.domain import earnings
+
+    now = datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
+    earning = earnings.released("rel-1", "release", "c-1", "free-1", 50_000, "USD", now, timedelta(days=5),
+                                milestone_id="m-1")
+    assert earning.available_at == datetime(2026, 12, 6, 10, tzinfo=timezone.utc)
+    assert earnings.timer_id([earning]) == "earnings_available:rel-1"
 
 
 @pytest.mark.parametrize("postings", [
@@ -58,7 +104,9 @@ def test_a_bonus_is_charged_to_the_client_and_credited_to_the_freelancer():
     ledger.release("rel-1", "c-1", "m-1", "client-1", "free-1", 50_000, "USD"),
     ledger.refund("ref-1", "c-1", "m-1", "client-1", 50_000, "USD"),
     ledger.bonus("bonus-1", "client-1", "free-1", 2_500, "USD"),
-], ids=["fund", "release", "refund", "bonus"])
+    ledger.make_available("rel-1", "free-1", 2_500, "USD"),
+    ledger.take_back("back-1", "free-1", "client-1", 2_500, "USD", still_pending=1_000),
+], ids=["fund", "release", "refund", "bonus", "available", "take_back"])
 def test_every_kind_of_ledger_transaction_balances_to_zero(postings):
     assert sums_to_zero(postings)
 
@@ -112,7 +160,7 @@ def test_apply_leaves_the_current_balances_untouched_when_it_refuses():
 
 def test_only_the_gateway_account_may_go_below_zero():
     assert ledger.may_go_negative(GATEWAY)
-    assert not any(ledger.may_go_negative(a) for a in (CLIENT, FREELANCER, ESCROW_M1))
+    assert not any(ledger.may_go_negative(a) for a in (CLIENT, FREELANCER, PENDING, ESCROW_M1))
 
 
 # -- check: everything recomputed from the postings -----------------------------------------
@@ -131,9 +179,9 @@ def test_check_finds_nothing_wrong_in_a_healthy_ledger():
 
 def test_check_finds_a_stored_balance_that_differs_from_the_postings():
     postings, stored, held = healthy_ledger()
-    stored[FREELANCER] += 1
+    stored[PENDING] += 1
     problems = ledger.check(postings, stored, held)
-    assert problems == [f"{FREELANCER}: postings say 50000, stored balance says 50001"]
+    assert problems == [f"{PENDING}: postings say 50000, stored balance says 50001"]
 
 
 def test_check_finds_a_stored_balance_with_no_postings_behind_it():
@@ -191,3 +239,19 @@ def test_money_leaves_a_milestones_escrow_only_up_to_what_it_holds():
     with pytest.raises(Rejected) as refused:
         ledger.ensure_held(499, 500, "m-1")
     assert refused.value.reason_code == "invalid_state"
+
+
+def test_check_compares_each_pending_account_with_the_earnings_still_inside_their_period():
+    postings, stored, held = healthy_ledger()
+    assert ledger.check(postings, stored, held, {PENDING: 50_000}) == []
+    assert ledger.check(postings, stored, held, {PENDING: 40_000}) == [
+        f"{PENDING}: holds 50000 but earnings still pending add up to 40000"]
+    assert ledger.check(postings, stored, held, {}) == [
+        f"{PENDING}: holds 50000 but earnings still pending add up to 0"]
+
+
+def test_check_finds_a_pending_account_below_zero():
+    postings = released() + ledger.make_available("rel-1", "free-1", 50_000, "USD") \
+        + ledger.make_available("rel-2", "free-1", 10, "USD")
+    problems = ledger.check(postings, ledger.balances(postings), {ESCROW_M1: 0, ESCROW_M2: 20_000}, {})
+    assert f"{PENDING} is negative: -10" in problems

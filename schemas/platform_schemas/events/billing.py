@@ -97,6 +97,8 @@ class TransactionRecorded(Event):
     contract_id: Id | None = None
     milestone_id: Id | None = None
     bonus_id: Id | None = None
+    available_at: UtcDateTime | None = Field(
+        None, description="Earnings only: when the earning becomes available to the freelancer")
 
 
 class BonusBatchStarted(Event):

@@ -5,7 +5,10 @@ from datetime import date
 from pydantic import Field
 
 from ..commands.saga import MilestoneAmount
-from ..types import Amount, Currency, Event, Id, Posting
+from ..types import Amount, Currency, Event, Id, Posting, UtcDateTime
+
+AVAILABLE_AT = Field(None, description="When the freelancer's earning moves from pending to available "
+                                       "(released + the earnings security period, EARNINGS_PENDING_FOR)")
 
 
 class EscrowFunded(Event):
@@ -41,6 +44,7 @@ class EscrowReleased(Event):
     amount: Amount
     currency: Currency
     postings: list[Posting]
+    available_at: UtcDateTime | None = AVAILABLE_AT
 
 
 class EscrowRefunded(Event):
@@ -63,6 +67,7 @@ class BonusPosted(Event):
     currency: Currency
     charge_id: Id
     postings: list[Posting]
+    available_at: UtcDateTime | None = AVAILABLE_AT
 
 
 class BonusesPosted(Event):
@@ -70,3 +75,20 @@ class BonusesPosted(Event):
 
     business_date: date
     bonus_ids: list[Id] = Field(min_length=1, max_length=500)
+    available_at: UtcDateTime | None = AVAILABLE_AT
+
+
+class EarningAvailable(Event):
+    """A released payment or bonus is past its security period: pending -> available in the ledger.
+
+    `earning_id` is the ledger transaction that credited it (the release id or the bonus id)."""
+
+    earning_id: Id
+    contract_id: Id
+    milestone_id: Id | None = None
+    bonus_id: Id | None = None
+    freelancer_id: Id
+    amount: Amount
+    currency: Currency
+    available_at: UtcDateTime
+    postings: list[Posting]

@@ -1,25 +1,28 @@
 """The escrow service, assembled: what it consumes, serves and owns."""
 
+from datetime import timedelta
 from pathlib import Path
 
 from platform_runtime.dispatch import CommandDispatcher
 from platform_runtime.http import command_status_router
 from platform_runtime.service import ServiceDefinition, Subscription
-from platform_runtime.settings import ServiceSettings
+from platform_runtime.settings import Duration, ServiceSettings
 from platform_schemas.topics import ESCROW_EVENTS, ESCROW_SAGA_COMMANDS
 
 from .adapters.tables import metadata
 from .entrypoints import http
-from .service_layer import bonuses
-from .service_layer.handlers import HANDLERS
+from .service_layer import bonuses, earnings, handlers as steps
 
 
 class EscrowSettings(ServiceSettings):
     http_port: int = 8002
+    # The earnings security period: a release or bonus is pending this long, then available.
+    earnings_pending_for: Duration = timedelta(days=5)
 
 
 def subscriptions(runtime) -> list[Subscription]:
-    handlers = {**HANDLERS, **bonuses.HANDLERS}
+    pending_for = runtime.settings.earnings_pending_for
+    handlers = {**steps.handlers(pending_for), **bonuses.handlers(pending_for)}
     return [Subscription(ESCROW_SAGA_COMMANDS,
                          CommandDispatcher(ESCROW_SAGA_COMMANDS, handlers, ESCROW_EVENTS).dispatch)]
 
@@ -31,4 +34,5 @@ definition = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     subscriptions=subscriptions,
     routers=lambda runtime: [http.router(), command_status_router()],
+    timers=lambda runtime: earnings.timer_handlers(),
 )

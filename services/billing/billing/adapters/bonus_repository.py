@@ -21,14 +21,15 @@ _BONUS = (bonuses.c.bonus_id, bonuses.c.contract_id, bonuses.c.client_id, bonuse
 
 
 _HISTORY = ("transaction_id", "account_id", "kind", "description", "amount", "currency", "contract_id",
-            "milestone_id", "bonus_id")
+            "milestone_id", "bonus_id", "available_at")
+_HISTORY_TYPES = {"amount": BigInteger, "available_at": DateTime(timezone=True)}
 # One statement for any number of rows (arrays unnested), so it is prepared once, not once per row count.
 _ADD_HISTORY = text(
     f"INSERT INTO transactions (occurred_at, {', '.join(_HISTORY)}) "
     f"SELECT :occurred_at, * FROM unnest({', '.join(':' + c for c in _HISTORY)}) "
     "ON CONFLICT DO NOTHING RETURNING transaction_id"
 ).bindparams(bindparam("occurred_at", type_=DateTime(timezone=True)),
-             *(bindparam(c, type_=ARRAY(BigInteger if c == "amount" else String)) for c in _HISTORY))
+             *(bindparam(c, type_=ARRAY(_HISTORY_TYPES.get(c, String))) for c in _HISTORY))
 
 
 def _each(values: list[str]):

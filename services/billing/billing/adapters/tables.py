@@ -75,6 +75,7 @@ transactions = Table(
     Column("contract_id", String(64)),
     Column("milestone_id", String(64)),
     Column("bonus_id", String(64)),
+    Column("available_at", DateTime(timezone=True)),  # earnings: the end of their security period
 )
 Index("transactions_by_account", transactions.c.account_id, transactions.c.occurred_at, transactions.c.seq)
 

@@ -132,7 +132,7 @@ def transaction_id(bonus_id: str, leg: str) -> str:
     return plain if len(plain) <= 64 else f"{leg}:{hashlib.sha256(bonus_id.encode()).hexdigest()[:40]}"
 
 
-def history_rows(bonus: Bonus, charge: str) -> list[HistoryRow]:
+def history_rows(bonus: Bonus, charge: str, available_at: datetime | None = None) -> list[HistoryRow]:
     """The client's bonus charge (-) and the freelancer's bonus earning (+), one pair per bonus."""
     where = f"contract {bonus.contract_id}, bonus {bonus.bonus_id}"
     return [
@@ -141,7 +141,7 @@ def history_rows(bonus: Bonus, charge: str) -> list[HistoryRow]:
                    bonus.currency, bonus.contract_id, None, bonus.bonus_id),
         HistoryRow(transaction_id(bonus.bonus_id, "bonus_earning"), bonus.freelancer_id, "bonus_earning",
                    f"Bonus earning from {bonus.client_id}, {where}", bonus.amount, bonus.currency,
-                   bonus.contract_id, None, bonus.bonus_id),
+                   bonus.contract_id, None, bonus.bonus_id, available_at),
     ]
 
 

@@ -1,6 +1,7 @@
 """Transaction-history rows: what each money movement looks like from each account holder's side."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,7 @@ class HistoryRow:
     contract_id: str | None = None
     milestone_id: str | None = None
     bonus_id: str | None = None
+    available_at: datetime | None = None  # earnings: when the freelancer can use the money
 
 
 def fixed_price_charge(charge_id: str, client_id: str, contract_id: str, milestone_ids: list[str], amount: int,
@@ -32,7 +34,7 @@ def refund(refund_id: str, client_id: str, contract_id: str, milestone_id: str |
 
 
 def release(release_id: str, client_id: str, freelancer_id: str, contract_id: str, milestone_id: str, amount: int,
-            currency: str) -> list[HistoryRow]:
+            currency: str, available_at: datetime | None = None) -> list[HistoryRow]:
     """Both legs for the client (escrow release +, payment -) and the freelancer's earning."""
     where = f"contract {contract_id}, milestone {milestone_id}"
     return [
@@ -41,5 +43,5 @@ def release(release_id: str, client_id: str, freelancer_id: str, contract_id: st
         HistoryRow(f"{release_id}:payment", client_id, "payment", f"Payment to {freelancer_id}, {where}",
                    -amount, currency, contract_id, milestone_id),
         HistoryRow(f"{release_id}:earning", freelancer_id, "fixed_price_earning", f"Fixed-price earning, {where}",
-                   amount, currency, contract_id, milestone_id),
+                   amount, currency, contract_id, milestone_id, available_at=available_at),
     ]

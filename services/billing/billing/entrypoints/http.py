@@ -12,14 +12,16 @@ from ..adapters.repository import BillingRepository
 from ..adapters.tables import billing_methods
 
 HISTORY_FIELDS = ["transaction_id", "occurred_at", "kind", "description", "amount", "currency", "contract_id",
-                  "milestone_id", "bonus_id"]
+                  "milestone_id", "bonus_id", "available_at"]
 KINDS = {"fixed_price_charge", "bonus_charge", "refund", "escrow_release", "payment", "fixed_price_earning",
          "bonus_earning"}
 
 
 def _item(row: dict) -> dict:
     item = {k: row[k] for k in HISTORY_FIELDS if row[k] is not None}
-    item["occurred_at"] = row["occurred_at"].isoformat().replace("+00:00", "Z")
+    for moment in ("occurred_at", "available_at"):
+        if row[moment] is not None:
+            item[moment] = row[moment].isoformat().replace("+00:00", "Z")
     return item
 
 

@@ -121,7 +121,7 @@ async def on_bonuses_posted(event: BonusesPosted, envelope: Envelope, uow: UnitO
     repo = BonusRepository(uow.session)
     now = uow.clock.now()
     paid = await repo.mark_paid(event.bonus_ids, now)
-    rows = [row for stored, bonus in paid for row in batches.history_rows(bonus, stored["charge_id"])]
+    rows = [row for stored, bonus in paid for row in batches.history_rows(bonus, stored["charge_id"], event.available_at)]
     recorded = await repo.add_history(rows, now)
     for stored, bonus in paid:
         uow.publish(BILLING_EVENTS, BonusPaid(

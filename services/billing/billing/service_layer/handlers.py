@@ -160,7 +160,7 @@ class SagaSteps:
 async def on_escrow_released(event: EscrowReleased, envelope: Envelope, uow: UnitOfWork) -> None:
     await record_history(uow, BillingRepository(uow.session), history.release(
         event.release_id, event.client_id, event.freelancer_id, event.contract_id, event.milestone_id,
-        event.amount, event.currency))
+        event.amount, event.currency, event.available_at))
 
 
 COMMANDS = {

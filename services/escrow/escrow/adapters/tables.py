@@ -54,3 +54,23 @@ holdings = Table(
     CheckConstraint("funded - released - refunded >= 0", name="holding_not_overdrawn"),
 )
 Index("postings_by_transaction", postings.c.transaction_id)
+
+# Each release or bonus credited to a freelancer, while and after it is pending: the security-period
+# timer moves what is left of it (`pending`) to the available account. The ledger check compares the
+# pending accounts with the sum of these rows.
+earnings = Table(
+    "earnings", metadata,
+    Column("earning_id", String(200), primary_key=True),  # the ledger transaction that credited it
+    Column("kind", String(20), nullable=False),  # release | bonus
+    Column("contract_id", String(64), nullable=False),
+    Column("milestone_id", String(64)),
+    Column("bonus_id", String(64)),
+    Column("freelancer_id", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, CheckConstraint("amount > 0"), nullable=False),
+    Column("pending", BigInteger, CheckConstraint("pending >= 0"), nullable=False),
+    Column("released_at", DateTime(timezone=True), nullable=False),
+    Column("available_at", DateTime(timezone=True), nullable=False),
+    Column("made_available_at", DateTime(timezone=True)),
+)
+Index("earnings_by_freelancer", earnings.c.freelancer_id, earnings.c.currency)

@@ -1,5 +1,8 @@
 """The double-entry ledger: every posting moves money from one account to another, so all balances
-sum to zero; escrow, client and freelancer accounts never go negative. Pure: no I/O."""
+sum to zero; escrow, client and freelancer accounts never go negative. Pure: no I/O.
+
+A freelancer has two accounts per currency: what is released lands in *pending* and moves to
+*available* (`freelancer:`) once the earnings security period is over (`make_available`)."""
 
 from collections import defaultdict
 from collections.abc import Iterable
@@ -36,6 +39,11 @@ def freelancer(freelancer_id: str, currency: str) -> str:
     return f"freelancer:{freelancer_id}:{currency}"
 
 
+def freelancer_pending(freelancer_id: str, currency: str) -> str:
+    """Released to the freelancer but still inside the earnings security period."""
+    return f"freelancer_pending:{freelancer_id}:{currency}"
+
+
 def escrow(contract_id: str, milestone_id: str) -> str:
     return f"escrow:{contract_id}:{milestone_id}"
 
@@ -58,12 +66,12 @@ def fund(transaction_id: str, client_id: str, currency: str, milestones: list[tu
 
 def release(transaction_id: str, contract_id: str, milestone_id: str, client_id: str, freelancer_id: str,
             amount: int, currency: str) -> list[Posting]:
-    """Escrow -> client account -> freelancer account: two postings, one ledger transaction."""
+    """Escrow -> client account -> freelancer's pending account: two postings, one ledger transaction."""
     return [
         Posting(f"{transaction_id}:escrow_release", escrow(contract_id, milestone_id), client(client_id, currency),
                 amount, currency),
-        Posting(f"{transaction_id}:payment", client(client_id, currency), freelancer(freelancer_id, currency),
-                amount, currency),
+        Posting(f"{transaction_id}:payment", client(client_id, currency),
+                freelancer_pending(freelancer_id, currency), amount, currency),
     ]
 
 
@@ -80,9 +88,27 @@ def refund(transaction_id: str, contract_id: str, milestone_id: str, client_id: 
 def bonus(transaction_id: str, client_id: str, freelancer_id: str, amount: int, currency: str) -> list[Posting]:
     return [
         Posting(f"{transaction_id}:bonus_charge", gateway(currency), client(client_id, currency), amount, currency),
-        Posting(f"{transaction_id}:bonus", client(client_id, currency), freelancer(freelancer_id, currency),
+        Posting(f"{transaction_id}:bonus", client(client_id, currency), freelancer_pending(freelancer_id, currency),
                 amount, currency),
     ]
+
+
+# -- the earnings security period ---------------------------------------------------------------
+def make_available(earning_id: str, freelancer_id: str, amount: int, currency: str) -> list[Posting]:
+    """The security period is over: what is left of the earning moves from pending to available."""
+    return [Posting(f"{earning_id}:available", freelancer_pending(freelancer_id, currency),
+                    freelancer(freelancer_id, currency), amount, currency)]
+
+
+def take_back(transaction_id: str, freelancer_id: str, client_id: str, amount: int, currency: str,
+              still_pending: int) -> list[Posting]:
+    """A released payment refunded to the client: taken from what is still pending first, the rest
+    from the available balance (which `apply` refuses to overdraw)."""
+    from_pending = min(amount, still_pending)
+    legs = [(f"{transaction_id}:from_pending", freelancer_pending(freelancer_id, currency), from_pending),
+            (f"{transaction_id}:from_available", freelancer(freelancer_id, currency), amount - from_pending)]
+    return [Posting(posting_id, account, client(client_id, currency), taken, currency)
+            for posting_id, account, taken in legs if taken > 0]
 
 
 def ensure_held(held: int, amount: int, milestone_id: str) -> None:
@@ -109,8 +135,10 @@ def apply(current: dict[str, int], postings: list[Posting]) -> dict[str, int]:
     return changed
 
 
-def check(postings: Iterable[Posting], stored_balances: dict[str, int], held: dict[str, int]) -> list[str]:
-    """Everything recomputed from the postings: zero sum, no overdraft, balances and escrow agree."""
+def check(postings: Iterable[Posting], stored_balances: dict[str, int], held: dict[str, int],
+          pending: dict[str, int] | None = None) -> list[str]:
+    """Everything recomputed from the postings: zero sum, no overdraft, balances and escrow agree, and each
+    pending account holds exactly the earnings still inside their security period (`pending`)."""
     postings = list(postings)
     problems: list[str] = []
     recomputed = balances(postings)
@@ -131,4 +159,10 @@ def check(postings: Iterable[Posting], stored_balances: dict[str, int], held: di
     for account, amount in held.items():
         if recomputed.get(account, 0) != amount:
             problems.append(f"{account}: holds {recomputed.get(account, 0)} but milestones hold {amount}")
+    if pending is not None:
+        pending_accounts = {a for a in recomputed if a.startswith("freelancer_pending:")} | set(pending)
+        for account in sorted(pending_accounts):
+            if recomputed.get(account, 0) != pending.get(account, 0):
+                problems.append(f"{account}: holds {recomputed.get(account, 0)} "
+                                f"but earnings still pending add up to {pending.get(account, 0)}")
     return problems

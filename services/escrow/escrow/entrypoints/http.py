@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request
 
 from platform_runtime.http import NotFound
 
+from ..adapters.earnings_repository import EarningsRepository
 from ..adapters.ledger_repository import LedgerRepository
 from ..domain import ledger
 
@@ -26,7 +27,14 @@ def router() -> APIRouter:
             # One snapshot: postings, balances and holdings read at the same instant.
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             postings, stored, held = await LedgerRepository(session).everything()
-        problems = ledger.check(postings, stored, held)
+            pending = await EarningsRepository(session).pending_by_account()
+        problems = ledger.check(postings, stored, held, pending)
         return {"ok": not problems, "problems": problems, "postings": len(postings)}
+
+    @api.get("/accounts/{account_id}/balance")
+    async def balance(account_id: str, request: Request) -> dict:
+        """`{currency: {pending, available}}`: a freelancer's earnings inside and past the security period."""
+        async with request.app.state.runtime.session_factory() as session:
+            return await EarningsRepository(session).balance_of(account_id)
 
     return api

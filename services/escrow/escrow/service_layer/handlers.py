@@ -1,6 +1,8 @@
 """Escrow's saga participant steps: hold, release, refund. Each is one ledger transaction."""
 
-from platform_runtime.errors import Rejected
+from datetime import timedelta
+from functools import partial
+
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope, Posting
 from platform_schemas.commands.saga import HoldEscrow, RefundEscrow, ReleaseEscrow
@@ -8,7 +10,8 @@ from platform_schemas.events.escrow import EscrowFunded, EscrowHoldRejected, Esc
 from platform_schemas.topics import ESCROW_EVENTS
 
 from ..adapters.ledger_repository import LedgerRepository
-from ..domain import ledger
+from ..domain import earnings, ledger
+from .earnings import hold_until_available
 
 
 def _wire(postings: list[ledger.Posting]) -> list[Posting]:
@@ -39,13 +42,18 @@ async def hold_escrow(cmd: HoldEscrow, envelope: Envelope, uow: UnitOfWork) -> N
     ), subject=cmd.contract_id)
 
 
-async def release_escrow(cmd: ReleaseEscrow, envelope: Envelope, uow: UnitOfWork) -> None:
+async def release_escrow(cmd: ReleaseEscrow, envelope: Envelope, uow: UnitOfWork, *,
+                         pending_for: timedelta) -> None:
+    """To the freelancer's pending account; available once the security period `pending_for` is over."""
     postings = ledger.release(cmd.release_id, cmd.contract_id, cmd.milestone_id, cmd.client_id,
                               cmd.freelancer_id, cmd.amount, cmd.currency)
     if await _take_from_escrow(LedgerRepository(uow.session), cmd.release_id, "release", cmd, postings,
                                released=cmd.amount):
-        uow.publish(ESCROW_EVENTS, EscrowReleased(**cmd.model_dump(), postings=_wire(postings)),
-                    subject=cmd.contract_id)
+        earning = earnings.released(cmd.release_id, "release", cmd.contract_id, cmd.freelancer_id, cmd.amount,
+                                    cmd.currency, uow.clock.now(), pending_for, milestone_id=cmd.milestone_id)
+        await hold_until_available(uow, [earning])
+        uow.publish(ESCROW_EVENTS, EscrowReleased(**cmd.model_dump(), postings=_wire(postings),
+                                                  available_at=earning.available_at), subject=cmd.contract_id)
 
 
 async def refund_escrow(cmd: RefundEscrow, envelope: Envelope, uow: UnitOfWork) -> None:
@@ -68,4 +76,6 @@ async def _take_from_escrow(repo: LedgerRepository, transaction_id: str, kind: s
     return True
 
 
-HANDLERS = {"HoldEscrow": hold_escrow, "ReleaseEscrow": release_escrow, "RefundEscrow": refund_escrow}
+def handlers(pending_for: timedelta) -> dict:
+    return {"HoldEscrow": hold_escrow, "ReleaseEscrow": partial(release_escrow, pending_for=pending_for),
+            "RefundEscrow": refund_escrow}

@@ -1,0 +1,64 @@
+"""Earnings inside and past their security period, beside the ledger in the same transaction."""
+
+from datetime import datetime
+
+from sqlalchemy import String, any_, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..domain import ledger
+from ..domain.earnings import Earning
+from .tables import account_balances, earnings
+
+
+class EarningsRepository:
+    def __init__(self, session: AsyncConnection) -> None:
+        self.session = session
+
+    async def add(self, new: list[Earning]) -> None:
+        if new:
+            await self.session.execute(insert(earnings).on_conflict_do_nothing(), [
+                {**e.__dict__, "pending": e.amount} for e in new])
+
+    async def still_pending(self, earning_ids: list[str]) -> list[tuple[Earning, int]]:
+        """The earnings not yet made available, locked, with what is left of each."""
+        rows = await self.session.execute(
+            select(earnings).where(earnings.c.earning_id == any_(bindparam("ids", earning_ids, type_=ARRAY(String))),
+                                   earnings.c.made_available_at.is_(None))
+            .order_by(earnings.c.earning_id).with_for_update())
+        return [(_earning(r), r.pending) for r in rows]
+
+    async def first_available_at(self, earning_ids: list[str]) -> datetime | None:
+        return await self.session.scalar(select(func.min(earnings.c.available_at)).where(
+            earnings.c.earning_id == any_(bindparam("ids", earning_ids, type_=ARRAY(String)))))
+
+    async def mark_available(self, earning_id: str, now: datetime) -> None:
+        await self.session.execute(update(earnings).where(earnings.c.earning_id == earning_id)
+                                   .values(pending=0, made_available_at=now))
+
+    async def pending_by_account(self) -> dict[str, int]:
+        """What the pending accounts should hold: the earnings still inside their period (ledger check)."""
+        rows = await self.session.execute(
+            select(earnings.c.freelancer_id, earnings.c.currency, func.sum(earnings.c.pending))
+            .where(earnings.c.pending > 0).group_by(earnings.c.freelancer_id, earnings.c.currency))
+        return {ledger.freelancer_pending(f, c): int(total) for f, c, total in rows}
+
+    async def balance_of(self, account_id: str) -> dict[str, dict[str, int]]:
+        """`{currency: {pending, available}}` of a freelancer's accounts (empty for an unknown account)."""
+        rows = await self.session.execute(
+            select(account_balances.c.account, account_balances.c.currency, account_balances.c.balance)
+            .where(account_balances.c.account.in_([ledger.freelancer_pending(account_id, c) for c in CURRENCIES]
+                                                  + [ledger.freelancer(account_id, c) for c in CURRENCIES])))
+        result: dict[str, dict[str, int]] = {}
+        for account, currency, balance in rows:
+            side = "pending" if account.startswith("freelancer_pending:") else "available"
+            result.setdefault(currency, {"pending": 0, "available": 0})[side] = balance
+        return dict(sorted(result.items()))
+
+
+CURRENCIES = ("USD", "EUR", "GBP")
+
+
+def _earning(row) -> Earning:
+    return Earning(row.earning_id, row.kind, row.contract_id, row.milestone_id, row.bonus_id, row.freelancer_id,
+                   row.currency, row.amount, row.released_at, row.available_at)
