@@ -370,6 +370,38 @@ async def test_an_early_run_of_billings_today_takes_what_was_given_so_far(client
     await ledger_is_clean(client)
 
 
+async def test_a_client_is_charged_for_bonuses_once_a_day_and_a_second_run_that_day_waits_for_the_next_days_charge(
+        client, batch_platform):
+    people = await parties(client)
+    contract_id = await hired(client, people)
+    first = await give(client, people.client_id, contract_id, 1_000)
+    await known_to_billing(client, [first])
+    day_one = next_business_day()
+    await completed(client, await run_batch(client, day_one))
+    assert set(outcomes_of(client, day_one)[0]) == {first}
+
+    # Another business day run on the same UTC day (billing's), as an operator catching up would: the client
+    # was charged today already, so its new bonus is left pending, uncharged, for a batch of another day.
+    second = await give(client, people.client_id, contract_id, 700)
+    await known_to_billing(client, [second])
+    day_two = next_business_day()
+    done = await completed(client, await run_batch(client, day_two))
+    assert second not in {**outcomes_of(client, day_two)[0], **outcomes_of(client, day_two)[1]}
+    assert not any(people.client_id in key for key in await gateway_charges(batch_platform, day_two))
+    assert (await client.get_json("billing", f"/bonuses/{second}"))["status"] == "pending"
+    assert done.data["failed"] == 0
+
+    # Billing's next calendar day: the next batch takes it and charges it.
+    batch_platform.env.update(CLOCK_OFFSET=f"P{AHEAD_DAYS + 1}D")
+    await batch_platform.restart(BILLING, signal.SIGTERM)
+    day_three = next_business_day()
+    await completed(client, await run_batch(client, day_three))
+    assert second in outcomes_of(client, day_three)[0]
+    assert (await gateway_charges(batch_platform, day_three))[f"bonus-batch-{day_three}:{people.client_id}:USD"] == 700
+    assert await credited(batch_platform, people.freelancer_id) == 1_700
+    await ledger_is_clean(client)
+
+
 async def test_the_scheduled_batches_run_each_missed_day_once_billing_is_back_with_a_correlation_of_their_date(
         client, batch_platform):
     """Billing "comes back" 33 days later: the timer of each business day that ended meanwhile fires once."""

@@ -202,3 +202,11 @@ def test_only_the_client_gives_a_bonus_and_at_least_the_minimum():
     with pytest.raises(Rejected) as refused:
         give(contract(), amount=99)
     assert refused.value.reason_code == "amount_out_of_range"
+
+
+# -- charged once daily ----------------------------------------------------------------------------------
+def test_a_batch_charges_on_the_utc_day_it_started_whatever_business_day_it_runs():
+    scheduled = datetime(2026, 12, 2, 0, 0, 5, tzinfo=timezone.utc)  # the batch of Dec 1 at BONUS_BATCH_AT
+    early = datetime(2026, 12, 2, 15, 0, tzinfo=timezone.utc)  # an operator runs Dec 2 itself early
+    assert batches.charge_date(scheduled) == batches.charge_date(early) == date(2026, 12, 2)
+    assert batches.charge_date(datetime(2026, 12, 2, 23, 30, tzinfo=timezone(-timedelta(hours=2)))) == date(2026, 12, 3)

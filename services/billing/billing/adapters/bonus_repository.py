@@ -55,9 +55,15 @@ class BonusRepository:
         row = (await self.session.execute(select(bonuses).where(bonuses.c.bonus_id == bonus_id))).mappings().first()
         return dict(row) if row else None
 
-    async def take_pending(self, business_date: date, cutoff: datetime, limit: int) -> list[Bonus]:
-        """Give the batch up to `limit` pending bonuses given before `cutoff` that no batch took yet."""
-        chosen = (select(bonuses.c.bonus_id).where(bonuses.c.batch_date.is_(None), bonuses.c.given_at < cutoff)
+    async def take_pending(self, business_date: date, cutoff: datetime, limit: int, charge_date: date) -> list[Bonus]:
+        """Give the batch up to `limit` pending bonuses given before `cutoff` that no batch took yet, except
+        those of a client another batch already charges on `charge_date` in that currency: they wait for the
+        next batch that charges on another day (charged once daily)."""
+        charged_today = select(bonus_charges.c.charge_id).where(
+            bonus_charges.c.client_id == bonuses.c.client_id, bonus_charges.c.currency == bonuses.c.currency,
+            bonus_charges.c.charge_date == charge_date, bonus_charges.c.business_date != business_date)
+        chosen = (select(bonuses.c.bonus_id).where(bonuses.c.batch_date.is_(None), bonuses.c.given_at < cutoff,
+                                                   ~charged_today.exists())
                   .limit(limit).with_for_update(skip_locked=True).scalar_subquery())
         rows = await self.session.execute(
             update(bonuses).where(bonuses.c.bonus_id.in_(chosen))
@@ -126,7 +132,7 @@ class BonusRepository:
         return [dict(r) for r in rows.mappings()]
 
     # -- charges ----------------------------------------------------------------------------
-    async def add_to_charges(self, business_date: date, totals: list[ChargeTotal]) -> None:
+    async def add_to_charges(self, business_date: date, totals: list[ChargeTotal], charge_date: date) -> None:
         """Add a chunk's sums to the charges (created on first sight); same transaction as the take."""
         if not totals:
             return
@@ -135,6 +141,7 @@ class BonusRepository:
             "amount": bonus_charges.c.amount + stmt.excluded.amount,
             "bonuses": bonus_charges.c.bonuses + stmt.excluded.bonuses,
         }), [{"charge_id": t.charge_id, "idempotency_key": t.idempotency_key, "business_date": business_date,
+              "charge_date": charge_date,
               "client_id": t.client_id, "currency": t.currency, "amount": t.amount, "bonuses": t.bonuses,
               "status": "pending"} for t in totals])
 

@@ -126,6 +126,8 @@ bonus_charges = Table(
     Column("charge_id", String(64), primary_key=True),
     Column("idempotency_key", String(250), nullable=False, unique=True),  # the gateway's
     Column("business_date", Date, nullable=False),
+    # The UTC day the batch that makes this charge started: a client is charged once a day per currency.
+    Column("charge_date", Date, nullable=False),
     Column("client_id", String(64), nullable=False),
     Column("currency", String(3), nullable=False),
     Column("amount", BigInteger, nullable=False),
@@ -141,3 +143,6 @@ bonus_charges = Table(
     Column("settled_at", DateTime(timezone=True)),
 )
 Index("bonus_charges_by_batch", bonus_charges.c.business_date, bonus_charges.c.status, bonus_charges.c.charge_id)
+# The rule "charged once daily", kept by the collect step and guarded here: a second charge of a day fails loudly.
+Index("one_bonus_charge_a_day", bonus_charges.c.client_id, bonus_charges.c.currency, bonus_charges.c.charge_date,
+      unique=True)

@@ -52,6 +52,14 @@ def cutoff(business_date: date, now: datetime) -> datetime:
     return min(end_of(business_date), now)
 
 
+def charge_date(batch_started_at: datetime) -> date:
+    """The UTC calendar day a batch charges on: the day it started (the scheduled run starts at BONUS_BATCH_AT
+    on the day after its business day; an early run, the day an operator asked). A client is charged for
+    bonuses at most once per charge date and currency: a second batch of that day leaves the client's
+    bonuses pending, and the next batch that charges on a later day takes them."""
+    return utc_date(batch_started_at)
+
+
 def scheduled_at(business_date: date, at: time) -> datetime:
     """When the scheduled batch of a business day runs: the next day at `at` (UTC)."""
     return datetime.combine(business_date + timedelta(days=1), at, tzinfo=timezone.utc)

@@ -83,8 +83,10 @@ class BonusBatchRunner:
             locked = await repo.batch(business_date, lock=True, skip_locked=True)
             if locked is None or locked["status"] != "collecting":
                 return False  # another instance is collecting it
-            taken = await repo.take_pending(business_date, locked["cutoff"], self.settings.bonus_batch_collect_chunk)
-            await repo.add_to_charges(business_date, batches.group_charges(business_date, taken))
+            charge_date = batches.charge_date(locked["started_at"])
+            taken = await repo.take_pending(business_date, locked["cutoff"], self.settings.bonus_batch_collect_chunk,
+                                            charge_date)
+            await repo.add_to_charges(business_date, batches.group_charges(business_date, taken), charge_date)
             done = len(taken) < self.settings.bonus_batch_collect_chunk
             if done:
                 total = await repo.count_in_batch(business_date)
