@@ -1,18 +1,17 @@
 """From an envelope to a handler: schema lookup, validation, inbox, rejection, each in a savepoint."""
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from platform_schemas import Envelope, Message, parse_dataschema, registry
 from platform_schemas.events.common import CommandRejected
 from pydantic import ValidationError
 
+from .context import ContextFactory, Handler, HandlerContext
 from .errors import Rejected
 from .logging import get_logger
 from .unit_of_work import Cause, UnitOfWork, fingerprint
 
-Handler = Callable[[Any, Envelope, UnitOfWork], Awaitable[None]]
 log = get_logger(__name__)
 
 
@@ -26,8 +25,13 @@ class CommandDispatcher:
     """Commands from outside: every one ends in an effect, a no-op duplicate, or CommandRejected."""
 
     topic: str
-    handlers: dict[str, Handler]
+    handlers: Mapping[type[Message], Handler]
     rejections_topic: str
+    context: ContextFactory = HandlerContext
+    _by_type: dict[str, Handler] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_type = {model.__name__: handler for model, handler in self.handlers.items()}
 
     async def dispatch(self, envelope: Envelope, uow: UnitOfWork) -> None:
         uow.cause = Cause.of(envelope)
@@ -41,8 +45,10 @@ class CommandDispatcher:
             if verdict == "conflict":
                 raise Rejected("idempotency_conflict",
                                f"command id {envelope.id} was already used with a different body")
-            await self.handlers[envelope.type](self._parse(envelope), envelope, uow) \
-                if envelope.type in self.handlers else self._unknown(envelope)
+            handler = self._by_type.get(envelope.type)
+            if handler is None:
+                self._unknown(envelope)
+            await handler(self._parse(envelope), self.context(uow, envelope))
             await savepoint.commit()
         except Rejected as rejection:
             await savepoint.rollback()
@@ -89,10 +95,15 @@ class CommandDispatcher:
 class EventDispatcher:
     """Events (saga replies and other services' facts): handled once each, others ignored."""
 
-    handlers: dict[str, Handler]
+    handlers: Mapping[type[Message], Handler]
+    context: ContextFactory = HandlerContext
+    _by_type: dict[str, Handler] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_type = {model.__name__: handler for model, handler in self.handlers.items()}
 
     async def dispatch(self, envelope: Envelope, uow: UnitOfWork) -> None:
-        handler = self.handlers.get(envelope.type)
+        handler = self._by_type.get(envelope.type)
         if handler is None:
             return
         uow.cause = Cause.of(envelope)
@@ -101,4 +112,4 @@ class EventDispatcher:
         model = registry.model_for(envelope.type, parse_dataschema(envelope.dataschema))
         if model is None:
             raise ValueError(f"no model for {envelope.type} {envelope.dataschema}")
-        await handler(model.model_validate(envelope.data), envelope, uow)
+        await handler(model.model_validate(envelope.data), self.context(uow, envelope))

@@ -22,12 +22,14 @@ from . import logging as logs
 from . import metrics, tracing
 from .backlog_metrics import BacklogMetrics, ConsumerLag
 from .clock import Clock, SystemClock
+from .context import ContextFactory, HandlerContext
 from .consumer import BatchProcessor, commit_offsets, rewind
 from .dead_letters import DeadLetters
 from .http import base_app, database_answers
 from .relay import OutboxRelay, new_producer, notify_channel
 from .settings import ServiceSettings
-from .timers import TimerHandler, TimerRunner
+from .context import TimerHandler
+from .timers import TimerRunner
 from .unit_of_work import UnitOfWork
 
 log = logs.get_logger(__name__)
@@ -41,13 +43,21 @@ class Subscription:
     dispatch: Callable[..., Awaitable[None]]
 
 
+async def plain_context(runtime: "Runtime") -> ContextFactory:
+    return HandlerContext
+
+
 @dataclass
 class ServiceDefinition:
+    """A service, declared: its bootstrap fills this in; `context` builds, once at start, the factory of
+    the context every handler receives (its repositories, ports such as a gateway, settings, clock)."""
+
     name: str
     metadata: MetaData
     settings_type: type[ServiceSettings]
     migrations_dir: Path
     subscriptions: Callable[["Runtime"], list[Subscription]]
+    context: Callable[["Runtime"], Awaitable[ContextFactory]] = plain_context
     routers: Callable[["Runtime"], list[APIRouter]] = lambda runtime: []
     timers: Callable[["Runtime"], dict[str, TimerHandler]] = lambda runtime: {}
     background: Callable[["Runtime"], list[Callable[[], Awaitable[None]]]] = lambda runtime: []
@@ -64,7 +74,7 @@ class Runtime:
     clock: Clock
     session_factory: async_sessionmaker = field(init=False)
     producer: AIOKafkaProducer | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    new_context: ContextFactory = HandlerContext
     subscriber: Any = None
     last_batch_at: float = field(default_factory=time.monotonic)
 
@@ -178,13 +188,14 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
         dead_letters = DeadLetters(runtime.producer, runtime.name)
         if definition.on_start:
             await definition.on_start(runtime)
+        runtime.new_context = await definition.context(runtime)
         subscriptions = definition.subscriptions(runtime)
         _subscribe(broker, runtime, subscriptions, dead_letters)
         relay = OutboxRelay(settings.database_url, runtime.producer, runtime.name,
                             settings.relay_batch_size, settings.relay_idle_check.total_seconds())
         timer_handlers = definition.timers(runtime)
         timers = TimerRunner(runtime.new_uow, timer_handlers, runtime.clock,
-                             settings.timer_poll_interval.total_seconds())
+                             settings.timer_poll_interval.total_seconds(), context=runtime.new_context)
         backlog = BacklogMetrics(
             runtime.engine, runtime.clock, timer_handlers.keys,
             ConsumerLag(settings.kafka_bootstrap_servers, runtime.name, [s.topic for s in subscriptions],

@@ -5,29 +5,29 @@ and the row is marked fired in the same transaction as the effect, so a crash be
 leaves it due and a crash after it leaves it fired. Never both, never neither.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select, update
 
 from . import metrics, tracing
 from .clock import Clock
+from .context import ContextFactory, HandlerContext, TimerHandler
 from .logging import get_logger
 from .loops import poll_forever
 from .unit_of_work import TRACE_KEY, Cause, UnitOfWork
 
 log = get_logger(__name__)
-TimerHandler = Callable[[dict[str, Any], UnitOfWork], Awaitable[None]]
 
 
 @dataclass
 class TimerRunner:
     new_uow: Callable[[], UnitOfWork]
-    handlers: dict[str, TimerHandler]
+    handlers: Mapping[str, TimerHandler]
     clock: Clock
     poll_seconds: float = 1.0
     batch: int = 100
+    context: ContextFactory = HandlerContext
 
     async def fire_due(self) -> int:
         """Fire up to `batch` due timers, each in its own transaction; returns how many were tried.
@@ -63,7 +63,7 @@ class TimerRunner:
         trace_context = {k[len(TRACE_KEY):]: v for k, v in row["payload"].items() if k.startswith(TRACE_KEY)}
         try:
             with tracing.span(f"timer {row['kind']}", trace_context, timer_id=row["timer_id"]):
-                await self.handlers[row["kind"]](payload, uow)
+                await self.handlers[row["kind"]](payload, self.context(uow))
             await uow.session.execute(
                 update(timers).where(timers.c.timer_id == row["timer_id"]).values(fired_at=self.clock.now())
             )

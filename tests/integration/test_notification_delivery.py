@@ -7,6 +7,7 @@ failed, each change with its event in the outbox), with time moved by hand.
 import asyncio
 import os
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from email.message import EmailMessage
 
 import pytest
@@ -19,7 +20,8 @@ from notifications.adapters.templates import Templates
 from notifications.bootstrap import definition
 from notifications.domain.delivery import RetryPolicy
 from notifications.service_layer.delivery import EmailDelivery
-from notifications.service_layer.handlers import handlers
+from notifications.service_layer.context import Context
+from notifications.service_layer.handlers import HANDLERS
 from notifications.settings import TEMPLATES
 from platform_runtime.clock import FrozenClock
 from platform_runtime.dispatch import EventDispatcher
@@ -72,7 +74,7 @@ def unit_of_work(sessions, clock):
 
 async def consume(sessions, clock, *envelopes) -> None:
     """What the consumer does with a batch: one transaction, the dispatcher's inbox claim per event."""
-    dispatcher = EventDispatcher(handlers(Templates(TEMPLATES)))
+    dispatcher = EventDispatcher(HANDLERS, partial(Context, templates=Templates(TEMPLATES)))
     async with unit_of_work(sessions, clock)() as uow:
         for envelope in envelopes:
             await dispatcher.dispatch(envelope, uow)

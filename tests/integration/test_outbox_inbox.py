@@ -289,12 +289,12 @@ async def test_a_message_seen_before_is_a_duplicate_with_the_same_body_and_a_con
 
 
 async def test_a_handler_that_fails_leaves_neither_an_inbox_row_nor_an_outbox_row(inbox):
-    async def fails_after_its_work(cmd, envelope, uow):
-        uow.publish("contracts.events", AccountRegistered(account_id="a-1", role="client", name="Ann",
+    async def fails_after_its_work(cmd, ctx):
+        ctx.uow.publish("contracts.events", AccountRegistered(account_id="a-1", role="client", name="Ann",
                                                           email="a@example.test"), subject="a-1")
         raise RuntimeError("crash in the handler")
 
-    dispatcher = CommandDispatcher("contracts.commands", {"RegisterAccount": fails_after_its_work},
+    dispatcher = CommandDispatcher("contracts.commands", {RegisterAccount: fails_after_its_work},
                                    "contracts.events")
     with pytest.raises(RuntimeError):
         async with inbox.new_uow() as uow:
@@ -305,11 +305,11 @@ async def test_a_handler_that_fails_leaves_neither_an_inbox_row_nor_an_outbox_ro
 
 
 async def test_a_handled_command_leaves_its_inbox_row_and_its_events_together(inbox):
-    async def registers(cmd, envelope, uow):
-        uow.publish("contracts.events", AccountRegistered(account_id="a-1", role="client", name="Ann",
+    async def registers(cmd, ctx):
+        ctx.uow.publish("contracts.events", AccountRegistered(account_id="a-1", role="client", name="Ann",
                                                           email="a@example.test"), subject="a-1")
 
-    dispatcher = CommandDispatcher("contracts.commands", {"RegisterAccount": registers}, "contracts.events")
+    dispatcher = CommandDispatcher("contracts.commands", {RegisterAccount: registers}, "contracts.events")
     async with inbox.new_uow() as uow:
         await dispatcher.dispatch(command(), uow)
         await uow.commit()

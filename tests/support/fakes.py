@@ -202,7 +202,7 @@ class FakeContext(Context):
 def contracts_context(*accounts: Account, settings: ContractsSettings | None = None,
                       uow: FakeUnitOfWork | None = None) -> FakeContext:
     settings = settings or ContractsSettings(database_url="postgresql+asyncpg://fake/fake")
-    ctx = FakeContext(uow or FakeUnitOfWork(), settings)
+    ctx = FakeContext(uow or FakeUnitOfWork(), settings=settings)
     ctx.accounts = FakeAccountRepository(list(accounts))
     return ctx
 

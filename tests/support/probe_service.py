@@ -9,12 +9,11 @@ Run in-process through `app(...)`, or as its own process: `python -m tests.suppo
 import asyncio
 from pathlib import Path
 
+from platform_runtime.context import HandlerContext
 from platform_runtime.dispatch import CommandDispatcher
 from platform_runtime.service import ServiceDefinition, Subscription, build_runtime, create_app, serve
 from platform_runtime.settings import ServiceSettings
 from platform_runtime.tables import add_runtime_tables
-from platform_runtime.unit_of_work import UnitOfWork
-from platform_schemas import Envelope
 from platform_schemas.commands.contracts import RegisterAccount
 from platform_schemas.events.contracts import AccountRegistered
 from sqlalchemy import Column, MetaData, String, Table, insert
@@ -38,7 +37,8 @@ def definition(settings: ProbeSettings) -> ServiceDefinition:
         Column("name", String(200), nullable=False),
     )
 
-    async def register(cmd: RegisterAccount, envelope: Envelope, uow: UnitOfWork) -> None:
+    async def register(cmd: RegisterAccount, ctx: HandlerContext) -> None:
+        uow = ctx.uow
         await uow.session.execute(insert(registrations).values(account_id=cmd.account_id, name=cmd.name))
         if cmd.name == "poison":
             raise RuntimeError(f"{cmd.account_id} is poison")
@@ -48,7 +48,7 @@ def definition(settings: ProbeSettings) -> ServiceDefinition:
         uow.publish(settings.probe_events, AccountRegistered(
             account_id=cmd.account_id, role=cmd.role, name=cmd.name, email=cmd.email), subject=cmd.account_id)
 
-    dispatcher = CommandDispatcher(settings.probe_topic, {"RegisterAccount": register}, settings.probe_events)
+    dispatcher = CommandDispatcher(settings.probe_topic, {RegisterAccount: register}, settings.probe_events)
     return ServiceDefinition(
         name=settings.probe_name, metadata=metadata, settings_type=lambda: settings, migrations_dir=Path("."),
         subscriptions=lambda runtime: [Subscription(settings.probe_topic, dispatcher.dispatch)],

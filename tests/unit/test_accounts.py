@@ -57,7 +57,8 @@ async def handle(ctx: FakeContext, handler, data: Message, actor: str, subject: 
     command = new_envelope(data, subject=subject, actor=actor, source="tests")
     ctx.uow.cause = Cause.of(command)
     await ctx.uow.claim(command)
-    await handler(data, command, ctx)
+    ctx.envelope = command
+    await handler(data, ctx)
     return command
 
 

@@ -20,6 +20,7 @@ from contracts.domain.accounts import activity_is_news, activity_resolution
 from contracts.domain.sagas import Saga
 from contracts.service_layer import bonuses, endings, milestones, offers
 from contracts.service_layer.sagas import release
+from contracts.adapters.bonus_repository import BonusRepository
 from contracts.service_layer.sagas.replies import handle_reply
 from tests.support.fakes import NOON
 from tests.unit.test_accounts import account, context, contract_with, handle
@@ -72,7 +73,7 @@ async def test_every_contract_action_counts_as_activity_of_both_parties(data, ha
     if isinstance(data, GiveBonus):
         async def stored(self, bonus) -> bool:
             return True
-        monkeypatch.setattr(bonuses.BonusRepository, "add", stored)
+        monkeypatch.setattr(BonusRepository, "add", stored)
     await handle(ctx, handler, data, actor)
     assert last_activity(ctx) == (ctx.now, ctx.now)
 
@@ -85,7 +86,7 @@ async def test_a_release_counts_for_the_client_who_pays_and_the_freelancer_who_e
     await ctx.sagas.save(saga)
     await handle_reply(EscrowReleased(release_id=saga.step_id("release"), saga_id=saga.saga_id, contract_id="c-1",
                                       milestone_id="m-1", client_id=contract.client_id, freelancer_id="free-1",
-                                      amount=10_000, currency="USD", postings=[]), "EscrowReleased", ctx)
+                                      amount=10_000, currency="USD", postings=[]), ctx)
     assert ctx.contracts.stored("c-1").milestone("m-1").status == domain.PAID
     assert last_activity(ctx) == (ctx.now, ctx.now)
 
@@ -93,14 +94,14 @@ async def test_a_release_counts_for_the_client_who_pays_and_the_freelancer_who_e
 async def test_a_bonus_paid_counts_for_both_a_failed_one_for_nobody(monkeypatch):
     async def settle(self, *args) -> None:
         return None
-    monkeypatch.setattr(bonuses.BonusRepository, "settle", settle)
+    monkeypatch.setattr(BonusRepository, "settle", settle)
     ctx = two_parties_seen_yesterday()
     seen = last_activity(ctx)
     common = dict(business_date=date(2026, 11, 25), bonus_id="b-1", contract_id="c-1", client_id="client-1",
                   freelancer_id="free-1", amount=1_000, currency="USD")
-    await bonuses.on_bonus_failed(BonusFailed(reason_code="card_declined", message="no", **common), None, ctx)
+    await bonuses.on_bonus_failed(BonusFailed(reason_code="card_declined", message="no", **common), ctx)
     assert last_activity(ctx) == seen
-    await bonuses.on_bonus_paid(BonusPaid(charge_id="bc-1", **common), None, ctx)
+    await bonuses.on_bonus_paid(BonusPaid(charge_id="bc-1", **common), ctx)
     assert last_activity(ctx) == (ctx.now, ctx.now)
 
 
@@ -134,7 +135,7 @@ def bonus_charge_failed(consecutive_failures: int, reason_code: str = "card_decl
 @pytest.mark.parametrize(("streak", "suspended"), [(4, False), (5, True), (6, True)])
 async def test_a_declined_bonus_charge_counts_in_the_streak_and_can_suspend_the_client(streak, suspended):
     ctx = context(account("client-1", "client"), account("free-1", "freelancer"))
-    await handle_reply(bonus_charge_failed(streak), "ChargeFailed", ctx)
+    await handle_reply(bonus_charge_failed(streak), ctx)
     assert (ctx.accounts.stored("client-1").status == "suspended") is suspended
     assert ctx.uow.types() == (["AccountSuspended"] if suspended else [])
     if suspended:
@@ -145,7 +146,7 @@ async def test_a_declined_bonus_charge_counts_in_the_streak_and_can_suspend_the_
 
 async def test_an_already_suspended_client_is_not_suspended_again():
     ctx = context(account("client-1", "client", "suspended", appealable=False), account("free-1", "freelancer"))
-    await handle_reply(bonus_charge_failed(7), "ChargeFailed", ctx)
+    await handle_reply(bonus_charge_failed(7), ctx)
     assert ctx.uow.types() == []
     assert ctx.accounts.stored("client-1").appealable is False
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from platform_runtime.consumer import BatchProcessor, is_transient
+from platform_runtime.context import HandlerContext
 from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
 from platform_runtime.errors import Rejected, TransientError
 from platform_schemas import Envelope, new_envelope
@@ -39,16 +40,16 @@ class Recorder:
         self.calls: list[str] = []
         self.failing = failing
 
-    async def __call__(self, cmd: RegisterAccount, envelope: Envelope, uow: FakeUnitOfWork) -> None:
+    async def __call__(self, cmd: RegisterAccount, ctx: HandlerContext) -> None:
         self.calls.append(cmd.account_id)
-        uow.publish(EVENTS, AccountRegistered(account_id=cmd.account_id, role=cmd.role, name=cmd.name,
+        ctx.uow.publish(EVENTS, AccountRegistered(account_id=cmd.account_id, role=cmd.role, name=cmd.name,
                                               email=cmd.email), subject=cmd.account_id)
         if cmd.account_id in self.failing:
             raise RuntimeError(f"boom on {cmd.account_id}")
 
 
 def processor(handler, store: FakeStore, dead_letters: FakeDeadLetters, max_attempts: int = 3) -> BatchProcessor:
-    dispatcher = CommandDispatcher("contracts.commands", {"RegisterAccount": handler}, EVENTS)
+    dispatcher = CommandDispatcher("contracts.commands", {RegisterAccount: handler}, EVENTS)
     return BatchProcessor(topic="contracts.commands", dispatch=dispatcher.dispatch,
                           new_uow=lambda: FakeUnitOfWork(store), dead_letters=dead_letters,
                           max_attempts=max_attempts, backoff_seconds=0.001)
@@ -103,8 +104,8 @@ async def test_a_poison_message_is_retried_alone_before_it_is_given_up():
     store, dead = FakeStore(), FakeDeadLetters()
     failures = [RuntimeError("first"), RuntimeError("second")]  # the batch try and the first alone try fail
 
-    async def flaky(cmd, envelope, uow):
-        uow.publish(EVENTS, AccountRegistered(account_id=cmd.account_id, role=cmd.role, name=cmd.name,
+    async def flaky(cmd, ctx):
+        ctx.uow.publish(EVENTS, AccountRegistered(account_id=cmd.account_id, role=cmd.role, name=cmd.name,
                                               email=cmd.email), subject=cmd.account_id)
         if failures:
             raise failures.pop(0)
@@ -118,10 +119,10 @@ async def test_an_unreachable_database_is_retried_without_limit_and_never_dead_l
     store, dead = FakeStore(), FakeDeadLetters()
     down = [OperationalError("select", {}, ConnectionRefusedError("db down")) for _ in range(6)]
 
-    async def needs_the_database(cmd, envelope, uow):
+    async def needs_the_database(cmd, ctx):
         if down:
             raise down.pop(0)
-        uow.publish(EVENTS, AccountRegistered(account_id=cmd.account_id, role=cmd.role, name=cmd.name,
+        ctx.uow.publish(EVENTS, AccountRegistered(account_id=cmd.account_id, role=cmd.role, name=cmd.name,
                                               email=cmd.email), subject=cmd.account_id)
 
     await processor(needs_the_database, store, dead, max_attempts=2).process([record(raw(register()), 0)])
@@ -155,7 +156,7 @@ def test_only_errors_that_are_not_the_messages_fault_count_as_transient(error, t
 
 async def dispatch(envelope: Envelope, handler=None, uow: FakeUnitOfWork | None = None) -> FakeUnitOfWork:
     uow = uow or FakeUnitOfWork()
-    await CommandDispatcher("contracts.commands", {"RegisterAccount": handler or Recorder()}, EVENTS).dispatch(
+    await CommandDispatcher("contracts.commands", {RegisterAccount: handler or Recorder()}, EVENTS).dispatch(
         envelope, uow)
     return uow
 
@@ -234,8 +235,8 @@ async def test_an_unknown_schema_version_is_rejected():
 
 
 async def test_a_rejected_command_leaves_nothing_of_what_its_handler_had_queued():
-    async def half_done(cmd, envelope, uow):
-        uow.publish(EVENTS, AccountRegistered(account_id="a-1", role="client", name="n", email="a@b.c"),
+    async def half_done(cmd, ctx):
+        ctx.uow.publish(EVENTS, AccountRegistered(account_id="a-1", role="client", name="n", email="a@b.c"),
                     subject="a-1")
         raise Rejected("invalid_state", "changed my mind")
 
@@ -254,7 +255,7 @@ async def test_command_rejected_names_the_command_and_follows_its_key_and_correl
 
 
 async def test_a_handler_that_fails_unexpectedly_is_not_turned_into_a_rejection():
-    async def broken(cmd, envelope, uow):
+    async def broken(cmd, ctx):
         raise RuntimeError("bug")
 
     with pytest.raises(RuntimeError):
@@ -267,10 +268,10 @@ async def test_a_handler_that_fails_unexpectedly_is_not_turned_into_a_rejection(
 async def test_an_event_is_handled_once_however_often_it_is_delivered():
     handled = []
 
-    async def on_registered(event, envelope, uow):
+    async def on_registered(event, ctx):
         handled.append(event.account_id)
 
-    dispatcher = EventDispatcher({"AccountRegistered": on_registered})
+    dispatcher = EventDispatcher({AccountRegistered: on_registered})
     event = new_envelope(AccountRegistered(account_id="a-1", role="client", name="n", email="a@b.c"),
                          subject="a-1", actor="system", source="contracts")
     uow = FakeUnitOfWork()

@@ -47,15 +47,17 @@ async def handle_command(ctx: FakeContext, cmd: SendOffer, actor: str = "client-
     command = envelope(cmd, actor)
     ctx.uow.cause = Cause.of(command)
     await ctx.uow.claim(command)
-    await offers.send_offer(cmd, command, ctx)
+    ctx.envelope = command
+    await offers.send_offer(cmd, ctx)
     return command
 
 
 async def reply(ctx: FakeContext, event: Message) -> None:
     """A participant's reply, routed to its saga as contracts' reply router does."""
     await ctx.uow.commit()  # what came before is committed; only this reply's messages stay queued
-    ctx.uow.cause = Cause.of(envelope(event, "system", source="participant"))
-    await handle_reply(event, type(event).__name__, ctx)
+    ctx.envelope = envelope(event, "system", source="participant")
+    ctx.uow.cause = Cause.of(ctx.envelope)
+    await handle_reply(event, ctx)
 
 
 def only(ctx: FakeContext, topic: str) -> Envelope:

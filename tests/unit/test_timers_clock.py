@@ -9,6 +9,7 @@ and passing it takes no time at all.
 import asyncio
 import os
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 import pytest_asyncio
@@ -28,7 +29,7 @@ from contracts.adapters.tables import accounts
 from contracts.bootstrap import COMMANDS, definition
 from contracts.domain import contracts as domain
 from contracts.domain.contracts import Contract, Milestone
-from contracts.service_layer.context import command_context
+from contracts.service_layer.context import Context
 from contracts.service_layer.timers import INACTIVITY_SWEEP, schedule_next_sweep, timer_handlers
 from contracts.settings import ContractsSettings
 from tests.support.processes import recreate_databases
@@ -80,13 +81,12 @@ class Harness:
         self.clock = clock
         self.settings = ContractsSettings(database_url=database_url, http_port=0)
         self.runtime = build_runtime(definition, self.settings, clock)
-        bind = command_context(self.settings)
-        self.dispatcher = CommandDispatcher(CONTRACTS_COMMANDS, {n: bind(h) for n, h in COMMANDS.items()},
-                                            CONTRACTS_EVENTS)
+        self.contexts = partial(Context, settings=self.settings)
+        self.dispatcher = CommandDispatcher(CONTRACTS_COMMANDS, COMMANDS, CONTRACTS_EVENTS, self.contexts)
 
     def runner(self) -> TimerRunner:
         """A timer runner, as each instance of the service has one."""
-        return TimerRunner(self.runtime.new_uow, timer_handlers(self.settings), self.clock)
+        return TimerRunner(self.runtime.new_uow, timer_handlers(self.settings), self.clock, context=self.contexts)
 
     async def send(self, data: Message, actor: str, subject: str) -> Envelope:
         command = new_envelope(data, subject=subject, actor=actor, source="tests")

@@ -16,29 +16,33 @@ from .adapters.tables import metadata
 from .entrypoints import bonus_http, http
 from .service_layer import bonus_batch, handlers
 from .service_layer.bonus_batch_runner import BonusBatchRunner
+from .service_layer.context import BillingContexts
 from .settings import BillingSettings, ShiftedClock
 
 
+async def context(runtime) -> BillingContexts:
+    """Every handler's context: the settings and the payment gateway, opened once."""
+    gateway = SimulatedGateway(create_async_engine(runtime.settings.gateway_database_url, pool_size=5))
+    await gateway.create_tables()
+    return BillingContexts(runtime.settings, gateway)
+
+
 def subscriptions(runtime) -> list[Subscription]:
-    steps = handlers.SagaSteps(runtime.extras["gateway"], attempts=runtime.settings.gateway_attempts)
-    saga_handlers = {"ChargeClient": steps.charge_client, "RefundCharge": steps.refund_charge}
+    contexts = runtime.new_context
     commands = {**handlers.COMMANDS, **bonus_batch.COMMANDS}
+    escrow_events = {**handlers.ESCROW_EVENT_HANDLERS, **bonus_batch.ESCROW_EVENT_HANDLERS}
     return [
-        Subscription(BILLING_COMMANDS, CommandDispatcher(BILLING_COMMANDS, commands, BILLING_EVENTS).dispatch),
+        Subscription(BILLING_COMMANDS, CommandDispatcher(BILLING_COMMANDS, commands, BILLING_EVENTS, contexts).dispatch),
         Subscription(BILLING_SAGA_COMMANDS,
-                     CommandDispatcher(BILLING_SAGA_COMMANDS, saga_handlers, BILLING_EVENTS).dispatch),
-        Subscription(ESCROW_EVENTS, EventDispatcher({"EscrowReleased": handlers.on_escrow_released,
-                                                     **bonus_batch.ESCROW_EVENT_HANDLERS}).dispatch),
-        Subscription(CONTRACTS_EVENTS, EventDispatcher(bonus_batch.CONTRACTS_EVENT_HANDLERS).dispatch),
+                     CommandDispatcher(BILLING_SAGA_COMMANDS, handlers.SAGA_STEPS, BILLING_EVENTS, contexts).dispatch),
+        Subscription(ESCROW_EVENTS, EventDispatcher(escrow_events, contexts).dispatch),
+        Subscription(CONTRACTS_EVENTS, EventDispatcher(bonus_batch.CONTRACTS_EVENT_HANDLERS, contexts).dispatch),
     ]
 
 
 async def on_start(runtime) -> None:
     if runtime.settings.clock_offset:
         runtime.clock = ShiftedClock(runtime.clock, runtime.settings.clock_offset)
-    gateway = SimulatedGateway(create_async_engine(runtime.settings.gateway_database_url, pool_size=5))
-    await gateway.create_tables()
-    runtime.extras["gateway"] = gateway
     async with runtime.new_uow() as uow:
         await bonus_batch.schedule_next_batch(uow, runtime.settings.bonus_batch_at)
         await uow.commit()
@@ -50,8 +54,9 @@ definition = ServiceDefinition(
     settings_type=BillingSettings,
     migrations_dir=Path(__file__).parent / "migrations",
     subscriptions=subscriptions,
+    context=context,
     routers=lambda runtime: [http.router(), bonus_http.router(), command_status_router()],
     timers=lambda runtime: bonus_batch.timer_handlers(runtime.settings),
-    background=lambda runtime: [BonusBatchRunner(runtime.new_uow, runtime.extras["gateway"], runtime.settings).run],
+    background=lambda runtime: [BonusBatchRunner(runtime.new_uow, runtime.new_context.gateway, runtime.settings).run],
     on_start=on_start,
 )

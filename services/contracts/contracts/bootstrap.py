@@ -1,51 +1,56 @@
 """The contracts service, assembled: what it consumes, serves, owns and schedules."""
 
+from functools import partial
 from pathlib import Path
 
 from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
 from platform_runtime.http import command_status_router
 from platform_runtime.service import ServiceDefinition, Subscription
+from platform_schemas.commands import contracts as commands
 from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS
 
 from .adapters.tables import metadata
 from .entrypoints import http
 from .service_layer import accounts, bonuses, endings, milestones, offers
-from .service_layer.context import command_context
-from .service_layer.sagas.replies import reply_handlers
+from .service_layer.context import Context
+from .service_layer.sagas.replies import REPLY_HANDLERS
 from .service_layer.timers import schedule_next_sweep, timer_handlers
 from .settings import ContractsSettings
 
 COMMANDS = {
-    "RegisterAccount": accounts.register_account,
-    "SuspendAccount": accounts.suspend_account,
-    "RequestReactivation": accounts.request_reactivation,
-    "ReactivateAccount": accounts.reactivate_account,
-    "SendOffer": offers.send_offer,
-    "WithdrawOffer": offers.withdraw_offer,
-    "AcceptOffer": offers.accept_offer,
-    "DeclineOffer": offers.decline_offer,
-    "AddMilestone": milestones.add_milestone,
-    "EditMilestone": milestones.edit_milestone,
-    "RemoveMilestone": milestones.remove_milestone,
-    "ActivateMilestone": milestones.activate_milestone,
-    "SubmitWork": milestones.submit_work,
-    "RequestChanges": milestones.request_changes,
-    "ApproveMilestone": milestones.approve_milestone,
-    "EndContract": endings.end_contract,
-    "CancelContract": endings.cancel_contract,
-    "RespondToRefundRequest": endings.respond_to_refund_request,
-    "ResolveDispute": endings.resolve_dispute,
-    "GiveBonus": bonuses.give_bonus,
+    commands.RegisterAccount: accounts.register_account,
+    commands.SuspendAccount: accounts.suspend_account,
+    commands.RequestReactivation: accounts.request_reactivation,
+    commands.ReactivateAccount: accounts.reactivate_account,
+    commands.SendOffer: offers.send_offer,
+    commands.WithdrawOffer: offers.withdraw_offer,
+    commands.AcceptOffer: offers.accept_offer,
+    commands.DeclineOffer: offers.decline_offer,
+    commands.AddMilestone: milestones.add_milestone,
+    commands.EditMilestone: milestones.edit_milestone,
+    commands.RemoveMilestone: milestones.remove_milestone,
+    commands.ActivateMilestone: milestones.activate_milestone,
+    commands.SubmitWork: milestones.submit_work,
+    commands.RequestChanges: milestones.request_changes,
+    commands.ApproveMilestone: milestones.approve_milestone,
+    commands.EndContract: endings.end_contract,
+    commands.CancelContract: endings.cancel_contract,
+    commands.RespondToRefundRequest: endings.respond_to_refund_request,
+    commands.ResolveDispute: endings.resolve_dispute,
+    commands.GiveBonus: bonuses.give_bonus,
 }
 
 
+async def context(runtime):
+    """Every handler's context: this transaction's repositories and the settings."""
+    return partial(Context, settings=runtime.settings)
+
+
 def subscriptions(runtime) -> list[Subscription]:
-    bind = command_context(runtime.settings)
-    commands = {name: bind(handler) for name, handler in COMMANDS.items()}
-    bonus_results = {name: bind(handler) for name, handler in bonuses.EVENT_HANDLERS.items()}
-    replies = EventDispatcher({**reply_handlers(runtime.settings), **bonus_results})
+    replies = EventDispatcher({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}, runtime.new_context)
+    from_outside = CommandDispatcher(CONTRACTS_COMMANDS, COMMANDS, CONTRACTS_EVENTS, runtime.new_context)
     return [
-        Subscription(CONTRACTS_COMMANDS, CommandDispatcher(CONTRACTS_COMMANDS, commands, CONTRACTS_EVENTS).dispatch),
+        Subscription(CONTRACTS_COMMANDS, from_outside.dispatch),
         Subscription(BILLING_EVENTS, replies.dispatch),
         Subscription(ESCROW_EVENTS, replies.dispatch),
     ]
@@ -63,6 +68,7 @@ definition = ServiceDefinition(
     settings_type=ContractsSettings,
     migrations_dir=Path(__file__).parent / "migrations",
     subscriptions=subscriptions,
+    context=context,
     routers=lambda runtime: [http.router(), command_status_router()],
     timers=lambda runtime: timer_handlers(runtime.settings),
     on_start=on_start,

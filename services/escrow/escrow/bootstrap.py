@@ -1,6 +1,7 @@
 """The escrow service, assembled: what it consumes, serves and owns."""
 
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from platform_runtime.dispatch import CommandDispatcher
@@ -12,6 +13,7 @@ from platform_schemas.topics import ESCROW_EVENTS, ESCROW_SAGA_COMMANDS
 from .adapters.tables import metadata
 from .entrypoints import http
 from .service_layer import bonuses, earnings, handlers as steps
+from .service_layer.context import Context
 
 
 class EscrowSettings(ServiceSettings):
@@ -20,11 +22,15 @@ class EscrowSettings(ServiceSettings):
     earnings_pending_for: Duration = timedelta(days=5)
 
 
+async def context(runtime):
+    """Every handler's context: this transaction's ledger repositories and the security period."""
+    return partial(Context, pending_for=runtime.settings.earnings_pending_for)
+
+
 def subscriptions(runtime) -> list[Subscription]:
-    pending_for = runtime.settings.earnings_pending_for
-    handlers = {**steps.handlers(pending_for), **bonuses.handlers(pending_for)}
-    return [Subscription(ESCROW_SAGA_COMMANDS,
-                         CommandDispatcher(ESCROW_SAGA_COMMANDS, handlers, ESCROW_EVENTS).dispatch)]
+    participant = CommandDispatcher(ESCROW_SAGA_COMMANDS, {**steps.HANDLERS, **bonuses.HANDLERS}, ESCROW_EVENTS,
+                                    runtime.new_context)
+    return [Subscription(ESCROW_SAGA_COMMANDS, participant.dispatch)]
 
 
 definition = ServiceDefinition(
@@ -33,6 +39,7 @@ definition = ServiceDefinition(
     settings_type=EscrowSettings,
     migrations_dir=Path(__file__).parent / "migrations",
     subscriptions=subscriptions,
+    context=context,
     routers=lambda runtime: [http.router(), command_status_router()],
     timers=lambda runtime: earnings.timer_handlers(),
 )

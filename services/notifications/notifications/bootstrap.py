@@ -1,5 +1,6 @@
 """The notifications service, assembled: what it consumes, serves, and the email delivery loop it runs."""
 
+from functools import partial
 from pathlib import Path
 
 from platform_runtime.dispatch import EventDispatcher
@@ -12,12 +13,18 @@ from .adapters.templates import Templates
 from .domain.delivery import RetryPolicy
 from .entrypoints import http
 from .service_layer.delivery import EmailDelivery
-from .service_layer.handlers import handlers
+from .service_layer.context import Context
+from .service_layer.handlers import HANDLERS
 from .settings import NotificationsSettings
 
 
+async def context(runtime):
+    """Every handler's context: this transaction's repository and the templates (loaded once)."""
+    return partial(Context, templates=Templates(runtime.settings.templates_dir))
+
+
 def subscriptions(runtime) -> list[Subscription]:
-    events = EventDispatcher(handlers(Templates(runtime.settings.templates_dir)))
+    events = EventDispatcher(HANDLERS, runtime.new_context)
     return [Subscription(CONTRACTS_EVENTS, events.dispatch), Subscription(BILLING_EVENTS, events.dispatch)]
 
 
@@ -39,6 +46,7 @@ definition = ServiceDefinition(
     settings_type=NotificationsSettings,
     migrations_dir=Path(__file__).parent / "migrations",
     subscriptions=subscriptions,
+    context=context,
     routers=lambda runtime: [http.router()],
     background=background,
 )

@@ -22,6 +22,7 @@ from platform_schemas.topics import BILLING_EVENTS
 
 from ..adapters.bonus_repository import BonusRepository
 from ..domain import bonus_batch as batches
+from .context import Context
 
 BONUS_BATCH_TIMER = "bonus_batch"
 
@@ -36,7 +37,8 @@ class Waiter:
 
 
 # -- bonuses, from contracts ---------------------------------------------------------------------
-async def on_bonus_given(event: BonusGiven, envelope: Envelope, uow: UnitOfWork) -> None:
+async def on_bonus_given(event: BonusGiven, ctx: Context) -> None:
+    envelope, uow = ctx.envelope, ctx.uow
     await BonusRepository(uow.session).add_bonus(
         bonus_id=event.bonus_id, contract_id=event.contract_id, client_id=event.client_id,
         freelancer_id=event.freelancer_id, amount=event.amount, currency=event.currency,
@@ -44,7 +46,8 @@ async def on_bonus_given(event: BonusGiven, envelope: Envelope, uow: UnitOfWork)
 
 
 # -- starting a batch ----------------------------------------------------------------------------
-async def run_bonus_batch(cmd: RunBonusBatch, envelope: Envelope, uow: UnitOfWork) -> None:
+async def run_bonus_batch(cmd: RunBonusBatch, ctx: Context) -> None:
+    envelope, uow = ctx.envelope, ctx.uow
     batches.ensure_may_run(envelope.actor, cmd.business_date, uow.clock.now())
     await start_batch(uow, cmd.business_date, Waiter(envelope.id, envelope.correlationid or envelope.id,
                                                      envelope.actor))
@@ -84,7 +87,8 @@ async def announce_completed(uow: UnitOfWork, batch: dict, waiters: list[Waiter]
 
 # -- the scheduled batch (a durable timer, one row per business day) -----------------------------
 def timer_handlers(settings):
-    async def scheduled_batch(payload: dict, uow: UnitOfWork) -> None:
+    async def scheduled_batch(payload: dict, ctx: Context) -> None:
+        uow = ctx.uow
         if settings.bonus_batch_at is None:
             return  # the schedule was switched off since this timer was set
         business_date = date.fromisoformat(payload["business_date"])
@@ -116,8 +120,9 @@ async def schedule_next_batch(uow: UnitOfWork, at) -> None:
 
 
 # -- credits settled by escrow ---------------------------------------------------------------------
-async def on_bonuses_posted(event: BonusesPosted, envelope: Envelope, uow: UnitOfWork) -> None:
+async def on_bonuses_posted(event: BonusesPosted, ctx: Context) -> None:
     """The freelancers are credited: the bonuses are paid, with both sides' history rows."""
+    envelope, uow = ctx.envelope, ctx.uow
     repo = BonusRepository(uow.session)
     now = uow.clock.now()
     paid = await repo.mark_paid(event.bonus_ids, now)
@@ -134,6 +139,6 @@ async def on_bonuses_posted(event: BonusesPosted, envelope: Envelope, uow: UnitO
                         subject=row.contract_id or row.account_id)
 
 
-COMMANDS = {"RunBonusBatch": run_bonus_batch}
-CONTRACTS_EVENT_HANDLERS = {"BonusGiven": on_bonus_given}
-ESCROW_EVENT_HANDLERS = {"BonusesPosted": on_bonuses_posted}
+COMMANDS = {RunBonusBatch: run_bonus_batch}
+CONTRACTS_EVENT_HANDLERS = {BonusGiven: on_bonus_given}
+ESCROW_EVENT_HANDLERS = {BonusesPosted: on_bonuses_posted}

@@ -21,6 +21,7 @@ from ..domain import history
 from ..domain.billing_methods import BillingMethod
 from ..domain.failed_charges import NO_PRIMARY_METHOD, counts_in_streak
 from ..domain.gateway import Declined, GatewayUnavailable, PaymentGateway
+from .context import Context
 
 
 def _own_account(envelope: Envelope, account_id: str) -> None:
@@ -28,7 +29,8 @@ def _own_account(envelope: Envelope, account_id: str) -> None:
         raise Rejected("forbidden", f"only {account_id} may change its billing methods")
 
 
-async def add_billing_method(cmd: AddBillingMethod, envelope: Envelope, uow: UnitOfWork) -> None:
+async def add_billing_method(cmd: AddBillingMethod, ctx: Context) -> None:
+    envelope, uow = ctx.envelope, ctx.uow
     _own_account(envelope, cmd.account_id)
     repo = BillingRepository(uow.session)
     if await repo.method_id_taken(cmd.billing_method_id):
@@ -42,7 +44,8 @@ async def add_billing_method(cmd: AddBillingMethod, envelope: Envelope, uow: Uni
     await uow.set_command_status(envelope.id, "completed", {"type": "BillingMethodAdded"})
 
 
-async def set_primary_billing_method(cmd: SetPrimaryBillingMethod, envelope: Envelope, uow: UnitOfWork) -> None:
+async def set_primary_billing_method(cmd: SetPrimaryBillingMethod, ctx: Context) -> None:
+    envelope, uow = ctx.envelope, ctx.uow
     _own_account(envelope, cmd.account_id)
     repo = BillingRepository(uow.session)
     methods = await repo.methods_of(cmd.account_id)
@@ -54,7 +57,8 @@ async def set_primary_billing_method(cmd: SetPrimaryBillingMethod, envelope: Env
     await uow.set_command_status(envelope.id, "completed", {"type": "PrimaryBillingMethodChanged"})
 
 
-async def remove_billing_method(cmd: RemoveBillingMethod, envelope: Envelope, uow: UnitOfWork) -> None:
+async def remove_billing_method(cmd: RemoveBillingMethod, ctx: Context) -> None:
+    envelope, uow = ctx.envelope, ctx.uow
     _own_account(envelope, cmd.account_id)
     repo = BillingRepository(uow.session)
     methods = await repo.methods_of(cmd.account_id)
@@ -86,7 +90,8 @@ class SagaSteps:
                              retry=retry_if_exception_type(GatewayUnavailable),
                              wait=wait_exponential(multiplier=self.backoff_seconds, max=2))
 
-    async def charge_client(self, cmd: ChargeClient, envelope: Envelope, uow: UnitOfWork) -> None:
+    async def charge_client(self, cmd: ChargeClient, ctx: Context) -> None:
+        envelope, uow = ctx.envelope, ctx.uow
         repo = BillingRepository(uow.session)
         if await repo.charge(cmd.charge_id):
             return
@@ -129,7 +134,8 @@ class SagaSteps:
             purpose=cmd.purpose, milestones=cmd.milestones, gateway_reference=charged.reference),
             subject=cmd.contract_id)
 
-    async def refund_charge(self, cmd: RefundCharge, envelope: Envelope, uow: UnitOfWork) -> None:
+    async def refund_charge(self, cmd: RefundCharge, ctx: Context) -> None:
+        envelope, uow = ctx.envelope, ctx.uow
         repo = BillingRepository(uow.session)
         charge = await repo.charge(cmd.charge_id)
         if charge is None or charge["status"] != "succeeded":
@@ -157,14 +163,25 @@ class SagaSteps:
             currency=cmd.currency, milestone_id=cmd.milestone_id), subject=cmd.contract_id)
 
 
-async def on_escrow_released(event: EscrowReleased, envelope: Envelope, uow: UnitOfWork) -> None:
+async def on_escrow_released(event: EscrowReleased, ctx: Context) -> None:
+    envelope, uow = ctx.envelope, ctx.uow
     await record_history(uow, BillingRepository(uow.session), history.release(
         event.release_id, event.client_id, event.freelancer_id, event.contract_id, event.milestone_id,
         event.amount, event.currency, event.available_at))
 
 
+async def charge_client(cmd: ChargeClient, ctx: Context) -> None:
+    await SagaSteps(ctx.gateway, attempts=ctx.settings.gateway_attempts).charge_client(cmd, ctx)
+
+
+async def refund_charge(cmd: RefundCharge, ctx: Context) -> None:
+    await SagaSteps(ctx.gateway, attempts=ctx.settings.gateway_attempts).refund_charge(cmd, ctx)
+
+
 COMMANDS = {
-    "AddBillingMethod": add_billing_method,
-    "SetPrimaryBillingMethod": set_primary_billing_method,
-    "RemoveBillingMethod": remove_billing_method,
+    AddBillingMethod: add_billing_method,
+    SetPrimaryBillingMethod: set_primary_billing_method,
+    RemoveBillingMethod: remove_billing_method,
 }
+SAGA_STEPS = {ChargeClient: charge_client, RefundCharge: refund_charge}
+ESCROW_EVENT_HANDLERS = {EscrowReleased: on_escrow_released}

@@ -1,9 +1,17 @@
-"""A fixed-price contract and its milestones: every rule of the offer and lifecycle lives here. Pure."""
+"""A fixed-price contract and its milestones: every rule of the offer and lifecycle lives here. Pure.
+
+The contract records the events of its own changes (`events`, taken by `pull_events()` when it is
+saved), so each event, `ContractEnded` or `MilestoneAdded` alike, is built in one place.
+"""
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from platform_runtime.errors import Rejected
+from platform_schemas import Message
+from platform_schemas.events.contracts import (
+    ContractCancelled, ContractEnded, MilestoneAdded, MilestonePaid, MilestoneRefunded, OfferDeclined, OfferWithdrawn,
+)
 
 # Contract statuses
 FUNDING, FUNDING_FAILED, OFFERED, WITHDRAWN, DECLINED = "funding", "funding_failed", "offered", "withdrawn", "declined"
@@ -52,6 +60,29 @@ class Contract:
     ended_at: datetime | None = None
     cancel_reason: str | None = None
     is_new: bool = False
+    events: list[Message] = field(default_factory=list, repr=False, compare=False)
+
+    def pull_events(self) -> list[Message]:
+        """The events recorded since the last save, in order; the contract forgets them."""
+        events, self.events = self.events, []
+        return events
+
+    def recorded(self, *types: type[Message]) -> Message | None:
+        """The last recorded event of one of these types, if any (not taken)."""
+        return next((e for e in reversed(self.events) if isinstance(e, types)), None)
+
+    @property
+    def _parties(self) -> dict:
+        return dict(contract_id=self.contract_id, client_id=self.client_id, freelancer_id=self.freelancer_id,
+                    currency=self.currency)
+
+    @property
+    def refunded_amount(self) -> int:
+        return sum(m.refunded_amount for m in self.live_milestones)
+
+    @property
+    def released_amount(self) -> int:
+        return sum(m.released_amount for m in self.live_milestones)
 
     # -- queries ------------------------------------------------------------------------------
     def milestone(self, milestone_id: str) -> Milestone:
@@ -159,6 +190,9 @@ class Contract:
             raise Rejected("already_exists", f"milestone {milestone.milestone_id} already exists")
         milestone.position = max((m.position for m in self.milestones), default=-1) + 1
         self.milestones.append(milestone)
+        self.events.append(MilestoneAdded(contract_id=self.contract_id, milestone_id=milestone.milestone_id,
+                                          title=milestone.title, amount=milestone.amount, currency=self.currency,
+                                          due_date=milestone.due_date))
         return milestone
 
     def _unfunded(self, actor: str, milestone_id: str) -> Milestone:
@@ -226,11 +260,13 @@ class Contract:
         m.status, m.review_due_at = RELEASING, None
         return m
 
-    def milestone_paid(self, milestone_id: str, amount: int) -> Milestone:
+    def milestone_paid(self, milestone_id: str, amount: int, automatic: bool = False) -> Milestone:
         """Released; a dispute split goes on to refund the rest."""
         m = self.milestone(milestone_id)
         m.released_amount += amount
         m.status = PAID if m.released_amount >= m.amount else REFUNDING
+        self.events.append(MilestonePaid(milestone_id=m.milestone_id, amount=amount, automatic=automatic,
+                                         **self._parties))
         self._settle_cancellation()
         return m
 
@@ -239,6 +275,7 @@ class Contract:
         if self.status != ACTIVE or any(m.holds_escrow or m.status == M_FUNDING for m in self.live_milestones):
             return False
         self.status, self.ended_at = ENDED, now
+        self.events.append(ContractEnded(ended_by=self.client_id, **self._parties))
         return True
 
     # -- end, cancel, refunds, disputes -------------------------------------------------------
@@ -251,7 +288,10 @@ class Contract:
         self._ensure_no_money_moving()
         self.status, self.ended_at = ENDED, now
         # The freelancer gives up: everything still held goes back, submitted work included.
-        return self._refund_all_held(FUNDED, *WORK_SUBMITTED)
+        to_refund = self._refund_all_held(FUNDED, *WORK_SUBMITTED)
+        self.events.append(ContractEnded(ended_by=actor, refunded_amount=sum(m.amount for m in to_refund),
+                                         **self._parties))
+        return to_refund
 
     def cancel(self, actor: str, reason: str, now: datetime, window: timedelta) -> tuple[list[Milestone], list[Milestone]]:
         """Refund at once what has no submitted work; ask the freelancer about the rest."""
@@ -296,12 +336,27 @@ class Contract:
         m.refunded_amount += amount
         if m.released_amount + m.refunded_amount >= m.amount:
             m.status = SPLIT if m.released_amount and m.refunded_amount else REFUNDED
+        self.events.append(MilestoneRefunded(contract_id=self.contract_id, milestone_id=m.milestone_id,
+                                             client_id=self.client_id, amount=amount, currency=self.currency))
         self._settle_cancellation()
+        self._settle_withdrawn_or_declined()
         return m
 
     def _settle_cancellation(self) -> None:
+        """The contract's outcome once nothing is held any more: cancelled, with what went where."""
         if self.status == CANCELLING and all(m.status in SETTLED | {UNFUNDED} for m in self.live_milestones):
             self.status = CANCELLED
+            self.events.append(ContractCancelled(reason=self.cancel_reason or "", refunded_amount=self.refunded_amount,
+                                                 released_amount=self.released_amount, **self._parties))
+
+    def _settle_withdrawn_or_declined(self) -> None:
+        """A withdrawn or declined offer's outcome, once its last refund is done."""
+        if any(m.status == REFUNDING for m in self.live_milestones):
+            return
+        if self.status == WITHDRAWN:
+            self.events.append(OfferWithdrawn(refunded_amount=self.refunded_amount, **self._parties))
+        elif self.status == DECLINED:
+            self.events.append(OfferDeclined(refunded_amount=self.refunded_amount, **self._parties))
 
     @property
     def just_cancelled(self) -> bool:

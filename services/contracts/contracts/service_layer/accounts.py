@@ -1,7 +1,6 @@
 """Account commands: register, suspend, ask for and grant reactivation."""
 
 from platform_runtime.errors import Rejected
-from platform_schemas import Envelope
 from platform_schemas.events.billing import ChargeFailed
 from platform_schemas.commands.contracts import (
     ReactivateAccount, RegisterAccount, RequestReactivation, SuspendAccount,
@@ -14,32 +13,32 @@ from ..domain.accounts import ACTIVE, INACTIVE, SUSPENDED, Account
 from .context import Context
 
 
-def _admin(envelope: Envelope) -> None:
-    if not envelope.actor.startswith("admin:"):
-        raise Rejected("forbidden", f"{envelope.type} is for administrators (actor admin:<name>)")
+def _admin(ctx: Context) -> None:
+    if not ctx.actor.startswith("admin:"):
+        raise Rejected("forbidden", f"{ctx.envelope.type} is for administrators (actor admin:<name>)")
 
 
-async def register_account(cmd: RegisterAccount, envelope: Envelope, ctx: Context) -> None:
-    _admin(envelope)
+async def register_account(cmd: RegisterAccount, ctx: Context) -> None:
+    _admin(ctx)
     account = Account(cmd.account_id, cmd.role, cmd.name, cmd.email, last_activity_at=ctx.now)
     if not await ctx.accounts.add(account):
         raise Rejected("already_exists", f"account {cmd.account_id} already exists")
     ctx.event(AccountRegistered(**cmd.model_dump()), cmd.account_id)
-    await ctx.complete(envelope.id, "AccountRegistered")
+    await ctx.complete(ctx.message_id, "AccountRegistered")
 
 
-async def suspend_account(cmd: SuspendAccount, envelope: Envelope, ctx: Context) -> None:
-    _admin(envelope)
+async def suspend_account(cmd: SuspendAccount, ctx: Context) -> None:
+    _admin(ctx)
     account = await ctx.account(cmd.account_id, lock=True)
     account.suspend(cmd.reason, cmd.appealable)
     await ctx.accounts.save(account)
     ctx.event(AccountSuspended(account_id=cmd.account_id, reason=cmd.reason, appealable=cmd.appealable),
               cmd.account_id)
-    await ctx.complete(envelope.id, "AccountSuspended")
+    await ctx.complete(ctx.message_id, "AccountSuspended")
 
 
-async def request_reactivation(cmd: RequestReactivation, envelope: Envelope, ctx: Context) -> None:
-    if envelope.actor != cmd.account_id:
+async def request_reactivation(cmd: RequestReactivation, ctx: Context) -> None:
+    if ctx.actor != cmd.account_id:
         raise Rejected("forbidden", "only the account holder may ask for reactivation")
     account = await ctx.account(cmd.account_id, lock=True)
     if account.status == ACTIVE:
@@ -57,17 +56,17 @@ async def request_reactivation(cmd: RequestReactivation, envelope: Envelope, ctx
             message=f"the suspension is final and cannot be appealed: {account.status_reason}"), account.account_id)
         outcome = "ReactivationRefused"
     await ctx.accounts.save(account)
-    await ctx.complete(envelope.id, outcome)
+    await ctx.complete(ctx.message_id, outcome)
 
 
-async def reactivate_account(cmd: ReactivateAccount, envelope: Envelope, ctx: Context) -> None:
-    _admin(envelope)
+async def reactivate_account(cmd: ReactivateAccount, ctx: Context) -> None:
+    _admin(ctx)
     account = await ctx.account(cmd.account_id, lock=True)
     if account.status == ACTIVE:
         raise Rejected("invalid_state", f"account {cmd.account_id} is already active")
     _reactivate(account, ctx)
     await ctx.accounts.save(account)
-    await ctx.complete(envelope.id, "AccountReactivated")
+    await ctx.complete(ctx.message_id, "AccountReactivated")
 
 
 async def count_failed_charge(ctx: Context, event: ChargeFailed) -> None:

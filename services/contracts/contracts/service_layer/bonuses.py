@@ -1,39 +1,37 @@
 """GiveBonus (recorded now, charged by billing's daily batch) and the batch's word on each bonus."""
 
 from platform_runtime.errors import Rejected
-from platform_schemas import Envelope
 from platform_schemas.commands.contracts import GiveBonus
 from platform_schemas.events.billing import BonusFailed, BonusPaid
 from platform_schemas.events.contracts import BonusGiven
 
-from ..adapters.bonus_repository import BonusRepository
 from ..domain import bonuses
 from .context import Context
 
 
-async def give_bonus(cmd: GiveBonus, envelope: Envelope, ctx: Context) -> None:
+async def give_bonus(cmd: GiveBonus, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    contract.ensure_client(envelope.actor)
+    contract.ensure_client(ctx.actor)
     (await ctx.account(contract.client_id, lock=True)).ensure_may_start_activity()
-    bonus = bonuses.give(contract, envelope.actor, cmd.bonus_id, cmd.amount, cmd.note, ctx.now, ctx.settings.limits,
+    bonus = bonuses.give(contract, ctx.actor, cmd.bonus_id, cmd.amount, cmd.note, ctx.now, ctx.settings.limits,
                          ctx.settings.bonus_window_after_end)
-    if not await BonusRepository(ctx.uow.session).add(bonus):
+    if not await ctx.bonuses.add(bonus):
         raise Rejected("already_exists", f"bonus id {cmd.bonus_id} is already used")
     await ctx.record_activity(bonus.client_id, bonus.freelancer_id)
     ctx.event(BonusGiven(contract_id=bonus.contract_id, bonus_id=bonus.bonus_id, client_id=bonus.client_id,
                          freelancer_id=bonus.freelancer_id, amount=bonus.amount, currency=bonus.currency,
                          note=bonus.note, business_date=bonus.business_date, given_at=bonus.given_at),
               contract.contract_id)
-    await ctx.complete(envelope.id, "BonusGiven")
+    await ctx.complete(ctx.message_id, "BonusGiven")
 
 
-async def on_bonus_paid(event: BonusPaid, envelope: Envelope, ctx: Context) -> None:
-    await BonusRepository(ctx.uow.session).settle(event.bonus_id, bonuses.PAID, None, ctx.now)
+async def on_bonus_paid(event: BonusPaid, ctx: Context) -> None:
+    await ctx.bonuses.settle(event.bonus_id, bonuses.PAID, None, ctx.now)
     await ctx.record_activity(event.client_id, event.freelancer_id)  # a bonus paid and an earning
 
 
-async def on_bonus_failed(event: BonusFailed, envelope: Envelope, ctx: Context) -> None:
-    await BonusRepository(ctx.uow.session).settle(event.bonus_id, bonuses.FAILED, event.reason_code, ctx.now)
+async def on_bonus_failed(event: BonusFailed, ctx: Context) -> None:
+    await ctx.bonuses.settle(event.bonus_id, bonuses.FAILED, event.reason_code, ctx.now)
 
 
-EVENT_HANDLERS = {"BonusPaid": on_bonus_paid, "BonusFailed": on_bonus_failed}
+EVENT_HANDLERS = {BonusPaid: on_bonus_paid, BonusFailed: on_bonus_failed}

@@ -1,13 +1,13 @@
 """What every contracts handler works with: the unit of work, its repositories, the settings."""
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
+from platform_runtime.context import HandlerContext
 from platform_runtime.errors import Rejected
-from platform_runtime.unit_of_work import UnitOfWork
-from platform_schemas import Envelope, Message
+from platform_schemas import Message
 from platform_schemas.topics import BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESCROW_SAGA_COMMANDS
 
+from ..adapters.bonus_repository import BonusRepository
 from ..adapters.repositories import AccountRepository, ContractRepository, SagaRepository
 from ..domain.accounts import Account, activity_resolution
 from ..domain.contracts import Contract
@@ -15,21 +15,18 @@ from ..settings import ContractsSettings
 
 
 @dataclass
-class Context:
-    uow: UnitOfWork
-    settings: ContractsSettings
+class Context(HandlerContext):
+    settings: ContractsSettings = field(kw_only=True)
     accounts: AccountRepository = field(init=False)
     contracts: ContractRepository = field(init=False)
     sagas: SagaRepository = field(init=False)
+    bonuses: BonusRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = AccountRepository(self.uow.session)
         self.contracts = ContractRepository(self.uow.session)
         self.sagas = SagaRepository(self.uow.session)
-
-    @property
-    def now(self) -> datetime:
-        return self.uow.clock.now()
+        self.bonuses = BonusRepository(self.uow.session)
 
     def event(self, data: Message, subject: str, actor: str | None = None) -> None:
         self.uow.publish(CONTRACTS_EVENTS, data, subject=subject, actor=actor)
@@ -40,9 +37,12 @@ class Context:
     def ask_escrow(self, data: Message, subject: str) -> None:
         self.uow.publish(ESCROW_SAGA_COMMANDS, data, subject=subject)
 
-    async def save(self, contract: Contract, event: str) -> None:
-        """Save the contract; every contract action and money movement is activity of both its parties."""
-        await self.contracts.save(contract, event, self.now)
+    async def save(self, contract: Contract, change: str) -> None:
+        """Save the contract and publish the events it recorded, in this transaction; every contract action
+        and money movement is activity of both its parties."""
+        await self.contracts.save(contract, change, self.now)
+        for event in contract.pull_events():
+            self.event(event, contract.contract_id)
         await self.record_activity(contract.client_id, contract.freelancer_id)
 
     async def record_activity(self, *account_ids: str) -> None:
@@ -61,20 +61,3 @@ class Context:
         if account is None:
             raise Rejected("not_found", f"account {account_id} does not exist")
         return account
-
-    async def complete(self, command_id: str | None, outcome: str, **details: object) -> None:
-        if command_id:
-            await self.uow.set_command_status(command_id, "completed", {"type": outcome, **details})
-
-
-def command_context(settings: ContractsSettings):
-    """Adapt a `(cmd, ctx)` handler to the runtime's `(cmd, envelope, uow)` signature."""
-
-    def bind(handler):
-        async def handle(cmd: Message, envelope: Envelope, uow: UnitOfWork) -> None:
-            await handler(cmd, envelope, Context(uow, settings))
-
-        handle.__name__ = handler.__name__
-        return handle
-
-    return bind

@@ -1,11 +1,10 @@
 """Ending commands: end, cancel (refunds and refund requests), answer a refund request, resolve a dispute."""
 
-from platform_schemas import Envelope
 from platform_schemas.commands.contracts import (
     CancelContract, EndContract, ResolveDispute, RespondToRefundRequest,
 )
 from platform_schemas.events.contracts import (
-    ContractCancelled, ContractEnded, DisputeOpened, DisputeResolved, RefundAccepted, RefundRequested,
+    DisputeOpened, DisputeResolved, RefundAccepted, RefundRequested,
 )
 
 from ..domain.contracts import CANCELLED, DISPUTED, Contract
@@ -16,27 +15,23 @@ from .sagas import refund, release
 REFUND_WINDOW = "refund_window"
 
 
-async def end_contract(cmd: EndContract, envelope: Envelope, ctx: Context) -> None:
+async def end_contract(cmd: EndContract, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    to_refund = contract.end(envelope.actor, ctx.now)
+    to_refund = contract.end(ctx.actor, ctx.now)
     await ctx.save(contract, "ContractEnded")
     for m in to_refund:
         await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
-        await refund.start(ctx, contract, m, m.amount, reason="end", command_id=None, started_by=envelope.id)
-    ctx.event(ContractEnded(contract_id=contract.contract_id, client_id=contract.client_id,
-                            freelancer_id=contract.freelancer_id, ended_by=envelope.actor,
-                            refunded_amount=sum(m.amount for m in to_refund), currency=contract.currency),
-              contract.contract_id)
-    await ctx.complete(envelope.id, "ContractEnded")
+        await refund.start(ctx, contract, m, m.amount, reason="end", command_id=None, started_by=ctx.message_id)
+    await ctx.complete(ctx.message_id, "ContractEnded")
 
 
-async def cancel_contract(cmd: CancelContract, envelope: Envelope, ctx: Context) -> None:
+async def cancel_contract(cmd: CancelContract, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    refund_now, ask = contract.cancel(envelope.actor, cmd.reason, ctx.now, ctx.settings.refund_response_window)
+    refund_now, ask = contract.cancel(ctx.actor, cmd.reason, ctx.now, ctx.settings.refund_response_window)
     await ctx.save(contract, "CancelContract")
     for m in refund_now:
-        await refund.start(ctx, contract, m, m.amount, reason="cancel", command_id=envelope.id,
-                           started_by=envelope.id)
+        await refund.start(ctx, contract, m, m.amount, reason="cancel", command_id=ctx.message_id,
+                           started_by=ctx.message_id)
     for m in ask:
         await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
         await ctx.uow.schedule(f"{REFUND_WINDOW}:{m.milestone_id}", REFUND_WINDOW, m.milestone_id, m.respond_by,
@@ -44,19 +39,15 @@ async def cancel_contract(cmd: CancelContract, envelope: Envelope, ctx: Context)
         ctx.event(RefundRequested(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                   freelancer_id=contract.freelancer_id, amount=m.amount, currency=contract.currency,
                                   respond_by=m.respond_by), contract.contract_id)
-    if contract.status == CANCELLED:  # nothing was held: cancelled at once
-        ctx.event(ContractCancelled(contract_id=contract.contract_id, client_id=contract.client_id,
-                                    freelancer_id=contract.freelancer_id, reason=cmd.reason, refunded_amount=0,
-                                    released_amount=sum(m.released_amount for m in contract.live_milestones),
-                                    currency=contract.currency), contract.contract_id)
-        await ctx.complete(envelope.id, "ContractCancelled")
+    if contract.status == CANCELLED:  # nothing was held: cancelled at once (ContractCancelled is recorded)
+        await ctx.complete(ctx.message_id, "ContractCancelled")
     elif ask and not refund_now:
-        await ctx.complete(envelope.id, "RefundRequested")
+        await ctx.complete(ctx.message_id, "RefundRequested")
 
 
-async def respond_to_refund_request(cmd: RespondToRefundRequest, envelope: Envelope, ctx: Context) -> None:
+async def respond_to_refund_request(cmd: RespondToRefundRequest, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    await answer_refund_request(ctx, contract, envelope.actor, cmd.milestone_id, cmd.accept, envelope.id)
+    await answer_refund_request(ctx, contract, ctx.actor, cmd.milestone_id, cmd.accept, ctx.message_id)
 
 
 async def answer_refund_request(ctx: Context, contract: Contract, actor: str, milestone_id: str, accept: bool,
@@ -77,17 +68,17 @@ async def answer_refund_request(ctx: Context, contract: Contract, actor: str, mi
                        started_by=started_by)
 
 
-async def resolve_dispute(cmd: ResolveDispute, envelope: Envelope, ctx: Context) -> None:
+async def resolve_dispute(cmd: ResolveDispute, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    m = contract.resolve_dispute(envelope.actor, cmd.milestone_id, cmd.release_amount, cmd.refund_amount)
+    m = contract.resolve_dispute(ctx.actor, cmd.milestone_id, cmd.release_amount, cmd.refund_amount)
     await ctx.save(contract, "DisputeResolved")
     ctx.event(DisputeResolved(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                               release_amount=cmd.release_amount, refund_amount=cmd.refund_amount,
-                              currency=contract.currency, resolved_by=envelope.actor), contract.contract_id)
+                              currency=contract.currency, resolved_by=ctx.actor), contract.contract_id)
     if cmd.release_amount:
-        await release.start(ctx, contract, m, cmd.release_amount, command_id=None, started_by=envelope.id,
+        await release.start(ctx, contract, m, cmd.release_amount, command_id=None, started_by=ctx.message_id,
                             then={"refund_amount": cmd.refund_amount})
     else:
         await refund.start(ctx, contract, m, cmd.refund_amount, reason="dispute", command_id=None,
-                           started_by=envelope.id)
-    await ctx.complete(envelope.id, "DisputeResolved")
+                           started_by=ctx.message_id)
+    await ctx.complete(ctx.message_id, "DisputeResolved")

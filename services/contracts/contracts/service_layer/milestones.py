@@ -1,12 +1,11 @@
 """Milestone commands: add, edit, remove, activate (fund), submit work, request changes, approve."""
 
 from platform_runtime.errors import Rejected
-from platform_schemas import Envelope
 from platform_schemas.commands.contracts import (
     ActivateMilestone, AddMilestone, ApproveMilestone, EditMilestone, RemoveMilestone, RequestChanges, SubmitWork,
 )
 from platform_schemas.events.contracts import (
-    ChangesRequested, MilestoneAdded, MilestoneApproved, MilestoneEdited, MilestoneRemoved, WorkSubmitted,
+    ChangesRequested, MilestoneApproved, MilestoneEdited, MilestoneRemoved, WorkSubmitted,
 )
 
 from ..domain.contracts import Milestone
@@ -20,84 +19,82 @@ async def _active_client(ctx: Context, client_id: str) -> None:
     (await ctx.account(client_id)).ensure_may_start_activity()
 
 
-async def add_milestone(cmd: AddMilestone, envelope: Envelope, ctx: Context) -> None:
+async def add_milestone(cmd: AddMilestone, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    contract.ensure_client(envelope.actor)
+    contract.ensure_client(ctx.actor)
     await _active_client(ctx, contract.client_id)
     ctx.settings.limits.check_milestone(cmd.amount)
     if await ctx.contracts.milestone_ids_taken([cmd.milestone_id]):
         raise Rejected("already_exists", f"milestone id {cmd.milestone_id} is already used")
-    m = contract.add_milestone(envelope.actor, Milestone(cmd.milestone_id, cmd.title, cmd.amount, 0, cmd.due_date))
-    ctx.event(MilestoneAdded(contract_id=contract.contract_id, milestone_id=m.milestone_id, title=m.title,
-                             amount=m.amount, currency=contract.currency, due_date=m.due_date), contract.contract_id)
+    m = contract.add_milestone(ctx.actor, Milestone(cmd.milestone_id, cmd.title, cmd.amount, 0, cmd.due_date))
     if cmd.fund_now:
-        contract.activate_milestone(envelope.actor, m.milestone_id)
-        await fund.start(ctx, contract, [m], offer=False, command_id=envelope.id, started_by=envelope.id)
+        contract.activate_milestone(ctx.actor, m.milestone_id)
+        await fund.start(ctx, contract, [m], offer=False, command_id=ctx.message_id, started_by=ctx.message_id)
     else:
-        await ctx.complete(envelope.id, "MilestoneAdded")
+        await ctx.complete(ctx.message_id, "MilestoneAdded")
     await ctx.save(contract, "MilestoneAdded")
 
 
-async def edit_milestone(cmd: EditMilestone, envelope: Envelope, ctx: Context) -> None:
+async def edit_milestone(cmd: EditMilestone, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     if cmd.amount is not None:
         ctx.settings.limits.check_milestone(cmd.amount)
-    m = contract.edit_milestone(envelope.actor, cmd.milestone_id, cmd.title, cmd.amount, cmd.due_date)
+    m = contract.edit_milestone(ctx.actor, cmd.milestone_id, cmd.title, cmd.amount, cmd.due_date)
     await ctx.save(contract, "MilestoneEdited")
     ctx.event(MilestoneEdited(contract_id=contract.contract_id, milestone_id=m.milestone_id, title=m.title,
                               amount=m.amount, currency=contract.currency, due_date=m.due_date), contract.contract_id)
-    await ctx.complete(envelope.id, "MilestoneEdited")
+    await ctx.complete(ctx.message_id, "MilestoneEdited")
 
 
-async def remove_milestone(cmd: RemoveMilestone, envelope: Envelope, ctx: Context) -> None:
+async def remove_milestone(cmd: RemoveMilestone, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    m = contract.remove_milestone(envelope.actor, cmd.milestone_id)
+    m = contract.remove_milestone(ctx.actor, cmd.milestone_id)
     await ctx.save(contract, "MilestoneRemoved")
     ctx.event(MilestoneRemoved(contract_id=contract.contract_id, milestone_id=m.milestone_id), contract.contract_id)
-    await ctx.complete(envelope.id, "MilestoneRemoved")
+    await ctx.complete(ctx.message_id, "MilestoneRemoved")
 
 
-async def activate_milestone(cmd: ActivateMilestone, envelope: Envelope, ctx: Context) -> None:
+async def activate_milestone(cmd: ActivateMilestone, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    contract.ensure_client(envelope.actor)
+    contract.ensure_client(ctx.actor)
     await _active_client(ctx, contract.client_id)
-    m = contract.activate_milestone(envelope.actor, cmd.milestone_id)
+    m = contract.activate_milestone(ctx.actor, cmd.milestone_id)
     await ctx.save(contract, "ActivateMilestone")
-    await fund.start(ctx, contract, [m], offer=False, command_id=envelope.id, started_by=envelope.id)
+    await fund.start(ctx, contract, [m], offer=False, command_id=ctx.message_id, started_by=ctx.message_id)
 
 
-async def submit_work(cmd: SubmitWork, envelope: Envelope, ctx: Context) -> None:
+async def submit_work(cmd: SubmitWork, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    contract.ensure_freelancer(envelope.actor)
+    contract.ensure_freelancer(ctx.actor)
     freelancer = await ctx.account(contract.freelancer_id)
     freelancer.ensure_may_start_activity()
-    m = contract.submit_work(envelope.actor, cmd.milestone_id, ctx.now, ctx.settings.auto_release_after)
+    m = contract.submit_work(ctx.actor, cmd.milestone_id, ctx.now, ctx.settings.auto_release_after)
     await ctx.save(contract, "WorkSubmitted")
     timer_payload = {"contract_id": contract.contract_id, "milestone_id": m.milestone_id}
-    await ctx.uow.schedule(f"{AUTO_RELEASE}:{envelope.id}", AUTO_RELEASE, m.milestone_id, m.review_due_at,
+    await ctx.uow.schedule(f"{AUTO_RELEASE}:{ctx.message_id}", AUTO_RELEASE, m.milestone_id, m.review_due_at,
                            timer_payload)
-    await ctx.uow.schedule(f"{REVIEW_REMINDER}:{envelope.id}", REVIEW_REMINDER, m.milestone_id,
+    await ctx.uow.schedule(f"{REVIEW_REMINDER}:{ctx.message_id}", REVIEW_REMINDER, m.milestone_id,
                            m.review_due_at - ctx.settings.review_reminder_before, timer_payload)
     ctx.event(WorkSubmitted(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                             client_id=contract.client_id, freelancer_id=contract.freelancer_id, message=cmd.message,
                             review_due_at=m.review_due_at), contract.contract_id)
-    await ctx.complete(envelope.id, "WorkSubmitted", review_due_at=m.review_due_at.isoformat())
+    await ctx.complete(ctx.message_id, "WorkSubmitted", review_due_at=m.review_due_at.isoformat())
 
 
-async def request_changes(cmd: RequestChanges, envelope: Envelope, ctx: Context) -> None:
+async def request_changes(cmd: RequestChanges, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    m = contract.request_changes(envelope.actor, cmd.milestone_id)
+    m = contract.request_changes(ctx.actor, cmd.milestone_id)
     await ctx.save(contract, "ChangesRequested")
     await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
     ctx.event(ChangesRequested(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                client_id=contract.client_id, freelancer_id=contract.freelancer_id,
                                message=cmd.message), contract.contract_id)
-    await ctx.complete(envelope.id, "ChangesRequested")
+    await ctx.complete(ctx.message_id, "ChangesRequested")
 
 
-async def approve_milestone(cmd: ApproveMilestone, envelope: Envelope, ctx: Context) -> None:
+async def approve_milestone(cmd: ApproveMilestone, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    contract.ensure_client(envelope.actor)
+    contract.ensure_client(ctx.actor)
     then: dict = {"end_contract": not cmd.keep_open}
     if cmd.next_milestone and not cmd.keep_open:
         raise Rejected("invalid_data", "a next milestone needs the contract kept open (keep_open true)")
@@ -109,9 +106,9 @@ async def approve_milestone(cmd: ApproveMilestone, envelope: Envelope, ctx: Cont
                 m.milestone_id == cmd.next_milestone.milestone_id for m in contract.milestones):
             raise Rejected("already_exists", f"milestone id {cmd.next_milestone.milestone_id} is already used")
         then["next_milestone"] = cmd.next_milestone.model_dump(mode="json")
-    m = contract.approve(envelope.actor, cmd.milestone_id, cmd.keep_open)
+    m = contract.approve(ctx.actor, cmd.milestone_id, cmd.keep_open)
     await ctx.save(contract, "MilestoneApproved")
     await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
     ctx.event(MilestoneApproved(contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount,
                                 currency=contract.currency), contract.contract_id)
-    await release.start(ctx, contract, m, m.amount, command_id=envelope.id, started_by=envelope.id, then=then)
+    await release.start(ctx, contract, m, m.amount, command_id=ctx.message_id, started_by=ctx.message_id, then=then)

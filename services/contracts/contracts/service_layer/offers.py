@@ -1,7 +1,6 @@
 """Offer commands: send (starts the fund saga), withdraw and decline (refund sagas), accept."""
 
 from platform_runtime.errors import Rejected
-from platform_schemas import Envelope
 from platform_schemas.commands.contracts import AcceptOffer, DeclineOffer, SendOffer, WithdrawOffer
 from platform_schemas.events.contracts import ContractStarted
 
@@ -10,8 +9,8 @@ from .context import Context
 from .sagas import fund, refund
 
 
-async def send_offer(cmd: SendOffer, envelope: Envelope, ctx: Context) -> None:
-    if envelope.actor != cmd.client_id:
+async def send_offer(cmd: SendOffer, ctx: Context) -> None:
+    if ctx.actor != cmd.client_id:
         raise Rejected("forbidden", "an offer is sent by its client (actor must be client_id)")
     client = await ctx.account(cmd.client_id)
     client.ensure_role("client")
@@ -28,34 +27,33 @@ async def send_offer(cmd: SendOffer, envelope: Envelope, ctx: Context) -> None:
         [Milestone(s.milestone_id, s.title, s.amount, i, s.due_date) for i, s in enumerate(cmd.milestones)],
         ctx.now)
     await ctx.save(contract, "SendOffer")
-    await fund.start(ctx, contract, contract.deposit_milestones(), offer=True, command_id=envelope.id,
-                     started_by=envelope.id)
+    await fund.start(ctx, contract, contract.deposit_milestones(), offer=True, command_id=ctx.message_id,
+                     started_by=ctx.message_id)
 
 
-async def withdraw_offer(cmd: WithdrawOffer, envelope: Envelope, ctx: Context) -> None:
+async def withdraw_offer(cmd: WithdrawOffer, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    await _refund_each(ctx, contract, contract.withdraw(envelope.actor), envelope, "withdraw")
+    await _refund_each(ctx, contract, contract.withdraw(ctx.actor), "withdraw")
 
 
-async def decline_offer(cmd: DeclineOffer, envelope: Envelope, ctx: Context) -> None:
+async def decline_offer(cmd: DeclineOffer, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    await _refund_each(ctx, contract, contract.decline(envelope.actor), envelope, "decline")
+    await _refund_each(ctx, contract, contract.decline(ctx.actor), "decline")
 
 
-async def accept_offer(cmd: AcceptOffer, envelope: Envelope, ctx: Context) -> None:
+async def accept_offer(cmd: AcceptOffer, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
-    contract.ensure_freelancer(envelope.actor)
+    contract.ensure_freelancer(ctx.actor)
     freelancer = await ctx.account(contract.freelancer_id)
     freelancer.ensure_may_start_activity()
-    contract.accept(envelope.actor)
+    contract.accept(ctx.actor)
     await ctx.save(contract, "ContractStarted")
     ctx.event(ContractStarted(contract_id=contract.contract_id, client_id=contract.client_id,
                               freelancer_id=contract.freelancer_id, currency=contract.currency), contract.contract_id)
-    await ctx.complete(envelope.id, "ContractStarted")
+    await ctx.complete(ctx.message_id, "ContractStarted")
 
 
-async def _refund_each(ctx: Context, contract: Contract, milestones: list[Milestone], envelope: Envelope,
-                       reason: str) -> None:
-    await ctx.save(contract, envelope.type)
+async def _refund_each(ctx: Context, contract: Contract, milestones: list[Milestone], reason: str) -> None:
+    await ctx.save(contract, ctx.envelope.type)
     for m in milestones:
-        await refund.start(ctx, contract, m, m.amount, reason=reason, command_id=envelope.id, started_by=envelope.id)
+        await refund.start(ctx, contract, m, m.amount, reason=reason, command_id=ctx.message_id, started_by=ctx.message_id)

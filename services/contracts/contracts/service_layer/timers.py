@@ -19,8 +19,7 @@ INACTIVITY_SWEEP = "inactivity_sweep"
 
 
 def timer_handlers(settings: ContractsSettings):
-    async def auto_release(payload: dict, uow: UnitOfWork) -> None:
-        ctx = Context(uow, settings)
+    async def auto_release(payload: dict, ctx: Context) -> None:
         contract = await ctx.contract(payload["contract_id"])
         due = contract.milestone(payload["milestone_id"]).review_due_at
         m = contract.auto_release(payload["milestone_id"], ctx.now)
@@ -30,11 +29,10 @@ def timer_handlers(settings: ContractsSettings):
         ctx.event(MilestoneAutoReleased(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                         amount=m.amount, currency=contract.currency, review_due_at=due),
                   contract.contract_id)
-        await release.start(ctx, contract, m, m.amount, command_id=None, started_by=uow.cause.message_id,
+        await release.start(ctx, contract, m, m.amount, command_id=None, started_by=ctx.message_id,
                             automatic=True)
 
-    async def review_reminder(payload: dict, uow: UnitOfWork) -> None:
-        ctx = Context(uow, settings)
+    async def review_reminder(payload: dict, ctx: Context) -> None:
         contract = await ctx.contract(payload["contract_id"])
         m = contract.milestone(payload["milestone_id"])
         # Only for the review it was armed for: a resubmission's review ends later and has its own reminder.
@@ -43,16 +41,14 @@ def timer_handlers(settings: ContractsSettings):
                                              client_id=contract.client_id, review_due_at=m.review_due_at),
                       contract.contract_id)
 
-    async def refund_window(payload: dict, uow: UnitOfWork) -> None:
-        ctx = Context(uow, settings)
+    async def refund_window(payload: dict, ctx: Context) -> None:
         contract = await ctx.contract(payload["contract_id"])
         if contract.milestone(payload["milestone_id"]).status == REFUND_REQUESTED:
-            await answer_refund_request(ctx, contract, "system", payload["milestone_id"], True, uow.cause.message_id)
+            await answer_refund_request(ctx, contract, "system", payload["milestone_id"], True, ctx.message_id)
 
-    async def inactivity_sweep(payload: dict, uow: UnitOfWork) -> None:
-        ctx = Context(uow, settings)
+    async def inactivity_sweep(payload: dict, ctx: Context) -> None:
         cutoff = ctx.now - settings.account_inactive_after
-        stale = await uow.session.scalars(select(accounts.c.account_id).where(
+        stale = await ctx.uow.session.scalars(select(accounts.c.account_id).where(
             accounts.c.status == ACTIVE, accounts.c.last_activity_at < cutoff).with_for_update(skip_locked=True))
         for account_id in stale:
             account = await ctx.account(account_id)
@@ -60,7 +56,7 @@ def timer_handlers(settings: ContractsSettings):
             await ctx.accounts.save(account)
             ctx.event(AccountMarkedInactive(account_id=account_id, last_activity_at=account.last_activity_at),
                       account_id)
-        await schedule_next_sweep(uow, settings)
+        await schedule_next_sweep(ctx.uow, settings)
 
     return {AUTO_RELEASE: auto_release, REVIEW_REMINDER: review_reminder, REFUND_WINDOW: refund_window,
             INACTIVITY_SWEEP: inactivity_sweep}

@@ -1,42 +1,39 @@
 """The earnings security period: a release or bonus is credited to the freelancer's pending account, and a
 durable timer moves it to the available account `EARNINGS_PENDING_FOR` later (actor `system`)."""
 
-from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Posting
 from platform_schemas.events.escrow import EarningAvailable
-from platform_schemas.topics import ESCROW_EVENTS
 
-from ..adapters.earnings_repository import EarningsRepository
-from ..adapters.ledger_repository import LedgerRepository
 from ..domain import earnings as rules
 from ..domain import ledger
+from .context import Context
 
 
-async def hold_until_available(uow: UnitOfWork, new: list[rules.Earning]) -> None:
+async def hold_until_available(ctx: Context, new: list[rules.Earning]) -> None:
     """Record the earnings just credited to pending and set the one timer that makes them available."""
     if not new:
         return
-    await EarningsRepository(uow.session).add(new)
-    await uow.schedule(rules.timer_id(new), rules.EARNINGS_AVAILABLE_TIMER, new[0].contract_id, new[0].available_at,
+    await ctx.earnings.add(new)
+    await ctx.uow.schedule(rules.timer_id(new), rules.EARNINGS_AVAILABLE_TIMER, new[0].contract_id, new[0].available_at,
                        {"earning_ids": [e.earning_id for e in new]})
 
 
-async def make_available(payload: dict, uow: UnitOfWork) -> None:
+async def make_available(payload: dict, ctx: Context) -> None:
     """The timer: what is left of each earning moves pending -> available, one ledger transaction each."""
-    repo, book = EarningsRepository(uow.session), LedgerRepository(uow.session)
+    repo, book = ctx.earnings, ctx.ledger
     for earning, left in await repo.still_pending(payload["earning_ids"]):
         postings = ledger.make_available(earning.earning_id, earning.freelancer_id, left, earning.currency) \
             if left else []
         if postings:
             await book.append(f"{earning.earning_id}:available", "available", earning.contract_id,
                               earning.milestone_id, postings)
-        await repo.mark_available(earning.earning_id, uow.clock.now())
+        await repo.mark_available(earning.earning_id, ctx.now)
         if postings:
-            uow.publish(ESCROW_EVENTS, EarningAvailable(
+            ctx.event(EarningAvailable(
                 earning_id=earning.earning_id, contract_id=earning.contract_id, milestone_id=earning.milestone_id,
                 bonus_id=earning.bonus_id, freelancer_id=earning.freelancer_id, amount=left,
                 currency=earning.currency, available_at=earning.available_at,
-                postings=[Posting(**p.__dict__) for p in postings]), subject=earning.contract_id)
+                postings=[Posting(**p.__dict__) for p in postings]), earning.contract_id)
 
 
 def timer_handlers() -> dict:

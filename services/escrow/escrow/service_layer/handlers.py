@@ -1,16 +1,12 @@
 """Escrow's saga participant steps: hold, release, refund. Each is one ledger transaction."""
 
-from datetime import timedelta
-from functools import partial
-
-from platform_runtime.unit_of_work import UnitOfWork
-from platform_schemas import Envelope, Posting
+from platform_schemas import Posting
 from platform_schemas.commands.saga import HoldEscrow, RefundEscrow, ReleaseEscrow
 from platform_schemas.events.escrow import EscrowFunded, EscrowHoldRejected, EscrowRefunded, EscrowReleased
-from platform_schemas.topics import ESCROW_EVENTS
 
 from ..adapters.ledger_repository import LedgerRepository
 from ..domain import earnings, ledger
+from .context import Context
 from .earnings import hold_until_available
 
 
@@ -18,16 +14,16 @@ def _wire(postings: list[ledger.Posting]) -> list[Posting]:
     return [Posting(**p.__dict__) for p in postings]
 
 
-async def hold_escrow(cmd: HoldEscrow, envelope: Envelope, uow: UnitOfWork) -> None:
-    repo = LedgerRepository(uow.session)
+async def hold_escrow(cmd: HoldEscrow, ctx: Context) -> None:
+    repo = ctx.ledger
     if await repo.has_transaction(cmd.hold_id):
         return
     currency = await repo.contract_currency(cmd.contract_id)
     if currency is not None and currency != cmd.currency:
-        uow.publish(ESCROW_EVENTS, EscrowHoldRejected(
+        ctx.event(EscrowHoldRejected(
             hold_id=cmd.hold_id, saga_id=cmd.saga_id, charge_id=cmd.charge_id, contract_id=cmd.contract_id,
             reason_code="currency_mismatch", message=f"contract {cmd.contract_id} is held in {currency}",
-        ), subject=cmd.contract_id)
+        ), cmd.contract_id)
         return
     await repo.open_contract(cmd.contract_id, cmd.client_id, cmd.currency)
     postings = ledger.fund(cmd.hold_id, cmd.client_id, cmd.currency,
@@ -35,34 +31,30 @@ async def hold_escrow(cmd: HoldEscrow, envelope: Envelope, uow: UnitOfWork) -> N
     await repo.append(cmd.hold_id, "fund", cmd.contract_id, None, postings)
     for m in cmd.milestones:
         await repo.add_to_holding(cmd.contract_id, m.milestone_id, cmd.currency, funded=m.amount)
-    uow.publish(ESCROW_EVENTS, EscrowFunded(
+    ctx.event(EscrowFunded(
         hold_id=cmd.hold_id, saga_id=cmd.saga_id, charge_id=cmd.charge_id, contract_id=cmd.contract_id,
         client_id=cmd.client_id, currency=cmd.currency, amount=sum(m.amount for m in cmd.milestones),
         milestones=cmd.milestones, postings=_wire(postings),
-    ), subject=cmd.contract_id)
+    ), cmd.contract_id)
 
 
-async def release_escrow(cmd: ReleaseEscrow, envelope: Envelope, uow: UnitOfWork, *,
-                         pending_for: timedelta) -> None:
-    """To the freelancer's pending account; available once the security period `pending_for` is over."""
+async def release_escrow(cmd: ReleaseEscrow, ctx: Context) -> None:
+    """To the freelancer's pending account; available once the security period is over."""
     postings = ledger.release(cmd.release_id, cmd.contract_id, cmd.milestone_id, cmd.client_id,
                               cmd.freelancer_id, cmd.amount, cmd.currency)
-    if await _take_from_escrow(LedgerRepository(uow.session), cmd.release_id, "release", cmd, postings,
-                               released=cmd.amount):
+    if await _take_from_escrow(ctx.ledger, cmd.release_id, "release", cmd, postings, released=cmd.amount):
         earning = earnings.released(cmd.release_id, "release", cmd.contract_id, cmd.freelancer_id, cmd.amount,
-                                    cmd.currency, uow.clock.now(), pending_for, milestone_id=cmd.milestone_id)
-        await hold_until_available(uow, [earning])
-        uow.publish(ESCROW_EVENTS, EscrowReleased(**cmd.model_dump(), postings=_wire(postings),
-                                                  available_at=earning.available_at), subject=cmd.contract_id)
+                                    cmd.currency, ctx.now, ctx.pending_for, milestone_id=cmd.milestone_id)
+        await hold_until_available(ctx, [earning])
+        ctx.event(EscrowReleased(**cmd.model_dump(), postings=_wire(postings), available_at=earning.available_at),
+                  cmd.contract_id)
 
 
-async def refund_escrow(cmd: RefundEscrow, envelope: Envelope, uow: UnitOfWork) -> None:
+async def refund_escrow(cmd: RefundEscrow, ctx: Context) -> None:
     postings = ledger.refund(cmd.refund_id, cmd.contract_id, cmd.milestone_id, cmd.client_id, cmd.amount,
                              cmd.currency)
-    if await _take_from_escrow(LedgerRepository(uow.session), cmd.refund_id, "refund", cmd, postings,
-                               refunded=cmd.amount):
-        uow.publish(ESCROW_EVENTS, EscrowRefunded(**cmd.model_dump(), postings=_wire(postings)),
-                    subject=cmd.contract_id)
+    if await _take_from_escrow(ctx.ledger, cmd.refund_id, "refund", cmd, postings, refunded=cmd.amount):
+        ctx.event(EscrowRefunded(**cmd.model_dump(), postings=_wire(postings)), cmd.contract_id)
 
 
 async def _take_from_escrow(repo: LedgerRepository, transaction_id: str, kind: str, cmd: ReleaseEscrow | RefundEscrow,
@@ -76,6 +68,4 @@ async def _take_from_escrow(repo: LedgerRepository, transaction_id: str, kind: s
     return True
 
 
-def handlers(pending_for: timedelta) -> dict:
-    return {"HoldEscrow": hold_escrow, "ReleaseEscrow": partial(release_escrow, pending_for=pending_for),
-            "RefundEscrow": refund_escrow}
+HANDLERS = {HoldEscrow: hold_escrow, ReleaseEscrow: release_escrow, RefundEscrow: refund_escrow}

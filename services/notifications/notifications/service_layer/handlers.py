@@ -9,16 +9,15 @@ delivery loop (service_layer/delivery.py).
 from typing import Any
 
 from platform_runtime.logging import get_logger
-from platform_runtime.unit_of_work import UnitOfWork
-from platform_schemas import Envelope, Message
+from platform_schemas import Envelope, Message, registry
 from platform_schemas.events.notifications import NotificationSent
 from platform_schemas.topics import NOTIFICATIONS_EVENTS
 
 from ..adapters.repository import NotificationRepository
-from ..adapters.templates import Templates
 from ..domain import routing
 from ..domain.delivery import DELIVERED, PENDING, notification_id
 from ..domain.routing import Notice, Parties
+from .context import Context
 
 log = get_logger(__name__)
 
@@ -37,47 +36,45 @@ async def project(event_type: str, data: dict[str, Any], repo: NotificationRepos
         await repo.save_milestone(data["milestone_id"], data["contract_id"], data["title"], data["amount"])
 
 
-class Notifier:
-    def __init__(self, templates: Templates) -> None:
-        self.templates = templates
-
-    async def handle(self, event: Message, envelope: Envelope, uow: UnitOfWork) -> None:
-        data = event.model_dump(mode="python")
-        repo = NotificationRepository(uow.session)
-        await project(envelope.type, data, repo)
-        parties = await repo.parties(data.get("contract_id"))
-        try:
-            notices = routing.notices_for(envelope.type, data, parties)
-        except routing.RecipientUnknown as unknown:
-            # Contract events share one partition, so OfferSent always comes first; this means an
-            # event about a contract this service never heard of. Logged, not retried forever.
-            log.warning("notification_recipient_unknown", event_id=envelope.id, type=envelope.type,
-                        missing=str(unknown))
-            return
-        for notice in notices:
-            await self._notify(notice, envelope, parties, repo, uow)
-
-    async def _notify(self, notice: Notice, envelope: Envelope, parties: Parties | None,
-                      repo: NotificationRepository, uow: UnitOfWork) -> None:
-        rendered = self.templates.render(notice.kind, await context(notice, parties, repo))
-        now = uow.clock.now()
-        for channel in routing.CHANNELS:
-            nid = notification_id(envelope.id, notice.account_id, channel)
-            email = channel == "email"
-            added = await repo.add(
-                notification_id=nid, event_id=envelope.id, event_type=envelope.type, kind=notice.kind,
-                account_id=notice.account_id, channel=channel, contract_id=notice.facts.get("contract_id"),
-                subject=rendered.subject, body_text=rendered.text, body_html=rendered.html if email else None,
-                status=PENDING if email else DELIVERED, next_attempt_at=now if email else None,
-                created_at=now, delivered_at=None if email else now)
-            if added and not email:
-                uow.publish(NOTIFICATIONS_EVENTS, NotificationSent(
-                    notification_id=nid, account_id=notice.account_id, channel=channel, kind=notice.kind,
-                    event_id=envelope.id, contract_id=notice.facts.get("contract_id")),
-                    subject=notice.account_id, event_id=f"{nid}:sent")
+async def notify(event: Message, ctx: Context) -> None:
+    """Keep the projections, then one row per person told and channel."""
+    envelope, repo = ctx.envelope, ctx.notifications
+    data = event.model_dump(mode="python")
+    await project(envelope.type, data, repo)
+    parties = await repo.parties(data.get("contract_id"))
+    try:
+        notices = routing.notices_for(envelope.type, data, parties)
+    except routing.RecipientUnknown as unknown:
+        # Contract events share one partition, so OfferSent always comes first; this means an
+        # event about a contract this service never heard of. Logged, not retried forever.
+        log.warning("notification_recipient_unknown", event_id=envelope.id, type=envelope.type,
+                    missing=str(unknown))
+        return
+    for notice in notices:
+        await _notify(ctx, notice, envelope, parties)
 
 
-async def context(notice: Notice, parties: Parties | None, repo: NotificationRepository) -> dict[str, Any]:
+async def _notify(ctx: Context, notice: Notice, envelope: Envelope, parties: Parties | None) -> None:
+    repo = ctx.notifications
+    rendered = ctx.templates.render(notice.kind, await template_values(notice, parties, repo))
+    now = ctx.now
+    for channel in routing.CHANNELS:
+        nid = notification_id(envelope.id, notice.account_id, channel)
+        email = channel == "email"
+        added = await repo.add(
+            notification_id=nid, event_id=envelope.id, event_type=envelope.type, kind=notice.kind,
+            account_id=notice.account_id, channel=channel, contract_id=notice.facts.get("contract_id"),
+            subject=rendered.subject, body_text=rendered.text, body_html=rendered.html if email else None,
+            status=PENDING if email else DELIVERED, next_attempt_at=now if email else None,
+            created_at=now, delivered_at=None if email else now)
+        if added and not email:
+            ctx.uow.publish(NOTIFICATIONS_EVENTS, NotificationSent(
+                notification_id=nid, account_id=notice.account_id, channel=channel, kind=notice.kind,
+                event_id=envelope.id, contract_id=notice.facts.get("contract_id")),
+                subject=notice.account_id, event_id=f"{nid}:sent")
+
+
+async def template_values(notice: Notice, parties: Parties | None, repo: NotificationRepository) -> dict[str, Any]:
     """Everything a template may use (listed in templates/README.md)."""
     facts = notice.facts
     recipient = await repo.account(notice.account_id)
@@ -103,8 +100,4 @@ async def _name(repo: NotificationRepository, account_id: str | None, otherwise:
 
 
 EVENT_TYPES = sorted({*routing.RULES, "AccountRegistered", "MilestoneAdded", "MilestoneEdited"})
-
-
-def handlers(templates: Templates) -> dict:
-    notifier = Notifier(templates)
-    return {event_type: notifier.handle for event_type in EVENT_TYPES}
+HANDLERS = {registry.ALL[event_type]: notify for event_type in EVENT_TYPES}

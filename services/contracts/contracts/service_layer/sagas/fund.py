@@ -128,9 +128,9 @@ async def _fail(saga: Saga, ctx: Context, reason_code: str, message: str) -> Non
 
 
 REPLIES = {
-    "ClientCharged": on_client_charged,
-    "ChargeFailed": on_charge_failed,
-    "EscrowFunded": on_escrow_funded,
-    "EscrowHoldRejected": on_hold_rejected,
-    "ChargeRefunded": on_charge_refunded,
+    ClientCharged: on_client_charged,
+    ChargeFailed: on_charge_failed,
+    EscrowFunded: on_escrow_funded,
+    EscrowHoldRejected: on_hold_rejected,
+    ChargeRefunded: on_charge_refunded,
 }

@@ -10,10 +10,10 @@ contract's own outcome event follows.
 
 from platform_schemas.commands.saga import RefundCharge, RefundEscrow
 from platform_schemas.events.billing import ChargeRefunded
-from platform_schemas.events.contracts import ContractCancelled, MilestoneRefunded, OfferDeclined, OfferWithdrawn
+from platform_schemas.events.contracts import ContractCancelled, OfferDeclined, OfferWithdrawn
 from platform_schemas.events.escrow import EscrowRefunded
 
-from ...domain.contracts import CANCELLED, DECLINED, REFUNDING, WITHDRAWN, Contract, Milestone
+from ...domain.contracts import Contract, Milestone
 from ...domain.sagas import COMPLETED, Saga
 from ..context import Context
 
@@ -50,39 +50,19 @@ async def on_charge_refunded(saga: Saga, event: ChargeRefunded, ctx: Context) ->
     if not saga.expects("gateway"):
         return
     contract = await ctx.contract(saga.contract_id)
-    was = contract.status
-    m = contract.milestone_refunded(saga.data["milestone_id"], event.amount)
+    contract.milestone_refunded(saga.data["milestone_id"], event.amount)
     saga.finish(COMPLETED, "refunded", ctx.now)
     await ctx.sagas.save(saga)
-    ctx.event(MilestoneRefunded(contract_id=contract.contract_id, milestone_id=m.milestone_id,
-                                client_id=contract.client_id, amount=event.amount, currency=contract.currency),
-              contract.contract_id)
-    await ctx.save(contract, "MilestoneRefunded")
     await ctx.complete(saga.command_id, "MilestoneRefunded")
-    if any(o.status == REFUNDING for o in contract.live_milestones):
-        return
-    await contract_outcome(ctx, contract, was, saga.command_id)
+    await complete_with_contract_outcome(ctx, contract, saga.command_id)
+    await ctx.save(contract, "MilestoneRefunded")
 
 
-async def contract_outcome(ctx: Context, contract: Contract, was: str, command_id: str | None) -> None:
-    """The contract's own outcome, once its last refund is done."""
-    refunded = sum(m.refunded_amount for m in contract.live_milestones)
-    common = dict(contract_id=contract.contract_id, client_id=contract.client_id,
-                  freelancer_id=contract.freelancer_id, currency=contract.currency)
-    outcome = None
-    if contract.status == WITHDRAWN:
-        ctx.event(OfferWithdrawn(refunded_amount=refunded, **common), contract.contract_id)
-        outcome = "OfferWithdrawn"
-    elif contract.status == DECLINED:
-        ctx.event(OfferDeclined(refunded_amount=refunded, **common), contract.contract_id)
-        outcome = "OfferDeclined"
-    elif contract.status == CANCELLED and was != CANCELLED:
-        ctx.event(ContractCancelled(reason=contract.cancel_reason or "", refunded_amount=refunded,
-                                    released_amount=sum(m.released_amount for m in contract.live_milestones),
-                                    **common), contract.contract_id)
-        outcome = "ContractCancelled"
-    if outcome:
-        await ctx.complete(command_id, outcome)
+async def complete_with_contract_outcome(ctx: Context, contract: Contract, command_id: str | None) -> None:
+    """The command that ended the contract completes with the contract's own outcome, once recorded."""
+    outcome = contract.recorded(OfferWithdrawn, OfferDeclined, ContractCancelled)
+    if outcome is not None:
+        await ctx.complete(command_id, type(outcome).__name__)
 
 
-REPLIES = {"EscrowRefunded": on_escrow_refunded, "ChargeRefunded": on_charge_refunded}
+REPLIES = {EscrowRefunded: on_escrow_refunded, ChargeRefunded: on_charge_refunded}

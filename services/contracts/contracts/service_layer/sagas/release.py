@@ -9,10 +9,9 @@ dispute split, refund the rest (a refund saga).
 from datetime import date
 
 from platform_schemas.commands.saga import ReleaseEscrow
-from platform_schemas.events.contracts import ContractEnded, MilestoneAdded, MilestonePaid
 from platform_schemas.events.escrow import EscrowReleased
 
-from ...domain.contracts import CANCELLING, Contract, Milestone
+from ...domain.contracts import Contract, Milestone
 from ...domain.sagas import COMPLETED, Saga
 from ..context import Context
 from . import fund, refund
@@ -37,14 +36,9 @@ async def on_escrow_released(saga: Saga, event: EscrowReleased, ctx: Context) ->
     if not saga.expects("release"):
         return
     contract = await ctx.contract(saga.contract_id)
-    was = contract.status
-    m = contract.milestone_paid(event.milestone_id, event.amount)
+    m = contract.milestone_paid(event.milestone_id, event.amount, automatic=saga.data["automatic"])
     saga.finish(COMPLETED, "released", ctx.now)
     await ctx.sagas.save(saga)
-    ctx.event(MilestonePaid(
-        contract_id=contract.contract_id, milestone_id=m.milestone_id, client_id=contract.client_id,
-        freelancer_id=contract.freelancer_id, amount=event.amount, currency=contract.currency,
-        automatic=saga.data["automatic"]), contract.contract_id)
     then = saga.data["then"]
     outcome = "MilestonePaid"
     if then.get("refund_amount"):
@@ -56,21 +50,13 @@ async def on_escrow_released(saga: Saga, event: EscrowReleased, ctx: Context) ->
             spec["milestone_id"], spec["title"], spec["amount"], 0,
             date.fromisoformat(spec["due_date"]) if spec.get("due_date") else None))
         added.status = "funding"
-        ctx.event(MilestoneAdded(contract_id=contract.contract_id, milestone_id=added.milestone_id,
-                                 title=added.title, amount=added.amount, currency=contract.currency,
-                                 due_date=added.due_date), contract.contract_id)
         await fund.start(ctx, contract, [added], offer=False, command_id=saga.command_id, started_by=saga.saga_id)
         outcome = None  # the fund saga completes the command
     if then.get("end_contract") and contract.end_after_release(ctx.now):
-        ctx.event(ContractEnded(contract_id=contract.contract_id, client_id=contract.client_id,
-                                freelancer_id=contract.freelancer_id, ended_by=contract.client_id,
-                                currency=contract.currency), contract.contract_id)
         outcome = "ContractEnded"
     await ctx.save(contract, "MilestonePaid")
-    if was == CANCELLING:  # a dispute settled wholly in the freelancer's favour may end the cancellation
-        await refund.contract_outcome(ctx, contract, was, None)
     if outcome:
         await ctx.complete(saga.command_id, outcome)
 
 
-REPLIES = {"EscrowReleased": on_escrow_released}
+REPLIES = {EscrowReleased: on_escrow_released}
