@@ -189,6 +189,21 @@ class FakeSagaRepository:
         return list(self._rows.values())
 
 
+class FakeBonusRepository:
+    def __init__(self) -> None:
+        self._rows: dict[str, object] = {}
+        self.settled: dict[str, tuple[str, str | None]] = {}
+
+    async def add(self, bonus) -> bool:
+        if bonus.bonus_id in self._rows:
+            return False
+        self._rows[bonus.bonus_id] = copy.deepcopy(bonus)
+        return True
+
+    async def settle(self, bonus_id: str, status: str, reason_code: str | None, now: datetime) -> None:
+        self.settled[bonus_id] = (status, reason_code)
+
+
 @dataclass
 class FakeContext(Context):
     """The contracts handlers' Context over in-memory repositories; the rest of Context is the real code."""
@@ -197,6 +212,7 @@ class FakeContext(Context):
         self.accounts = FakeAccountRepository()
         self.contracts = FakeContractRepository()
         self.sagas = FakeSagaRepository()
+        self.bonuses = FakeBonusRepository()
 
 
 def contracts_context(*accounts: Account, settings: ContractsSettings | None = None,
