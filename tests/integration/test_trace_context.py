@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from platform_runtime import tracing
 from platform_runtime.clock import FrozenClock
 from platform_runtime.consumer import BatchProcessor
+from platform_runtime.context import HandlerContext
 from platform_runtime.dispatch import CommandDispatcher
 from platform_runtime.relay import notify_channel
 from platform_runtime.tables import add_runtime_tables
@@ -52,7 +53,8 @@ async def service(infra):
     def new_uow() -> UnitOfWork:
         return UnitOfWork(sessions, metadata.tables, "tracetest", clock, notify_channel("tracetest"))
 
-    async def register(cmd: RegisterAccount, envelope: Envelope, uow: UnitOfWork) -> None:
+    async def register(cmd: RegisterAccount, ctx: HandlerContext) -> None:
+        uow = ctx.uow
         uow.publish("contracts.events", AccountRegistered(account_id=cmd.account_id, role=cmd.role,
                                                           name=cmd.name, email=cmd.email), subject=cmd.account_id)
         await uow.schedule(f"sweep:{cmd.account_id}", "sweep", cmd.account_id, NOW + timedelta(days=1),
@@ -60,12 +62,12 @@ async def service(infra):
 
     handled_payloads = []
 
-    async def sweep(payload: dict, uow: UnitOfWork) -> None:
+    async def sweep(payload: dict, ctx: HandlerContext) -> None:
         handled_payloads.append(payload)
-        uow.publish("contracts.events", AccountMarkedInactive(account_id=payload["account_id"],
+        ctx.uow.publish("contracts.events", AccountMarkedInactive(account_id=payload["account_id"],
                                                               last_activity_at=NOW), subject=payload["account_id"])
 
-    dispatcher = CommandDispatcher("contracts.commands", {"RegisterAccount": register}, "contracts.events")
+    dispatcher = CommandDispatcher("contracts.commands", {RegisterAccount: register}, "contracts.events")
     consumer = BatchProcessor("contracts.commands", dispatcher.dispatch, new_uow, FakeDeadLetters(), 3, 0.01)
     timers = TimerRunner(new_uow, {"sweep": sweep}, clock)
 
