@@ -10,8 +10,8 @@ from platform_schemas.commands import contracts as commands
 from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS
 
 from .adapters.tables import metadata
-from .entrypoints import http
-from .service_layer import accounts, bonuses, endings, milestones, offers
+from .entrypoints import http, statement_http
+from .service_layer import accounts, bonuses, endings, milestones, offers, statement
 from .service_layer.context import Context
 from .service_layer.sagas.replies import REPLY_HANDLERS
 from .service_layer.timers import schedule_next_sweep, timer_handlers
@@ -47,7 +47,7 @@ async def context(runtime):
 
 
 def subscriptions(runtime) -> list[Subscription]:
-    replies = EventDispatcher({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}, runtime.new_context)
+    replies = EventDispatcher(statement.recording({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}), runtime.new_context)
     from_outside = CommandDispatcher(CONTRACTS_COMMANDS, COMMANDS, CONTRACTS_EVENTS, runtime.new_context)
     return [
         Subscription(CONTRACTS_COMMANDS, from_outside.dispatch),
@@ -69,7 +69,7 @@ definition = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     subscriptions=subscriptions,
     context=context,
-    routers=lambda runtime: [http.router(), command_status_router()],
+    routers=lambda runtime: [http.router(), statement_http.router(), command_status_router()],
     timers=lambda runtime: timer_handlers(runtime.settings),
     on_start=on_start,
 )

@@ -94,3 +94,16 @@ bonuses = Table(
     Column("reason_code", String(50)),
     Column("settled_at", DateTime(timezone=True)),
 )
+
+# Money movements of each contract's milestones and bonuses, from escrow's events: the statement's source.
+statement_entries = Table(
+    "statement_entries", metadata,
+    Column("entry_id", String(300), primary_key=True),
+    Column("contract_id", String(64), nullable=False, index=True),
+    Column("item_kind", String(20), nullable=False),  # milestone | bonus
+    Column("item_id", String(64), nullable=False),
+    Column("kind", String(20), nullable=False),  # funded | released | refunded | available
+    Column("amount", BigInteger, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("available_at", DateTime(timezone=True)),
+)

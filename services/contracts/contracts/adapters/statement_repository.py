@@ -1,0 +1,23 @@
+"""The statement's money movements, recorded from escrow's events in the consumer's transaction."""
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..domain.statement import Movement
+from .tables import statement_entries
+
+
+class StatementRepository:
+    def __init__(self, session: AsyncConnection) -> None:
+        self.session = session
+
+    async def record(self, contract_id: str, movements: list[Movement]) -> None:
+        if movements:
+            await self.session.execute(insert(statement_entries).on_conflict_do_nothing(), [
+                {"contract_id": contract_id, **m.__dict__} for m in movements])
+
+    async def of_contract(self, contract_id: str) -> list[Movement]:
+        rows = await self.session.execute(select(statement_entries).where(
+            statement_entries.c.contract_id == contract_id))
+        return [Movement(r.entry_id, r.item_kind, r.item_id, r.kind, r.amount, r.at, r.available_at) for r in rows]

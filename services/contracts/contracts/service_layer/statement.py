@@ -1,0 +1,51 @@
+"""Contracts records every money movement escrow reports on a contract, for the contract's statement."""
+
+from datetime import datetime
+
+from platform_schemas import Message
+from platform_schemas.events.escrow import BonusPosted, EarningAvailable, EscrowFunded, EscrowRefunded, EscrowReleased
+
+from ..adapters.statement_repository import StatementRepository
+from ..domain.statement import AVAILABLE, FUNDED, REFUNDED, RELEASED, Movement
+from .context import Context
+
+
+def movements(event: Message, at: datetime) -> list[Movement]:
+    """What the event moved, per item; the entry ids repeat for a replayed event, so it counts once."""
+    match event:
+        case EscrowFunded():
+            return [Movement(f"{event.hold_id}:{m.milestone_id}:{FUNDED}", "milestone", m.milestone_id, FUNDED,
+                             m.amount, at) for m in event.milestones]
+        case EscrowReleased():
+            return [Movement(f"{event.release_id}:{RELEASED}", "milestone", event.milestone_id, RELEASED,
+                             event.amount, at, event.available_at)]
+        case EscrowRefunded():
+            return [Movement(f"{event.refund_id}:{REFUNDED}", "milestone", event.milestone_id, REFUNDED,
+                             event.amount, at)]
+        case BonusPosted():  # charged to the client and credited to the freelancer in one ledger transaction
+            return [Movement(f"{event.bonus_id}:{FUNDED}", "bonus", event.bonus_id, FUNDED, event.amount, at),
+                    Movement(f"{event.bonus_id}:{RELEASED}", "bonus", event.bonus_id, RELEASED, event.amount, at,
+                             event.available_at)]
+        case EarningAvailable():
+            item = ("bonus", event.bonus_id) if event.bonus_id else ("milestone", event.milestone_id)
+            return [Movement(f"{event.earning_id}:{AVAILABLE}", *item, AVAILABLE, event.amount, at)]
+    return []
+
+
+async def record(event: Message, ctx: Context) -> None:
+    await StatementRepository(ctx.uow.session).record(event.contract_id, movements(event, ctx.envelope.time))
+
+
+RECORDED = (EscrowFunded, EscrowReleased, EscrowRefunded, BonusPosted, EarningAvailable)
+
+
+def recording(handlers: dict) -> dict:
+    """The event handlers, each escrow event of RECORDED also written to the statement first."""
+    def both(inner):
+        async def handle(event: Message, ctx: Context) -> None:
+            await record(event, ctx)
+            if inner:
+                await inner(event, ctx)
+        return handle
+
+    return {**handlers, **{t: both(handlers.get(t)) for t in RECORDED}}
