@@ -25,6 +25,9 @@ from .unit_of_work import UnitOfWork
 
 log = logs.get_logger(__name__)
 Dispatch = Callable[[Envelope, UnitOfWork], Awaitable[None]]
+# Called once a message failed every attempt, before it is dead-lettered, in a transaction of its own:
+# a saga participant answers the step as failed there (CommandDispatcher.give_up), so no saga waits on it.
+GiveUp = Callable[[Envelope, BaseException, UnitOfWork], Awaitable[bool]]
 _TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, TransientError)
 
 
@@ -43,6 +46,7 @@ class BatchProcessor:
     dead_letters: DeadLetters
     max_attempts: int
     backoff_seconds: float
+    give_up: GiveUp | None = None
 
     async def process(self, records: list[ConsumerRecord]) -> dict[TopicPartition, int]:
         """Handle a batch; returns the offsets to commit (next offset per partition)."""
@@ -91,10 +95,25 @@ class BatchProcessor:
                 log.warning("message_failed", topic=self.topic, attempt=attempt, error=repr(error),
                             message_id=envelope.id, exc_info=attempt == self.max_attempts)
                 if attempt == self.max_attempts:
+                    await self._answer_failed(envelope, error)
                     await self.dead_letters.send(record, repr(error), attempt)
                     metrics.DEAD_LETTERED.labels(self.topic).inc()
                     return
                 await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+
+    async def _answer_failed(self, envelope: Envelope, error: BaseException) -> None:
+        if self.give_up is None:
+            return
+
+        async def answer() -> None:
+            async with self.new_uow() as uow:
+                if await self.give_up(envelope, error, uow):
+                    await uow.commit()
+
+        try:
+            await self._until_transient_passes(answer)
+        except Exception as failure:  # noqa: BLE001 - the dead letter still records the message
+            log.error("failure_reply_not_sent", message_id=envelope.id, error=repr(failure))
 
     async def _until_transient_passes(self, work: Callable[[], Awaitable[None]]) -> None:
         delay = self.backoff_seconds

@@ -1,10 +1,10 @@
 """From an envelope to a handler: schema lookup, validation, inbox, rejection, each in a savepoint."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from platform_schemas import Envelope, Message, parse_dataschema, registry
-from platform_schemas.events.common import CommandRejected
+from platform_schemas.events.common import CommandRejected, StepFailed
 from pydantic import ValidationError
 
 from .context import ContextFactory, Handler, HandlerContext
@@ -13,6 +13,10 @@ from .logging import get_logger
 from .unit_of_work import Cause, UnitOfWork, fingerprint
 
 log = get_logger(__name__)
+# A saga participant's typed failure reply to one of its step commands: (command, reason_code, message,
+# retryable) -> `<Step>Failed`, or None for a command that is no saga step.
+FailureReply = Callable[[Message, str, str, bool], StepFailed | None]
+GAVE_UP = "processing_failed"  # the reason code of a step that could not be handled after every retry
 
 
 def _describe(error: ValidationError) -> str:
@@ -22,12 +26,19 @@ def _describe(error: ValidationError) -> str:
 
 @dataclass
 class CommandDispatcher:
-    """Commands from outside: every one ends in an effect, a no-op duplicate, or CommandRejected."""
+    """Commands: every one ends in an effect, a no-op duplicate, or CommandRejected.
+
+    A saga participant passes its `failure_reply`: then a step that is refused, or that cannot be handled
+    after every retry (`give_up`, called by the consumer before the dead letter), is answered with its typed
+    `<Step>Failed` instead, and the step id is remembered as failed, so the same step sent again (a saga's
+    re-send after its deadline) gets the same answer and never a late effect after the saga compensated.
+    """
 
     topic: str
     handlers: Mapping[type[Message], Handler]
     rejections_topic: str
     context: ContextFactory = HandlerContext
+    failure_reply: FailureReply | None = None
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -48,12 +59,57 @@ class CommandDispatcher:
             handler = self._by_type.get(envelope.type)
             if handler is None:
                 self._unknown(envelope)
-            await handler(self._parse(envelope), self.context(uow, envelope))
+            command = self._parse(envelope)
+            if not await self._answered_as_failed_before(envelope, command, uow):
+                await handler(command, self.context(uow, envelope))
             await savepoint.commit()
         except Rejected as rejection:
             await savepoint.rollback()
             del uow.outgoing[queued:]
             await self._reject(envelope, rejection, uow)
+
+    async def give_up(self, envelope: Envelope, error: BaseException, uow: UnitOfWork) -> bool:
+        """The message could not be handled after every retry: answer its step as failed (the consumer
+        dead-letters it next). False when it is no saga step of a participant, or was answered already."""
+        command = self._try_parse(envelope)
+        if self.failure_reply is None or command is None:
+            return False
+        failure = self.failure_reply(command, GAVE_UP, f"{envelope.type} could not be handled: {error!r}"[:2000],
+                                     False)
+        if failure is None:
+            return False
+        uow.cause = Cause.of(envelope)
+        if await uow.claim(envelope, status="rejected") != "new":
+            return False
+        await self._answer_failed(envelope, failure, uow)
+        log.error("saga_step_failed_after_retries", command_id=envelope.id, command_type=envelope.type,
+                  saga_id=failure.saga_id, step_id=failure.step_id, error=repr(error))
+        return True
+
+    async def _answered_as_failed_before(self, envelope: Envelope, command: Message, uow: UnitOfWork) -> bool:
+        """A step answered as failed stays failed: the same answer again, and no effect."""
+        probe = self.failure_reply(command, GAVE_UP, "", False) if self.failure_reply else None
+        if probe is None:
+            return False
+        earlier = await uow.recorded(_failed_step_key(probe.step_id))
+        if earlier is None:
+            return False
+        failure = self.failure_reply(command, earlier["reason_code"], earlier["message"], earlier["retryable"])
+        uow.publish(self.rejections_topic, failure, subject=envelope.subject)
+        return True
+
+    async def _answer_failed(self, envelope: Envelope, failure: StepFailed, uow: UnitOfWork) -> None:
+        outcome = {"type": type(failure).__name__, "reason_code": failure.reason_code, "message": failure.message,
+                   "retryable": failure.retryable}
+        await uow.set_command_status(envelope.id, "rejected", outcome)
+        await uow.remember(_failed_step_key(failure.step_id), type(failure).__name__, envelope.subject, outcome)
+        uow.publish(self.rejections_topic, failure, subject=envelope.subject)
+
+    def _try_parse(self, envelope: Envelope) -> Message | None:
+        try:
+            return self._parse(envelope) if envelope.type in self._by_type else None
+        except Rejected:
+            return None
 
     def _parse(self, envelope: Envelope) -> Message:
         try:
@@ -80,6 +136,14 @@ class CommandDispatcher:
                 return
         else:
             await uow.claim(envelope, status="rejected")
+            command = self._try_parse(envelope) if self.failure_reply else None
+            failure = self.failure_reply(command, rejection.reason_code, rejection.message, False) \
+                if command is not None else None
+            if failure is not None:
+                log.info("saga_step_refused", command_id=envelope.id, command_type=envelope.type,
+                         saga_id=failure.saga_id, step_id=failure.step_id, reason_code=rejection.reason_code)
+                await self._answer_failed(envelope, failure, uow)
+                return
         outcome = {"type": "CommandRejected", "reason_code": rejection.reason_code, "message": rejection.message}
         await uow.set_command_status(envelope.id, "rejected", outcome) \
             if rejection.reason_code != "idempotency_conflict" else None
@@ -89,6 +153,10 @@ class CommandDispatcher:
             command_id=envelope.id, command_type=envelope.type,
             reason_code=rejection.reason_code, message=rejection.message,
         ), subject=envelope.subject)
+
+
+def _failed_step_key(step_id: str) -> str:
+    return f"failed-step:{step_id}"
 
 
 @dataclass

@@ -51,7 +51,7 @@ def command_status_router() -> APIRouter:
         inbox = runtime.tables["processed_messages"]
         async with runtime.session_factory() as session:
             row = (await session.execute(select(inbox).where(inbox.c.message_id == command_id))).mappings().first()
-        if row is None or row["status"] == "seen":
+        if row is None or row["status"] in ("seen", "remembered"):
             raise NotFound(f"command {command_id}")
         body = {"command_id": command_id, "type": row["type"], "status": row["status"]}
         if row["outcome"] is not None:

@@ -23,7 +23,7 @@ from . import metrics, tracing
 from .backlog_metrics import BacklogMetrics, ConsumerLag
 from .clock import Clock, SystemClock
 from .context import ContextFactory, HandlerContext
-from .consumer import BatchProcessor, commit_offsets, rewind
+from .consumer import BatchProcessor, GiveUp, commit_offsets, rewind
 from .dead_letters import DeadLetters
 from .http import base_app, database_answers
 from .relay import OutboxRelay, new_producer, notify_channel
@@ -37,10 +37,12 @@ log = logs.get_logger(__name__)
 
 @dataclass
 class Subscription:
-    """A topic the service consumes and the dispatcher (commands or events) that handles it."""
+    """A topic the service consumes and the dispatcher (commands or events) that handles it; `give_up`
+    answers a message that failed every attempt before it is dead-lettered (saga participants)."""
 
     topic: str
     dispatch: Callable[..., Awaitable[None]]
+    give_up: GiveUp | None = None
 
 
 async def plain_context(runtime: "Runtime") -> ContextFactory:
@@ -129,7 +131,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
         s.topic: BatchProcessor(
             topic=s.topic, dispatch=s.dispatch, new_uow=runtime.new_uow, dead_letters=dead_letters,
             max_attempts=settings.consumer_max_attempts,
-            backoff_seconds=settings.consumer_retry_backoff.total_seconds())
+            backoff_seconds=settings.consumer_retry_backoff.total_seconds(), give_up=s.give_up)
         for s in subscriptions
     }
 

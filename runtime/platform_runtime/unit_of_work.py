@@ -113,6 +113,18 @@ class UnitOfWork:
         seen = await self.session.scalar(_fingerprint_of(inbox), {"b_message_id": envelope.id})
         return "duplicate" if seen == print_ else "conflict"
 
+    async def remember(self, key: str, type_: str, subject: str, outcome: dict[str, Any]) -> None:
+        """Keep an answer under a key of its own (e.g. a saga step answered as failed), in this transaction."""
+        inbox = self.tables["processed_messages"]
+        await self.session.execute(pg_insert(inbox).values(
+            message_id=key, type=type_, subject=subject, actor="system", fingerprint="-", status="remembered",
+            outcome=outcome, processed_at=self.clock.now()).on_conflict_do_nothing())
+
+    async def recorded(self, key: str) -> dict[str, Any] | None:
+        """The answer kept under `key`, if any."""
+        inbox = self.tables["processed_messages"]
+        return await self.session.scalar(select(inbox.c.outcome).where(inbox.c.message_id == key))
+
     async def set_command_status(self, command_id: str, status: str, outcome: dict[str, Any] | None = None) -> None:
         await self.session.execute(_set_status(self.tables["processed_messages"]),
                                    {"b_message_id": command_id, "b_status": status, "b_outcome": outcome})

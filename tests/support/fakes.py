@@ -104,6 +104,13 @@ class FakeUnitOfWork:
             return "new"
         return "duplicate" if seen["fingerprint"] == fingerprint(envelope) else "conflict"
 
+    async def remember(self, key: str, type_: str, subject: str, outcome: dict[str, Any]) -> None:
+        self.inbox.setdefault(key, {"type": type_, "fingerprint": "-", "status": "remembered", "outcome": outcome})
+
+    async def recorded(self, key: str) -> dict[str, Any] | None:
+        seen = self.inbox.get(key)
+        return seen["outcome"] if seen else None
+
     async def set_command_status(self, command_id: str, status: str, outcome: dict[str, Any] | None = None) -> None:
         if command_id in self.inbox:
             self.inbox[command_id].update(status=status, outcome=outcome)

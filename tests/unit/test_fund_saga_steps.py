@@ -92,7 +92,7 @@ def escrow_funded(hold: HoldEscrow) -> EscrowFunded:
 
 
 def hold_rejected(hold: HoldEscrow) -> EscrowHoldRejected:
-    return EscrowHoldRejected(hold_id=hold.hold_id, saga_id=hold.saga_id, charge_id=hold.charge_id,
+    return EscrowHoldRejected(hold_id=hold.hold_id, step_id=hold.hold_id, saga_id=hold.saga_id, charge_id=hold.charge_id,
                               contract_id=hold.contract_id, reason_code="currency_mismatch",
                               message="contract c-1 is held in EUR")
 

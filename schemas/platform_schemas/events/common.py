@@ -2,7 +2,9 @@
 
 from typing import Literal
 
-from ..types import Event
+from pydantic import Field
+
+from ..types import Event, Id
 
 # The closed list of reasons a command can be refused for; documented in the README.
 REASON_CODES = (
@@ -30,3 +32,16 @@ class CommandRejected(Event):
     command_type: str
     reason_code: ReasonCode
     message: str
+
+
+class StepFailed(Event):
+    """Base of every saga participant's typed failure reply (`<Step>Failed`): the step was not done and
+    left no effect, so the orchestrator may compensate. `retryable`: the same step (same `step_id`) may
+    succeed when sent again later; otherwise it never will. Every step is answered by its success event
+    or by one of these, also when the participant could not handle the message at all."""
+
+    saga_id: str
+    step_id: Id
+    reason_code: str = Field(max_length=64)
+    message: str = Field(max_length=2000)
+    retryable: bool = False

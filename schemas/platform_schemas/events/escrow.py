@@ -6,6 +6,7 @@ from pydantic import Field
 
 from ..commands.saga import MilestoneAmount
 from ..types import Amount, Currency, Event, Id, Posting, UtcDateTime
+from .common import StepFailed
 
 AVAILABLE_AT = Field(None, description="When the freelancer's earning moves from pending to available "
                                        "(released + the earnings security period, EARNINGS_PENDING_FOR)")
@@ -23,15 +24,13 @@ class EscrowFunded(Event):
     postings: list[Posting]
 
 
-class EscrowHoldRejected(Event):
-    """Reply to HoldEscrow when the ledger refuses it (e.g. currency differs from the contract's)."""
+class EscrowHoldRejected(StepFailed):
+    """The hold step's failure reply (e.g. the currency differs from the contract's): nothing is held.
+    Its name predates the `<Step>Failed` convention and is kept; its fields are those of every step failure."""
 
     hold_id: Id
-    saga_id: str
     charge_id: Id
     contract_id: Id
-    reason_code: str
-    message: str
 
 
 class EscrowReleased(Event):
@@ -58,6 +57,22 @@ class EscrowRefunded(Event):
     postings: list[Posting]
 
 
+class EscrowReleaseFailed(StepFailed):
+    """The release step's failure reply: nothing left the milestone's holding."""
+
+    release_id: Id
+    contract_id: Id
+    milestone_id: Id
+
+
+class EscrowRefundFailed(StepFailed):
+    """The refund-from-escrow step's failure reply: nothing left the milestone's holding."""
+
+    refund_id: Id
+    contract_id: Id
+    milestone_id: Id
+
+
 class BonusPosted(Event):
     bonus_id: Id
     contract_id: Id
@@ -76,6 +91,13 @@ class BonusesPosted(Event):
     business_date: date
     bonus_ids: list[Id] = Field(min_length=1, max_length=500)
     available_at: UtcDateTime | None = AVAILABLE_AT
+
+
+class BonusPostingFailed(StepFailed):
+    """Reply to PostBonuses when escrow could not post them: none of these bonuses was credited by it."""
+
+    business_date: date
+    bonus_ids: list[Id] = Field(min_length=1, max_length=500)
 
 
 class EarningAvailable(Event):

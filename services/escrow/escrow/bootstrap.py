@@ -14,6 +14,7 @@ from .adapters.tables import metadata
 from .entrypoints import http
 from .service_layer import bonuses, earnings, handlers as steps
 from .service_layer.context import Context
+from .service_layer.failures import failure_reply
 
 
 class EscrowSettings(ServiceSettings):
@@ -29,8 +30,8 @@ async def context(runtime):
 
 def subscriptions(runtime) -> list[Subscription]:
     participant = CommandDispatcher(ESCROW_SAGA_COMMANDS, {**steps.HANDLERS, **bonuses.HANDLERS}, ESCROW_EVENTS,
-                                    runtime.new_context)
-    return [Subscription(ESCROW_SAGA_COMMANDS, participant.dispatch)]
+                                    runtime.new_context, failure_reply)
+    return [Subscription(ESCROW_SAGA_COMMANDS, participant.dispatch, participant.give_up)]
 
 
 definition = ServiceDefinition(

@@ -1,8 +1,15 @@
-"""Escrow's saga participant steps: hold, release, refund. Each is one ledger transaction."""
+"""Escrow's saga participant steps: hold, release, refund. Each is one ledger transaction.
+
+Every step is answered: by its success event (again, unchanged, when the same step id comes back: the
+saga re-sends a step whose answer it did not get in time), or, through `Rejected` and failures.py, by its
+typed failure reply.
+"""
+
+from platform_runtime.errors import Rejected
 
 from platform_schemas import Posting
 from platform_schemas.commands.saga import HoldEscrow, RefundEscrow, ReleaseEscrow
-from platform_schemas.events.escrow import EscrowFunded, EscrowHoldRejected, EscrowRefunded, EscrowReleased
+from platform_schemas.events.escrow import EscrowFunded, EscrowRefunded, EscrowReleased
 
 from ..adapters.ledger_repository import LedgerRepository
 from ..domain import earnings, ledger
@@ -16,21 +23,16 @@ def _wire(postings: list[ledger.Posting]) -> list[Posting]:
 
 async def hold_escrow(cmd: HoldEscrow, ctx: Context) -> None:
     repo = ctx.ledger
-    if await repo.has_transaction(cmd.hold_id):
-        return
-    currency = await repo.contract_currency(cmd.contract_id)
-    if currency is not None and currency != cmd.currency:
-        ctx.event(EscrowHoldRejected(
-            hold_id=cmd.hold_id, saga_id=cmd.saga_id, charge_id=cmd.charge_id, contract_id=cmd.contract_id,
-            reason_code="currency_mismatch", message=f"contract {cmd.contract_id} is held in {currency}",
-        ), cmd.contract_id)
-        return
-    await repo.open_contract(cmd.contract_id, cmd.client_id, cmd.currency)
     postings = ledger.fund(cmd.hold_id, cmd.client_id, cmd.currency,
                            [(cmd.contract_id, m.milestone_id, m.amount) for m in cmd.milestones])
-    await repo.append(cmd.hold_id, "fund", cmd.contract_id, None, postings)
-    for m in cmd.milestones:
-        await repo.add_to_holding(cmd.contract_id, m.milestone_id, cmd.currency, funded=m.amount)
+    if not await repo.has_transaction(cmd.hold_id):
+        currency = await repo.contract_currency(cmd.contract_id)
+        if currency is not None and currency != cmd.currency:
+            raise Rejected("currency_mismatch", f"contract {cmd.contract_id} is held in {currency}")
+        await repo.open_contract(cmd.contract_id, cmd.client_id, cmd.currency)
+        await repo.append(cmd.hold_id, "fund", cmd.contract_id, None, postings)
+        for m in cmd.milestones:
+            await repo.add_to_holding(cmd.contract_id, m.milestone_id, cmd.currency, funded=m.amount)
     ctx.event(EscrowFunded(
         hold_id=cmd.hold_id, saga_id=cmd.saga_id, charge_id=cmd.charge_id, contract_id=cmd.contract_id,
         client_id=cmd.client_id, currency=cmd.currency, amount=sum(m.amount for m in cmd.milestones),
@@ -46,15 +48,18 @@ async def release_escrow(cmd: ReleaseEscrow, ctx: Context) -> None:
         earning = earnings.released(cmd.release_id, "release", cmd.contract_id, cmd.freelancer_id, cmd.amount,
                                     cmd.currency, ctx.now, ctx.pending_for, milestone_id=cmd.milestone_id)
         await hold_until_available(ctx, [earning])
-        ctx.event(EscrowReleased(**cmd.model_dump(), postings=_wire(postings), available_at=earning.available_at),
-                  cmd.contract_id)
+        available_at = earning.available_at
+    else:
+        available_at = await ctx.earnings.first_available_at([cmd.release_id])
+    ctx.event(EscrowReleased(**cmd.model_dump(), postings=_wire(postings), available_at=available_at),
+              cmd.contract_id)
 
 
 async def refund_escrow(cmd: RefundEscrow, ctx: Context) -> None:
     postings = ledger.refund(cmd.refund_id, cmd.contract_id, cmd.milestone_id, cmd.client_id, cmd.amount,
                              cmd.currency)
-    if await _take_from_escrow(ctx.ledger, cmd.refund_id, "refund", cmd, postings, refunded=cmd.amount):
-        ctx.event(EscrowRefunded(**cmd.model_dump(), postings=_wire(postings)), cmd.contract_id)
+    await _take_from_escrow(ctx.ledger, cmd.refund_id, "refund", cmd, postings, refunded=cmd.amount)
+    ctx.event(EscrowRefunded(**cmd.model_dump(), postings=_wire(postings)), cmd.contract_id)
 
 
 async def _take_from_escrow(repo: LedgerRepository, transaction_id: str, kind: str, cmd: ReleaseEscrow | RefundEscrow,
