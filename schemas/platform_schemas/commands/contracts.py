@@ -8,6 +8,7 @@ from pydantic import Field
 from ..types import Amount, Currency, Id, Message, NonNegativeAmount, Role
 
 Deposit = Literal["first_milestone", "all_milestones"]
+MAX_MILESTONES_PER_CONTRACT = 50  # an offer's list, and what AddMilestone may grow a contract to
 
 
 class RegisterAccount(Message):
@@ -44,7 +45,7 @@ class SendOffer(Message):
     freelancer_id: Id
     title: str = Field(min_length=1, max_length=200)
     currency: Currency
-    milestones: list[MilestoneSpec] = Field(min_length=1, max_length=50)
+    milestones: list[MilestoneSpec] = Field(min_length=1, max_length=MAX_MILESTONES_PER_CONTRACT)
     deposit: Deposit = "first_milestone"
 
 
@@ -71,6 +72,8 @@ class AddMilestone(Message):
 
 
 class EditMilestone(Message):
+    """Fields left out stay as they are; `due_date: null` clears the due date."""
+
     contract_id: Id
     milestone_id: Id
     title: str | None = Field(default=None, min_length=1, max_length=200)

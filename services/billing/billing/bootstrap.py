@@ -36,7 +36,8 @@ def subscriptions(runtime) -> list[Subscription]:
         Subscription(BILLING_SAGA_COMMANDS,
                      CommandDispatcher(BILLING_SAGA_COMMANDS, handlers.SAGA_STEPS, BILLING_EVENTS, contexts).dispatch),
         Subscription(ESCROW_EVENTS, EventDispatcher(escrow_events, contexts).dispatch),
-        Subscription(CONTRACTS_EVENTS, EventDispatcher(bonus_batch.CONTRACTS_EVENT_HANDLERS, contexts).dispatch),
+        Subscription(CONTRACTS_EVENTS, EventDispatcher({**handlers.CONTRACTS_EVENT_HANDLERS,
+                                                        **bonus_batch.CONTRACTS_EVENT_HANDLERS}, contexts).dispatch),
     ]
 
 

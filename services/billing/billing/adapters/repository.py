@@ -3,18 +3,41 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.billing_methods import BillingMethod, BillingMethods
 from ..domain.history import HistoryRow
-from .tables import billing_methods, charges, client_charge_streaks, refunds, transactions
+from .tables import billing_methods, charges, client_charge_streaks, known_accounts, refunds, transactions
 
 
 class BillingRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def learn_account(self, account_id: str, role: str, at: datetime) -> None:
+        await self.session.execute(insert(known_accounts).values(account_id=account_id, role=role, registered_at=at)
+                                   .on_conflict_do_nothing())
+
+    async def knows_account(self, account_id: str) -> bool:
+        """Registered (as contracts told), or seen in billing's own records before billing kept that list."""
+        for column in (known_accounts.c.account_id, billing_methods.c.account_id, transactions.c.account_id,
+                       charges.c.client_id):
+            if await self.session.scalar(select(column).where(column == account_id).limit(1)) is not None:
+                return True
+        return False
+
+    async def methods_page(self, account_id: str, after: tuple[datetime, str] | None,
+                           limit: int) -> list[dict[str, Any]]:
+        """Current billing methods, oldest first: `limit` of them after (added_at, billing_method_id) `after`."""
+        conditions = [billing_methods.c.account_id == account_id, billing_methods.c.removed_at.is_(None)]
+        if after is not None:
+            conditions.append(tuple_(billing_methods.c.added_at, billing_methods.c.billing_method_id) > after)
+        rows = await self.session.execute(
+            select(billing_methods).where(and_(*conditions))
+            .order_by(billing_methods.c.added_at, billing_methods.c.billing_method_id).limit(limit))
+        return [dict(r) for r in rows.mappings()]
 
     async def methods_of(self, account_id: str) -> BillingMethods:
         rows = await self.session.execute(

@@ -10,6 +10,13 @@ from platform_runtime.tables import add_runtime_tables
 metadata = MetaData()
 add_runtime_tables(metadata)
 
+known_accounts = Table(
+    "known_accounts", metadata,  # who billing has heard of (contracts' AccountRegistered): others get 404
+    Column("account_id", String(64), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+)
+
 billing_methods = Table(
     "billing_methods", metadata,
     Column("billing_method_id", String(64), primary_key=True),

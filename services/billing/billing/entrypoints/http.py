@@ -6,10 +6,9 @@ from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
+from platform_runtime.http import NotFound
 
 from ..adapters.repository import BillingRepository
-from ..adapters.tables import billing_methods
 
 HISTORY_FIELDS = ["transaction_id", "occurred_at", "kind", "description", "amount", "currency", "contract_id",
                   "milestone_id", "bonus_id", "available_at"]
@@ -25,6 +24,22 @@ def _item(row: dict) -> dict:
     return item
 
 
+async def _known(repo: BillingRepository, account_id: str) -> None:
+    if not await repo.knows_account(account_id):
+        raise NotFound(f"account {account_id}")
+
+
+def _method_cursor(value: str | None) -> tuple[datetime, str] | None:
+    """`<added_at>~<billing method id>` of the last item of the previous page (ids never contain `~`)."""
+    if not value:
+        return None
+    added_at, _, method_id = value.partition("~")
+    try:
+        return datetime.fromisoformat(added_at), method_id
+    except ValueError:
+        raise HTTPException(400, "next must be the value a previous page gave") from None
+
+
 def router() -> APIRouter:
     api = APIRouter()
 
@@ -36,8 +51,9 @@ def router() -> APIRouter:
             raise HTTPException(400, f"kind must be one of {sorted(KINDS)}")
         after = int(next) if next and next.isdigit() else None
         async with request.app.state.runtime.session_factory() as session:
-            rows = await BillingRepository(session).history(account_id, from_, to, kind, after,
-                                                            limit if format == "json" else 1_000_000)
+            repo = BillingRepository(session)
+            await _known(repo, account_id)
+            rows = await repo.history(account_id, from_, to, kind, after, limit if format == "json" else 1_000_000)
         items = [_item(r) for r in rows]
         if format == "csv":
             out = io.StringIO()
@@ -52,12 +68,17 @@ def router() -> APIRouter:
         return body
 
     @api.get("/accounts/{account_id}/billing-methods")
-    async def methods(account_id: str, request: Request) -> dict:
+    async def methods(account_id: str, request: Request, limit: int = Query(100, ge=1, le=1000),
+                      next: str | None = None) -> dict:
         async with request.app.state.runtime.session_factory() as session:
-            rows = await session.execute(select(billing_methods).where(
-                billing_methods.c.account_id == account_id, billing_methods.c.removed_at.is_(None))
-                .order_by(billing_methods.c.added_at))
-        return {"items": [{"billing_method_id": r.billing_method_id, "kind": r.kind, "primary": r.is_primary,
-                           "added_at": r.added_at.isoformat()} for r in rows]}
+            repo = BillingRepository(session)
+            await _known(repo, account_id)
+            rows = await repo.methods_page(account_id, _method_cursor(next), limit)
+        body: dict = {"items": [{"billing_method_id": r["billing_method_id"], "kind": r["kind"],
+                                 "primary": r["is_primary"], "added_at": r["added_at"].isoformat()} for r in rows]}
+        if len(rows) == limit:
+            last = rows[-1]
+            body["next"] = f"{last['added_at'].isoformat().replace('+00:00', 'Z')}~{last['billing_method_id']}"
+        return body
 
     return api

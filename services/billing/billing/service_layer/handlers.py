@@ -13,6 +13,7 @@ from platform_schemas.events.billing import (
     BillingMethodAdded, BillingMethodRemoved, ChargeFailed, ChargeRefunded, ClientCharged,
     PrimaryBillingMethodChanged, TransactionRecorded,
 )
+from platform_schemas.events.contracts import AccountRegistered
 from platform_schemas.events.escrow import EscrowReleased
 from platform_schemas.topics import BILLING_EVENTS
 
@@ -163,6 +164,10 @@ class SagaSteps:
             currency=cmd.currency, milestone_id=cmd.milestone_id), subject=cmd.contract_id)
 
 
+async def on_account_registered(event: AccountRegistered, ctx: Context) -> None:
+    await BillingRepository(ctx.uow.session).learn_account(event.account_id, event.role, ctx.envelope.time)
+
+
 async def on_escrow_released(event: EscrowReleased, ctx: Context) -> None:
     envelope, uow = ctx.envelope, ctx.uow
     await record_history(uow, BillingRepository(uow.session), history.release(
@@ -185,3 +190,4 @@ COMMANDS = {
 }
 SAGA_STEPS = {ChargeClient: charge_client, RefundCharge: refund_charge}
 ESCROW_EVENT_HANDLERS = {EscrowReleased: on_escrow_released}
+CONTRACTS_EVENT_HANDLERS = {AccountRegistered: on_account_registered}

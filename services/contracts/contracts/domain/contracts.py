@@ -12,6 +12,7 @@ from platform_schemas import Message
 from platform_schemas.events.contracts import (
     ContractCancelled, ContractEnded, MilestoneAdded, MilestonePaid, MilestoneRefunded, OfferDeclined, OfferWithdrawn,
 )
+from platform_schemas.commands.contracts import MAX_MILESTONES_PER_CONTRACT
 
 # Contract statuses
 FUNDING, FUNDING_FAILED, OFFERED, WITHDRAWN, DECLINED = "funding", "funding_failed", "offered", "withdrawn", "declined"
@@ -24,6 +25,7 @@ REFUNDING, REFUNDED, SPLIT = "refunding", "refunded", "split"
 HOLDS_ESCROW = {FUNDED, SUBMITTED, CHANGES_REQUESTED, RELEASING, REFUND_REQUESTED, DISPUTED, REFUNDING}
 WORK_SUBMITTED = {SUBMITTED, CHANGES_REQUESTED}
 SETTLED = {PAID, REFUNDED, SPLIT}
+KEEP = object()  # an edit that leaves a field as it is (None is a value: no due date)
 
 
 @dataclass
@@ -183,9 +185,17 @@ class Contract:
                                             "try again when it has settled")
 
     # -- milestones on an active contract -----------------------------------------------------
-    def add_milestone(self, actor: str, milestone: Milestone) -> Milestone:
+    def ensure_room_for_a_milestone(self) -> None:
+        if len(self.live_milestones) >= MAX_MILESTONES_PER_CONTRACT:
+            raise Rejected("invalid_state", f"contract {self.contract_id} has {len(self.live_milestones)} milestones, "
+                                            f"the most a contract may have; remove one first")
+
+    def add_milestone(self, actor: str, milestone: Milestone, room_checked: bool = False) -> Milestone:
+        """`room_checked`: an approval's next milestone, whose room was checked when the approval was taken."""
         self.ensure_client(actor)
         self.ensure_status(ACTIVE)
+        if not room_checked:
+            self.ensure_room_for_a_milestone()
         if any(m.milestone_id == milestone.milestone_id for m in self.milestones):
             raise Rejected("already_exists", f"milestone {milestone.milestone_id} already exists")
         milestone.position = max((m.position for m in self.milestones), default=-1) + 1
@@ -204,11 +214,11 @@ class Contract:
         return m
 
     def edit_milestone(self, actor: str, milestone_id: str, title: str | None, amount: int | None,
-                       due_date: date | None) -> Milestone:
+                       due_date: "date | None | object" = KEEP) -> Milestone:
         m = self._unfunded(actor, milestone_id)
         m.title = title or m.title
         m.amount = amount if amount is not None else m.amount
-        m.due_date = due_date or m.due_date
+        m.due_date = m.due_date if due_date is KEEP else due_date
         return m
 
     def remove_milestone(self, actor: str, milestone_id: str) -> Milestone:

@@ -8,7 +8,7 @@ from platform_schemas.events.contracts import (
     ChangesRequested, MilestoneApproved, MilestoneEdited, MilestoneRemoved, WorkSubmitted,
 )
 
-from ..domain.contracts import Milestone
+from ..domain.contracts import KEEP, Milestone
 from .context import Context
 from .sagas import fund, release
 
@@ -39,7 +39,9 @@ async def edit_milestone(cmd: EditMilestone, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     if cmd.amount is not None:
         ctx.settings.limits.check_milestone(cmd.amount)
-    m = contract.edit_milestone(ctx.actor, cmd.milestone_id, cmd.title, cmd.amount, cmd.due_date)
+    # Left out: unchanged; given as null: cleared.
+    due_date = cmd.due_date if "due_date" in cmd.model_fields_set else KEEP
+    m = contract.edit_milestone(ctx.actor, cmd.milestone_id, cmd.title, cmd.amount, due_date)
     await ctx.save(contract, "MilestoneEdited")
     ctx.event(MilestoneEdited(contract_id=contract.contract_id, milestone_id=m.milestone_id, title=m.title,
                               amount=m.amount, currency=contract.currency, due_date=m.due_date), contract.contract_id)
@@ -105,6 +107,7 @@ async def approve_milestone(cmd: ApproveMilestone, ctx: Context) -> None:
         if await ctx.contracts.milestone_ids_taken([cmd.next_milestone.milestone_id]) or any(
                 m.milestone_id == cmd.next_milestone.milestone_id for m in contract.milestones):
             raise Rejected("already_exists", f"milestone id {cmd.next_milestone.milestone_id} is already used")
+        contract.ensure_room_for_a_milestone()
         then["next_milestone"] = cmd.next_milestone.model_dump(mode="json")
     m = contract.approve(ctx.actor, cmd.milestone_id, cmd.keep_open)
     await ctx.save(contract, "MilestoneApproved")

@@ -48,7 +48,7 @@ async def on_escrow_released(saga: Saga, event: EscrowReleased, ctx: Context) ->
         spec = then["next_milestone"]
         added = contract.add_milestone(contract.client_id, Milestone(
             spec["milestone_id"], spec["title"], spec["amount"], 0,
-            date.fromisoformat(spec["due_date"]) if spec.get("due_date") else None))
+            date.fromisoformat(spec["due_date"]) if spec.get("due_date") else None), room_checked=True)
         added.status = "funding"
         await fund.start(ctx, contract, [added], offer=False, command_id=saga.command_id, started_by=saga.saga_id)
         outcome = None  # the fund saga completes the command
