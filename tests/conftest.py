@@ -52,6 +52,7 @@ async def platform(infra: Infra):
                                                                       "DELIVERY_RETRY_BACKOFF": "0.5",
                                                                       "DELIVERY_RETRY_BACKOFF_MAX": "4",
                                                                       "DELIVERY_POLL_INTERVAL": "0.2",
+                                                                      "ADMIN_EMAIL": "administrators@example.test",
                                                                       # spans of every service as JSON lines
                                                                       **tracing_env(),
                                                                       **(sink.env if sink else {})})

@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from platform_schemas.commands.contracts import AcceptOffer
 
+from tests.e2e.test_notifications import notified
 from tests.support.lifecycle import Platform, lifecycle, money_checked  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +57,8 @@ async def test_money_moving_on_a_contract_keeps_both_parties_active_while_idle_a
         marked = await p.event(account_id, "AccountMarkedInactive", timeout=60)
         assert marked.actor == "system"
         assert (await p.account(account_id))["status"] == "inactive"
+    [told] = await notified(p.client, sweeping.smtp, idle.client_id, "account_marked_inactive")
+    assert "ask for reactivation" in told["body"]
     # Every sweep until now (the late idle pair's came after the submission's cover ended) left them alone.
     for account_id in (active.client_id, active.freelancer_id):
         assert not p.events.about(account_id, "AccountMarkedInactive"), account_id

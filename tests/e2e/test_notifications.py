@@ -20,7 +20,7 @@ from platform_schemas.commands.contracts import (
 from platform_schemas.events.billing import BonusFailed, BonusPaid
 from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_EVENTS
 from tests.support.smtp import SmtpSink
-from tests.support.story import Parties, parties, register, send_offer
+from tests.support.story import Parties, add_card, parties, register, send_offer
 
 pytestmark = pytest.mark.e2e
 ADMIN = "admin:tests"
@@ -81,6 +81,23 @@ async def command(client: PlatformClient, data, subject: str, actor: str, outcom
     outcome = await client.outcome(sent, outcomes)
     assert outcome.type in outcomes, outcome.data
     return outcome
+
+
+async def told_administrators(client: PlatformClient, sink: SmtpSink, kind: str, about: str,
+                              timeout: float = 45) -> dict:
+    """The administrators (one recipient, ADMIN_EMAIL) got `kind` in-app and by email, naming `about`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = [i for i in await inbox(client, "administrators") if i["kind"] == kind and about in i["body"]]
+        sent = [i for i in items if i["channel"] == "email" and i["status"] == "sent"]
+        if sent and any(i["channel"] == "in_app" for i in items):
+            break
+        assert time.monotonic() < deadline, f"administrators were not told {kind} about {about}"
+        await asyncio.sleep(0.2)
+    mails = await sink.messages(to=email_of("administrators"))
+    assert [m["subject"] for m in mails if m["message_id"] == f"<{sent[0]['notification_id']}@notifications.escrow-platform>"] \
+        == [sent[0]["subject"]]
+    return sent[0]
 
 
 async def kinds_of(client: PlatformClient, account_id: str) -> list[str]:
@@ -219,6 +236,12 @@ async def cancel_with_dispute(client, sink) -> None:
     for person in (c, f):
         [opened] = await notified(client, sink, person, "dispute_opened")
         assert "500.00 USD" in opened["subject"]
+    to_admins = await told_administrators(client, sink, "dispute_opened", f"freelancer {f} disputed")
+    assert "GET /disputes?status=open" in to_admins["body"]
+    queue = await client.get_json("contracts", "/disputes?status=open&limit=1000")
+    [queued] = [d for d in queue["items"] if d["contract_id"] == contract_id]
+    assert (queued["milestone_id"], queued["amount"], queued["overdue"]) == (first, 50_000, False)
+    assert queued["age_seconds"] >= 0
     await command(client, ResolveDispute(contract_id=contract_id, milestone_id=first, release_amount=30_000,
                                          refund_amount=20_000), contract_id, ADMIN, {"DisputeResolved"})
     for person in (c, f):
@@ -261,17 +284,38 @@ async def suspensions(client, sink) -> None:
     await command(client, RequestReactivation(account_id=appealable), appealable, appealable,
                   {"ReactivationRequested"})
     await notified(client, sink, appealable, "reactivation_requested")
+    await told_administrators(client, sink, "reactivation_requested", f"({appealable})")
+    pending = await client.get_json("contracts", "/reactivation-requests?status=pending&limit=1000")
+    [waiting] = [r for r in pending["items"] if r["account_id"] == appealable]
+    assert (waiting["suspension_reason"], waiting["status"]) == ("Unpaid invoices", "pending")
     await command(client, ReactivateAccount(account_id=appealable), appealable, ADMIN, {"AccountReactivated"})
     await notified(client, sink, appealable, "account_reactivated")
+    pending = await client.get_json("contracts", "/reactivation-requests?status=pending&limit=1000")
+    assert appealable not in [r["account_id"] for r in pending["items"]]
     refused = await command(client, RequestReactivation(account_id=final), final, final, {"ReactivationRefused"})
     [refusal] = await notified(client, sink, final, "reactivation_refused")
     assert refused.data["message"] in refusal["body"]
 
 
+async def milestone_funding_fails(client, sink) -> None:
+    people = await parties(client)
+    sent, _ = await send_offer(client, people, amounts=(40_000, 60_000))
+    contract_id, second = sent.data["contract_id"], sent.data["milestones"][1]["milestone_id"]
+    await command(client, AcceptOffer(contract_id=contract_id), contract_id, people.freelancer_id, {"ContractStarted"})
+    await add_card(client, people.client_id, "tok_chargeDeclined")
+    failed = await command(client, ActivateMilestone(contract_id=contract_id, milestone_id=second), contract_id,
+                           people.client_id, {"MilestoneFundingFailed"})
+    [told] = await notified(client, sink, people.client_id, "milestone_funding_failed")
+    assert "Milestone 2" in told["subject"] and "600.00 USD" in told["body"]
+    assert failed.data["reason_code"] in told["body"] and "activate the milestone again" in told["body"]
+    assert "milestone_funding_failed" not in await kinds_of(client, people.freelancer_id)
+
+
 async def test_every_lifecycle_notification_reaches_the_right_people_with_its_content(client, platform):
     sink = platform.smtp
     await asyncio.gather(declined_offer(client, sink), withdrawn_offer(client, sink), review_cycle(client, sink),
-                         cancel_with_dispute(client, sink), freelancer_ends(client, sink), suspensions(client, sink))
+                         cancel_with_dispute(client, sink), freelancer_ends(client, sink), suspensions(client, sink),
+                         milestone_funding_fails(client, sink))
 
 
 async def test_bonus_outcomes_published_by_billing_reach_the_right_person(client, platform):

@@ -17,6 +17,7 @@ from platform_schemas import Envelope, Message, new_envelope
 
 from contracts.domain.accounts import Account, activity_is_news
 from contracts.domain.contracts import Contract
+from contracts.domain.disputes import Dispute
 from contracts.domain.sagas import Saga
 from contracts.service_layer.context import Context
 from contracts.settings import ContractsSettings
@@ -211,6 +212,23 @@ class FakeBonusRepository:
         self.settled[bonus_id] = (status, reason_code)
 
 
+class FakeDisputeRepository:
+    def __init__(self) -> None:
+        self._rows: dict[str, Dispute] = {}
+
+    async def add(self, dispute: Dispute) -> None:
+        self._rows.setdefault(dispute.milestone_id, copy.deepcopy(dispute))
+
+    async def get(self, milestone_id: str) -> Dispute | None:
+        return copy.deepcopy(self._rows.get(milestone_id))
+
+    async def save(self, dispute: Dispute) -> None:
+        self._rows[dispute.milestone_id] = copy.deepcopy(dispute)
+
+    def stored(self, milestone_id: str) -> Dispute:
+        return self._rows[milestone_id]
+
+
 @dataclass
 class FakeContext(Context):
     """The contracts handlers' Context over in-memory repositories; the rest of Context is the real code."""
@@ -220,6 +238,7 @@ class FakeContext(Context):
         self.contracts = FakeContractRepository()
         self.sagas = FakeSagaRepository()
         self.bonuses = FakeBonusRepository()
+        self.disputes = FakeDisputeRepository()
 
 
 def contracts_context(*accounts: Account, settings: ContractsSettings | None = None,

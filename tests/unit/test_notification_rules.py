@@ -18,6 +18,7 @@ from platform_schemas.events import contracts as c
 pytestmark = pytest.mark.unit
 
 CLIENT, FREELANCER, CONTRACT, MS = "client-1", "freelancer-1", "contract-1", "ms-1"
+ADMINS = "administrators"
 DUE = datetime(2026, 12, 10, 14, 0, tzinfo=timezone.utc)
 PARTIES = Parties(CONTRACT, CLIENT, FREELANCER, "USD", "Brand identity")
 ids = {"contract_id": CONTRACT, "client_id": CLIENT, "freelancer_id": FREELANCER}
@@ -48,7 +49,13 @@ SAMPLES = {
     "RefundRequested": c.RefundRequested(contract_id=CONTRACT, milestone_id=MS, freelancer_id=FREELANCER, **money,
                                          respond_by=DUE),
     "MilestoneRefunded": c.MilestoneRefunded(contract_id=CONTRACT, milestone_id=MS, client_id=CLIENT, **money),
-    "DisputeOpened": c.DisputeOpened(**ids, milestone_id=MS, **money),
+    "DisputeOpened": c.DisputeOpened(**ids, milestone_id=MS, **money, resolve_by=DUE),
+    "DisputeOverdue": c.DisputeOverdue(**ids, milestone_id=MS, **money, opened_at=DUE - timedelta(days=30),
+                                       resolve_by=DUE),
+    "MilestoneFundingFailed": c.MilestoneFundingFailed(contract_id=CONTRACT, milestone_id=MS, **money,
+                                                       reason_code="no_primary_method",
+                                                       message="client-1 has no primary billing method"),
+    "AccountMarkedInactive": c.AccountMarkedInactive(account_id=FREELANCER, last_activity_at=DUE),
     "DisputeResolved": c.DisputeResolved(contract_id=CONTRACT, milestone_id=MS, release_amount=100000,
                                          refund_amount=50000, currency="USD", resolved_by="admin:ann"),
     "ContractEnded": c.ContractEnded(**ids, ended_by=FREELANCER, refunded_amount=70000, currency="USD"),
@@ -76,12 +83,15 @@ EXPECTED = {
     "BonusFailed": ("bonus_charge_failed", [CLIENT]),
     "RefundRequested": ("refund_requested", [FREELANCER]),
     "MilestoneRefunded": ("refund_completed", [CLIENT]),
-    "DisputeOpened": ("dispute_opened", [FREELANCER, CLIENT]),
+    "DisputeOpened": ("dispute_opened", [FREELANCER, CLIENT, ADMINS]),
+    "DisputeOverdue": ("dispute_overdue", [FREELANCER, CLIENT, ADMINS]),
+    "MilestoneFundingFailed": ("milestone_funding_failed", [CLIENT]),
+    "AccountMarkedInactive": ("account_marked_inactive", [FREELANCER]),
     "DisputeResolved": ("dispute_resolved", [FREELANCER, CLIENT]),
     "ContractEnded": ("contract_ended", [FREELANCER, CLIENT]),
     "ContractCancelled": ("contract_cancelled", [FREELANCER, CLIENT]),
     "AccountSuspended": ("account_suspended", [CLIENT]),
-    "ReactivationRequested": ("reactivation_requested", [CLIENT]),
+    "ReactivationRequested": ("reactivation_requested", [CLIENT, ADMINS]),
     "AccountReactivated": ("account_reactivated", [CLIENT]),
     "ReactivationRefused": ("reactivation_refused", [CLIENT]),
 }
@@ -101,7 +111,7 @@ def test_each_event_tells_the_right_people_the_right_kind(event_type):
 
 def test_the_routing_table_covers_exactly_the_product_list():
     assert set(RULES) == set(EXPECTED)
-    assert len(KINDS) == 21
+    assert len(KINDS) == 24
 
 
 def test_every_routed_event_is_a_registered_wire_event_and_is_consumed():
@@ -156,7 +166,7 @@ def render_context(event_type: str, party: str) -> dict:
     facts = {**ids, "contract_title": "Brand identity", **data(event_type)}
     return {**facts, "party": party, "recipient_id": CLIENT if party == "client" else FREELANCER,
             "recipient_name": "Ann", "contract_label": "Brand identity", "milestone_label": "Logo",
-            "client_name": "Carla Client", "freelancer_name": "Fred Freelancer"}
+            "client_name": "Carla Client", "freelancer_name": "Fred Freelancer", "account_name": "Carla Client"}
 
 
 def test_every_kind_has_a_subject_a_text_and_an_html_template():
@@ -265,3 +275,29 @@ def test_only_a_5xx_answer_counts_as_permanent():
     assert not is_permanent(smtplib.SMTPRecipientsRefused({"a@x": (451, b"try later")}))
     assert not is_permanent(ConnectionRefusedError())
     assert not is_permanent(smtplib.SMTPServerDisconnected())
+
+
+def test_a_failed_milestone_funding_tells_the_client_the_reason_and_what_to_do():
+    rendered = render("MilestoneFundingFailed")
+    assert "Logo" in rendered.subject
+    assert "1,500.00 USD" in rendered.text and "no_primary_method" in rendered.text
+    assert "Add a billing method and make it primary, then activate the milestone again." in rendered.text
+
+
+def test_an_inactive_account_is_told_since_when_and_how_to_reactivate():
+    rendered = render("AccountMarkedInactive", "account")
+    assert "10 Dec 2026, 14:00 UTC" in rendered.text and "ask for reactivation" in rendered.text
+    assert "reactivated at once" in rendered.html
+
+
+@pytest.mark.parametrize("event_type", ["DisputeOpened", "DisputeOverdue", "ReactivationRequested"])
+def test_administrators_are_told_of_what_waits_in_their_queues(event_type):
+    assert ADMINS in [n.account_id for n in notices_for(event_type, data(event_type), PARTIES)]
+    rendered = render(event_type, "administrators")
+    assert "queue" in rendered.text or "resolve it" in rendered.text
+    assert "Carla Client" in rendered.subject + rendered.text
+
+
+def test_an_overdue_dispute_tells_the_parties_nothing_moves_by_itself():
+    rendered = render("DisputeOverdue", "freelancer")
+    assert "nothing moves by itself" in rendered.text and "1,500.00 USD" in rendered.text

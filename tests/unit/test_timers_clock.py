@@ -19,11 +19,13 @@ from platform_runtime.service import build_runtime
 from platform_runtime.timers import TimerRunner
 from platform_schemas import Envelope, Message, new_envelope
 from platform_schemas.commands.contracts import (
-    ApproveMilestone, CancelContract, RegisterAccount, RequestChanges, SubmitWork,
+    ApproveMilestone, CancelContract, RegisterAccount, RequestChanges, ResolveDispute, RespondToRefundRequest,
+    SubmitWork,
 )
 from platform_schemas.topics import CONTRACTS_COMMANDS, CONTRACTS_EVENTS
 from sqlalchemy import select, update
 
+from contracts.adapters.queues import DisputeRepository
 from contracts.adapters.repositories import ContractRepository
 from contracts.adapters.tables import accounts
 from contracts.bootstrap import COMMANDS, definition
@@ -294,3 +296,45 @@ async def test_the_daily_sweep_marks_long_idle_accounts_inactive_once(harness: H
         pending = (await session.execute(select(timers.c.due_at).where(
             timers.c.kind == INACTIVITY_SWEEP, timers.c.fired_at.is_(None)))).scalars().all()
     assert pending == [datetime(2027, 2, 1, tzinfo=timezone.utc)]  # the next midnight after the sweep
+
+
+async def disputed(h: Harness) -> None:
+    await submit(h)
+    await h.send(CancelContract(contract_id="c-1", reason="no longer needed"), "client-1", "c-1")
+    await h.send(RespondToRefundRequest(contract_id="c-1", milestone_id="c-1-m1", accept=False), "free-1", "c-1")
+    assert (await h.milestone("c-1")).status == domain.DISPUTED
+
+
+async def open_disputes(h: Harness) -> list:
+    async with h.runtime.session_factory() as session:
+        return await DisputeRepository(session).page("open", None, 10)
+
+
+@pytest.mark.integration
+async def test_a_dispute_still_open_after_the_resolve_period_is_flagged_overdue_once_and_no_money_moves(
+        harness: Harness):
+    await disputed(harness)
+    harness.clock.advance(timedelta(days=30) - timedelta(seconds=1))
+    assert await harness.fire() == 0
+    assert [d.overdue(harness.clock.now()) for d in await open_disputes(harness)] == [False]
+    harness.clock.advance(timedelta(seconds=1))
+    fired = await asyncio.gather(harness.fire(), harness.fire())
+    assert sum(fired) == 1
+    published = await harness.published("c-1")
+    assert published[-1] == ("DisputeOverdue", "system")
+    assert [t for t, _ in published].count("DisputeOverdue") == 1
+    assert (await harness.milestone("c-1")).status == domain.DISPUTED  # flagged, still held
+    [dispute] = await open_disputes(harness)
+    assert dispute.overdue_at == harness.clock.now() and dispute.overdue(harness.clock.now())
+
+
+@pytest.mark.integration
+async def test_a_dispute_resolved_in_time_is_never_flagged_and_leaves_the_open_queue(harness: Harness):
+    await disputed(harness)
+    harness.clock.advance(timedelta(days=3))
+    await harness.send(ResolveDispute(contract_id="c-1", milestone_id="c-1-m1", release_amount=4_000,
+                                      refund_amount=6_000), "admin:ops", "c-1")
+    assert await open_disputes(harness) == []
+    harness.clock.advance(timedelta(days=30))
+    assert await harness.fire() == 0
+    assert "DisputeOverdue" not in await harness.types("c-1")

@@ -256,6 +256,20 @@ class DisputeOpened(Event):
     freelancer_id: Id
     amount: Amount
     currency: Currency
+    resolve_by: UtcDateTime | None = Field(None, description="When it becomes overdue (DISPUTE_RESOLVE_WITHIN)")
+
+
+class DisputeOverdue(Event):
+    """A dispute still open `DISPUTE_RESOLVE_WITHIN` after it was opened: flagged, no money moves."""
+
+    contract_id: Id
+    milestone_id: Id
+    client_id: Id
+    freelancer_id: Id
+    amount: Amount
+    currency: Currency
+    opened_at: UtcDateTime
+    resolve_by: UtcDateTime
 
 
 class DisputeResolved(Event):

@@ -10,7 +10,7 @@ from platform_schemas.commands import contracts as commands
 from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS
 
 from .adapters.tables import metadata
-from .entrypoints import http, statement_http
+from .entrypoints import http, queues_http, statement_http
 from .service_layer import accounts, bonuses, endings, milestones, offers, statement
 from .service_layer.context import Context
 from .service_layer.sagas.replies import REPLY_HANDLERS
@@ -69,7 +69,7 @@ definition = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     subscriptions=subscriptions,
     context=context,
-    routers=lambda runtime: [http.router(), statement_http.router(), command_status_router()],
+    routers=lambda runtime: [http.router(), statement_http.router(), queues_http.router(), command_status_router()],
     timers=lambda runtime: timer_handlers(runtime.settings),
     on_start=on_start,
 )

@@ -12,6 +12,7 @@ class ContractsSettings(ServiceSettings):
     auto_release_after: Duration = timedelta(days=14)
     review_reminder_before: Duration = timedelta(days=2)
     refund_response_window: Duration = timedelta(days=7)
+    dispute_resolve_within: Duration = timedelta(days=30)
     account_inactive_after: Duration = timedelta(days=365)
     bonus_window_after_end: Duration = timedelta(days=365)
     suspend_after_failed_charges: int = 5

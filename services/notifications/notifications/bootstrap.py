@@ -7,9 +7,11 @@ from platform_runtime.dispatch import EventDispatcher
 from platform_runtime.service import ServiceDefinition, Subscription
 from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_EVENTS
 
+from .adapters.repository import NotificationRepository
 from .adapters.smtp import SmtpSender
 from .adapters.tables import metadata
 from .adapters.templates import Templates
+from .domain import routing
 from .domain.delivery import RetryPolicy
 from .entrypoints import http
 from .service_layer.delivery import EmailDelivery
@@ -40,6 +42,14 @@ def background(runtime) -> list:
     return [delivery.run]
 
 
+async def on_start(runtime) -> None:
+    """The administrators are a recipient like any account; their address comes from ADMIN_EMAIL."""
+    async with runtime.new_uow() as uow:
+        await NotificationRepository(uow.session).save_account(
+            routing.ADMINISTRATORS_ID, "admin", "Administrators", runtime.settings.admin_email)
+        await uow.commit()
+
+
 definition = ServiceDefinition(
     name="notifications",
     metadata=metadata,
@@ -49,4 +59,5 @@ definition = ServiceDefinition(
     context=context,
     routers=lambda runtime: [http.router()],
     background=background,
+    on_start=on_start,
 )

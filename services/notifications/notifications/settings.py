@@ -14,6 +14,8 @@ class NotificationsSettings(ServiceSettings):
     smtp_port: int = 2525
     smtp_timeout: Duration = timedelta(seconds=10)
     mail_from: str = "Escrow Platform <notifications@escrow-platform.example>"
+    # The administrators' address: new disputes, overdue disputes and reactivation requests go there.
+    admin_email: str = "administrators@escrow-platform.example"
     # Where the Jinja2 templates live: a person may point this at an edited copy, no code change needed.
     templates_dir: Path = TEMPLATES
     # Email delivery: each failure waits twice as long as the one before (up to the max), then gives up.

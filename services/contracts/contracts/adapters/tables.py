@@ -1,7 +1,7 @@
 """The contracts service's database: accounts, contracts, milestones, bonuses, sagas."""
 
 from sqlalchemy import (
-    BigInteger, Boolean, Column, Date, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, func,
+    BigInteger, Boolean, Column, Date, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -20,6 +20,7 @@ accounts = Table(
     Column("status_reason", Text),
     Column("appealable", Boolean),
     Column("reactivation_requested", Boolean, nullable=False, server_default="false"),
+    Column("reactivation_requested_at", DateTime(timezone=True)),
     Column("last_activity_at", DateTime(timezone=True)),
     Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
@@ -107,3 +108,21 @@ statement_entries = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Column("available_at", DateTime(timezone=True)),
 )
+
+disputes = Table(
+    "disputes", metadata,  # one per disputed milestone; administrators' queue of open ones
+    Column("milestone_id", String(64), primary_key=True),
+    Column("contract_id", String(64), ForeignKey("contracts.contract_id"), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("freelancer_id", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("resolve_by", DateTime(timezone=True), nullable=False),
+    Column("overdue_at", DateTime(timezone=True)),
+    Column("resolved_at", DateTime(timezone=True)),
+)
+Index("disputes_open_oldest_first", disputes.c.opened_at, disputes.c.milestone_id,
+      postgresql_where=disputes.c.resolved_at.is_(None))
+Index("reactivation_requests_oldest_first", accounts.c.reactivation_requested_at, accounts.c.account_id,
+      postgresql_where=accounts.c.reactivation_requested)

@@ -19,6 +19,7 @@ class Account:
     appealable: bool | None = None
     reactivation_requested: bool = False
     last_activity_at: datetime | None = None
+    reactivation_requested_at: datetime | None = None
 
     def ensure_role(self, role: str) -> None:
         if self.role != role:
@@ -32,7 +33,11 @@ class Account:
     def suspend(self, reason: str, appealable: bool) -> None:
         """By an administrator or automatically; a pending reactivation request is dropped with it."""
         self.status, self.status_reason, self.appealable = SUSPENDED, reason, appealable
-        self.reactivation_requested = False
+        self.reactivation_requested, self.reactivation_requested_at = False, None
+
+    def ask_for_reactivation(self, now: datetime) -> None:
+        """An appealable suspension: the request waits in the administrators' queue."""
+        self.reactivation_requested, self.reactivation_requested_at = True, now
 
     def touch(self, now: datetime) -> None:
         self.last_activity_at = now

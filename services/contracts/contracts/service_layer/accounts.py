@@ -47,7 +47,7 @@ async def request_reactivation(cmd: RequestReactivation, ctx: Context) -> None:
         _reactivate(account, ctx)
         outcome = "AccountReactivated"
     elif account.appealable:
-        account.reactivation_requested = True
+        account.ask_for_reactivation(ctx.now)
         ctx.event(ReactivationRequested(account_id=account.account_id), account.account_id)
         outcome = "ReactivationRequested"
     else:
@@ -85,6 +85,6 @@ async def count_failed_charge(ctx: Context, event: ChargeFailed) -> None:
 
 def _reactivate(account: Account, ctx: Context) -> None:
     account.status, account.status_reason, account.appealable = ACTIVE, None, None
-    account.reactivation_requested = False
+    account.reactivation_requested, account.reactivation_requested_at = False, None
     account.touch(ctx.now)
     ctx.event(AccountReactivated(account_id=account.account_id), account.account_id)

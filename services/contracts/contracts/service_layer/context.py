@@ -8,6 +8,7 @@ from platform_schemas import Message
 from platform_schemas.topics import BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESCROW_SAGA_COMMANDS
 
 from ..adapters.bonus_repository import BonusRepository
+from ..adapters.queues import DisputeRepository
 from ..adapters.repositories import AccountRepository, ContractRepository, SagaRepository
 from ..domain.accounts import Account, activity_resolution
 from ..domain.contracts import Contract
@@ -21,12 +22,14 @@ class Context(HandlerContext):
     contracts: ContractRepository = field(init=False)
     sagas: SagaRepository = field(init=False)
     bonuses: BonusRepository = field(init=False)
+    disputes: DisputeRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = AccountRepository(self.uow.session)
         self.contracts = ContractRepository(self.uow.session)
         self.sagas = SagaRepository(self.uow.session)
         self.bonuses = BonusRepository(self.uow.session)
+        self.disputes = DisputeRepository(self.uow.session)
 
     def event(self, data: Message, subject: str, actor: str | None = None) -> None:
         self.uow.publish(CONTRACTS_EVENTS, data, subject=subject, actor=actor)

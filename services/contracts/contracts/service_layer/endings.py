@@ -8,11 +8,12 @@ from platform_schemas.events.contracts import (
 )
 
 from ..domain.contracts import CANCELLED, DISPUTED, Contract
+from ..domain.disputes import Dispute
 from .context import Context
 from .milestones import AUTO_RELEASE, REVIEW_REMINDER
 from .sagas import refund, release
 
-REFUND_WINDOW = "refund_window"
+REFUND_WINDOW, DISPUTE_OVERDUE = "refund_window", "dispute_overdue"
 
 
 async def end_contract(cmd: EndContract, ctx: Context) -> None:
@@ -57,9 +58,13 @@ async def answer_refund_request(ctx: Context, contract: Contract, actor: str, mi
     await ctx.save(contract, "RefundAccepted" if accept else "DisputeOpened")
     await ctx.uow.cancel_timers(m.milestone_id, REFUND_WINDOW)
     if m.status == DISPUTED:
+        dispute = Dispute.open(contract, m, ctx.now, ctx.settings.dispute_resolve_within)
+        await ctx.disputes.add(dispute)
+        await ctx.uow.schedule(f"{DISPUTE_OVERDUE}:{m.milestone_id}", DISPUTE_OVERDUE, m.milestone_id,
+                               dispute.resolve_by, {"contract_id": contract.contract_id, "milestone_id": m.milestone_id})
         ctx.event(DisputeOpened(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                 client_id=contract.client_id, freelancer_id=contract.freelancer_id, amount=m.amount,
-                                currency=contract.currency), contract.contract_id)
+                                currency=contract.currency, resolve_by=dispute.resolve_by), contract.contract_id)
         await ctx.complete(started_by, "DisputeOpened")
         return
     ctx.event(RefundAccepted(contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount,
@@ -72,6 +77,10 @@ async def resolve_dispute(cmd: ResolveDispute, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     m = contract.resolve_dispute(ctx.actor, cmd.milestone_id, cmd.release_amount, cmd.refund_amount)
     await ctx.save(contract, "DisputeResolved")
+    if dispute := await ctx.disputes.get(m.milestone_id):
+        dispute.resolve(ctx.now)
+        await ctx.disputes.save(dispute)
+    await ctx.uow.cancel_timers(m.milestone_id, DISPUTE_OVERDUE)
     ctx.event(DisputeResolved(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                               release_amount=cmd.release_amount, refund_amount=cmd.refund_amount,
                               currency=contract.currency, resolved_by=ctx.actor), contract.contract_id)

@@ -4,14 +4,16 @@
 from sqlalchemy import select
 
 from platform_runtime.unit_of_work import UnitOfWork
-from platform_schemas.events.contracts import AccountMarkedInactive, MilestoneAutoReleased, ReviewPeriodEndingSoon
+from platform_schemas.events.contracts import (
+    AccountMarkedInactive, DisputeOverdue, MilestoneAutoReleased, ReviewPeriodEndingSoon,
+)
 
 from ..adapters.tables import accounts
 from ..domain.accounts import ACTIVE, INACTIVE
 from ..domain.contracts import REFUND_REQUESTED, SUBMITTED
 from ..settings import ContractsSettings
 from .context import Context
-from .endings import REFUND_WINDOW, answer_refund_request
+from .endings import DISPUTE_OVERDUE, REFUND_WINDOW, answer_refund_request
 from .milestones import AUTO_RELEASE, REVIEW_REMINDER
 from .sagas import release
 
@@ -46,6 +48,9 @@ def timer_handlers(settings: ContractsSettings):
         if contract.milestone(payload["milestone_id"]).status == REFUND_REQUESTED:
             await answer_refund_request(ctx, contract, "system", payload["milestone_id"], True, ctx.message_id)
 
+    async def dispute_overdue(payload: dict, ctx: Context) -> None:
+        await flag_overdue_dispute(ctx, payload["milestone_id"])
+
     async def inactivity_sweep(payload: dict, ctx: Context) -> None:
         cutoff = ctx.now - settings.account_inactive_after
         stale = await ctx.uow.session.scalars(select(accounts.c.account_id).where(
@@ -59,7 +64,19 @@ def timer_handlers(settings: ContractsSettings):
         await schedule_next_sweep(ctx.uow, settings)
 
     return {AUTO_RELEASE: auto_release, REVIEW_REMINDER: review_reminder, REFUND_WINDOW: refund_window,
-            INACTIVITY_SWEEP: inactivity_sweep}
+            INACTIVITY_SWEEP: inactivity_sweep, DISPUTE_OVERDUE: dispute_overdue}
+
+
+async def flag_overdue_dispute(ctx: Context, milestone_id: str) -> None:
+    """Told to both parties and the administrators; the money stays held until an administrator decides."""
+    dispute = await ctx.disputes.get(milestone_id)
+    if dispute is None or not dispute.flag_overdue(ctx.now):  # resolved meanwhile
+        return
+    await ctx.disputes.save(dispute)
+    ctx.event(DisputeOverdue(contract_id=dispute.contract_id, milestone_id=dispute.milestone_id,
+                             client_id=dispute.client_id, freelancer_id=dispute.freelancer_id, amount=dispute.amount,
+                             currency=dispute.currency, opened_at=dispute.opened_at, resolve_by=dispute.resolve_by),
+              dispute.contract_id, actor="system")
 
 
 async def schedule_next_sweep(uow: UnitOfWork, settings: ContractsSettings) -> None:

@@ -7,7 +7,7 @@ events that name only the contract.
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Party = Literal["client", "freelancer", "account"]
+Party = Literal["client", "freelancer", "account", "administrators"]
 CHANNELS = ("email", "in_app")
 
 
@@ -35,12 +35,16 @@ class Notice:
 CLIENT: Party = "client"
 FREELANCER: Party = "freelancer"
 ACCOUNT: Party = "account"
+ADMINISTRATORS: Party = "administrators"
 BOTH = (FREELANCER, CLIENT)
+# The administrators are one recipient: an account of this id, whose address is the ADMIN_EMAIL setting.
+ADMINISTRATORS_ID = "administrators"
 
 # event type -> (kind, who is told); the templates are named after the kind.
 RULES: dict[str, tuple[str, tuple[Party, ...]]] = {
     "OfferSent": ("offer_received", (FREELANCER,)),
     "OfferFundingFailed": ("offer_funding_failed", (CLIENT,)),
+    "MilestoneFundingFailed": ("milestone_funding_failed", (CLIENT,)),
     "ContractStarted": ("offer_accepted", (CLIENT,)),
     "OfferDeclined": ("offer_declined", (CLIENT,)),
     "OfferWithdrawn": ("offer_withdrawn", (FREELANCER,)),
@@ -52,14 +56,16 @@ RULES: dict[str, tuple[str, tuple[Party, ...]]] = {
     "BonusFailed": ("bonus_charge_failed", (CLIENT,)),
     "RefundRequested": ("refund_requested", (FREELANCER,)),
     "MilestoneRefunded": ("refund_completed", (CLIENT,)),
-    "DisputeOpened": ("dispute_opened", BOTH),
+    "DisputeOpened": ("dispute_opened", (*BOTH, ADMINISTRATORS)),
+    "DisputeOverdue": ("dispute_overdue", (*BOTH, ADMINISTRATORS)),
     "DisputeResolved": ("dispute_resolved", BOTH),
     "ContractEnded": ("contract_ended", BOTH),
     "ContractCancelled": ("contract_cancelled", BOTH),
     "AccountSuspended": ("account_suspended", (ACCOUNT,)),
-    "ReactivationRequested": ("reactivation_requested", (ACCOUNT,)),
+    "ReactivationRequested": ("reactivation_requested", (ACCOUNT, ADMINISTRATORS)),
     "AccountReactivated": ("account_reactivated", (ACCOUNT,)),
     "ReactivationRefused": ("reactivation_refused", (ACCOUNT,)),
+    "AccountMarkedInactive": ("account_marked_inactive", (ACCOUNT,)),
 }
 KINDS: tuple[str, ...] = tuple(dict.fromkeys(kind for kind, _ in RULES.values()))
 
@@ -69,6 +75,8 @@ class RecipientUnknown(Exception):
 
 
 def recipient(party: Party, data: dict[str, Any], parties: Parties | None) -> str:
+    if party == ADMINISTRATORS:
+        return ADMINISTRATORS_ID
     key = "account_id" if party == ACCOUNT else f"{party}_id"
     if data.get(key):
         return data[key]

@@ -91,6 +91,7 @@ async def template_values(notice: Notice, parties: Parties | None, repo: Notific
         "milestone_label": milestone_title or facts.get("milestone_id") or "",
         "client_name": await _name(repo, client_id, "the client"),
         "freelancer_name": await _name(repo, freelancer_id, "the freelancer"),
+        "account_name": await _name(repo, facts.get("account_id"), facts.get("account_id") or ""),
     }
 
 
