@@ -1,4 +1,4 @@
-"""The dead-letter topic of each consumed topic: the original bytes plus headers naming the error."""
+"""The dead-letter topic of each consumed topic: the original bytes and headers, plus headers naming the error."""
 
 from dataclasses import dataclass
 
@@ -17,6 +17,7 @@ class DeadLetters:
 
     async def send(self, record: ConsumerRecord, error: str, attempts: int) -> None:
         headers = [
+            *[(k, v) for k, v in record.headers or () if not k.startswith("dlq.")],  # binary mode's ce_* too
             ("dlq.error", error[:2000].encode()),
             ("dlq.original.topic", record.topic.encode()),
             ("dlq.original.partition", str(record.partition).encode()),

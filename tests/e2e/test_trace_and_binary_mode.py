@@ -4,8 +4,11 @@ command published in CloudEvents binary content mode is handled like a structure
 
 import asyncio
 import json
+import os
 import secrets
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 from platform_runtime.client import new_id
@@ -13,7 +16,7 @@ from platform_schemas import new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
 from platform_schemas.topics import CONTRACTS_COMMANDS
 
-from tests.support.processes import LOGS
+from tests.support.processes import LOGS, ROOT
 from tests.support.story import offer, parties
 
 pytestmark = pytest.mark.e2e
@@ -99,3 +102,24 @@ async def send_binary_with_bad_data(client, account_id: str):
     await client.producer.send_and_wait(CONTRACTS_COMMANDS, b'{"account_id": "only-this"}', key=account_id.encode(),
                                         headers=headers)
     return await client.outcome(envelope, set())
+
+
+async def test_a_command_published_with_kafka_console_producer_as_in_the_readme_quickstart(client, platform):
+    script = ROOT / "deploy" / "local" / "kafka-console-producer.sh"
+    work = Path(os.environ.get("KAFKA_WORK") or Path(os.environ.get("ESCROW_WORK", "/var/tmp/escrow-platform")) / "kafka")
+    if not list((work / "lib").glob("kafka-tools-*.jar")):
+        pytest.skip(f"the broker's jars are not in {work}/lib (the broker is not the project's local one)")
+    account_id, command_id = new_id("client"), str(uuid.uuid4())
+    line = (f'{account_id}\t{{"specversion": "1.0", "id": "{command_id}", "source": "console", '
+            f'"type": "RegisterAccount", "time": "2026-12-01T10:00:00Z", "subject": "{account_id}", '
+            f'"actor": "admin:ops", "data": {{"account_id": "{account_id}", "role": "client", '
+            f'"name": "Console Ann", "email": "ann@example.com"}}}}\n')
+    proc = await asyncio.create_subprocess_exec(
+        str(script), "--topic", CONTRACTS_COMMANDS, "--property", "parse.key=true",
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": platform.kafka}, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(proc.communicate(line.encode()), 180)
+    assert proc.returncode == 0, output.decode()[-2000:]
+    registered = await client.wait_for(lambda e: e.type == "AccountRegistered" and e.correlationid == command_id,
+                                       60, "AccountRegistered")
+    assert registered.data["name"] == "Console Ann"

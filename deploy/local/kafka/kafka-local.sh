@@ -98,5 +98,12 @@ case ${1:-} in
   resolve) resolve ;;
   topics) shift; check_java; resolve; configure
     run_class org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:$PORT "$@" ;;
-  *) echo "usage: $0 install|start|stop|status|reset|resolve|topics <args>" >&2; exit 2 ;;
+  # The console clients that ship in the broker's jars (kafka-tools), against $KAFKA_BOOTSTRAP_SERVERS.
+  console-producer|console-consumer) tool=$1; shift; check_java; resolve; mkdir -p "$CONF"
+    cp "$HERE/config/log4j2.properties" "$CONF/"
+    class=org.apache.kafka.tools.ConsoleProducer
+    [[ $tool == console-consumer ]] && class=org.apache.kafka.tools.consumer.ConsoleConsumer
+    run_class $class --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "$@" ;;
+  *) echo "usage: $0 install|start|stop|status|reset|resolve|topics|console-producer|console-consumer <args>" >&2
+    exit 2 ;;
 esac
