@@ -110,12 +110,12 @@ async def test_a_command_published_with_kafka_console_producer_as_in_the_readme_
     if not list((work / "lib").glob("kafka-tools-*.jar")):
         pytest.skip(f"the broker's jars are not in {work}/lib (the broker is not the project's local one)")
     account_id, command_id = new_id("client"), str(uuid.uuid4())
-    line = (f'{account_id}\t{{"specversion": "1.0", "id": "{command_id}", "source": "console", '
+    line = (f'{account_id}|{{"specversion": "1.0", "id": "{command_id}", "source": "console", '
             f'"type": "RegisterAccount", "time": "2026-12-01T10:00:00Z", "subject": "{account_id}", '
             f'"actor": "admin:ops", "data": {{"account_id": "{account_id}", "role": "client", '
             f'"name": "Console Ann", "email": "ann@example.com"}}}}\n')
     proc = await asyncio.create_subprocess_exec(
-        str(script), "--topic", CONTRACTS_COMMANDS, "--property", "parse.key=true",
+        str(script), "--topic", CONTRACTS_COMMANDS, "--property", "parse.key=true", "--property", "key.separator=|",
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": platform.kafka}, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(proc.communicate(line.encode()), 180)
