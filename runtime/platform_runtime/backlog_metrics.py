@@ -60,7 +60,6 @@ class ConsumerLag:
     security: dict = field(default_factory=dict)  # kafka_security.client_options of the service
     _admin: AIOKafkaAdminClient | None = None
     _offsets: AIOKafkaConsumer | None = None
-    _seen: set[TopicPartition] = field(default_factory=set)
 
     async def start(self) -> None:
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-lag",

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from platform_runtime.client import new_id
@@ -21,14 +22,39 @@ from tests.support.story import offer, parties
 pytestmark = pytest.mark.e2e
 
 
+def ctl_env(platform) -> dict[str, str]:
+    return {"KAFKA_BOOTSTRAP_SERVERS": platform.kafka, "COLUMNS": "200",
+            **{f"{s.upper()}_URL": f"http://127.0.0.1:{port}" for s, port in TEST_PORTS.items()}}
+
+
 async def escrowctl(platform, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": platform.kafka, "COLUMNS": "200",
-           **{f"{s.upper()}_URL": f"http://127.0.0.1:{port}" for s, port in TEST_PORTS.items()}}
+    """Run the CLI in this process (typer's runner, in a thread: it runs its own event loop), as the
+    installed entry point would; `test_the_installed_command` runs the real executable once."""
+    from escrowctl import main
+    from typer.testing import CliRunner
+
+    def invoke():
+        main.settings.cache_clear()
+        result = CliRunner().invoke(main.app, list(args), input=stdin, env=ctl_env(platform))
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.stdout, result.stderr
+
+    return await asyncio.to_thread(invoke)
+
+
+async def test_the_installed_command_explains_bad_input_and_sends_nothing(platform, client):
+    command_id = str(uuid.uuid4())
+    executable = Path(sys.executable).parent / "escrowctl"  # what `make bootstrap` installs
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "escrowctl", *args, env=env, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
-    return proc.returncode, out.decode(), err.decode()
+        str(executable), "send", "SendOffer", "--id", command_id, "--actor", "client-1",
+        "--data", '{"contract_id": "c-1", "milestones": [], "currency": "JPY"}',
+        env={**os.environ, **ctl_env(platform)}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 2
+    assert "SendOffer data does not match its schema" in err.decode() and "currency" in err.decode()
+    response = await client.get("contracts", f"/commands/{command_id}")
+    assert response.status_code == 404
 
 
 async def ok_json(platform, *args: str):
@@ -70,18 +96,18 @@ async def test_send_runs_a_whole_offer_and_the_reads_show_it_as_tables_and_json(
     assert [json.loads(line)["type"] for line in out.splitlines()] == ["ClientCharged"]
 
 
-async def test_bad_input_is_explained_and_nothing_is_sent(platform, client):
-    command_id = str(uuid.uuid4())
-    code, _, err = await escrowctl(platform, "send", "SendOffer", "--id", command_id, "--actor", "client-1",
-                                   "--data", '{"contract_id": "c-1", "milestones": [], "currency": "JPY"}')
+async def test_bad_input_is_explained_and_nothing_is_sent(platform):
+    code, _, err = await escrowctl(platform, "send", "SendOffer", "--actor", "client-1",
+                                   "--data", '{"contract_id": "c 1", "milestones": [], "currency": "JPY"}')
     assert code == 2
-    assert "SendOffer data does not match its schema" in err and "currency" in err and "client_id" in err
+    assert "SendOffer data does not match its schema" in err and "client_id: Field required" in err
+    assert "contract_id: String should match pattern" in err and "currency" in err
     code, _, err = await escrowctl(platform, "send", "PayMe", "--actor", "x", "--data", "{}")
     assert code == 2 and "'PayMe' is not a command of the platform" in err and "SendOffer" in err
     code, _, err = await escrowctl(platform, "send", "AcceptOffer", "--actor", "x", "--data", "{oops")
     assert code == 2 and "data is not JSON" in err
-    response = await client.get("contracts", f"/commands/{command_id}")
-    assert response.status_code == 404
+    code, _, err = await escrowctl(platform, "send", "AcceptOffer", "--actor", "x", "--data", "@/nonexistent.json")
+    assert code == 2 and "cannot read /nonexistent.json" in err
 
 
 async def test_a_rejected_command_exits_1_with_its_reason(platform):
