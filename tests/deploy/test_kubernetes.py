@@ -97,6 +97,9 @@ def test_the_validator_catches_a_misspelt_field():
     user = copy.deepcopy(of_kind(build("base"), "KafkaUser")["contracts"])
     user["spec"]["authentication"]["type"] = "scram-sha-256"
     assert validation_errors(user)
+    database = copy.deepcopy(of_kind(build("base"), "Cluster")["contracts-db"])
+    database["spec"]["instances"] = 0
+    assert validation_errors(database)
 
 
 def test_the_committed_manifests_are_what_the_generator_writes():
