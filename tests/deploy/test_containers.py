@@ -49,6 +49,17 @@ def test_the_image_copies_every_workspace_member():
         assert f"!{member.parts[0]}/" in ignored, member
 
 
+def test_every_service_module_takes_the_commands_the_image_and_the_manifests_pass():
+    """`docker run IMAGE <service> serve|migrate` is `python -m <service> serve|migrate`: every service's
+    __main__ hands its definition to the one CLI of platform_runtime, which one run shows."""
+    for name in SERVICES:
+        main = (ROOT / "services" / name / name / "__main__.py").read_text()
+        assert "from platform_runtime.cli import main" in main and "main(definition)" in main, name
+    result = run(sys.executable, "-m", "escrow", "--help")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "serve" in result.stdout and "migrate" in result.stdout, result.stdout
+
+
 def test_the_compose_file_follows_the_compose_specification():
     result = run(str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "compose.yaml")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -46,3 +46,34 @@ def test_a_strimzi_kafka_user_signs_in_with_scram_over_tls(monkeypatch):
 def test_an_unknown_security_protocol_is_refused(monkeypatch):
     with pytest.raises(ValueError):
         settings(monkeypatch, KAFKA_SECURITY_PROTOCOL="SASL_TLS")
+
+
+def test_the_image_healthcheck_answers_by_the_service_s_health_endpoint(monkeypatch):
+    import http.server
+    import socket
+    import threading
+
+    from platform_runtime import healthcheck
+
+    class Live(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server interface
+            self.send_response(200 if self.path == "/health/live" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Live)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("HEALTHCHECK_URL", raising=False)
+        monkeypatch.setenv("HTTP_PORT", str(server.server_port))
+        assert healthcheck.main() == 0
+        monkeypatch.setenv("HEALTHCHECK_URL", f"http://127.0.0.1:{server.server_port}/elsewhere")
+        assert healthcheck.main() == 1
+    finally:
+        server.shutdown()
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HEALTHCHECK_URL", f"http://127.0.0.1:{closed.getsockname()[1]}/health/live")
+        assert healthcheck.main() == 1
