@@ -34,6 +34,7 @@ class FakeStore:
 
     inbox: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: list[Outgoing] = field(default_factory=list)
+    timers: dict[str, dict[str, Any]] = field(default_factory=dict)
     commits: int = 0
 
 
@@ -68,6 +69,7 @@ class FakeUnitOfWork:
         self.cause: Cause | None = None
         self.outgoing: list[Outgoing] = []
         self.inbox = copy.deepcopy(self.store.inbox)
+        self.timers = copy.deepcopy(self.store.timers)
         self.session = FakeSession(self)
         self.committed = False
 
@@ -92,6 +94,7 @@ class FakeUnitOfWork:
 
     async def commit(self) -> None:
         self.store.inbox = copy.deepcopy(self.inbox)
+        self.store.timers = copy.deepcopy(self.timers)
         self.store.outbox += self.outgoing
         self.store.commits += 1
         self.outgoing = []
@@ -115,6 +118,22 @@ class FakeUnitOfWork:
     async def set_command_status(self, command_id: str, status: str, outcome: dict[str, Any] | None = None) -> None:
         if command_id in self.inbox:
             self.inbox[command_id].update(status=status, outcome=outcome)
+
+    async def schedule(self, timer_id: str, kind: str, subject: str, due_at: datetime,
+                       payload: dict[str, Any]) -> None:
+        self.timers.setdefault(timer_id, {"timer_id": timer_id, "kind": kind, "subject": subject, "due_at": due_at,
+                                          "payload": payload, "cancelled": False, "fired": False})
+
+    async def cancel_timers(self, subject: str, *kinds: str) -> None:
+        for timer in self.timers.values():
+            if timer["subject"] == subject and timer["kind"] in kinds and not timer["fired"]:
+                timer["cancelled"] = True
+
+    def pending_timers(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Timers neither fired nor cancelled, soonest first (what a timer runner would fire)."""
+        pending = [t for t in self.timers.values() if not t["cancelled"] and not t["fired"]
+                   and (kind is None or t["kind"] == kind)]
+        return sorted(pending, key=lambda t: t["due_at"])
 
     # -- what tests read -----------------------------------------------------------------------
     def messages(self, topic: str | None = None) -> list[Envelope]:

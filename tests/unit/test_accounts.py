@@ -225,7 +225,7 @@ async def test_an_approval_with_a_next_milestone_from_an_active_client_is_accept
     release = ctx.uow.messages()[-1]
     assert release.type == "ReleaseEscrow"
     saga = ctx.sagas.all()[0]
-    assert saga.data["then"]["next_milestone"]["milestone_id"] == "m-3"
+    assert saga.data.then.next_milestone.milestone_id == "m-3"
 
 
 async def test_a_next_milestone_with_keep_open_false_is_refused_as_invalid_data():

@@ -17,9 +17,8 @@ from platform_schemas.events.escrow import EscrowReleased
 from billing.domain.failed_charges import counts_in_streak
 from contracts.domain import contracts as domain
 from contracts.domain.accounts import activity_is_news, activity_resolution
-from contracts.domain.sagas import Saga
+from contracts.domain.sagas import ReleaseData, Saga
 from contracts.service_layer import bonuses, endings, milestones, offers
-from contracts.service_layer.sagas import release
 from contracts.adapters.bonus_repository import BonusRepository
 from contracts.service_layer.sagas.replies import handle_reply
 from tests.support.fakes import NOON
@@ -81,8 +80,8 @@ async def test_every_contract_action_counts_as_activity_of_both_parties(data, ha
 async def test_a_release_counts_for_the_client_who_pays_and_the_freelancer_who_earns():
     ctx = two_parties_seen_yesterday()
     contract = contract_with(ctx, domain.RELEASING)
-    saga = Saga.start(release.KIND, "c-1", None, "approve-1", "release",
-                      {"milestone_id": "m-1", "amount": 10_000, "automatic": True, "then": {}}, NOON)
+    saga = Saga.start("release", "c-1", None, "approve-1", "release",
+                      ReleaseData(milestone_id="m-1", amount=10_000, automatic=True), NOON)
     await ctx.sagas.save(saga)
     await handle_reply(EscrowReleased(release_id=saga.step_id("release"), saga_id=saga.saga_id, contract_id="c-1",
                                       milestone_id="m-1", client_id=contract.client_id, freelancer_id="free-1",

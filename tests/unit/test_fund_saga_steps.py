@@ -179,7 +179,7 @@ async def test_given_the_client_was_charged_expect_escrow_asked_to_hold_the_mone
     assert hold.charge_id == f"{saga.saga_id}:charge"
     assert (hold.contract_id, hold.client_id, hold.currency) == ("c-1", "client-1", "USD")
     assert [(m.milestone_id, m.amount) for m in hold.milestones] == [("m-1", 50_000)]
-    assert (saga.step, saga.data["charge_id"]) == ("hold", hold.charge_id)
+    assert (saga.step, saga.data.charge_id) == ("hold", hold.charge_id)
 
 
 async def test_given_the_money_is_held_expect_milestone_funded_then_offer_sent():
@@ -217,7 +217,7 @@ async def test_a_later_milestone_funded_on_an_active_contract_announces_mileston
     contract = Contract("c-1", "client-1", "free-1", "Brand identity", "USD", "first_milestone", "active",
                         [Milestone("m-1", "Logo", 50_000, 0, status="funding")])
     await ctx.contracts.save(contract, "test", ctx.now)
-    await fund.start(ctx, contract, contract.milestones, offer=False, command_id=None, started_by="activate-1")
+    await fund.fund_milestones(ctx, contract, contract.milestones, offer=False, command_id=None, started_by="activate-1")
     charge = ChargeClient.model_validate(only(ctx, BILLING_SAGA_COMMANDS).data)
     await reply(ctx, charged(charge))
     await reply(ctx, escrow_funded(HoldEscrow.model_validate(only(ctx, ESCROW_SAGA_COMMANDS).data)))
@@ -254,7 +254,7 @@ async def test_a_failed_later_milestone_announces_milestone_funding_failed_and_l
     contract = Contract("c-1", "client-1", "free-1", "Brand identity", "USD", "first_milestone", "active",
                         [Milestone("m-1", "Logo", 50_000, 0, status="funding")])
     await ctx.contracts.save(contract, "test", ctx.now)
-    await fund.start(ctx, contract, contract.milestones, offer=False, command_id=None, started_by="activate-1")
+    await fund.fund_milestones(ctx, contract, contract.milestones, offer=False, command_id=None, started_by="activate-1")
     await reply(ctx, charge_failed(ChargeClient.model_validate(only(ctx, BILLING_SAGA_COMMANDS).data),
                                    "card_declined"))
     assert ctx.uow.types() == ["MilestoneFundingFailed"]

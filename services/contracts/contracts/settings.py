@@ -20,6 +20,10 @@ class ContractsSettings(ServiceSettings):
     milestone_max_amount: int = 100_000_000
     bonus_min_amount: int = 100
     inactivity_sweep_every: Duration = timedelta(days=1)
+    # A saga step not answered within this is sent again (same step id), at most SAGA_STEP_ATTEMPTS times
+    # in all; then the saga is `needs_attention` (it still takes the step's answer if one comes).
+    saga_step_timeout: Duration = timedelta(seconds=30)
+    saga_step_attempts: int = 3
 
     @property
     def limits(self) -> Limits:

@@ -107,10 +107,11 @@ class SagaRepository:
     async def get(self, saga_id: str) -> Saga | None:
         row = (await self.session.execute(
             select(sagas).where(sagas.c.saga_id == saga_id).with_for_update())).mappings().first()
-        return Saga(**{k: row[k] for k in Saga.FIELDS}) if row else None
+        return Saga.load(row) if row else None
 
     async def save(self, saga: Saga) -> None:
         values = {k: getattr(saga, k) for k in Saga.FIELDS}
+        values["data"] = saga.data.model_dump(mode="json")
         stmt = insert(sagas).values(**values)
         await self.session.execute(stmt.on_conflict_do_update(
             index_elements=["saga_id"], set_={k: stmt.excluded[k] for k in Saga.FIELDS if k != "saga_id"}))

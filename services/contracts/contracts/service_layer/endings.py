@@ -9,9 +9,11 @@ from platform_schemas.events.contracts import (
 
 from ..domain.contracts import CANCELLED, DISPUTED, Contract
 from ..domain.disputes import Dispute
+from ..domain.sagas import AfterRelease
 from .context import Context
 from .milestones import AUTO_RELEASE, REVIEW_REMINDER
-from .sagas import refund, release
+from .sagas.refund import refund_milestone
+from .sagas.release import release_milestone
 
 REFUND_WINDOW, DISPUTE_OVERDUE = "refund_window", "dispute_overdue"
 
@@ -22,7 +24,7 @@ async def end_contract(cmd: EndContract, ctx: Context) -> None:
     await ctx.save(contract, "ContractEnded")
     for m in to_refund:
         await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
-        await refund.start(ctx, contract, m, m.amount, reason="end", command_id=None, started_by=ctx.message_id)
+        await refund_milestone(ctx, contract, m, m.amount, reason="end", command_id=None, started_by=ctx.message_id)
     await ctx.complete(ctx.message_id, "ContractEnded")
 
 
@@ -31,7 +33,7 @@ async def cancel_contract(cmd: CancelContract, ctx: Context) -> None:
     refund_now, ask = contract.cancel(ctx.actor, cmd.reason, ctx.now, ctx.settings.refund_response_window)
     await ctx.save(contract, "CancelContract")
     for m in refund_now:
-        await refund.start(ctx, contract, m, m.amount, reason="cancel", command_id=ctx.message_id,
+        await refund_milestone(ctx, contract, m, m.amount, reason="cancel", command_id=ctx.message_id,
                            started_by=ctx.message_id)
     for m in ask:
         await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
@@ -69,7 +71,7 @@ async def answer_refund_request(ctx: Context, contract: Contract, actor: str, mi
         return
     ctx.event(RefundAccepted(contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount,
                              currency=contract.currency), contract.contract_id, actor=actor)
-    await refund.start(ctx, contract, m, m.amount, reason="refund_accepted", command_id=started_by,
+    await refund_milestone(ctx, contract, m, m.amount, reason="refund_accepted", command_id=started_by,
                        started_by=started_by)
 
 
@@ -85,9 +87,9 @@ async def resolve_dispute(cmd: ResolveDispute, ctx: Context) -> None:
                               release_amount=cmd.release_amount, refund_amount=cmd.refund_amount,
                               currency=contract.currency, resolved_by=ctx.actor), contract.contract_id)
     if cmd.release_amount:
-        await release.start(ctx, contract, m, cmd.release_amount, command_id=None, started_by=ctx.message_id,
-                            then={"refund_amount": cmd.refund_amount})
+        await release_milestone(ctx, contract, m, cmd.release_amount, command_id=None, started_by=ctx.message_id,
+                            then=AfterRelease(refund_amount=cmd.refund_amount))
     else:
-        await refund.start(ctx, contract, m, cmd.refund_amount, reason="dispute", command_id=None,
+        await refund_milestone(ctx, contract, m, cmd.refund_amount, reason="dispute", command_id=None,
                            started_by=ctx.message_id)
     await ctx.complete(ctx.message_id, "DisputeResolved")

@@ -9,8 +9,10 @@ from platform_schemas.events.contracts import (
 )
 
 from ..domain.contracts import KEEP, Milestone
+from ..domain.sagas import AfterRelease, NextMilestone
 from .context import Context
-from .sagas import fund, release
+from .sagas.fund import fund_milestones
+from .sagas.release import release_milestone
 
 AUTO_RELEASE, REVIEW_REMINDER = "auto_release", "review_reminder"
 
@@ -29,7 +31,7 @@ async def add_milestone(cmd: AddMilestone, ctx: Context) -> None:
     m = contract.add_milestone(ctx.actor, Milestone(cmd.milestone_id, cmd.title, cmd.amount, 0, cmd.due_date))
     if cmd.fund_now:
         contract.activate_milestone(ctx.actor, m.milestone_id)
-        await fund.start(ctx, contract, [m], offer=False, command_id=ctx.message_id, started_by=ctx.message_id)
+        await fund_milestones(ctx, contract, [m], offer=False, command_id=ctx.message_id, started_by=ctx.message_id)
     else:
         await ctx.complete(ctx.message_id, "MilestoneAdded")
     await ctx.save(contract, "MilestoneAdded")
@@ -62,7 +64,7 @@ async def activate_milestone(cmd: ActivateMilestone, ctx: Context) -> None:
     await _active_client(ctx, contract.client_id)
     m = contract.activate_milestone(ctx.actor, cmd.milestone_id)
     await ctx.save(contract, "ActivateMilestone")
-    await fund.start(ctx, contract, [m], offer=False, command_id=ctx.message_id, started_by=ctx.message_id)
+    await fund_milestones(ctx, contract, [m], offer=False, command_id=ctx.message_id, started_by=ctx.message_id)
 
 
 async def submit_work(cmd: SubmitWork, ctx: Context) -> None:
@@ -97,7 +99,7 @@ async def request_changes(cmd: RequestChanges, ctx: Context) -> None:
 async def approve_milestone(cmd: ApproveMilestone, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     contract.ensure_client(ctx.actor)
-    then: dict = {"end_contract": not cmd.keep_open}
+    next_milestone = None
     if cmd.next_milestone and not cmd.keep_open:
         raise Rejected("invalid_data", "a next milestone needs the contract kept open (keep_open true)")
     if cmd.next_milestone:
@@ -108,10 +110,11 @@ async def approve_milestone(cmd: ApproveMilestone, ctx: Context) -> None:
                 m.milestone_id == cmd.next_milestone.milestone_id for m in contract.milestones):
             raise Rejected("already_exists", f"milestone id {cmd.next_milestone.milestone_id} is already used")
         contract.ensure_room_for_a_milestone()
-        then["next_milestone"] = cmd.next_milestone.model_dump(mode="json")
+        next_milestone = NextMilestone(**cmd.next_milestone.model_dump())
     m = contract.approve(ctx.actor, cmd.milestone_id, cmd.keep_open)
     await ctx.save(contract, "MilestoneApproved")
     await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
     ctx.event(MilestoneApproved(contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount,
                                 currency=contract.currency), contract.contract_id)
-    await release.start(ctx, contract, m, m.amount, command_id=ctx.message_id, started_by=ctx.message_id, then=then)
+    await release_milestone(ctx, contract, m, m.amount, command_id=ctx.message_id, started_by=ctx.message_id,
+                            then=AfterRelease(end_contract=not cmd.keep_open, next_milestone=next_milestone))

@@ -6,7 +6,8 @@ from platform_schemas.events.contracts import ContractStarted
 
 from ..domain.contracts import Contract, Milestone
 from .context import Context
-from .sagas import fund, refund
+from .sagas.fund import fund_milestones
+from .sagas.refund import refund_milestone
 
 
 async def send_offer(cmd: SendOffer, ctx: Context) -> None:
@@ -27,7 +28,7 @@ async def send_offer(cmd: SendOffer, ctx: Context) -> None:
         [Milestone(s.milestone_id, s.title, s.amount, i, s.due_date) for i, s in enumerate(cmd.milestones)],
         ctx.now)
     await ctx.save(contract, "SendOffer")
-    await fund.start(ctx, contract, contract.deposit_milestones(), offer=True, command_id=ctx.message_id,
+    await fund_milestones(ctx, contract, contract.deposit_milestones(), offer=True, command_id=ctx.message_id,
                      started_by=ctx.message_id)
 
 
@@ -56,4 +57,4 @@ async def accept_offer(cmd: AcceptOffer, ctx: Context) -> None:
 async def _refund_each(ctx: Context, contract: Contract, milestones: list[Milestone], reason: str) -> None:
     await ctx.save(contract, ctx.envelope.type)
     for m in milestones:
-        await refund.start(ctx, contract, m, m.amount, reason=reason, command_id=ctx.message_id, started_by=ctx.message_id)
+        await refund_milestone(ctx, contract, m, m.amount, reason=reason, command_id=ctx.message_id, started_by=ctx.message_id)

@@ -15,7 +15,9 @@ from ..settings import ContractsSettings
 from .context import Context
 from .endings import DISPUTE_OVERDUE, REFUND_WINDOW, answer_refund_request
 from .milestones import AUTO_RELEASE, REVIEW_REMINDER
-from .sagas import release
+from .sagas.orchestrator import SAGA_DEADLINE
+from .sagas.release import release_milestone
+from .sagas.replies import on_step_deadline
 
 INACTIVITY_SWEEP = "inactivity_sweep"
 
@@ -31,7 +33,7 @@ def timer_handlers(settings: ContractsSettings):
         ctx.event(MilestoneAutoReleased(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                         amount=m.amount, currency=contract.currency, review_due_at=due),
                   contract.contract_id)
-        await release.start(ctx, contract, m, m.amount, command_id=None, started_by=ctx.message_id,
+        await release_milestone(ctx, contract, m, m.amount, command_id=None, started_by=ctx.message_id,
                             automatic=True)
 
     async def review_reminder(payload: dict, ctx: Context) -> None:
@@ -63,7 +65,7 @@ def timer_handlers(settings: ContractsSettings):
                       account_id)
         await schedule_next_sweep(ctx.uow, settings)
 
-    return {AUTO_RELEASE: auto_release, REVIEW_REMINDER: review_reminder, REFUND_WINDOW: refund_window,
+    return {SAGA_DEADLINE: on_step_deadline, AUTO_RELEASE: auto_release, REVIEW_REMINDER: review_reminder, REFUND_WINDOW: refund_window,
             INACTIVITY_SWEEP: inactivity_sweep, DISPUTE_OVERDUE: dispute_overdue}
 
 

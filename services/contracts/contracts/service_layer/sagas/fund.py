@@ -1,11 +1,7 @@
-"""Fund saga: charge the client's primary billing method, then hold the money in escrow.
+"""The fund saga: charge the client's primary billing method, then hold the money in escrow.
 
-    step charge -> billing ChargeClient  | ClientCharged -> hold     | ChargeFailed -> failed
-    step hold   -> escrow HoldEscrow     | EscrowFunded -> completed | EscrowHoldRejected -> compensate
-    step compensate -> billing RefundCharge | ChargeRefunded -> failed (the charge is given back)
-
-An offer's saga ends in OfferSent (with MilestoneFunded) or OfferFundingFailed; a later milestone's
-in MilestoneFunded or MilestoneFundingFailed.
+An offer's saga ends in OfferSent (with MilestoneFunded) or OfferFundingFailed; a later milestone's in
+MilestoneFunded or MilestoneFundingFailed. A hold escrow refuses gives the charge back first.
 """
 
 from platform_schemas.commands.saga import ChargeClient, HoldEscrow, MilestoneAmount, RefundCharge
@@ -14,57 +10,74 @@ from platform_schemas.events.contracts import (
     MilestoneFunded, MilestoneFundingFailed, MilestoneTerms, OfferFundingFailed, OfferSent,
 )
 from platform_schemas.events.escrow import EscrowFunded, EscrowHoldRejected
+from platform_schemas.topics import BILLING_SAGA_COMMANDS, ESCROW_SAGA_COMMANDS
 
 from ...domain.contracts import Contract, Milestone
-from ...domain.sagas import COMPLETED, FAILED, Saga
+from ...domain.sagas import FundData, Saga
+from ...domain.sagas import MilestoneAmount as Amount
 from ..context import Context
+from . import orchestrator
+from .table import COMPLETED, FAILED, Ask, On, SagaTable
 
-KIND = "fund"
+
+async def fund_milestones(ctx: Context, contract: Contract, milestones: list[Milestone], *, offer: bool,
+                          command_id: str | None, started_by: str) -> Saga:
+    """Start the fund saga of these milestones (an offer's first funding when `offer`)."""
+    data = FundData(offer=offer, currency=contract.currency,
+                    milestones=[Amount(milestone_id=m.milestone_id, amount=m.amount) for m in milestones])
+    return await orchestrator.start(FUND, ctx, contract, data, command_id=command_id, started_by=started_by)
 
 
-async def start(ctx: Context, contract: Contract, milestones: list[Milestone], *, offer: bool,
-                command_id: str | None, started_by: str) -> Saga:
-    amounts = [{"milestone_id": m.milestone_id, "amount": m.amount} for m in milestones]
-    saga = Saga.start(KIND, contract.contract_id, command_id, started_by, "charge",
-                      {"offer": offer, "milestones": amounts, "currency": contract.currency}, ctx.now)
-    await ctx.sagas.save(saga)
-    ctx.ask_billing(ChargeClient(
+# -- the commands of its steps ---------------------------------------------------------------------
+
+
+def charge_client(saga: Saga, contract: Contract) -> ChargeClient:
+    data: FundData = saga.data
+    titles = [contract.milestone(m.milestone_id).title for m in data.milestones]
+    return ChargeClient(
         charge_id=saga.step_id("charge"), saga_id=saga.saga_id, contract_id=contract.contract_id,
-        client_id=contract.client_id, amount=sum(m.amount for m in milestones), currency=contract.currency,
-        purpose="fixed_price", milestones=[MilestoneAmount(**a) for a in amounts],
-        description=f"{contract.title}: {', '.join(m.title for m in milestones)}",
-    ), subject=contract.contract_id)
-    return saga
+        client_id=contract.client_id, amount=data.amount, currency=data.currency, purpose="fixed_price",
+        milestones=_wire(data), description=f"{contract.title}: {', '.join(titles)}")
 
 
-async def on_client_charged(saga: Saga, event: ClientCharged, ctx: Context) -> None:
-    if not saga.expects("charge"):
-        return
-    contract = await ctx.contract(saga.contract_id)
-    saga.data = {**saga.data, "charge_id": event.charge_id}
-    saga.advance("charged", "hold", ctx.now)
-    await ctx.sagas.save(saga)
-    ctx.ask_escrow(HoldEscrow(
-        hold_id=saga.step_id("hold"), saga_id=saga.saga_id, charge_id=event.charge_id,
-        contract_id=contract.contract_id, client_id=contract.client_id, currency=contract.currency,
-        milestones=[MilestoneAmount(**a) for a in saga.data["milestones"]],
-    ), subject=contract.contract_id)
+def hold_escrow(saga: Saga, contract: Contract) -> HoldEscrow:
+    data: FundData = saga.data
+    return HoldEscrow(hold_id=saga.step_id("hold"), saga_id=saga.saga_id, charge_id=data.charge_id,
+                      contract_id=contract.contract_id, client_id=contract.client_id, currency=data.currency,
+                      milestones=_wire(data))
 
 
-async def on_escrow_funded(saga: Saga, event: EscrowFunded, ctx: Context) -> None:
-    if not saga.expects("hold"):
-        return
-    contract = await ctx.contract(saga.contract_id)
-    ids = [a["milestone_id"] for a in saga.data["milestones"]]
-    funded = contract.offer_funded(event.charge_id, ids) if saga.data["offer"] \
+def refund_charge(saga: Saga, contract: Contract) -> RefundCharge:
+    data: FundData = saga.data
+    return RefundCharge(refund_id=saga.step_id("compensate"), charge_id=data.charge_id, saga_id=saga.saga_id,
+                        contract_id=contract.contract_id, client_id=contract.client_id, amount=data.amount,
+                        currency=data.currency, description="Charge given back: escrow could not hold it")
+
+
+def _wire(data: FundData) -> list[MilestoneAmount]:
+    return [MilestoneAmount(milestone_id=m.milestone_id, amount=m.amount) for m in data.milestones]
+
+
+# -- what its answers do ---------------------------------------------------------------------------
+
+
+async def remember_the_charge(saga: Saga, event: ClientCharged, contract: Contract, ctx: Context) -> None:
+    saga.data.charge_id = event.charge_id
+
+
+async def remember_why_not_held(saga: Saga, event: EscrowHoldRejected, contract: Contract, ctx: Context) -> None:
+    saga.data.reason_code, saga.data.message = event.reason_code, event.message
+
+
+async def funded(saga: Saga, event: EscrowFunded, contract: Contract, ctx: Context) -> None:
+    data: FundData = saga.data
+    ids = [m.milestone_id for m in data.milestones]
+    done = contract.offer_funded(event.charge_id, ids) if data.offer \
         else contract.milestones_funded(event.charge_id, ids)
-    await ctx.save(contract, "MilestoneFunded")
-    saga.finish(COMPLETED, "held", ctx.now)
-    await ctx.sagas.save(saga)
-    for m in funded:
+    for m in done:
         ctx.event(MilestoneFunded(contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount,
                                   currency=contract.currency, charge_id=event.charge_id), contract.contract_id)
-    if saga.data["offer"]:
+    if data.offer:
         ctx.event(OfferSent(
             contract_id=contract.contract_id, client_id=contract.client_id, freelancer_id=contract.freelancer_id,
             title=contract.title, currency=contract.currency, deposit=contract.deposit,
@@ -77,60 +90,51 @@ async def on_escrow_funded(saga: Saga, event: EscrowFunded, ctx: Context) -> Non
         await ctx.complete(saga.command_id, "MilestoneFunded", milestone_ids=ids)
 
 
-async def on_charge_failed(saga: Saga, event: ChargeFailed, ctx: Context) -> None:
-    if not saga.expects("charge"):
-        return
-    await _fail(saga, ctx, event.reason_code, event.message)
+async def charge_failed(saga: Saga, event: ChargeFailed, contract: Contract, ctx: Context) -> None:
+    await _funding_failed(saga, contract, ctx, event.reason_code, event.message)
 
 
-async def on_hold_rejected(saga: Saga, event: EscrowHoldRejected, ctx: Context) -> None:
-    if not saga.expects("hold"):
-        return
-    contract = await ctx.contract(saga.contract_id)
-    saga.data = {**saga.data, "reason_code": event.reason_code, "message": event.message}
-    saga.advance("hold_rejected", "compensate", ctx.now)
-    await ctx.sagas.save(saga)
-    ctx.ask_billing(RefundCharge(
-        refund_id=saga.step_id("compensate"), charge_id=event.charge_id, saga_id=saga.saga_id,
-        contract_id=contract.contract_id, client_id=contract.client_id,
-        amount=sum(a["amount"] for a in saga.data["milestones"]), currency=contract.currency,
-        description="Charge given back: escrow could not hold it",
-    ), subject=contract.contract_id)
+async def charge_given_back(saga: Saga, event: ChargeRefunded, contract: Contract, ctx: Context) -> None:
+    data: FundData = saga.data
+    await _funding_failed(saga, contract, ctx, data.reason_code or "hold_failed",
+                          f"{data.message} (the charge was refunded)")
 
 
-async def on_charge_refunded(saga: Saga, event: ChargeRefunded, ctx: Context) -> None:
-    if not saga.expects("compensate"):
-        return
-    await _fail(saga, ctx, saga.data["reason_code"], f"{saga.data['message']} (the charge was refunded)")
-
-
-async def _fail(saga: Saga, ctx: Context, reason_code: str, message: str) -> None:
-    contract = await ctx.contract(saga.contract_id)
-    amount = sum(a["amount"] for a in saga.data["milestones"])
-    if saga.data["offer"]:
+async def _funding_failed(saga: Saga, contract: Contract, ctx: Context, reason_code: str, message: str) -> None:
+    data: FundData = saga.data
+    if data.offer:
         contract.offer_funding_failed()
         ctx.event(OfferFundingFailed(
             contract_id=contract.contract_id, client_id=contract.client_id, freelancer_id=contract.freelancer_id,
-            currency=contract.currency, amount=amount, reason_code=reason_code, message=message,
+            currency=contract.currency, amount=data.amount, reason_code=reason_code, message=message,
             title=contract.title), contract.contract_id)
         outcome = "OfferFundingFailed"
     else:
-        for a in saga.data["milestones"]:
-            m = contract.milestone_funding_failed(a["milestone_id"])
+        for a in data.milestones:
+            m = contract.milestone_funding_failed(a.milestone_id)
             ctx.event(MilestoneFundingFailed(
                 contract_id=contract.contract_id, milestone_id=m.milestone_id, amount=m.amount,
                 currency=contract.currency, reason_code=reason_code, message=message), contract.contract_id)
         outcome = "MilestoneFundingFailed"
-    await ctx.save(contract, outcome)
-    saga.finish(FAILED, reason_code, ctx.now)
-    await ctx.sagas.save(saga)
     await ctx.complete(saga.command_id, outcome, reason_code=reason_code, message=message)
 
 
-REPLIES = {
-    ClientCharged: on_client_charged,
-    ChargeFailed: on_charge_failed,
-    EscrowFunded: on_escrow_funded,
-    EscrowHoldRejected: on_hold_rejected,
-    ChargeRefunded: on_charge_refunded,
-}
+# -- the saga --------------------------------------------------------------------------------------
+
+FUND = SagaTable(
+    kind="fund",
+    first="charge",
+    steps={
+        "charge":     Ask(BILLING_SAGA_COMMANDS, charge_client),
+        "hold":       Ask(ESCROW_SAGA_COMMANDS, hold_escrow),
+        "compensate": Ask(BILLING_SAGA_COMMANDS, refund_charge),
+    },
+    replies=[
+        #  step          answer               what it does            next
+        On("charge",     ClientCharged,       remember_the_charge,    "hold"),
+        On("charge",     ChargeFailed,        charge_failed,          FAILED),
+        On("hold",       EscrowFunded,        funded,                 COMPLETED),
+        On("hold",       EscrowHoldRejected,  remember_why_not_held,  "compensate"),
+        On("compensate", ChargeRefunded,      charge_given_back,      FAILED),
+    ],
+)

@@ -1,68 +1,75 @@
-"""Refund saga: escrow gives a milestone's money back, then billing returns it to the original card.
-
-    step escrow  -> escrow RefundEscrow  | EscrowRefunded -> gateway
-    step gateway -> billing RefundCharge | ChargeRefunded -> completed (MilestoneRefunded)
-
-A refund the gateway keeps failing stays in step `gateway` (billing retries it with backoff); it is
-never dropped. When the last refund of a withdrawn, declined or cancelled contract completes, the
-contract's own outcome event follows.
+"""The refund saga: escrow gives a milestone's money back to the client's account, then billing returns it
+to the card of the original charge. The contract's own outcome (OfferWithdrawn, OfferDeclined,
+ContractCancelled) follows its last refund; the command that asked completes with it.
 """
 
 from platform_schemas.commands.saga import RefundCharge, RefundEscrow
 from platform_schemas.events.billing import ChargeRefunded
 from platform_schemas.events.contracts import ContractCancelled, OfferDeclined, OfferWithdrawn
-from platform_schemas.events.escrow import EscrowRefunded
+from platform_schemas.events.escrow import EscrowRefunded, EscrowRefundFailed
+from platform_schemas.topics import BILLING_SAGA_COMMANDS, ESCROW_SAGA_COMMANDS
 
-from ...domain.contracts import Contract, Milestone
-from ...domain.sagas import COMPLETED, Saga
+from ...domain.contracts import REFUNDING, Contract, Milestone
+from ...domain.sagas import RefundData, Saga
 from ..context import Context
-
-KIND = "refund"
-
-
-async def start(ctx: Context, contract: Contract, milestone: Milestone, amount: int, *, reason: str,
-                command_id: str | None, started_by: str) -> Saga:
-    saga = Saga.start(KIND, contract.contract_id, command_id, f"{started_by}:{milestone.milestone_id}", "escrow",
-                      {"milestone_id": milestone.milestone_id, "amount": amount, "reason": reason,
-                       "charge_id": milestone.charge_id}, ctx.now)
-    await ctx.sagas.save(saga)
-    ctx.ask_escrow(RefundEscrow(
-        refund_id=saga.step_id("escrow"), saga_id=saga.saga_id, contract_id=contract.contract_id,
-        milestone_id=milestone.milestone_id, client_id=contract.client_id, amount=amount,
-        currency=contract.currency), subject=contract.contract_id)
-    return saga
+from . import orchestrator
+from .table import COMPLETED, NEEDS_ATTENTION, Ask, On, SagaTable
 
 
-async def on_escrow_refunded(saga: Saga, event: EscrowRefunded, ctx: Context) -> None:
-    if not saga.expects("escrow"):
-        return
-    contract = await ctx.contract(saga.contract_id)
-    saga.advance("escrow_refunded", "gateway", ctx.now)
-    await ctx.sagas.save(saga)
-    ctx.ask_billing(RefundCharge(
-        refund_id=saga.step_id("gateway"), charge_id=saga.data["charge_id"], saga_id=saga.saga_id,
-        contract_id=contract.contract_id, client_id=contract.client_id, amount=event.amount,
-        currency=contract.currency, milestone_id=event.milestone_id,
-        description=f"Refund of milestone {event.milestone_id}"), subject=contract.contract_id)
+async def refund_milestone(ctx: Context, contract: Contract, milestone: Milestone, amount: int, *, reason: str,
+                           command_id: str | None, started_by: str) -> Saga:
+    """Start the refund saga of `amount` of this milestone's escrow."""
+    data = RefundData(milestone_id=milestone.milestone_id, amount=amount, reason=reason, charge_id=milestone.charge_id)
+    return await orchestrator.start(REFUND, ctx, contract, data, command_id=command_id,
+                                    started_by=f"{started_by}:{milestone.milestone_id}")
 
 
-async def on_charge_refunded(saga: Saga, event: ChargeRefunded, ctx: Context) -> None:
-    if not saga.expects("gateway"):
-        return
-    contract = await ctx.contract(saga.contract_id)
-    contract.milestone_refunded(saga.data["milestone_id"], event.amount)
-    saga.finish(COMPLETED, "refunded", ctx.now)
-    await ctx.sagas.save(saga)
-    await ctx.complete(saga.command_id, "MilestoneRefunded")
-    await complete_with_contract_outcome(ctx, contract, saga.command_id)
-    await ctx.save(contract, "MilestoneRefunded")
+# -- the commands of its steps ---------------------------------------------------------------------
 
 
-async def complete_with_contract_outcome(ctx: Context, contract: Contract, command_id: str | None) -> None:
-    """The command that ended the contract completes with the contract's own outcome, once recorded."""
+def refund_escrow(saga: Saga, contract: Contract) -> RefundEscrow:
+    data: RefundData = saga.data
+    return RefundEscrow(refund_id=saga.step_id("escrow"), saga_id=saga.saga_id, contract_id=contract.contract_id,
+                        milestone_id=data.milestone_id, client_id=contract.client_id, amount=data.amount,
+                        currency=contract.currency)
+
+
+def refund_charge(saga: Saga, contract: Contract) -> RefundCharge:
+    data: RefundData = saga.data
+    return RefundCharge(refund_id=saga.step_id("gateway"), charge_id=data.charge_id, saga_id=saga.saga_id,
+                        contract_id=contract.contract_id, client_id=contract.client_id, amount=data.amount,
+                        currency=contract.currency, milestone_id=data.milestone_id,
+                        description=f"Refund of milestone {data.milestone_id}")
+
+
+# -- what its answers do ---------------------------------------------------------------------------
+
+
+async def refunded(saga: Saga, event: ChargeRefunded, contract: Contract, ctx: Context) -> None:
+    data: RefundData = saga.data
+    contract.milestone_refunded(data.milestone_id, event.amount)
     outcome = contract.recorded(OfferWithdrawn, OfferDeclined, ContractCancelled)
     if outcome is not None:
-        await ctx.complete(command_id, type(outcome).__name__)
+        await ctx.complete(saga.command_id, type(outcome).__name__)
+    elif not any(m.status == REFUNDING for m in contract.live_milestones):
+        # Final only once the command's last refund is done: GET /commands shows no intermediate outcome.
+        await ctx.complete(saga.command_id, "MilestoneRefunded")
 
 
-REPLIES = {EscrowRefunded: on_escrow_refunded, ChargeRefunded: on_charge_refunded}
+# -- the saga --------------------------------------------------------------------------------------
+
+REFUND = SagaTable(
+    kind="refund",
+    first="escrow",
+    steps={
+        "escrow":  Ask(ESCROW_SAGA_COMMANDS, refund_escrow),
+        "gateway": Ask(BILLING_SAGA_COMMANDS, refund_charge),
+    },
+    replies=[
+        #  step       answer              what it does   next
+        On("escrow",  EscrowRefunded,     None,          "gateway"),
+        # Nothing left the holding; the milestone stays `refunding` until an operator looks.
+        On("escrow",  EscrowRefundFailed, None,          NEEDS_ATTENTION),
+        On("gateway", ChargeRefunded,     refunded,      COMPLETED),
+    ],
+)

@@ -5,20 +5,26 @@ from platform_schemas.events.billing import ChargeFailed
 
 from ..accounts import count_failed_charge
 from ..context import Context
-from . import fund, refund, release
+from . import orchestrator
+from .fund import FUND
+from .refund import REFUND
+from .release import RELEASE
 
-SAGAS = {fund.KIND: fund.REPLIES, release.KIND: release.REPLIES, refund.KIND: refund.REPLIES}
-REPLY_TYPES = {t for replies in SAGAS.values() for t in replies}
+SAGAS = {table.kind: table for table in (FUND, RELEASE, REFUND)}
+REPLY_TYPES = {t for table in SAGAS.values() for t in table.reply_types}
 
 
 async def handle_reply(event: Message, ctx: Context) -> None:
     saga = await ctx.sagas.get(event.saga_id)
     # No saga of ours: another service's (billing's bonus batch), whose failed charges still count.
-    handler = SAGAS[saga.kind].get(type(event)) if saga else None
-    if handler:
-        await handler(saga, event, ctx)
+    if saga is not None:
+        await orchestrator.on_reply(SAGAS[saga.kind], saga, event, ctx)
     if isinstance(event, ChargeFailed):
         await count_failed_charge(ctx, event)
+
+
+async def on_step_deadline(payload: dict, ctx: Context) -> None:
+    await orchestrator.on_deadline(SAGAS, payload, ctx)
 
 
 REPLY_HANDLERS = {t: handle_reply for t in REPLY_TYPES}
