@@ -10,9 +10,10 @@ from platform_schemas.commands import contracts as commands
 from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS
 
 from .adapters.tables import metadata
-from .entrypoints import http, queues_http, statement_http
+from .entrypoints import http, queues_http, sagas_http, statement_http
 from .service_layer import accounts, bonuses, endings, milestones, offers, statement
 from .service_layer.context import Context
+from .service_layer.sagas.metrics import gauge_loop
 from .service_layer.sagas.replies import REPLY_HANDLERS
 from .service_layer.timers import schedule_next_sweep, timer_handlers
 from .settings import ContractsSettings
@@ -69,7 +70,10 @@ definition = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     subscriptions=subscriptions,
     context=context,
-    routers=lambda runtime: [http.router(), statement_http.router(), queues_http.router(), command_status_router()],
+    routers=lambda runtime: [http.router(), statement_http.router(), queues_http.router(), sagas_http.router(),
+                             command_status_router()],
+    background=lambda runtime: [gauge_loop(runtime.session_factory, runtime.clock,
+                                           runtime.settings.metrics_interval.total_seconds())],
     timers=lambda runtime: timer_handlers(runtime.settings),
     on_start=on_start,
 )

@@ -3,13 +3,13 @@
 from dataclasses import asdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.accounts import Account
 from ..domain.contracts import Contract, Milestone
-from ..domain.sagas import Saga
+from ..domain.sagas import NEEDS_ATTENTION, RUNNING, Saga
 from .tables import accounts, contracts, milestone_history, milestones, sagas
 
 _ACCOUNT_FIELDS = [c.name for c in accounts.c if c.name != "registered_at"]
@@ -115,3 +115,22 @@ class SagaRepository:
         stmt = insert(sagas).values(**values)
         await self.session.execute(stmt.on_conflict_do_update(
             index_elements=["saga_id"], set_={k: stmt.excluded[k] for k in Saga.FIELDS if k != "saga_id"}))
+
+    async def waiting(self, status: str, moved_before: datetime, limit: int,
+                      after: tuple[datetime, str] | None = None, kind: str | None = None) -> list[Saga]:
+        """Sagas in `status` (running or needs_attention) that have not moved since `moved_before`,
+        the longest waiting first; `after` is the (updated_at, saga_id) of the last one of the page before."""
+        query = select(sagas).where(sagas.c.status == status, sagas.c.updated_at <= moved_before)
+        if kind is not None:
+            query = query.where(sagas.c.kind == kind)
+        if after is not None:
+            query = query.where(tuple_(sagas.c.updated_at, sagas.c.saga_id) > tuple_(*after))
+        rows = await self.session.execute(query.order_by(sagas.c.updated_at, sagas.c.saga_id).limit(limit))
+        return [Saga.load(row) for row in rows.mappings()]
+
+    async def waiting_by_kind(self) -> list[tuple[str, str, int, datetime]]:
+        """(kind, status, how many, oldest move) of the sagas still running or needing attention."""
+        rows = await self.session.execute(
+            select(sagas.c.kind, sagas.c.status, func.count(), func.min(sagas.c.updated_at))
+            .where(sagas.c.status.in_((RUNNING, NEEDS_ATTENTION))).group_by(sagas.c.kind, sagas.c.status))
+        return [tuple(r) for r in rows]

@@ -1,7 +1,7 @@
 """The contracts service's database: accounts, contracts, milestones, bonuses, sagas."""
 
 from sqlalchemy import (
-    BigInteger, Boolean, Column, Date, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, func,
+    BigInteger, Boolean, Column, Date, DateTime, ForeignKey, Index, Integer, MetaData, String, Table, Text, func, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -78,6 +78,9 @@ sagas = Table(
     Column("step_log", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Sagas still waiting, by how long since they last moved: GET /sagas and the saga gauges.
+    Index("sagas_waiting", "status", "updated_at", "saga_id",
+          postgresql_where=text("status IN ('running', 'needs_attention')")),
 )
 
 bonuses = Table(

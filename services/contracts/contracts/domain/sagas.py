@@ -12,6 +12,7 @@ FINAL = (COMPLETED, FAILED)
 # A saga waiting for an operator still takes the answer of the step it stopped in (a participant that
 # comes back late answers the re-sent step): it is not final.
 WAITING = (RUNNING, NEEDS_ATTENTION)
+NO_ANSWER = "no_answer"  # how a step escalated by its deadline ends in the step log
 _NAMESPACE = uuid.UUID("5b0c1f0e-8d8e-4c6b-9a51-0e7f0c3c2a11")
 
 
@@ -114,7 +115,11 @@ class Saga:
         return f"{self.saga_id}:{step}"
 
     def expects(self, step: str) -> bool:
-        return self.status in WAITING and self.step == step
+        """Waiting for this step's answer: running in it, or escalated for want of an answer (a failure
+        answer that escalated it was taken already)."""
+        if self.step != step:
+            return False
+        return self.status == RUNNING or (self.status == NEEDS_ATTENTION and self.step_log[-1]["outcome"] == NO_ANSWER)
 
     @property
     def is_final(self) -> bool:

@@ -5,7 +5,7 @@ from platform_runtime.logging import get_logger
 from platform_schemas import Message
 
 from ...domain.contracts import Contract
-from ...domain.sagas import NEEDS_ATTENTION, RUNNING, Saga, SagaData
+from ...domain.sagas import NEEDS_ATTENTION, NO_ANSWER, RUNNING, Saga, SagaData
 from ..context import Context
 from . import metrics
 from .table import SagaTable
@@ -54,7 +54,7 @@ async def on_deadline(tables: dict[str, SagaTable], payload: dict, ctx: Context)
             or saga.attempts() != payload["attempt"]:
         return
     if saga.attempts() >= ctx.settings.saga_step_attempts:
-        _escalate(saga, "no_answer", ctx)
+        _escalate(saga, NO_ANSWER, ctx)
     else:
         saga.resent(ctx.now)
         log.info("saga_step_resent", saga_id=saga.saga_id, kind=saga.kind, step=saga.step,
