@@ -19,7 +19,7 @@ PROMQL_WORDS = {
 }
 # Names agreed for issue 8's work that may not be in the code yet (the saga metrics of contracts, the gateway
 # metrics of billing); once they land, the scan of the code below finds them too, and this set can go.
-AGREED_NOT_YET_IN_CODE = {"sagas", "saga_oldest_running_age_seconds", "saga_duration_seconds",
+AGREED_NOT_YET_IN_CODE = {
                           "gateway_calls_total", "gateway_call_seconds", "gateway_work"}
 BUILTIN = {"up"}  # Prometheus' own, per scraped target
 
