@@ -77,6 +77,15 @@ def test_compose_runs_every_service_after_its_migration_and_the_topics():
         assert services[name]["environment"]["DATABASE_URL"].endswith(f"@postgres:5432/{name}")
 
 
+def test_compose_hands_each_service_only_settings_it_reads():
+    from .settings_names import unknown
+
+    services = compose()["services"]
+    for name in SERVICES:
+        for container in (services[name], services[f"migrate-{name}"]):
+            assert not unknown(name, container["environment"]), (name, unknown(name, container["environment"]))
+
+
 def test_compose_creates_a_database_for_every_url_it_hands_out():
     services = compose()["services"]
     created = set(services["postgres"]["environment"]["ESCROW_DATABASES"].split())

@@ -187,6 +187,20 @@ def test_each_kafka_user_reads_what_its_service_consumes_and_writes_its_own_topi
         assert set(allowed) - {("cluster", None)} <= {(k, n) for k, n in allowed if k in ("topic", "group")}
 
 
+def test_each_service_is_handed_only_settings_it_reads():
+    from .settings_names import unknown
+
+    documents = build("overlays/production")
+    literals = {name: set(config["data"]) for name, config in of_kind(documents, "ConfigMap").items()}
+    for workload in [*of_kind(documents, "Deployment").values(), *of_kind(documents, "Job").values()]:
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        service = container["args"][0]
+        names = {e["name"] for e in container["env"]}
+        for ref in container["envFrom"]:
+            names |= literals[ref["configMapRef"]["name"]]
+        assert not unknown(service, names), (workload["metadata"]["name"], unknown(service, names))
+
+
 def test_every_reference_resolves_to_a_resource_or_an_operator_secret():
     documents = build("overlays/production")
     config_maps, services = set(of_kind(documents, "ConfigMap")), set(of_kind(documents, "Service"))
