@@ -54,8 +54,6 @@ SERVICES = [
             other_databases={"GATEWAY_DATABASE_URL": "gateway"}),
     Service("notifications", consumes=[CONTRACTS_EVENTS, BILLING_EVENTS], writes=[NOTIFICATIONS_EVENTS]),
 ]
-# One CloudNativePG Cluster per database: the four services' and the payment gateway simulator's.
-DATABASES = [s.name for s in SERVICES] + ["gateway"]
 
 
 def labels(service: str, component: str) -> dict:
@@ -89,7 +87,8 @@ POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "
                 "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def pod_spec(service: Service, args: list[str], env: list[dict], **extra) -> dict:
+def pod_spec(service: Service, args: list[str], env: list[dict], container_fields: dict, **pod_fields) -> dict:
+    """The pod of a service's Deployment or Job: the image, its settings, non-root with a read-only root."""
     container = {
         "name": service.name, "image": IMAGE, "args": args,
         # platform-config and <service>-config: the configMapGenerator of base/kustomization.yaml
@@ -97,12 +96,12 @@ def pod_spec(service: Service, args: list[str], env: list[dict], **extra) -> dic
         "env": env, "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    container.update(extra.pop("container", {}))
+    container.update(container_fields)
     volumes = [{"name": "tmp", "emptyDir": {}}]
     if any(m["name"] == "kafka-ca" for m in container["volumeMounts"]):
         volumes.append({"name": "kafka-ca", "secret": {"secretName": CLUSTER_CA_SECRET,
                                                        "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
-    return {"automountServiceAccountToken": False, "securityContext": POD_SECURITY, **extra,
+    return {"automountServiceAccountToken": False, "securityContext": POD_SECURITY, **pod_fields,
             "containers": [container], "volumes": volumes}
 
 
@@ -117,7 +116,7 @@ def deployment(service: Service) -> dict:
             {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
              "labelSelector": {"matchLabels": selector}, "matchLabelKeys": ["pod-template-hash"]}
             for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")],
-        container={
+        container_fields={
             "ports": [{"name": "http", "containerPort": HTTP_PORT}],
             "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 60},
             "livenessProbe": {**probe, "periodSeconds": 20, "timeoutSeconds": 5, "failureThreshold": 3},
@@ -172,8 +171,9 @@ def migrate_job(service: Service) -> dict:
             "backoffLimit": 4, "activeDeadlineSeconds": 900, "ttlSecondsAfterFinished": 86400,
             "template": {"metadata": {"labels": labels(service.name, "migrate")},
                          "spec": pod_spec(service, [service.name, "migrate"], env, restartPolicy="Never",
-                                          container={"resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                                                                   "limits": {"memory": "256Mi"}}})},
+                                          container_fields={"resources": {"requests": {"cpu": "100m",
+                                                                                       "memory": "128Mi"},
+                                                                          "limits": {"memory": "256Mi"}}})},
         },
     }
 
