@@ -15,7 +15,7 @@ from .events import notifications as notification_events
 from .types import Message
 
 # Nested value objects, not messages of their own.
-_NOT_MESSAGES = {"MilestoneSpec", "MilestoneTerms", "MilestoneAmount", "BonusToPost"}
+_NOT_MESSAGES = {"MilestoneSpec", "MilestoneTerms", "MilestoneAmount", "BonusToPost", "UpcomingItem"}
 
 
 def _messages(module: ModuleType) -> dict[str, type[Message]]:

@@ -248,6 +248,20 @@ class FakeDisputeRepository:
         return self._rows[milestone_id]
 
 
+class FakeUpcomingRepository:
+    """Nothing dated ahead unless a test puts it there."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, list] = {}
+        self.bonuses: list = []
+
+    async def of(self, account_id: str, now: datetime, reminder_before: timedelta, limit: int) -> list:
+        return list(self.items.get(account_id, []))[:limit]
+
+    async def pending_bonuses(self, account_id: str, limit: int) -> list:
+        return [b for b in self.bonuses if account_id in (b.client_id, b.freelancer_id)][:limit]
+
+
 @dataclass
 class FakeContext(Context):
     """The contracts handlers' Context over in-memory repositories; the rest of Context is the real code."""
@@ -258,6 +272,7 @@ class FakeContext(Context):
         self.sagas = FakeSagaRepository()
         self.bonuses = FakeBonusRepository()
         self.disputes = FakeDisputeRepository()
+        self.upcoming = FakeUpcomingRepository()
 
 
 def contracts_context(*accounts: Account, settings: ContractsSettings | None = None,

@@ -37,7 +37,18 @@ SAMPLES = {
     "ContractStarted": c.ContractStarted(**ids, currency="USD"),
     "OfferDeclined": c.OfferDeclined(**ids, reason="Too busy", refunded_amount=150000, currency="USD"),
     "OfferWithdrawn": c.OfferWithdrawn(**ids, refunded_amount=150000, currency="USD"),
-    "WorkSubmitted": c.WorkSubmitted(**ids, milestone_id=MS, message="Logo <v2> attached", review_due_at=DUE),
+    "WorkSubmitted": c.WorkSubmitted(
+        **ids, milestone_id=MS, message="Logo <v2> attached", review_due_at=DUE,
+        review_reminder_at=DUE - timedelta(days=2),
+        client_upcoming=[c.UpcomingItem(kind="auto_release", at=DUE, contract_id=CONTRACT, milestone_id=MS, **money,
+                                        reminder_at=DUE - timedelta(days=2)),
+                         c.UpcomingItem(kind="bonus_charge", at=DUE + timedelta(days=1), amount=3_800,
+                                        currency="USD", bonuses=3)],
+        freelancer_upcoming=[c.UpcomingItem(kind="earning_available", at=DUE - timedelta(days=1),
+                                            contract_id=CONTRACT, milestone_id="ms-0", amount=90_000,
+                                            currency="USD"),
+                             c.UpcomingItem(kind="auto_release", at=DUE, contract_id=CONTRACT, milestone_id=MS,
+                                            **money, reminder_at=DUE - timedelta(days=2))]),
     "ChangesRequested": c.ChangesRequested(**ids, milestone_id=MS, message="Make it bluer"),
     "ReviewPeriodEndingSoon": c.ReviewPeriodEndingSoon(contract_id=CONTRACT, milestone_id=MS, client_id=CLIENT,
                                                        review_due_at=DUE),
@@ -75,7 +86,7 @@ EXPECTED = {
     "ContractStarted": ("offer_accepted", [CLIENT]),
     "OfferDeclined": ("offer_declined", [CLIENT]),
     "OfferWithdrawn": ("offer_withdrawn", [FREELANCER]),
-    "WorkSubmitted": ("work_submitted", [CLIENT]),
+    "WorkSubmitted": ("work_submitted", [CLIENT, FREELANCER]),
     "ChangesRequested": ("changes_requested", [FREELANCER]),
     "ReviewPeriodEndingSoon": ("review_reminder", [CLIENT]),
     "MilestonePaid": ("payment_released", [FREELANCER, CLIENT]),
@@ -301,3 +312,15 @@ def test_administrators_are_told_of_what_waits_in_their_queues(event_type):
 def test_an_overdue_dispute_tells_the_parties_nothing_moves_by_itself():
     rendered = render("DisputeOverdue", "freelancer")
     assert "nothing moves by itself" in rendered.text and "1,500.00 USD" in rendered.text
+
+
+def test_a_submission_tells_each_party_what_is_coming_up():
+    to_client, to_freelancer = render("WorkSubmitted", "client"), render("WorkSubmitted", "freelancer")
+    assert "we remind you on 08 Dec 2026, 14:00 UTC" in to_client.text
+    assert "- 10 Dec 2026, 14:00 UTC: 1,500.00 USD released automatically (you are reminded 08 Dec 2026" \
+        in to_client.text
+    assert "- 11 Dec 2026, 14:00 UTC: your bonuses (3) are charged: 38.00 USD" in to_client.text
+    assert "Coming up for you" in to_client.html
+    assert "the payment is released to you automatically on 10 Dec 2026, 14:00 UTC" in to_freelancer.text
+    assert "- 09 Dec 2026, 14:00 UTC: 900.00 USD of your earnings becomes available" in to_freelancer.text
+    assert "bonuses (3)" not in to_freelancer.text

@@ -388,13 +388,19 @@ EVENT_TOPICS = [t for t in registry.BY_TOPIC if t.endswith(".events")]
 EVENTS = sorted({name for t in EVENT_TOPICS for name in registry.BY_TOPIC[t]})
 
 
+def _has_amount(fields) -> bool:
+    return any(f == "amount" or f.endswith("_amount") for f in fields)
+
+
 def concerns_money(type_name: str) -> bool:
-    """An amount among its own fields or in the objects it lists (milestones, postings)."""
+    """An amount among its own fields or in the objects it lists (milestones, postings) that do not name their
+    own currency (an upcoming item does: a person's items may be in several currencies)."""
     schema = registry.ALL[type_name].model_json_schema()
     fields = set(schema["properties"])
     for definition in schema.get("$defs", {}).values():
-        fields |= set(definition.get("properties", {}))
-    return any(f == "amount" or f.endswith("_amount") for f in fields)
+        if "currency" not in definition.get("properties", {}):
+            fields |= set(definition.get("properties", {}))
+    return _has_amount(fields)
 
 
 MONEY_EVENTS = [name for name in EVENTS if concerns_money(name)]

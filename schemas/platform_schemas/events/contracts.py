@@ -1,6 +1,7 @@
 """Facts the contracts service publishes on `contracts.events`."""
 
 from datetime import date
+from typing import Literal
 
 from pydantic import Field
 
@@ -161,6 +162,25 @@ class MilestoneFundingFailed(Event):
     message: str
 
 
+UpcomingKind = Literal["auto_release", "refund_request_deadline", "earning_available", "bonus_charge",
+                      "bonus_payment"]
+MAX_UPCOMING_IN_EVENT = 10
+
+
+class UpcomingItem(Event):
+    """One dated thing ahead of a person (GET /accounts/{id}/upcoming lists them, soonest first)."""
+
+    kind: UpcomingKind
+    at: UtcDateTime | None = Field(None, description="None: a bonus batch with the daily schedule off")
+    contract_id: Id | None = None
+    milestone_id: Id | None = None
+    bonus_id: Id | None = None
+    amount: Amount
+    currency: Currency
+    reminder_at: UtcDateTime | None = Field(None, description="auto_release: when the client is reminded")
+    bonuses: int | None = Field(None, description="bonus_charge: how many bonuses the charge is for")
+
+
 class WorkSubmitted(Event):
     contract_id: Id
     milestone_id: Id
@@ -168,6 +188,11 @@ class WorkSubmitted(Event):
     freelancer_id: Id
     message: str
     review_due_at: UtcDateTime
+    review_reminder_at: UtcDateTime | None = None
+    client_upcoming: list[UpcomingItem] = Field(default_factory=list, max_length=MAX_UPCOMING_IN_EVENT,
+                                                description="What is coming up for the client, soonest first")
+    freelancer_upcoming: list[UpcomingItem] = Field(default_factory=list, max_length=MAX_UPCOMING_IN_EVENT,
+                                                    description="What is coming up for the freelancer")
 
 
 class ChangesRequested(Event):

@@ -1,10 +1,17 @@
 """Settings of the contracts service; durations take ISO 8601 (`P14D`) or seconds."""
 
-from datetime import timedelta
+from datetime import time, timedelta
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 from platform_runtime.settings import Duration, ServiceSettings
 
 from .domain.limits import Limits
+
+
+def _time_or_off(value: object) -> object:
+    return None if isinstance(value, str) and value.strip().lower() in ("off", "") else value
 
 
 class ContractsSettings(ServiceSettings):
@@ -24,6 +31,8 @@ class ContractsSettings(ServiceSettings):
     # in all; then the saga is `needs_attention` (it still takes the step's answer if one comes).
     saga_step_timeout: Duration = timedelta(seconds=30)
     saga_step_attempts: int = 3
+    # Billing's daily bonus batch time (the same BONUS_BATCH_AT), to tell people when pending bonuses move.
+    bonus_batch_at: Annotated[time | None, BeforeValidator(_time_or_off)] = time(0, 0)
 
     @property
     def limits(self) -> Limits:

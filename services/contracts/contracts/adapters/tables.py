@@ -129,3 +129,5 @@ Index("disputes_open_oldest_first", disputes.c.opened_at, disputes.c.milestone_i
       postgresql_where=disputes.c.resolved_at.is_(None))
 Index("reactivation_requests_oldest_first", accounts.c.reactivation_requested_at, accounts.c.account_id,
       postgresql_where=accounts.c.reactivation_requested)
+Index("bonuses_pending_by_client", bonuses.c.client_id, postgresql_where=bonuses.c.status == "pending")
+Index("bonuses_pending_by_freelancer", bonuses.c.freelancer_id, postgresql_where=bonuses.c.status == "pending")

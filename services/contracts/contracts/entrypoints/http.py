@@ -1,11 +1,13 @@
 """The contracts service's read side: contracts with their milestones, and accounts."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from platform_runtime.http import NotFound
 
 from ..adapters.bonus_repository import BonusRepository
 from ..adapters.repositories import AccountRepository, ContractRepository
+from ..adapters.upcoming_repository import UpcomingRepository
+from ..service_layer.upcoming import as_wire, upcoming_for
 
 
 def _iso(value) -> str | None:
@@ -64,5 +66,17 @@ def router() -> APIRouter:
         if found.reactivation_requested:
             body["reactivation_requested"] = True
         return body
+
+    @api.get("/accounts/{account_id}/upcoming")
+    async def coming_up(account_id: str, request: Request, limit: int = Query(100, ge=1, le=1000)) -> dict:
+        """Every dated thing ahead of the person across their contracts, soonest first (the first `limit`)."""
+        runtime = request.app.state.runtime
+        async with runtime.session_factory() as session:
+            if await AccountRepository(session).get(account_id) is None:
+                raise NotFound(f"account {account_id}")
+            items = await upcoming_for(UpcomingRepository(session), account_id, runtime.clock.now(),
+                                       runtime.settings, limit)
+        return {"account_id": account_id, "items": [item.model_dump(mode="json", exclude_none=True)
+                                                    for item in as_wire(items)]}
 
     return api

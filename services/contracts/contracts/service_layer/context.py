@@ -10,6 +10,7 @@ from platform_schemas.topics import BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESC
 from ..adapters.bonus_repository import BonusRepository
 from ..adapters.queues import DisputeRepository
 from ..adapters.repositories import AccountRepository, ContractRepository, SagaRepository
+from ..adapters.upcoming_repository import UpcomingRepository
 from ..domain.accounts import Account, activity_resolution
 from ..domain.contracts import Contract
 from ..settings import ContractsSettings
@@ -23,6 +24,7 @@ class Context(HandlerContext):
     sagas: SagaRepository = field(init=False)
     bonuses: BonusRepository = field(init=False)
     disputes: DisputeRepository = field(init=False)
+    upcoming: UpcomingRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = AccountRepository(self.uow.session)
@@ -30,6 +32,7 @@ class Context(HandlerContext):
         self.sagas = SagaRepository(self.uow.session)
         self.bonuses = BonusRepository(self.uow.session)
         self.disputes = DisputeRepository(self.uow.session)
+        self.upcoming = UpcomingRepository(self.uow.session)
 
     def event(self, data: Message, subject: str, actor: str | None = None) -> None:
         self.uow.publish(CONTRACTS_EVENTS, data, subject=subject, actor=actor)

@@ -5,7 +5,7 @@ from platform_schemas.commands.contracts import (
     ActivateMilestone, AddMilestone, ApproveMilestone, EditMilestone, RemoveMilestone, RequestChanges, SubmitWork,
 )
 from platform_schemas.events.contracts import (
-    ChangesRequested, MilestoneApproved, MilestoneEdited, MilestoneRemoved, WorkSubmitted,
+    MAX_UPCOMING_IN_EVENT, ChangesRequested, MilestoneApproved, MilestoneEdited, MilestoneRemoved, WorkSubmitted,
 )
 
 from ..domain.contracts import KEEP, Milestone
@@ -13,6 +13,7 @@ from ..domain.sagas import AfterRelease, NextMilestone
 from .context import Context
 from .sagas.fund import fund_milestones
 from .sagas.release import release_milestone
+from .upcoming import as_wire, upcoming_for
 
 AUTO_RELEASE, REVIEW_REMINDER = "auto_release", "review_reminder"
 
@@ -79,9 +80,15 @@ async def submit_work(cmd: SubmitWork, ctx: Context) -> None:
                            timer_payload)
     await ctx.uow.schedule(f"{REVIEW_REMINDER}:{ctx.message_id}", REVIEW_REMINDER, m.milestone_id,
                            m.review_due_at - ctx.settings.review_reminder_before, timer_payload)
+    # What is coming up for each of them, this review included: told with the submission.
+    ahead = {who: as_wire(await upcoming_for(ctx.upcoming, who, ctx.now, ctx.settings, MAX_UPCOMING_IN_EVENT))
+             for who in (contract.client_id, contract.freelancer_id)}
     ctx.event(WorkSubmitted(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                             client_id=contract.client_id, freelancer_id=contract.freelancer_id, message=cmd.message,
-                            review_due_at=m.review_due_at), contract.contract_id)
+                            review_due_at=m.review_due_at,
+                            review_reminder_at=m.review_due_at - ctx.settings.review_reminder_before,
+                            client_upcoming=ahead[contract.client_id],
+                            freelancer_upcoming=ahead[contract.freelancer_id]), contract.contract_id)
     await ctx.complete(ctx.message_id, "WorkSubmitted", review_due_at=m.review_due_at.isoformat())
 
 

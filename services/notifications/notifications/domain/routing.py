@@ -48,7 +48,7 @@ RULES: dict[str, tuple[str, tuple[Party, ...]]] = {
     "ContractStarted": ("offer_accepted", (CLIENT,)),
     "OfferDeclined": ("offer_declined", (CLIENT,)),
     "OfferWithdrawn": ("offer_withdrawn", (FREELANCER,)),
-    "WorkSubmitted": ("work_submitted", (CLIENT,)),
+    "WorkSubmitted": ("work_submitted", (CLIENT, FREELANCER)),
     "ChangesRequested": ("changes_requested", (FREELANCER,)),
     "ReviewPeriodEndingSoon": ("review_reminder", (CLIENT,)),
     "MilestonePaid": ("payment_released", BOTH),
