@@ -154,3 +154,13 @@ async def test_an_already_suspended_client_is_not_suspended_again():
                                                      ("no_primary_method", False)])
 def test_a_charge_refused_for_no_primary_method_took_nothing_and_does_not_count(reason_code, counts):
     assert counts_in_streak(reason_code) is counts
+
+
+async def test_an_earning_becoming_available_counts_for_the_freelancer():
+    from platform_schemas.events.escrow import EarningAvailable
+    ctx = two_parties_seen_yesterday()
+    seen = last_activity(ctx)
+    await bonuses.on_earning_available(EarningAvailable(
+        earning_id="rel-1", contract_id="c-1", milestone_id="m-1", freelancer_id="free-1", amount=10_000,
+        currency="USD", available_at=ctx.now, postings=[]), ctx)
+    assert last_activity(ctx) == (seen[0], ctx.now)

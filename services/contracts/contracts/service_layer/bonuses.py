@@ -4,6 +4,7 @@ from platform_runtime.errors import Rejected
 from platform_schemas.commands.contracts import GiveBonus
 from platform_schemas.events.billing import BonusFailed, BonusPaid
 from platform_schemas.events.contracts import BonusGiven
+from platform_schemas.events.escrow import EarningAvailable
 
 from ..domain import bonuses
 from .context import Context
@@ -34,4 +35,8 @@ async def on_bonus_failed(event: BonusFailed, ctx: Context) -> None:
     await ctx.bonuses.settle(event.bonus_id, bonuses.FAILED, event.reason_code, ctx.now)
 
 
-EVENT_HANDLERS = {BonusPaid: on_bonus_paid, BonusFailed: on_bonus_failed}
+async def on_earning_available(event: EarningAvailable, ctx: Context) -> None:
+    await ctx.record_activity(event.freelancer_id)  # earnings count as activity, pending -> available too
+
+
+EVENT_HANDLERS = {BonusPaid: on_bonus_paid, BonusFailed: on_bonus_failed, EarningAvailable: on_earning_available}
