@@ -17,7 +17,7 @@ from platform_schemas import Envelope
 from platform_schemas.commands.billing import AddBillingMethod
 from platform_schemas.commands.contracts import (
     AcceptOffer, ActivateMilestone, ApproveMilestone, CancelContract, MilestoneSpec, RegisterAccount, RequestChanges,
-    SendOffer, SubmitWork, SuspendAccount,
+    GiveBonus, SendOffer, SubmitWork, SuspendAccount,
 )
 
 console = Console(highlight=False)
@@ -103,6 +103,25 @@ async def balance(client: PlatformClient, account_id: str) -> str:
                      for c, b in body.items()) or "nothing yet"
 
 
+UPCOMING = {"auto_release": "released automatically", "refund_request_deadline": "refund request answered by",
+            "earning_available": "earning becomes available", "bonus_charge": "bonuses charged (daily batch)",
+            "bonus_payment": "bonus paid (daily batch)"}
+
+
+async def upcoming(client: PlatformClient, name: str, account_id: str) -> list[str]:
+    """Print the person's upcoming list as a table; returns its kinds."""
+    items = (await client.get_json("contracts", f"/accounts/{account_id}/upcoming"))["items"]
+    table = Table(title=f"Coming up for {name}")
+    for column in ("when (UTC)", "what", "amount", "note"):
+        table.add_column(column)
+    for i in items:
+        note = f"client reminded {i['reminder_at'][11:19]}" if i.get("reminder_at") else ""
+        table.add_row((i.get("at") or "next batch")[:19], UPCOMING.get(i["kind"], i["kind"]),
+                      money(i["amount"], i["currency"]), note)
+    console.print(table)
+    return [i["kind"] for i in items]
+
+
 async def main() -> int:
     client = PlatformClient(bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
                             source="demo-marketplace", on_event=show_event)
@@ -155,8 +174,17 @@ async def main() -> int:
         story.step(f"Alice funds the final logo; Bob submits it; Alice stays silent (review period {review})")
         await story.command(ActivateMilestone(contract_id=contract_id, milestone_id=ms[1]), contract_id, alice,
                             {"MilestoneFunded"})
+        await story.command(GiveBonus(contract_id=contract_id, bonus_id=new_id("bonus"), amount=5_000,
+                                      note="For the quick turnaround"), contract_id, alice, {"BonusGiven"})
         await story.command(SubmitWork(contract_id=contract_id, milestone_id=ms[1], message="Final logo"),
                             contract_id, bob, {"WorkSubmitted"})
+
+        story.step("What is coming up for Alice and for Bob (GET /accounts/{id}/upcoming), soonest first")
+        for name, person in (("Alice", alice), ("Bob", bob)):
+            ahead = await upcoming(client, name, person)
+            story.expect("auto_release" in ahead, f"{name} sees the final logo's auto-release coming")
+            story.expect(("bonus_charge" if person == alice else "bonus_payment") in ahead,
+                         f"{name} sees the bonus batch coming")
         paid = await client.wait_for(lambda e: e.type == "MilestonePaid" and e.data["milestone_id"] == ms[1],
                                      timeout=120, what="the auto-release")
         story.expect(paid.data["automatic"], "the final logo was released automatically")
