@@ -1,7 +1,7 @@
 """what is coming up: pending bonuses found by client and by freelancer
 
 Revision ID: d2b7f0c4e861
-Revises: a6e3c9d41f27
+Revises: c7e15a9d2f40
 Create Date: 2026-12-02 01:45:00
 """
 from typing import Sequence, Union
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = 'd2b7f0c4e861'
-down_revision: Union[str, None] = 'a6e3c9d41f27'
+down_revision: Union[str, None] = 'c7e15a9d2f40'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
