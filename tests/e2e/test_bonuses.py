@@ -137,9 +137,9 @@ async def credited(platform, freelancer_id: str, currency: str = "USD") -> int:
     """The freelancer's balance on escrow's ledger, pending and available together."""
     conn = await asyncpg.connect(platform.database_url("escrow").replace("+asyncpg", ""))
     try:
-        return await conn.fetchval("SELECT coalesce(sum(balance), 0) FROM account_balances WHERE account = ANY($1)",
-                                   [f"freelancer:{freelancer_id}:{currency}",
-                                    f"freelancer_pending:{freelancer_id}:{currency}"])
+        return await conn.fetchval(
+            "SELECT coalesce(sum(balance), 0) FROM account_balances WHERE kind IN ('freelancer', 'freelancer_pending')"
+            " AND owner_id = $1 AND sub_id = '' AND currency = $2", freelancer_id, currency)
     finally:
         await conn.close()
 

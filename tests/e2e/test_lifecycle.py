@@ -98,7 +98,7 @@ async def test_only_unfunded_milestones_are_edited_or_removed_and_new_ones_are_f
     await p.do(ActivateMilestone(contract_id=c, milestone_id=m2), deal.client_id, "MilestoneFunded")
     assert await p.refused(ActivateMilestone(contract_id=c, milestone_id=m2), deal.client_id) == "invalid_state"
     assert await p.refused(AddMilestone(contract_id=c, milestone_id=m1, title="Dup", amount=10_000),
-                           deal.client_id) == "already_exists"
+                           deal.client_id) == "id_taken"
 
     contract = await p.contract(c)
     assert [(m["milestone_id"], m["status"], m["amount"]) for m in contract["milestones"]] == \

@@ -86,7 +86,7 @@ def test_charged_bonuses_are_asked_of_escrow_in_requests_of_at_most_the_limit_wh
 
 
 def test_escrow_posts_a_bonus_from_the_gateway_through_the_client_to_the_freelancers_pending_account():
-    postings = ledger.bonus("b-1", "cl-a", "fl-1", 2500, "EUR")
+    postings = ledger.bonus(ledger.TransactionId("bonus", "b-1"), "cl-a", "fl-1", 2500, "EUR")
     assert ledger.balances(postings) == {ledger.gateway("EUR"): -2500, ledger.client("cl-a", "EUR"): 0,
                                          ledger.freelancer_pending("fl-1", "EUR"): 2500}
 

@@ -379,7 +379,7 @@ async def test_a_milestone_amount_outside_the_limits_is_refused(amount):
 
 async def test_a_contract_id_is_never_reused():
     failed = Contract("c-1", "client-1", "free-1", "Old", "USD", "first_milestone", "funding_failed", [])
-    assert await rejected(send_offer(), existing=failed) == "already_exists"
+    assert await rejected(send_offer(), existing=failed) == "id_taken"
 
 
 async def test_milestone_ids_already_used_elsewhere_are_refused():
@@ -389,7 +389,7 @@ async def test_milestone_ids_already_used_elsewhere_are_refused():
     await ctx.contracts.save(other, "test", ctx.now)
     with pytest.raises(Rejected) as refusal:
         await handle_command(ctx, send_offer())
-    assert refusal.value.reason_code == "already_exists" and "m-2" in refusal.value.message
+    assert refusal.value.reason_code == "id_taken" and "m-2" in refusal.value.message
 
 
 async def test_an_offer_with_the_same_milestone_id_twice_is_invalid():

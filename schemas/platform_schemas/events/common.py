@@ -13,6 +13,7 @@ REASON_CODES = (
     "unsupported_schema_version",
     "not_found",
     "already_exists",
+    "id_taken",
     "forbidden",
     "invalid_state",
     "account_not_active",

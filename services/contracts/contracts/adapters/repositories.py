@@ -7,6 +7,8 @@ from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from platform_runtime.errors import Rejected
+
 from ..domain.accounts import Account
 from ..domain.contracts import Contract, Milestone
 from ..domain.sagas import NEEDS_ATTENTION, RUNNING, Saga
@@ -70,9 +72,15 @@ class ContractRepository:
             select(contracts.c.contract_id).where(contracts.c.contract_id == contract_id)) is not None
 
     async def save(self, contract: Contract, event: str, now: datetime) -> None:
+        """Write the contract and its milestones. A new contract or milestone claims its id: an id another
+        contract holds (ids are unique across the platform) is refused `id_taken` and that row is never
+        touched, even when both were checked free at once in concurrent transactions."""
         values = {k: getattr(contract, k) for k in _CONTRACT_FIELDS}
         if contract.is_new:
-            await self.session.execute(insert(contracts).values(**values))
+            claimed = await self.session.scalar(insert(contracts).values(**values).on_conflict_do_nothing()
+                                                .returning(contracts.c.contract_id))
+            if claimed is None:
+                raise Rejected("id_taken", f"contract id {contract.contract_id} is already used")
             contract.is_new = False
         else:
             await self.session.execute(update(contracts).where(contracts.c.contract_id == contract.contract_id)
@@ -80,10 +88,18 @@ class ContractRepository:
         before = self._loaded.get(contract.contract_id, {})
         rows = [{**{k: getattr(m, k) for k in _MILESTONE_FIELDS}, "contract_id": contract.contract_id}
                 for m in contract.milestones]
-        if rows:
+        new_rows = [r for r in rows if r["milestone_id"] not in before]
+        if new_rows:
+            claimed = set(await self.session.scalars(
+                insert(milestones).values(new_rows).on_conflict_do_nothing().returning(milestones.c.milestone_id)))
+            if taken := [r["milestone_id"] for r in new_rows if r["milestone_id"] not in claimed]:
+                raise Rejected("id_taken", f"milestone ids already used: {', '.join(taken)}")
+        if old_rows := [r for r in rows if r["milestone_id"] in before]:
             stmt = insert(milestones)
+            # Only ever this contract's own rows: the WHERE keeps another contract's milestone untouched.
             await self.session.execute(stmt.on_conflict_do_update(
-                index_elements=["milestone_id"], set_={k: stmt.excluded[k] for k in _MILESTONE_FIELDS}), rows)
+                index_elements=["milestone_id"], set_={k: stmt.excluded[k] for k in _MILESTONE_FIELDS},
+                where=milestones.c.contract_id == stmt.excluded.contract_id), old_rows)
         changed = [{"milestone_id": m.milestone_id, "status": m.status, "event": event, "at": now}
                    for m in contract.milestones if before.get(m.milestone_id) != m.status]
         if changed:

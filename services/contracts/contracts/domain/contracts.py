@@ -197,7 +197,7 @@ class Contract:
         if not room_checked:
             self.ensure_room_for_a_milestone()
         if any(m.milestone_id == milestone.milestone_id for m in self.milestones):
-            raise Rejected("already_exists", f"milestone {milestone.milestone_id} already exists")
+            raise Rejected("id_taken", f"milestone id {milestone.milestone_id} is already used")
         milestone.position = max((m.position for m in self.milestones), default=-1) + 1
         self.milestones.append(milestone)
         self.events.append(MilestoneAdded(contract_id=self.contract_id, milestone_id=milestone.milestone_id,

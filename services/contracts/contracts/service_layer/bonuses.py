@@ -17,7 +17,7 @@ async def give_bonus(cmd: GiveBonus, ctx: Context) -> None:
     bonus = bonuses.give(contract, ctx.actor, cmd.bonus_id, cmd.amount, cmd.note, ctx.now, ctx.settings.limits,
                          ctx.settings.bonus_window_after_end)
     if not await ctx.bonuses.add(bonus):
-        raise Rejected("already_exists", f"bonus id {cmd.bonus_id} is already used")
+        raise Rejected("id_taken", f"bonus id {cmd.bonus_id} is already used")
     await ctx.record_activity(bonus.client_id, bonus.freelancer_id)
     ctx.event(BonusGiven(contract_id=bonus.contract_id, bonus_id=bonus.bonus_id, client_id=bonus.client_id,
                          freelancer_id=bonus.freelancer_id, amount=bonus.amount, currency=bonus.currency,

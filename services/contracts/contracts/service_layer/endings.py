@@ -1,5 +1,6 @@
 """Ending commands: end, cancel (refunds and refund requests), answer a refund request, resolve a dispute."""
 
+from platform_runtime.keys import compose
 from platform_schemas.commands.contracts import (
     CancelContract, EndContract, ResolveDispute, RespondToRefundRequest,
 )
@@ -37,7 +38,7 @@ async def cancel_contract(cmd: CancelContract, ctx: Context) -> None:
                            started_by=ctx.message_id)
     for m in ask:
         await ctx.uow.cancel_timers(m.milestone_id, AUTO_RELEASE, REVIEW_REMINDER)
-        await ctx.uow.schedule(f"{REFUND_WINDOW}:{m.milestone_id}", REFUND_WINDOW, m.milestone_id, m.respond_by,
+        await ctx.uow.schedule(compose(REFUND_WINDOW, m.milestone_id), REFUND_WINDOW, m.milestone_id, m.respond_by,
                                {"contract_id": contract.contract_id, "milestone_id": m.milestone_id})
         ctx.event(RefundRequested(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                   freelancer_id=contract.freelancer_id, amount=m.amount, currency=contract.currency,
@@ -62,7 +63,7 @@ async def answer_refund_request(ctx: Context, contract: Contract, actor: str, mi
     if m.status == DISPUTED:
         dispute = Dispute.open(contract, m, ctx.now, ctx.settings.dispute_resolve_within)
         await ctx.disputes.add(dispute)
-        await ctx.uow.schedule(f"{DISPUTE_OVERDUE}:{m.milestone_id}", DISPUTE_OVERDUE, m.milestone_id,
+        await ctx.uow.schedule(compose(DISPUTE_OVERDUE, m.milestone_id), DISPUTE_OVERDUE, m.milestone_id,
                                dispute.resolve_by, {"contract_id": contract.contract_id, "milestone_id": m.milestone_id})
         ctx.event(DisputeOpened(contract_id=contract.contract_id, milestone_id=m.milestone_id,
                                 client_id=contract.client_id, freelancer_id=contract.freelancer_id, amount=m.amount,

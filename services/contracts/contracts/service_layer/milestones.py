@@ -1,5 +1,6 @@
 """Milestone commands: add, edit, remove, activate (fund), submit work, request changes, approve."""
 
+from platform_runtime.keys import compose
 from platform_runtime.errors import Rejected
 from platform_schemas.commands.contracts import (
     ActivateMilestone, AddMilestone, ApproveMilestone, EditMilestone, RemoveMilestone, RequestChanges, SubmitWork,
@@ -28,7 +29,7 @@ async def add_milestone(cmd: AddMilestone, ctx: Context) -> None:
     await _active_client(ctx, contract.client_id)
     ctx.settings.limits.check_milestone(cmd.amount)
     if await ctx.contracts.milestone_ids_taken([cmd.milestone_id]):
-        raise Rejected("already_exists", f"milestone id {cmd.milestone_id} is already used")
+        raise Rejected("id_taken", f"milestone id {cmd.milestone_id} is already used")
     m = contract.add_milestone(ctx.actor, Milestone(cmd.milestone_id, cmd.title, cmd.amount, 0, cmd.due_date))
     if cmd.fund_now:
         contract.activate_milestone(ctx.actor, m.milestone_id)
@@ -76,9 +77,9 @@ async def submit_work(cmd: SubmitWork, ctx: Context) -> None:
     m = contract.submit_work(ctx.actor, cmd.milestone_id, ctx.now, ctx.settings.auto_release_after)
     await ctx.save(contract, "WorkSubmitted")
     timer_payload = {"contract_id": contract.contract_id, "milestone_id": m.milestone_id}
-    await ctx.uow.schedule(f"{AUTO_RELEASE}:{ctx.message_id}", AUTO_RELEASE, m.milestone_id, m.review_due_at,
+    await ctx.uow.schedule(compose(AUTO_RELEASE, ctx.message_id), AUTO_RELEASE, m.milestone_id, m.review_due_at,
                            timer_payload)
-    await ctx.uow.schedule(f"{REVIEW_REMINDER}:{ctx.message_id}", REVIEW_REMINDER, m.milestone_id,
+    await ctx.uow.schedule(compose(REVIEW_REMINDER, ctx.message_id), REVIEW_REMINDER, m.milestone_id,
                            m.review_due_at - ctx.settings.review_reminder_before, timer_payload)
     # What is coming up for each of them, this review included: told with the submission.
     ahead = {who: as_wire(await upcoming_for(ctx.upcoming, who, ctx.now, ctx.settings, MAX_UPCOMING_IN_EVENT))
@@ -115,7 +116,7 @@ async def approve_milestone(cmd: ApproveMilestone, ctx: Context) -> None:
         ctx.settings.limits.check_milestone(cmd.next_milestone.amount)
         if await ctx.contracts.milestone_ids_taken([cmd.next_milestone.milestone_id]) or any(
                 m.milestone_id == cmd.next_milestone.milestone_id for m in contract.milestones):
-            raise Rejected("already_exists", f"milestone id {cmd.next_milestone.milestone_id} is already used")
+            raise Rejected("id_taken", f"milestone id {cmd.next_milestone.milestone_id} is already used")
         contract.ensure_room_for_a_milestone()
         next_milestone = NextMilestone(**cmd.next_milestone.model_dump())
     m = contract.approve(ctx.actor, cmd.milestone_id, cmd.keep_open)

@@ -20,9 +20,9 @@ async def send_offer(cmd: SendOffer, ctx: Context) -> None:
     for spec in cmd.milestones:
         ctx.settings.limits.check_milestone(spec.amount)
     if await ctx.contracts.exists(cmd.contract_id):
-        raise Rejected("already_exists", f"contract {cmd.contract_id} already exists (ids are never reused)")
+        raise Rejected("id_taken", f"contract id {cmd.contract_id} is already used (ids are never reused)")
     if taken := await ctx.contracts.milestone_ids_taken([m.milestone_id for m in cmd.milestones]):
-        raise Rejected("already_exists", f"milestone ids already used: {', '.join(taken)}")
+        raise Rejected("id_taken", f"milestone ids already used: {', '.join(taken)}")
     contract = Contract.offer(
         cmd.contract_id, cmd.client_id, cmd.freelancer_id, cmd.title, cmd.currency, cmd.deposit,
         [Milestone(s.milestone_id, s.title, s.amount, i, s.due_date) for i, s in enumerate(cmd.milestones)],

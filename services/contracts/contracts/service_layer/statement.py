@@ -2,6 +2,7 @@
 
 from datetime import datetime
 
+from platform_runtime.keys import compose
 from platform_schemas import Message
 from platform_schemas.events.escrow import BonusPosted, EarningAvailable, EscrowFunded, EscrowRefunded, EscrowReleased
 
@@ -11,24 +12,25 @@ from .context import Context
 
 
 def movements(event: Message, at: datetime) -> list[Movement]:
-    """What the event moved, per item; the entry ids repeat for a replayed event, so it counts once."""
+    """What the event moved, per item; the entry ids repeat for a replayed event, so it counts once. They are
+    composed, never joined: a caller's bonus id may look like a hold's step id followed by a milestone id."""
     match event:
         case EscrowFunded():
-            return [Movement(f"{event.hold_id}:{m.milestone_id}:{FUNDED}", "milestone", m.milestone_id, FUNDED,
+            return [Movement(compose("hold", event.hold_id, m.milestone_id, FUNDED), "milestone", m.milestone_id, FUNDED,
                              m.amount, at) for m in event.milestones]
         case EscrowReleased():
-            return [Movement(f"{event.release_id}:{RELEASED}", "milestone", event.milestone_id, RELEASED,
+            return [Movement(compose("release", event.release_id, RELEASED), "milestone", event.milestone_id, RELEASED,
                              event.amount, at, event.available_at)]
         case EscrowRefunded():
-            return [Movement(f"{event.refund_id}:{REFUNDED}", "milestone", event.milestone_id, REFUNDED,
+            return [Movement(compose("refund", event.refund_id, REFUNDED), "milestone", event.milestone_id, REFUNDED,
                              event.amount, at)]
         case BonusPosted():  # charged to the client and credited to the freelancer in one ledger transaction
-            return [Movement(f"{event.bonus_id}:{FUNDED}", "bonus", event.bonus_id, FUNDED, event.amount, at),
-                    Movement(f"{event.bonus_id}:{RELEASED}", "bonus", event.bonus_id, RELEASED, event.amount, at,
+            return [Movement(compose("bonus", event.bonus_id, FUNDED), "bonus", event.bonus_id, FUNDED, event.amount, at),
+                    Movement(compose("bonus", event.bonus_id, RELEASED), "bonus", event.bonus_id, RELEASED, event.amount, at,
                              event.available_at)]
         case EarningAvailable():
             item = ("bonus", event.bonus_id) if event.bonus_id else ("milestone", event.milestone_id)
-            return [Movement(f"{event.earning_id}:{AVAILABLE}", *item, AVAILABLE, event.amount, at)]
+            return [Movement(compose(item[0], event.earning_id, AVAILABLE), *item, AVAILABLE, event.amount, at)]
     return []
 
 

@@ -1,6 +1,7 @@
 """What the contracts service's durable timers do when they fire (actor `system`)."""
 
 
+from platform_runtime.keys import compose
 from sqlalchemy import select
 
 from platform_runtime.unit_of_work import UnitOfWork
@@ -87,6 +88,6 @@ async def schedule_next_sweep(uow: UnitOfWork, settings: ContractsSettings) -> N
     period = settings.inactivity_sweep_every
     epoch = int(now.timestamp() // period.total_seconds()) + 1
     due = now.fromtimestamp(epoch * period.total_seconds(), tz=now.tzinfo)
-    await uow.schedule(f"{INACTIVITY_SWEEP}:{epoch}", INACTIVITY_SWEEP, "accounts", due, {})
+    await uow.schedule(compose(INACTIVITY_SWEEP, str(epoch)), INACTIVITY_SWEEP, "accounts", due, {})
 
 

@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import String, any_, bindparam, func, select, update
+from sqlalchemy import String, any_, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,23 +20,32 @@ class EarningsRepository:
             await self.session.execute(insert(earnings).on_conflict_do_nothing(), [
                 {**e.__dict__, "pending": e.amount} for e in new])
 
-    async def still_pending(self, earning_ids: list[str]) -> list[tuple[Earning, int]]:
-        """The earnings not yet made available, locked, with what is left of each."""
+    async def still_pending(self, keys: list[tuple[str, str]]) -> list[tuple[Earning, int]]:
+        """The earnings (kind, earning id) not yet made available, locked, with what is left of each."""
+        if not keys:
+            return []
         rows = await self.session.execute(
-            select(earnings).where(earnings.c.earning_id == any_(bindparam("ids", earning_ids, type_=ARRAY(String))),
+            select(earnings).where(tuple_(earnings.c.kind, earnings.c.earning_id).in_(keys),
                                    earnings.c.made_available_at.is_(None))
-            .order_by(earnings.c.earning_id).with_for_update())
+            .order_by(earnings.c.kind, earnings.c.earning_id).with_for_update())
         return [(_earning(r), r.pending) for r in rows]
 
-    async def first_available_at(self, earning_ids: list[str]) -> datetime | None:
-        return await self.session.scalar(select(func.min(earnings.c.available_at)).where(
+    async def kinds_of(self, earning_ids: list[str]) -> list[tuple[str, str]]:
+        """(kind, id) of earnings named by id alone (the payload of timers set before ids were keyed by kind)."""
+        rows = await self.session.execute(select(earnings.c.kind, earnings.c.earning_id).where(
             earnings.c.earning_id == any_(bindparam("ids", earning_ids, type_=ARRAY(String)))))
+        return [(k, i) for k, i in rows]
 
-    async def mark_available(self, earning_id: str, now: datetime) -> None:
-        await self.session.execute(update(earnings).where(earnings.c.earning_id == earning_id)
+    async def first_available_at(self, kind: str, earning_ids: list[str]) -> datetime | None:
+        return await self.session.scalar(select(func.min(earnings.c.available_at)).where(
+            earnings.c.kind == kind, earnings.c.earning_id == any_(bindparam("ids", earning_ids, type_=ARRAY(String)))))
+
+    async def mark_available(self, earning: Earning, now: datetime) -> None:
+        await self.session.execute(update(earnings).where(earnings.c.kind == earning.kind,
+                                                          earnings.c.earning_id == earning.earning_id)
                                    .values(pending=0, made_available_at=now))
 
-    async def pending_by_account(self) -> dict[str, int]:
+    async def pending_by_account(self) -> dict[ledger.Account, int]:
         """What the pending accounts should hold: the earnings still inside their period (ledger check)."""
         rows = await self.session.execute(
             select(earnings.c.freelancer_id, earnings.c.currency, func.sum(earnings.c.pending))
@@ -46,12 +55,12 @@ class EarningsRepository:
     async def balance_of(self, account_id: str) -> dict[str, dict[str, int]]:
         """`{currency: {pending, available}}` of a freelancer's accounts (empty for an unknown account)."""
         rows = await self.session.execute(
-            select(account_balances.c.account, account_balances.c.currency, account_balances.c.balance)
-            .where(account_balances.c.account.in_([ledger.freelancer_pending(account_id, c) for c in CURRENCIES]
-                                                  + [ledger.freelancer(account_id, c) for c in CURRENCIES])))
+            select(account_balances.c.kind, account_balances.c.currency, account_balances.c.balance)
+            .where(account_balances.c.kind.in_([ledger.FREELANCER_PENDING, ledger.FREELANCER]),
+                   account_balances.c.owner_id == account_id, account_balances.c.sub_id == ""))
         result: dict[str, dict[str, int]] = {}
-        for account, currency, balance in rows:
-            side = "pending" if account.startswith("freelancer_pending:") else "available"
+        for kind, currency, balance in rows:
+            side = "pending" if kind == ledger.FREELANCER_PENDING else "available"
             result.setdefault(currency, {"pending": 0, "available": 0})[side] = balance
         return dict(sorted(result.items()))
 

@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from platform_runtime.keys import compose
+
 EARNINGS_AVAILABLE_TIMER = "earnings_available"
 
 
@@ -30,4 +32,9 @@ def released(earning_id: str, kind: str, contract_id: str, freelancer_id: str, a
 def timer_id(earnings: list[Earning]) -> str:
     """One timer for the earnings credited together (a release, or one PostBonuses): named after the first,
     whose ledger transaction exists once, so the timer is set once however often its command is re-sent."""
-    return f"{EARNINGS_AVAILABLE_TIMER}:{earnings[0].earning_id}"
+    return compose(EARNINGS_AVAILABLE_TIMER, earnings[0].kind, earnings[0].earning_id)
+
+
+def available_transaction(earning: Earning) -> str:
+    """The id of the ledger transaction that makes an earning available (kind `available`)."""
+    return compose(earning.kind, earning.earning_id)

@@ -1,13 +1,15 @@
 """Escrow's bonus postings: gateway -> client account -> freelancer account, one ledger transaction per bonus.
 
-The bonus id is the ledger transaction id, so a bonus is credited once however often it is asked for.
+The bonus id is the ledger transaction id (of kind `bonus`, its own namespace), so a bonus is credited once
+however often it is asked for, and no bonus id can be mistaken for a saga step's transaction.
 """
 
-from platform_schemas import Posting
 from platform_schemas.commands.saga import BonusToPost, PostBonus, PostBonuses
 from platform_schemas.events.escrow import BonusesPosted, BonusPosted
 
+from ..adapters.ledger_repository import LedgerTransaction
 from ..domain import earnings, ledger
+from ..domain.wire import wire
 from .context import Context
 from .earnings import hold_until_available
 
@@ -27,19 +29,23 @@ async def post_bonus(cmd: PostBonus, ctx: Context) -> None:
 async def _post(ctx: Context, bonuses: list[BonusToPost]):
     """Credits the bonuses not yet posted to the freelancers' pending accounts; returns when they become
     available (a re-sent request: when the first posting of them does, near enough for the reply)."""
-    book = ctx.bonus_ledger
-    posted = await book.already_posted([b.bonus_id for b in bonuses])
-    fresh = [b for b in bonuses if b.bonus_id not in posted]
-    transactions = [(b.bonus_id, b.contract_id, ledger.bonus(b.bonus_id, b.client_id, b.freelancer_id, b.amount,
-                                                             b.currency)) for b in fresh]
+    book = ctx.ledger
+    posted = await book.already_posted(ledger.BONUS, [b.bonus_id for b in bonuses])
+    fresh = list({b.bonus_id: b for b in bonuses if b.bonus_id not in posted}.values())  # each bonus once
+    transactions = []
+    for b in fresh:
+        tx = ledger.TransactionId(ledger.BONUS, b.bonus_id)
+        transactions.append(LedgerTransaction(
+            tx, b.contract_id, None, ledger.bonus(tx, b.client_id, b.freelancer_id, b.amount, b.currency)))
     await book.append_all(transactions)
     credited = [earnings.released(b.bonus_id, "bonus", b.contract_id, b.freelancer_id, b.amount, b.currency, ctx.now,
                                   ctx.pending_for, bonus_id=b.bonus_id) for b in fresh]
     await hold_until_available(ctx, credited)
-    for b, (_, _, postings), earning in zip(fresh, transactions, credited):
-        ctx.event(BonusPosted(**b.model_dump(), postings=[Posting(**p.__dict__) for p in postings],
+    for b, t, earning in zip(fresh, transactions, credited):
+        ctx.event(BonusPosted(**b.model_dump(), postings=wire(t.postings),
                               available_at=earning.available_at), b.contract_id)
-    return credited[0].available_at if credited else await ctx.earnings.first_available_at([b.bonus_id for b in bonuses])
+    return credited[0].available_at if credited else await ctx.earnings.first_available_at(
+        "bonus", [b.bonus_id for b in bonuses])
 
 
 HANDLERS = {PostBonuses: post_bonuses, PostBonus: post_bonus}

@@ -7,7 +7,6 @@ from platform_runtime.context import HandlerContext
 from platform_schemas import Message
 from platform_schemas.topics import ESCROW_EVENTS
 
-from ..adapters.bonus_ledger import BonusLedger
 from ..adapters.earnings_repository import EarningsRepository
 from ..adapters.ledger_repository import LedgerRepository
 
@@ -17,12 +16,10 @@ class Context(HandlerContext):
     # The earnings security period: a release or bonus is pending this long, then available.
     pending_for: timedelta = field(kw_only=True)
     ledger: LedgerRepository = field(init=False)
-    bonus_ledger: BonusLedger = field(init=False)
     earnings: EarningsRepository = field(init=False)
 
     def __post_init__(self) -> None:
         self.ledger = LedgerRepository(self.uow.session)
-        self.bonus_ledger = BonusLedger(self.uow.session)
         self.earnings = EarningsRepository(self.uow.session)
 
     def event(self, data: Message, subject: str) -> None:

@@ -7,68 +7,67 @@ typed failure reply.
 
 from platform_runtime.errors import Rejected
 
-from platform_schemas import Posting
 from platform_schemas.commands.saga import HoldEscrow, RefundEscrow, ReleaseEscrow
 from platform_schemas.events.escrow import EscrowFunded, EscrowRefunded, EscrowReleased
 
 from ..adapters.ledger_repository import LedgerRepository
 from ..domain import earnings, ledger
+from ..domain.wire import wire
 from .context import Context
 from .earnings import hold_until_available
 
 
-def _wire(postings: list[ledger.Posting]) -> list[Posting]:
-    return [Posting(**p.__dict__) for p in postings]
-
-
 async def hold_escrow(cmd: HoldEscrow, ctx: Context) -> None:
     repo = ctx.ledger
-    postings = ledger.fund(cmd.hold_id, cmd.client_id, cmd.currency,
+    tx = ledger.TransactionId(ledger.FUND, cmd.hold_id)
+    postings = ledger.fund(tx, cmd.client_id, cmd.currency,
                            [(cmd.contract_id, m.milestone_id, m.amount) for m in cmd.milestones])
-    if not await repo.has_transaction(cmd.hold_id):
+    if not await repo.has_transaction(tx):
         currency = await repo.contract_currency(cmd.contract_id)
         if currency is not None and currency != cmd.currency:
             raise Rejected("currency_mismatch", f"contract {cmd.contract_id} is held in {currency}")
         await repo.open_contract(cmd.contract_id, cmd.client_id, cmd.currency)
-        await repo.append(cmd.hold_id, "fund", cmd.contract_id, None, postings)
+        await repo.append(tx, cmd.contract_id, None, postings)
         for m in cmd.milestones:
             await repo.add_to_holding(cmd.contract_id, m.milestone_id, cmd.currency, funded=m.amount)
     ctx.event(EscrowFunded(
         hold_id=cmd.hold_id, saga_id=cmd.saga_id, charge_id=cmd.charge_id, contract_id=cmd.contract_id,
         client_id=cmd.client_id, currency=cmd.currency, amount=sum(m.amount for m in cmd.milestones),
-        milestones=cmd.milestones, postings=_wire(postings),
+        milestones=cmd.milestones, postings=wire(postings),
     ), cmd.contract_id)
 
 
 async def release_escrow(cmd: ReleaseEscrow, ctx: Context) -> None:
     """To the freelancer's pending account; available once the security period is over."""
-    postings = ledger.release(cmd.release_id, cmd.contract_id, cmd.milestone_id, cmd.client_id,
+    tx = ledger.TransactionId(ledger.RELEASE, cmd.release_id)
+    postings = ledger.release(tx, cmd.contract_id, cmd.milestone_id, cmd.client_id,
                               cmd.freelancer_id, cmd.amount, cmd.currency)
-    if await _take_from_escrow(ctx.ledger, cmd.release_id, "release", cmd, postings, released=cmd.amount):
+    if await _take_from_escrow(ctx.ledger, tx, cmd, postings, released=cmd.amount):
         earning = earnings.released(cmd.release_id, "release", cmd.contract_id, cmd.freelancer_id, cmd.amount,
                                     cmd.currency, ctx.now, ctx.pending_for, milestone_id=cmd.milestone_id)
         await hold_until_available(ctx, [earning])
         available_at = earning.available_at
     else:
-        available_at = await ctx.earnings.first_available_at([cmd.release_id])
-    ctx.event(EscrowReleased(**cmd.model_dump(), postings=_wire(postings), available_at=available_at),
+        available_at = await ctx.earnings.first_available_at("release", [cmd.release_id])
+    ctx.event(EscrowReleased(**cmd.model_dump(), postings=wire(postings), available_at=available_at),
               cmd.contract_id)
 
 
 async def refund_escrow(cmd: RefundEscrow, ctx: Context) -> None:
-    postings = ledger.refund(cmd.refund_id, cmd.contract_id, cmd.milestone_id, cmd.client_id, cmd.amount,
+    tx = ledger.TransactionId(ledger.REFUND, cmd.refund_id)
+    postings = ledger.refund(tx, cmd.contract_id, cmd.milestone_id, cmd.client_id, cmd.amount,
                              cmd.currency)
-    await _take_from_escrow(ctx.ledger, cmd.refund_id, "refund", cmd, postings, refunded=cmd.amount)
-    ctx.event(EscrowRefunded(**cmd.model_dump(), postings=_wire(postings)), cmd.contract_id)
+    await _take_from_escrow(ctx.ledger, tx, cmd, postings, refunded=cmd.amount)
+    ctx.event(EscrowRefunded(**cmd.model_dump(), postings=wire(postings)), cmd.contract_id)
 
 
-async def _take_from_escrow(repo: LedgerRepository, transaction_id: str, kind: str, cmd: ReleaseEscrow | RefundEscrow,
+async def _take_from_escrow(repo: LedgerRepository, tx: ledger.TransactionId, cmd: ReleaseEscrow | RefundEscrow,
                             postings: list[ledger.Posting], **taken: int) -> bool:
     """Release and refund alike: one ledger transaction out of a milestone's holding; False if already done."""
-    if await repo.has_transaction(transaction_id):
+    if await repo.has_transaction(tx):
         return False
     ledger.ensure_held(await repo.held(cmd.contract_id, cmd.milestone_id), cmd.amount, cmd.milestone_id)
-    await repo.append(transaction_id, kind, cmd.contract_id, cmd.milestone_id, postings)
+    await repo.append(tx, cmd.contract_id, cmd.milestone_id, postings)
     await repo.add_to_holding(cmd.contract_id, cmd.milestone_id, cmd.currency, **taken)
     return True
 

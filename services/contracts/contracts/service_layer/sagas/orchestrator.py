@@ -1,6 +1,7 @@
 """The one interpreter of every saga table: start a saga, move it on each answer, re-send or escalate at
 each step's deadline. A step's deadline is a durable timer armed in the same transaction as its command."""
 
+from platform_runtime.keys import compose
 from platform_runtime.logging import get_logger
 from platform_schemas import Message
 
@@ -67,7 +68,7 @@ async def _ask(table: SagaTable, saga: Saga, contract: Contract, ctx: Context) -
     ask = table.steps[saga.step]
     ctx.uow.publish(ask.topic, ask.command(saga, contract), subject=saga.contract_id)
     attempt = saga.attempts()
-    await ctx.uow.schedule(f"{SAGA_DEADLINE}:{saga.saga_id}:{saga.step}:{attempt}", SAGA_DEADLINE, saga.saga_id,
+    await ctx.uow.schedule(compose(SAGA_DEADLINE, saga.saga_id, saga.step, str(attempt)), SAGA_DEADLINE, saga.saga_id,
                            ctx.now + ctx.settings.saga_step_timeout,
                            {"saga_id": saga.saga_id, "step": saga.step, "attempt": attempt})
 

@@ -3,6 +3,7 @@ to the card of the original charge. The contract's own outcome (OfferWithdrawn, 
 ContractCancelled) follows its last refund; the command that asked completes with it.
 """
 
+from platform_runtime.keys import compose
 from platform_schemas.commands.saga import RefundCharge, RefundEscrow
 from platform_schemas.events.billing import ChargeRefunded
 from platform_schemas.events.contracts import ContractCancelled, OfferDeclined, OfferWithdrawn
@@ -21,7 +22,7 @@ async def refund_milestone(ctx: Context, contract: Contract, milestone: Mileston
     """Start the refund saga of `amount` of this milestone's escrow."""
     data = RefundData(milestone_id=milestone.milestone_id, amount=amount, reason=reason, charge_id=milestone.charge_id)
     return await orchestrator.start(REFUND, ctx, contract, data, command_id=command_id,
-                                    started_by=f"{started_by}:{milestone.milestone_id}")
+                                    started_by=compose(started_by, milestone.milestone_id))
 
 
 # -- the commands of its steps ---------------------------------------------------------------------

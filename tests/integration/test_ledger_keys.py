@@ -1,0 +1,129 @@
+"""Escrow's ledger on real PostgreSQL with hostile ids (issue 9, item 1).
+
+Ids that contain ':' or equal the words escrow's old keys were joined from: each hold, release and bonus
+still makes its own ledger transaction, each milestone its own escrow account, and the ledger check is
+clean. The migration from the joined-string keys converts existing rows.
+"""
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from platform_runtime.clock import SystemClock
+from platform_runtime.migrate import alembic_config, upgrade
+from platform_runtime.relay import asyncpg_dsn, notify_channel
+from platform_runtime.unit_of_work import Cause, UnitOfWork
+from platform_schemas.commands.saga import HoldEscrow, MilestoneAmount, PostBonus, ReleaseEscrow
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+from escrow.adapters.ledger_repository import LedgerRepository
+from escrow.adapters.tables import metadata
+from escrow.bootstrap import definition
+from escrow.domain import ledger
+from escrow.service_layer import bonuses, handlers
+from tests.support.probe_service import drop_database, scratch_database
+from tests.support.processes import DB_PREFIX
+
+pytestmark = pytest.mark.integration
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def escrow_db(infra):
+    name = f"{DB_PREFIX}it_ledger_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(infra.postgres_url, name)
+    yield url
+    await drop_database(infra.postgres_url, name)
+
+
+async def run(url: str, handler, cmd) -> list[str]:
+    engine = create_async_engine(url)
+    try:
+        uow = UnitOfWork(async_sessionmaker(engine, expire_on_commit=False), metadata.tables, "escrow",
+                         SystemClock(), notify_channel("escrow"))
+        async with uow:
+            uow.cause = Cause(str(uuid.uuid4()), "corr", "system")
+            await handler(cmd, None, uow)
+            published = [o.envelope.type for o in uow.outgoing]
+            await uow.commit()
+            return published
+    finally:
+        await engine.dispose()
+
+
+async def ledger_check(url: str) -> list[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            postings, stored, held = await LedgerRepository(conn).everything()
+        return ledger.check(postings, stored, held)
+    finally:
+        await engine.dispose()
+
+
+def hold(hold_id: str, contract: str, milestone: str, amount: int = 10_000) -> HoldEscrow:
+    return HoldEscrow(hold_id=hold_id, saga_id="s", charge_id="ch", contract_id=contract, client_id="cl:USD",
+                      currency="USD", milestones=[MilestoneAmount(milestone_id=milestone, amount=amount)])
+
+
+async def test_hostile_ids_each_get_their_own_accounts_and_transactions(escrow_db):
+    await asyncio.to_thread(upgrade, definition.migrations_dir, escrow_db)
+    # The old keys: escrow:<contract>:<milestone> made these two one account; the bare transaction id
+    # made the bonus below swallow the second hold (charged, never held).
+    assert await run(escrow_db, handlers.hold_escrow, hold("fund-1:hold", "a:b", "c")) == ["EscrowFunded"]
+    assert await run(escrow_db, handlers.hold_escrow, hold("fund-2:hold", "a", "b:c", 7_000)) == ["EscrowFunded"]
+    assert await run(escrow_db, bonuses.post_bonus, PostBonus(
+        bonus_id="fund-3:hold", contract_id="a", client_id="cl", freelancer_id="fl", amount=500, currency="USD",
+        charge_id="ch")) == ["BonusPosted"]
+    assert await run(escrow_db, handlers.hold_escrow, hold("fund-3:hold", "a", "escrow", 3_000)) == ["EscrowFunded"]
+    assert await run(escrow_db, handlers.release_escrow, ReleaseEscrow(
+        release_id="fund-1:hold", saga_id="s", contract_id="a:b", milestone_id="c", client_id="cl:USD",
+        freelancer_id="fl", amount=10_000, currency="USD")) == ["EscrowReleased"]
+    # The same step again changes nothing.
+    assert await run(escrow_db, handlers.hold_escrow, hold("fund-2:hold", "a", "b:c", 7_000)) == []
+
+    conn = await asyncpg.connect(asyncpg_dsn(escrow_db))
+    try:
+        held = {(r["contract_id"], r["milestone_id"]): r["held"] for r in await conn.fetch(
+            "SELECT contract_id, milestone_id, funded - released - refunded AS held FROM holdings")}
+        balances = {(r["kind"], r["owner_id"], r["sub_id"]): r["balance"] for r in await conn.fetch(
+            "SELECT kind, owner_id, sub_id, balance FROM account_balances")}
+        transactions = await conn.fetchval("SELECT count(*) FROM ledger_transactions")
+    finally:
+        await conn.close()
+    assert held == {("a:b", "c"): 0, ("a", "b:c"): 7_000, ("a", "escrow"): 3_000}
+    assert balances[("escrow", "a", "b:c")] == 7_000 and balances[("escrow", "a:b", "c")] == 0
+    assert balances[("freelancer", "fl", "")] == 10_500 and balances[("client", "cl:USD", "")] == 0
+    assert transactions == 5
+    assert await ledger_check(escrow_db) == []
+
+
+async def test_the_migration_converts_joined_string_keys_to_structured_ones(escrow_db):
+    from alembic import command
+
+    await asyncio.to_thread(command.upgrade, alembic_config(definition.migrations_dir, escrow_db), "380dfa3dee56")
+    conn = await asyncpg.connect(asyncpg_dsn(escrow_db))
+    try:
+        await conn.execute("""
+            INSERT INTO ledger_transactions (transaction_id, kind, contract_id) VALUES ('s1:hold', 'fund', 'c-1');
+            INSERT INTO postings (posting_id, transaction_id, debit_account, credit_account, amount, currency) VALUES
+              ('s1:hold:charge', 's1:hold', 'gateway:USD', 'client:cl:1:USD', 900, 'USD'),
+              ('s1:hold:m:1', 's1:hold', 'client:cl:1:USD', 'escrow:c-1:m:1', 900, 'USD');
+            INSERT INTO account_balances (account, currency, balance) VALUES
+              ('gateway:USD', 'USD', -900), ('client:cl:1:USD', 'USD', 0), ('escrow:c-1:m:1', 'USD', 900);
+            INSERT INTO escrow_contracts VALUES ('c-1', 'cl:1', 'USD');
+            INSERT INTO holdings (contract_id, milestone_id, currency, funded) VALUES ('c-1', 'm:1', 'USD', 900);
+        """)
+        await asyncio.to_thread(upgrade, definition.migrations_dir, escrow_db)
+        rows = await conn.fetch("SELECT * FROM postings ORDER BY leg")
+        balances = {(r["kind"], r["owner_id"], r["sub_id"], r["currency"]): r["balance"]
+                    for r in await conn.fetch("SELECT * FROM account_balances")}
+    finally:
+        await conn.close()
+    assert [(r["transaction_kind"], r["leg"], r["posting_id"]) for r in rows] == [
+        ("fund", 0, "s1:hold:charge"), ("fund", 1, "s1:hold:m:1")]
+    assert (rows[1]["credit_kind"], rows[1]["credit_owner_id"], rows[1]["credit_sub_id"]) == ("escrow", "c-1", "m:1")
+    assert balances == {("gateway", "", "", "USD"): -900, ("client", "cl:1", "", "USD"): 0,
+                        ("escrow", "c-1", "m:1", "USD"): 900}
+    assert await ledger_check(escrow_db) == []
