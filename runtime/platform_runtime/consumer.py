@@ -9,18 +9,17 @@ without limit instead: that is not the message's fault.
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from platform_schemas import Envelope, from_kafka
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from . import logging as logs
 from . import metrics, tracing
 from .dead_letters import DeadLetters
-from .errors import TransientError
+from .faults import TransientFaults, is_transient
 from .unit_of_work import UnitOfWork
 
 log = logs.get_logger(__name__)
@@ -28,14 +27,7 @@ Dispatch = Callable[[Envelope, UnitOfWork], Awaitable[None]]
 # Called once a message failed every attempt, before it is dead-lettered, in a transaction of its own:
 # a saga participant answers the step as failed there (CommandDispatcher.give_up), so no saga waits on it.
 GiveUp = Callable[[Envelope, BaseException, UnitOfWork], Awaitable[bool]]
-_TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError, TransientError)
-
-
-def is_transient(error: BaseException) -> bool:
-    """Not the message's fault (database or gateway unreachable): retried without limit, never dead-lettered."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, _TRANSIENT)
+__all__ = ["BatchProcessor", "commit_offsets", "is_transient", "rewind"]
 
 
 @dataclass
@@ -47,6 +39,7 @@ class BatchProcessor:
     max_attempts: int
     backoff_seconds: float
     give_up: GiveUp | None = None
+    faults: TransientFaults = field(default_factory=TransientFaults)  # readiness is red while one lasts
 
     async def process(self, records: list[ConsumerRecord]) -> dict[TopicPartition, int]:
         """Handle a batch; returns the offsets to commit (next offset per partition)."""
@@ -116,14 +109,21 @@ class BatchProcessor:
             log.error("failure_reply_not_sent", message_id=envelope.id, error=repr(failure))
 
     async def _until_transient_passes(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Retry a dependency's fault (by SQLSTATE, see faults.py) with backoff, without limit and without
+        counting it against the message; anything else is raised for the caller to count."""
         delay = self.backoff_seconds
         while True:
             try:
-                return await work()
+                result = await work()
+                self.faults.recovered()
+                return result
             except Exception as error:
                 if not is_transient(error):
+                    self.faults.recovered()  # the dependency answered: the fault is the message's
                     raise
-                log.warning("transient_failure_retrying", error=repr(error), retry_in=delay)
+                self.faults.failed(error)
+                log.warning("transient_failure_retrying", error=repr(error), fault=self.faults.last_error,
+                            retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 

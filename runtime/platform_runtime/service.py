@@ -25,6 +25,7 @@ from .clock import Clock, SystemClock
 from .context import ContextFactory, HandlerContext
 from .consumer import BatchProcessor, GiveUp, commit_offsets, rewind
 from .dead_letters import DeadLetters
+from .faults import TransientFaults
 from .http import base_app, database_answers
 from .relay import OutboxRelay, new_producer, notify_channel
 from .settings import ServiceSettings
@@ -79,6 +80,7 @@ class Runtime:
     new_context: ContextFactory = HandlerContext
     subscriber: Any = None
     last_batch_at: float = field(default_factory=time.monotonic)
+    faults: TransientFaults = field(default_factory=TransientFaults)
 
     def __post_init__(self) -> None:
         self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -97,7 +99,7 @@ class Runtime:
     async def readiness(self) -> dict[str, bool]:
         kafka_ok = self.producer is not None and not self.producer._closed  # noqa: SLF001
         return {"database": await database_answers(self.session_factory), "kafka": kafka_ok,
-                "consuming": not self.consumer_stalled()}
+                "consuming": not self.consumer_stalled(), "no_transient_fault": self.faults.ok}
 
     def consumer_stalled(self) -> bool:
         """Lag but no batch for a while: aiokafka can stop fetching silently after a broker restart (#1154)."""
@@ -131,7 +133,8 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
         s.topic: BatchProcessor(
             topic=s.topic, dispatch=s.dispatch, new_uow=runtime.new_uow, dead_letters=dead_letters,
             max_attempts=settings.consumer_max_attempts,
-            backoff_seconds=settings.consumer_retry_backoff.total_seconds(), give_up=s.give_up)
+            backoff_seconds=settings.consumer_retry_backoff.total_seconds(), give_up=s.give_up,
+            faults=runtime.faults)
         for s in subscriptions
     }
 

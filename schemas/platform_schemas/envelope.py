@@ -1,14 +1,19 @@
 """CloudEvents 1.0 structured JSON envelope, the outer shape of every message on every topic."""
 
 import json
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .types import Message, UtcDateTime
+from .types import NO_CONTROL, Message, UtcDateTime
+
+MAX_EXTENSIONS, MAX_EXTENSION_LENGTH = 16, 512
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")  # CloudEvents attribute names
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 CONTENT_TYPE = "application/cloudevents+json"
 
@@ -28,25 +33,42 @@ def parse_dataschema(value: str | None) -> int:
 
 
 class Envelope(BaseModel):
-    # Extension attributes (tracing and the like) are allowed by CloudEvents and kept.
+    """Every attribute has a maximum length no larger than the column that stores it (processed_messages,
+    outbox, timers: 200) and no control characters, so a malformed envelope is refused when it is parsed,
+    before any database work: it costs the messages behind it no more than a good one."""
+
+    # Extension attributes (tracing and the like) are allowed by CloudEvents and kept, within bounds.
     model_config = ConfigDict(extra="allow", frozen=True)
 
     specversion: Literal["1.0"] = "1.0"
-    id: str = Field(min_length=1, max_length=128)
-    source: str = Field(min_length=1)
-    type: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=128, pattern=NO_CONTROL)
+    source: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL)
+    type: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z][A-Za-z0-9_.]*$")
     time: UtcDateTime
-    subject: str = Field(min_length=1, max_length=128)
-    actor: str = Field(min_length=1, max_length=128)
-    correlationid: str | None = None
-    causationid: str | None = None
-    datacontenttype: str = "application/json"
-    dataschema: str | None = None
+    subject: str = Field(min_length=1, max_length=128, pattern=NO_CONTROL)
+    actor: str = Field(min_length=1, max_length=128, pattern=NO_CONTROL)
+    correlationid: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_CONTROL)
+    causationid: str | None = Field(default=None, min_length=1, max_length=128, pattern=NO_CONTROL)
+    datacontenttype: str = Field(default="application/json", max_length=100, pattern=NO_CONTROL)
+    dataschema: str | None = Field(default=None, max_length=200, pattern=NO_CONTROL)
     # CloudEvents distributed-tracing extension (W3C trace context): optional, passed on by the platform
     # to every message a message causes; a malformed value is ignored, never a reason to reject.
     traceparent: str | None = Field(default=None, max_length=128)
     tracestate: str | None = Field(default=None, max_length=512)
     data: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _bounded_extensions(self) -> "Envelope":
+        extensions = self.model_extra or {}
+        if len(extensions) > MAX_EXTENSIONS:
+            raise ValueError(f"at most {MAX_EXTENSIONS} extension attributes")
+        for name, value in extensions.items():
+            if not _EXTENSION_NAME.match(name):
+                raise ValueError(f"extension attribute name {name[:40]!r} is not [a-z0-9]{{1,20}}")
+            if not isinstance(value, (str, int, bool)) or (isinstance(value, str) and (
+                    len(value) > MAX_EXTENSION_LENGTH or _CONTROL.search(value))):
+                raise ValueError(f"extension attribute {name} must be a short string, integer or boolean")
+        return self
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

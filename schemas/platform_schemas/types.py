@@ -6,6 +6,21 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+# No control characters (C0, DEL, C1): a NUL cannot be stored by PostgreSQL and the others have no place in
+# a name or a title. Free text (messages, notes, reasons) may hold tabs and line breaks.
+NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+NO_CONTROL_BUT_LINE_BREAKS = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+
+
+def Line(max_length: int, min_length: int = 1):  # noqa: N802 - a type, named like one
+    """One line of text of at most `max_length` characters (its column's length), no control characters."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length, pattern=NO_CONTROL)]
+
+
+def Text(max_length: int, min_length: int = 1):  # noqa: N802
+    """Free text of at most `max_length` characters; tabs and line breaks allowed, other controls not."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length, pattern=NO_CONTROL_BUT_LINE_BREAKS)]
 # Strict: pydantic's lax mode would turn "1500", 10.0 and True into 1500/10/1. Money is never coerced.
 Amount = Annotated[StrictInt, Field(description="Minor units (cents) of `currency`")]
 NonNegativeAmount = Annotated[StrictInt, Field(ge=0, description="Minor units (cents) of `currency`, 0 or more")]

@@ -230,6 +230,10 @@ class FakeBonusRepository:
     async def settle(self, bonus_id: str, status: str, reason_code: str | None, now: datetime) -> None:
         self.settled[bonus_id] = (status, reason_code)
 
+    async def given_on(self, client_id: str, currency: str, business_date) -> int:
+        return sum(b.amount for b in self._rows.values()
+                   if (b.client_id, b.currency, b.business_date) == (client_id, currency, business_date))
+
 
 class FakeDisputeRepository:
     def __init__(self) -> None:

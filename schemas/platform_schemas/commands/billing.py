@@ -3,9 +3,8 @@
 from datetime import date
 from typing import Literal
 
-from pydantic import Field
 
-from ..types import Id, Message
+from ..types import Id, Line, Message
 
 BillingMethodKind = Literal["card", "bank_account", "paypal"]
 
@@ -14,7 +13,7 @@ class AddBillingMethod(Message):
     account_id: Id
     billing_method_id: Id
     kind: BillingMethodKind
-    token: str = Field(min_length=1, max_length=200)
+    token: Line(200)
     make_primary: bool = False
 
 

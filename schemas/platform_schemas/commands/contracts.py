@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..types import Amount, Currency, Id, Message, NonNegativeAmount, Role
+from ..types import Amount, Currency, Id, Line, Message, NonNegativeAmount, Role, Text
 
 Deposit = Literal["first_milestone", "all_milestones"]
 MAX_MILESTONES_PER_CONTRACT = 50  # an offer's list, and what AddMilestone may grow a contract to
@@ -14,13 +14,13 @@ MAX_MILESTONES_PER_CONTRACT = 50  # an offer's list, and what AddMilestone may g
 class RegisterAccount(Message):
     account_id: Id
     role: Role
-    name: str = Field(min_length=1, max_length=200)
-    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    name: Line(200)
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+$")
 
 
 class SuspendAccount(Message):
     account_id: Id
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Text(1000)
     appealable: bool
 
 
@@ -34,7 +34,7 @@ class ReactivateAccount(Message):
 
 class MilestoneSpec(Message):
     milestone_id: Id
-    title: str = Field(min_length=1, max_length=200)
+    title: Line(200)
     amount: Amount
     due_date: date | None = None
 
@@ -43,7 +43,7 @@ class SendOffer(Message):
     contract_id: Id
     client_id: Id
     freelancer_id: Id
-    title: str = Field(min_length=1, max_length=200)
+    title: Line(200)
     currency: Currency
     milestones: list[MilestoneSpec] = Field(min_length=1, max_length=MAX_MILESTONES_PER_CONTRACT)
     deposit: Deposit = "first_milestone"
@@ -59,13 +59,13 @@ class AcceptOffer(Message):
 
 class DeclineOffer(Message):
     contract_id: Id
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: Text(1000, min_length=0) | None = None
 
 
 class AddMilestone(Message):
     contract_id: Id
     milestone_id: Id
-    title: str = Field(min_length=1, max_length=200)
+    title: Line(200)
     amount: Amount
     due_date: date | None = None
     fund_now: bool = False
@@ -76,7 +76,7 @@ class EditMilestone(Message):
 
     contract_id: Id
     milestone_id: Id
-    title: str | None = Field(default=None, min_length=1, max_length=200)
+    title: Line(200) | None = None
     amount: Amount | None = None
     due_date: date | None = None
 
@@ -94,7 +94,7 @@ class ActivateMilestone(Message):
 class SubmitWork(Message):
     contract_id: Id
     milestone_id: Id
-    message: str = Field(min_length=1, max_length=5000)
+    message: Text(5000)
 
 
 class ApproveMilestone(Message):
@@ -107,14 +107,14 @@ class ApproveMilestone(Message):
 class RequestChanges(Message):
     contract_id: Id
     milestone_id: Id
-    message: str = Field(min_length=1, max_length=5000)
+    message: Text(5000)
 
 
 class GiveBonus(Message):
     contract_id: Id
     bonus_id: Id
     amount: Amount
-    note: str = Field(min_length=1, max_length=1000)
+    note: Text(1000)
 
 
 class EndContract(Message):
@@ -123,7 +123,7 @@ class EndContract(Message):
 
 class CancelContract(Message):
     contract_id: Id
-    reason: str = Field(min_length=1, max_length=1000)
+    reason: Text(1000)
 
 
 class RespondToRefundRequest(Message):

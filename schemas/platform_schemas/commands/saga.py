@@ -29,7 +29,7 @@ class ChargeClient(Message):
     amount: Amount
     currency: Currency
     purpose: ChargePurpose = "fixed_price"
-    milestones: list[MilestoneAmount] = []
+    milestones: list[MilestoneAmount] = Field(default=[], max_length=50)
     description: str
 
 
@@ -54,7 +54,7 @@ class HoldEscrow(Message):
     contract_id: Id
     client_id: Id
     currency: Currency
-    milestones: list[MilestoneAmount]
+    milestones: list[MilestoneAmount] = Field(min_length=1, max_length=50)
 
 
 class ReleaseEscrow(Message):

@@ -26,6 +26,9 @@ class ContractsSettings(ServiceSettings):
     milestone_min_amount: int = 500
     milestone_max_amount: int = 100_000_000
     bonus_min_amount: int = 100
+    bonus_max_amount: int = 10_000_000
+    bonus_max_per_client_per_day: int = 100_000_000
+    contract_max_total: int = 1_000_000_000
     inactivity_sweep_every: Duration = timedelta(days=1)
     # A saga step not answered within this is sent again (same step id), at most SAGA_STEP_ATTEMPTS times
     # in all; then the saga is `needs_attention` (it still takes the step's answer if one comes).
@@ -36,4 +39,5 @@ class ContractsSettings(ServiceSettings):
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.milestone_min_amount, self.milestone_max_amount, self.bonus_min_amount)
+        return Limits(self.milestone_min_amount, self.milestone_max_amount, self.bonus_min_amount,
+                      self.contract_max_total, self.bonus_max_amount, self.bonus_max_per_client_per_day)

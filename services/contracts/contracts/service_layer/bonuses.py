@@ -1,5 +1,7 @@
 """GiveBonus (recorded now, charged by billing's daily batch) and the batch's word on each bonus."""
 
+from datetime import timezone
+
 from platform_runtime.errors import Rejected
 from platform_schemas.commands.contracts import GiveBonus
 from platform_schemas.events.billing import BonusFailed, BonusPaid
@@ -14,8 +16,11 @@ async def give_bonus(cmd: GiveBonus, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     contract.ensure_client(ctx.actor)
     (await ctx.account(contract.client_id, lock=True)).ensure_may_start_activity()
+    # The client's row is locked above, so two bonuses of one client are counted one after the other.
+    given_today = await ctx.bonuses.given_on(contract.client_id, contract.currency,
+                                             ctx.now.astimezone(timezone.utc).date())
     bonus = bonuses.give(contract, ctx.actor, cmd.bonus_id, cmd.amount, cmd.note, ctx.now, ctx.settings.limits,
-                         ctx.settings.bonus_window_after_end)
+                         ctx.settings.bonus_window_after_end, given_today)
     if not await ctx.bonuses.add(bonus):
         raise Rejected("id_taken", f"bonus id {cmd.bonus_id} is already used")
     await ctx.record_activity(bonus.client_id, bonus.freelancer_id)

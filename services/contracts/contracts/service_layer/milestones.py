@@ -28,6 +28,7 @@ async def add_milestone(cmd: AddMilestone, ctx: Context) -> None:
     contract.ensure_client(ctx.actor)
     await _active_client(ctx, contract.client_id)
     ctx.settings.limits.check_milestone(cmd.amount)
+    ctx.settings.limits.check_contract([*(m.amount for m in contract.live_milestones), cmd.amount])
     if await ctx.contracts.milestone_ids_taken([cmd.milestone_id]):
         raise Rejected("id_taken", f"milestone id {cmd.milestone_id} is already used")
     m = contract.add_milestone(ctx.actor, Milestone(cmd.milestone_id, cmd.title, cmd.amount, 0, cmd.due_date))
@@ -46,6 +47,7 @@ async def edit_milestone(cmd: EditMilestone, ctx: Context) -> None:
     # Left out: unchanged; given as null: cleared.
     due_date = cmd.due_date if "due_date" in cmd.model_fields_set else KEEP
     m = contract.edit_milestone(ctx.actor, cmd.milestone_id, cmd.title, cmd.amount, due_date)
+    ctx.settings.limits.check_contract(m.amount for m in contract.live_milestones)
     await ctx.save(contract, "MilestoneEdited")
     ctx.event(MilestoneEdited(contract_id=contract.contract_id, milestone_id=m.milestone_id, title=m.title,
                               amount=m.amount, currency=contract.currency, due_date=m.due_date), contract.contract_id)
@@ -114,6 +116,8 @@ async def approve_milestone(cmd: ApproveMilestone, ctx: Context) -> None:
         # A suspended client's approval with a next milestone is refused whole; a plain one always goes.
         await _active_client(ctx, contract.client_id)
         ctx.settings.limits.check_milestone(cmd.next_milestone.amount)
+        ctx.settings.limits.check_contract([*(m.amount for m in contract.live_milestones),
+                                            cmd.next_milestone.amount])
         if await ctx.contracts.milestone_ids_taken([cmd.next_milestone.milestone_id]) or any(
                 m.milestone_id == cmd.next_milestone.milestone_id for m in contract.milestones):
             raise Rejected("id_taken", f"milestone id {cmd.next_milestone.milestone_id} is already used")

@@ -19,6 +19,7 @@ async def send_offer(cmd: SendOffer, ctx: Context) -> None:
     (await ctx.account(cmd.freelancer_id)).ensure_role("freelancer")
     for spec in cmd.milestones:
         ctx.settings.limits.check_milestone(spec.amount)
+    ctx.settings.limits.check_contract(spec.amount for spec in cmd.milestones)
     if await ctx.contracts.exists(cmd.contract_id):
         raise Rejected("id_taken", f"contract id {cmd.contract_id} is already used (ids are never reused)")
     if taken := await ctx.contracts.milestone_ids_taken([m.milestone_id for m in cmd.milestones]):
