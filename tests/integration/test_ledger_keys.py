@@ -7,6 +7,7 @@ clean. The migration from the joined-string keys converts existing rows.
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -23,6 +24,7 @@ from escrow.adapters.tables import metadata
 from escrow.bootstrap import definition
 from escrow.domain import ledger
 from escrow.service_layer import bonuses, handlers
+from escrow.service_layer.context import Context
 from tests.support.probe_service import drop_database, scratch_database
 from tests.support.processes import DB_PREFIX
 
@@ -44,7 +46,7 @@ async def run(url: str, handler, cmd) -> list[str]:
                          SystemClock(), notify_channel("escrow"))
         async with uow:
             uow.cause = Cause(str(uuid.uuid4()), "corr", "system")
-            await handler(cmd, None, uow)
+            await handler(cmd, Context(uow, pending_for=timedelta(days=5)))
             published = [o.envelope.type for o in uow.outgoing]
             await uow.commit()
             return published
@@ -94,15 +96,15 @@ async def test_hostile_ids_each_get_their_own_accounts_and_transactions(escrow_d
         await conn.close()
     assert held == {("a:b", "c"): 0, ("a", "b:c"): 7_000, ("a", "escrow"): 3_000}
     assert balances[("escrow", "a", "b:c")] == 7_000 and balances[("escrow", "a:b", "c")] == 0
-    assert balances[("freelancer", "fl", "")] == 10_500 and balances[("client", "cl:USD", "")] == 0
-    assert transactions == 5
+    assert balances[("freelancer_pending", "fl", "")] == 10_500 and balances[("client", "cl:USD", "")] == 0
+    assert transactions == 5  # hold, hold, bonus, hold, release
     assert await ledger_check(escrow_db) == []
 
 
 async def test_the_migration_converts_joined_string_keys_to_structured_ones(escrow_db):
     from alembic import command
 
-    await asyncio.to_thread(command.upgrade, alembic_config(definition.migrations_dir, escrow_db), "380dfa3dee56")
+    await asyncio.to_thread(command.upgrade, alembic_config(definition.migrations_dir, escrow_db), "7c1e5a9d2b40")
     conn = await asyncpg.connect(asyncpg_dsn(escrow_db))
     try:
         await conn.execute("""
