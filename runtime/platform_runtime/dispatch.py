@@ -4,6 +4,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from platform_schemas import Envelope, Message, parse_dataschema, registry
+from platform_schemas.actors import kind_of as actor_kind
 from platform_schemas.events.common import CommandRejected, StepFailed
 from pydantic import ValidationError
 
@@ -39,6 +40,9 @@ class CommandDispatcher:
     rejections_topic: str
     context: ContextFactory = HandlerContext
     failure_reply: FailureReply | None = None
+    # For a topic other systems write (contracts.commands, billing.commands): the kinds of actor each
+    # command accepts (platform_schemas.actors); None for the internal saga topics.
+    actors: Mapping[str, frozenset[str]] | None = None
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +63,7 @@ class CommandDispatcher:
             handler = self._by_type.get(envelope.type)
             if handler is None:
                 self._unknown(envelope)
+            self._check_actor(envelope)
             command = self._parse(envelope)
             if not await self._answered_as_failed_before(envelope, command, uow):
                 await handler(command, self.context(uow, envelope))
@@ -124,6 +129,17 @@ class CommandDispatcher:
         except ValidationError as error:
             raise Rejected("invalid_data", _describe(error)) from None
 
+    def _check_actor(self, envelope: Envelope) -> None:
+        """At the edge, before the data is read: `system` never comes from outside, and each command
+        accepts only the kinds of actor CONTRACT.md names for it."""
+        if self.actors is None:
+            return
+        kind = actor_kind(envelope.actor)
+        if kind is None:
+            raise Rejected("forbidden", "the actor is neither an account id, admin:<name> nor system")
+        if kind not in self.actors.get(envelope.type, frozenset()):
+            raise Rejected("forbidden", f"{envelope.type} is not accepted from a {kind} actor on {self.topic}")
+
     def _unknown(self, envelope: Envelope) -> None:
         raise Rejected("unknown_command", f"{envelope.type!r} is not a command of {self.topic}")
 
@@ -165,6 +181,9 @@ class EventDispatcher:
 
     handlers: Mapping[type[Message], Handler]
     context: ContextFactory = HandlerContext
+    # For a topic other systems write (contracts.commands, billing.commands): the kinds of actor each
+    # command accepts (platform_schemas.actors); None for the internal saga topics.
+    actors: Mapping[str, frozenset[str]] | None = None
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

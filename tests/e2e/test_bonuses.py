@@ -248,7 +248,10 @@ async def test_a_day_charges_each_client_once_per_currency_fails_only_the_declin
 
     # The same day again: the same figures, nobody charged, credited or told anything new.
     events_before = len(client.events)
-    again = await completed(client, await run_batch(client, day, actor="system"))
+    # (`system` runs the scheduled batch inside billing; from billing.commands it is forbidden.)
+    refused = await client.outcome(await run_batch(client, day, actor="system"), {"BonusBatchCompleted"})
+    assert (refused.type, refused.data["reason_code"]) == ("CommandRejected", "forbidden")
+    again = await completed(client, await run_batch(client, day, actor="admin:another"))
     assert again.data == done.data
     assert await gateway_charges(batch_platform, day) == charges
     await asyncio.sleep(0.5)  # the rerun's answer came; nothing else of that day may follow it

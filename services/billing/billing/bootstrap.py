@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
 from platform_runtime.http import command_status_router
 from platform_runtime.service import ServiceDefinition, Subscription
+from platform_schemas.actors import COMMAND_ACTORS
 from platform_schemas.topics import (
     BILLING_COMMANDS, BILLING_EVENTS, BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS,
 )
@@ -32,7 +33,8 @@ def subscriptions(runtime) -> list[Subscription]:
     commands = {**handlers.COMMANDS, **bonus_batch.COMMANDS}
     escrow_events = {**handlers.ESCROW_EVENT_HANDLERS, **bonus_batch.ESCROW_EVENT_HANDLERS}
     return [
-        Subscription(BILLING_COMMANDS, CommandDispatcher(BILLING_COMMANDS, commands, BILLING_EVENTS, contexts).dispatch),
+        Subscription(BILLING_COMMANDS, CommandDispatcher(BILLING_COMMANDS, commands, BILLING_EVENTS, contexts,
+                                                         actors=COMMAND_ACTORS).dispatch),
         Subscription(BILLING_SAGA_COMMANDS,
                      CommandDispatcher(BILLING_SAGA_COMMANDS, handlers.SAGA_STEPS, BILLING_EVENTS, contexts).dispatch),
         Subscription(ESCROW_EVENTS, EventDispatcher(escrow_events, contexts).dispatch),

@@ -7,6 +7,7 @@ from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
 from platform_runtime.http import command_status_router
 from platform_runtime.service import ServiceDefinition, Subscription
 from platform_schemas.commands import contracts as commands
+from platform_schemas.actors import COMMAND_ACTORS
 from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS
 
 from .adapters.tables import metadata
@@ -49,7 +50,8 @@ async def context(runtime):
 
 def subscriptions(runtime) -> list[Subscription]:
     replies = EventDispatcher(statement.recording({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}), runtime.new_context)
-    from_outside = CommandDispatcher(CONTRACTS_COMMANDS, COMMANDS, CONTRACTS_EVENTS, runtime.new_context)
+    from_outside = CommandDispatcher(CONTRACTS_COMMANDS, COMMANDS, CONTRACTS_EVENTS, runtime.new_context,
+                                     actors=COMMAND_ACTORS)
     return [
         Subscription(CONTRACTS_COMMANDS, from_outside.dispatch),
         Subscription(BILLING_EVENTS, replies.dispatch),

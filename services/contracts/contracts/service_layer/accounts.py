@@ -1,6 +1,7 @@
 """Account commands: register, suspend, ask for and grant reactivation."""
 
 from platform_runtime.errors import Rejected
+from platform_schemas.actors import is_account_id
 from platform_schemas.events.billing import ChargeFailed
 from platform_schemas.commands.contracts import (
     ReactivateAccount, RegisterAccount, RequestReactivation, SuspendAccount,
@@ -20,6 +21,9 @@ def _admin(ctx: Context) -> None:
 
 async def register_account(cmd: RegisterAccount, ctx: Context) -> None:
     _admin(ctx)
+    if not is_account_id(cmd.account_id):
+        raise Rejected("invalid_data", f"{cmd.account_id!r} names a kind of actor (system, admin:<name>), "
+                                       "not an account")
     account = Account(cmd.account_id, cmd.role, cmd.name, cmd.email, last_activity_at=ctx.now)
     if not await ctx.accounts.add(account):
         raise Rejected("already_exists", f"account {cmd.account_id} already exists")
