@@ -7,10 +7,13 @@ and mark means the rows are published again with the same CloudEvents id: consum
 """
 
 import asyncio
+import time
 import zlib
+from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from . import metrics
 from .logging import get_logger
@@ -35,6 +38,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = False
         self.active = False  # holds the lock (a standby has no pass to finish)
+        self.failing: dict[int, FailingRow] = {}  # rows the broker refused, by seq: retried with backoff
 
     def stop(self) -> None:
         """Finish the pass in progress (publish and mark), then return: a graceful stop republishes nothing."""
@@ -77,23 +81,65 @@ class OutboxRelay:
             await conn.close()
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
+        """One pass: publish the unsent rows in commit order and mark those the broker took.
+
+        A row the broker (or the producer) refuses does not hold the others back: it is reported with its
+        id, kept unsent and tried again with backoff, and only the later rows of its own subject (its Kafka
+        key, hence its partition) wait behind it, so per-subject order holds.
+        """
+        now = time.monotonic()
+        due = [seq for seq, f in self.failing.items() if f.next_try <= now]
+        held_keys = sorted({f.key for f in self.failing.values()})
         rows = await conn.fetch(
-            "SELECT seq, topic, key, payload FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
-            self.batch_size,
+            "SELECT seq, event_id, topic, key, payload FROM outbox WHERE sent_at IS NULL"
+            " AND (key <> ALL($2::text[]) OR seq = ANY($3::bigint[])) ORDER BY seq LIMIT $1",
+            self.batch_size, held_keys, due,
         )
         if not rows:
             return 0
         # The idempotent producer keeps per-partition order across its in-flight requests, so
         # sending the whole batch before waiting keeps commit order per subject (= key = partition).
-        futures = [
-            await self.producer.send(r["topic"], r["payload"], key=r["key"].encode(), headers=HEADERS)
-            for r in rows
-        ]
-        await asyncio.gather(*futures)
-        await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])",
-                           [r["seq"] for r in rows])
-        metrics.RELAYED.inc(len(rows))
+        in_flight, held = [], set()
+        for r in rows:
+            if r["key"] in held:
+                continue  # behind a row of its subject that just failed: waits for it
+            try:
+                future = await self.producer.send(r["topic"], r["payload"], key=r["key"].encode(), headers=HEADERS)
+            except KafkaError as error:  # refused before sending (e.g. MessageSizeTooLargeError)
+                self._failed(r, error)
+                held.add(r["key"])
+                continue
+            in_flight.append((r, future))
+        results = await asyncio.gather(*(f for _, f in in_flight), return_exceptions=True)
+        sent = []
+        for (r, _), result in zip(in_flight, results):
+            if isinstance(result, BaseException):
+                self._failed(r, result)
+            else:
+                sent.append(r["seq"])
+                if self.failing.pop(r["seq"], None) is not None:
+                    log.info("outbox_row_published_after_failures", seq=r["seq"], event_id=r["event_id"])
+        if sent:
+            await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])", sent)
+            metrics.RELAYED.inc(len(sent))
         return len(rows)
+
+    def _failed(self, row, error: BaseException) -> None:
+        previous = self.failing.get(row["seq"])
+        attempts = previous.attempts + 1 if previous else 1
+        self.failing[row["seq"]] = FailingRow(row["key"], attempts,
+                                              time.monotonic() + min(0.5 * 2 ** (attempts - 1), 30.0), repr(error))
+        metrics.RELAY_ROW_FAILURES.labels(row["topic"]).inc()
+        log.error("outbox_row_publish_failed", seq=row["seq"], event_id=row["event_id"], topic=row["topic"],
+                  key=row["key"], attempts=attempts, error=repr(error))
+
+
+@dataclass
+class FailingRow:
+    key: str
+    attempts: int
+    next_try: float  # time.monotonic()
+    error: str
 
 
 def notify_channel(service: str) -> str:

@@ -94,7 +94,8 @@ class Runtime:
         return self.definition.metadata.tables
 
     def new_uow(self) -> UnitOfWork:
-        return UnitOfWork(self.session_factory, self.tables, self.name, self.clock, notify_channel(self.name))
+        return UnitOfWork(self.session_factory, self.tables, self.name, self.clock, notify_channel(self.name),
+                          max_message_bytes=self.settings.max_message_bytes)
 
     async def readiness(self) -> dict[str, bool]:
         kafka_ok = self.producer is not None and not self.producer._closed  # noqa: SLF001

@@ -52,6 +52,10 @@ class ServiceSettings(BaseSettings):
     # so this is no latency cost (service.py drops faststream's extra sleep after an empty fetch).
     consumer_batch_timeout_ms: int = 200
     relay_batch_size: int = 500
+    # The largest message (JSON envelope, bytes) a handler may write to the outbox, checked when it is
+    # written: below the producer's max_request_size and the broker's message.max.bytes (1 MiB each by
+    # default), so no row the relay cannot publish is ever created.
+    max_message_bytes: int = 1_000_000
     # The relay queues a whole pass of rows before it waits for their acks, so they are batched
     # without lingering: a linger would only add its length to every hop.
     producer_linger_ms: int = 0

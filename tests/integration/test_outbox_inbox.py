@@ -326,3 +326,63 @@ async def test_the_inbox_row_and_the_state_change_are_one_transaction_in_postgre
         await uow.commit()
     async with scratch.session_factory() as session:
         assert (await session.execute(select(processed.c.status))).scalar() == "accepted"
+
+
+# -- one row the broker refuses (issue 9, item 5) ------------------------------------------------
+
+
+async def test_a_message_too_large_to_publish_is_refused_when_it_is_written(scratch):
+    from platform_runtime.errors import Rejected
+
+    async with scratch.new_uow() as uow:
+        small = uow.publish(scratch.topic, registered("c-1", 1), subject="c-1")
+        uow.max_message_bytes = len(small.to_json()) + 100
+        with pytest.raises(Rejected) as refused:
+            uow.publish(scratch.topic, registered("c-1", "x" * 190), subject="c-1")
+        assert refused.value.reason_code == "too_large"
+
+
+async def test_a_row_the_broker_refuses_holds_back_only_its_own_subject_and_is_reported(infra, scratch, caplog):
+    from platform_runtime.relay import new_producer
+
+    # A producer whose request limit is smaller than one of the rows: it refuses that row, as a broker would
+    # a message over message.max.bytes. (A row this big can no longer be written through publish().)
+    small = new_producer(infra.kafka_bootstrap, 0, "it-relay-small")
+    small._max_request_size = 1_500  # noqa: SLF001 - aiokafka has no setter; 1 MiB otherwise
+    await small.start()
+    try:
+        first = await commit_events(scratch, [("c-1", 1), ("c-2", 1)])
+        async with scratch.new_uow() as uow:
+            huge = uow.publish(scratch.topic, AccountRegistered(account_id="c-1", role="client", name="n" * 180,
+                                                                email="c-1@example.test"), subject="c-1")
+            await uow.commit()
+        await scratch.fetch("UPDATE outbox SET payload = payload || convert_to(repeat(' ', 2000), 'UTF8') "
+                            "WHERE event_id = $1", huge.id)
+        later = await commit_events(scratch, [("c-1", 2), ("c-2", 2), ("c-3", 1)])
+        relay, task = start_relay(scratch, small, idle_check=0.2)
+        try:
+            records = await read_topic(infra.kafka_bootstrap, scratch.topic, 4)
+            published = {(r.key.decode(), Envelope.model_validate_json(r.value).id) for r in records}
+            # Everything but the refused row and the one behind it on its subject went out.
+            assert published == {("c-1", first[0].id), ("c-2", first[1].id), ("c-2", later[1].id),
+                                  ("c-3", later[2].id)}
+            [(seq, failing)] = relay.failing.items()
+            assert failing.key == "c-1" and "MessageSizeTooLarge" in failing.error
+            assert [r["event_id"] for r in await scratch.fetch(
+                "SELECT event_id FROM outbox WHERE sent_at IS NULL ORDER BY seq")] == [huge.id, later[0].id]
+            # An operator mends the row: it goes out, then the row held behind it, in commit order.
+            await scratch.fetch("UPDATE outbox SET payload = convert_to(rtrim(convert_from(payload, 'UTF8')), 'UTF8') "
+                                "WHERE seq = $1", seq)
+            await wait_until(lambda: unsent_is(scratch, 0), 30, "the mended row and the held one published")
+            records = await read_topic(infra.kafka_bootstrap, scratch.topic, 6)
+            assert [Envelope.model_validate_json(r.value).id for r in records if r.key == b"c-1"] == [
+                first[0].id, huge.id, later[0].id]
+            assert relay.failing == {}
+        finally:
+            await stop(task)
+    finally:
+        await small.stop()
+
+
+async def unsent_is(scratch: Scratch, n: int) -> bool:
+    return await unsent(scratch) == n

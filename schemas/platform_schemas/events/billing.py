@@ -137,4 +137,7 @@ class BonusBatchCompleted(Event):
     totals: dict[Currency, NonNegativeAmount] = Field(
         description="Amount charged for the paid bonuses, per currency"
     )
-    failures: list[dict[str, str]] = []
+    failures: list[dict[str, str]] = Field(
+        default=[], max_length=100,
+        description="The first 100 failed charges; all of them: GET /bonus-batches/{business_date}/failures")
+    failed_charges: int | None = Field(default=None, description="How many client charges failed in all")

@@ -24,6 +24,7 @@ REASON_CODES = (
     "amounts_do_not_add_up",
     "date_in_future",
     "insufficient_funds",
+    "too_large",
 )
 ReasonCode = Literal[REASON_CODES]
 

@@ -210,6 +210,21 @@ class BonusRepository:
         return await self.session.scalar(select(func.count()).where(
             bonus_charges.c.business_date == business_date, bonus_charges.c.status == "pending"))
 
+    async def count_failed_charges(self, business_date: date) -> int:
+        return await self.session.scalar(select(func.count()).where(
+            bonus_charges.c.business_date == business_date, bonus_charges.c.status == "failed"))
+
+    async def failed_charges(self, business_date: date, after: str | None, limit: int) -> list[dict]:
+        """A page of the batch's failed charges, by charge id (keyset: `after` the last id of the previous page)."""
+        query = select(bonus_charges.c.charge_id, bonus_charges.c.client_id, bonus_charges.c.currency,
+                       bonus_charges.c.amount, bonus_charges.c.bonuses, bonus_charges.c.reason_code,
+                       bonus_charges.c.message).where(bonus_charges.c.business_date == business_date,
+                                                      bonus_charges.c.status == "failed")
+        if after is not None:
+            query = query.where(bonus_charges.c.charge_id > after)
+        return [dict(r) for r in (await self.session.execute(
+            query.order_by(bonus_charges.c.charge_id).limit(limit))).mappings()]
+
     async def charge_results(self, business_date: date, page: int = 1000) -> AsyncIterator[ChargeResult]:
         """The batch's settled charges, streamed in pages (a server-side cursor), never loaded whole."""
         result = await self.session.stream(

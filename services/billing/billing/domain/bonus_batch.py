@@ -171,6 +171,11 @@ class ChargeResult:
     message: str | None = None
 
 
+# BonusBatchCompleted lists at most this many failed charges (a message has a size limit; a batch may fail
+# for 10,000 clients): `failed_charges` counts them all, GET /bonus-batches/{date}/failures pages them.
+MAX_FAILURES_LISTED = 100
+
+
 @dataclass
 class Summary:
     """BonusBatchCompleted's figures, added up one settled charge at a time (so it streams)."""
@@ -179,7 +184,8 @@ class Summary:
     paid: int = 0
     failed: int = 0
     totals: dict[str, int] = field(default_factory=dict)
-    failures: list[dict[str, str]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)  # the first MAX_FAILURES_LISTED
+    failed_charges: int = 0
 
     def add(self, charge: ChargeResult) -> None:
         self.bonuses += charge.bonuses
@@ -188,9 +194,11 @@ class Summary:
             self.totals[charge.currency] = self.totals.get(charge.currency, 0) + charge.amount
         else:
             self.failed += charge.bonuses
-            self.failures.append({"client_id": charge.client_id, "currency": charge.currency,
-                                  "charge_id": charge.charge_id, "reason_code": charge.reason_code or "",
-                                  "message": charge.message or ""})
+            self.failed_charges += 1
+            if len(self.failures) < MAX_FAILURES_LISTED:  # an event is bounded; the rest is paged over HTTP
+                self.failures.append({"client_id": charge.client_id, "currency": charge.currency,
+                                      "charge_id": charge.charge_id, "reason_code": charge.reason_code or "",
+                                      "message": charge.message or ""})
 
     def figures(self) -> dict:
         return {"bonuses": self.bonuses, "paid": self.paid, "failed": self.failed,

@@ -2,7 +2,7 @@
 
 from datetime import date
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from platform_runtime.http import NotFound
 
@@ -36,6 +36,20 @@ def router() -> APIRouter:
         return {**body, "bonuses": sum(counts.values()), "paid": counts.get("paid", 0),
                 "failed": counts.get("failed", 0), "totals": None,
                 "processed": sum(counts.get(s, 0) for s in SETTLED), "by_status": counts}
+
+    @api.get("/bonus-batches/{business_date}/failures")
+    async def bonus_batch_failures(business_date: date, request: Request, limit: int = Query(100, ge=1, le=1000),
+                                   after: str | None = Query(None, max_length=64)) -> dict:
+        """Every failed client charge of a batch, a page at a time (the event lists only the first 100)."""
+        async with request.app.state.runtime.session_factory() as session:
+            repo = BonusRepository(session)
+            if await repo.batch(business_date) is None:
+                raise NotFound(f"bonus batch {business_date}")
+            items = await repo.failed_charges(business_date, after, limit)
+        body: dict = {"items": items}
+        if len(items) == limit:
+            body["next"] = items[-1]["charge_id"]
+        return body
 
     @api.get("/bonuses/{bonus_id}")
     async def bonus(bonus_id: str, request: Request) -> dict:

@@ -73,6 +73,9 @@ async def announce_completed(uow: UnitOfWork, batch: dict, waiters: list[Waiter]
     """BonusBatchCompleted, with the batch's stored figures, to each waiter under its own correlation id."""
     business_date = batch["business_date"]
     figures = {k: batch[k] for k in ("bonuses", "paid", "failed", "totals", "failures")}
+    # A batch made before the list was bounded may hold more: the event carries the first ones, and the count.
+    figures["failures"] = (figures["failures"] or [])[:batches.MAX_FAILURES_LISTED]
+    figures["failed_charges"] = await BonusRepository(uow.session).count_failed_charges(business_date)
     previous = uow.cause
     for waiter in waiters:
         uow.cause = Cause(waiter.command_id or batch["started_by"], waiter.correlation_id, waiter.actor)
