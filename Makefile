@@ -13,10 +13,10 @@ KAFKA := $(LOCAL)/kafka/kafka-local.sh
 DEMO ?= deploy/demo.py
 UV := $(shell command -v uv || echo python3 -m uv)
 
-.PHONY: help bootstrap infra-up infra-down migrate up down status demo test bench schemas reset deploy-check
+.PHONY: help bootstrap infra-up infra-down migrate up down status demo test bench schemas reset deploy-check fuzz
 
 help:
-	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|bench|schemas|reset|deploy-check"
+	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|bench|schemas|reset|deploy-check|fuzz"
 	echo "  PYTEST_ARGS='-m unit' make test;  AUTO_RELEASE_AFTER=PT5S make up"
 
 bootstrap:
@@ -81,6 +81,11 @@ test:
 	rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?
 	if ((rc == 5)); then echo "make test: pytest ran no tests" >&2; exit 1; fi
 	exit $$rc
+
+# 10,000 generated and mutated commands through real Kafka (the default suite sends 300 of them).
+fuzz: infra-up migrate
+	$(LOCAL)/services.sh stop >/dev/null || true
+	FUZZ_COMMANDS=$${FUZZ_COMMANDS:-10000} $(PY) -m pytest tests/e2e/test_fuzz.py -m fuzz -s $(PYTEST_ARGS)
 
 bench: infra-up migrate
 	$(PY) -m bench $(BENCH_ARGS)

@@ -138,7 +138,7 @@ class CommandDispatcher:
         if kind is None:
             raise Rejected("forbidden", "the actor is neither an account id, admin:<name> nor system")
         if kind not in self.actors.get(envelope.type, frozenset()):
-            raise Rejected("forbidden", f"{envelope.type} is not accepted from a {kind} actor on {self.topic}")
+            raise Rejected("forbidden", f"{envelope.type} is not accepted from actor kind {kind!r} on {self.topic}")
 
     def _unknown(self, envelope: Envelope) -> None:
         raise Rejected("unknown_command", f"{envelope.type!r} is not a command of {self.topic}")

@@ -1,0 +1,245 @@
+"""Fuzzing the command topics through real Kafka (issue 9, item 6).
+
+Commands are generated from the committed JSON Schemas (hypothesis-jsonschema) and then mutated: wrong
+types, huge numbers, odd unicode, missing and extra fields, hostile envelopes (over-long attributes, control
+characters, `system` or malformed actors) and truncated JSON. They go to contracts.commands and
+billing.commands with good commands (real fund sagas) interleaved. Then:
+
+* every command whose envelope parses ends with an outcome or a `CommandRejected` (its correlation id);
+  every one whose envelope does not parse is on the dead-letter topic, and nothing else is;
+* no handler exception escapes (nothing else dead-lettered, nothing retried: `message_failed` counts 0);
+* a rejected command changes nothing: nothing but its `CommandRejected` carries its correlation id;
+* the consumers never stop: a good command sent after the fuzz finishes;
+* the good commands interleaved finish with the latency they have without the fuzz (printed; bounded).
+
+`FUZZ_COMMANDS` sets how many (300 in the default suite; `make fuzz` sends 10,000).
+"""
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis_jsonschema import from_schema
+from platform_schemas import Envelope, new_envelope
+from platform_schemas.actors import COMMAND_ACTORS
+from platform_schemas.topics import BILLING_COMMANDS, CONTRACTS_COMMANDS
+
+from tests.support.story import offer, parties
+
+pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
+
+COMMANDS = int(os.environ.get("FUZZ_COMMANDS", "300"))
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "json"
+BILLING_TYPES = {"AddBillingMethod", "SetPrimaryBillingMethod", "RemoveBillingMethod", "RunBonusBatch"}
+TYPES = sorted(COMMAND_ACTORS)
+GOOD_EVERY = max(COMMANDS // 12, 25)  # one real fund saga among this many fuzzed commands
+ODD_STRINGS = ["\x00", "a\x00b", "\ud800", "\u202eevil", "🙂" * 50, "e\u0301" * 30, "\uffff", "x" * 100_000, "",
+               " ", "\n", "admin:", "system", "%00", "'; DROP TABLE contracts; --", "\\", '"']
+HUGE_NUMBERS = [2**62, 2**63, 2**63 - 1, -(2**63), 10**30, -1, 0, 1e308, 10.0, True]
+
+
+def data_for(type_name: str) -> st.SearchStrategy:
+    return from_schema(json.loads((SCHEMAS / f"{type_name}.v1.json").read_text()))
+
+
+def mutate(rng: random.Random, data: dict) -> dict:
+    data = json.loads(json.dumps(data))
+    keys = list(data)
+    kind = rng.choice(["type", "huge", "unicode", "missing", "extra", "none"])
+    if kind == "type" and keys:
+        key = rng.choice(keys)
+        data[key] = rng.choice([str(data[key]), 123, 10.0, [], {}, None, True, "1500"])
+    elif kind == "huge":
+        amount_keys = [k for k in keys if "amount" in k] or keys or ["amount"]
+        data[rng.choice(amount_keys)] = rng.choice(HUGE_NUMBERS)
+        for m in data.get("milestones", []) if isinstance(data.get("milestones"), list) else []:
+            if isinstance(m, dict):
+                m["amount"] = rng.choice(HUGE_NUMBERS)
+    elif kind == "unicode" and keys:
+        data[rng.choice(keys)] = rng.choice(ODD_STRINGS)
+    elif kind == "missing" and keys:
+        del data[rng.choice(keys)]
+    elif kind == "extra":
+        data[rng.choice(["zzz", "__proto__", "amount_", "actor"])] = rng.choice([1, "x", None, {"a": 1}])
+    return data
+
+
+def envelope_bytes(rng: random.Random, type_name: str, data: dict, actors: list[str]) -> tuple[str, bytes, bool]:
+    """(command id, what is sent, whether its envelope parses)."""
+    command_id = f"fz-{uuid.uuid4().hex}"
+    subject = str(data.get("contract_id") or data.get("account_id") or f"s-{rng.randrange(1000)}")[:128] or "s"
+    body = {"specversion": "1.0", "id": command_id, "source": "fuzz", "type": type_name,
+            "time": "2026-12-02T01:00:00Z", "subject": subject, "actor": rng.choice(actors),
+            "datacontenttype": "application/json", "dataschema": f"urn:escrow:schema:{type_name}:1", "data": data}
+    roll = rng.random()
+    if roll < 0.04:
+        body[rng.choice(["correlationid", "type", "source", "subject"])] = "c" * rng.choice([129, 201, 5000])
+    elif roll < 0.06:
+        body["id"] = command_id + "\x00"
+    elif roll < 0.08:
+        body["dataschema"] = rng.choice(["urn:escrow:schema:SendOffer:99", "nonsense", "urn:x:1.5"])
+    elif roll < 0.10:
+        body["type"] = rng.choice(["NoSuchCommand", "OfferSent", "ChargeClient"])
+    raw = json.dumps(body).encode()
+    if roll > 0.96:
+        raw = raw[: rng.randrange(1, len(raw))]  # truncated JSON
+    try:
+        parsed = Envelope.model_validate_json(raw)
+        return parsed.id, raw, True
+    except Exception:  # noqa: BLE001 - an envelope that does not parse: the consumer dead-letters it
+        return command_id, raw, False
+
+
+def generate(count: int, seed: int) -> list[tuple[str, dict]]:
+    """`count` (type, data) pairs drawn from the committed schemas, about half of them mutated."""
+    drawn: list[tuple[str, dict]] = []
+    rng = random.Random(seed)
+
+    @settings(max_examples=count, phases=[Phase.generate], database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(TYPES).flatmap(lambda t: st.tuples(st.just(t), data_for(t))))
+    def draw(case):
+        drawn.append(case)
+
+    draw()
+    while len(drawn) < count:  # hypothesis may stop early once it has explored enough; top up by mutation
+        drawn.append(drawn[rng.randrange(len(drawn))])
+    return [(t, mutate(rng, d) if rng.random() < 0.5 else d) for t, d in drawn[:count]]
+
+
+async def dead_lettered(bootstrap: str, topics: list[str], since: dict) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        from aiokafka import TopicPartition
+
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        if not parts:
+            await consumer.force_metadata_update() if hasattr(consumer, "force_metadata_update") else None
+            parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        records = []
+        for tp in parts:
+            consumer.seek(tp, since.get(tp, 0))
+        deadline = time.monotonic() + 30
+        while any((await consumer.position(tp)) < ends[tp] for tp in parts) and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=300)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(bootstrap: str, topics: list[str]) -> dict:
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        return await consumer.end_offsets(parts)
+    finally:
+        await consumer.stop()
+
+
+async def failures_logged(service_ports: dict[str, int]) -> float:
+    """messages retried or dead-lettered for a handler error, from the services' /metrics."""
+    total = 0.0
+    async with httpx.AsyncClient(timeout=10) as http:
+        for port in service_ports.values():
+            text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            for line in text.splitlines():
+                if line.startswith("messages_dead_lettered_total{"):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def timed_offer(client, people) -> float:
+    data = offer(people, amounts=(50_000,))
+    started = time.monotonic()
+    command = await client.send(data, subject=data.contract_id, actor=people.client_id)
+    outcome = await client.outcome(command, {"OfferSent", "OfferFundingFailed"}, timeout=120)
+    assert outcome.type == "OfferSent", outcome.data
+    return time.monotonic() - started
+
+
+async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_nothing_else(client, platform,
+                                                                                          infra):
+    people = await parties(client)
+    others = await parties(client)
+    actors = [people.client_id, people.freelancer_id, others.client_id, "admin:fuzz", "system", "nobody",
+              "admin:", "client 1", "x" * 128]
+    cases = await asyncio.to_thread(generate, COMMANDS, 20261202)
+    rng = random.Random(9)
+    dlq_topics = [f"{CONTRACTS_COMMANDS}.dlq", f"{BILLING_COMMANDS}.dlq"]
+    dlq_before = await end_offsets(infra.kafka_bootstrap, dlq_topics)
+    contracts_metrics = {"contracts": client.ports["contracts"], "billing": client.ports["billing"]}
+    failures_before = await failures_logged(contracts_metrics)
+
+    baseline = [await timed_offer(client, people) for _ in range(3)]
+
+    parsed_ids: list[str] = []
+    unparseable = 0
+    good: list[asyncio.Task] = []
+    started = time.monotonic()
+    for n, (type_name, data) in enumerate(cases):
+        command_id, raw, parses = envelope_bytes(rng, type_name, data, actors)
+        topic = BILLING_COMMANDS if type_name in BILLING_TYPES else CONTRACTS_COMMANDS
+        key = str(data.get("contract_id") or data.get("account_id") or command_id)[:200] if isinstance(
+            data, dict) else command_id
+        await client.producer.send(topic, raw, key=key.encode(errors="replace"))
+        if parses:
+            parsed_ids.append(command_id)
+        else:
+            unparseable += 1
+        if n % GOOD_EVERY == GOOD_EVERY // 2:
+            good.append(asyncio.create_task(timed_offer(client, people)))
+    await client.producer.flush()
+    sent_in = time.monotonic() - started
+
+    # Every parsed command ends: an outcome or its CommandRejected, correlated by its id.
+    by_correlation: dict[str, list] = {}
+    seen = 0
+    deadline = time.monotonic() + 120 + COMMANDS / 20
+    pending = set(parsed_ids)
+    while pending and time.monotonic() < deadline:
+        for event in client.events[seen:]:
+            by_correlation.setdefault(event.correlationid, []).append(event)
+        seen = len(client.events)
+        pending = {c for c in pending if c not in by_correlation}
+        await asyncio.sleep(0.2)
+    during = await asyncio.gather(*good)
+    assert not pending, f"{len(pending)} of {len(parsed_ids)} commands without an outcome, e.g. {sorted(pending)[:5]}"
+
+    # A rejected command changed nothing: its CommandRejected is the only message it caused.
+    rejected = {c for c in parsed_ids if any(e.type == "CommandRejected" for e in by_correlation[c])}
+    for command_id in rejected:
+        assert [e.type for e in by_correlation[command_id]] == ["CommandRejected"], by_correlation[command_id]
+    reasons: dict[str, int] = {}
+    for command_id in rejected:
+        reason = by_correlation[command_id][0].data["reason_code"]
+        reasons[reason] = reasons.get(reason, 0) + 1
+
+    # Only the unparseable envelopes were dead-lettered; no handler failed.
+    dlq = await dead_lettered(infra.kafka_bootstrap, dlq_topics, dlq_before)
+    errors = [dict(r.headers).get("dlq.error", b"").decode() for r in dlq]
+    assert len(dlq) == unparseable and all(e.startswith("unparseable envelope") for e in errors), errors[:5]
+    assert await failures_logged(contracts_metrics) - failures_before == unparseable
+
+    # The consumers still run, and the good commands kept their latency.
+    after = await timed_offer(client, people)
+    print(f"\nfuzz: {len(cases)} commands sent in {sent_in:.1f}s ({len(parsed_ids)} parsed, {unparseable} "
+          f"unparseable, {len(rejected)} rejected: {dict(sorted(reasons.items()))}); good fund sagas: alone "
+          f"{[round(x, 2) for x in baseline]} s, during {[round(x, 2) for x in during]} s, after {after:.2f} s")
+    assert statistics.median(during) <= max(4 * statistics.median(baseline), statistics.median(baseline) + 3.0)
