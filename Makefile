@@ -49,11 +49,13 @@ down:
 	$(LOCAL)/services.sh stop
 	$(KAFKA) stop
 	$(LOCAL)/postgres.sh stop
+	$(LOCAL)/test-servers.sh stop
 
 status:
 	$(LOCAL)/postgres.sh status || true
 	echo "kafka $$($(KAFKA) status || true)"
 	$(LOCAL)/services.sh status || true
+	echo "test servers: $$($(LOCAL)/test-servers.sh status || true)"
 
 # Stops, whatever happens, the services and the servers that it started itself (not those already running).
 demo:
@@ -71,13 +73,15 @@ demo:
 	$(MAKE) --no-print-directory up
 	$(PY) $(DEMO)
 
-# In CI (CI=true) everything is stopped at the end; a developer's servers stay up for the next run.
-test:
-	if [[ -n $${CI:-} && $${CI:-} != false ]]; then trap '$(MAKE) --no-print-directory down' EXIT; fi
-	$(MAKE) --no-print-directory infra-up migrate
-	# The tests run their own service processes in the same consumer groups: a `make up` platform
-	# left running would share their partitions.
-	$(LOCAL)/services.sh stop >/dev/null || true
+# On servers of its own (deploy/local/test-servers.sh), wiped and started fresh at every run: what the platform's
+# broker and databases hold, and a `make up` platform running on them, change nothing. In CI (CI=true) they are
+# stopped at the end; a developer's stay up (eval the output of `deploy/local/test-servers.sh env` to run pytest on them).
+# TEST_HISTORY_EVENTS: earlier events put on the topics before the platform starts (tests/support/history.py).
+test: bootstrap
+	if [[ -n $${CI:-} && $${CI:-} != false ]]; then trap '$(LOCAL)/test-servers.sh stop' EXIT; fi
+	$(LOCAL)/test-servers.sh fresh
+	eval "$$($(LOCAL)/test-servers.sh env)"
+	export TEST_HISTORY_EVENTS=$${TEST_HISTORY_EVENTS:-100000}
 	rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?
 	if ((rc == 5)); then echo "make test: pytest ran no tests" >&2; exit 1; fi
 	exit $$rc

@@ -25,12 +25,11 @@ from pathlib import Path
 import asyncpg
 
 from tests.infra import ensure_topics
+from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 
 from . import fund_saga, raw_limits
 from .report import all_sent, ratios, report, save, verdict
-from .services import (
-    SAGA_SERVICES, BenchPlatform, default_log_dir, foreign_group_members, metric_deltas, wait_for_groups,
-)
+from .services import SAGA_SERVICES, BenchPlatform, default_log_dir, metric_deltas
 from .stats import CpuSnapshot, load_average, pid_listening_on
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,13 +132,6 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None) ->
     return result
 
 
-async def refuse_shared_groups(kafka: str, own: int) -> None:
-    if crowded := await foreign_group_members(kafka, SAGA_SERVICES, own):
-        raise RuntimeError(f"other consumers are in the services' groups on {kafka} ({crowded}): stop the other "
-                           "platform (make down, deploy/local/services.sh stop) or point KAFKA_BOOTSTRAP_SERVERS at "
-                           "a broker of your own")
-
-
 async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int) -> dict:
     env = dict(item.split("=", 1) for item in args.service_env)
     bench = BenchPlatform(kafka, postgres, prefix, port_base, default_log_dir(), env=env, profile_dir=args.profile,
@@ -148,12 +140,9 @@ async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int)
     tracker = fund_saga.Tracker(kafka)
     try:
         await ensure_topics(kafka)
-        # Before starting anything: joining groups that another platform's services are in would take
-        # partitions from them (and hand them our commands).
-        await refuse_shared_groups(kafka, own=0)
-        await bench.start()
+        await bench.start()  # refuses first when another platform's services are in the groups
         await wait_for_groups(kafka, SAGA_SERVICES)
-        await refuse_shared_groups(kafka, own=1)
+        await refuse_shared_groups(kafka, SAGA_SERVICES, own=1, who="fund saga benchmark")  # none joined meanwhile
         await tracker.start()
         started = time.perf_counter()
         parties = await fund_saga.register_parties(tracker, args.pairs)
@@ -190,9 +179,27 @@ async def run_bonus(args, kafka: str, postgres: str, prefix: str, port_base: int
     return await result if inspect.isawaitable(result) else result
 
 
+def groups_needed(only: str) -> tuple[str, ...]:
+    """The consumer groups of the services each benchmark runs."""
+    fund = SAGA_SERVICES if only in ("fund", "all") else ()
+    bonus = bonus_batch_services() if only in ("bonus", "all") else ()
+    return tuple(dict.fromkeys((*fund, *bonus)))
+
+
+def bonus_batch_services() -> tuple[str, ...]:
+    try:
+        from .bonus_batch import SERVICES
+    except ModuleNotFoundError:
+        return ()
+    return SERVICES
+
+
 async def main(argv: list[str]) -> int:
     args = parse_args(argv)
     kafka, postgres = infra()
+    # Before anything, the raw limits included: another platform in our groups would answer our commands.
+    await ensure_topics(kafka)
+    await refuse_shared_groups(kafka, groups_needed(args.only), who="bench")
     prefix = os.environ.get("BENCH_DB_PREFIX", "bench_")
     port_base = int(os.environ.get("BENCH_PORT_BASE", "28000"))
     result: dict = {"started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "label": args.label,
@@ -215,4 +222,7 @@ async def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1:])))
+    try:
+        sys.exit(asyncio.run(main(sys.argv[1:])))
+    except GroupsTaken as taken:
+        sys.exit(str(taken))  # the one-line reason, exit status 1

@@ -40,6 +40,7 @@ from platform_schemas import new_envelope
 from platform_schemas.commands.billing import RunBonusBatch
 from platform_schemas.topics import BILLING_COMMANDS, BILLING_EVENTS
 from tests.support import processes
+from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 from tests.support.processes import Platform
 
 SERVICES = ("billing", "escrow")
@@ -158,7 +159,13 @@ async def run_one(kafka: str, producer: AIOKafkaProducer, billing_url: str, busi
     try:
         event = await watcher.completed(command.id, timeout)
         seconds = time.monotonic() - started
-        await asyncio.wait_for(sampler, 30)
+        try:
+            await asyncio.wait_for(sampler, 30)
+        except TimeoutError:
+            last = progress[-1] if progress else "nothing (no batch row)"
+            raise TimeoutError(f"BonusBatchCompleted for {business_date} came, but billing at {billing_url} did not "
+                               f"show that batch completed within 30 s (last seen (s, processed, bonuses): {last}): "
+                               "is another billing in the same consumer group?") from None
     finally:
         sampler.cancel()
         await watcher.stop()
@@ -205,6 +212,7 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
 
     await ensure_topics(kafka)
     await platform.prepare()
+    await platform.claim_groups(SERVICES, who="bonus batch benchmark")  # refuses when another platform is in them
     billing_dsn, gateway_dsn = _dsn(platform.database_url("billing")), _dsn(platform.database_url("gateway"))
     names = {s: start_profiled(platform, s, ports[s], profile_dir) if profile_dir else platform.start(s, port=ports[s])
              for s in SERVICES}
@@ -213,6 +221,8 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
     try:
         for name in names.values():
             await platform.wait_ready(name)
+        await wait_for_groups(kafka, SERVICES)
+        await refuse_shared_groups(kafka, SERVICES, own=1, who="bonus batch benchmark")  # none joined meanwhile
         await producer.start()
         billing_url = f"http://127.0.0.1:{ports['billing']}"
         pids = {s: platform.procs[n].pid for s, n in names.items()}
@@ -275,8 +285,11 @@ def main() -> None:
     parser.add_argument("--prefix", default=os.environ.get("BENCH_DB_PREFIX", "bench_"))
     parser.add_argument("--profile", type=Path, metavar="DIR", help="run the services under pyinstrument")
     args = parser.parse_args()
-    result = asyncio.run(run(prefix=args.prefix, port_base=args.port_base, bonuses=args.bonuses,
-                             clients=args.clients, profile_dir=args.profile))
+    try:
+        result = asyncio.run(run(prefix=args.prefix, port_base=args.port_base, bonuses=args.bonuses,
+                                 clients=args.clients, profile_dir=args.profile))
+    except GroupsTaken as taken:
+        sys.exit(str(taken))
     print(json.dumps(result, indent=2, default=str))
 
 

@@ -71,7 +71,10 @@ async def kafka_round_trip(bootstrap: str, samples: int = 500, warmup: int = 30)
             started = time.perf_counter()
             await producer.send_and_wait(ROUND_TRIP_TOPIC, PAYLOAD, key=key)
             acked = time.perf_counter()
-            await asyncio.wait_for(delivered, 10)
+            try:
+                await asyncio.wait_for(delivered, 10)
+            except TimeoutError:
+                raise TimeoutError(f"raw limits: record {i} sent to {ROUND_TRIP_TOPIC} not read back within 10 s") from None
             if i >= warmup:
                 acks.append(acked - started)
                 round_trips.append(arrived.pop(key) - started)

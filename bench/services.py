@@ -1,11 +1,10 @@
 """The services under test: contracts, billing and escrow as separate processes on fresh databases.
 
 Built on tests/support/processes.py (the end-to-end tests' Platform), with the benchmark's own
-database prefix, HTTP ports and log directory. Also reads their Prometheus metrics and checks
-that nobody else's processes share their consumer groups (which would steal partitions).
+database prefix, HTTP ports and log directory. Also reads their Prometheus metrics. Consumer groups (another
+platform's services in them, waiting until they are Stable): tests/support/groups.py.
 """
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -14,10 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.protocol.admin import (
-    DescribeGroupsRequest, DescribeGroupsRequest_v0, DescribeGroupsRequest_v1, DescribeGroupsRequest_v2,
-)
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import processes
@@ -47,6 +42,7 @@ class BenchPlatform:
 
     async def start(self) -> None:
         await self.platform.prepare()
+        await self.platform.claim_groups(self.services, who="bench")
         names = [self._start(s) for s in self.services]
         for name in names:
             await self.platform.wait_ready(name, timeout=240)  # a loaded machine starts Python slowly
@@ -112,29 +108,6 @@ class BenchPlatform:
             return response.json()
 
 
-class _DescribeGroupsUpToV2(DescribeGroupsRequest):
-    """aiokafka 0.14 decodes a v3 answer with the v2 schema and fails ("Buffer underrun"): ask for v2 at most."""
-
-
-_DescribeGroupsUpToV2._CLASSES = (DescribeGroupsRequest_v0, DescribeGroupsRequest_v1, DescribeGroupsRequest_v2)
-
-
-async def _describe_groups(bootstrap: str, groups: tuple[str, ...]) -> dict[str, tuple[str, int]]:
-    """Each group's state and number of members."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        found = {}
-        for group_id in groups:
-            node = await admin.find_coordinator(group_id)
-            response = await admin._send_request(_DescribeGroupsUpToV2([group_id]), node)  # noqa: SLF001
-            for group in response.groups:  # (error, group id, state, protocol type, protocol, members)
-                found[group[1]] = (group[2], len(group[5]))
-        return found
-    finally:
-        await admin.close()
-
-
 def metric_deltas(before: dict, after: dict) -> dict[str, dict[str, float]]:
     """What each service did between two metric readings, with the mean batch size and time."""
     out: dict[str, dict[str, float]] = {}
@@ -151,22 +124,5 @@ def metric_deltas(before: dict, after: dict) -> dict[str, dict[str, float]]:
     return out
 
 
-async def foreign_group_members(bootstrap: str, groups: tuple[str, ...], own: int = 1) -> dict[str, int]:
-    """Consumer groups with more members than the benchmark's own processes (another platform on this broker)."""
-    return {g: members for g, (_state, members) in (await _describe_groups(bootstrap, groups)).items() if members > own}
-
-
 def default_log_dir() -> Path:
     return Path(os.environ.get("BENCH_LOG_DIR", "/var/tmp/escrow-platform/bench-logs"))
-
-
-async def wait_for_groups(bootstrap: str, groups: tuple[str, ...], timeout: float = 30) -> None:
-    """Wait until each service's consumer group is stable (its partitions assigned)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        states = await _describe_groups(bootstrap, groups)
-        if all(states.get(g, ("",))[0] == "Stable" for g in groups):
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"consumer groups not stable after {timeout}s: {states}")
-        await asyncio.sleep(0.2)

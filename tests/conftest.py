@@ -1,5 +1,7 @@
 """Shared fixtures. `infra`: the Kafka and PostgreSQL servers of this test session (see tests/infra.py)."""
 
+import os
+
 import pytest_asyncio
 
 try:  # tests/ is a package (run from the repo root) or only a rootdir on sys.path (pytest's prepend mode)
@@ -33,11 +35,17 @@ async def platform(infra: Infra):
 
     Timers are short (review period 6 s, reminder 3 s before, refund window 6 s, earnings pending 3 s) so timer tests
     finish quickly; a test that wants to approve before auto-release has a few seconds to do so.
+
+    The broker may hold history: TEST_HISTORY_EVENTS (`make test`: 100,000) tops the topics notifications
+    reads up to that many unrelated events first. The services' groups begin at the log end (claim_groups),
+    so no test waits for what came before; tests/e2e/test_history.py checks it.
     """
     try:
+        from tests.support.history import ensure_history
         from tests.support.processes import Platform, available
         from tests.support.smtp import SmtpSink
     except ModuleNotFoundError:
+        from support.history import ensure_history
         from support.processes import Platform, available
         from support.smtp import SmtpSink
     # notifications mails to this session's own sink (SMTP port TEST_PORT_BASE+25, its HTTP +26).
@@ -58,7 +66,10 @@ async def platform(infra: Infra):
                                                                       **(sink.env if sink else {})})
     running.smtp = sink
     try:  # a service that never gets ready must not leave the others (and the sink) running
+        wanted = int(os.environ.get("TEST_HISTORY_EVENTS") or 0)
+        running.history = await ensure_history(infra.kafka_bootstrap, wanted) if wanted else 0
         await running.prepare()
+        await running.claim_groups()
         await running.start_all()
         yield running
     finally:

@@ -3,7 +3,9 @@
 (a) servers named by the environment: KAFKA_BOOTSTRAP_SERVERS, POSTGRES_URL (a base URL such as
     postgresql+asyncpg://user:pw@host:5432, database names are appended);
 (b) a Docker engine, if one answers a ping within 2 s: throw-away containers (testcontainers);
-(c) the project's own launchers in deploy/local/ (fast when already running).
+(c) the project's own launchers: deploy/local/test-servers.sh, the test suite's own broker and cluster (a work
+    directory and ports of their own, never the platform's 9092/15432; fast when already running).
+`make test` starts (c) fresh and names it in the environment, so it comes in as (a).
 The platform's databases and topics are created in every case (idempotently).
 """
 
@@ -90,14 +92,33 @@ def _run(*cmd: str | Path) -> str:
     return done.stdout.strip()
 
 
+def _local_servers() -> dict[str, str]:
+    """Starts the test servers when they are not running; their KAFKA_BOOTSTRAP_SERVERS and POSTGRES_URL."""
+    script = LOCAL / "test-servers.sh"
+    _run(script, "start")
+    exported = _run(script, "env").removeprefix("export ").split()
+    return dict(item.split("=", 1) for item in exported)
+
+
 def _local_postgres() -> str:
-    _run(LOCAL / "postgres.sh", "start")
-    return _run(LOCAL / "postgres.sh", "url")
+    return _local_servers()["POSTGRES_URL"]
 
 
 def _local_kafka() -> str:
-    _run(LOCAL / "kafka" / "kafka-local.sh", "start")
-    return "127.0.0.1:9092"
+    return _local_servers()["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+def kafka_cluster_id() -> str:
+    """A cluster id as Kafka's Uuid.randomUuid() makes it: 22-char unpadded base64url of 16 random bytes, drawn
+    again when it begins with '-' (the storage tool would read it as an option) or is a reserved id."""
+    import base64
+    import uuid
+
+    reserved = {"AAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAQ"}
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-") and cluster_id not in reserved:
+            return cluster_id
 
 
 def _docker_postgres(stack) -> str:
@@ -113,9 +134,7 @@ def _docker_postgres(stack) -> str:
 def _docker_kafka(stack) -> str:
     """apache/kafka in KRaft mode. testcontainers' KafkaContainer only drives Confluent images, so this
     does the same trick by hand: the advertised listener needs the mapped port, known only after start."""
-    import base64
     import re
-    import uuid
 
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.wait_strategies import LogMessageWaitStrategy
@@ -123,7 +142,7 @@ def _docker_kafka(stack) -> str:
     script = "/tc-start.sh"
     kafka = DockerContainer(KAFKA_IMAGE).with_exposed_ports(9092)
     kafka.with_envs(
-        CLUSTER_ID=base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+        CLUSTER_ID=kafka_cluster_id(),
         KAFKA_NODE_ID="1",
         KAFKA_PROCESS_ROLES="broker,controller",
         KAFKA_LISTENERS="PLAINTEXT://0.0.0.0:9092,BROKER://0.0.0.0:19092,CONTROLLER://0.0.0.0:9093",

@@ -1,7 +1,9 @@
 """The platform's services as real, separate OS processes, for end-to-end and crash tests.
 
 Each test session gets fresh databases (t_<service>) and its own HTTP ports, so a developer's
-`make up` platform and its data are left alone.
+`make up` platform and its data are left alone. Its consumer groups are claimed before anything starts
+(tests/support/groups.py): no other platform's services may be in them, and they begin at the log end, so
+what the broker held before never delays a test.
 """
 
 import asyncio
@@ -16,6 +18,9 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from platform_schemas.topics import TOPICS, dlq
+
+from .groups import refuse_shared_groups, start_groups_at_log_end
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = Path(os.environ.get("TEST_LOG_DIR", "/var/tmp/escrow-platform/test-logs"))
@@ -24,6 +29,8 @@ _BASE = int(os.environ.get("TEST_PORT_BASE", "18000"))
 TEST_PORTS = {"contracts": _BASE + 1, "escrow": _BASE + 2, "billing": _BASE + 3, "notifications": _BASE + 4}
 DB_PREFIX = os.environ.get("TEST_DB_PREFIX", "t_")
 SERVICES = list(TEST_PORTS)
+# What a service may read: every platform topic but the dead-letter ones (groups never read those).
+READABLE_TOPICS = [t.name for t in TOPICS if t.name not in {dlq(u.name) for u in TOPICS}]
 
 
 def available(service: str) -> bool:
@@ -50,6 +57,8 @@ class Platform:
     prefix: str = DB_PREFIX
     env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    began_at: dict = field(default_factory=dict)  # the log ends the groups were set to begin at (TopicPartition -> offset)
+    history: int = 0  # records on notifications' topics before it started (tests/support/history.py)
 
     def database_url(self, service: str) -> str:
         return f"{self.postgres_url.rstrip('/')}/{self.prefix}{service}"
@@ -68,6 +77,13 @@ class Platform:
                                env=self.service_env(service, TEST_PORTS[service]), stdin=subprocess.DEVNULL,
                                capture_output=True)
 
+    async def claim_groups(self, services=None, who: str = "the test platform") -> None:
+        """Before any of our services joins: refuses (GroupsTaken, one line) when another platform's services are
+        in their consumer groups, then sets the groups to begin at the log end of every topic."""
+        groups = tuple(s for s in (services or SERVICES) if available(s))
+        await refuse_shared_groups(self.kafka, groups, who=who)
+        self.began_at = await start_groups_at_log_end(self.kafka, groups, READABLE_TOPICS)
+
     def start(self, service: str, instance: str = "0", port: int | None = None,
               extra_env: dict[str, str] | None = None) -> str:
         name = f"{service}#{instance}"
@@ -80,7 +96,7 @@ class Platform:
         self.procs[name].port = port  # type: ignore[attr-defined]
         return name
 
-    async def wait_ready(self, name: str, timeout: float = 60) -> None:
+    async def wait_ready(self, name: str, timeout: float = 180) -> None:  # a loaded machine starts Python slowly
         proc = self.procs[name]
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2) as http:

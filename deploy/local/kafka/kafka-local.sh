@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Single-node Kafka 4.1 (KRaft broker+controller) on 127.0.0.1:9092 from Maven Central jars.
-# usage: kafka-local.sh install|start|stop|status|reset|resolve|topics <TopicCommand args>
+# usage: kafka-local.sh install|start|stop|status|reset|resolve|cluster-id [count]|topics <TopicCommand args>|
+#        console-producer|console-consumer <args>
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../env.sh"
 WORK=$KAFKA_WORK POM=${KAFKA_POM:-$HERE/pom.xml}
-LIB=$WORK/lib CONF=$WORK/config DATA=$WORK/data LOG=$WORK/logs/server.log PIDFILE=$WORK/kafka.pid
+# KAFKA_LIB: the jars can be shared by several brokers (the test suite's broker uses the platform broker's)
+LIB=${KAFKA_LIB:-$WORK/lib} CONF=$WORK/config DATA=$WORK/data LOG=$WORK/logs/server.log PIDFILE=$WORK/kafka.pid
 PORT=${KAFKA_PORT:-9092} CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093} TIMEOUT=${KAFKA_START_TIMEOUT:-120} JAVA=${JAVA:-java}
 HEAP=${KAFKA_HEAP_OPTS:--Xms512m -Xmx512m}
 JVM="-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true"
@@ -36,13 +38,27 @@ check_mvn() { command -v mvn >/dev/null || { echo "kafka-local: installing maven
 resolve() {  # once; again only when pom.xml changes
   local sum; sum=$(sha256sum "$POM" | cut -d' ' -f1)
   [[ -f $LIB/.resolved && $(cat "$LIB/.resolved") == "$sum" ]] && return 0
-  check_mvn; rm -rf "$LIB.tmp"
-  mkdir -p "$WORK"; echo "kafka-local: resolving the broker's jars with maven (log $WORK/maven.log)"
+  check_mvn
+  local tmp=$LIB.tmp.$$  # of this process only: two brokers sharing KAFKA_LIB may resolve at once
+  mkdir -p "$WORK" "$(dirname "$LIB")"; echo "kafka-local: resolving the broker's jars with maven (log $WORK/maven.log)"
   mvn -B -ntp -f "$POM" org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$LIB.tmp" >"$WORK/maven.log" 2>&1 ||
-    { tail -n 40 "$WORK/maven.log" >&2; die "maven resolution failed"; }
-  ls "$LIB.tmp"/kafka_2.13-*.jar "$LIB.tmp"/log4j-slf4j-impl-*.jar >/dev/null || die "jars missing"
-  echo "$sum" >"$LIB.tmp/.resolved"; rm -rf "$LIB"; mv "$LIB.tmp" "$LIB"
+    -DincludeScope=runtime -DoutputDirectory="$tmp" >"$WORK/maven.log" 2>&1 ||
+    { tail -n 40 "$WORK/maven.log" >&2; rm -rf "$tmp"; die "maven resolution failed"; }
+  ls "$tmp"/kafka_2.13-*.jar "$tmp"/log4j-slf4j-impl-*.jar >/dev/null || die "jars missing"
+  echo "$sum" >"$tmp/.resolved"; rm -rf "$LIB"; mv "$tmp" "$LIB"
+}
+
+# A cluster id as `kafka-storage.sh random-uuid` makes it (Kafka's Uuid.randomUuid), without a JVM start:
+# 16 random bytes in unpadded base64url (22 chars). Like Kafka's generator it draws again when the id begins
+# with '-' (the storage tool would read it as an option: 1 id in 64) or is one of the two reserved ids.
+new_cluster_id() {
+  local id
+  while true; do
+    id=$(head -c16 /dev/urandom | base64)  # 24 chars, "==" at the end
+    id=${id%==} id=${id//+/-} id=${id//\//_}
+    [[ $id == -* || $id == AAAAAAAAAAAAAAAAAAAAA[AQ] ]] || break
+  done
+  echo "$id"
 }
 
 run_class() { "$JAVA" -Xmx256m -Dkafka.root.level=WARN -Dlog4j2.configurationFile="$CONF/log4j2.properties" -cp "$LIB/*" "$@"; }
@@ -55,8 +71,8 @@ configure() {
     "$HERE/config/server.properties.template" >"$CONF/server.properties"
   cp "$HERE/config/log4j2.properties" "$CONF/"
   if [[ ! -f $DATA/meta.properties ]]; then  # format once per data dir
-    # same shape as `kafka.tools.StorageTool random-uuid` (22-char base64url), without a JVM start
-    local cid=${KAFKA_CLUSTER_ID:-$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')}
+    local cid=${KAFKA_CLUSTER_ID:-$(new_cluster_id)}
+    [[ $cid != -* ]] || die "KAFKA_CLUSTER_ID must not begin with '-' (the storage tool reads it as an option)"
     run_class kafka.tools.StorageTool format --standalone -t "$cid" -c "$CONF/server.properties"
   fi
 }
@@ -96,6 +112,7 @@ case ${1:-} in
   status) if is_running; then echo "running (pid $(cat "$PIDFILE"))"; else echo stopped; exit 3; fi ;;
   reset) stop; rm -rf "$DATA" ;;
   resolve) resolve ;;
+  cluster-id) for _ in $(seq "${2:-1}"); do new_cluster_id; done ;;
   topics) shift; check_java; resolve; configure
     run_class org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:$PORT "$@" ;;
   # The console clients that ship in the broker's jars (kafka-tools), against $KAFKA_BOOTSTRAP_SERVERS.
@@ -104,6 +121,6 @@ case ${1:-} in
     class=org.apache.kafka.tools.ConsoleProducer
     [[ $tool == console-consumer ]] && class=org.apache.kafka.tools.consumer.ConsoleConsumer
     run_class $class --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "$@" ;;
-  *) echo "usage: $0 install|start|stop|status|reset|resolve|topics|console-producer|console-consumer <args>" >&2
+  *) echo "usage: $0 install|start|stop|status|reset|resolve|cluster-id [count]|topics|console-producer|console-consumer <args>" >&2
     exit 2 ;;
 esac
