@@ -211,8 +211,8 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
     from tests.infra import ensure_topics
 
     await ensure_topics(kafka)
-    await platform.prepare()
     await platform.claim_groups(SERVICES, who="bonus batch benchmark")  # refuses when another platform is in them
+    await platform.prepare()
     billing_dsn, gateway_dsn = _dsn(platform.database_url("billing")), _dsn(platform.database_url("gateway"))
     names = {s: start_profiled(platform, s, ports[s], profile_dir) if profile_dir else platform.start(s, port=ports[s])
              for s in SERVICES}

@@ -41,8 +41,8 @@ class BenchPlatform:
         self.ports = {s: self.port_base + i for i, s in enumerate(processes.SERVICES, start=1)}
 
     async def start(self) -> None:
+        await self.platform.claim_groups(self.services, who="bench")  # refuses when another platform is in them
         await self.platform.prepare()
-        await self.platform.claim_groups(self.services, who="bench")
         names = [self._start(s) for s in self.services]
         for name in names:
             await self.platform.wait_ready(name, timeout=240)  # a loaded machine starts Python slowly

@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import pytest_asyncio
 
 try:  # tests/ is a package (run from the repo root) or only a rootdir on sys.path (pytest's prepend mode)
@@ -41,10 +42,12 @@ async def platform(infra: Infra):
     so no test waits for what came before; tests/e2e/test_history.py checks it.
     """
     try:
+        from tests.support.groups import GroupsTaken
         from tests.support.history import ensure_history
         from tests.support.processes import Platform, available
         from tests.support.smtp import SmtpSink
     except ModuleNotFoundError:
+        from support.groups import GroupsTaken
         from support.history import ensure_history
         from support.processes import Platform, available
         from support.smtp import SmtpSink
@@ -68,8 +71,11 @@ async def platform(infra: Infra):
     try:  # a service that never gets ready must not leave the others (and the sink) running
         wanted = int(os.environ.get("TEST_HISTORY_EVENTS") or 0)
         running.history = await ensure_history(infra.kafka_bootstrap, wanted) if wanted else 0
+        try:
+            await running.claim_groups()
+        except GroupsTaken as taken:  # every end-to-end test would fail for it: say it once and stop
+            pytest.exit(str(taken), returncode=pytest.ExitCode.USAGE_ERROR)
         await running.prepare()
-        await running.claim_groups()
         await running.start_all()
         yield running
     finally:
