@@ -124,6 +124,19 @@ async def test_accounts_are_suspended_and_reactivated(client, platform):
     assert (await client.get_json("contracts", f"/accounts/{people.client_id}"))["status"] == "active"
 
 
+async def test_sagas_lists_those_needing_attention_and_the_stuck_ones_as_contracts_answers(client, platform):
+    for args, query in ((("sagas",), "status=needs_attention&older_than=PT0S"),
+                        (("sagas", "--stuck"), "status=running&older_than=PT5M"),
+                        (("sagas", "--status", "running", "--older-than", "PT1H", "--kind", "fund"),
+                         "status=running&older_than=PT1H&kind=fund")):
+        listed = await ok_json(platform, *args)
+        assert listed["items"] == (await client.get_json("contracts", f"/sagas?{query}"))["items"]
+    code, table, _ = await escrowctl(platform, "sagas")
+    assert code == 0 and "sagas needs_attention" in table
+    code, _, err = await escrowctl(platform, "sagas", "--status", "finished")
+    assert code == 1 and "422" in err
+
+
 async def test_a_bonus_batch_is_run_and_its_status_read(platform):
     day = "2001-02-03"  # long past, nobody's bonuses: an empty batch
     status = await ok_json(platform, "bonus-batch", "run", day)

@@ -193,17 +193,25 @@ def history(account_id: str, json_out: Json = False) -> None:
 
 
 @app.command()
-def sagas(status: Annotated[str | None, typer.Option(help="Only sagas in this status")] = None,
-          stuck: Annotated[bool, typer.Option(help="Only those that need an operator (needs_attention) or "
-                                                   "run past their deadline")] = False,
-          kind: Annotated[str | None, typer.Option(help="fund, release, refund")] = None,
+def sagas(status: Annotated[str, typer.Option(help="needs_attention (an operator must act) or running")]
+          = "needs_attention",
+          stuck: Annotated[bool, typer.Option(help="Running sagas that have not moved for --older-than "
+                                                   "(PT5M unless given)")] = False,
+          older_than: Annotated[str | None, typer.Option(help="Not moved for this long: PT5M, or seconds")] = None,
+          kind: Annotated[str | None, typer.Option(help="fund, release or refund")] = None,
+          limit: int = 100, next: Annotated[str | None, typer.Option(help="Cursor printed by the previous page")] = None,
           json_out: Json = False) -> None:
-    """Sagas of contracts (GET /sagas): stuck ones and those that need attention."""
-    body = get("contracts", "/sagas", {"status": status, "kind": kind, "stuck": "true" if stuck else None})
-    rows = body if isinstance(body, list) else body.get("items", body.get("sagas", []))
+    """Sagas that need attention, or are stuck (contracts' GET /sagas, the longest waiting first)."""
+    if stuck:
+        status, older_than = "running", older_than or "PT5M"
+    body = get("contracts", "/sagas", {"status": status, "older_than": older_than, "kind": kind, "limit": limit,
+                                      "next": next})
     if json_out:
         return render.as_json(body)
-    render.table("sagas" + (" needing attention" if stuck else ""), rows)
+    render.table(f"sagas {status}" + (f" not moved for {older_than}" if older_than else ""), body["items"],
+                 ["saga_id", "kind", "status", "step", "attempts", "contract_id", "command_id", "updated_at"])
+    if body.get("next"):
+        render.out.print(f"more: --next '{body['next']}'", highlight=False)
 
 
 # -- dead letters --------------------------------------------------------------------------------
