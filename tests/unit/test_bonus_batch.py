@@ -164,11 +164,6 @@ def test_the_scheduled_batch_has_a_correlation_id_derived_from_its_date_and_a_ba
     assert batches.batch_subject(DAY) == "bonus-batch-2026-11-25"
 
 
-def test_an_unanswered_charge_is_asked_again_later_and_later_up_to_a_minute():
-    delays = [batches.retry_delay(n) for n in range(10)]
-    assert delays == sorted(delays) and delays[-1] == timedelta(seconds=60)
-
-
 # -- giving a bonus (contracts) ---------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Commands on `billing.commands` (accounts' billing methods; operators' RunBonusBatch)."""
+"""Commands on `billing.commands` (accounts' billing methods; operators' RunBonusBatch and RetryRefund)."""
 
 from datetime import date
 from typing import Literal
@@ -29,3 +29,13 @@ class RemoveBillingMethod(Message):
 
 class RunBonusBatch(Message):
     business_date: date
+
+
+class RetryRefund(Message):
+    """An operator (`admin:<name>`) asks billing to try a `needs_attention` refund again (same idempotency key).
+
+    Answered by `RefundRetried` (the refund is pending again), then `ChargeRefunded` or, if the gateway still
+    refuses, `RefundChargeFailed` once more.
+    """
+
+    refund_id: Id

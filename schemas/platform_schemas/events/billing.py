@@ -52,12 +52,15 @@ class ClientCharged(Event):
 
 
 class ChargeFailed(Event):
-    """A charge the gateway refused (or that had no primary method to go to).
+    """The charge step's typed failure reply: the client was not charged (`ChargeClient` -> this or ClientCharged).
 
+    `reason_code`: `card_declined`, `insufficient_funds`, `no_primary_method`, or `gateway_unavailable` (the
+    gateway did not answer within billing's bounded time; nothing was charged under the step's key).
     A fund saga's charge names its contract and saga; a bonus batch's charge (`purpose: bonus`, one per
     client and currency) names the batch: `saga_id` is `bonus-batch-YYYY-MM-DD`, `business_date` its day,
     `bonuses` how many of the client's bonuses it was for, and no contract. `consecutive_failures` is the
-    client's streak after this charge (a `no_primary_method` refusal charged nothing and does not count).
+    client's streak after this charge (a `no_primary_method` or `gateway_unavailable` failure charged
+    nothing and does not count).
     """
 
     charge_id: Id
@@ -72,6 +75,8 @@ class ChargeFailed(Event):
     consecutive_failures: int = 1
     business_date: date | None = None
     bonuses: int | None = None
+    step_id: str | None = Field(None, description="The saga step answered (the charge id)")
+    retryable: bool = Field(False, description="True when the same charge may succeed later (a gateway outage)")
 
 
 class ChargeRefunded(Event):
@@ -84,6 +89,40 @@ class ChargeRefunded(Event):
     amount: Amount
     currency: Currency
     milestone_id: Id | None = None
+
+
+class RefundChargeFailed(Event):
+    """The refund step's typed failure reply (`RefundCharge` -> this or ChargeRefunded).
+
+    `not_found` (no successful charge of that id) is final. `refund_declined` (the gateway refused it) and
+    `gateway_unavailable` (no answer within billing's bounded time) leave the refund `needs_attention` in
+    billing, never dropped: an operator's `RetryRefund` tries it again, and `ChargeRefunded` follows.
+    """
+
+    refund_id: Id
+    charge_id: Id
+    saga_id: str
+    step_id: str
+    contract_id: Id
+    client_id: Id
+    amount: Amount
+    currency: Currency
+    milestone_id: Id | None = None
+    reason_code: str
+    message: str
+    retryable: bool
+
+
+class RefundRetried(Event):
+    """An operator's `RetryRefund` was accepted: the refund is back in the gateway loop's queue."""
+
+    refund_id: Id
+    charge_id: Id
+    saga_id: str
+    contract_id: Id
+    client_id: Id
+    amount: Amount
+    currency: Currency
 
 
 class TransactionRecorded(Event):

@@ -13,16 +13,19 @@ from platform_schemas.topics import (
 )
 
 from .adapters.gateway_simulator import SimulatedGateway
+from .adapters.gateway_work_repository import WAKE_CHANNEL
 from .adapters.tables import metadata
-from .entrypoints import bonus_http, http
+from .adapters.wakeup import Wakeup
+from .entrypoints import bonus_http, gateway_http, http
 from .service_layer import bonus_batch, handlers
 from .service_layer.bonus_batch_runner import BonusBatchRunner
 from .service_layer.context import BillingContexts
-from .settings import BillingSettings, ShiftedClock
+from .service_layer.gateway_loop import GatewayLoop
+from .settings import BillingSettings, ShiftedClock, retry_policy
 
 
 async def context(runtime) -> BillingContexts:
-    """Every handler's context: the settings and the payment gateway, opened once."""
+    """Every handler's context: billing's repositories, the settings and the payment gateway, opened once."""
     gateway = SimulatedGateway(create_async_engine(runtime.settings.gateway_database_url, pool_size=5))
     await gateway.create_tables()
     return BillingContexts(runtime.settings, gateway)
@@ -51,6 +54,15 @@ async def on_start(runtime) -> None:
         await uow.commit()
 
 
+def background(runtime) -> list:
+    """The bonus batch's loop and the gateway loop, in every instance; both call the gateway by one policy."""
+    settings, contexts = runtime.settings, runtime.new_context
+    gateway_loop = GatewayLoop(runtime.new_uow, contexts, contexts.gateway, settings, retry_policy(settings),
+                               Wakeup(settings.database_url, WAKE_CHANNEL))
+    return [BonusBatchRunner(runtime.new_uow, contexts.gateway, settings, retry_policy(settings)).run,
+            gateway_loop.run]
+
+
 definition = ServiceDefinition(
     name="billing",
     metadata=metadata,
@@ -58,8 +70,8 @@ definition = ServiceDefinition(
     migrations_dir=Path(__file__).parent / "migrations",
     subscriptions=subscriptions,
     context=context,
-    routers=lambda runtime: [http.router(), bonus_http.router(), command_status_router()],
+    routers=lambda runtime: [http.router(), bonus_http.router(), gateway_http.router(), command_status_router()],
     timers=lambda runtime: bonus_batch.timer_handlers(runtime.settings),
-    background=lambda runtime: [BonusBatchRunner(runtime.new_uow, runtime.new_context.gateway, runtime.settings).run],
+    background=background,
     on_start=on_start,
 )

@@ -8,6 +8,8 @@ from pydantic import BeforeValidator
 from platform_runtime.clock import Clock
 from platform_runtime.settings import Duration, ServiceSettings
 
+from .domain.gateway_work import RetryPolicy
+
 
 def _time_or_off(value: object) -> object:
     return None if isinstance(value, str) and value.strip().lower() in ("off", "") else value
@@ -16,7 +18,20 @@ def _time_or_off(value: object) -> object:
 class BillingSettings(ServiceSettings):
     http_port: int = 8003
     gateway_database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:15432/gateway"
-    gateway_attempts: int = 4
+    # The gateway loop (service_layer/gateway_loop.py): every call unanswered is made again after a backoff
+    # doubling from GATEWAY_RETRY_BACKOFF up to GATEWAY_RETRY_BACKOFF_MAX, until the work's bound: a charge
+    # not made within GATEWAY_CHARGE_WITHIN fails as `gateway_unavailable`; a refund not made within
+    # GATEWAY_REFUND_WITHIN (or refused) waits for an operator as `needs_attention`.
+    gateway_charge_within: Duration = timedelta(minutes=2)
+    gateway_refund_within: Duration = timedelta(hours=1)
+    gateway_retry_backoff: Duration = timedelta(milliseconds=200)
+    gateway_retry_backoff_max: Duration = timedelta(seconds=30)
+    # A call that takes longer is treated as unanswered (the same key is asked again).
+    gateway_call_timeout: Duration = timedelta(seconds=10)
+    # Rows worked on side by side in each instance (a slow call holds up one row, not the others).
+    gateway_workers: int = 4
+    # How long an idle worker waits for a NOTIFY of new work before looking anyway (a safety net).
+    gateway_poll: Duration = timedelta(seconds=1)
     # The daily bonus batch runs at this UTC time for the business day that just ended; `off`: only
     # RunBonusBatch commands run batches (an outside scheduler, or tests).
     bonus_batch_at: Annotated[time | None, BeforeValidator(_time_or_off)] = time(0, 0)
@@ -31,6 +46,10 @@ class BillingSettings(ServiceSettings):
     bonus_batch_gateway_concurrency: int = 8
     # Shifts this process's clock (end-to-end tests run several business days in one session); 0 in production.
     clock_offset: Duration = timedelta(0)
+
+
+def retry_policy(settings: BillingSettings) -> RetryPolicy:
+    return RetryPolicy(settings.gateway_retry_backoff, settings.gateway_retry_backoff_max)
 
 
 class ShiftedClock:

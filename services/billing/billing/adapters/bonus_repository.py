@@ -13,6 +13,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.bonus_batch import Bonus, ChargeResult, ChargeTotal
+from ..domain.bonus_batch_states import (
+    BONUS, BatchStatus, BonusEvent, BonusStatus, ChargeStatus, after, bonus_move,
+)
 from ..domain.history import HistoryRow
 from .tables import billing_methods, bonus_batches, bonus_charges, bonuses, client_charge_streaks
 
@@ -48,7 +51,7 @@ class BonusRepository:
     # -- bonuses ----------------------------------------------------------------------------
     async def add_bonus(self, **values: Any) -> bool:
         added = await self.session.scalar(
-            insert(bonuses).values(status="pending", **values).on_conflict_do_nothing().returning(bonuses.c.bonus_id))
+            insert(bonuses).values(status=BonusStatus.PENDING, **values).on_conflict_do_nothing().returning(bonuses.c.bonus_id))
         return added is not None
 
     async def bonus(self, bonus_id: str) -> dict[str, Any] | None:
@@ -59,15 +62,16 @@ class BonusRepository:
         """Give the batch up to `limit` pending bonuses given before `cutoff` that no batch took yet, except
         those of a client another batch already charges on `charge_date` in that currency: they wait for the
         next batch that charges on another day (charged once daily)."""
+        pending, taken = bonus_move(BonusEvent.TAKE)
         charged_today = select(bonus_charges.c.charge_id).where(
             bonus_charges.c.client_id == bonuses.c.client_id, bonus_charges.c.currency == bonuses.c.currency,
             bonus_charges.c.charge_date == charge_date, bonus_charges.c.business_date != business_date)
-        chosen = (select(bonuses.c.bonus_id).where(bonuses.c.batch_date.is_(None), bonuses.c.given_at < cutoff,
-                                                   ~charged_today.exists())
+        chosen = (select(bonuses.c.bonus_id).where(bonuses.c.batch_date.is_(None), bonuses.c.status == pending,
+                                                   bonuses.c.given_at < cutoff, ~charged_today.exists())
                   .limit(limit).with_for_update(skip_locked=True).scalar_subquery())
         rows = await self.session.execute(
             update(bonuses).where(bonuses.c.bonus_id.in_(chosen))
-            .values(batch_date=business_date, status="taken").returning(*_BONUS))
+            .values(batch_date=business_date, status=taken).returning(*_BONUS))
         return [_bonus(r) for r in rows]
 
     async def count_in_batch(self, business_date: date) -> int:
@@ -98,9 +102,10 @@ class BonusRepository:
 
     async def mark_paid(self, bonus_ids: list[str], now: datetime) -> list[tuple[dict, Bonus]]:
         """The ones of these bonuses that were waiting for their credit, now paid (each only once)."""
+        crediting, paid = bonus_move(BonusEvent.POSTED)
         rows = await self.session.execute(
-            update(bonuses).where(bonuses.c.bonus_id == _each(bonus_ids), bonuses.c.status == "crediting")
-            .values(status="paid", settled_at=now).returning(bonuses))
+            update(bonuses).where(bonuses.c.bonus_id == _each(bonus_ids), bonuses.c.status == crediting)
+            .values(status=paid, settled_at=now).returning(bonuses))
         return sorted(((dict(r), _bonus(r)) for r in rows.mappings()), key=lambda pair: pair[1].bonus_id)
 
     # -- batches ----------------------------------------------------------------------------
@@ -126,8 +131,20 @@ class BonusRepository:
                                          .where(timers.c.kind == timer_kind))
         return date.fromisoformat(last) if last else None
 
+    async def batches(self, status: str | None, started_before: datetime | None, limit: int,
+                      after: date | None) -> list[dict]:
+        """Batches by business day, one page after `after`: of one status, started before a moment."""
+        query = select(bonus_batches).order_by(bonus_batches.c.business_date).limit(limit)
+        if status is not None:
+            query = query.where(bonus_batches.c.status == status)
+        if started_before is not None:
+            query = query.where(bonus_batches.c.started_at < started_before)
+        if after is not None:
+            query = query.where(bonus_batches.c.business_date > after)
+        return [dict(r) for r in (await self.session.execute(query)).mappings()]
+
     async def open_batches(self) -> list[dict]:
-        rows = await self.session.execute(select(bonus_batches).where(bonus_batches.c.status != "completed")
+        rows = await self.session.execute(select(bonus_batches).where(bonus_batches.c.status != BatchStatus.COMPLETED)
                                           .order_by(bonus_batches.c.business_date))
         return [dict(r) for r in rows.mappings()]
 
@@ -143,12 +160,12 @@ class BonusRepository:
         }), [{"charge_id": t.charge_id, "idempotency_key": t.idempotency_key, "business_date": business_date,
               "charge_date": charge_date,
               "client_id": t.client_id, "currency": t.currency, "amount": t.amount, "bonuses": t.bonuses,
-              "status": "pending"} for t in totals])
+              "status": ChargeStatus.PENDING} for t in totals])
 
     async def claim_charges(self, business_date: date, now: datetime, limit: int) -> list[dict]:
         rows = await self.session.execute(
             select(bonus_charges).where(
-                bonus_charges.c.business_date == business_date, bonus_charges.c.status == "pending",
+                bonus_charges.c.business_date == business_date, bonus_charges.c.status == ChargeStatus.PENDING,
                 (bonus_charges.c.retry_at.is_(None)) | (bonus_charges.c.retry_at <= now))
             .order_by(bonus_charges.c.charge_id).limit(limit).with_for_update(skip_locked=True))
         return [dict(r) for r in rows.mappings()]
@@ -175,16 +192,17 @@ class BonusRepository:
                                                           "message", "now")} for s in settled])
         await self.session.execute(
             update(bonuses).where(bonuses.c.batch_date == business_date, bonuses.c.client_id == bindparam("b_client"),
-                                  bonuses.c.currency == bindparam("b_currency"), bonuses.c.status == "taken")
+                                  bonuses.c.currency == bindparam("b_currency"), bonuses.c.status == BonusStatus.TAKEN)
             .values(status=bindparam("b_bonus_status"), charge_id=bindparam("b_charge_id"),
                     reason_code=bindparam("b_reason"), message=bindparam("b_message")),
             [{"b_client": s["client_id"], "b_currency": s["currency"], "b_charge_id": s["charge_id"],
-              "b_bonus_status": "charged" if s["status"] == "succeeded" else "declined",
+              "b_bonus_status": after(BONUS, BonusStatus.TAKEN, BonusEvent.CHARGED if s["status"] == ChargeStatus.SUCCEEDED
+                                      else BonusEvent.DECLINED),
               "b_reason": s["reason"], "b_message": s["message"]} for s in settled])
 
-    async def postpone_charge(self, charge_id: str, retry_at: datetime, error: str) -> None:
+    async def postpone_charge(self, charge_id: str, retry_at: datetime, give_up_at: datetime, error: str) -> None:
         await self.session.execute(update(bonus_charges).where(bonus_charges.c.charge_id == charge_id).values(
-            attempts=bonus_charges.c.attempts + 1, retry_at=retry_at, last_error=error[:2000]))
+            attempts=bonus_charges.c.attempts + 1, retry_at=retry_at, give_up_at=give_up_at, last_error=error[:2000]))
 
     async def count_outcomes(self, succeeded: list[str], failed: list[str]) -> None:
         """Consecutive failed charges per client, as for every other charge (a success resets it);
@@ -208,7 +226,7 @@ class BonusRepository:
 
     async def pending_charges(self, business_date: date) -> int:
         return await self.session.scalar(select(func.count()).where(
-            bonus_charges.c.business_date == business_date, bonus_charges.c.status == "pending"))
+            bonus_charges.c.business_date == business_date, bonus_charges.c.status == ChargeStatus.PENDING))
 
     async def count_failed_charges(self, business_date: date) -> int:
         return await self.session.scalar(select(func.count()).where(
@@ -232,7 +250,7 @@ class BonusRepository:
             .order_by(bonus_charges.c.charge_id).execution_options(yield_per=page))
         async for row in result.mappings():
             yield ChargeResult(row["charge_id"], row["client_id"], row["currency"], row["amount"], row["bonuses"],
-                               row["status"] == "succeeded", row["reason_code"], row["message"])
+                               row["status"] == ChargeStatus.SUCCEEDED, row["reason_code"], row["message"])
 
     # -- history ----------------------------------------------------------------------------
     async def add_history(self, rows: list[HistoryRow], occurred_at: datetime) -> set[str]:

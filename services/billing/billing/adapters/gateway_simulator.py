@@ -3,6 +3,12 @@
 It keeps its charges in a database of its own (GATEWAY_DATABASE_URL), so a billing restart forgets
 nothing and tests can count real charges. Every call carries an idempotency key: the same key never
 charges twice, which is what makes `tok_timeoutAfterCharge` safe to retry.
+
+Outages and refusals are controlled from outside, per call, by rows of its table `sim_faults`
+(token — `*` for every token —, operation `charge` | `refund`, mode `unavailable` | `refuse`, until):
+while `now() < until`, a call on that token fails as if the network were down (`unavailable`: no answer,
+nothing done) or is refused (`refuse`). Delete the row, or let `until` pass, and calls go through again.
+A refund's token is its charge's.
 """
 
 import asyncio
@@ -32,6 +38,13 @@ sim_refunds = Table(
     Column("charge_reference", String(100), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+sim_faults = Table(
+    "sim_faults", metadata,
+    Column("token", String(200), primary_key=True),  # `*`: every token
+    Column("operation", String(20), primary_key=True),  # charge | refund
+    Column("mode", String(20), nullable=False),  # unavailable | refuse
+    Column("until", DateTime(timezone=True), nullable=False),
 )
 sim_attempts = Table(
     "sim_attempts", metadata,
@@ -69,6 +82,7 @@ class SimulatedGateway:
 
     async def charge(self, idempotency_key: str, token: str, amount: int, currency: str) -> GatewayCharge:
         pool = await self._connections()
+        await self._check_faults(pool, "charge", token)
         existing = await pool.fetchrow(_CHARGE_OF_KEY, idempotency_key)
         if existing:
             return GatewayCharge(existing["reference"], existing["amount"], existing["currency"])
@@ -97,6 +111,7 @@ class SimulatedGateway:
             return f"re_{idempotency_key}"
         charge = await pool.fetchrow("SELECT token, amount, refunded FROM sim_charges WHERE reference = $1",
                                      charge_reference)
+        await self._check_faults(pool, "refund", charge["token"] if charge else "*")
         _ensure_refundable(charge, charge_reference, amount)
         if charge["token"] == "tok_processingError" and await self._count_attempt(idempotency_key) == 1:
             raise GatewayUnavailable("processing error (simulated, first attempt)")
@@ -113,6 +128,14 @@ class SimulatedGateway:
                                charge_reference, amount)
         return f"re_{idempotency_key}"
 
+    async def _check_faults(self, pool: asyncpg.Pool, operation: str, token: str) -> None:
+        """An outage or refusal switched on from outside (table sim_faults), read on every call."""
+        mode = await pool.fetchval(_FAULT, operation, token)
+        if mode == "unavailable":
+            raise GatewayUnavailable(f"{operation} unavailable (simulated outage)")
+        if mode == "refuse":
+            raise Declined(f"{operation}_refused", f"The gateway refused the {operation} (simulated).")
+
     async def _count_attempt(self, idempotency_key: str) -> int:
         """Attempts are durable too: 'first attempt' must mean the first ever, across restarts."""
         async with (await self._connections()).acquire() as own:  # its own transaction: committed whatever follows
@@ -123,6 +146,8 @@ class SimulatedGateway:
 
 _CHARGE_OF_KEY = "SELECT reference, amount, currency FROM sim_charges WHERE idempotency_key = $1"
 _REFUND_OF_KEY = "SELECT 1 FROM sim_refunds WHERE idempotency_key = $1"
+_FAULT = ("SELECT mode FROM sim_faults WHERE operation = $1 AND token IN ($2, '*') AND until > now() "
+          "ORDER BY token = '*' LIMIT 1")
 
 
 def _ensure_refundable(charge, charge_reference: str, amount: int) -> None:

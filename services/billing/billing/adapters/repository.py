@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.billing_methods import BillingMethod, BillingMethods
 from ..domain.history import HistoryRow
-from .tables import billing_methods, charges, client_charge_streaks, known_accounts, refunds, transactions
+from .tables import billing_methods, charges, client_charge_streaks, known_accounts, transactions
 
 
 class BillingRepository:
@@ -66,24 +66,6 @@ class BillingRepository:
                 is_primary=m.primary, added_at=now)
             await self.session.execute(stmt.on_conflict_do_update(
                 index_elements=["billing_method_id"], set_={"is_primary": m.primary}))
-
-    async def charge(self, charge_id: str) -> dict[str, Any] | None:
-        row = (await self.session.execute(select(charges).where(charges.c.charge_id == charge_id))).mappings().first()
-        return dict(row) if row else None
-
-    async def add_charge(self, **values: Any) -> None:
-        await self.session.execute(insert(charges).values(**values))
-
-    async def refund(self, refund_id: str) -> dict[str, Any] | None:
-        row = (await self.session.execute(
-            select(refunds).where(refunds.c.refund_id == refund_id).with_for_update())).mappings().first()
-        return dict(row) if row else None
-
-    async def add_refund(self, **values: Any) -> None:
-        await self.session.execute(insert(refunds).values(**values).on_conflict_do_nothing())
-
-    async def update_refund(self, refund_id: str, **values: Any) -> None:
-        await self.session.execute(update(refunds).where(refunds.c.refund_id == refund_id).values(**values))
 
     async def count_charge_outcome(self, client_id: str, succeeded: bool) -> int:
         """Consecutive failed charges of a client after this one (0 after a success)."""

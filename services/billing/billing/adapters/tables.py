@@ -30,6 +30,25 @@ billing_methods = Table(
 Index("one_primary_per_account", billing_methods.c.account_id, unique=True,
       postgresql_where=billing_methods.c.is_primary & billing_methods.c.removed_at.is_(None))
 
+# The gateway's work: a charge or refund row is recorded `pending` by the consumer (visible at once) and
+# carried out by the gateway loop (service_layer/gateway_loop.py), which writes the outcome and its event.
+def _work_columns() -> list[Column]:
+    """What the gateway loop keeps per row: tries so far, when to try next, why the last one failed."""
+    return [
+        Column("attempts", Integer, nullable=False, server_default="0"),
+        Column("next_attempt_at", DateTime(timezone=True)),
+        Column("give_up_at", DateTime(timezone=True)),  # the bound: no answer by then, the work ends unanswered
+        Column("last_error", Text),
+        Column("reason_code", String(50)),
+        Column("message", Text),
+        # The saga command's correlation, causation and actor: the outcome event carries them on.
+        Column("correlation_id", String(200)),
+        Column("causation_id", String(200)),
+        Column("actor", String(200)),
+        Column("settled_at", DateTime(timezone=True)),
+    ]
+
+
 charges = Table(
     "charges", metadata,
     Column("charge_id", String(200), primary_key=True),  # the saga step id = the gateway idempotency key
@@ -40,15 +59,17 @@ charges = Table(
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("purpose", String(20), nullable=False),
-    Column("status", String(20), nullable=False),  # succeeded | failed
+    Column("milestones", JSONB, nullable=False, server_default="[]"),  # [{milestone_id, amount}]
+    Column("status", String(20), nullable=False),  # pending -> succeeded | failed
     Column("gateway_reference", String(200)),
-    Column("reason_code", String(50)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    *_work_columns(),
 )
+Index("charges_due", charges.c.next_attempt_at, postgresql_where=charges.c.status == "pending")
 
 refunds = Table(
     "refunds", metadata,
-    Column("refund_id", String(200), primary_key=True),
+    Column("refund_id", String(200), primary_key=True),  # the saga step id = the gateway idempotency key
     Column("charge_id", String(200), nullable=False),
     Column("saga_id", String(200), nullable=False),
     Column("contract_id", String(64), nullable=False),
@@ -56,12 +77,13 @@ refunds = Table(
     Column("milestone_id", String(64)),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("status", String(20), nullable=False),  # refunding | refunded
-    Column("attempts", Integer, nullable=False, server_default="0"),
-    Column("last_error", Text),
+    Column("status", String(20), nullable=False),  # pending -> refunded | needs_attention -> (RetryRefund) pending
     Column("gateway_reference", String(200)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    *_work_columns(),
 )
+Index("refunds_due", refunds.c.next_attempt_at, postgresql_where=refunds.c.status == "pending")
+Index("refunds_needing_attention", refunds.c.created_at, postgresql_where=refunds.c.status == "needs_attention")
 
 client_charge_streaks = Table(
     "client_charge_streaks", metadata,
@@ -98,8 +120,7 @@ bonuses = Table(
     Column("business_date", Date, nullable=False),  # the UTC day contracts accepted it
     Column("given_at", DateTime(timezone=True), nullable=False),
     Column("batch_date", Date),  # the batch that took it; NULL while pending
-    # pending -> taken -> charged -> crediting -> paid, or taken -> declined -> failed
-    Column("status", String(20), nullable=False),
+    Column("status", String(20), nullable=False),  # domain/bonus_batch_states.py: BonusStatus
     Column("charge_id", String(64)),
     Column("reason_code", String(50)),
     Column("message", Text),
@@ -112,7 +133,7 @@ Index("bonuses_by_batch_client", bonuses.c.batch_date, bonuses.c.client_id, bonu
 bonus_batches = Table(
     "bonus_batches", metadata,
     Column("business_date", Date, primary_key=True),
-    Column("status", String(20), nullable=False),  # collecting | charging | completed
+    Column("status", String(20), nullable=False),  # domain/bonus_batch_states.py: BatchStatus
     Column("cutoff", DateTime(timezone=True), nullable=False),  # bonuses given before it belong to the batch
     Column("correlation_id", String(200), nullable=False),
     Column("actor", String(200), nullable=False),
@@ -146,6 +167,7 @@ bonus_charges = Table(
     Column("message", Text),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("retry_at", DateTime(timezone=True)),
+    Column("give_up_at", DateTime(timezone=True)),  # set at the first call: the gateway policy's bound
     Column("last_error", Text),
     Column("settled_at", DateTime(timezone=True)),
 )

@@ -153,11 +153,6 @@ def history_rows(bonus: Bonus, charge: str, available_at: datetime | None = None
     ]
 
 
-def retry_delay(attempts: int) -> timedelta:
-    """How long an unanswered gateway charge waits before the batch asks again (same idempotency key)."""
-    return timedelta(seconds=min(2 ** attempts, 60))
-
-
 # -- the summary --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ChargeResult:

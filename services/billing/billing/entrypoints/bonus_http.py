@@ -7,16 +7,29 @@ from fastapi import APIRouter, Query, Request
 from platform_runtime.http import NotFound
 
 from ..adapters.bonus_repository import BonusRepository
+from ..domain.bonus_batch_states import SETTLED_BONUS, BatchStatus
+from .listing import created_before, iso
 
-SETTLED = ("paid", "failed")
-
-
-def _iso(value) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def router() -> APIRouter:
     api = APIRouter()
+
+    @api.get("/bonus-batches")
+    async def bonus_batches(request: Request, status: BatchStatus | None = None, older_than: str | None = None,
+                            limit: int = Query(100, ge=1, le=1000), next: date | None = None) -> dict:
+        """Batches by business day: `status=collecting|charging|completed`, `older_than=PT5M` (started before)."""
+        runtime = request.app.state.runtime
+        before = created_before(runtime.clock.now(), older_than)
+        async with runtime.session_factory() as session:
+            rows = await BonusRepository(session).batches(status, before, limit, next)
+        body: dict = {"items": [{"business_date": r["business_date"].isoformat(), "status": r["status"],
+                                 "bonuses": r["bonuses"], "paid": r["paid"], "failed": r["failed"],
+                                 "started_at": iso(r["started_at"]), "completed_at": iso(r["completed_at"])}
+                                for r in rows]}
+        if len(rows) == limit:
+            body["next"] = rows[-1]["business_date"].isoformat()
+        return body
 
     @api.get("/bonus-batches/{business_date}")
     async def bonus_batch(business_date: date, request: Request) -> dict:
@@ -26,16 +39,16 @@ def router() -> APIRouter:
             if batch is None:
                 raise NotFound(f"bonus batch {business_date}")
             body = {"business_date": business_date.isoformat(), "status": batch["status"],
-                    "cutoff": _iso(batch["cutoff"]), "started_at": _iso(batch["started_at"]),
-                    "completed_at": _iso(batch["completed_at"])}
-            if batch["status"] == "completed":
+                    "cutoff": iso(batch["cutoff"]), "started_at": iso(batch["started_at"]),
+                    "completed_at": iso(batch["completed_at"])}
+            if batch["status"] == BatchStatus.COMPLETED:
                 return {**body, **{k: batch[k] for k in ("bonuses", "paid", "failed", "totals", "failures")},
                         "processed": batch["bonuses"]}
             counts = await repo.progress(business_date)
         # Still running: the figures so far.
         return {**body, "bonuses": sum(counts.values()), "paid": counts.get("paid", 0),
                 "failed": counts.get("failed", 0), "totals": None,
-                "processed": sum(counts.get(s, 0) for s in SETTLED), "by_status": counts}
+                "processed": sum(counts.get(s, 0) for s in SETTLED_BONUS), "by_status": counts}
 
     @api.get("/bonus-batches/{business_date}/failures")
     async def bonus_batch_failures(business_date: date, request: Request, limit: int = Query(100, ge=1, le=1000),
@@ -59,7 +72,7 @@ def router() -> APIRouter:
             raise NotFound(f"bonus {bonus_id}")
         body = {k: found[k] for k in ("bonus_id", "contract_id", "client_id", "freelancer_id", "amount", "currency",
                                       "status", "charge_id", "reason_code", "message") if found[k] is not None}
-        body.update(business_date=found["business_date"].isoformat(), given_at=_iso(found["given_at"]),
+        body.update(business_date=found["business_date"].isoformat(), given_at=iso(found["given_at"]),
                     batch_date=found["batch_date"].isoformat() if found["batch_date"] else None)
         return body
 

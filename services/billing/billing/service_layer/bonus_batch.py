@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 
 from platform_runtime.unit_of_work import Cause, UnitOfWork
-from platform_schemas import Envelope
 from platform_schemas.commands.billing import RunBonusBatch
 from platform_schemas.events.billing import BonusBatchCompleted, BonusPaid, TransactionRecorded
 from platform_schemas.events.contracts import BonusGiven
@@ -22,6 +21,7 @@ from platform_schemas.topics import BILLING_EVENTS
 
 from ..adapters.bonus_repository import BonusRepository
 from ..domain import bonus_batch as batches
+from ..domain.bonus_batch_states import BatchStatus
 from .context import Context
 
 BONUS_BATCH_TIMER = "bonus_batch"
@@ -38,8 +38,7 @@ class Waiter:
 
 # -- bonuses, from contracts ---------------------------------------------------------------------
 async def on_bonus_given(event: BonusGiven, ctx: Context) -> None:
-    envelope, uow = ctx.envelope, ctx.uow
-    await BonusRepository(uow.session).add_bonus(
+    await ctx.bonuses.add_bonus(
         bonus_id=event.bonus_id, contract_id=event.contract_id, client_id=event.client_id,
         freelancer_id=event.freelancer_id, amount=event.amount, currency=event.currency,
         business_date=event.business_date, given_at=event.given_at)
@@ -47,23 +46,23 @@ async def on_bonus_given(event: BonusGiven, ctx: Context) -> None:
 
 # -- starting a batch ----------------------------------------------------------------------------
 async def run_bonus_batch(cmd: RunBonusBatch, ctx: Context) -> None:
-    envelope, uow = ctx.envelope, ctx.uow
-    batches.ensure_may_run(envelope.actor, cmd.business_date, uow.clock.now())
-    await start_batch(uow, cmd.business_date, Waiter(envelope.id, envelope.correlationid or envelope.id,
-                                                     envelope.actor))
+    batches.ensure_may_run(ctx.actor, cmd.business_date, ctx.now)
+    envelope = ctx.envelope
+    await start_batch(ctx.uow, cmd.business_date, Waiter(envelope.id, envelope.correlationid or envelope.id,
+                                                         envelope.actor))
 
 
 async def start_batch(uow: UnitOfWork, business_date: date, waiter: Waiter) -> None:
     """A new batch starts collecting; a running one adds the waiter; a finished one answers at once, unchanged."""
     repo = BonusRepository(uow.session)
     now = uow.clock.now()
-    if await repo.add_batch(business_date=business_date, status="collecting",
+    if await repo.add_batch(business_date=business_date, status=BatchStatus.COLLECTING,
                             cutoff=batches.cutoff(business_date, now), correlation_id=waiter.correlation_id,
                             actor=waiter.actor, started_by=uow.cause.message_id, waiters=[asdict(waiter)],
                             started_at=now):
         return
     batch = await repo.batch(business_date, lock=True)
-    if batch["status"] == "completed":
+    if batch["status"] == BatchStatus.COMPLETED:
         await announce_completed(uow, batch, [waiter])
     elif asdict(waiter) not in batch["waiters"]:
         await repo.update_batch(business_date, waiters=[*batch["waiters"], asdict(waiter)])
@@ -125,9 +124,8 @@ async def schedule_next_batch(uow: UnitOfWork, at) -> None:
 # -- credits settled by escrow ---------------------------------------------------------------------
 async def on_bonuses_posted(event: BonusesPosted, ctx: Context) -> None:
     """The freelancers are credited: the bonuses are paid, with both sides' history rows."""
-    envelope, uow = ctx.envelope, ctx.uow
-    repo = BonusRepository(uow.session)
-    now = uow.clock.now()
+    repo, uow = ctx.bonuses, ctx.uow
+    now = ctx.now
     paid = await repo.mark_paid(event.bonus_ids, now)
     rows = [row for stored, bonus in paid for row in batches.history_rows(bonus, stored["charge_id"], event.available_at)]
     recorded = await repo.add_history(rows, now)

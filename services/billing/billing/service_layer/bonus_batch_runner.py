@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import date
 
 from prometheus_client import Counter, Gauge
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from platform_runtime.logging import get_logger
 from platform_runtime.loops import poll_forever
@@ -29,10 +28,15 @@ from platform_schemas.topics import BILLING_EVENTS, ESCROW_SAGA_COMMANDS
 
 from ..adapters.bonus_repository import BonusRepository
 from ..domain import bonus_batch as batches
+from ..domain.bonus_batch_states import (
+    BATCH, CHARGE, SETTLED_BONUS, BatchEvent, BatchStatus, BonusEvent, ChargeEvent, ChargeStatus, after, bonus_move,
+)
 from ..domain.failed_charges import counts_in_streak
-from ..domain.gateway import Declined, GatewayUnavailable, PaymentGateway
+from ..domain.gateway import PaymentGateway
+from ..domain.gateway_work import GATEWAY_UNAVAILABLE, RetryPolicy, Unanswered, Verdict, charge_verdict
 from ..settings import BillingSettings
 from .bonus_batch import Waiter, announce_completed
+from .gateway_calls import call_gateway
 
 log = get_logger(__name__)
 BATCH_BONUSES = Gauge("bonus_batch_bonuses", "Bonuses the batch took", ["business_date"])
@@ -40,7 +44,6 @@ BATCH_PROCESSED = Gauge("bonus_batch_processed", "Bonuses of the batch paid or f
 BATCH_OPEN = Gauge("bonus_batch_open", "1 while the batch of this business date is not completed", ["business_date"])
 CHARGES = Counter("bonus_batch_charges_total", "Bonus batch charges answered by the gateway in this process",
                   ["outcome"])
-SETTLED = ("paid", "failed")
 
 
 def _cause(batch: dict) -> Cause:
@@ -52,6 +55,7 @@ class BonusBatchRunner:
     new_uow: Callable[[], UnitOfWork]
     gateway: PaymentGateway
     settings: BillingSettings
+    policy: RetryPolicy  # the gateway loop's: the same backoff, the charge's bound
 
     def __post_init__(self) -> None:
         self._gateway_slots = asyncio.Semaphore(self.settings.bonus_batch_gateway_concurrency)
@@ -67,7 +71,7 @@ class BonusBatchRunner:
             open_batches = await BonusRepository(uow.session).open_batches()
         busy, earlier_collecting = False, False
         for batch in open_batches:
-            if batch["status"] == "collecting":
+            if batch["status"] == BatchStatus.COLLECTING:
                 # Oldest day first: a later batch takes only what earlier ones left.
                 busy |= not earlier_collecting and await self.collect(batch)
                 earlier_collecting = True
@@ -81,7 +85,7 @@ class BonusBatchRunner:
         async with self.new_uow() as uow:
             repo = BonusRepository(uow.session)
             locked = await repo.batch(business_date, lock=True, skip_locked=True)
-            if locked is None or locked["status"] != "collecting":
+            if locked is None or locked["status"] != BatchStatus.COLLECTING:
                 return False  # another instance is collecting it
             charge_date = batches.charge_date(locked["started_at"])
             taken = await repo.take_pending(business_date, locked["cutoff"], self.settings.bonus_batch_collect_chunk,
@@ -90,7 +94,8 @@ class BonusBatchRunner:
             done = len(taken) < self.settings.bonus_batch_collect_chunk
             if done:
                 total = await repo.count_in_batch(business_date)
-                await repo.update_batch(business_date, status="charging", bonuses=total)
+                await repo.update_batch(business_date, status=after(BATCH, locked["status"], BatchEvent.COLLECTED),
+                                        bonuses=total)
                 uow.cause = _cause(locked)
                 uow.publish(BILLING_EVENTS, BonusBatchStarted(business_date=business_date, bonuses=total),
                             subject=batches.batch_subject(business_date))
@@ -121,17 +126,17 @@ class BonusBatchRunner:
             if not charges:
                 return False
             methods = await repo.primary_methods({c["client_id"] for c in charges})
-            answers = await asyncio.gather(*(self._charge(c, methods.get(c["client_id"])) for c in charges))
-            settled = [a for a in answers if a["status"] != "pending"]
+            answers = await asyncio.gather(*(self._charge(c, methods.get(c["client_id"]), uow) for c in charges))
+            settled = [a for a in answers if a["status"] != ChargeStatus.PENDING]
             for charge, answer in zip(charges, answers):
-                if answer["status"] == "pending":
-                    await repo.postpone_charge(charge["charge_id"], now + batches.retry_delay(charge["attempts"]),
+                if answer["status"] == ChargeStatus.PENDING:
+                    await repo.postpone_charge(charge["charge_id"], answer["retry_at"], answer["give_up_at"],
                                                answer["error"])
             for answer in settled:
-                answer["now"] = now
+                answer["now"] = uow.clock.now()
             await repo.settle_charges(business_date, settled)
-            failed = [(c, a) for c, a in zip(charges, answers) if a["status"] == "failed"]
-            await repo.count_outcomes([a["client_id"] for a in settled if a["status"] == "succeeded"],
+            failed = [(c, a) for c, a in zip(charges, answers) if a["status"] == ChargeStatus.FAILED]
+            await repo.count_outcomes([a["client_id"] for a in settled if a["status"] == ChargeStatus.SUCCEEDED],
                                       [a["client_id"] for _, a in failed if counts_in_streak(a["reason"])])
             streaks = await repo.streaks({a["client_id"] for _, a in failed})
             await self._announce_failed_charges(uow, batch, failed, streaks)
@@ -152,42 +157,44 @@ class BonusBatchRunner:
                 client_id=charge["client_id"], amount=charge["amount"], currency=charge["currency"],
                 purpose="bonus", reason_code=answer["reason"], message=answer["message"],
                 consecutive_failures=streaks.get(charge["client_id"], 0), business_date=business_date,
-                bonuses=charge["bonuses"]), subject=charge["client_id"])
+                bonuses=charge["bonuses"], step_id=charge["charge_id"],
+                retryable=answer["reason"] == GATEWAY_UNAVAILABLE), subject=charge["client_id"])
 
-    async def _charge(self, charge: dict, method: tuple[str, str] | None) -> dict:
-        """The gateway's answer for one charge: succeeded, failed (declined) or pending (no answer yet)."""
+    async def _charge(self, charge: dict, method: tuple[str, str] | None, uow: UnitOfWork) -> dict:
+        """One call for one charge, judged by the gateway policy: succeeded, failed, or pending (ask again later)."""
         answer = {"charge_id": charge["charge_id"], "client_id": charge["client_id"], "currency": charge["currency"],
-                  "status": "succeeded", "method": method[0] if method else None, "reference": None,
-                  "reason": None, "message": None}
+                  "method": method[0] if method else None, "reference": None, "reason": None, "message": None}
         if method is None:
-            return {**answer, "status": "failed", "reason": batches.NO_PRIMARY_METHOD,
+            return {**answer, "status": after(CHARGE, ChargeStatus.PENDING, ChargeEvent.REFUSED),
+                    "reason": batches.NO_PRIMARY_METHOD,
                     "message": f"{charge['client_id']} has no primary billing method"}
-        retrying = AsyncRetrying(stop=stop_after_attempt(self.settings.gateway_attempts), reraise=True,
-                                 retry=retry_if_exception_type(GatewayUnavailable),
-                                 wait=wait_exponential(multiplier=0.05, max=2))
-        try:
-            async with self._gateway_slots:
-                async for attempt in retrying:
-                    with attempt:
-                        charged = await self.gateway.charge(charge["idempotency_key"], method[1], charge["amount"],
-                                                            charge["currency"])
-        except Declined as declined:
-            return {**answer, "status": "failed", "reason": declined.reason_code, "message": declined.message}
-        except GatewayUnavailable as error:
+        give_up_at = charge["give_up_at"] or uow.clock.now() + self.settings.gateway_charge_within
+        async with self._gateway_slots:
+            reply = await call_gateway("bonus_charge", lambda: self._call(charge, method[1]),
+                                       self.settings.gateway_call_timeout.total_seconds())
+        verdict = charge_verdict(reply, charge["attempts"] + 1, uow.clock.now(), give_up_at, self.policy)
+        if not verdict.settled:
             # Outcome unknown: asked again later with the same idempotency key, never charged twice.
-            return {**answer, "status": "pending", "error": repr(error)}
-        return {**answer, "reference": charged.reference}
+            return {**answer, "status": ChargeStatus.PENDING, "retry_at": verdict.retry_at, "give_up_at": give_up_at,
+                    "error": reply.error if isinstance(reply, Unanswered) else ""}
+        return {**answer, "status": after(CHARGE, ChargeStatus.PENDING, _charge_event(verdict)),
+                "reference": verdict.reference, "reason": verdict.reason_code, "message": verdict.message}
+
+    async def _call(self, charge: dict, token: str) -> str:
+        charged = await self.gateway.charge(charge["idempotency_key"], token, charge["amount"], charge["currency"])
+        return charged.reference
 
     async def credit_chunk(self, batch: dict) -> bool:
         """Charged bonuses -> escrow's ledger, many per PostBonuses; at most a window of them awaiting escrow."""
         business_date = batch["business_date"]
         async with self.new_uow() as uow:
             repo = BonusRepository(uow.session)
-            room = self.settings.bonus_batch_credits_in_flight - await repo.count_in_status(business_date, "crediting")
+            in_flight = await repo.count_in_status(business_date, bonus_move(BonusEvent.CREDIT)[1])
+            room = self.settings.bonus_batch_credits_in_flight - in_flight
             if room <= 0:
                 return False  # escrow is behind: its answers free the window
-            claimed = await repo.claim_bonuses(business_date, "charged",
-                                               min(room, self.settings.bonus_batch_credit_chunk))
+            charged, crediting = bonus_move(BonusEvent.CREDIT)
+            claimed = await repo.claim_bonuses(business_date, charged, min(room, self.settings.bonus_batch_credit_chunk))
             if not claimed:
                 return False
             uow.cause = _cause(batch)
@@ -196,7 +203,7 @@ class BonusBatchRunner:
                     BonusToPost(bonus_id=b.bonus_id, contract_id=b.contract_id, client_id=b.client_id,
                                 freelancer_id=b.freelancer_id, amount=b.amount, currency=b.currency, charge_id=charge)
                     for charge, b in request]), subject=batches.batch_subject(business_date))
-            await repo.set_status([bonus.bonus_id for _, bonus in claimed], "crediting")
+            await repo.set_status([bonus.bonus_id for _, bonus in claimed], crediting)
             await uow.commit()
         return True
 
@@ -205,7 +212,8 @@ class BonusBatchRunner:
         business_date = batch["business_date"]
         async with self.new_uow() as uow:
             repo = BonusRepository(uow.session)
-            claimed = await repo.claim_bonuses(business_date, "declined", self.settings.bonus_batch_credit_chunk)
+            declined, failed = bonus_move(BonusEvent.FAIL)
+            claimed = await repo.claim_bonuses(business_date, declined, self.settings.bonus_batch_credit_chunk)
             if not claimed:
                 return False
             uow.cause = _cause(batch)
@@ -214,7 +222,7 @@ class BonusBatchRunner:
                     business_date=business_date, bonus_id=b.bonus_id, contract_id=b.contract_id,
                     client_id=b.client_id, freelancer_id=b.freelancer_id, amount=b.amount, currency=b.currency,
                     reason_code=stored["reason_code"], message=stored["message"]), subject=b.contract_id)
-            await repo.set_status([b.bonus_id for _, b in claimed], "failed", uow.clock.now())
+            await repo.set_status([b.bonus_id for _, b in claimed], failed, uow.clock.now())
             await uow.commit()
         return True
 
@@ -223,10 +231,10 @@ class BonusBatchRunner:
         async with self.new_uow() as uow:
             repo = BonusRepository(uow.session)
             locked = await repo.batch(business_date, lock=True, skip_locked=True)
-            if locked is None or locked["status"] != "charging":
+            if locked is None or locked["status"] != BatchStatus.CHARGING:
                 return False
             counts = await repo.progress(business_date)
-            if any(status not in SETTLED for status in counts):
+            if any(status not in SETTLED_BONUS for status in counts):
                 return False  # charges or credits still under way
             summary = batches.Summary()
             async for charge in repo.charge_results(business_date):
@@ -234,7 +242,8 @@ class BonusBatchRunner:
             figures = summary.figures()
             if (figures["paid"], figures["failed"]) != (counts.get("paid", 0), counts.get("failed", 0)):
                 raise RuntimeError(f"batch {business_date}: charges say {figures}, bonuses say {counts}")
-            await repo.update_batch(business_date, status="completed", completed_at=uow.clock.now(), **figures)
+            await repo.update_batch(business_date, status=after(BATCH, locked["status"], BatchEvent.SETTLED),
+                                    completed_at=uow.clock.now(), **figures)
             await announce_completed(uow, {**locked, **figures}, [Waiter(**w) for w in locked["waiters"]])
             await uow.commit()
         day = business_date.isoformat()
@@ -253,8 +262,14 @@ class BonusBatchRunner:
         self._reported[business_date] = time.monotonic()
         async with self.new_uow() as uow:
             counts = await BonusRepository(uow.session).progress(business_date)
-        total, processed = sum(counts.values()), sum(counts.get(s, 0) for s in SETTLED)
+        total, processed = sum(counts.values()), sum(counts.get(s, 0) for s in SETTLED_BONUS)
         day = business_date.isoformat()
         BATCH_BONUSES.labels(day).set(total)
         BATCH_PROCESSED.labels(day).set(processed)
         log.info("bonus_batch_progress", business_date=day, processed=processed, total=total, by_status=counts)
+
+
+def _charge_event(verdict: Verdict) -> ChargeEvent:
+    if verdict.reason_code is None:
+        return ChargeEvent.ANSWERED
+    return ChargeEvent.GIVEN_UP if verdict.reason_code == GATEWAY_UNAVAILABLE else ChargeEvent.REFUSED

@@ -1,0 +1,122 @@
+"""Charges and refunds: recorded by the consumer, claimed by the gateway loop (`FOR UPDATE SKIP LOCKED`),
+listed while open. All in the unit of work's transaction."""
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, literal, select, text, tuple_, union_all, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..domain.gateway_work import OPEN, ChargeStatus, Operation, RefundStatus
+from .tables import billing_methods, bonus_charges, charges, refunds
+
+WAKE_CHANNEL = "billing_gateway_work"
+_WAKE = text(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
+_LISTED = ("saga_id", "contract_id", "client_id", "amount", "currency", "status", "attempts", "next_attempt_at",
+           "give_up_at", "last_error", "reason_code", "message", "created_at")
+
+
+class GatewayWork:
+    def __init__(self, session: AsyncConnection) -> None:
+        self.session = session
+
+    async def wake_loop(self) -> None:
+        """Tell the gateway loops (every instance) that work was recorded; delivered at commit."""
+        await self.session.execute(_WAKE)
+
+    # -- charges ----------------------------------------------------------------------------
+    async def charge(self, charge_id: str, lock: bool = False) -> dict[str, Any] | None:
+        query = select(charges).where(charges.c.charge_id == charge_id)
+        row = (await self.session.execute(query.with_for_update() if lock else query)).mappings().first()
+        return dict(row) if row else None
+
+    async def add_charge(self, **values: Any) -> None:
+        await self.session.execute(insert(charges).values(**values))
+
+    async def next_due_charge(self, now: datetime) -> dict[str, Any] | None:
+        """The pending charge due first, locked for this transaction (others skip it), with the card's token."""
+        row = (await self.session.execute(
+            select(charges, billing_methods.c.token)
+            .join(billing_methods, billing_methods.c.billing_method_id == charges.c.billing_method_id, isouter=True)
+            .where(charges.c.status == ChargeStatus.PENDING, charges.c.next_attempt_at <= now)
+            .order_by(charges.c.next_attempt_at).limit(1)
+            .with_for_update(of=charges, skip_locked=True))).mappings().first()
+        return dict(row) if row else None
+
+    async def update_charge(self, charge_id: str, **values: Any) -> None:
+        await self.session.execute(update(charges).where(charges.c.charge_id == charge_id).values(**values))
+
+    # -- refunds ----------------------------------------------------------------------------
+    async def refund(self, refund_id: str, lock: bool = False) -> dict[str, Any] | None:
+        query = select(refunds).where(refunds.c.refund_id == refund_id)
+        row = (await self.session.execute(query.with_for_update() if lock else query)).mappings().first()
+        return dict(row) if row else None
+
+    async def add_refund(self, **values: Any) -> None:
+        await self.session.execute(insert(refunds).values(**values).on_conflict_do_nothing())
+
+    async def next_due_refund(self, now: datetime) -> dict[str, Any] | None:
+        """The pending refund due first, locked, with its charge's gateway reference and billing method."""
+        row = (await self.session.execute(
+            select(refunds, charges.c.gateway_reference.label("charge_reference"), charges.c.billing_method_id)
+            .join(charges, charges.c.charge_id == refunds.c.charge_id)
+            .where(refunds.c.status == RefundStatus.PENDING, refunds.c.next_attempt_at <= now)
+            .order_by(refunds.c.next_attempt_at).limit(1)
+            .with_for_update(of=refunds, skip_locked=True))).mappings().first()
+        return dict(row) if row else None
+
+    async def update_refund(self, refund_id: str, **values: Any) -> None:
+        await self.session.execute(update(refunds).where(refunds.c.refund_id == refund_id).values(**values))
+
+    # -- what is open -----------------------------------------------------------------------
+    async def open_work(self, status: str | None, created_before: datetime | None, limit: int,
+                        after: tuple[datetime, str] | None) -> list[dict[str, Any]]:
+        """Open charges and refunds (pending, needs_attention), oldest first, one page after `after`."""
+        parts = []
+        for operation, table, key in ((Operation.CHARGE, charges, charges.c.charge_id),
+                                      (Operation.REFUND, refunds, refunds.c.refund_id)):
+            statuses = [s for s in OPEN[operation] if status in (None, s)]
+            if not statuses:
+                continue
+            part = select(literal(str(operation)).label("operation"), key.label("work_id"),
+                          *(table.c[c] for c in _LISTED)).where(table.c.status.in_(statuses))
+            if created_before is not None:
+                part = part.where(table.c.created_at < created_before)
+            parts.append(part)
+        if not parts:
+            return []
+        work = union_all(*parts).subquery()
+        query = select(work).order_by(work.c.created_at, work.c.work_id).limit(limit)
+        if after is not None:
+            query = query.where(tuple_(work.c.created_at, work.c.work_id) > tuple_(*after))
+        return [dict(r) for r in (await self.session.execute(query)).mappings()]
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """(operation, status) -> rows, for the open statuses and the bonus batch's unanswered charges."""
+        found: dict[tuple[str, str], int] = {(str(o), str(s)): 0 for o, statuses in OPEN.items() for s in statuses}
+        found[("bonus_charge", "pending")] = 0
+        for operation, table in ((Operation.CHARGE, charges), (Operation.REFUND, refunds),
+                                 ("bonus_charge", bonus_charges)):
+            statuses = OPEN.get(operation, ("pending",))
+            rows = await self.session.execute(select(table.c.status, func.count()).where(
+                table.c.status.in_(statuses)).group_by(table.c.status))
+            for status, count in rows:
+                found[(str(operation), status)] = count
+        return found
+
+
+def page_token(row: dict[str, Any]) -> str:
+    raw = json.dumps([row["created_at"].isoformat(), row["work_id"]])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def parse_page_token(token: str) -> tuple[datetime, str]:
+    """The position after which the next page starts; ValueError if the token was not made by page_token."""
+    try:
+        created_at, work_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return datetime.fromisoformat(created_at), str(work_id)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"not a page token: {token!r}") from error

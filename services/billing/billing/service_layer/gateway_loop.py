@@ -1,0 +1,118 @@
+"""The gateway loop: pending charges and refunds -> the payment gateway -> outcome + reply event, outside
+the consumer (the same shape as notifications' email delivery).
+
+The consumer only records the work (service_layer/charges.py), so a gateway that is slow or down holds up
+no partition. Each worker here takes one due row with `FOR UPDATE SKIP LOCKED` (instances and workers never
+call for the same row at once), calls the gateway with the row's id — the saga step id — as idempotency
+key, and in the same transaction writes the outcome and its event, or moves the row's `next_attempt_at`
+by the retry policy (domain/gateway_work.py). A crash between the call and the commit leaves the row
+pending: the next call carries the same key, and the gateway answers it without charging twice.
+"""
+
+import asyncio
+from collections.abc import Callable
+
+from prometheus_client import Gauge
+
+from platform_runtime.loops import poll_forever
+from platform_runtime.unit_of_work import Cause, UnitOfWork
+
+from ..adapters.wakeup import Wakeup
+from ..domain.gateway import PaymentGateway
+from ..domain.gateway_work import (
+    NO_PRIMARY_METHOD, Operation, Refused, RetryPolicy, Unanswered, charge_verdict, refund_verdict,
+)
+from ..settings import BillingSettings
+from . import charges
+from .context import Context
+from .gateway_calls import call_gateway
+
+WORK = Gauge("gateway_work", "Open gateway work by operation and status (pending, needs_attention)",
+             ["operation", "status"])
+
+
+def _cause(row: dict) -> Cause:
+    """The saga command that asked for the work: its outcome carries that command's correlation."""
+    return Cause(row["causation_id"] or row["saga_id"], row["correlation_id"] or row["saga_id"],
+                 row["actor"] or "system")
+
+
+class GatewayLoop:
+    def __init__(self, new_uow: Callable[[], UnitOfWork], new_context: Callable[[UnitOfWork], Context],
+                 gateway: PaymentGateway, settings: BillingSettings, policy: RetryPolicy, wakeup: Wakeup) -> None:
+        self.new_uow = new_uow
+        self.new_context = new_context
+        self.gateway = gateway
+        self.settings = settings
+        self.policy = policy
+        self.wakeup = wakeup
+
+    async def run(self) -> None:
+        """Until cancelled: the listener, the gauges, and `gateway_workers` workers side by side."""
+        poll = self.settings.gateway_poll.total_seconds()
+        await asyncio.gather(
+            self.wakeup.run(), poll_forever(self.report, 5.0, "gateway_work_report"),
+            *(poll_forever(self.work_once, poll, "gateway_work", wake=self.wakeup.event)
+              for _ in range(self.settings.gateway_workers)))
+
+    async def work_once(self) -> bool:
+        """One due charge and one due refund, if any; False when nothing was due."""
+        charged = await self.charge_one()
+        refunded = await self.refund_one()
+        return charged or refunded
+
+    async def charge_one(self) -> bool:
+        async with self.new_uow() as uow:
+            ctx = self.new_context(uow)
+            charge = await ctx.work.next_due_charge(ctx.now)
+            if charge is None:
+                return False
+            uow.cause = _cause(charge)
+            if charge["token"] is None:
+                answer = Refused(NO_PRIMARY_METHOD, f"billing method {charge['billing_method_id']} is unknown")
+            else:
+                answer = await call_gateway(Operation.CHARGE, lambda: self._charge(charge), self._timeout)
+            attempts = charge["attempts"] + 1
+            verdict = charge_verdict(answer, attempts, ctx.now, charge["give_up_at"], self.policy)
+            if verdict.settled:
+                await charges.settle_charge(ctx, charge, verdict, attempts)
+            else:
+                await ctx.work.update_charge(charge["charge_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
+                                             last_error=answer.error if isinstance(answer, Unanswered) else None)
+            await uow.commit()
+        return True
+
+    async def refund_one(self) -> bool:
+        async with self.new_uow() as uow:
+            ctx = self.new_context(uow)
+            refund = await ctx.work.next_due_refund(ctx.now)
+            if refund is None:
+                return False
+            uow.cause = _cause(refund)
+            answer = await call_gateway(Operation.REFUND, lambda: self.gateway.refund(
+                refund["refund_id"], refund["charge_reference"], refund["amount"]), self._timeout)
+            attempts = refund["attempts"] + 1
+            verdict = refund_verdict(answer, attempts, ctx.now, refund["give_up_at"], self.policy)
+            if verdict.settled:
+                await charges.settle_refund(ctx, refund, verdict, attempts, refund["billing_method_id"])
+            else:
+                await ctx.work.update_refund(refund["refund_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
+                                             last_error=answer.error if isinstance(answer, Unanswered) else None)
+            await uow.commit()
+        return True
+
+    async def _charge(self, charge: dict) -> str:
+        charged = await self.gateway.charge(charge["charge_id"], charge["token"], charge["amount"], charge["currency"])
+        return charged.reference
+
+    @property
+    def _timeout(self) -> float:
+        return self.settings.gateway_call_timeout.total_seconds()
+
+    async def report(self) -> bool:
+        """The `gateway_work` gauge, from the database (every instance reports the same totals)."""
+        async with self.new_uow() as uow:
+            counts = await self.new_context(uow).work.counts()
+        for (operation, status), count in counts.items():
+            WORK.labels(operation, status).set(count)
+        return False
