@@ -66,6 +66,10 @@ async def platform(infra: Infra):
                                                                       "ADMIN_EMAIL": "administrators@example.test",
                                                                       # spans of every service as JSON lines
                                                                       **tracing_env(),
+                                                                      # a charge the gateway does not answer
+                                                                      # fails after 10 s (tests/e2e/test_gateway_work.py)
+                                                                      "GATEWAY_CHARGE_WITHIN": "PT10S",
+                                                                      "GATEWAY_RETRY_BACKOFF_MAX": "2",
                                                                       **(sink.env if sink else {})})
     running.smtp = sink
     try:  # a service that never gets ready must not leave the others (and the sink) running

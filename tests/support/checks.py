@@ -102,3 +102,31 @@ async def dead_letter(bootstrap: str, topic: str, value: bytes, timeout: float =
         raise TimeoutError(f"{value!r} not dead-lettered within {timeout}s")
     finally:
         await consumer.stop()
+
+
+async def money_adds_up(platform, client: PlatformClient, contract_id: str) -> None:
+    """What the client paid for the contract (the gateway's own charges, less what it refunded) is what escrow
+    holds for it plus what was released to the freelancer."""
+    charge_ids = [r["charge_id"] for r in await query(
+        platform, "billing", "SELECT charge_id FROM charges WHERE contract_id = $1 AND status = 'succeeded'",
+        contract_id)]
+    at_gateway = await query(platform, "gateway", "SELECT amount, refunded FROM sim_charges "
+                                                  "WHERE idempotency_key = ANY($1::text[])", charge_ids)
+    paid, refunded = sum(c["amount"] for c in at_gateway), sum(c["refunded"] for c in at_gateway)
+    escrow = await client.get("escrow", f"/escrow/{contract_id}")
+    held = escrow.json()["balance"] if escrow.status_code == 200 else 0
+    contract = await client.get("contracts", f"/contracts/{contract_id}")
+    released = sum(m["released_amount"] for m in contract.json()["milestones"]) if contract.status_code == 200 else 0
+    assert paid == held + released + refunded, (contract_id, paid, held, released, refunded)
+
+
+async def gateway_fault(platform, token: str, operation: str, mode: str, seconds: float = 3600) -> None:
+    """Switch the gateway simulator's outage (`unavailable`) or refusal (`refuse`) on for a card token."""
+    await query(platform, "gateway",
+                "INSERT INTO sim_faults (token, operation, mode, until) VALUES ($1, $2, $3, now() + $4 * interval '1 s') "
+                "ON CONFLICT (token, operation) DO UPDATE SET mode = excluded.mode, until = excluded.until",
+                token, operation, mode, seconds)
+
+
+async def gateway_fault_over(platform, token: str, operation: str) -> None:
+    await query(platform, "gateway", "DELETE FROM sim_faults WHERE token = $1 AND operation = $2", token, operation)
