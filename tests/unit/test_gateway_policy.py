@@ -9,7 +9,8 @@ from platform_runtime.clock import FrozenClock
 
 from billing.domain.gateway import Declined, GatewayCharge, GatewayUnavailable
 from billing.domain.gateway_work import (
-    GATEWAY_UNAVAILABLE, REFUND_DECLINED, ChargeStatus, RefundStatus, RetryPolicy, charge_verdict, refund_verdict,
+    GATEWAY_UNAVAILABLE, REFUND_DECLINED, Answered, ChargeStatus, RefundStatus, RetryPolicy, Unanswered, VoidStatus,
+    charge_verdict, refund_verdict, void_verdict,
 )
 from billing.service_layer.gateway_calls import call_gateway
 
@@ -32,12 +33,12 @@ class ScriptedGateway:
     async def charge(self, idempotency_key: str, token: str, amount: int, currency: str) -> GatewayCharge:
         self.calls.append(idempotency_key)
         step = self.script.pop(0) if self.script else "ok"
+        if step == "down":
+            raise GatewayUnavailable("connection refused")
         if idempotency_key in self.charged:
             return GatewayCharge(f"ch-{idempotency_key}", amount, currency)
         if step == "declined":
             raise Declined("card_declined", "The card was declined.")
-        if step == "down":
-            raise GatewayUnavailable("connection refused")
         if step == "slow":
             await asyncio.sleep(1)
         self.charged[idempotency_key] = amount
@@ -156,6 +157,23 @@ async def test_a_refund_unanswered_past_the_bound_needs_attention_and_is_never_d
     verdict, called_at = await work_until_settled(gateway, "refund", refund_verdict)
     assert (verdict.status, verdict.reason_code) == (RefundStatus.NEEDS_ATTENTION, GATEWAY_UNAVAILABLE)
     assert called_at[-1] == BOUND
+
+
+# -- voids ----------------------------------------------------------------------------------------
+
+
+def test_a_void_is_asked_again_after_the_capped_backoff_for_as_long_as_it_takes_and_never_given_up():
+    far = T0 + timedelta(days=3)
+    again = void_verdict(Unanswered("down"), 50, far, POLICY)
+    assert (again.status, again.retry_at) == (VoidStatus.PENDING, far + timedelta(seconds=8))
+    done = void_verdict(Answered("ch-1"), 51, far, POLICY)
+    assert (done.status, done.reference, done.settled) == (VoidStatus.DONE, "ch-1", True)
+
+
+async def test_a_charge_whose_answer_was_lost_before_an_outage_is_given_up_though_it_was_made_hence_the_void():
+    gateway = ScriptedGateway("charged-then-down", *["down"] * 100)
+    verdict, _ = await work_until_settled(gateway, "charge", charge_verdict)
+    assert verdict.reason_code == GATEWAY_UNAVAILABLE and gateway.charged == {"step-1": 500}
 
 
 # -- the policy alone -----------------------------------------------------------------------------

@@ -39,6 +39,11 @@ sim_refunds = Table(
     Column("amount", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+sim_voids = Table(
+    "sim_voids", metadata,  # keys voided: nothing stays charged under them, and no charge is taken with them again
+    Column("idempotency_key", String(250), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 sim_faults = Table(
     "sim_faults", metadata,
     Column("token", String(200), primary_key=True),  # `*`: every token
@@ -83,6 +88,8 @@ class SimulatedGateway:
     async def charge(self, idempotency_key: str, token: str, amount: int, currency: str) -> GatewayCharge:
         pool = await self._connections()
         await self._check_faults(pool, "charge", token)
+        if await pool.fetchval(_VOIDED, idempotency_key):
+            raise Declined("voided", "This charge was voided.")
         existing = await pool.fetchrow(_CHARGE_OF_KEY, idempotency_key)
         if existing:
             return GatewayCharge(existing["reference"], existing["amount"], existing["currency"])
@@ -93,10 +100,14 @@ class SimulatedGateway:
         if token == "tok_processingError" and first_attempt:
             raise GatewayUnavailable("processing error (simulated, first attempt)")
         reference = "ch_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
-        inserted = await pool.fetchval(
-            "INSERT INTO sim_charges (idempotency_key, reference, token, amount, currency, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING RETURNING reference",
-            idempotency_key, reference, token, amount, currency, datetime.now(timezone.utc))
+        async with pool.acquire() as conn, conn.transaction():  # a void of the same key waits, or is waited for
+            await conn.execute(_LOCK_KEY, idempotency_key)
+            if await conn.fetchval(_VOIDED, idempotency_key):
+                raise Declined("voided", "This charge was voided.")
+            inserted = await conn.fetchval(
+                "INSERT INTO sim_charges (idempotency_key, reference, token, amount, currency, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING RETURNING reference",
+                idempotency_key, reference, token, amount, currency, datetime.now(timezone.utc))
         if inserted is None:  # the same key charged at this very moment by another caller: still one charge
             existing = await pool.fetchrow(_CHARGE_OF_KEY, idempotency_key)
             return GatewayCharge(existing["reference"], existing["amount"], existing["currency"])
@@ -128,6 +139,19 @@ class SimulatedGateway:
                                charge_reference, amount)
         return f"re_{idempotency_key}"
 
+    async def void(self, idempotency_key: str) -> str:
+        """Nothing stays charged under the key: a charge taken with it is given back whole, and a later charge
+        with it is refused. Returns the voided charge's reference, or "" when nothing had been charged."""
+        pool = await self._connections()
+        token = await pool.fetchval("SELECT token FROM sim_charges WHERE idempotency_key = $1", idempotency_key)
+        await self._check_faults(pool, "charge", token or "*")
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(_LOCK_KEY, idempotency_key)
+            await conn.execute("INSERT INTO sim_voids (idempotency_key, created_at) VALUES ($1, $2) "
+                               "ON CONFLICT DO NOTHING", idempotency_key, datetime.now(timezone.utc))
+            return await conn.fetchval("UPDATE sim_charges SET refunded = amount WHERE idempotency_key = $1 "
+                                       "RETURNING reference", idempotency_key) or ""
+
     async def _check_faults(self, pool: asyncpg.Pool, operation: str, token: str) -> None:
         """An outage or refusal switched on from outside (table sim_faults), read on every call."""
         mode = await pool.fetchval(_FAULT, operation, token)
@@ -146,6 +170,8 @@ class SimulatedGateway:
 
 _CHARGE_OF_KEY = "SELECT reference, amount, currency FROM sim_charges WHERE idempotency_key = $1"
 _REFUND_OF_KEY = "SELECT 1 FROM sim_refunds WHERE idempotency_key = $1"
+_VOIDED = "SELECT 1 FROM sim_voids WHERE idempotency_key = $1"
+_LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtext($1))"
 _FAULT = ("SELECT mode FROM sim_faults WHERE operation = $1 AND token IN ($2, '*') AND until > now() "
           "ORDER BY token = '*' LIMIT 1")
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, literal, select, text, tuple_, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..domain.gateway_work import OPEN, ChargeStatus, Operation, RefundStatus
+from ..domain.gateway_work import OPEN, ChargeStatus, Operation, RefundStatus, VoidStatus
 from .tables import billing_methods, bonus_charges, charges, refunds
 
 WAKE_CHANNEL = "billing_gateway_work"
@@ -46,6 +46,13 @@ class GatewayWork:
             .with_for_update(of=charges, skip_locked=True))).mappings().first()
         return dict(row) if row else None
 
+    async def next_due_void(self, now: datetime) -> dict[str, Any] | None:
+        """The given-up charge whose void is due first, locked for this transaction (others skip it)."""
+        row = (await self.session.execute(
+            select(charges).where(charges.c.void_status == VoidStatus.PENDING, charges.c.next_attempt_at <= now)
+            .order_by(charges.c.next_attempt_at).limit(1).with_for_update(skip_locked=True))).mappings().first()
+        return dict(row) if row else None
+
     async def update_charge(self, charge_id: str, **values: Any) -> None:
         await self.session.execute(update(charges).where(charges.c.charge_id == charge_id).values(**values))
 
@@ -76,13 +83,15 @@ class GatewayWork:
                         after: tuple[datetime, str] | None) -> list[dict[str, Any]]:
         """Open charges and refunds (pending, needs_attention), oldest first, one page after `after`."""
         parts = []
-        for operation, table, key in ((Operation.CHARGE, charges, charges.c.charge_id),
-                                      (Operation.REFUND, refunds, refunds.c.refund_id)):
+        for operation, table, key, state in ((Operation.CHARGE, charges, charges.c.charge_id, charges.c.status),
+                                             (Operation.REFUND, refunds, refunds.c.refund_id, refunds.c.status),
+                                             (Operation.VOID, charges, charges.c.charge_id, charges.c.void_status)):
             statuses = [s for s in OPEN[operation] if status in (None, s)]
             if not statuses:
                 continue
             part = select(literal(str(operation)).label("operation"), key.label("work_id"),
-                          *(table.c[c] for c in _LISTED)).where(table.c.status.in_(statuses))
+                          *(state.label(c) if c == "status" else table.c[c] for c in _LISTED)
+                          ).where(state.in_(statuses))
             if created_before is not None:
                 part = part.where(table.c.created_at < created_before)
             parts.append(part)
@@ -98,11 +107,10 @@ class GatewayWork:
         """(operation, status) -> rows, for the open statuses and the bonus batch's unanswered charges."""
         found: dict[tuple[str, str], int] = {(str(o), str(s)): 0 for o, statuses in OPEN.items() for s in statuses}
         found[("bonus_charge", "pending")] = 0
-        for operation, table in ((Operation.CHARGE, charges), (Operation.REFUND, refunds),
-                                 ("bonus_charge", bonus_charges)):
+        for operation, state in ((Operation.CHARGE, charges.c.status), (Operation.REFUND, refunds.c.status),
+                                 (Operation.VOID, charges.c.void_status), ("bonus_charge", bonus_charges.c.status)):
             statuses = OPEN.get(operation, ("pending",))
-            rows = await self.session.execute(select(table.c.status, func.count()).where(
-                table.c.status.in_(statuses)).group_by(table.c.status))
+            rows = await self.session.execute(select(state, func.count()).where(state.in_(statuses)).group_by(state))
             for status, count in rows:
                 found[(str(operation), status)] = count
         return found

@@ -63,9 +63,12 @@ charges = Table(
     Column("status", String(20), nullable=False),  # pending -> succeeded | failed
     Column("gateway_reference", String(200)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # A charge given up (gateway_unavailable) is voided by its key once the gateway answers: pending -> done.
+    Column("void_status", String(20)),
     *_work_columns(),
 )
 Index("charges_due", charges.c.next_attempt_at, postgresql_where=charges.c.status == "pending")
+Index("charges_void_due", charges.c.next_attempt_at, postgresql_where=charges.c.void_status == "pending")
 
 refunds = Table(
     "refunds", metadata,

@@ -5,6 +5,10 @@ A call that the gateway answers ends the work (charged, refunded, or declined). 
 that doubles up to a ceiling, until the work's bound (`give_up_at`) is reached. Then a charge ends as failed
 (`gateway_unavailable`: the saga can go on without the money) and a refund as `needs_attention` (money owed
 to a client is never dropped: an operator retries it).
+
+A charge given up may still have been made by a call whose answer was lost (a timeout during the outage's
+onset): so it is voided, by its key, once the gateway answers again. A void is asked again for as long as it
+takes (after the capped backoff), never given up: a client told "not charged" must not stay charged.
 """
 
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from .failed_charges import GATEWAY_UNAVAILABLE, NO_PRIMARY_METHOD  # noqa: F401
 class Operation(StrEnum):
     CHARGE = "charge"
     REFUND = "refund"
+    VOID = "void"  # of a charge given up
 
 
 class ChargeStatus(StrEnum):
@@ -31,10 +36,16 @@ class RefundStatus(StrEnum):
     NEEDS_ATTENTION = "needs_attention"
 
 
+class VoidStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+
+
 # Open work, by operation: what /gateway-work lists and the `gateway_work` gauge counts.
 OPEN: dict[Operation, tuple[str, ...]] = {
     Operation.CHARGE: (ChargeStatus.PENDING,),
     Operation.REFUND: (RefundStatus.PENDING, RefundStatus.NEEDS_ATTENTION),
+    Operation.VOID: (VoidStatus.PENDING,),
 }
 
 REFUND_DECLINED = "refund_declined"
@@ -50,7 +61,8 @@ class RetryPolicy:
 
     def delay(self, attempts: int) -> timedelta:
         """The wait after the `attempts`-th unanswered call (1, 2, 4 … times `backoff`, at most `max_backoff`)."""
-        return min(self.backoff * 2 ** max(attempts - 1, 0), self.max_backoff)
+        doublings = min(max(attempts - 1, 0), 32)  # a void is asked for as long as it takes: no overflow
+        return min(self.backoff * 2 ** doublings, self.max_backoff)
 
     def next_attempt_at(self, attempts: int, now: datetime, give_up_at: datetime) -> datetime | None:
         """When to call again after `attempts` unanswered calls; None once the bound is reached.
@@ -133,3 +145,10 @@ def refund_verdict(answer: GatewayAnswer, attempts: int, now: datetime, give_up_
             return Verdict(RefundStatus.NEEDS_ATTENTION, reason_code=GATEWAY_UNAVAILABLE, retryable=True,
                            message=f"the payment gateway did not answer in time ({attempts} attempts; last: {error})")
     raise TypeError(answer)
+
+
+def void_verdict(answer: GatewayAnswer, attempts: int, now: datetime, policy: RetryPolicy) -> Verdict:
+    """A void after its `attempts`-th call: done once the gateway answers, else asked again, without a bound."""
+    if isinstance(answer, Answered):
+        return Verdict(VoidStatus.DONE, reference=answer.reference)
+    return Verdict(VoidStatus.PENDING, retry_at=now + policy.delay(attempts))

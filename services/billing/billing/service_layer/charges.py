@@ -11,7 +11,7 @@ from platform_schemas.events.billing import (
 from ..domain import history
 from ..domain.billing_methods import BillingMethod
 from ..domain.failed_charges import counts_in_streak
-from ..domain.gateway_work import GATEWAY_UNAVAILABLE, ChargeStatus, RefundStatus, Verdict
+from ..domain.gateway_work import GATEWAY_UNAVAILABLE, ChargeStatus, RefundStatus, Verdict, VoidStatus
 from .context import Context
 
 log = get_logger(__name__)
@@ -43,9 +43,12 @@ async def settle_charge(ctx: Context, charge: dict, verdict: Verdict, attempts: 
         streak = await ctx.billing.count_charge_outcome(client_id, succeeded=verdict.status == ChargeStatus.SUCCEEDED)
     else:  # no card, or no answer: not the client's failure, its streak stays as it is
         streak = await ctx.billing.consecutive_failures(client_id)
+    given_up = verdict.reason_code == GATEWAY_UNAVAILABLE
     await ctx.work.update_charge(
         charge["charge_id"], status=verdict.status, attempts=attempts, gateway_reference=verdict.reference,
-        reason_code=verdict.reason_code, message=verdict.message, next_attempt_at=None, settled_at=ctx.now)
+        reason_code=verdict.reason_code, message=verdict.message, settled_at=ctx.now,
+        # a call whose answer was lost may have charged: voided by its key as soon as the gateway answers
+        void_status=VoidStatus.PENDING if given_up else None, next_attempt_at=ctx.now if given_up else None)
     common = dict(charge_id=charge["charge_id"], saga_id=charge["saga_id"], contract_id=charge["contract_id"],
                   client_id=client_id, amount=charge["amount"], currency=charge["currency"],
                   purpose=charge["purpose"])
@@ -53,7 +56,7 @@ async def settle_charge(ctx: Context, charge: dict, verdict: Verdict, attempts: 
         ctx.event(ChargeFailed(**common, reason_code=verdict.reason_code, message=verdict.message,
                                consecutive_failures=streak, step_id=charge["charge_id"],
                                retryable=verdict.retryable), charge["contract_id"])
-        if verdict.reason_code == GATEWAY_UNAVAILABLE:
+        if given_up:
             log.error("gateway_charge_given_up", charge_id=charge["charge_id"], saga_id=charge["saga_id"],
                       contract_id=charge["contract_id"], client_id=client_id, attempts=attempts,
                       message=verdict.message)

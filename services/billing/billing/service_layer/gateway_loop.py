@@ -14,19 +14,22 @@ from collections.abc import Callable
 
 from prometheus_client import Gauge
 
+from platform_runtime.logging import get_logger
 from platform_runtime.loops import poll_forever
 from platform_runtime.unit_of_work import Cause, UnitOfWork
 
 from ..adapters.wakeup import Wakeup
 from ..domain.gateway import PaymentGateway
 from ..domain.gateway_work import (
-    NO_PRIMARY_METHOD, Operation, Refused, RetryPolicy, Unanswered, charge_verdict, refund_verdict,
+    NO_PRIMARY_METHOD, GatewayAnswer, Operation, Refused, RetryPolicy, Unanswered, charge_verdict, refund_verdict,
+    void_verdict,
 )
 from ..settings import BillingSettings
 from . import charges
 from .context import Context
 from .gateway_calls import call_gateway
 
+log = get_logger(__name__)
 WORK = Gauge("gateway_work", "Open gateway work by operation and status (pending, needs_attention)",
              ["operation", "status"])
 
@@ -56,10 +59,11 @@ class GatewayLoop:
               for _ in range(self.settings.gateway_workers)))
 
     async def work_once(self) -> bool:
-        """One due charge and one due refund, if any; False when nothing was due."""
+        """One due charge, refund and void, if any; False when nothing was due."""
         charged = await self.charge_one()
         refunded = await self.refund_one()
-        return charged or refunded
+        voided = await self.void_one()
+        return charged or refunded or voided
 
     async def charge_one(self) -> bool:
         async with self.new_uow() as uow:
@@ -78,7 +82,7 @@ class GatewayLoop:
                 await charges.settle_charge(ctx, charge, verdict, attempts)
             else:
                 await ctx.work.update_charge(charge["charge_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
-                                             last_error=answer.error if isinstance(answer, Unanswered) else None)
+                                             last_error=_error(answer))
             await uow.commit()
         return True
 
@@ -97,8 +101,27 @@ class GatewayLoop:
                 await charges.settle_refund(ctx, refund, verdict, attempts, refund["billing_method_id"])
             else:
                 await ctx.work.update_refund(refund["refund_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
-                                             last_error=answer.error if isinstance(answer, Unanswered) else None)
+                                             last_error=_error(answer))
             await uow.commit()
+        return True
+
+    async def void_one(self) -> bool:
+        """A charge given up is voided by its key (asked again until the gateway answers, never dropped)."""
+        async with self.new_uow() as uow:
+            ctx = self.new_context(uow)
+            charge = await ctx.work.next_due_void(ctx.now)
+            if charge is None:
+                return False
+            answer = await call_gateway(Operation.VOID, lambda: self.gateway.void(charge["charge_id"]), self._timeout)
+            attempts = charge["attempts"] + 1
+            verdict = void_verdict(answer, attempts, ctx.now, self.policy)
+            await ctx.work.update_charge(charge["charge_id"], void_status=verdict.status, attempts=attempts,
+                                         next_attempt_at=verdict.retry_at, last_error=_error(answer))
+            await uow.commit()
+        if verdict.settled:
+            log.warning("gateway_charge_voided", charge_id=charge["charge_id"], saga_id=charge["saga_id"],
+                        client_id=charge["client_id"], had_been_charged=bool(verdict.reference),
+                        voided_reference=verdict.reference or None)
         return True
 
     async def _charge(self, charge: dict) -> str:
@@ -116,3 +139,9 @@ class GatewayLoop:
         for (operation, status), count in counts.items():
             WORK.labels(operation, status).set(count)
         return False
+
+
+def _error(answer: GatewayAnswer) -> str | None:
+    if isinstance(answer, Unanswered):
+        return answer.error
+    return f"{answer.reason_code}: {answer.message}" if isinstance(answer, Refused) else None
