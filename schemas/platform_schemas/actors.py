@@ -39,6 +39,7 @@ COMMAND_ACTORS: dict[str, frozenset[str]] = {
     "SetPrimaryBillingMethod": frozenset({ACCOUNT}),
     "RemoveBillingMethod": frozenset({ACCOUNT}),
     "RunBonusBatch": frozenset({ADMIN}),  # the scheduled batch (system) runs inside billing, not from the topic
+    "RetryRefund": frozenset({ADMIN}),  # an operator, for a refund that needs attention
 }
 
 

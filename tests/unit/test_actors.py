@@ -76,6 +76,7 @@ CASES = [
      CONTRACT_CLIENT),
     (bc.RemoveBillingMethod(account_id=CLIENT, billing_method_id="card-9"), None, None, "active", CONTRACT_CLIENT),
     (bc.RunBonusBatch(business_date=date(2026, 11, 25)), None, None, "active", ADMIN_ONLY),
+    (bc.RetryRefund(refund_id="refund-1:gateway"), None, None, "active", ADMIN_ONLY),
 ]
 
 
@@ -103,7 +104,7 @@ async def outcome(data: Message, actor: str, m1_status, status, account_status) 
         if m1_status == domain.PAID:
             contract.milestones = contract.milestones[:1]
     is_billing = isinstance(data, (bc.AddBillingMethod, bc.SetPrimaryBillingMethod, bc.RemoveBillingMethod,
-                                   bc.RunBonusBatch))
+                                   bc.RunBonusBatch, bc.RetryRefund))
     handlers = BILLING_COMMANDS if is_billing else CONTRACT_COMMANDS
 
     def same_context(uow, envelope):

@@ -196,3 +196,24 @@ def test_the_retry_policy_waits_and_gives_up_at_the_bound(attempts, elapsed, exp
     now = T0 + timedelta(seconds=elapsed)
     got = POLICY.next_attempt_at(attempts, now, T0 + BOUND)
     assert got == (None if expected is None else T0 + timedelta(seconds=expected))
+
+
+# -- billing's failure replies (a step refused, or not handled after every retry) -------------------
+
+
+def test_a_charge_or_refund_step_that_cannot_be_handled_is_answered_with_its_typed_failure():
+    from platform_schemas.commands.saga import ChargeClient, RefundCharge
+
+    from billing.service_layer.failures import failure_reply
+
+    charge = ChargeClient(charge_id="fund-1:charge", saga_id="fund-1", contract_id="c-1", client_id="cl-1",
+                          amount=500, currency="USD", description="m-1")
+    refund = RefundCharge(refund_id="refund-1:gateway", charge_id="fund-1:charge", saga_id="refund-1",
+                          contract_id="c-1", client_id="cl-1", amount=500, currency="USD", milestone_id="m-1",
+                          description="m-1")
+    failed = failure_reply(charge, "processing_failed", "boom", False)
+    assert (type(failed).__name__, failed.step_id, failed.saga_id, failed.consecutive_failures) == (
+        "ChargeFailed", "fund-1:charge", "fund-1", 0)
+    refused = failure_reply(refund, "processing_failed", "boom", False)
+    assert (type(refused).__name__, refused.step_id, refused.charge_id, refused.retryable) == (
+        "RefundChargeFailed", "refund-1:gateway", "fund-1:charge", False)

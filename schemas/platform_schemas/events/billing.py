@@ -8,6 +8,7 @@ from pydantic import Field
 from ..commands.billing import BillingMethodKind
 from ..commands.saga import ChargePurpose, MilestoneAmount
 from ..types import Amount, Currency, Event, Id, NonNegativeAmount, SignedAmount, UtcDateTime
+from .common import StepFailed
 
 TransactionKind = Literal[
     "fixed_price_charge",
@@ -91,7 +92,7 @@ class ChargeRefunded(Event):
     milestone_id: Id | None = None
 
 
-class RefundChargeFailed(Event):
+class RefundChargeFailed(StepFailed):
     """The refund step's typed failure reply (`RefundCharge` -> this or ChargeRefunded).
 
     `not_found` (no successful charge of that id) is final. `refund_declined` (the gateway refused it) and
@@ -101,16 +102,11 @@ class RefundChargeFailed(Event):
 
     refund_id: Id
     charge_id: Id
-    saga_id: str
-    step_id: str
     contract_id: Id
     client_id: Id
     amount: Amount
     currency: Currency
     milestone_id: Id | None = None
-    reason_code: str
-    message: str
-    retryable: bool
 
 
 class RefundRetried(Event):

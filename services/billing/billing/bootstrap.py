@@ -20,6 +20,7 @@ from .entrypoints import bonus_http, gateway_http, http
 from .service_layer import bonus_batch, handlers
 from .service_layer.bonus_batch_runner import BonusBatchRunner
 from .service_layer.context import BillingContexts
+from .service_layer.failures import failure_reply
 from .service_layer.gateway_loop import GatewayLoop
 from .settings import BillingSettings, ShiftedClock, retry_policy
 
@@ -35,11 +36,12 @@ def subscriptions(runtime) -> list[Subscription]:
     contexts = runtime.new_context
     commands = {**handlers.COMMANDS, **bonus_batch.COMMANDS}
     escrow_events = {**handlers.ESCROW_EVENT_HANDLERS, **bonus_batch.ESCROW_EVENT_HANDLERS}
+    participant = CommandDispatcher(BILLING_SAGA_COMMANDS, handlers.SAGA_STEPS, BILLING_EVENTS, contexts,
+                                    failure_reply)
     return [
         Subscription(BILLING_COMMANDS, CommandDispatcher(BILLING_COMMANDS, commands, BILLING_EVENTS, contexts,
                                                          actors=COMMAND_ACTORS).dispatch),
-        Subscription(BILLING_SAGA_COMMANDS,
-                     CommandDispatcher(BILLING_SAGA_COMMANDS, handlers.SAGA_STEPS, BILLING_EVENTS, contexts).dispatch),
+        Subscription(BILLING_SAGA_COMMANDS, participant.dispatch, participant.give_up),
         Subscription(ESCROW_EVENTS, EventDispatcher(escrow_events, contexts).dispatch),
         Subscription(CONTRACTS_EVENTS, EventDispatcher({**handlers.CONTRACTS_EVENT_HANDLERS,
                                                         **bonus_batch.CONTRACTS_EVENT_HANDLERS}, contexts).dispatch),

@@ -125,7 +125,7 @@ def charge_verdict(answer: GatewayAnswer, attempts: int, now: datetime, give_up_
             if retry_at is not None:
                 return Verdict(ChargeStatus.PENDING, retry_at=retry_at)
             return Verdict(ChargeStatus.FAILED, reason_code=GATEWAY_UNAVAILABLE, retryable=True,
-                           message=f"the payment gateway did not answer in time ({attempts} attempts; last: {error})")
+                           message=f"the payment gateway did not answer in time ({attempts} attempts; last: {error})"[:2000])
     raise TypeError(answer)
 
 
@@ -137,13 +137,13 @@ def refund_verdict(answer: GatewayAnswer, attempts: int, now: datetime, give_up_
             return Verdict(RefundStatus.REFUNDED, reference=reference)
         case Refused(reason_code, message):
             return Verdict(RefundStatus.NEEDS_ATTENTION, reason_code=REFUND_DECLINED, retryable=True,
-                           message=f"the payment gateway refused the refund ({reason_code}: {message})")
+                           message=f"the payment gateway refused the refund ({reason_code}: {message})"[:2000])
         case Unanswered(error):
             retry_at = policy.next_attempt_at(attempts, now, give_up_at)
             if retry_at is not None:
                 return Verdict(RefundStatus.PENDING, retry_at=retry_at)
             return Verdict(RefundStatus.NEEDS_ATTENTION, reason_code=GATEWAY_UNAVAILABLE, retryable=True,
-                           message=f"the payment gateway did not answer in time ({attempts} attempts; last: {error})")
+                           message=f"the payment gateway did not answer in time ({attempts} attempts; last: {error})"[:2000])
     raise TypeError(answer)
 
 

@@ -27,10 +27,10 @@ async def call_gateway(operation: str, call: Callable[[], Awaitable[str]], timeo
     except Declined as declined:
         answer: GatewayAnswer = Refused(declined.reason_code, declined.message)
     except (GatewayUnavailable, TimeoutError) as error:
-        answer = Unanswered(f"{type(error).__name__}: {error}"[:2000])
+        answer = Unanswered(f"{type(error).__name__}: {error}"[:1000])
     except Exception as error:  # noqa: BLE001 - the gateway's client failing is the gateway not answering
         log.warning("gateway_call_error", operation=operation, error=repr(error))
-        answer = Unanswered(f"{type(error).__name__}: {error}"[:2000])
+        answer = Unanswered(f"{type(error).__name__}: {error}"[:1000])
     else:
         answer = Answered(reference)
     CALL_SECONDS.labels(operation).observe(time.monotonic() - started)
