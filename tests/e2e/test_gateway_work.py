@@ -74,12 +74,10 @@ async def test_a_gateway_down_past_the_bound_fails_the_charge_as_gateway_unavail
         failed = await client.wait_for(lambda e: e.type == "ChargeFailed" and e.correlationid == command.id)
         assert (failed.data["retryable"], failed.data["step_id"]) == (True, charge_key(command))
         assert failed.data["consecutive_failures"] == 0  # an outage is not the client's failure
-        # A lost answer may have charged: the key is voided once the gateway answers again, listed until then.
-        void = await listed(client, charge_key(command), status="pending")
-        assert void["operation"] == "void"
     finally:
         await gateway_fault_over(platform, token, "charge")
 
+    # A lost answer may have charged: the key is voided once the gateway answers voids (listed until then).
     deadline = time.monotonic() + 30
     while charge_key(command) in [w["work_id"] for w in await open_work(client)]:
         assert time.monotonic() < deadline, "the given-up charge was never voided"

@@ -22,8 +22,10 @@ class BillingSettings(ServiceSettings):
     # doubling from GATEWAY_RETRY_BACKOFF up to GATEWAY_RETRY_BACKOFF_MAX, until the work's bound: a charge
     # not made within GATEWAY_CHARGE_WITHIN fails as `gateway_unavailable`; a refund not made within
     # GATEWAY_REFUND_WITHIN (or refused) waits for an operator as `needs_attention`.
-    gateway_charge_within: Duration = timedelta(minutes=2)
-    gateway_refund_within: Duration = timedelta(hours=1)
+    # Both below contracts' SAGA_STEP_TIMEOUT x SAGA_STEP_ATTEMPTS (30 s x 3), so a saga gets billing's typed
+    # answer before its own deadline escalates it.
+    gateway_charge_within: Duration = timedelta(minutes=1)
+    gateway_refund_within: Duration = timedelta(minutes=1)
     gateway_retry_backoff: Duration = timedelta(milliseconds=200)
     gateway_retry_backoff_max: Duration = timedelta(seconds=30)
     # A call that takes longer is treated as unanswered (the same key is asked again).
