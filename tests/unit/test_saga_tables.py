@@ -12,7 +12,7 @@ import pytest
 from platform_runtime.unit_of_work import Cause
 from platform_schemas import Envelope, Message, new_envelope
 from platform_schemas.commands.saga import ChargeClient, HoldEscrow, RefundCharge, RefundEscrow, ReleaseEscrow
-from platform_schemas.events.billing import ChargeFailed, ChargeRefunded, ClientCharged
+from platform_schemas.events.billing import ChargeFailed, ChargeRefunded, ClientCharged, RefundChargeFailed
 from platform_schemas.events.escrow import (
     EscrowFunded, EscrowHoldRejected, EscrowRefunded, EscrowRefundFailed, EscrowReleased, EscrowReleaseFailed,
 )
@@ -68,6 +68,13 @@ def charge_refunded(r: RefundCharge) -> ChargeRefunded:
                           milestone_id=r.milestone_id)
 
 
+def refund_refused(r: RefundCharge) -> RefundChargeFailed:
+    return RefundChargeFailed(refund_id=r.refund_id, step_id=r.refund_id, charge_id=r.charge_id, saga_id=r.saga_id,
+                              contract_id=r.contract_id, client_id=r.client_id, amount=r.amount, currency=r.currency,
+                              milestone_id=r.milestone_id, reason_code="refund_declined", message="refused",
+                              retryable=True)
+
+
 def released(r: ReleaseEscrow) -> EscrowReleased:
     return EscrowReleased(**r.model_dump(), postings=[])
 
@@ -97,11 +104,13 @@ ROWS = [
     ("fund",    "hold",       funded,                COMPLETED,        None),
     ("fund",    "hold",       hold_refused,          "compensate",     (BILLING_SAGA_COMMANDS, "RefundCharge")),
     ("fund",    "compensate", charge_refunded,       FAILED,           None),
+    ("fund",    "compensate", refund_refused,        NEEDS_ATTENTION,  None),
     ("release", "release",    released,              COMPLETED,        None),
     ("release", "release",    release_refused,       NEEDS_ATTENTION,  None),
     ("refund",  "escrow",     escrow_refunded,       "gateway",        (BILLING_SAGA_COMMANDS, "RefundCharge")),
     ("refund",  "escrow",     escrow_refund_refused, NEEDS_ATTENTION,  None),
     ("refund",  "gateway",    charge_refunded,       COMPLETED,        None),
+    ("refund",  "gateway",    refund_refused,        NEEDS_ATTENTION,  None),
 ]
 # The way to each step: the answers that lead there from the saga's start.
 PATHS = {("fund", "charge"): [], ("fund", "hold"): [charged], ("fund", "compensate"): [charged, hold_refused],

@@ -5,7 +5,7 @@ MilestoneFunded or MilestoneFundingFailed. A hold escrow refuses gives the charg
 """
 
 from platform_schemas.commands.saga import ChargeClient, HoldEscrow, MilestoneAmount, RefundCharge
-from platform_schemas.events.billing import ChargeFailed, ChargeRefunded, ClientCharged
+from platform_schemas.events.billing import ChargeFailed, ChargeRefunded, ClientCharged, RefundChargeFailed
 from platform_schemas.events.contracts import (
     MilestoneFunded, MilestoneFundingFailed, MilestoneTerms, OfferFundingFailed, OfferSent,
 )
@@ -17,7 +17,7 @@ from ...domain.sagas import FundData, Saga
 from ...domain.sagas import MilestoneAmount as Amount
 from ..context import Context
 from . import orchestrator
-from .table import COMPLETED, FAILED, Ask, On, SagaTable
+from .table import COMPLETED, FAILED, NEEDS_ATTENTION, Ask, On, SagaTable
 
 
 async def fund_milestones(ctx: Context, contract: Contract, milestones: list[Milestone], *, offer: bool,
@@ -136,5 +136,8 @@ FUND = SagaTable(
         On("hold",       EscrowFunded,        funded,                 COMPLETED),
         On("hold",       EscrowHoldRejected,  remember_why_not_held,  "compensate"),
         On("compensate", ChargeRefunded,      charge_given_back,      FAILED),
+        # The client is charged and nothing is held: billing keeps the refund for an operator (RetryRefund),
+        # whose late ChargeRefunded still ends the saga.
+        On("compensate", RefundChargeFailed,  None,                   NEEDS_ATTENTION),
     ],
 )

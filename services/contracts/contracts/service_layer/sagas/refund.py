@@ -5,7 +5,7 @@ ContractCancelled) follows its last refund; the command that asked completes wit
 
 from platform_runtime.keys import compose
 from platform_schemas.commands.saga import RefundCharge, RefundEscrow
-from platform_schemas.events.billing import ChargeRefunded
+from platform_schemas.events.billing import ChargeRefunded, RefundChargeFailed
 from platform_schemas.events.contracts import ContractCancelled, OfferDeclined, OfferWithdrawn
 from platform_schemas.events.escrow import EscrowRefunded, EscrowRefundFailed
 from platform_schemas.topics import BILLING_SAGA_COMMANDS, ESCROW_SAGA_COMMANDS
@@ -72,5 +72,8 @@ REFUND = SagaTable(
         # Nothing left the holding; the milestone stays `refunding` until an operator looks.
         On("escrow",  EscrowRefundFailed, None,          NEEDS_ATTENTION),
         On("gateway", ChargeRefunded,     refunded,      COMPLETED),
+        # The gateway refused or never answered: billing keeps the refund for an operator (RetryRefund),
+        # whose late ChargeRefunded still completes the saga.
+        On("gateway", RefundChargeFailed, None,          NEEDS_ATTENTION),
     ],
 )
