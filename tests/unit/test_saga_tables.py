@@ -285,3 +285,19 @@ async def test_an_answer_in_time_voids_the_steps_deadline():
 def _step_key(command_type: str) -> str:
     return {"HoldEscrow": "hold_id", "RefundCharge": "refund_id", "ChargeClient": "charge_id",
             "ReleaseEscrow": "release_id", "RefundEscrow": "refund_id"}[command_type]
+
+
+@pytest.mark.parametrize(("kind", "step", "then"), [("refund", "gateway", COMPLETED), ("fund", "compensate", FAILED)])
+async def test_a_refund_billing_keeps_for_an_operator_still_ends_the_saga_when_its_retry_succeeds(kind, step, then):
+    ctx, saga_id, command = await given(kind, step)
+    await answer(ctx, refund_refused(command))
+    assert ctx.sagas.stored(saga_id).status == NEEDS_ATTENTION  # the client is owed money: someone looks
+    await answer(ctx, charge_refunded(command))  # after the operator's RetryRefund
+    assert ctx.sagas.stored(saga_id).status == then
+
+
+async def test_a_failure_that_ends_a_step_is_taken_once_and_no_late_answer_follows_it():
+    ctx, saga_id, command = await given("refund", "escrow")
+    await answer(ctx, escrow_refund_refused(command))
+    await answer(ctx, escrow_refunded(command))
+    assert ctx.sagas.stored(saga_id).status == NEEDS_ATTENTION
