@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -84,13 +85,14 @@ async def test_send_runs_a_whole_offer_and_the_reads_show_it_as_tables_and_json(
     code, table, _ = await escrowctl(platform, "history", people.client_id)
     assert code == 0 and "fixed_price_charge" in table
 
-    # events: the offer's saga, from the beginning, filtered by contract and by type
-    code, out, err = await escrowctl(platform, "events", "--contract", contract_id, "--from-beginning",
+    # events: the offer's saga, from 10 minutes ago or from a time, filtered by contract, correlation and type
+    since = (datetime.now(timezone.utc) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    code, out, err = await escrowctl(platform, "events", "--contract", contract_id, "--since", "PT10M",
                                      "--type", "OfferSent", "--type", "EscrowFunded", "--limit", "2",
                                      "--timeout", "60", "--json")
     assert code == 0, err
     assert sorted(json.loads(line)["type"] for line in out.splitlines()) == ["EscrowFunded", "OfferSent"]
-    code, out, _ = await escrowctl(platform, "events", "--correlation", status["command_id"], "--from-beginning",
+    code, out, _ = await escrowctl(platform, "events", "--correlation", status["command_id"], "--since", since,
                                    "--topic", "billing.events", "--type", "ClientCharged", "--limit", "1",
                                    "--timeout", "60", "--json")
     assert [json.loads(line)["type"] for line in out.splitlines()] == ["ClientCharged"]

@@ -60,3 +60,15 @@ def test_dead_letter_positions_read_as_printed():
     assert parse_position("contracts.commands:3:17") == ("contracts.commands.dlq", 3, 17)
     with pytest.raises(ValueError, match="is not <topic>.dlq:<partition>:<offset>"):
         parse_position("contracts.commands.dlq:x")
+
+
+def test_events_since_takes_a_time_or_a_duration_back_from_now():
+    from datetime import datetime, timedelta, timezone
+
+    from escrowctl.main import since_time
+
+    assert since_time("2026-12-01T10:00:00Z") == datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
+    assert since_time("2026-12-01T10:00") == datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
+    assert abs(datetime.now(timezone.utc) - timedelta(minutes=10) - since_time("PT10M")) < timedelta(seconds=5)
+    with pytest.raises(ValueError, match="neither a time"):
+        since_time("yesterday")

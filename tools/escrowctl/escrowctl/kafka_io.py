@@ -1,6 +1,7 @@
 """escrowctl's Kafka side: send a command, follow topics, read and replay dead letters (aiokafka)."""
 
 import time
+from datetime import datetime
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -39,9 +40,10 @@ def envelope_of(record: ConsumerRecord) -> Envelope | None:
 
 
 async def follow(settings: CtlSettings, topics: list[str], from_beginning: bool,
-                 until_end: bool = False) -> AsyncIterator[ConsumerRecord]:
+                 until_end: bool = False, since: datetime | None = None) -> AsyncIterator[ConsumerRecord]:
     """Records of these topics (every partition, no consumer group, nothing committed): from the end as of
-    now or from the beginning; with `until_end`, stop at the end offsets seen when starting."""
+    now, from the beginning, or from the first record at or after `since` (by the records' Kafka
+    timestamps); with `until_end`, stop at the end offsets seen when starting."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **_options(settings))
     await consumer.start()
     try:
@@ -51,7 +53,13 @@ async def follow(settings: CtlSettings, topics: list[str], from_beginning: bool,
             partitions = [TopicPartition(t, p) for t in topics
                           for p in sorted(consumer.partitions_for_topic(t) or ())]
         consumer.assign(partitions)
-        if from_beginning:
+        if since is not None:
+            found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
+            await consumer.seek_to_end(*[tp for tp, at in found.items() if at is None])
+            for tp, at in found.items():
+                if at is not None:
+                    consumer.seek(tp, at.offset)
+        elif from_beginning:
             await consumer.seek_to_beginning(*partitions)
         else:
             await consumer.seek_to_end(*partitions)

@@ -8,11 +8,12 @@ import asyncio
 import functools
 import json
 import time
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Annotated
 
 import httpx
 import typer
+from platform_runtime.settings import _duration
 from platform_schemas.topics import BILLING_COMMANDS, CONTRACTS_COMMANDS, TOPICS
 
 from . import kafka_io, render
@@ -126,6 +127,8 @@ def events(topic: Annotated[list[str] | None, typer.Option(help="Topic to follow
            type_name: Annotated[list[str] | None, typer.Option("--type", help="Only these types (repeatable)")] = None,
            correlation: Annotated[str | None, typer.Option(help="Only this correlation id")] = None,
            from_beginning: Annotated[bool, typer.Option(help="Start at the beginning, not at the end")] = False,
+           since: Annotated[str | None, typer.Option(help="Start at this time: ISO 8601 (2026-12-01T10:00Z) or "
+                                                         "a duration back from now (PT10M)")] = None,
            limit: Annotated[int | None, typer.Option(help="Stop after this many messages")] = None,
            timeout: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
            json_out: Json = False) -> None:
@@ -135,9 +138,14 @@ def events(topic: Annotated[list[str] | None, typer.Option(help="Topic to follow
                 and (not type_name or envelope.type in type_name)
                 and (not correlation or envelope.correlationid == correlation))
 
+    try:
+        start = since_time(since) if since else None
+    except ValueError as problem:
+        raise fail(str(problem), 2) from None
+
     async def run() -> None:
         shown = 0
-        async for record in kafka_io.follow(settings(), topic or EVENT_TOPICS, from_beginning):
+        async for record in kafka_io.follow(settings(), topic or EVENT_TOPICS, from_beginning, since=start):
             envelope = kafka_io.envelope_of(record)
             if envelope is None or not wanted(envelope):
                 continue
@@ -156,6 +164,20 @@ def events(topic: Annotated[list[str] | None, typer.Option(help="Topic to follow
         asyncio.run(asyncio.wait_for(run(), timeout) if timeout else run())
     except (TimeoutError, KeyboardInterrupt):
         pass
+
+
+def since_time(text: str) -> datetime:
+    """An ISO 8601 time (UTC if it names no offset) or an ISO 8601 duration back from now."""
+    if text.upper().startswith("P"):
+        try:
+            return datetime.now(timezone.utc) - _duration(text)
+        except Exception:  # noqa: BLE001 - isodate raises several kinds
+            raise ValueError(f"--since {text!r} is neither a time nor a duration (PT10M)") from None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {text!r} is neither a time (2026-12-01T10:00Z) nor a duration (PT10M)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 # -- reads ---------------------------------------------------------------------------------------
