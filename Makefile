@@ -87,8 +87,10 @@ test: bootstrap
 	exit $$rc
 
 # 10,000 generated and mutated commands through real Kafka (the default suite sends 300 of them).
-fuzz: infra-up migrate
-	$(LOCAL)/services.sh stop >/dev/null || true
+# On the test servers, fresh, like `make test` (a `make up` platform keeps running).
+fuzz: bootstrap
+	$(LOCAL)/test-servers.sh fresh
+	eval "$$($(LOCAL)/test-servers.sh env)"
 	FUZZ_COMMANDS=$${FUZZ_COMMANDS:-10000} $(PY) -m pytest tests/e2e/test_fuzz.py -m fuzz -s $(PYTEST_ARGS)
 
 bench: infra-up migrate
