@@ -13,10 +13,10 @@ KAFKA := $(LOCAL)/kafka/kafka-local.sh
 DEMO ?= deploy/demo.py
 UV := $(shell command -v uv || echo python3 -m uv)
 
-.PHONY: help bootstrap infra-up infra-down migrate up down status demo test bench schemas reset deploy-check fuzz
+.PHONY: help bootstrap infra-up infra-down migrate up down status demo test bench schemas reset deploy-check fuzz chaos chaos-short
 
 help:
-	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|bench|schemas|reset|deploy-check|fuzz"
+	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|bench|schemas|reset|deploy-check|fuzz|chaos|chaos-short"
 	echo "  PYTEST_ARGS='-m unit' make test;  AUTO_RELEASE_AFTER=PT5S make up"
 
 bootstrap:
@@ -92,6 +92,16 @@ fuzz: bootstrap
 	$(LOCAL)/test-servers.sh fresh
 	eval "$$($(LOCAL)/test-servers.sh env)"
 	FUZZ_COMMANDS=$${FUZZ_COMMANDS:-10000} $(PY) -m pytest tests/e2e/test_fuzz.py -m fuzz -s $(PYTEST_ARGS)
+
+# Sagas of every kind under SIGKILLs of each service and one PostgreSQL and one broker restart (CHAOS_SAGAS
+# of each kind; chaos-short: 25, for CI). It restarts the servers: run it on its own.
+chaos: infra-up migrate
+	$(LOCAL)/services.sh stop >/dev/null || true
+	CHAOS_SAGAS=$${CHAOS_SAGAS:-1000} $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s -p no:timeout $(PYTEST_ARGS)
+
+chaos-short: infra-up migrate
+	$(LOCAL)/services.sh stop >/dev/null || true
+	CHAOS_SAGAS=$${CHAOS_SAGAS:-25} $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s -p no:timeout $(PYTEST_ARGS)
 
 bench: infra-up migrate
 	$(PY) -m bench $(BENCH_ARGS)

@@ -117,38 +117,39 @@ def generate(count: int, seed: int) -> list[tuple[str, dict]]:
     return [(t, mutate(rng, d) if rng.random() < 0.5 else d) for t, d in drawn[:count]]
 
 
-async def dead_lettered(bootstrap: str, topics: list[str], since: dict) -> list:
+async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list:
+    from aiokafka import TopicPartition
+
+    await consumer.topics()  # loads the cluster's metadata
+    return [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+
+
+async def end_offsets(bootstrap: str, topics: list[str]) -> dict:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        from aiokafka import TopicPartition
-
-        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
-        if not parts:
-            await consumer.force_metadata_update() if hasattr(consumer, "force_metadata_update") else None
-            parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        parts = await _partitions(consumer, topics)
         consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
-        records = []
-        for tp in parts:
-            consumer.seek(tp, since.get(tp, 0))
-        deadline = time.monotonic() + 30
-        while any((await consumer.position(tp)) < ends[tp] for tp in parts) and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=300)).values():
-                records.extend(batch)
-        return records
+        return await consumer.end_offsets(parts)
     finally:
         await consumer.stop()
 
 
-async def end_offsets(bootstrap: str, topics: list[str]) -> dict:
-    from aiokafka import TopicPartition
-
+async def dead_lettered(bootstrap: str, topics: list[str], since: dict) -> list:
+    """The records put on these topics after `since` (their end offsets before the fuzz)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
-        return await consumer.end_offsets(parts)
+        parts = await _partitions(consumer, topics)
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, since.get(tp, 0))
+        records, deadline = [], time.monotonic() + 30
+        while any((await consumer.position(tp)) < ends[tp] for tp in parts) and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=300)).values():
+                records.extend(batch)
+        return records
     finally:
         await consumer.stop()
 
