@@ -12,7 +12,9 @@ billing.commands with good commands (real fund sagas) interleaved. Then:
 * the consumers never stop: a good command sent after the fuzz finishes;
 * the good commands interleaved finish with the latency they have without the fuzz (printed; bounded).
 
-`FUZZ_COMMANDS` sets how many (300 in the default suite; `make fuzz` sends 10,000).
+`FUZZ_COMMANDS` sets how many (120 in the default suite; `make fuzz` sends 10,000). The latency is compared
+with a control run: as many well-formed commands that are simply refused (`not_found`), with the same good
+commands among them, so what is measured is the cost of a bad message against that of an ordinary one.
 """
 
 import asyncio
@@ -32,17 +34,18 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.actors import COMMAND_ACTORS
-from platform_schemas.topics import BILLING_COMMANDS, CONTRACTS_COMMANDS
+from platform_schemas.commands.contracts import AcceptOffer
+from platform_schemas.topics import BILLING_COMMANDS, CONTRACTS_COMMANDS, DEFAULT_PARTITIONS
 
 from tests.support.story import offer, parties
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 
-COMMANDS = int(os.environ.get("FUZZ_COMMANDS", "300"))
+COMMANDS = int(os.environ.get("FUZZ_COMMANDS", "120"))
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "json"
 BILLING_TYPES = {"AddBillingMethod", "SetPrimaryBillingMethod", "RemoveBillingMethod", "RunBonusBatch"}
 TYPES = sorted(COMMAND_ACTORS)
-GOOD_EVERY = max(COMMANDS // 12, 25)  # one real fund saga among this many fuzzed commands
+GOOD_EVERY = max(COMMANDS // 10, 10)  # one real fund saga among this many fuzzed commands
 ODD_STRINGS = ["\x00", "a\x00b", "\ud800", "\u202eevil", "🙂" * 50, "e\u0301" * 30, "\uffff", "x" * 100_000, "",
                " ", "\n", "admin:", "system", "%00", "'; DROP TABLE contracts; --", "\\", '"']
 HUGE_NUMBERS = [2**62, 2**63, 2**63 - 1, -(2**63), 10**30, -1, 0, 1e308, 10.0, True]
@@ -120,8 +123,8 @@ def generate(count: int, seed: int) -> list[tuple[str, dict]]:
 async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list:
     from aiokafka import TopicPartition
 
-    await consumer.topics()  # loads the cluster's metadata
-    return [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+    # A consumer without a subscription keeps no per-topic metadata: every topic has DEFAULT_PARTITIONS.
+    return [TopicPartition(t, p) for t in topics for p in range(DEFAULT_PARTITIONS)]
 
 
 async def end_offsets(bootstrap: str, topics: list[str]) -> dict:
@@ -146,7 +149,10 @@ async def dead_lettered(bootstrap: str, topics: list[str], since: dict) -> list:
         for tp in parts:
             consumer.seek(tp, since.get(tp, 0))
         records, deadline = [], time.monotonic() + 30
-        while any((await consumer.position(tp)) < ends[tp] for tp in parts) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            behind = [tp for tp in parts if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                break
             for batch in (await consumer.getmany(timeout_ms=300)).values():
                 records.extend(batch)
         return records
@@ -164,6 +170,17 @@ async def failures_logged(service_ports: dict[str, int]) -> float:
                 if line.startswith("messages_dead_lettered_total{"):
                     total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+async def interleaved(client, people, messages: list[tuple[str, bytes]]) -> list[float]:
+    """Publish the messages with a real fund saga every GOOD_EVERY of them; the sagas' latencies."""
+    good: list[asyncio.Task] = []
+    for n, (topic, raw) in enumerate(messages):
+        await client.producer.send(topic, raw, key=f"k-{n % 97}".encode())
+        if n % GOOD_EVERY == GOOD_EVERY // 2:
+            good.append(asyncio.create_task(timed_offer(client, people)))
+    await client.producer.flush()
+    return list(await asyncio.gather(*good))
 
 
 async def timed_offer(client, people) -> float:
@@ -189,25 +206,24 @@ async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_
     failures_before = await failures_logged(contracts_metrics)
 
     baseline = [await timed_offer(client, people) for _ in range(3)]
+    control = await interleaved(client, people, [
+        (CONTRACTS_COMMANDS, new_envelope(AcceptOffer(contract_id=f"none-{n}"), subject=f"none-{n}",
+                                          actor=people.freelancer_id, source="fuzz").to_json())
+        for n in range(len(cases))])
 
     parsed_ids: list[str] = []
     unparseable = 0
-    good: list[asyncio.Task] = []
-    started = time.monotonic()
-    for n, (type_name, data) in enumerate(cases):
+    messages = []
+    for type_name, data in cases:
         command_id, raw, parses = envelope_bytes(rng, type_name, data, actors)
         topic = BILLING_COMMANDS if type_name in BILLING_TYPES else CONTRACTS_COMMANDS
-        key = str(data.get("contract_id") or data.get("account_id") or command_id)[:200] if isinstance(
-            data, dict) else command_id
-        await client.producer.send(topic, raw, key=key.encode(errors="replace"))
+        messages.append((topic, raw))
         if parses:
             parsed_ids.append(command_id)
         else:
             unparseable += 1
-        if n % GOOD_EVERY == GOOD_EVERY // 2:
-            good.append(asyncio.create_task(timed_offer(client, people)))
-    await client.producer.flush()
-    sent_in = time.monotonic() - started
+    started = time.monotonic()
+    during_task = asyncio.create_task(interleaved(client, people, messages))
 
     # Every parsed command ends: an outcome or its CommandRejected, correlated by its id.
     by_correlation: dict[str, list] = {}
@@ -220,7 +236,8 @@ async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_
         seen = len(client.events)
         pending = {c for c in pending if c not in by_correlation}
         await asyncio.sleep(0.2)
-    during = await asyncio.gather(*good)
+    during = await during_task
+    sent_in = time.monotonic() - started
     assert not pending, f"{len(pending)} of {len(parsed_ids)} commands without an outcome, e.g. {sorted(pending)[:5]}"
 
     # A rejected command changed nothing: its CommandRejected is the only message it caused.
@@ -242,5 +259,6 @@ async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_
     after = await timed_offer(client, people)
     print(f"\nfuzz: {len(cases)} commands sent in {sent_in:.1f}s ({len(parsed_ids)} parsed, {unparseable} "
           f"unparseable, {len(rejected)} rejected: {dict(sorted(reasons.items()))}); good fund sagas: alone "
-          f"{[round(x, 2) for x in baseline]} s, during {[round(x, 2) for x in during]} s, after {after:.2f} s")
-    assert statistics.median(during) <= max(4 * statistics.median(baseline), statistics.median(baseline) + 3.0)
+          f"{[round(x, 2) for x in baseline]} s, among as many ordinary refused commands "
+          f"{[round(x, 2) for x in control]} s, among the fuzz {[round(x, 2) for x in during]} s, after {after:.2f} s")
+    assert statistics.median(during) <= 1.5 * statistics.median(control) + 2.0
