@@ -98,6 +98,8 @@ bonuses = Table(
     Column("reason_code", String(50)),
     Column("settled_at", DateTime(timezone=True)),
 )
+# GiveBonus sums a client's bonuses of the day (BONUS_MAX_PER_CLIENT_PER_DAY).
+Index("bonuses_by_client_day", bonuses.c.client_id, bonuses.c.business_date, bonuses.c.currency)
 
 # Money movements of each contract's milestones and bonuses, from escrow's events: the statement's source.
 statement_entries = Table(
