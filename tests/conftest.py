@@ -60,6 +60,9 @@ async def platform(infra: Infra):
                                                                       "REFUND_RESPONSE_WINDOW": "PT6S",
                                                                       "EARNINGS_PENDING_FOR": "PT3S",
                                                                       "TIMER_POLL_INTERVAL": "0.2",
+                                                                      # a saga step unanswered for 4 s is sent
+                                                                      # again; after 3 sends it needs attention
+                                                                      "SAGA_STEP_TIMEOUT": "PT4S",
                                                                       "DELIVERY_RETRY_BACKOFF": "0.5",
                                                                       "DELIVERY_RETRY_BACKOFF_MAX": "4",
                                                                       "DELIVERY_POLL_INTERVAL": "0.2",

@@ -130,3 +130,42 @@ async def gateway_fault(platform, token: str, operation: str, mode: str, seconds
 
 async def gateway_fault_over(platform, token: str, operation: str) -> None:
     await query(platform, "gateway", "DELETE FROM sim_faults WHERE token = $1 AND operation = $2", token, operation)
+
+
+FINAL_SAGA_STATES = ("completed", "failed")
+
+
+async def sagas_not_final(platform) -> list[asyncpg.Record]:
+    return await query(platform, "contracts", "SELECT saga_id, kind, status, step FROM sagas "
+                                              "WHERE status NOT IN ('completed', 'failed') ORDER BY saga_id")
+
+
+async def every_saga_ends(platform, timeout: float = 120.0) -> None:
+    """Every saga reaches a final state (polls with a deadline: the last answers may be in flight)."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while waiting := await sagas_not_final(platform):
+        assert time.monotonic() < deadline, f"sagas not final after {timeout}s: {[dict(r) for r in waiting]}"
+        await asyncio.sleep(0.5)
+
+
+async def platform_money_adds_up(platform) -> None:
+    """What clients paid for milestones (billing's charges) equals what escrow holds plus what it released
+    plus what was refunded to the clients (billing's refunds: escrow's refunds and charges given back), per
+    currency, over everything this platform ever did."""
+    paid = {r["currency"]: r["total"] for r in await query(
+        platform, "billing", "SELECT currency, sum(amount) AS total FROM charges "
+                             "WHERE status = 'succeeded' AND purpose = 'fixed_price' GROUP BY currency")}
+    refunded = {r["currency"]: r["total"] for r in await query(
+        platform, "billing", "SELECT currency, sum(amount) AS total FROM refunds WHERE status = 'refunded' "
+                             "GROUP BY currency")}
+    escrow = {r["currency"]: (r["held"], r["released"]) for r in await query(
+        platform, "escrow", "SELECT currency, sum(funded - released - refunded) AS held, sum(released) AS released "
+                            "FROM holdings GROUP BY currency")}
+    for currency in set(paid) | set(refunded) | set(escrow):
+        held, released = escrow.get(currency, (0, 0))
+        assert paid.get(currency, 0) == held + released + refunded.get(currency, 0), (
+            currency, {"paid": paid.get(currency, 0), "held": held, "released": released,
+                       "refunded": refunded.get(currency, 0)})

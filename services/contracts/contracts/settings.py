@@ -30,9 +30,10 @@ class ContractsSettings(ServiceSettings):
     bonus_max_per_client_per_day: int = 100_000_000
     contract_max_total: int = 1_000_000_000
     inactivity_sweep_every: Duration = timedelta(days=1)
-    # A saga step not answered within this is sent again (same step id), at most SAGA_STEP_ATTEMPTS times
-    # in all; then the saga is `needs_attention` (it still takes the step's answer if one comes).
-    saga_step_timeout: Duration = timedelta(seconds=30)
+    # A saga step not answered within this (longer than billing's bounded gateway work) is sent again (same
+    # step id), SAGA_STEP_ATTEMPTS times in all; then the saga is `needs_attention` (it still takes the
+    # step's answer if one comes).
+    saga_step_timeout: Duration = timedelta(minutes=2)
     saga_step_attempts: int = 3
     # Billing's daily bonus batch time (the same BONUS_BATCH_AT), to tell people when pending bonuses move.
     bonus_batch_at: Annotated[time | None, BeforeValidator(_time_or_off)] = time(0, 0)
