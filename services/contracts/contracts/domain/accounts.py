@@ -35,6 +35,22 @@ class Account:
         self.status, self.status_reason, self.appealable = SUSPENDED, reason, appealable
         self.reactivation_requested, self.reactivation_requested_at = False, None
 
+    def suspend_for_failed_charges(self, consecutive_failures: int, threshold: int) -> str | None:
+        """The suspension policy: `threshold` failed charges in a row suspend the client (appealable);
+        returns the reason when this failure is the one that does, None otherwise."""
+        if consecutive_failures < threshold or self.status == SUSPENDED:
+            return None
+        reason = f"{consecutive_failures} consecutive failed charges"
+        self.suspend(reason, appealable=True)
+        return reason
+
+    def reactivate(self, now: datetime) -> None:
+        """Active again (an administrator's decision, or an inactive account's own request): the
+        suspension's reason and any pending request go, and it counts as activity."""
+        self.status, self.status_reason, self.appealable = ACTIVE, None, None
+        self.reactivation_requested, self.reactivation_requested_at = False, None
+        self.touch(now)
+
     def ask_for_reactivation(self, now: datetime) -> None:
         """An appealable suspension: the request waits in the administrators' queue."""
         self.reactivation_requested, self.reactivation_requested_at = True, now

@@ -13,9 +13,6 @@ FINAL = (COMPLETED, FAILED)
 # comes back late answers the re-sent step): it is not final.
 WAITING = (RUNNING, NEEDS_ATTENTION)
 NO_ANSWER = "no_answer"  # how a step escalated by its deadline ends in the step log
-# Failure answers after which the participant still owes the step's final answer: billing keeps a refund
-# the gateway refused (or never answered) for an operator's RetryRefund, whose ChargeRefunded ends the saga.
-STILL_OWED = ("RefundChargeFailed",)
 _NAMESPACE = uuid.UUID("5b0c1f0e-8d8e-4c6b-9a51-0e7f0c3c2a11")
 
 
@@ -117,17 +114,13 @@ class Saga:
         """The participant's idempotency key for one step of this saga (the same on every re-send)."""
         return f"{self.saga_id}:{step}"
 
-    def expects(self, step: str) -> bool:
-        """Waiting for this step's answer: running in it, or escalated for want of an answer, or by a failure
-        after which the answer is still owed (STILL_OWED); any other failure answer was taken already."""
-        if self.step != step:
+    def expects(self, step: str, escalates: bool = False) -> bool:
+        """Waiting for this step's answer: running in it, or needing attention in it. A saga that needs
+        attention still takes an answer that moves it on (a participant's late success, an operator's retry);
+        one that would escalate it again only if it escalated for want of any answer."""
+        if self.step != step or self.status not in WAITING:
             return False
-        return self.status == RUNNING or (
-            self.status == NEEDS_ATTENTION and self.step_log[-1]["outcome"] in (NO_ANSWER, *STILL_OWED))
-
-    def escalated_by(self, outcome: str) -> bool:
-        """Waiting for an operator because of this very answer (the same failure again changes nothing)."""
-        return self.status == NEEDS_ATTENTION and self.step_log[-1]["outcome"] == outcome
+        return self.status == RUNNING or not escalates or self.step_log[-1]["outcome"] == NO_ANSWER
 
     @property
     def is_final(self) -> bool:

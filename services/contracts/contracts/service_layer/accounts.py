@@ -76,19 +76,16 @@ async def reactivate_account(cmd: ReactivateAccount, ctx: Context) -> None:
 async def count_failed_charge(ctx: Context, event: ChargeFailed) -> None:
     """Any failed charge (a fund saga's or a bonus batch's) may be the one that suspends the client."""
     if event.consecutive_failures < ctx.settings.suspend_after_failed_charges:
-        return
+        return  # most failures suspend nobody: no account lock for them
     account = await ctx.account(event.client_id, lock=True)
-    if account.status == SUSPENDED:
+    reason = account.suspend_for_failed_charges(event.consecutive_failures, ctx.settings.suspend_after_failed_charges)
+    if reason is None:
         return
-    reason = f"{event.consecutive_failures} consecutive failed charges"
-    account.suspend(reason, appealable=True)
     await ctx.accounts.save(account)
     ctx.event(AccountSuspended(account_id=account.account_id, reason=reason, appealable=True, automatic=True),
               account.account_id, actor="system")
 
 
 def _reactivate(account: Account, ctx: Context) -> None:
-    account.status, account.status_reason, account.appealable = ACTIVE, None, None
-    account.reactivation_requested, account.reactivation_requested_at = False, None
-    account.touch(ctx.now)
+    account.reactivate(ctx.now)
     ctx.event(AccountReactivated(account_id=account.account_id), account.account_id)

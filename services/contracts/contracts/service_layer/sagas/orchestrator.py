@@ -28,7 +28,7 @@ async def on_reply(table: SagaTable, saga: Saga, reply: Message, ctx: Context) -
     """A participant's answer: the table says what it does and where it leads; an answer the saga no
     longer waits for (a duplicate, or a re-sent step's second answer) changes nothing."""
     on = table.on(saga.step, type(reply))
-    if on is None or not saga.expects(on.step) or saga.escalated_by(type(reply).__name__):
+    if on is None or not saga.expects(on.step, escalates=on.next == NEEDS_ATTENTION):
         return
     contract = await ctx.contract(saga.contract_id)
     if on.effect is not None:
