@@ -60,9 +60,12 @@ async def platform(infra: Infra):
                                                                       "REFUND_RESPONSE_WINDOW": "PT6S",
                                                                       "EARNINGS_PENDING_FOR": "PT3S",
                                                                       "TIMER_POLL_INTERVAL": "0.2",
-                                                                      # a saga step unanswered for 4 s is sent
-                                                                      # again; after 3 sends it needs attention
-                                                                      "SAGA_STEP_TIMEOUT": "PT4S",
+                                                                      # a saga step unanswered for 15 s is sent
+                                                                      # again; after 2 sends it needs attention
+                                                                      # (shorter re-sends only add load to a
+                                                                      # platform that is slow under the suite)
+                                                                      "SAGA_STEP_TIMEOUT": "PT15S",
+                                                                      "SAGA_STEP_ATTEMPTS": "2",
                                                                       "DELIVERY_RETRY_BACKOFF": "0.5",
                                                                       "DELIVERY_RETRY_BACKOFF_MAX": "4",
                                                                       "DELIVERY_POLL_INTERVAL": "0.2",

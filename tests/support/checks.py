@@ -140,7 +140,7 @@ async def sagas_not_final(platform) -> list[asyncpg.Record]:
                                               "WHERE status NOT IN ('completed', 'failed') ORDER BY saga_id")
 
 
-async def every_saga_ends(platform, timeout: float = 120.0) -> None:
+async def every_saga_ends(platform, timeout: float = 300.0) -> None:
     """Every saga reaches a final state (polls with a deadline: the last answers may be in flight)."""
     import asyncio
     import time
