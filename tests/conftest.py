@@ -61,7 +61,7 @@ async def platform(infra: Infra):
                                                                       "EARNINGS_PENDING_FOR": "PT3S",
                                                                       "TIMER_POLL_INTERVAL": "0.2",
                                                                       # a saga step unanswered for 15 s is sent
-                                                                      # again; after 2 sends it needs attention
+                                                                      # again; 30 s later it needs attention
                                                                       # (shorter re-sends only add load to a
                                                                       # platform that is slow under the suite)
                                                                       "SAGA_STEP_TIMEOUT": "PT15S",

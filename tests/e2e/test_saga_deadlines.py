@@ -1,4 +1,5 @@
-"""Every saga finishes, end to end on real Kafka and PostgreSQL (SAGA_STEP_TIMEOUT is 15 s and SAGA_STEP_ATTEMPTS 2 in these tests).
+"""Every saga finishes, end to end on real Kafka and PostgreSQL (SAGA_STEP_TIMEOUT is 15 s, then 30 s, and SAGA_STEP_ATTEMPTS
+2 in these tests).
 
 An escrow that does not answer (its process stopped) makes the fund saga send the hold again with the
 same step id, then wait as `needs_attention` (listed by GET /sagas, with a log line); once escrow is back

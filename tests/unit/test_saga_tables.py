@@ -243,18 +243,19 @@ STEPS = sorted(PATHS)
 async def test_a_step_without_an_answer_is_sent_again_with_its_step_id_then_needs_attention(kind, step):
     ctx, saga_id, command = await given(kind, step)
     await ctx.uow.commit()
-    ctx.uow.clock.advance(TIMEOUT - timedelta(seconds=1))
-    assert await fire_due_deadlines(ctx) == 0
-    for attempt in range(2, ATTEMPTS + 1):
-        ctx.uow.clock.advance(TIMEOUT)
+    second = timedelta(seconds=1)
+    for attempt in range(1, ATTEMPTS + 1):
+        wait = TIMEOUT * 2 ** (attempt - 1)  # each wait twice the one before
+        ctx.uow.clock.advance(wait - second)
+        assert await fire_due_deadlines(ctx) == 0  # not before its deadline
+        ctx.uow.clock.advance(second)
         assert await fire_due_deadlines(ctx) == 1
-        assert step_command(ctx, step) == command  # the same command: same step id, same amounts
-        assert ctx.sagas.stored(saga_id).attempts() == attempt
-    ctx.uow.clock.advance(TIMEOUT)
-    assert await fire_due_deadlines(ctx) == 1
+        if attempt < ATTEMPTS:
+            assert step_command(ctx, step) == command  # the same command: same step id, same amounts
+            assert ctx.sagas.stored(saga_id).attempts() == attempt + 1
     saga = ctx.sagas.stored(saga_id)
     assert (saga.status, saga.step, sent(ctx)) == (NEEDS_ATTENTION, step, [])
-    ctx.uow.clock.advance(TIMEOUT * 10)
+    ctx.uow.clock.advance(TIMEOUT * 100)
     assert await fire_due_deadlines(ctx) == 0  # escalated once; no saga stays running past its deadline
 
 
@@ -262,9 +263,9 @@ async def test_a_step_without_an_answer_is_sent_again_with_its_step_id_then_need
                          ids=[f"{r[0]}-{r[1]}-{r[2].__name__}" for r in ROWS])
 async def test_a_saga_that_needs_attention_still_takes_its_steps_late_answer(kind, step, reply, then, next_command):
     ctx, saga_id, command = await given(kind, step)
-    for _ in range(ATTEMPTS):
+    for attempt in range(1, ATTEMPTS + 1):
         await ctx.uow.commit()
-        ctx.uow.clock.advance(TIMEOUT)
+        ctx.uow.clock.advance(TIMEOUT * 2 ** (attempt - 1))
         await fire_due_deadlines(ctx)
     assert ctx.sagas.stored(saga_id).status == NEEDS_ATTENTION
     await answer(ctx, reply(command))

@@ -31,8 +31,8 @@ class ContractsSettings(ServiceSettings):
     contract_max_total: int = 1_000_000_000
     inactivity_sweep_every: Duration = timedelta(days=1)
     # A saga step not answered within this (longer than billing's bounded gateway work) is sent again (same
-    # step id), SAGA_STEP_ATTEMPTS times in all; then the saga is `needs_attention` (it still takes the
-    # step's answer if one comes).
+    # step id), SAGA_STEP_ATTEMPTS times in all, each wait twice the one before; then the saga is
+    # `needs_attention` (it still takes the step's answer if one comes).
     saga_step_timeout: Duration = timedelta(minutes=2)
     saga_step_attempts: int = 3
     # Billing's daily bonus batch time (the same BONUS_BATCH_AT), to tell people when pending bonuses move.

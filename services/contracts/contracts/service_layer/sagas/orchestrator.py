@@ -68,8 +68,11 @@ async def _ask(table: SagaTable, saga: Saga, contract: Contract, ctx: Context) -
     ask = table.steps[saga.step]
     ctx.uow.publish(ask.topic, ask.command(saga, contract), subject=saga.contract_id)
     attempt = saga.attempts()
+    # Each wait twice the one before: a participant that is only slow (a busy platform) is not flooded with
+    # re-sends, which would make it slower still.
+    wait = ctx.settings.saga_step_timeout * 2 ** (attempt - 1)
     await ctx.uow.schedule(compose(SAGA_DEADLINE, saga.saga_id, saga.step, str(attempt)), SAGA_DEADLINE, saga.saga_id,
-                           ctx.now + ctx.settings.saga_step_timeout,
+                           ctx.now + wait,
                            {"saga_id": saga.saga_id, "step": saga.step, "attempt": attempt})
 
 
