@@ -13,6 +13,9 @@ FINAL = (COMPLETED, FAILED)
 # comes back late answers the re-sent step): it is not final.
 WAITING = (RUNNING, NEEDS_ATTENTION)
 NO_ANSWER = "no_answer"  # how a step escalated by its deadline ends in the step log
+# Failure answers after which the participant still owes the step's final answer: billing keeps a refund
+# the gateway refused (or never answered) for an operator's RetryRefund, whose ChargeRefunded ends the saga.
+STILL_OWED = ("RefundChargeFailed",)
 _NAMESPACE = uuid.UUID("5b0c1f0e-8d8e-4c6b-9a51-0e7f0c3c2a11")
 
 
@@ -115,12 +118,15 @@ class Saga:
         return f"{self.saga_id}:{step}"
 
     def expects(self, step: str, escalates: bool = False) -> bool:
-        """Waiting for this step's answer: running in it, or needing attention in it. A saga that needs
-        attention still takes an answer that moves it on (a participant's late success, an operator's retry);
-        one that would escalate it again only if it escalated for want of any answer."""
+        """Waiting for this step's answer: running in it, or needing attention in it for want of an answer
+        (any answer moves it), or after a failure for which the participant still owes the final answer
+        (STILL_OWED: only an answer that moves it on). Any other failure answer was taken already."""
         if self.step != step or self.status not in WAITING:
             return False
-        return self.status == RUNNING or not escalates or self.step_log[-1]["outcome"] == NO_ANSWER
+        if self.status == RUNNING:
+            return True
+        last = self.step_log[-1]["outcome"]
+        return last == NO_ANSWER or (last in STILL_OWED and not escalates)
 
     @property
     def is_final(self) -> bool:
