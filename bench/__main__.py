@@ -1,13 +1,18 @@
-"""`python -m bench`: the benchmark of issue 2, one run, one JSON result.
+"""`python -m bench`: the platform's benchmark (issues 2 and 10), one run, one JSON result.
 
 Against the Kafka of KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092) and the PostgreSQL of
 POSTGRES_URL (default: `deploy/local/postgres.sh url`). In order:
-1. raw limits of this machine (Kafka round trip, PostgreSQL commits), before any service runs;
-2. contracts, billing and escrow as separate processes on fresh databases (prefix BENCH_DB_PREFIX,
-   default bench_; HTTP ports BENCH_PORT_BASE+1.., default 28001..);
-3. fund sagas: latency at a fixed offered load, then throughput at saturation;
-4. the bonus-batch benchmark, when bench/bonus_batch.py provides one (see run_bonus below);
-5. bench/results/<UTC timestamp>.json and bench/results/latest.json, and the ratios printed.
+1. raw limits of this machine (Kafka round trip, PostgreSQL commits), before any service runs: the floor
+   that every figure is printed beside;
+2. the four services (contracts, billing, escrow, notifications) as separate processes on fresh databases
+   (prefix BENCH_DB_PREFIX, default bench_; HTTP ports BENCH_PORT_BASE+1.., default 28001..);
+3. fund sagas: a warm-up (its stalls reported, not hidden), latency at each offered load of --rates measured
+   from the scheduled send time, a burst, optionally a closed-loop throughput run; CPU per saga of every
+   process, the load generator's (this process) apart;
+4. optionally (--scale 1,2,4) the burst again with 1, 2 and 4 processes per service: the scaling curve;
+5. the bonus-batch benchmark (bench/bonus_batch.py);
+6. bench/results/<UTC timestamp>.json and bench/results/latest.json (every run kept), the figures printed
+   beside the floor of the same run, and the verdict against the targets.
 """
 
 import argparse
@@ -28,8 +33,8 @@ from tests.infra import ensure_topics
 from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 
 from . import fund_saga, raw_limits
-from .report import all_sent, ratios, report, save, verdict
-from .services import SAGA_SERVICES, BenchPlatform, default_log_dir, metric_deltas
+from .report import all_sent, floor, ratios, report, save, verdict
+from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
 from .stats import CpuSnapshot, load_average, pid_listening_on
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,11 +43,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=("fund", "bonus", "all"), default="all", help="which benchmarks to run")
-    p.add_argument("--duration", type=float, default=60, help="seconds of saturating load (throughput)")
+    p.add_argument("--rates", default="20,100", help="offered loads (offers/s) of the latency runs, comma separated")
+    p.add_argument("--burst", type=int, default=5000, help="offers sent at once (sagas/s from first send to last OfferSent)")
+    p.add_argument("--scale", default="", metavar="N,N,..",
+                   help="the scaling curve: the burst again with N processes per service for each N (e.g. 1,2,4)")
+    p.add_argument("--scale-burst", type=int, default=2000, help="offers per burst of the scaling curve")
+    p.add_argument("--duration", type=float, default=0,
+                   help="seconds of closed-loop saturating load (throughput with --in-flight open sagas); 0: skipped")
     p.add_argument("--warmup", type=float, default=10, help="first seconds of the throughput run left out of the steady window")
     p.add_argument("--in-flight", type=int, default=500, help="sagas kept open during the throughput run")
-    p.add_argument("--rate", type=float, default=50, help="offered load (offers/s) of the latency run")
-    p.add_argument("--latency-duration", type=float, default=30, help="seconds of the latency run")
+    p.add_argument("--latency-duration", type=float, default=30, help="seconds of each latency run")
+    p.add_argument("--warmup-seconds", type=float, default=5, help="seconds of the warm-up at the first rate")
     p.add_argument("--pairs", type=int, default=50, help="client/freelancer pairs registered before the offers")
     p.add_argument("--raw-samples", type=int, default=500, help="Kafka round trips measured one by one")
     p.add_argument("--pg-seconds", type=float, default=5, help="seconds per PostgreSQL commit measurement")
@@ -70,7 +81,7 @@ def machine() -> dict:
     meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown")
-    git = {"git_commit": _git("rev-parse", "--short", "HEAD"),
+    git = {"git_commit": _git("rev-parse", "HEAD"), "git_branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
            "git_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no"))}
     return {"nproc": os.cpu_count(), "cpu": cpu, "memory_total": meminfo.get("MemTotal", "").strip(),
             "kernel": platform.release(), "python": platform.python_version(), **git}
@@ -113,11 +124,14 @@ def kafka_broker_pid(kafka: str) -> int | None:
     return pid_listening_on(int(port), "java") if host in ("127.0.0.1", "localhost", "") else None
 
 
+LOAD_GENERATOR = "bench (this process)"  # the load generator's own CPU, reported apart from the platform's
+
+
 async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None) -> dict:
     """Runs one load phase and adds what the services and the machine did meanwhile."""
-    named = {**bench.pids(), "bench (this process)": os.getpid()}
+    named = {**bench.pids(), os.getpid(): LOAD_GENERATOR}
     if kafka_pid:
-        named["kafka broker"] = kafka_pid
+        named[kafka_pid] = "kafka broker"
     metrics_before, began = await bench.metrics(), time.perf_counter()
     cpu_before = CpuSnapshot.take(named, bench.prefix)
     print(f"fund saga: {name} ...", flush=True)
@@ -126,40 +140,76 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None) ->
     result["cpu"] = CpuSnapshot.take(named, bench.prefix).since(cpu_before, wall)
     completed = result["outcomes"].get("OfferSent", 0)
     if completed:
-        result["cpu_ms_per_saga"] = {g: round(s / completed * 1000, 2) for g, s in result["cpu"]["cpu_seconds"].items()}
+        per_saga = {g: round(s / completed * 1000, 2) for g, s in result["cpu"]["cpu_seconds"].items()}
+        result["cpu_ms_per_saga"] = per_saga
+        # The platform: its services, their databases' backends and the broker; not the load generator, nor
+        # other people's databases on a shared server.
+        result["platform_cpu_ms_per_saga"] = round(sum(
+            ms for g, ms in per_saga.items() if g not in (LOAD_GENERATOR, SMTP_SINK, "postgres: server and other databases")), 2)
+        result["load_generator_cpu_ms_per_saga"] = per_saga.get(LOAD_GENERATOR)
     result["services"] = metric_deltas(metrics_before, await bench.metrics())
     result["load_average"] = load_average()
     return result
 
 
-async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int) -> dict:
+async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int, instances: int = 1,
+                   scaling_only: bool = False) -> dict:
+    """One platform (`instances` processes per service) on fresh databases, and the fund-saga phases on it.
+    scaling_only: a warm-up and the burst of the scaling curve, nothing else."""
     env = dict(item.split("=", 1) for item in args.service_env)
-    bench = BenchPlatform(kafka, postgres, prefix, port_base, default_log_dir(), env=env, profile_dir=args.profile,
-                          profiler=args.profiler)
-    print(f"starting {', '.join(SAGA_SERVICES)} (databases {prefix}*, logs {bench.log_dir}) ...", flush=True)
+    bench = BenchPlatform(kafka, postgres, prefix, port_base, default_log_dir(), env=env,
+                          profile_dir=None if scaling_only else args.profile, profiler=args.profiler,
+                          instances=instances)
+    print(f"starting {instances} x {', '.join(bench.services)} (databases {prefix}*, logs {bench.log_dir}) ...",
+          flush=True)
     tracker = fund_saga.Tracker(kafka)
+    rates = [float(r) for r in args.rates.split(",") if r]
     try:
         await ensure_topics(kafka)
         await bench.start()  # refuses first when another platform's services are in the groups
-        await wait_for_groups(kafka, SAGA_SERVICES)
-        await refuse_shared_groups(kafka, SAGA_SERVICES, own=1, who="fund saga benchmark")  # none joined meanwhile
+        await wait_for_groups(kafka, bench.services)
+        await refuse_shared_groups(kafka, bench.services, own=instances, who="fund saga benchmark")  # none joined meanwhile
         await tracker.start()
         started = time.perf_counter()
         parties = await fund_saga.register_parties(tracker, args.pairs)
         setup = {"pairs": args.pairs, "seconds": round(time.perf_counter() - started, 2)}
-        warm = await fund_saga.offered_load(tracker, parties, args.rate, 5)  # connections, caches, JIT-free warm-up
+        # The warm-up fills connection pools and caches; its figures are kept, and its stalls are findings.
+        warm = await fund_saga.offered_load(tracker, parties, rates[0] if rates else 20, args.warmup_seconds)
+        result: dict = {"processes_per_service": instances, "setup": setup, "service_env": env,
+                        "warmup": {k: warm[k] for k in ("offers", "all_completed", "latency_ms", "stalls")}}
         broker = kafka_broker_pid(kafka)
-        latency = await phase("latency", bench, fund_saga.offered_load(
-            tracker, parties, args.rate, args.latency_duration, trace_hops=True), broker)
-        throughput = await phase("throughput", bench, fund_saga.saturating_load(
-            tracker, parties, args.in_flight, args.duration, args.warmup), broker)
-        ledger = await bench.get_json("escrow", "/ledger/check")
-        return {"setup": setup, "warmup": {k: warm[k] for k in ("offers", "all_completed", "latency_ms")},
-                "latency": latency, "throughput": throughput, "ledger_check_ok": ledger.get("ok"),
-                "service_env": env}
+        if scaling_only:
+            result["burst"] = await phase("burst", bench, fund_saga.burst_load(tracker, parties, args.scale_burst),
+                                          broker)
+        else:
+            result["latency"] = [await phase(f"latency at {rate:g}/s", bench, fund_saga.offered_load(
+                tracker, parties, rate, args.latency_duration, trace_hops=True), broker) for rate in rates]
+            if args.burst:
+                result["burst"] = await phase(f"burst of {args.burst}", bench,
+                                              fund_saga.burst_load(tracker, parties, args.burst), broker)
+            if args.duration:
+                result["throughput"] = await phase("throughput", bench, fund_saga.saturating_load(
+                    tracker, parties, args.in_flight, args.duration, args.warmup), broker)
+        result["ledger_check_ok"] = (await bench.get_json("escrow", "/ledger/check")).get("ok")
+        return result
     finally:
         await tracker.stop()
         bench.stop()
+
+
+async def run_scaling(args, kafka: str, postgres: str, prefix: str, port_base: int) -> list[dict]:
+    """The burst with 1, 2, 4 ... processes per service, each on a fresh platform."""
+    curve = []
+    for n in (int(x) for x in args.scale.split(",") if x):
+        print(f"scaling curve: {n} process(es) per service", flush=True)
+        run = await run_fund(args, kafka, postgres, prefix, port_base, instances=n, scaling_only=True)
+        burst = run["burst"]
+        curve.append({"processes_per_service": n, "sagas_per_second": burst["sagas_per_second"],
+                      "platform_cpu_ms_per_saga": burst.get("platform_cpu_ms_per_saga"),
+                      "cores_used": burst["cpu"]["cores_used"], "latency_ms": burst["latency_ms"],
+                      "all_completed": burst["all_completed"], "outcomes": burst["outcomes"],
+                      "warmup_stalls": run["warmup"]["stalls"], "ledger_check_ok": run["ledger_check_ok"]})
+    return curve
 
 
 async def run_bonus(args, kafka: str, postgres: str, prefix: str, port_base: int) -> dict | None:
@@ -181,7 +231,7 @@ async def run_bonus(args, kafka: str, postgres: str, prefix: str, port_base: int
 
 def groups_needed(only: str) -> tuple[str, ...]:
     """The consumer groups of the services each benchmark runs."""
-    fund = SAGA_SERVICES if only in ("fund", "all") else ()
+    fund = BENCH_SERVICES if only in ("fund", "all") else ()
     bonus = bonus_batch_services() if only in ("bonus", "all") else ()
     return tuple(dict.fromkeys((*fund, *bonus)))
 
@@ -209,16 +259,20 @@ async def main(argv: list[str]) -> int:
     if args.only in ("fund", "all"):
         result["raw_limits"] = None if args.skip_raw else await measure_raw(args, kafka, postgres, prefix)
         result["fund_saga"] = await run_fund(args, kafka, postgres, prefix, port_base)
+        if args.scale:
+            result["scaling"] = await run_scaling(args, kafka, postgres, prefix, port_base)
     if args.only in ("bonus", "all"):
         result["bonus_batch"] = await run_bonus(args, kafka, postgres, prefix, port_base)
+    result["floor"] = floor(result.get("raw_limits"))
     result["ratios"] = ratios(result.get("raw_limits"), result.get("fund_saga"))
-    result["verdict"] = verdict(result.get("fund_saga"))
+    result["verdict"] = verdict(result.get("fund_saga"), result.get("floor"), result.get("bonus_batch"))
     result["load_average_at_end"] = load_average()
     report(result)
     if not args.no_save:
         print(f"\nresult: {save(result).relative_to(ROOT)} (and bench/results/latest.json)")
     fund = result.get("fund_saga")
-    return 0 if not fund or (all_sent(fund) and fund.get("ledger_check_ok")) else 1
+    scaling_ok = all(point["all_completed"] and point["ledger_check_ok"] for point in result.get("scaling", []))
+    return 0 if (not fund or (all_sent(fund) and fund.get("ledger_check_ok"))) and scaling_ok else 1
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 """Fund sagas under load: SendOffer commands in, OfferSent out, matched by correlation id.
 
-Two phases, as the issue asks:
+Three kinds of load:
 - latency: an open-loop offered load (commands sent on a fixed schedule whatever the platform
   does, so a slow platform cannot slow the load down and hide its own latency); the latency of
-  a saga is from the publish of its SendOffer to the arrival of its OfferSent at this consumer;
+  a saga is from the time its SendOffer was *scheduled* to be sent to the arrival of its OfferSent
+  at this consumer, so a load generator that falls behind its schedule (the machine is busy) adds
+  its lateness to the figures instead of hiding it (no coordinated omission);
+- burst: N offers sent at once, sagas per second from the first send to the last OfferSent;
 - throughput: a saturating closed loop that keeps `in_flight` sagas open for `duration` seconds
   and counts OfferSent per second; at the end it reports what is still open and waits until all
   of it completes.
+Every phase reports its stalls (sagas slower than stats.STALL_SECONDS), warm-up included.
 """
 
 import asyncio
@@ -25,7 +29,7 @@ from platform_schemas.topics import (
     ESCROW_SAGA_COMMANDS, TOPICS,
 )
 
-from .stats import summary_ms
+from .stats import stalls, summary_ms
 
 OUTCOMES = ("OfferSent", "OfferFundingFailed", "CommandRejected", "AccountRegistered", "BillingMethodAdded")
 # A cheap test on the raw bytes first: most events on these topics are not outcomes we wait for.
@@ -98,10 +102,13 @@ class Tracker:
         for listener in self.listeners:
             listener(command_id, outcome)
 
-    async def publish(self, topic: str, data, *, subject: str, actor: str) -> str:
+    async def publish(self, topic: str, data, *, subject: str, actor: str, scheduled: float | None = None) -> str:
+        """`scheduled`: the perf_counter time this command was due; its latency counts from then."""
         envelope = new_envelope(data, subject=subject, actor=actor, source=SOURCE)
         value = envelope.to_json()
-        self.sent[envelope.id], self.sent_wall[envelope.id] = time.perf_counter(), time.time()
+        now, wall = time.perf_counter(), time.time()
+        due = now if scheduled is None else min(scheduled, now)
+        self.sent[envelope.id], self.sent_wall[envelope.id] = due, wall - (now - due)
         await self.producer.send(topic, value, key=subject.encode())  # enqueued; acked in the background
         return envelope.id
 
@@ -210,7 +217,7 @@ async def register_parties(tracker: Tracker, pairs: int, timeout: float = 120) -
     return Parties(clients, freelancers)
 
 
-async def send_offer(tracker: Tracker, parties: Parties) -> str:
+async def send_offer(tracker: Tracker, parties: Parties, scheduled: float | None = None) -> str:
     client_id, freelancer_id = parties.pick()
     contract_id = f"bench-{uuid.uuid4().hex[:16]}"
     offer = SendOffer(
@@ -218,7 +225,7 @@ async def send_offer(tracker: Tracker, parties: Parties) -> str:
         currency="USD", deposit="first_milestone",
         milestones=[MilestoneSpec(milestone_id=f"{contract_id}-m{i}", title=f"Milestone {i}", amount=amount)
                     for i, amount in enumerate((50_000, 70_000))])
-    return await tracker.publish(CONTRACTS_COMMANDS, offer, subject=contract_id, actor=client_id)
+    return await tracker.publish(CONTRACTS_COMMANDS, offer, subject=contract_id, actor=client_id, scheduled=scheduled)
 
 
 def _types(tracker: Tracker, ids: list[str]) -> dict[str, int]:
@@ -228,7 +235,7 @@ def _types(tracker: Tracker, ids: list[str]) -> dict[str, int]:
 
 async def offered_load(tracker: Tracker, parties: Parties, rate: float, seconds: float,
                        drain_timeout: float = 180, trace_hops: bool = False) -> dict:
-    """Open loop: one SendOffer every 1/rate seconds; latency publish -> OfferSent of each."""
+    """Open loop: one SendOffer every 1/rate seconds; latency scheduled send -> OfferSent of each."""
     count = int(rate * seconds)
     ids: list[str] = []
     tracer = HopTracer(tracker.bootstrap, tracker) if trace_hops else None
@@ -242,7 +249,7 @@ async def offered_load(tracker: Tracker, parties: Parties, rate: float, seconds:
             if (delay := due - time.perf_counter()) > 0:
                 await asyncio.sleep(delay)
             worst_lag = max(worst_lag, time.perf_counter() - due)
-            ids.append(await send_offer(tracker, parties))
+            ids.append(await send_offer(tracker, parties, scheduled=due))
         sending = time.perf_counter() - started
         completed = await tracker.wait_all(ids, drain_timeout)
         await asyncio.sleep(0.5 if tracer else 0)  # the tracer reads the same events a moment later
@@ -252,10 +259,34 @@ async def offered_load(tracker: Tracker, parties: Parties, rate: float, seconds:
     sent_ok = [tracker.outcomes[i].seconds for i in ids if i in tracker.outcomes and tracker.outcomes[i].type == "OfferSent"]
     result = {"offered_rate_per_second": rate, "seconds": round(sending, 2), "offers": count,
               "all_completed": completed, "outcomes": _types(tracker, ids),
-              "worst_send_lag_ms": round(worst_lag * 1000, 2), "latency_ms": summary_ms(sent_ok)}
+              "latency_from": "scheduled send time", "worst_send_lag_ms": round(worst_lag * 1000, 2),
+              "latency_ms": summary_ms(sent_ok), "stalls": _stalls(tracker, ids, started)}
     if tracer:
         result["hops_ms"] = tracer.breakdown(ids)
     return result
+
+
+def _stalls(tracker: Tracker, ids: list[str], started: float) -> dict:
+    """Sagas of this phase slower than the stall threshold (or never finished: counted as infinitely slow)."""
+    return stalls([(tracker.sent[i] - started,
+                    tracker.outcomes[i].seconds if i in tracker.outcomes else float("inf")) for i in ids])
+
+
+async def burst_load(tracker: Tracker, parties: Parties, count: int, drain_timeout: float = 600) -> dict:
+    """`count` offers sent at once (as fast as the producer takes them): sagas per second from the
+    first send to the last OfferSent, the completions per second, and each saga's time since the burst began."""
+    started = time.perf_counter()
+    ids = [await send_offer(tracker, parties, scheduled=started) for _ in range(count)]
+    sending = time.perf_counter() - started
+    completed = await tracker.wait_all(ids, drain_timeout)
+    done = [tracker.outcomes[i] for i in ids if i in tracker.outcomes and tracker.outcomes[i].type == "OfferSent"]
+    last = max((o.arrived_at for o in done), default=started)
+    per_second = Counter(int(o.arrived_at - started) for o in done)
+    return {"burst": count, "send_seconds": round(sending, 2), "all_completed": completed,
+            "outcomes": _types(tracker, ids), "seconds_to_last_offer_sent": round(last - started, 2),
+            "sagas_per_second": round(len(done) / max(last - started, 1e-9), 1),
+            "offer_sent_per_second": [per_second.get(s, 0) for s in range(int(last - started) + 1)],
+            "latency_ms": summary_ms([o.seconds for o in done])}
 
 
 async def saturating_load(tracker: Tracker, parties: Parties, in_flight: int, seconds: float, warmup: float,
@@ -299,5 +330,6 @@ async def saturating_load(tracker: Tracker, parties: Parties, in_flight: int, se
         "offer_sent_per_second": [per_second.get(s, 0) for s in range(int(seconds))],
         "offers_sent": len(ids), "open_at_end": still_open, "all_completed": completed,
         "drain_seconds": round(drained, 2), "outcomes": _types(tracker, ids),
-        "latency_under_saturation_ms": summary_ms(sent_ok),
+        "latency_under_saturation_ms": summary_ms(sent_ok), "stalls": _stalls(tracker, ids, started),
+        "seconds_without_completion": sum(1 for n in steady if n == 0),
     }

@@ -1,104 +1,191 @@
-"""What a benchmark run found: the ratios to the raw limits, the verdict against the targets, the printout."""
+"""What a benchmark run found: the floor of the same run, the ratios to it, the verdict against the targets,
+the printout and the result files."""
 
 import json
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TARGET_SAGAS_PER_SECOND = 200
-TARGET_P99_MS = 100
+
+# The critical path of one fund saga: 6 Kafka hops (SendOffer, ChargeClient, ClientCharged, HoldEscrow,
+# EscrowFunded, OfferSent) and 7 commits (contracts' 3 consumer transactions and OfferSent's, escrow's one, and
+# billing's consumer transaction and the gateway simulator's). Its floor on this machine, measured in the same
+# run: HOPS x the Kafka round trip + COMMITS x one PostgreSQL commit, both at p50.
+HOPS = 6
+COMMITS = 7
+
+# Issue 10's targets for this step.
+TARGET_BURST_SAGAS_PER_SECOND = 500  # a burst of 5,000, all four services running
+TARGET_P99_MS_AT_100 = 100  # at 100 offers/s, latency from the scheduled send time
+TARGET_P50_FLOOR_MULTIPLE_AT_20 = 10  # p50 at 20 offers/s at most 10 x the floor of the same run
+TARGET_CPU_MS_PER_SAGA = 4  # all the platform's processes together
+TARGET_BONUS_SECONDS = 60  # 100,000 bonuses of 10,000 clients
+
+
+def floor(raw: dict | None) -> dict:
+    """The raw floor of the same run: one Kafka round trip, one PostgreSQL commit, and the saga path's."""
+    if not raw:
+        return {}
+    rt, commit = raw["kafka"]["round_trip_ms"], raw["postgres"]["single_connection"]["commit_ms"]
+    pg = raw["postgres"]
+    best = max(pg["concurrent"] + [pg["single_connection"]], key=lambda r: r["commits_per_second"])
+    return {"kafka_round_trip_ms_p50": rt["p50"], "kafka_round_trip_ms_p99": rt["p99"],
+            "pg_commit_ms_p50": commit["p50"], "pg_commit_ms_p99": commit["p99"],
+            "hops": HOPS, "commits": COMMITS,
+            "saga_path_ms_p50": round(HOPS * rt["p50"] + COMMITS * commit["p50"], 2),
+            "saga_path_ms_p99": round(HOPS * rt["p99"] + COMMITS * commit["p99"], 2),
+            "pg_commits_per_second_best": best["commits_per_second"],
+            "pg_batched_steps_per_second": pg["batched_single_connection"]["steps_per_second"],
+            # Sagas/s if commits were the only limit: one saga needs COMMITS commits (unbatched).
+            "commit_bound_sagas_per_second_unbatched": round(best["commits_per_second"] / COMMITS, 1)}
+
+
+def _latency_at(fund: dict, rate: float) -> dict | None:
+    return next((run for run in fund.get("latency", []) if run["offered_rate_per_second"] == rate), None)
 
 
 def ratios(raw: dict | None, fund: dict | None) -> dict:
     if not raw or not fund:
         return {}
-    rt = raw["kafka"]["round_trip_ms"]
-    pg = raw["postgres"]
-    commit = pg["single_connection"]["commit_ms"]
-    latency = fund["latency"]["latency_ms"]
-    sagas = fund["throughput"]["sagas_per_second_steady"]
-    best_concurrent = max(pg["concurrent"] + [pg["single_connection"]], key=lambda r: r["commits_per_second"])
-    # The critical path of one fund saga: 6 Kafka hops (SendOffer, ChargeClient, ClientCharged, HoldEscrow,
-    # EscrowFunded, OfferSent) and 7 commits (4 consumer transactions before OfferSent's, that one, and
-    # the gateway simulator's 2 in billing).
-    floor = 6 * rt["p50"] + 7 * commit["p50"]
-    return {
-        "saga_p50_over_kafka_round_trip_p50": round(latency["p50"] / rt["p50"], 1),
-        "saga_p99_over_kafka_round_trip_p99": round(latency["p99"] / rt["p99"], 1),
-        "saga_p50_over_pg_commit_p50": round(latency["p50"] / commit["p50"], 1),
-        "critical_path_floor_ms": round(floor, 2),
-        "saga_p50_over_critical_path_floor": round(latency["p50"] / floor, 2),
-        "sagas_per_second_over_pg_commits_per_second_single": round(sagas / pg["single_connection"]["commits_per_second"], 4),
-        "sagas_per_second_over_pg_commits_per_second_best_concurrent": round(sagas / best_concurrent["commits_per_second"], 4),
-        "sagas_per_second_over_pg_batched_steps_per_second": round(sagas / pg["batched_single_connection"]["steps_per_second"], 4),
-        "kafka_round_trips_per_second_single": round(1000 / rt["mean"], 1),
-        **cpu_capacity(fund),
-    }
+    bottom = floor(raw)
+    out: dict = {}
+    for run in fund.get("latency", []):
+        rate, latency = f"{run['offered_rate_per_second']:g}", run["latency_ms"]
+        if latency.get("count"):
+            out[f"p50_at_{rate}_over_saga_path_floor"] = round(latency["p50"] / bottom["saga_path_ms_p50"], 1)
+            out[f"p99_at_{rate}_over_saga_path_floor_p99"] = round(latency["p99"] / bottom["saga_path_ms_p99"], 1)
+    if burst := fund.get("burst"):
+        out["burst_sagas_per_second_over_commit_bound"] = round(
+            burst["sagas_per_second"] / bottom["commit_bound_sagas_per_second_unbatched"], 3)
+        out.update(cpu_capacity(burst))
+    return out
 
 
-def cpu_capacity(fund: dict) -> dict:
-    """CPU one saga costs on its path (services, their database backends, the broker) at saturation, and the
-    sagas per second that would allow if every core of the machine were the platform's."""
-    per_saga = fund["throughput"].get("cpu_ms_per_saga") or {}
-    on_path = {g: ms for g, ms in per_saga.items()
-               if g not in ("bench (this process)", "postgres: server and other databases")}
-    if not on_path:
+def cpu_capacity(phase: dict) -> dict:
+    """CPU one saga costs on its path at saturation, and the sagas per second that would allow if every core
+    of the machine were the platform's."""
+    total = phase.get("platform_cpu_ms_per_saga")
+    if not total:
         return {}
-    total = sum(on_path.values())
-    return {"cpu_ms_per_saga_on_its_path": round(total, 2),
-            "sagas_per_second_if_all_cores_were_the_platforms": round(
-                1000 * fund["throughput"]["cpu"]["nproc"] / total, 1)}
+    return {"platform_cpu_ms_per_saga": total,
+            "sagas_per_second_if_all_cores_were_the_platforms": round(1000 * phase["cpu"]["nproc"] / total, 1)}
 
 
-def verdict(fund: dict | None) -> dict:
-    if not fund:
-        return {}
-    sagas = fund["throughput"]["sagas_per_second_steady"]
-    p99 = fund["latency"]["latency_ms"].get("p99", float("inf"))
-    return {f"sagas_per_second_at_least_{TARGET_SAGAS_PER_SECOND}": sagas >= TARGET_SAGAS_PER_SECOND,
-            f"p99_at_most_{TARGET_P99_MS}_ms_at_{fund['latency']['offered_rate_per_second']:g}_per_s": p99 <= TARGET_P99_MS,
-            "every_saga_completed_with_OfferSent": all_sent(fund), "ledger_check_ok": bool(fund.get("ledger_check_ok"))}
+def verdict(fund: dict | None, bottom: dict | None = None, bonus: dict | None = None) -> dict:
+    """Each target: met or not, and the measured value beside it."""
+    out: dict = {}
+    if fund:
+        if burst := fund.get("burst"):
+            out[f"burst sagas/s >= {TARGET_BURST_SAGAS_PER_SECOND}"] = _check(
+                burst["sagas_per_second"], TARGET_BURST_SAGAS_PER_SECOND, at_least=True)
+            if cpu := burst.get("platform_cpu_ms_per_saga"):
+                out[f"platform CPU ms per saga <= {TARGET_CPU_MS_PER_SAGA}"] = _check(cpu, TARGET_CPU_MS_PER_SAGA)
+        if (run := _latency_at(fund, 100)) and run["latency_ms"].get("count"):
+            out[f"p99 ms at 100/s <= {TARGET_P99_MS_AT_100}"] = _check(run["latency_ms"]["p99"], TARGET_P99_MS_AT_100)
+        if (run := _latency_at(fund, 20)) and run["latency_ms"].get("count") and bottom:
+            limit = round(TARGET_P50_FLOOR_MULTIPLE_AT_20 * bottom["saga_path_ms_p50"], 2)
+            out[f"p50 ms at 20/s <= {TARGET_P50_FLOOR_MULTIPLE_AT_20} x floor ({limit} ms)"] = _check(
+                run["latency_ms"]["p50"], limit)
+        out["every saga completed with OfferSent"] = {"met": all_sent(fund)}
+        out["ledger check ok"] = {"met": bool(fund.get("ledger_check_ok"))}
+    if bonus and (seconds := (bonus.get("batch") or {}).get("seconds_to_completed_event")) is not None:
+        out[f"bonus batch seconds <= {TARGET_BONUS_SECONDS}"] = _check(seconds, TARGET_BONUS_SECONDS)
+    return out
+
+
+def _check(value: float, target: float, at_least: bool = False) -> dict:
+    met = value >= target if at_least else value <= target
+    # How far off: the factor between the measured value and the target (1.0 = exactly on it).
+    factor = (target / value if value else float("inf")) if at_least else value / target
+    return {"met": met, "measured": value, "target": target, "off_by_factor": round(factor, 2)}
 
 
 def all_sent(fund: dict) -> bool:
-    return all(set(fund[k]["outcomes"]) == {"OfferSent"} and fund[k]["all_completed"] for k in ("latency", "throughput"))
+    phases = [*fund.get("latency", []), *(fund[k] for k in ("burst", "throughput") if k in fund)]
+    return bool(phases) and all(set(p["outcomes"]) == {"OfferSent"} and p["all_completed"] for p in phases)
+
+
+def _beside(value: float | None, floor_ms: float | None) -> str:
+    """A latency figure with the floor of the same run and their ratio."""
+    if value is None:
+        return "n/a"
+    return f"{value} ms ({value / floor_ms:.1f} x floor {floor_ms} ms)" if floor_ms else f"{value} ms"
+
+
+def _stalls(stalls: dict | None) -> str:
+    if not stalls or not stalls["count"]:
+        return "no stall"
+    return (f"STALL: {stalls['count']} saga(s) over {stalls['threshold_ms']:g} ms, worst {stalls['worst_ms']} ms, "
+            f"scheduled at {stalls['scheduled_at_s']} s")
+
+
+def _cpu(phase: dict) -> str:
+    return (f"platform CPU {phase.get('platform_cpu_ms_per_saga')} ms/saga "
+            f"({json.dumps(phase.get('cpu_ms_per_saga'))}); load generator "
+            f"{phase.get('load_generator_cpu_ms_per_saga')} ms/saga, apart; machine busy "
+            f"{phase['cpu']['machine_busy_fraction']:.0%}, load average {phase.get('load_average')}")
 
 
 def report(result: dict) -> None:
-    raw, fund = result.get("raw_limits"), result.get("fund_saga")
-    print("\n== benchmark", result["started_at"], "| machine:", json.dumps(result["machine"]))
+    raw, fund, bottom = result.get("raw_limits"), result.get("fund_saga"), result.get("floor") or {}
+    m = result["machine"]
+    print(f"\n== benchmark {result['started_at']} on {m.get('git_commit', '')[:12]}"
+          f"{' (+uncommitted changes)' if m.get('git_uncommitted_changes') else ''} | nproc {m['nproc']}, "
+          f"Python {m['python']}, load average {result['load_average_at_start']} at start, "
+          f"{result.get('load_average_at_end')} at end")
     if raw:
         k, pg = raw["kafka"], raw["postgres"]
-        print(f"Kafka round trip (acks=all, idempotent): p50 {k['round_trip_ms']['p50']} ms, p99 {k['round_trip_ms']['p99']} ms;"
-              f" produce ack p50 {k['produce_ack_ms']['p50']} ms")
-        print(f"PostgreSQL saga step commit, 1 connection: {pg['single_connection']['commits_per_second']}/s,"
+        print(f"FLOOR Kafka round trip (acks=all, idempotent): p50 {k['round_trip_ms']['p50']} ms, "
+              f"p99 {k['round_trip_ms']['p99']} ms; produce ack p50 {k['produce_ack_ms']['p50']} ms")
+        print(f"FLOOR PostgreSQL saga step commit, 1 connection: {pg['single_connection']['commits_per_second']}/s,"
               f" p50 {pg['single_connection']['commit_ms']['p50']} ms, p99 {pg['single_connection']['commit_ms']['p99']} ms")
         for c in pg["concurrent"]:
             print(f"  {c['connections']} connections: {c['commits_per_second']} commits/s, p50 {c['commit_ms']['p50']} ms,"
                   f" p99 {c['commit_ms']['p99']} ms")
         b = pg["batched_single_connection"]
         print(f"  {b['steps_per_commit']} steps per commit: {b['steps_per_second']} steps/s")
+        print(f"FLOOR saga path = {HOPS} hops x round trip + {COMMITS} commits x commit: "
+              f"p50 {bottom['saga_path_ms_p50']} ms, p99 {bottom['saga_path_ms_p99']} ms; commit-bound "
+              f"{bottom['commit_bound_sagas_per_second_unbatched']} sagas/s unbatched")
     if fund:
-        lat, thr = fund["latency"], fund["throughput"]
-        print(f"Fund saga latency at {lat['offered_rate_per_second']:g} offers/s for {lat['seconds']} s: "
-              f"p50 {lat['latency_ms'].get('p50')} ms, p99 {lat['latency_ms'].get('p99')} ms, max {lat['latency_ms'].get('max')} ms"
-              f" ({lat['outcomes']})")
-        print(f"Fund saga throughput ({thr['in_flight_target']} in flight, {thr['seconds']:g} s): "
-              f"{thr['sagas_per_second_steady']} sagas/s steady (per-second min/max {thr['sagas_per_second_min_max']}),"
-              f" open at end {thr['open_at_end']}, all completed {thr['all_completed']} after {thr['drain_seconds']} s"
-              f" ({thr['outcomes']})")
-        print("CPU (cores) during throughput:", json.dumps(thr["cpu"]["cores_used"]))
-        print("CPU ms per saga during throughput:", json.dumps(thr.get("cpu_ms_per_saga")))
-        for stage, hop in lat.get("hops_ms", {}).items():
-            print(f"  hop {stage}: p50 {hop.get('p50')} ms, p99 {hop.get('p99')} ms")
+        print(f"Processes per service: {fund['processes_per_service']}")
+        warm = fund["warmup"]
+        print(f"Warm-up ({warm['offers']} offers): p50 {_beside(warm['latency_ms'].get('p50'), bottom.get('saga_path_ms_p50'))},"
+              f" max {warm['latency_ms'].get('max')} ms; {_stalls(warm['stalls'])}")
+        for lat in fund.get("latency", []):
+            ms = lat["latency_ms"]
+            print(f"Fund saga latency at {lat['offered_rate_per_second']:g} offers/s for {lat['seconds']} s, from the "
+                  f"scheduled send: p50 {_beside(ms.get('p50'), bottom.get('saga_path_ms_p50'))}, "
+                  f"p99 {_beside(ms.get('p99'), bottom.get('saga_path_ms_p99'))}, max {ms.get('max')} ms; "
+                  f"load generator late by up to {lat['worst_send_lag_ms']} ms; {lat['outcomes']}; {_stalls(lat['stalls'])}")
+            print(f"  {_cpu(lat)}")
+            for stage, hop in lat.get("hops_ms", {}).items():
+                print(f"  hop {stage}: p50 {hop.get('p50')} ms, p99 {hop.get('p99')} ms")
+        if burst := fund.get("burst"):
+            print(f"Fund saga burst of {burst['burst']}: {burst['sagas_per_second']} sagas/s (last OfferSent after "
+                  f"{burst['seconds_to_last_offer_sent']} s; commit-bound floor "
+                  f"{bottom.get('commit_bound_sagas_per_second_unbatched')} sagas/s); {burst['outcomes']}")
+            print(f"  {_cpu(burst)}")
+        if thr := fund.get("throughput"):
+            print(f"Fund saga throughput ({thr['in_flight_target']} in flight, {thr['seconds']:g} s): "
+                  f"{thr['sagas_per_second_steady']} sagas/s steady (per-second min/max {thr['sagas_per_second_min_max']}),"
+                  f" open at end {thr['open_at_end']}, all completed {thr['all_completed']} after {thr['drain_seconds']} s"
+                  f" ({thr['outcomes']}); {_stalls(thr['stalls'])}")
+            print(f"  {_cpu(thr)}")
+    for point in result.get("scaling", []):
+        print(f"Scaling: {point['processes_per_service']} process(es) per service: {point['sagas_per_second']} sagas/s,"
+              f" platform CPU {point['platform_cpu_ms_per_saga']} ms/saga, p50 {point['latency_ms'].get('p50')} ms;"
+              f" warm-up {_stalls(point['warmup_stalls'])}")
     for name, value in result.get("ratios", {}).items():
         print(f"  {name}: {value}")
-    for name, ok in result.get("verdict", {}).items():
-        print(f"  [{'PASS' if ok else 'FAIL'}] {name}")
+    for name, check in result.get("verdict", {}).items():
+        detail = f" (measured {check['measured']}, off by x{check['off_by_factor']})" if "measured" in check else ""
+        print(f"  [{'MET' if check['met'] else 'MISSED'}] {name}{detail}")
     if result.get("bonus_batch") is not None:
         print("Bonus batch:", json.dumps(result["bonus_batch"], default=str)[:2000])
 
 
 def save(result: dict, results: Path = RESULTS) -> Path:
+    """Every run kept under its start time; latest.json is a copy of the last."""
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{result['started_at'].replace(':', '').replace('-', '')}.json"
     text = json.dumps(result, indent=2, default=str) + "\n"

@@ -1,4 +1,5 @@
-"""The services under test: contracts, billing and escrow as separate processes on fresh databases.
+"""The services under test: all four (contracts, billing, escrow, notifications) as separate processes on
+fresh databases, one or more processes per service (the scaling curve).
 
 Built on tests/support/processes.py (the end-to-end tests' Platform), with the benchmark's own
 database prefix, HTTP ports and log directory. Also reads their Prometheus metrics. Consumer groups (another
@@ -17,8 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import processes
 from tests.support.processes import Platform
+from tests.support.smtp import SmtpSink
 
 SAGA_SERVICES = ("contracts", "billing", "escrow")
+SMTP_SINK = "smtp sink (stand-in of the mail server)"
+# Notifications is on no saga's path, but it reads the same events (skipping most of them) and takes its share
+# of the machine like in production: the benchmark runs it too.
+BENCH_SERVICES = (*SAGA_SERVICES, "notifications")
 # Counters and histograms worth a delta per phase: how big the batches were, how long they took.
 METRICS = ("consumer_batch_seconds", "messages_consumed_total", "outbox_relayed_total")
 
@@ -31,25 +37,34 @@ class BenchPlatform:
     port_base: int
     log_dir: Path
     env: dict[str, str] = field(default_factory=dict)
-    services: tuple[str, ...] = SAGA_SERVICES
+    services: tuple[str, ...] = BENCH_SERVICES
+    instances: int = 1  # processes per service, each its own consumer group member
     profile_dir: Path | None = None  # each service runs under a profiler, its profile saved there at stop
     profiler: str = "cpu"  # cpu: cProfile timed by CPU time (bench/profile_service.py); wall: pyinstrument
 
     def __post_init__(self) -> None:
         processes.LOGS = self.log_dir  # Platform.start reads the module's log directory
-        self.platform = Platform(self.kafka, self.postgres_url, prefix=self.prefix, env=self.env)
-        self.ports = {s: self.port_base + i for i, s in enumerate(processes.SERVICES, start=1)}
+        # Notifications mails to a local sink, the stand-in of the mail server (its CPU is not the platform's).
+        self.smtp = SmtpSink(smtp_port=self.port_base + 25, http_port=self.port_base + 26,
+                             directory=self.log_dir / f"smtp-sink-{self.port_base + 25}")
+        self.platform = Platform(self.kafka, self.postgres_url, prefix=self.prefix, env={**self.smtp.env, **self.env})
+        self.ports = {s: self.port_base + i for i, s in enumerate(processes.SERVICES, start=1)}  # instance 0
+
+    def port(self, service: str, instance: int) -> int:
+        return self.ports[service] + 10 * instance
 
     async def start(self) -> None:
         await self.platform.claim_groups(self.services, who="bench")  # refuses when another platform is in them
         await self.platform.prepare()
-        names = [self._start(s) for s in self.services]
+        if "notifications" in self.services:
+            await self.smtp.start()
+        names = [self._start(s, i) for i in range(self.instances) for s in self.services]
         for name in names:
             await self.platform.wait_ready(name, timeout=240)  # a loaded machine starts Python slowly
 
-    def _start(self, service: str) -> str:
-        if self.profile_dir is None:
-            return self.platform.start(service, port=self.ports[service])
+    def _start(self, service: str, instance: int = 0) -> str:
+        if self.profile_dir is None or instance:
+            return self.platform.start(service, str(instance), port=self.port(service, instance))
         # Platform.start, with the service run by a profiler.
         self.profile_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +82,12 @@ class BenchPlatform:
         return name
 
     def stop(self) -> None:
+        try:
+            self._stop_services()
+        finally:
+            self.smtp.stop()
+
+    def _stop_services(self) -> None:
         if self.profile_dir is None:
             self.platform.stop_all()
             return
@@ -80,16 +101,21 @@ class BenchPlatform:
                 subprocess.run([sys.executable, "-m", "pyinstrument", "--load", str(session), "-r", "text",
                                 "--no-color", "-o", str(session.with_suffix(".txt"))], check=False)
 
-    def pids(self) -> dict[str, int]:
-        return {name.split("#")[0]: proc.pid for name, proc in self.platform.procs.items() if proc.poll() is None}
+    def pids(self) -> dict[int, str]:
+        """pid -> service, for every process still running (and the mail sink)."""
+        running = {proc.pid: name.split("#")[0] for name, proc in self.platform.procs.items() if proc.poll() is None}
+        if self.smtp.proc and self.smtp.proc.poll() is None:
+            running[self.smtp.proc.pid] = SMTP_SINK
+        return running
 
     async def metrics(self) -> dict[str, dict[str, float]]:
-        """Per service: the sums of the runtime's counters and histograms named in METRICS."""
+        """Per service: the sums of the runtime's counters and histograms named in METRICS over its processes."""
         found: dict[str, dict[str, float]] = {}
         async with httpx.AsyncClient(timeout=5) as http:
-            for service in self.services:
-                text = (await http.get(f"http://127.0.0.1:{self.ports[service]}/metrics")).text
-                values: dict[str, float] = {}
+            for name, proc in self.platform.procs.items():
+                service = name.split("#")[0]
+                text = (await http.get(f"http://127.0.0.1:{proc.port}/metrics")).text
+                values = found.setdefault(service, {})
                 for family in text_string_to_metric_families(text):
                     if family.name.removesuffix("_total") not in {m.removesuffix("_total") for m in METRICS}:
                         continue
@@ -97,8 +123,8 @@ class BenchPlatform:
                         if sample.name.endswith(("_created", "_bucket")):
                             continue
                         label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                        values[f"{sample.name}{{{label}}}" if label else sample.name] = sample.value
-                found[service] = values
+                        key = f"{sample.name}{{{label}}}" if label else sample.name
+                        values[key] = values.get(key, 0.0) + sample.value
         return found
 
     async def get_json(self, service: str, path: str) -> dict:

@@ -99,8 +99,9 @@ class CpuSnapshot:
     machine_idle: float
 
     @classmethod
-    def take(cls, named: dict[str, int], db_prefix: str) -> "CpuSnapshot":
-        groups = {pid: name for name, pid in named.items()}
+    def take(cls, named: dict[int, str], db_prefix: str) -> "CpuSnapshot":
+        """named: pid -> its group (several processes of one service make one group)."""
+        groups = dict(named)
         for pid, cmdline in _processes("postgres").items():
             groups.setdefault(pid, "postgres: benchmark databases" if f" {db_prefix}" in cmdline
                               else "postgres: server and other databases")
@@ -131,3 +132,18 @@ class CpuSnapshot:
 
 def load_average() -> list[float]:
     return list(os.getloadavg())
+
+
+STALL_SECONDS = 1.0  # a saga this slow at a load the platform should carry has waited on something stuck
+
+
+def stalls(latencies: list[tuple[float, float]], threshold: float = STALL_SECONDS) -> dict[str, object]:
+    """Sagas slower than `threshold`, from (seconds after the phase began it was scheduled, latency) pairs.
+
+    A stall is a finding to report, not a warm-up artefact to hide: the count, the worst, and when the
+    slow ones were scheduled (a cluster at the start is a cold start; one in the middle, a pause).
+    """
+    slow = sorted((at, seconds) for at, seconds in latencies if seconds >= threshold)
+    return {"threshold_ms": threshold * 1000, "count": len(slow),
+            "worst_ms": round(max((s for _at, s in slow), default=0.0) * 1000, 1),
+            "scheduled_at_s": [round(at, 2) for at, _s in slow[:20]]}
