@@ -40,11 +40,17 @@ class BatchProcessor:
     backoff_seconds: float
     give_up: GiveUp | None = None
     faults: TransientFaults = field(default_factory=TransientFaults)  # readiness is red while one lasts
+    # Events only: whether a type has a handler. A record whose `ce_type` header names a type without one is
+    # skipped unparsed and outside any transaction (it would be ignored after the parse anyway).
+    handles: Callable[[str], bool] | None = None
 
     async def process(self, records: list[ConsumerRecord]) -> dict[TopicPartition, int]:
         """Handle a batch; returns the offsets to commit (next offset per partition)."""
         parsed: list[tuple[ConsumerRecord, Envelope]] = []
         for record in records:
+            if self.handles is not None and (event_type := ce_type(record)) and not self.handles(event_type):
+                metrics.SKIPPED.labels(self.topic).inc()
+                continue
             try:
                 parsed.append((record, from_kafka(record.value, record.headers)))
             except ValidationError as error:
@@ -126,6 +132,14 @@ class BatchProcessor:
                             retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def ce_type(record: ConsumerRecord) -> str | None:
+    """The record's `ce_type` header (set by the outbox relay in either content mode), if any."""
+    for name, value in record.headers or ():
+        if name == "ce_type" and value:
+            return value.decode("utf-8", errors="replace")
+    return None
 
 
 async def commit_offsets(consumer, offsets: dict[TopicPartition, int]) -> None:

@@ -189,6 +189,10 @@ class EventDispatcher:
     def __post_init__(self) -> None:
         self._by_type = {model.__name__: handler for model, handler in self.handlers.items()}
 
+    def handles(self, event_type: str) -> bool:
+        """Whether this event type has a handler here: the consumer skips the others unparsed."""
+        return event_type in self._by_type
+
     async def dispatch(self, envelope: Envelope, uow: UnitOfWork) -> None:
         handler = self._by_type.get(envelope.type)
         if handler is None:

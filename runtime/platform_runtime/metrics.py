@@ -6,6 +6,7 @@ Names are agreed with the alert rules and the dashboard in deploy/observability/
 from prometheus_client import Counter, Gauge, Histogram
 
 CONSUMED = Counter("messages_consumed_total", "Messages consumed", ["topic"])
+SKIPPED = Counter("messages_skipped_total", "Events skipped unparsed: their ce_type has no handler here", ["topic"])
 DEAD_LETTERED = Counter("messages_dead_lettered_total", "Messages sent to a dead-letter topic", ["topic"])
 BATCH_SECONDS = Histogram("consumer_batch_seconds", "Time to handle one fetched batch")
 RELAYED = Counter("outbox_relayed_total", "Outbox messages published")

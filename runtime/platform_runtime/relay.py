@@ -22,6 +22,12 @@ log = get_logger(__name__)
 HEADERS = [("content-type", b"application/cloudevents+json")]
 
 
+def headers(event_type: str) -> list[tuple[str, bytes]]:
+    """Structured mode, plus the event's type as the `ce_type` header: a consumer skips the types it does not
+    handle without parsing the value (the value stays the whole envelope, so readers of it see no change)."""
+    return [*HEADERS, ("ce_type", event_type.encode())]
+
+
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
     return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
@@ -91,7 +97,7 @@ class OutboxRelay:
         due = [seq for seq, f in self.failing.items() if f.next_try <= now]
         held_keys = sorted({f.key for f in self.failing.values()})
         rows = await conn.fetch(
-            "SELECT seq, event_id, topic, key, payload FROM outbox WHERE sent_at IS NULL"
+            "SELECT seq, event_id, topic, key, type, payload FROM outbox WHERE sent_at IS NULL"
             " AND (key <> ALL($2::text[]) OR seq = ANY($3::bigint[])) ORDER BY seq LIMIT $1",
             self.batch_size, held_keys, due,
         )
@@ -104,7 +110,8 @@ class OutboxRelay:
             if r["key"] in held:
                 continue  # behind a row of its subject that just failed: waits for it
             try:
-                future = await self.producer.send(r["topic"], r["payload"], key=r["key"].encode(), headers=HEADERS)
+                future = await self.producer.send(r["topic"], r["payload"], key=r["key"].encode(),
+                                                  headers=headers(r["type"]))
             except KafkaError as error:  # refused before sending (e.g. MessageSizeTooLargeError)
                 self._failed(r, error)
                 held.add(r["key"])

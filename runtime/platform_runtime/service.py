@@ -25,6 +25,7 @@ from .clock import Clock, SystemClock
 from .context import ContextFactory, HandlerContext
 from .consumer import BatchProcessor, GiveUp, commit_offsets, rewind
 from .dead_letters import DeadLetters
+from .dispatch import EventDispatcher
 from .faults import TransientFaults
 from .http import base_app, database_answers
 from .relay import OutboxRelay, new_producer, notify_channel
@@ -44,6 +45,14 @@ class Subscription:
     topic: str
     dispatch: Callable[..., Awaitable[None]]
     give_up: GiveUp | None = None
+    # Whether an event type has a handler (records of other types are skipped unparsed); by default the
+    # EventDispatcher's own. None for commands: every command is answered, an unknown one with its rejection.
+    handles: Callable[[str], bool] | None = None
+
+    def __post_init__(self) -> None:
+        owner = getattr(self.dispatch, "__self__", None)
+        if self.handles is None and isinstance(owner, EventDispatcher):
+            self.handles = owner.handles
 
 
 async def plain_context(runtime: "Runtime") -> ContextFactory:
@@ -135,7 +144,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
             topic=s.topic, dispatch=s.dispatch, new_uow=runtime.new_uow, dead_letters=dead_letters,
             max_attempts=settings.consumer_max_attempts,
             backoff_seconds=settings.consumer_retry_backoff.total_seconds(), give_up=s.give_up,
-            faults=runtime.faults)
+            faults=runtime.faults, handles=s.handles)
         for s in subscriptions
     }
 

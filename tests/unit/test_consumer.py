@@ -286,3 +286,50 @@ async def test_events_nobody_handles_are_ignored_and_not_recorded():
                          subject="a-1", actor="system", source="contracts")
     await EventDispatcher({}).dispatch(event, uow)
     assert uow.status_of(event.id) is None
+
+
+# -- events skipped by their ce_type header, unparsed and outside any transaction ---------------
+
+
+def with_type(value: bytes, offset: int, event_type: str | None):
+    base = record(value, offset, topic=EVENTS)
+    base.headers = (("content-type", b"application/cloudevents+json"),
+                    *((("ce_type", event_type.encode()),) if event_type else ()))
+    return base
+
+
+async def test_an_event_whose_ce_type_has_no_handler_is_skipped_without_a_parse_or_a_transaction():
+    handled, opened = [], []
+
+    async def on_registered(event, ctx):
+        handled.append(event.account_id)
+
+    dispatcher = EventDispatcher({AccountRegistered: on_registered})
+    store = FakeStore()
+
+    def new_uow():
+        opened.append(1)
+        return FakeUnitOfWork(store)
+
+    events = BatchProcessor(topic=EVENTS, dispatch=dispatcher.dispatch, new_uow=new_uow,
+                            dead_letters=FakeDeadLetters(), max_attempts=3, backoff_seconds=0.001,
+                            handles=dispatcher.handles)
+    registered = new_envelope(AccountRegistered(account_id="a-1", role="client", name="n", email="a@b.c"),
+                              subject="a-1", actor="system", source="contracts")
+    # Not even valid JSON: a skipped record is never parsed, so it cannot be dead-lettered either.
+    offsets = await events.process([with_type(b"{not json", 0, "OfferSent"), with_type(b"{not json", 1, "BonusGiven")])
+    assert opened == [] and list(offsets.values()) == [2]
+    # A handled type, and a record without the header (another producer), are parsed and handled as before.
+    await events.process([with_type(raw(registered), 2, "AccountRegistered"),
+                          with_type(raw(registered), 3, None)])
+    assert handled == ["a-1"] and len(opened) == 1
+
+
+def test_a_subscription_takes_its_event_dispatchers_handled_types_and_commands_skip_nothing():
+    from platform_runtime.service import Subscription
+
+    events = EventDispatcher({AccountRegistered: Recorder()})
+    assert Subscription(EVENTS, events.dispatch).handles("AccountRegistered")
+    assert not Subscription(EVENTS, events.dispatch).handles("OfferSent")
+    commands = CommandDispatcher("contracts.commands", {RegisterAccount: Recorder()}, EVENTS)
+    assert Subscription("contracts.commands", commands.dispatch).handles is None
