@@ -31,6 +31,7 @@ from .http import base_app, database_answers
 from .relay import OutboxRelay, new_producer, notify_channel
 from .settings import ServiceSettings
 from .context import TimerHandler
+from .database import new_engine
 from .timers import TimerRunner
 from .unit_of_work import UnitOfWork
 
@@ -131,7 +132,7 @@ class Runtime:
 def build_runtime(definition: ServiceDefinition, settings: ServiceSettings | None = None,
                   clock: Clock | None = None) -> Runtime:
     settings = settings or definition.settings_type()
-    engine = create_async_engine(settings.database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = new_engine(settings.database_url, settings.database_ping_after_idle.total_seconds())
     return Runtime(definition, settings, engine, clock or SystemClock())
 
 
@@ -251,4 +252,4 @@ def serve(definition: ServiceDefinition) -> None:
     app = create_app(definition, build_runtime(definition, settings))
     # uvicorn turns SIGTERM/SIGINT into the lifespan shutdown above: graceful stop.
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=20)
+                timeout_graceful_shutdown=20, loop=settings.event_loop)

@@ -43,6 +43,12 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int
     log_level: str = "INFO"
+    # uvloop (libuv) by default; asyncio to compare or to rule the loop out (the benchmark measures both).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # A pooled connection idle longer than this is pinged before use (one that was in use a moment ago is not:
+    # a ping per transaction was a round trip on every message; a dead one is still caught by the consumer's
+    # retry of transient faults).
+    database_ping_after_idle: Duration = timedelta(seconds=10)
     # A message that keeps failing for a reason other than an unreachable database goes to the
     # dead-letter topic after this many attempts instead of stalling its partition.
     consumer_max_attempts: int = 5
