@@ -51,6 +51,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=0,
                    help="seconds of closed-loop saturating load (throughput with --in-flight open sagas); 0: skipped")
     p.add_argument("--warmup", type=float, default=10, help="first seconds of the throughput run left out of the steady window")
+    p.add_argument("--drain-timeout", type=float, default=300,
+                   help="seconds a phase waits for its last outcomes (a saga that ends needs_attention never sends one)")
     p.add_argument("--in-flight", type=int, default=500, help="sagas kept open during the throughput run")
     p.add_argument("--latency-duration", type=float, default=30, help="seconds of each latency run")
     p.add_argument("--warmup-seconds", type=float, default=5, help="seconds of the warm-up at the first rate")
@@ -174,27 +176,41 @@ async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int,
         parties = await fund_saga.register_parties(tracker, args.pairs)
         setup = {"pairs": args.pairs, "seconds": round(time.perf_counter() - started, 2)}
         # The warm-up fills connection pools and caches; its figures are kept, and its stalls are findings.
-        warm = await fund_saga.offered_load(tracker, parties, rates[0] if rates else 20, args.warmup_seconds)
+        warm = await fund_saga.offered_load(tracker, parties, rates[0] if rates else 20, args.warmup_seconds,
+                                            drain_timeout=args.drain_timeout)
         result: dict = {"processes_per_service": instances, "setup": setup, "service_env": env,
                         "warmup": {k: warm[k] for k in ("offers", "all_completed", "latency_ms", "stalls")}}
         broker = kafka_broker_pid(kafka)
         if scaling_only:
-            result["burst"] = await phase("burst", bench, fund_saga.burst_load(tracker, parties, args.scale_burst),
+            result["burst"] = await phase("burst", bench, fund_saga.burst_load(tracker, parties, args.scale_burst,
+                                                                                   args.drain_timeout),
                                           broker)
         else:
             result["latency"] = [await phase(f"latency at {rate:g}/s", bench, fund_saga.offered_load(
-                tracker, parties, rate, args.latency_duration, trace_hops=True), broker) for rate in rates]
+                tracker, parties, rate, args.latency_duration, args.drain_timeout, trace_hops=True), broker)
+                for rate in rates]
             if args.burst:
                 result["burst"] = await phase(f"burst of {args.burst}", bench,
-                                              fund_saga.burst_load(tracker, parties, args.burst), broker)
+                                              fund_saga.burst_load(tracker, parties, args.burst, args.drain_timeout), broker)
             if args.duration:
                 result["throughput"] = await phase("throughput", bench, fund_saga.saturating_load(
-                    tracker, parties, args.in_flight, args.duration, args.warmup), broker)
+                    tracker, parties, args.in_flight, args.duration, args.warmup, args.drain_timeout), broker)
         result["ledger_check_ok"] = (await bench.get_json("escrow", "/ledger/check")).get("ok")
+        result["saga_statuses"] = await saga_statuses(postgres, prefix)
         return result
     finally:
         await tracker.stop()
         bench.stop()
+
+
+async def saga_statuses(postgres: str, prefix: str) -> dict[str, int]:
+    """How contracts' sagas of this run ended: any not `completed` (needs_attention after unanswered re-sends,
+    still running) is a finding."""
+    conn = await asyncpg.connect(f"{asyncpg_dsn(postgres)}/{prefix}contracts")
+    try:
+        return {r["status"]: r["n"] for r in await conn.fetch("SELECT status, count(*) AS n FROM sagas GROUP BY status")}
+    finally:
+        await conn.close()
 
 
 async def run_scaling(args, kafka: str, postgres: str, prefix: str, port_base: int) -> list[dict]:
@@ -208,7 +224,8 @@ async def run_scaling(args, kafka: str, postgres: str, prefix: str, port_base: i
                       "platform_cpu_ms_per_saga": burst.get("platform_cpu_ms_per_saga"),
                       "cores_used": burst["cpu"]["cores_used"], "latency_ms": burst["latency_ms"],
                       "all_completed": burst["all_completed"], "outcomes": burst["outcomes"],
-                      "warmup_stalls": run["warmup"]["stalls"], "ledger_check_ok": run["ledger_check_ok"]})
+                      "warmup_stalls": run["warmup"]["stalls"], "ledger_check_ok": run["ledger_check_ok"],
+                      "saga_statuses": run["saga_statuses"]})
     return curve
 
 
@@ -267,9 +284,10 @@ async def main(argv: list[str]) -> int:
     result["ratios"] = ratios(result.get("raw_limits"), result.get("fund_saga"))
     result["verdict"] = verdict(result.get("fund_saga"), result.get("floor"), result.get("bonus_batch"))
     result["load_average_at_end"] = load_average()
+    saved = None if args.no_save else save(result)  # first: a printing error must not lose the run
     report(result)
-    if not args.no_save:
-        print(f"\nresult: {save(result).relative_to(ROOT)} (and bench/results/latest.json)")
+    if saved:
+        print(f"\nresult: {saved.relative_to(ROOT)} (and bench/results/latest.json)")
     fund = result.get("fund_saga")
     scaling_ok = all(point["all_completed"] and point["ledger_check_ok"] for point in result.get("scaling", []))
     return 0 if (not fund or (all_sent(fund) and fund.get("ledger_check_ok"))) and scaling_ok else 1

@@ -165,6 +165,8 @@ def report(result: dict) -> None:
                   f"{burst['seconds_to_last_offer_sent']} s; commit-bound floor "
                   f"{bottom.get('commit_bound_sagas_per_second_unbatched')} sagas/s); {burst['outcomes']}")
             print(f"  {_cpu(burst)}")
+        print(f"Sagas of the run by status (contracts): {fund.get('saga_statuses')}"
+              f"{'' if set(fund.get('saga_statuses') or {}) <= {'completed'} else '  <- FINDING: not all completed'}")
         if thr := fund.get("throughput"):
             print(f"Fund saga throughput ({thr['in_flight_target']} in flight, {thr['seconds']:g} s): "
                   f"{thr['sagas_per_second_steady']} sagas/s steady (per-second min/max {thr['sagas_per_second_min_max']}),"
@@ -174,7 +176,7 @@ def report(result: dict) -> None:
     for point in result.get("scaling", []):
         print(f"Scaling: {point['processes_per_service']} process(es) per service: {point['sagas_per_second']} sagas/s,"
               f" platform CPU {point['platform_cpu_ms_per_saga']} ms/saga, p50 {point['latency_ms'].get('p50')} ms;"
-              f" warm-up {_stalls(point['warmup_stalls'])}")
+              f" warm-up {_stalls(point['warmup_stalls'])}; sagas {point['saga_statuses']}")
     for name, value in result.get("ratios", {}).items():
         print(f"  {name}: {value}")
     for name, check in result.get("verdict", {}).items():

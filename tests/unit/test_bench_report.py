@@ -1,0 +1,64 @@
+"""The benchmark's arithmetic on a made-up run: the floor of the same run, stalls, the verdict, the printout."""
+
+import pytest
+
+from bench.report import floor, ratios, report, verdict
+from bench.stats import stalls
+
+pytestmark = pytest.mark.unit
+
+
+def raw() -> dict:
+    commit = {"commits_per_second": 2000.0, "commit_ms": {"p50": 0.5, "p99": 2.0}}
+    return {"kafka": {"round_trip_ms": {"p50": 1.0, "p99": 3.0, "mean": 1.2}, "produce_ack_ms": {"p50": 0.5}},
+            "postgres": {"single_connection": {"connections": 1, **commit},
+                         "concurrent": [{"connections": 8, "commits_per_second": 4200.0, "commit_ms": {"p50": 1, "p99": 4}}],
+                         "batched_single_connection": {"steps_per_commit": 50, "steps_per_second": 6000.0}}}
+
+
+def phase(**extra) -> dict:
+    return {"outcomes": {"OfferSent": 10}, "all_completed": True, "platform_cpu_ms_per_saga": 20.0,
+            "cpu_ms_per_saga": {"contracts": 10.0}, "load_generator_cpu_ms_per_saga": 1.0,
+            "cpu": {"nproc": 2, "machine_busy_fraction": 0.9, "cores_used": {}}, "load_average": [1, 1, 1], **extra}
+
+
+def fund() -> dict:
+    latency = [phase(offered_rate_per_second=rate, seconds=10, worst_send_lag_ms=3.0,
+                     latency_ms={"count": 10, "p50": p50, "p99": p99, "max": p99},
+                     stalls=stalls([(0.1, 0.2)])) for rate, p50, p99 in ((20, 90.0, 200.0), (100, 900.0, 4000.0))]
+    return {"processes_per_service": 1, "warmup": {"offers": 5, "latency_ms": {"p50": 2000.0, "max": 3000.0},
+                                                    "stalls": stalls([(0.0, 3.0), (0.5, 0.1)])},
+            "latency": latency, "burst": phase(burst=100, sagas_per_second=50.0, seconds_to_last_offer_sent=2.0,
+                                               latency_ms={"p50": 1.0}),
+            "ledger_check_ok": True, "saga_statuses": {"completed": 135}}
+
+
+def test_the_floor_is_hops_times_the_round_trip_plus_commits_times_the_commit_of_the_same_run():
+    bottom = floor(raw())
+    assert bottom["saga_path_ms_p50"] == 6 * 1.0 + 7 * 0.5
+    assert bottom["commit_bound_sagas_per_second_unbatched"] == round(4200 / 7, 1)
+
+
+def test_a_slow_saga_is_a_stall_reported_with_when_it_was_scheduled():
+    found = stalls([(0.0, 3.0), (0.5, 0.1), (2.25, float("inf"))])
+    assert found["count"] == 2 and found["scheduled_at_s"] == [0.0, 2.25]
+
+
+def test_the_verdict_says_met_or_missed_and_by_how_much():
+    checks = verdict(fund(), floor(raw()))
+    assert checks["burst sagas/s >= 500"] == {"met": False, "measured": 50.0, "target": 500, "off_by_factor": 10.0}
+    assert checks["p99 ms at 100/s <= 100"]["off_by_factor"] == 40.0
+    assert checks["p50 ms at 20/s <= 10 x floor (95.0 ms)"]["met"] is True
+    assert checks["platform CPU ms per saga <= 4"]["met"] is False
+
+
+def test_the_printout_puts_the_floor_beside_each_figure(capsys):
+    result = {"started_at": "2026-12-02T00:00:00Z", "machine": {"git_commit": "abc", "nproc": 2, "python": "3.11"},
+              "load_average_at_start": [1, 1, 1], "load_average_at_end": [2, 2, 2], "raw_limits": raw(),
+              "floor": floor(raw()), "fund_saga": fund()}
+    result["ratios"] = ratios(raw(), result["fund_saga"])
+    result["verdict"] = verdict(result["fund_saga"], result["floor"])
+    report(result)
+    out = capsys.readouterr().out
+    assert "p50 90.0 ms (9.5 x floor 9.5 ms)" in out
+    assert "STALL: 1 saga(s) over 1000 ms" in out and "[MISSED] burst sagas/s >= 500" in out
