@@ -101,7 +101,7 @@ def _check(value: float, target: float, at_least: bool = False) -> dict:
 
 def all_sent(fund: dict) -> bool:
     phases = [*fund.get("latency", []), *(fund[k] for k in ("burst", "throughput") if k in fund)]
-    return bool(phases) and all(set(p["outcomes"]) == {"OfferSent"} and p["all_completed"] for p in phases)
+    return all(set(p["outcomes"]) == {"OfferSent"} and p["all_completed"] for p in phases)
 
 
 def _beside(value: float | None, floor_ms: float | None) -> str:
