@@ -55,6 +55,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="seconds a phase waits for its last outcomes (a saga that ends needs_attention never sends one)")
     p.add_argument("--in-flight", type=int, default=500, help="sagas kept open during the throughput run")
     p.add_argument("--latency-duration", type=float, default=30, help="seconds of each latency run")
+    p.add_argument("--idle-seconds", type=float, default=10,
+                   help="seconds with no load after the warm-up: the background loops' CPU, subtracted per phase")
     p.add_argument("--warmup-seconds", type=float, default=5, help="seconds of the warm-up at the first rate")
     p.add_argument("--pairs", type=int, default=50, help="client/freelancer pairs registered before the offers")
     p.add_argument("--raw-samples", type=int, default=500, help="Kafka round trips measured one by one")
@@ -129,8 +131,10 @@ def kafka_broker_pid(kafka: str) -> int | None:
 LOAD_GENERATOR = "bench (this process)"  # the load generator's own CPU, reported apart from the platform's
 
 
-async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None) -> dict:
-    """Runs one load phase and adds what the services and the machine did meanwhile."""
+async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, idle: dict | None = None) -> dict:
+    """Runs one load phase and adds what the services and the machine did meanwhile. idle: the cores each group
+    used with no load (idle_phase); subtracted over the phase's wall time, it gives the CPU per saga net of the
+    platform's background loops (polls, heartbeats, metrics), which a slow phase would otherwise pile onto it."""
     named = {**bench.pids(), os.getpid(): LOAD_GENERATOR}
     if kafka_pid:
         named[kafka_pid] = "kafka broker"
@@ -149,9 +153,27 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None) ->
         result["platform_cpu_ms_per_saga"] = round(sum(
             ms for g, ms in per_saga.items() if g not in (LOAD_GENERATOR, SMTP_SINK, "postgres: server and other databases")), 2)
         result["load_generator_cpu_ms_per_saga"] = per_saga.get(LOAD_GENERATOR)
+        if idle:
+            net = {g: round(max(s - idle.get(g, 0.0) * wall, 0.0) / completed * 1000, 2)
+                   for g, s in result["cpu"]["cpu_seconds"].items()}
+            result["platform_cpu_ms_per_saga_net_of_idle"] = round(sum(
+                ms for g, ms in net.items() if g not in (LOAD_GENERATOR, SMTP_SINK, "postgres: server and other databases")), 2)
+            result["cpu_ms_per_saga_net_of_idle"] = net
     result["services"] = metric_deltas(metrics_before, await bench.metrics())
     result["load_average"] = load_average()
     return result
+
+
+async def idle_phase(bench: BenchPlatform, kafka_pid: int | None, seconds: float) -> dict[str, float]:
+    """The cores each group uses with the platform up and no load: its background loops."""
+    named = {**bench.pids(), os.getpid(): LOAD_GENERATOR}
+    if kafka_pid:
+        named[kafka_pid] = "kafka broker"
+    print(f"fund saga: {seconds:g} s idle (the background loops' CPU) ...", flush=True)
+    before, began = CpuSnapshot.take(named, bench.prefix), time.perf_counter()
+    await asyncio.sleep(seconds)
+    used = CpuSnapshot.take(named, bench.prefix).since(before, time.perf_counter() - began)
+    return used["cores_used"]
 
 
 async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int, instances: int = 1,
@@ -181,20 +203,22 @@ async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int,
         result: dict = {"processes_per_service": instances, "setup": setup, "service_env": env,
                         "warmup": {k: warm[k] for k in ("offers", "all_completed", "latency_ms", "stalls")}}
         broker = kafka_broker_pid(kafka)
+        idle = result["idle_cores"] = await idle_phase(bench, broker, args.idle_seconds) if args.idle_seconds else {}
         if scaling_only:
             result["burst"] = await phase("burst", bench, fund_saga.burst_load(tracker, parties, args.scale_burst,
                                                                                    args.drain_timeout),
-                                          broker)
+                                          broker, idle)
         else:
             result["latency"] = [await phase(f"latency at {rate:g}/s", bench, fund_saga.offered_load(
-                tracker, parties, rate, args.latency_duration, args.drain_timeout, trace_hops=True), broker)
+                tracker, parties, rate, args.latency_duration, args.drain_timeout, trace_hops=True), broker, idle)
                 for rate in rates]
             if args.burst:
                 result["burst"] = await phase(f"burst of {args.burst}", bench,
-                                              fund_saga.burst_load(tracker, parties, args.burst, args.drain_timeout), broker)
+                                              fund_saga.burst_load(tracker, parties, args.burst, args.drain_timeout), broker, idle)
             if args.duration:
                 result["throughput"] = await phase("throughput", bench, fund_saga.saturating_load(
-                    tracker, parties, args.in_flight, args.duration, args.warmup, args.drain_timeout), broker)
+                    tracker, parties, args.in_flight, args.duration, args.warmup, args.drain_timeout), broker,
+                    idle)
         result["ledger_check_ok"] = (await bench.get_json("escrow", "/ledger/check")).get("ok")
         result["saga_statuses"] = await saga_statuses(postgres, prefix)
         return result

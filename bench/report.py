@@ -121,6 +121,7 @@ def _stalls(stalls: dict | None) -> str:
 
 def _cpu(phase: dict) -> str:
     return (f"platform CPU {phase.get('platform_cpu_ms_per_saga')} ms/saga "
+            f"({phase.get('platform_cpu_ms_per_saga_net_of_idle')} net of the idle loops) "
             f"({json.dumps(phase.get('cpu_ms_per_saga'))}); load generator "
             f"{phase.get('load_generator_cpu_ms_per_saga')} ms/saga, apart; machine busy "
             f"{phase['cpu']['machine_busy_fraction']:.0%}, load average {phase.get('load_average')}")
@@ -152,6 +153,8 @@ def report(result: dict) -> None:
         warm = fund["warmup"]
         print(f"Warm-up ({warm['offers']} offers): p50 {_beside(warm['latency_ms'].get('p50'), bottom.get('saga_path_ms_p50'))},"
               f" max {warm['latency_ms'].get('max')} ms; {_stalls(warm['stalls'])}")
+        if fund.get("idle_cores"):
+            print(f"Idle, no load (the background loops): cores used {json.dumps(fund['idle_cores'])}")
         for lat in fund.get("latency", []):
             ms = lat["latency_ms"]
             print(f"Fund saga latency at {lat['offered_rate_per_second']:g} offers/s for {lat['seconds']} s, from the "
