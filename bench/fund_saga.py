@@ -164,7 +164,9 @@ class HopTracer:
                     if any(m in record.value for m in markers):
                         event = json.loads(record.value)
                         if event["type"] in HOPS and event.get("correlationid") in self.tracker.sent:
-                            self.published.setdefault(event["correlationid"], {})[event["type"]] = record.timestamp / 1000
+                            # The first publication: a step re-sent after its deadline is published again later.
+                            self.published.setdefault(event["correlationid"], {}).setdefault(
+                                event["type"], record.timestamp / 1000)
 
     def breakdown(self, ids: list[str]) -> dict[str, dict]:
         """Per hop, how long from one message's publication to the next one's; then the last delivery."""
