@@ -19,9 +19,9 @@ class BillingSettings(ServiceSettings):
     http_port: int = 8003
     gateway_database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:15432/gateway"
     # The gateway loop (service_layer/gateway_loop.py): every call unanswered is made again after a backoff
-    # doubling from GATEWAY_RETRY_BACKOFF up to GATEWAY_RETRY_BACKOFF_MAX, until the work's bound: a charge
-    # not made within GATEWAY_CHARGE_WITHIN fails as `gateway_unavailable`; a refund not made within
-    # GATEWAY_REFUND_WITHIN (or refused) waits for an operator as `needs_attention`.
+    # doubling from GATEWAY_RETRY_BACKOFF up to GATEWAY_RETRY_BACKOFF_MAX, until the work's bound (from its
+    # first call): a charge not made within GATEWAY_CHARGE_WITHIN fails as `gateway_unavailable`; a refund
+    # not made within GATEWAY_REFUND_WITHIN (or refused) waits for an operator as `needs_attention`.
     # Both below contracts' SAGA_STEP_TIMEOUT x SAGA_STEP_ATTEMPTS (30 s x 3), so a saga gets billing's typed
     # answer before its own deadline escalates it.
     gateway_charge_within: Duration = timedelta(minutes=1)

@@ -37,7 +37,8 @@ def _work_columns() -> list[Column]:
     return [
         Column("attempts", Integer, nullable=False, server_default="0"),
         Column("next_attempt_at", DateTime(timezone=True)),
-        Column("give_up_at", DateTime(timezone=True)),  # the bound: no answer by then, the work ends unanswered
+        # The bound, set at the first call: no answer by then, the work ends unanswered.
+        Column("give_up_at", DateTime(timezone=True)),
         Column("last_error", Text),
         Column("reason_code", String(50)),
         Column("message", Text),

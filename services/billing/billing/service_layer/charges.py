@@ -30,8 +30,7 @@ async def record_charge(ctx: Context, cmd: ChargeClient, method: BillingMethod |
     charge = dict(charge_id=cmd.charge_id, saga_id=cmd.saga_id, contract_id=cmd.contract_id, client_id=cmd.client_id,
                   billing_method_id=method.billing_method_id if method else None, amount=cmd.amount,
                   currency=cmd.currency, purpose=cmd.purpose, milestones=[m.model_dump() for m in cmd.milestones],
-                  status=ChargeStatus.PENDING, created_at=now, next_attempt_at=now,
-                  give_up_at=now + ctx.settings.gateway_charge_within, **_cause(ctx))
+                  status=ChargeStatus.PENDING, created_at=now, next_attempt_at=now, **_cause(ctx))
     await ctx.work.add_charge(**charge)
     return charge
 
@@ -76,8 +75,7 @@ async def record_refund(ctx: Context, cmd: RefundCharge) -> None:
     await ctx.work.add_refund(
         refund_id=cmd.refund_id, charge_id=cmd.charge_id, saga_id=cmd.saga_id, contract_id=cmd.contract_id,
         client_id=cmd.client_id, milestone_id=cmd.milestone_id, amount=cmd.amount, currency=cmd.currency,
-        status=RefundStatus.PENDING, created_at=now, next_attempt_at=now,
-        give_up_at=now + ctx.settings.gateway_refund_within, **_cause(ctx))
+        status=RefundStatus.PENDING, created_at=now, next_attempt_at=now, **_cause(ctx))
 
 
 async def settle_refund(ctx: Context, refund: dict, verdict: Verdict, attempts: int, billing_method_id: str) -> None:

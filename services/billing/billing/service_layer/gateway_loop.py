@@ -72,17 +72,19 @@ class GatewayLoop:
             if charge is None:
                 return False
             uow.cause = _cause(charge)
+            # The bound runs from the first call: time billing itself was down or behind is not the gateway's.
+            give_up_at = charge["give_up_at"] or ctx.now + self.settings.gateway_charge_within
             if charge["token"] is None:
                 answer = Refused(NO_PRIMARY_METHOD, f"billing method {charge['billing_method_id']} is unknown")
             else:
                 answer = await call_gateway(Operation.CHARGE, lambda: self._charge(charge), self._timeout)
             attempts = charge["attempts"] + 1
-            verdict = charge_verdict(answer, attempts, ctx.now, charge["give_up_at"], self.policy)
+            verdict = charge_verdict(answer, attempts, ctx.now, give_up_at, self.policy)
             if verdict.settled:
                 await charges.settle_charge(ctx, charge, verdict, attempts)
             else:
                 await ctx.work.update_charge(charge["charge_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
-                                             last_error=_error(answer))
+                                             give_up_at=give_up_at, last_error=_error(answer))
             await uow.commit()
         return True
 
@@ -93,15 +95,16 @@ class GatewayLoop:
             if refund is None:
                 return False
             uow.cause = _cause(refund)
+            give_up_at = refund["give_up_at"] or ctx.now + self.settings.gateway_refund_within
             answer = await call_gateway(Operation.REFUND, lambda: self.gateway.refund(
                 refund["refund_id"], refund["charge_reference"], refund["amount"]), self._timeout)
             attempts = refund["attempts"] + 1
-            verdict = refund_verdict(answer, attempts, ctx.now, refund["give_up_at"], self.policy)
+            verdict = refund_verdict(answer, attempts, ctx.now, give_up_at, self.policy)
             if verdict.settled:
                 await charges.settle_refund(ctx, refund, verdict, attempts, refund["billing_method_id"])
             else:
                 await ctx.work.update_refund(refund["refund_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
-                                             last_error=_error(answer))
+                                             give_up_at=give_up_at, last_error=_error(answer))
             await uow.commit()
         return True
 

@@ -100,7 +100,7 @@ async def retry_refund(cmd: RetryRefund, ctx: Context) -> None:
         raise Rejected("invalid_state", f"refund {cmd.refund_id} is {refund['status']}, not needs_attention")
     now = ctx.now
     await ctx.work.update_refund(cmd.refund_id, status=RefundStatus.PENDING, next_attempt_at=now,
-                                 give_up_at=now + ctx.settings.gateway_refund_within, reason_code=None, message=None)
+                                 give_up_at=None, reason_code=None, message=None)  # a new bound, from its next call
     await ctx.work.wake_loop()
     ctx.event(RefundRetried(**{k: refund[k] for k in RefundRetried.model_fields}), refund["contract_id"])
     await ctx.complete(ctx.envelope.id, "RefundRetried", refund_id=cmd.refund_id)
