@@ -32,7 +32,7 @@ def configure(service: str, enabled: bool, otlp_endpoint: str | None = None, fil
         return False
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if otlp_endpoint:
@@ -40,7 +40,9 @@ def configure(service: str, enabled: bool, otlp_endpoint: str | None = None, fil
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     if file:
-        provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(file.format(service=service))))
+        # Batched in the SDK's own thread: no file write on the event loop for every message.
+        provider.add_span_processor(BatchSpanProcessor(JsonLinesExporter(file.format(service=service)),
+                                                       schedule_delay_millis=500))
     trace.set_tracer_provider(provider)
     use_provider(provider)
     return True

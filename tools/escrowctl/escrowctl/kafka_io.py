@@ -25,8 +25,8 @@ def _options(settings: CtlSettings) -> dict:
 async def publish(settings: CtlSettings, topic: str, value: bytes, key: bytes | None,
                   headers: list[tuple[str, bytes]] | None = None) -> None:
     producer = AIOKafkaProducer(enable_idempotence=True, **_options(settings))
-    await producer.start()
     try:
+        await producer.start()
         await producer.send_and_wait(topic, value, key=key, headers=headers or [])
     finally:
         await producer.stop()

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import httpx
 import typer
+from aiokafka.errors import KafkaError
 from platform_runtime.settings import _duration
 from platform_schemas.topics import BILLING_COMMANDS, CONTRACTS_COMMANDS, TOPICS
 
@@ -71,7 +72,11 @@ def send_command(type_name: str, data: dict, actor: str, subject: str | None = N
                                 traceparent=traceparent)
     except BadInput as problem:
         raise fail(str(problem), 2) from None
-    asyncio.run(kafka_io.publish(settings(), topic, envelope.to_json(), envelope.subject.encode()))
+    try:
+        asyncio.run(kafka_io.publish(settings(), topic, envelope.to_json(), envelope.subject.encode()))
+    except KafkaError as error:
+        raise fail(f"Kafka at {settings().kafka_bootstrap_servers} did not take the command ({error}); "
+                   "set KAFKA_BOOTSTRAP_SERVERS") from None
     if not wait:
         render.as_json({"command_id": envelope.id, "topic": topic}) if json_out else \
             render.out.print(f"sent {type_name} {envelope.id} to {topic}")
@@ -91,7 +96,11 @@ def wait_for_status(service: str, command_id: str, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     last: dict = {"command_id": command_id, "status": "not yet seen"}
     while time.monotonic() < deadline:
-        response = httpx.get(f"{settings().url(service)}/commands/{command_id}", timeout=10)
+        try:
+            response = httpx.get(f"{settings().url(service)}/commands/{command_id}", timeout=10)
+        except httpx.HTTPError as error:
+            raise fail(f"sent, but {service} does not answer at {settings().url(service)} ({error}); "
+                       f"set {service.upper()}_URL") from None
         if response.status_code == 200:
             last = response.json()
             if last["status"] in ("completed", "rejected"):
