@@ -24,7 +24,7 @@ _FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     topics.ESCROW_SAGA_COMMANDS: (("contracts", "billing"), ("escrow",)),
     topics.CONTRACTS_EVENTS: (("contracts",), ("billing", "notifications")),
     topics.ESCROW_EVENTS: (("escrow",), ("contracts", "billing")),
-    topics.BILLING_EVENTS: (("billing",), ("contracts", "notifications")),
+    topics.BILLING_EVENTS: (("billing",), ("contracts", "escrow", "notifications")),
     topics.NOTIFICATIONS_EVENTS: (("notifications",), ()),
 }
 

@@ -25,6 +25,7 @@ from platform_runtime.client import PlatformClient, new_id
 from platform_schemas import Envelope
 from platform_schemas.commands.billing import RunBonusBatch
 from platform_schemas.commands.contracts import AcceptOffer, GiveBonus, SuspendAccount
+from tests.support.story import offer as offer_of
 from tests.support.story import Parties, add_card, parties, send_offer
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +35,7 @@ BILLING = "billing#0"
 # Small chunks, so that a batch of a hundred bonuses is many transactions (a crash lands in the middle).
 # No scheduled batches: moving the clock 30 days ahead would otherwise run the 30 "missed" days at once.
 BATCH_ENV = {"CLOCK_OFFSET": f"P{AHEAD_DAYS}D", "BONUS_BATCH_AT": "off", "BONUS_BATCH_CHARGE_CHUNK": "2",
-             "BONUS_BATCH_CREDIT_CHUNK": "4", "BONUS_BATCH_POLL": "0.1"}
+             "BONUS_BATCH_CREDIT_CHUNK": "4", "BONUS_BATCH_POLL": "0.1", "PAST_DUE_RETRY_DAYS": "0"}
 _days = itertools.count(1)
 
 
@@ -435,3 +436,76 @@ async def test_the_scheduled_batches_run_each_missed_day_once_billing_is_back_wi
         (f"bonus_batch:{last + timedelta(days=1)}", datetime.combine(last + timedelta(days=2), datetime.min.time(),
                                                                      timezone.utc))]
     await ledger_is_clean(client)
+
+
+async def becomes(read, expected, what: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while (found := await read()) != expected:
+        assert time.monotonic() < deadline, f"{what}: {found!r}, not {expected!r}"
+        await asyncio.sleep(0.2)
+
+
+async def test_a_declined_bonus_charge_is_a_past_due_balance_retried_daily_then_paid_or_failed(
+        client, batch_platform):
+    """PAST_DUE_RETRY_DAYS=1: declined on billing's day 40, retried on day 41 (the last retry)."""
+    batch_platform.env.update(CLOCK_OFFSET="P40D", BONUS_BATCH_AT="off", PAST_DUE_RETRY_DAYS="1")
+    await batch_platform.restart(BILLING, signal.SIGTERM)
+    payer, defaulter = await asyncio.gather(parties(client), parties(client))
+    contracts = await asyncio.gather(hired(client, payer), hired(client, defaulter))
+    await asyncio.gather(*(add_card(client, p.client_id, "tok_chargeDeclined") for p in (payer, defaulter)))
+    owed = list(await asyncio.gather(give(client, payer.client_id, contracts[0], 1_200),
+                                     give(client, defaulter.client_id, contracts[1], 800)))
+    await known_to_billing(client, owed)
+
+    day = next_business_day()
+    done = await completed(client, await run_batch(client, day))
+    assert done.data["past_due"] >= 2
+    paid, failed = outcomes_of(client, day)
+    assert not set(owed) & (set(paid) | set(failed))  # neither paid nor failed: owed
+    told = await client.wait_for(lambda e: e.type == "PastDueBalanceChanged" and e.data["client_id"] == payer.client_id,
+                                 what="the payer's past-due balance")
+    assert (told.data["amount"], told.data["previous_amount"], told.data["reason_code"]) == (1_200, 0, "card_declined")
+    assert told.data["retry_until"] == str(datetime.now(timezone.utc).date() + timedelta(days=AHEAD_DAYS + 11))
+    await becomes(lambda: client.get_json("escrow", f"/accounts/{payer.client_id}/balance"),
+                  {"USD": {"pending": 0, "available": 0, "past_due": 1_200}}, "escrow's balance of the payer")
+    await becomes(lambda: _account_past_due(client, payer.client_id), {"USD": 1_200}, "contracts' word")
+    assert await refusal(client, GiveBonus(contract_id=contracts[0], bonus_id=new_id("bonus"), amount=500,
+                                           note="More"), contracts[0], payer.client_id) == "past_due_balance"
+    new_offer = offer_of(payer)
+    assert await refusal(client, new_offer, new_offer.contract_id, payer.client_id) == "past_due_balance"
+    await becomes(lambda: _kinds(client, payer.client_id), True, "the payer told", timeout=30)
+
+    # The payer makes a working card primary; the next day's batch retries on it. The defaulter's last retry fails.
+    await add_card(client, payer.client_id, "tok_visa")
+    batch_platform.env.update(CLOCK_OFFSET="P41D")
+    await batch_platform.restart(BILLING, signal.SIGTERM)
+    day_two = next_business_day()
+    await completed(client, await run_batch(client, day_two))
+    paid, failed = outcomes_of(client, day_two)
+    assert owed[0] in paid and owed[1] in failed
+    assert failed[owed[1]].data["reason_code"] == "card_declined"
+    assert (await gateway_charges(batch_platform, day_two))[f"bonus-batch-{day_two}:{payer.client_id}:USD"] == 1_200
+    assert await credited(batch_platform, payer.freelancer_id) == 1_200
+    assert await credited(batch_platform, defaulter.freelancer_id) == 0
+    for person in (payer, defaulter):
+        await client.wait_for(lambda e, who=person.client_id: e.type == "PastDueBalanceChanged"
+                              and e.data["client_id"] == who and e.data["amount"] == 0, what="settled")
+        await becomes(lambda who=person.client_id: _account_past_due(client, who), None, "contracts' word")
+    assert await client.get_json("escrow", f"/accounts/{payer.client_id}/balance") == {}
+    await give(client, payer.client_id, contracts[0], 300)  # accepted again
+    await ledger_is_clean(client)
+
+
+async def _account_past_due(client: PlatformClient, account_id: str):
+    return (await client.get_json("contracts", f"/accounts/{account_id}")).get("past_due")
+
+
+async def _kinds(client: PlatformClient, account_id: str) -> bool:
+    body = await client.get_json("notifications", f"/accounts/{account_id}/notifications?limit=100")
+    return any(i["kind"] == "past_due_balance" for i in body["items"])
+
+
+async def refusal(client: PlatformClient, data, subject: str, actor: str) -> str:
+    outcome = await command(client, data, subject, actor, {"BonusGiven", "OfferSent", "OfferFundingFailed"})
+    assert outcome.type == "CommandRejected", outcome.data
+    return outcome.data["reason_code"]

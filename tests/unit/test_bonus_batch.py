@@ -205,3 +205,33 @@ def test_a_batch_charges_on_the_utc_day_it_started_whatever_business_day_it_runs
     early = datetime(2026, 12, 2, 15, 0, tzinfo=timezone.utc)  # an operator runs Dec 2 itself early
     assert batches.charge_date(scheduled) == batches.charge_date(early) == date(2026, 12, 2)
     assert batches.charge_date(datetime(2026, 12, 2, 23, 30, tzinfo=timezone(-timedelta(hours=2)))) == date(2026, 12, 3)
+
+
+# -- past-due balances -----------------------------------------------------------------------------------
+def test_a_first_declined_bonus_charge_is_past_due_until_the_retry_days_are_over():
+    assert batches.after_decline(None, date(2026, 12, 2), 7) == ("past_due", date(2026, 12, 9))
+
+
+def test_a_past_due_bonus_declined_again_stays_past_due_until_its_last_retry_then_fails():
+    until = date(2026, 12, 9)
+    assert batches.after_decline(until, date(2026, 12, 8), 7) == ("past_due", until)
+    assert batches.after_decline(until, date(2026, 12, 9), 7) == ("failed", until)  # the last retry
+
+
+def test_with_no_retry_days_a_declined_bonus_fails_at_once():
+    assert batches.after_decline(None, date(2026, 12, 2), 0) == ("failed", date(2026, 12, 2))
+
+
+def test_a_client_with_a_past_due_balance_may_not_send_offers_or_give_bonuses_until_it_is_paid():
+    from contracts.domain.accounts import Account
+
+    client = Account("cl-1", "client", "Ann", "ann@example.test")
+    client.ensure_nothing_past_due()
+    client.owe("USD", 2_500)
+    with pytest.raises(Rejected) as refused:
+        client.ensure_nothing_past_due()
+    assert refused.value.reason_code == "past_due_balance" and "2500 USD" in refused.value.message
+    client.owe("EUR", 0)
+    client.owe("USD", 0)
+    assert client.past_due == {}
+    client.ensure_nothing_past_due()

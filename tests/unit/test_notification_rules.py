@@ -57,6 +57,9 @@ SAMPLES = {
                              charge_id="charge-1"),
     "BonusFailed": b.BonusFailed(**ids, **money, business_date=date(2026, 11, 25), bonus_id="bonus-1",
                                  reason_code="card_declined", message="Your card was declined."),
+    "PastDueBalanceChanged": b.PastDueBalanceChanged(client_id="client-1", currency="USD", amount=2_500,
+                                                     previous_amount=0, retry_until=date(2026, 12, 2),
+                                                     reason_code="card_declined", message="Your card was declined."),
     "RefundRequested": c.RefundRequested(contract_id=CONTRACT, milestone_id=MS, freelancer_id=FREELANCER, **money,
                                          respond_by=DUE),
     "MilestoneRefunded": c.MilestoneRefunded(contract_id=CONTRACT, milestone_id=MS, client_id=CLIENT, **money),
@@ -92,6 +95,7 @@ EXPECTED = {
     "MilestonePaid": ("payment_released", [FREELANCER, CLIENT]),
     "BonusPaid": ("bonus_received", [FREELANCER]),
     "BonusFailed": ("bonus_charge_failed", [CLIENT]),
+    "PastDueBalanceChanged": ("past_due_balance", [CLIENT]),
     "RefundRequested": ("refund_requested", [FREELANCER]),
     "MilestoneRefunded": ("refund_completed", [CLIENT]),
     "DisputeOpened": ("dispute_opened", [FREELANCER, CLIENT, ADMINS]),
@@ -122,7 +126,7 @@ def test_each_event_tells_the_right_people_the_right_kind(event_type):
 
 def test_the_routing_table_covers_exactly_the_product_list():
     assert set(RULES) == set(EXPECTED)
-    assert len(KINDS) == 24
+    assert len(KINDS) == 25
 
 
 def test_every_routed_event_is_a_registered_wire_event_and_is_consumed():

@@ -48,7 +48,7 @@ FLOWS = [
     (topics.ESCROW_SAGA_COMMANDS, ["contracts", "billing"], ["escrow"]),
     (topics.CONTRACTS_EVENTS, ["contracts"], ["billing", "notifications"]),
     (topics.ESCROW_EVENTS, ["escrow"], ["contracts", "billing"]),
-    (topics.BILLING_EVENTS, ["billing"], ["contracts", "notifications"]),
+    (topics.BILLING_EVENTS, ["billing"], ["contracts", "escrow", "notifications"]),
     (topics.NOTIFICATIONS_EVENTS, ["notifications"], []),
 ]
 

@@ -176,3 +176,20 @@ class BonusBatchCompleted(Event):
         default=[], max_length=100,
         description="The first 100 failed charges; all of them: GET /bonus-batches/{business_date}/failures")
     failed_charges: int | None = Field(default=None, description="How many client charges failed in all")
+    past_due: int = Field(0, description="Bonuses whose declined charge is now a past-due balance, retried by "
+                                         "the next daily batches (neither paid nor failed yet)")
+
+
+class PastDueBalanceChanged(Event):
+    """A client's past-due balance in a currency changed: a declined bonus charge is owed (retried by the next
+    daily batches on the current primary method until `retry_until`), or it was paid, or its last retry
+    failed and its bonuses failed (amount back to 0). While it is above 0 the client cannot send offers or
+    give bonuses (`past_due_balance`)."""
+
+    client_id: Id
+    currency: Currency
+    amount: NonNegativeAmount = Field(description="What the client owes now in this currency")
+    previous_amount: NonNegativeAmount
+    retry_until: date | None = Field(None, description="The last UTC day a batch retries the oldest of it")
+    reason_code: str | None = None
+    message: str | None = None

@@ -25,6 +25,7 @@ REASON_CODES = (
     "date_in_future",
     "insufficient_funds",
     "too_large",
+    "past_due_balance",
 )
 ReasonCode = Literal[REASON_CODES]
 

@@ -46,6 +46,9 @@ class BillingSettings(ServiceSettings):
     # Bonuses sent to escrow and not answered yet, at most (bounds escrow's and billing's transactions).
     bonus_batch_credits_in_flight: int = 10_000
     bonus_batch_gateway_concurrency: int = 8
+    # A declined bonus charge is a past-due balance, retried by the batches of this many following days
+    # (one charge a day), then its bonuses fail. 0: they fail at once.
+    past_due_retry_days: int = 7
     # Shifts this process's clock (end-to-end tests run several business days in one session); 0 in production.
     clock_offset: Duration = timedelta(0)
 

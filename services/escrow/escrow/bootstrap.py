@@ -4,15 +4,15 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
-from platform_runtime.dispatch import CommandDispatcher
+from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
 from platform_runtime.http import command_status_router
 from platform_runtime.service import ServiceDefinition, Subscription
 from platform_runtime.settings import Duration, ServiceSettings
-from platform_schemas.topics import ESCROW_EVENTS, ESCROW_SAGA_COMMANDS
+from platform_schemas.topics import BILLING_EVENTS, ESCROW_EVENTS, ESCROW_SAGA_COMMANDS
 
 from .adapters.tables import metadata
 from .entrypoints import http
-from .service_layer import bonuses, earnings, handlers as steps
+from .service_layer import bonuses, earnings, handlers as steps, past_due
 from .service_layer.context import Context
 from .service_layer.failures import failure_reply
 
@@ -31,7 +31,9 @@ async def context(runtime):
 def subscriptions(runtime) -> list[Subscription]:
     participant = CommandDispatcher(ESCROW_SAGA_COMMANDS, {**steps.HANDLERS, **bonuses.HANDLERS}, ESCROW_EVENTS,
                                     runtime.new_context, failure_reply)
-    return [Subscription(ESCROW_SAGA_COMMANDS, participant.dispatch, participant.give_up)]
+    billing_facts = EventDispatcher(past_due.EVENT_HANDLERS, runtime.new_context)
+    return [Subscription(ESCROW_SAGA_COMMANDS, participant.dispatch, participant.give_up),
+            Subscription(BILLING_EVENTS, billing_facts.dispatch)]
 
 
 definition = ServiceDefinition(

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, String, any_, bindparam, delete, func, select, text, update
+from sqlalchemy import (
+    BigInteger, DateTime, String, and_, any_, bindparam, delete, func, or_, select, text, tuple_, update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +19,7 @@ from ..domain.bonus_batch_states import (
     BONUS, BatchStatus, BonusEvent, BonusStatus, ChargeStatus, after, bonus_move,
 )
 from ..domain.history import HistoryRow
-from .tables import billing_methods, bonus_batches, bonus_charges, bonuses, client_charge_streaks
+from .tables import billing_methods, bonus_batches, bonus_charges, bonuses, client_charge_streaks, past_due_balances
 
 _BONUS = (bonuses.c.bonus_id, bonuses.c.contract_id, bonuses.c.client_id, bonuses.c.freelancer_id, bonuses.c.amount,
           bonuses.c.currency)
@@ -66,13 +68,21 @@ class BonusRepository:
         charged_today = select(bonus_charges.c.charge_id).where(
             bonus_charges.c.client_id == bonuses.c.client_id, bonus_charges.c.currency == bonuses.c.currency,
             bonus_charges.c.charge_date == charge_date, bonus_charges.c.business_date != business_date)
-        chosen = (select(bonuses.c.bonus_id).where(bonuses.c.batch_date.is_(None), bonuses.c.status == pending,
-                                                   bonuses.c.given_at < cutoff, ~charged_today.exists())
-                  .limit(limit).with_for_update(skip_locked=True).scalar_subquery())
-        rows = await self.session.execute(
-            update(bonuses).where(bonuses.c.bonus_id.in_(chosen))
-            .values(batch_date=business_date, status=taken).returning(*_BONUS))
-        return [_bonus(r) for r in rows]
+        past_due, _ = bonus_move(BonusEvent.RETRY)  # retried into this batch, like a new one
+        chosen: list[Bonus] = []
+        # Past-due bonuses first (a declined charge's, retried by each later day's batch), then the new ones:
+        # two statements, so each uses its own partial index.
+        for due in (bonuses.c.status == past_due,
+                    and_(bonuses.c.batch_date.is_(None), bonuses.c.status == pending, bonuses.c.given_at < cutoff)):
+            ids = (select(bonuses.c.bonus_id).where(due, ~charged_today.exists())
+                   .limit(limit - len(chosen)).with_for_update(skip_locked=True).scalar_subquery())
+            rows = await self.session.execute(
+                update(bonuses).where(bonuses.c.bonus_id.in_(ids))
+                .values(batch_date=business_date, status=taken).returning(*_BONUS))
+            chosen += [_bonus(r) for r in rows]
+            if len(chosen) >= limit:
+                break
+        return chosen
 
     async def count_in_batch(self, business_date: date) -> int:
         return await self.session.scalar(select(func.count()).where(bonuses.c.batch_date == business_date))
@@ -99,6 +109,39 @@ class BonusRepository:
         if now is not None:
             values["settled_at"] = now
         await self.session.execute(update(bonuses).where(bonuses.c.bonus_id == _each(bonus_ids)).values(**values))
+
+    async def set_past_due(self, bonus_ids: list[str], until) -> None:
+        await self.session.execute(update(bonuses).where(bonuses.c.bonus_id == _each(bonus_ids))
+                                   .values(status=after(BONUS, BonusStatus.DECLINED, BonusEvent.OWE),
+                                           past_due_until=until))
+
+    async def owed(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, date | None]]:
+        """(client, currency) -> what its past-due bonuses add up to and the last day the oldest is retried."""
+        if not pairs:
+            return {}
+        rows = await self.session.execute(
+            select(bonuses.c.client_id, bonuses.c.currency, func.sum(bonuses.c.amount),
+                   func.min(bonuses.c.past_due_until))
+            .where(tuple_(bonuses.c.client_id, bonuses.c.currency).in_(sorted(pairs)),
+                   bonuses.c.past_due_until.is_not(None),  # still owed: not charged, not failed
+                   bonuses.c.status.in_((BonusStatus.PAST_DUE, BonusStatus.TAKEN, BonusStatus.DECLINED)))
+            .group_by(bonuses.c.client_id, bonuses.c.currency))
+        return {(client, currency): (int(total), until) for client, currency, total, until in rows}
+
+    async def past_due_balances(self, pairs: set[tuple[str, str]], lock: bool = False) -> dict[tuple[str, str], int]:
+        if not pairs:
+            return {}
+        query = select(past_due_balances.c.client_id, past_due_balances.c.currency, past_due_balances.c.amount).where(
+            tuple_(past_due_balances.c.client_id, past_due_balances.c.currency).in_(sorted(pairs)))
+        rows = await self.session.execute(query.with_for_update() if lock else query)
+        return {(client, currency): amount for client, currency, amount in rows}
+
+    async def set_past_due_balance(self, client_id: str, currency: str, amount: int, retry_until, now) -> None:
+        stmt = insert(past_due_balances).values(client_id=client_id, currency=currency, amount=amount,
+                                                retry_until=retry_until, updated_at=now)
+        await self.session.execute(stmt.on_conflict_do_update(
+            index_elements=["client_id", "currency"],
+            set_={"amount": amount, "retry_until": retry_until, "updated_at": now}))
 
     async def mark_paid(self, bonus_ids: list[str], now: datetime) -> list[tuple[dict, Bonus]]:
         """The ones of these bonuses that were waiting for their credit, now paid (each only once)."""

@@ -129,7 +129,10 @@ bonuses = Table(
     Column("reason_code", String(50)),
     Column("message", Text),
     Column("settled_at", DateTime(timezone=True)),
+    # Set at its first declined charge: the last UTC day a batch retries it (past due until then).
+    Column("past_due_until", Date),
 )
+Index("bonuses_past_due", bonuses.c.client_id, postgresql_where=bonuses.c.status == "past_due")
 Index("bonuses_pending", bonuses.c.given_at, postgresql_where=bonuses.c.batch_date.is_(None))
 Index("bonuses_by_batch_status", bonuses.c.batch_date, bonuses.c.status, bonuses.c.charge_id, bonuses.c.bonus_id)
 Index("bonuses_by_batch_client", bonuses.c.batch_date, bonuses.c.client_id, bonuses.c.currency)
@@ -147,6 +150,7 @@ bonus_batches = Table(
     Column("bonuses", Integer),
     Column("paid", Integer),
     Column("failed", Integer),
+    Column("past_due", Integer),
     Column("totals", JSONB),
     Column("failures", JSONB),
     Column("started_at", DateTime(timezone=True), nullable=False),
@@ -179,3 +183,14 @@ Index("bonus_charges_by_batch", bonus_charges.c.business_date, bonus_charges.c.s
 # The rule "charged once daily", kept by the collect step and guarded here: a second charge of a day fails loudly.
 Index("one_bonus_charge_a_day", bonus_charges.c.client_id, bonus_charges.c.currency, bonus_charges.c.charge_date,
       unique=True)
+
+# What each client owes per currency for declined bonus charges still being retried (billing.events tells
+# contracts and escrow with PastDueBalanceChanged whenever it changes).
+past_due_balances = Table(
+    "past_due_balances", metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("retry_until", Date),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -60,6 +60,14 @@ def charge_date(batch_started_at: datetime) -> date:
     return utc_date(batch_started_at)
 
 
+# -- past-due balances ----------------------------------------------------------------------------
+def after_decline(past_due_until: date | None, charge_date: date, retry_days: int) -> tuple[str, date]:
+    """A bonus whose charge was declined on `charge_date`: `past_due` until the last day a batch retries it
+    (`retry_days` after its first decline), or `failed` when this was that last retry."""
+    until = past_due_until or charge_date + timedelta(days=retry_days)
+    return ("failed" if charge_date >= until else "past_due"), until
+
+
 def scheduled_at(business_date: date, at: time) -> datetime:
     """When the scheduled batch of a business day runs: the next day at `at` (UTC)."""
     return datetime.combine(business_date + timedelta(days=1), at, tzinfo=timezone.utc)

@@ -3,6 +3,7 @@
     batch   collecting --collected--> charging --settled--> completed
     bonus   pending --take--> taken --charged--> charged --credit--> crediting --posted--> paid
                                     --declined--> declined --fail--> failed
+                                                           --owe--> past_due --retry--> taken (a later batch)
     charge  pending --answered--> succeeded | --refused / given_up--> failed
 
 The runner (service_layer/bonus_batch_runner.py) asks these tables for every move it makes, so a move that
@@ -31,6 +32,7 @@ class BonusStatus(StrEnum):
     CREDITING = "crediting"
     PAID = "paid"
     FAILED = "failed"
+    PAST_DUE = "past_due"  # its declined charge is owed; a later day's batch retries it
 
 
 class BonusEvent(StrEnum):
@@ -39,7 +41,9 @@ class BonusEvent(StrEnum):
     DECLINED = "declined"  # its client's charge failed (declined, no card, or the gateway never answered)
     CREDIT = "credit"  # asked of escrow (PostBonuses)
     POSTED = "posted"  # escrow posted it (BonusesPosted)
-    FAIL = "fail"  # its client is told (BonusFailed)
+    FAIL = "fail"  # its client is told (BonusFailed): declined on the last day it may be retried
+    OWE = "owe"  # declined before that day: a past-due balance of its client
+    RETRY = "retry"  # a later day's batch takes it again, into that day's charge
 
 
 class ChargeStatus(StrEnum):
@@ -65,6 +69,8 @@ BONUS: dict[tuple[BonusStatus, BonusEvent], BonusStatus] = {
     (BonusStatus.CHARGED, BonusEvent.CREDIT): BonusStatus.CREDITING,
     (BonusStatus.CREDITING, BonusEvent.POSTED): BonusStatus.PAID,
     (BonusStatus.DECLINED, BonusEvent.FAIL): BonusStatus.FAILED,
+    (BonusStatus.DECLINED, BonusEvent.OWE): BonusStatus.PAST_DUE,
+    (BonusStatus.PAST_DUE, BonusEvent.RETRY): BonusStatus.TAKEN,
 }
 CHARGE: dict[tuple[ChargeStatus, ChargeEvent], ChargeStatus] = {
     (ChargeStatus.PENDING, ChargeEvent.ANSWERED): ChargeStatus.SUCCEEDED,
@@ -72,7 +78,8 @@ CHARGE: dict[tuple[ChargeStatus, ChargeEvent], ChargeStatus] = {
     (ChargeStatus.PENDING, ChargeEvent.GIVEN_UP): ChargeStatus.FAILED,
 }
 
-SETTLED_BONUS = (BonusStatus.PAID, BonusStatus.FAILED)
+# Settled for its batch: past due is owed, and retried by a later batch, not this one.
+SETTLED_BONUS = (BonusStatus.PAID, BonusStatus.FAILED, BonusStatus.PAST_DUE)
 OPEN_BATCH = (BatchStatus.COLLECTING, BatchStatus.CHARGING)
 
 

@@ -43,6 +43,7 @@ def router() -> APIRouter:
                     "completed_at": iso(batch["completed_at"])}
             if batch["status"] == BatchStatus.COMPLETED:
                 return {**body, **{k: batch[k] for k in ("bonuses", "paid", "failed", "totals", "failures")},
+                        "past_due": batch["past_due"] or 0,
                         "processed": batch["bonuses"]}
             counts = await repo.progress(business_date)
         # Still running: the figures so far.

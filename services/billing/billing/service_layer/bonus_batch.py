@@ -75,6 +75,7 @@ async def announce_completed(uow: UnitOfWork, batch: dict, waiters: list[Waiter]
     # A batch made before the list was bounded may hold more: the event carries the first ones, and the count.
     figures["failures"] = (figures["failures"] or [])[:batches.MAX_FAILURES_LISTED]
     figures["failed_charges"] = await BonusRepository(uow.session).count_failed_charges(business_date)
+    figures["past_due"] = batch.get("past_due") or 0
     previous = uow.cause
     for waiter in waiters:
         uow.cause = Cause(waiter.command_id or batch["started_by"], waiter.correlation_id, waiter.actor)

@@ -35,6 +35,7 @@ from ..domain.failed_charges import counts_in_streak
 from ..domain.gateway import PaymentGateway
 from ..domain.gateway_work import GATEWAY_UNAVAILABLE, RetryPolicy, Unanswered, Verdict, charge_verdict
 from ..settings import BillingSettings
+from . import past_due
 from .bonus_batch import Waiter, announce_completed
 from .gateway_calls import call_gateway
 
@@ -140,6 +141,9 @@ class BonusBatchRunner:
                                       [a["client_id"] for _, a in failed if counts_in_streak(a["reason"])])
             streaks = await repo.streaks({a["client_id"] for _, a in failed})
             await self._announce_failed_charges(uow, batch, failed, streaks)
+            # A retried past-due balance that is now paid is no longer owed.
+            await past_due.refresh(uow, repo, {(a["client_id"], a["currency"]) for a in settled
+                                               if a["status"] == "succeeded"})
             await uow.commit()
         for answer in answers:
             CHARGES.labels(answer["status"]).inc()
@@ -208,8 +212,10 @@ class BonusBatchRunner:
         return True
 
     async def fail_chunk(self, batch: dict) -> bool:
-        """Bonuses of a declined charge fail; the client is told why, the freelancer is not credited."""
+        """Bonuses of a declined charge become a past-due balance, retried by the next daily batches; after the
+        last retry they fail: the client is told why, the freelancer is not credited."""
         business_date = batch["business_date"]
+        charge_date = batches.charge_date(batch["started_at"])
         async with self.new_uow() as uow:
             repo = BonusRepository(uow.session)
             declined, failed = bonus_move(BonusEvent.FAIL)
@@ -217,12 +223,26 @@ class BonusBatchRunner:
             if not claimed:
                 return False
             uow.cause = _cause(batch)
+            past, failing = {}, []
             for stored, b in claimed:
+                verdict, until = batches.after_decline(stored["past_due_until"], charge_date,
+                                                       self.settings.past_due_retry_days)
+                if verdict == "past_due":
+                    past.setdefault(until, []).append(b.bonus_id)
+                else:
+                    failing.append((stored, b))
+            for until, bonus_ids in past.items():
+                await repo.set_past_due(bonus_ids, until)
+            for stored, b in failing:
                 uow.publish(BILLING_EVENTS, BonusFailed(
                     business_date=business_date, bonus_id=b.bonus_id, contract_id=b.contract_id,
                     client_id=b.client_id, freelancer_id=b.freelancer_id, amount=b.amount, currency=b.currency,
                     reason_code=stored["reason_code"], message=stored["message"]), subject=b.contract_id)
-            await repo.set_status([b.bonus_id for _, b in claimed], failed, uow.clock.now())
+            if failing:
+                await repo.set_status([b.bonus_id for _, b in failing], failed, uow.clock.now())
+            await past_due.refresh(uow, repo, {(b.client_id, b.currency) for _, b in claimed},
+                                   {(b.client_id, b.currency): (stored["reason_code"], stored["message"])
+                                    for stored, b in claimed})
             await uow.commit()
         return True
 
@@ -240,8 +260,12 @@ class BonusBatchRunner:
             async for charge in repo.charge_results(business_date):
                 summary.add(charge)
             figures = summary.figures()
-            if (figures["paid"], figures["failed"]) != (counts.get("paid", 0), counts.get("failed", 0)):
+            # A declined charge's bonuses are failed or past due (some may have moved on to a later batch
+            # since, for their retry: those are no longer counted here).
+            declined = counts.get("failed", 0) + counts.get("past_due", 0)
+            if figures["paid"] != counts.get("paid", 0) or figures["failed"] < declined:
                 raise RuntimeError(f"batch {business_date}: charges say {figures}, bonuses say {counts}")
+            figures.update(failed=counts.get("failed", 0), past_due=counts.get("past_due", 0))
             await repo.update_batch(business_date, status=after(BATCH, locked["status"], BatchEvent.SETTLED),
                                     completed_at=uow.clock.now(), **figures)
             await announce_completed(uow, {**locked, **figures}, [Waiter(**w) for w in locked["waiters"]])

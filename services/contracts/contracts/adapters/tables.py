@@ -22,6 +22,7 @@ accounts = Table(
     Column("reactivation_requested", Boolean, nullable=False, server_default="false"),
     Column("reactivation_requested_at", DateTime(timezone=True)),
     Column("last_activity_at", DateTime(timezone=True)),
+    Column("past_due", JSONB, nullable=False, server_default="{}"),  # currency -> owed (billing's events)
     Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

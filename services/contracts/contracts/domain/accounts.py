@@ -1,6 +1,6 @@
 """Accounts: clients and freelancers, and whether they may start new activity. Pure."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from platform_runtime.errors import Rejected
@@ -20,6 +20,8 @@ class Account:
     reactivation_requested: bool = False
     last_activity_at: datetime | None = None
     reactivation_requested_at: datetime | None = None
+    # What the client owes per currency for declined bonus charges billing still retries (billing's events).
+    past_due: dict[str, int] = field(default_factory=dict)
 
     def ensure_role(self, role: str) -> None:
         if self.role != role:
@@ -29,6 +31,19 @@ class Account:
         """Suspended or inactive accounts may not start anything new (money already due still moves)."""
         if self.status != ACTIVE:
             raise Rejected("account_not_active", f"account {self.account_id} is {self.status}")
+
+    def ensure_nothing_past_due(self) -> None:
+        """A client who owes a declined bonus charge may not send offers or give bonuses until it is paid."""
+        owed = {currency: amount for currency, amount in sorted(self.past_due.items()) if amount > 0}
+        if owed:
+            what = ", ".join(f"{amount} {currency}" for currency, amount in owed.items())
+            raise Rejected("past_due_balance", f"{self.account_id} has a past-due balance ({what}) of declined "
+                                               "bonus charges; it is retried daily on the primary billing method")
+
+    def owe(self, currency: str, amount: int) -> None:
+        """Billing's word on what is past due in a currency (0: nothing)."""
+        self.past_due = {**{c: a for c, a in self.past_due.items() if c != currency},
+                         **({currency: amount} if amount > 0 else {})}
 
     def suspend(self, reason: str, appealable: bool) -> None:
         """By an administrator or automatically; a pending reactivation request is dropped with it."""

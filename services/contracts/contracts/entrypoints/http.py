@@ -65,6 +65,8 @@ def router() -> APIRouter:
             body["appealable"] = found.appealable
         if found.reactivation_requested:
             body["reactivation_requested"] = True
+        if found.past_due:
+            body["past_due"] = found.past_due
         return body
 
     @api.get("/accounts/{account_id}/upcoming")

@@ -4,7 +4,7 @@ from datetime import timezone
 
 from platform_runtime.errors import Rejected
 from platform_schemas.commands.contracts import GiveBonus
-from platform_schemas.events.billing import BonusFailed, BonusPaid
+from platform_schemas.events.billing import BonusFailed, BonusPaid, PastDueBalanceChanged
 from platform_schemas.events.contracts import BonusGiven
 from platform_schemas.events.escrow import EarningAvailable
 
@@ -15,7 +15,9 @@ from .context import Context
 async def give_bonus(cmd: GiveBonus, ctx: Context) -> None:
     contract = await ctx.contract(cmd.contract_id)
     contract.ensure_client(ctx.actor)
-    (await ctx.account(contract.client_id, lock=True)).ensure_may_start_activity()
+    client = await ctx.account(contract.client_id, lock=True)
+    client.ensure_may_start_activity()
+    client.ensure_nothing_past_due()
     # The client's row is locked above, so two bonuses of one client are counted one after the other.
     given_today = await ctx.bonuses.given_on(contract.client_id, contract.currency,
                                              ctx.now.astimezone(timezone.utc).date())
@@ -44,4 +46,13 @@ async def on_earning_available(event: EarningAvailable, ctx: Context) -> None:
     await ctx.record_activity(event.freelancer_id)  # earnings count as activity, pending -> available too
 
 
-EVENT_HANDLERS = {BonusPaid: on_bonus_paid, BonusFailed: on_bonus_failed, EarningAvailable: on_earning_available}
+async def on_past_due_changed(event: PastDueBalanceChanged, ctx: Context) -> None:
+    """Billing's past-due balance of a client: new offers and bonuses are refused while it is above 0."""
+    client = await ctx.accounts.get(event.client_id, lock=True)
+    if client is not None:
+        client.owe(event.currency, event.amount)
+        await ctx.accounts.save(client)
+
+
+EVENT_HANDLERS = {BonusPaid: on_bonus_paid, BonusFailed: on_bonus_failed, EarningAvailable: on_earning_available,
+                  PastDueBalanceChanged: on_past_due_changed}

@@ -16,6 +16,7 @@ async def send_offer(cmd: SendOffer, ctx: Context) -> None:
     client = await ctx.account(cmd.client_id)
     client.ensure_role("client")
     client.ensure_may_start_activity()
+    client.ensure_nothing_past_due()
     (await ctx.account(cmd.freelancer_id)).ensure_role("freelancer")
     for spec in cmd.milestones:
         ctx.settings.limits.check_milestone(spec.amount)

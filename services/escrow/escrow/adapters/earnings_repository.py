@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..domain import ledger
 from ..domain.earnings import Earning
-from .tables import account_balances, earnings
+from .tables import account_balances, earnings, past_due_balances
 
 
 class EarningsRepository:
@@ -52,8 +52,14 @@ class EarningsRepository:
             .where(earnings.c.pending > 0).group_by(earnings.c.freelancer_id, earnings.c.currency))
         return {ledger.freelancer_pending(f, c): int(total) for f, c, total in rows}
 
+    async def set_past_due(self, client_id: str, currency: str, amount: int) -> None:
+        stmt = insert(past_due_balances).values(client_id=client_id, currency=currency, amount=amount)
+        await self.session.execute(stmt.on_conflict_do_update(index_elements=["client_id", "currency"],
+                                                              set_={"amount": amount}))
+
     async def balance_of(self, account_id: str) -> dict[str, dict[str, int]]:
-        """`{currency: {pending, available}}` of a freelancer's accounts (empty for an unknown account)."""
+        """`{currency: {pending, available}}` of a freelancer's accounts, and `past_due` where a client owes a
+        declined bonus charge (empty for an unknown account)."""
         rows = await self.session.execute(
             select(account_balances.c.kind, account_balances.c.currency, account_balances.c.balance)
             .where(account_balances.c.kind.in_([ledger.FREELANCER_PENDING, ledger.FREELANCER]),
@@ -62,6 +68,10 @@ class EarningsRepository:
         for kind, currency, balance in rows:
             side = "pending" if kind == ledger.FREELANCER_PENDING else "available"
             result.setdefault(currency, {"pending": 0, "available": 0})[side] = balance
+        owed = await self.session.execute(select(past_due_balances.c.currency, past_due_balances.c.amount).where(
+            past_due_balances.c.client_id == account_id, past_due_balances.c.amount > 0))
+        for currency, amount in owed:
+            result.setdefault(currency, {"pending": 0, "available": 0})["past_due"] = amount
         return dict(sorted(result.items()))
 
 

@@ -90,3 +90,12 @@ earnings = Table(
     Column("made_available_at", DateTime(timezone=True)),
 )
 Index("earnings_by_freelancer", earnings.c.freelancer_id, earnings.c.currency)
+
+# What each client owes for declined bonus charges, as billing reports it (PastDueBalanceChanged): shown with
+# the balances; not money the ledger holds, so not an account of it.
+past_due_balances = Table(
+    "past_due_balances", metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+)

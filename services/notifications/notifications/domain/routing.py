@@ -54,6 +54,7 @@ RULES: dict[str, tuple[str, tuple[Party, ...]]] = {
     "MilestonePaid": ("payment_released", BOTH),
     "BonusPaid": ("bonus_received", (FREELANCER,)),
     "BonusFailed": ("bonus_charge_failed", (CLIENT,)),
+    "PastDueBalanceChanged": ("past_due_balance", (CLIENT,)),
     "RefundRequested": ("refund_requested", (FREELANCER,)),
     "MilestoneRefunded": ("refund_completed", (CLIENT,)),
     "DisputeOpened": ("dispute_opened", (*BOTH, ADMINISTRATORS)),
