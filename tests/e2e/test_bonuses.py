@@ -447,7 +447,9 @@ async def becomes(read, expected, what: str, timeout: float = 30):
 
 async def test_a_declined_bonus_charge_is_a_past_due_balance_retried_daily_then_paid_or_failed(
         client, batch_platform):
-    """PAST_DUE_RETRY_DAYS=1: declined on billing's day 40, retried on day 41 (the last retry)."""
+    """PAST_DUE_RETRY_DAYS=1: declined on billing's day 40, retried on day 41 (the last retry). The business days
+    run are past the ones the scheduled batches above completed."""
+    today = datetime.now(timezone.utc).date()
     batch_platform.env.update(CLOCK_OFFSET="P40D", BONUS_BATCH_AT="off", PAST_DUE_RETRY_DAYS="1")
     await batch_platform.restart(BILLING, signal.SIGTERM)
     payer, defaulter = await asyncio.gather(parties(client), parties(client))
@@ -457,7 +459,7 @@ async def test_a_declined_bonus_charge_is_a_past_due_balance_retried_daily_then_
                                      give(client, defaulter.client_id, contracts[1], 800)))
     await known_to_billing(client, owed)
 
-    day = next_business_day()
+    day = today + timedelta(days=AHEAD_DAYS + 5)
     done = await completed(client, await run_batch(client, day))
     assert done.data["past_due"] >= 2
     paid, failed = outcomes_of(client, day)
@@ -465,7 +467,7 @@ async def test_a_declined_bonus_charge_is_a_past_due_balance_retried_daily_then_
     told = await client.wait_for(lambda e: e.type == "PastDueBalanceChanged" and e.data["client_id"] == payer.client_id,
                                  what="the payer's past-due balance")
     assert (told.data["amount"], told.data["previous_amount"], told.data["reason_code"]) == (1_200, 0, "card_declined")
-    assert told.data["retry_until"] == str(datetime.now(timezone.utc).date() + timedelta(days=AHEAD_DAYS + 11))
+    assert told.data["retry_until"] == str(today + timedelta(days=AHEAD_DAYS + 11))
     await becomes(lambda: client.get_json("escrow", f"/accounts/{payer.client_id}/balance"),
                   {"USD": {"pending": 0, "available": 0, "past_due": 1_200}}, "escrow's balance of the payer")
     await becomes(lambda: _account_past_due(client, payer.client_id), {"USD": 1_200}, "contracts' word")
@@ -479,7 +481,7 @@ async def test_a_declined_bonus_charge_is_a_past_due_balance_retried_daily_then_
     await add_card(client, payer.client_id, "tok_visa")
     batch_platform.env.update(CLOCK_OFFSET="P41D")
     await batch_platform.restart(BILLING, signal.SIGTERM)
-    day_two = next_business_day()
+    day_two = day + timedelta(days=1)
     await completed(client, await run_batch(client, day_two))
     paid, failed = outcomes_of(client, day_two)
     assert owed[0] in paid and owed[1] in failed

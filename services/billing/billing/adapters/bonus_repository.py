@@ -9,7 +9,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, DateTime, String, and_, any_, bindparam, delete, func, or_, select, text, tuple_, update,
+    BigInteger, DateTime, String, and_, any_, bindparam, delete, func, select, text, tuple_, update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
