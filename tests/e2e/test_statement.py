@@ -17,6 +17,7 @@ from platform_schemas.commands.contracts import (
 
 from escrow.domain import ledger
 from platform_runtime.client import new_id
+from platform_runtime.keys import compose
 from tests.support.lifecycle import Platform, lifecycle, money_checked  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
@@ -25,30 +26,33 @@ AMOUNTS = ("funded", "released", "refunded", "in_escrow", "pending", "available"
 
 
 async def ledger_lines(platform, contract_id: str, milestones: list[str], bonuses: list[str]) -> dict[str, dict]:
-    """Each item's amounts recomputed from escrow's postings of the contract."""
+    """Each item's amounts recomputed from escrow's postings of the contract (escrow's structured ledger keys)."""
     conn = await asyncpg.connect(platform.database_url("escrow").replace("+asyncpg", ""))
     try:
         rows = await conn.fetch(
-            "SELECT t.kind, t.transaction_id, t.milestone_id, p.debit_account, p.credit_account, p.amount "
-            "FROM postings p JOIN ledger_transactions t USING (transaction_id) WHERE t.contract_id = $1",
+            "SELECT t.kind, t.transaction_id, t.milestone_id, p.debit_kind, p.debit_owner_id, p.debit_sub_id, "
+            "p.credit_kind, p.credit_owner_id, p.credit_sub_id, p.amount FROM postings p JOIN ledger_transactions t "
+            "ON t.kind = p.transaction_kind AND t.transaction_id = p.transaction_id WHERE t.contract_id = $1",
             contract_id)
     finally:
         await conn.close()
+
+    def total(**match) -> int:
+        return sum(r["amount"] for r in rows if all(r[k] == v for k, v in match.items()))
+
     lines = {}
     for m in milestones:
-        escrow = ledger.escrow(contract_id, m)
-        funded = sum(r["amount"] for r in rows if r["credit_account"] == escrow)
-        released = sum(r["amount"] for r in rows if r["debit_account"] == escrow and r["kind"] == "release")
-        refunded = sum(r["amount"] for r in rows if r["debit_account"] == escrow and r["kind"] == "refund")
-        available = sum(r["amount"] for r in rows if r["kind"] == "available" and r["milestone_id"] == m)
+        escrow = {"owner_id": contract_id, "sub_id": m, "kind": ledger.ESCROW}
+        funded = total(**{f"credit_{k}": v for k, v in escrow.items()})
+        released = total(kind=ledger.RELEASE, **{f"debit_{k}": v for k, v in escrow.items()})
+        refunded = total(kind=ledger.REFUND, **{f"debit_{k}": v for k, v in escrow.items()})
+        available = total(kind=ledger.AVAILABLE, milestone_id=m)
         lines[m] = {"funded": funded, "released": released, "refunded": refunded,
                     "in_escrow": funded - released - refunded, "pending": released - available,
                     "available": available}
     for b in bonuses:
-        charged = sum(r["amount"] for r in rows if r["kind"] == "bonus" and r["transaction_id"] == b
-                      and r["debit_account"].startswith("gateway:"))
-        available = sum(r["amount"] for r in rows
-                        if r["kind"] == "available" and r["transaction_id"] == f"{b}:available")
+        charged = total(kind=ledger.BONUS, transaction_id=b, debit_kind=ledger.GATEWAY)
+        available = total(kind=ledger.AVAILABLE, transaction_id=compose(ledger.BONUS, b))
         lines[b] = {"funded": charged, "released": charged, "refunded": 0, "in_escrow": 0,
                     "pending": charged - available, "available": available}
     return lines

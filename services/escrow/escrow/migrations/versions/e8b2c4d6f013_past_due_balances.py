@@ -1,7 +1,7 @@
 """past-due balances of clients, as billing reports them
 
 Revision ID: e8b2c4d6f013
-Revises: 7c1e5a9d2b40
+Revises: 7c1e9d2a4b10
 Create Date: 2026-12-02 02:00:00
 """
 from typing import Sequence, Union
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = 'e8b2c4d6f013'
-down_revision: Union[str, None] = '7c1e5a9d2b40'
+down_revision: Union[str, None] = '7c1e9d2a4b10'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
