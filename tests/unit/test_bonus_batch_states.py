@@ -18,14 +18,15 @@ EXPECTED = {
         "completed":  ("-",        "-"),
     }),
     "bonus": (BONUS, BonusStatus, BonusEvent, {
-        #             take     charged    declined    credit       posted  fail
-        "pending":   ("taken", "-",       "-",        "-",         "-",    "-"),
-        "taken":     ("-",     "charged", "declined", "-",         "-",    "-"),
-        "charged":   ("-",     "-",       "-",        "crediting", "-",    "-"),
-        "declined":  ("-",     "-",       "-",        "-",         "-",    "failed"),
-        "crediting": ("-",     "-",       "-",        "-",         "paid", "-"),
-        "paid":      ("-",     "-",       "-",        "-",         "-",    "-"),
-        "failed":    ("-",     "-",       "-",        "-",         "-",    "-"),
+        #             take     charged    declined    credit       posted  fail      owe         retry
+        "pending":   ("taken", "-",       "-",        "-",         "-",    "-",      "-",        "-"),
+        "taken":     ("-",     "charged", "declined", "-",         "-",    "-",      "-",        "-"),
+        "charged":   ("-",     "-",       "-",        "crediting", "-",    "-",      "-",        "-"),
+        "declined":  ("-",     "-",       "-",        "-",         "-",    "failed", "past_due", "-"),
+        "crediting": ("-",     "-",       "-",        "-",         "paid", "-",      "-",        "-"),
+        "paid":      ("-",     "-",       "-",        "-",         "-",    "-",      "-",        "-"),
+        "failed":    ("-",     "-",       "-",        "-",         "-",    "-",      "-",        "-"),
+        "past_due":  ("-",     "-",       "-",        "-",         "-",    "-",      "-",        "taken"),
     }),
     "charge": (CHARGE, ChargeStatus, ChargeEvent, {
         #             answered     refused   given_up
@@ -57,4 +58,4 @@ def test_the_expected_tables_name_every_status_and_event():
 def test_every_bonus_move_has_one_source_which_the_runner_claims():
     assert [bonus_move(e) for e in BonusEvent] == [
         ("pending", "taken"), ("taken", "charged"), ("taken", "declined"), ("charged", "crediting"),
-        ("crediting", "paid"), ("declined", "failed")]
+        ("crediting", "paid"), ("declined", "failed"), ("declined", "past_due"), ("past_due", "taken")]

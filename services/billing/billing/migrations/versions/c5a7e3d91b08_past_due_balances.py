@@ -1,7 +1,7 @@
 """past-due balances: declined bonus charges retried by the next daily batches
 
 Revision ID: c5a7e3d91b08
-Revises: c41d7e2a9b15
+Revises: f4af3519d011
 Create Date: 2026-12-02 01:45:00
 """
 from typing import Sequence, Union
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = 'c5a7e3d91b08'
-down_revision: Union[str, None] = 'c41d7e2a9b15'
+down_revision: Union[str, None] = 'f4af3519d011'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
