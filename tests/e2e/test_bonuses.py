@@ -61,7 +61,8 @@ async def batch_platform(platform, client):
 
 
 async def command(client: PlatformClient, data, subject: str, actor: str, outcomes: set[str],
-                  timeout: float = 30) -> Envelope:
+                  timeout: float = 120) -> Envelope:
+    """Generous: a hundred commands at once on a loaded two-core machine can take a while; success is fast."""
     sent = await client.send(data, subject=subject, actor=actor)
     return await client.outcome(sent, outcomes, timeout)
 
