@@ -1,7 +1,7 @@
 """past-due balance: what each client owes per currency, from billing's PastDueBalanceChanged
 
 Revision ID: d1f3a5b7c902
-Revises: d2b7f0c4e861
+Revises: e9a4c2b7d153
 Create Date: 2026-12-02 01:55:00
 """
 from typing import Sequence, Union
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = 'd1f3a5b7c902'
-down_revision: Union[str, None] = 'd2b7f0c4e861'
+down_revision: Union[str, None] = 'e9a4c2b7d153'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
