@@ -97,11 +97,11 @@ fuzz: bootstrap
 # of each kind; chaos-short: 25, for CI). It restarts the servers: run it on its own.
 chaos: infra-up migrate
 	$(LOCAL)/services.sh stop >/dev/null || true
-	CHAOS_SAGAS=$${CHAOS_SAGAS:-1000} $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s -p no:timeout $(PYTEST_ARGS)
+	CHAOS_SAGAS=$${CHAOS_SAGAS:-1000} $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s $(PYTEST_ARGS)
 
 chaos-short: infra-up migrate
 	$(LOCAL)/services.sh stop >/dev/null || true
-	CHAOS_SAGAS=$${CHAOS_SAGAS:-25} $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s -p no:timeout $(PYTEST_ARGS)
+	CHAOS_SAGAS=$${CHAOS_SAGAS:-25} $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s $(PYTEST_ARGS)
 
 bench: infra-up migrate
 	$(PY) -m bench $(BENCH_ARGS)
