@@ -240,6 +240,11 @@ async def settle_and_check(platform: Platform, client: PlatformClient, groups: d
     print(f"{'fault':28} {'kind':12} {'sagas':>6} {'final':>6} {'doubled':>8} {'lost':>5}")
     for (fault, kind), (n, final, doubled, lost) in sorted(table.items()):
         print(f"{fault:28} {kind:12} {n:6} {final:6} {doubled:8} {lost:5}")
+    statuses: dict[tuple[str, str], int] = defaultdict(int)
+    for r in rows:
+        statuses[(r["kind"], r["status"])] += 1
+    print(f"saga statuses (needs_attention is final for the platform but waits for an operator): "
+          f"{dict(sorted(statuses.items()))}")
     print(f"gateway charged {gateway['charged']} (bonuses {bonus_posted}); escrow held {escrow['held']} + released "
           f"{escrow['released']} + refunded {escrow['refunded']}; ledger check ok={check['ok']} "
           f"{check['problems'][:3]}; batch completed={bool(batch_done)}")
