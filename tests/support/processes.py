@@ -75,7 +75,7 @@ class Platform:
             if available(service):
                 subprocess.run([sys.executable, "-m", service, "migrate"], cwd=ROOT, check=True,
                                env=self.service_env(service, TEST_PORTS[service]), stdin=subprocess.DEVNULL,
-                               capture_output=True)
+                               capture_output=True, timeout=600)
 
     async def claim_groups(self, services=None, who: str = "the test platform") -> None:
         """Before any of our services joins: refuses (GroupsTaken, one line) when another platform's services are
