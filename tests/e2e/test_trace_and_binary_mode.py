@@ -38,10 +38,6 @@ def spans_of(trace_id: str) -> list[dict]:
     return spans
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "billing's gateway loop (issue 8) now publishes ClientCharged / TransactionRecorded outside the ChargeClient's "
-    "handling, from its pending-charge row, which does not keep the trace context yet: the trace breaks there "
-    "(passed before that change; the row needs traceparent/tracestate columns, taken into the loop's span)"))
 async def test_a_send_offer_and_everything_it_causes_across_the_four_services_is_one_trace(client):
     people = await parties(client)
     trace_id, traceparent = new_traceparent()

@@ -46,6 +46,9 @@ def _work_columns() -> list[Column]:
         Column("correlation_id", String(200)),
         Column("causation_id", String(200)),
         Column("actor", String(200)),
+        # ... and its W3C trace context, so what the loop settles later stays in the saga's one trace.
+        Column("traceparent", String(55)),
+        Column("tracestate", String(512)),
         Column("settled_at", DateTime(timezone=True)),
     ]
 

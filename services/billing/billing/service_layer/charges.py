@@ -2,6 +2,7 @@
 the gateway loop settles it. Either way the outcome, its history row and its one reply event are written
 here, in the caller's transaction."""
 
+from platform_runtime import tracing
 from platform_runtime.logging import get_logger
 from platform_schemas.commands.saga import ChargeClient, MilestoneAmount, RefundCharge
 from platform_schemas.events.billing import (
@@ -18,10 +19,12 @@ log = get_logger(__name__)
 
 
 def _cause(ctx: Context) -> dict[str, str | None]:
-    """Who asked (the saga command): its outcome, settled later by the loop, carries the same correlation."""
+    """Who asked (the saga command): its outcome, settled later by the loop, carries the same correlation
+    and the same trace."""
     cause = ctx.uow.cause
-    return {"correlation_id": cause.correlation_id, "causation_id": cause.message_id, "actor": cause.actor} \
+    asked = {"correlation_id": cause.correlation_id, "causation_id": cause.message_id, "actor": cause.actor} \
         if cause else {}
+    return {**asked, **tracing.current()}
 
 
 # -- charges --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from prometheus_client import Gauge
 
+from platform_runtime import tracing
 from platform_runtime.logging import get_logger
 from platform_runtime.loops import poll_forever
 from platform_runtime.unit_of_work import Cause, UnitOfWork
@@ -72,21 +73,25 @@ class GatewayLoop:
             if charge is None:
                 return False
             uow.cause = _cause(charge)
-            # The bound runs from the first call: time billing itself was down or behind is not the gateway's.
-            give_up_at = charge["give_up_at"] or ctx.now + self.settings.gateway_charge_within
-            if charge["token"] is None:
-                answer = Refused(NO_PRIMARY_METHOD, f"billing method {charge['billing_method_id']} is unknown")
-            else:
-                answer = await call_gateway(Operation.CHARGE, lambda: self._charge(charge), self._timeout)
-            attempts = charge["attempts"] + 1
-            verdict = charge_verdict(answer, attempts, ctx.now, give_up_at, self.policy)
-            if verdict.settled:
-                await charges.settle_charge(ctx, charge, verdict, attempts)
-            else:
-                await ctx.work.update_charge(charge["charge_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
-                                             give_up_at=give_up_at, last_error=_error(answer))
+            with tracing.span("gateway charge", charge, charge_id=charge["charge_id"], saga_id=charge["saga_id"]):
+                await self._charge_and_settle(ctx, charge)
             await uow.commit()
         return True
+
+    async def _charge_and_settle(self, ctx: Context, charge: dict) -> None:
+        # The bound runs from the first call: time billing itself was down or behind is not the gateway's.
+        give_up_at = charge["give_up_at"] or ctx.now + self.settings.gateway_charge_within
+        if charge["token"] is None:
+            answer = Refused(NO_PRIMARY_METHOD, f"billing method {charge['billing_method_id']} is unknown")
+        else:
+            answer = await call_gateway(Operation.CHARGE, lambda: self._charge(charge), self._timeout)
+        attempts = charge["attempts"] + 1
+        verdict = charge_verdict(answer, attempts, ctx.now, give_up_at, self.policy)
+        if verdict.settled:
+            await charges.settle_charge(ctx, charge, verdict, attempts)
+        else:
+            await ctx.work.update_charge(charge["charge_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
+                                         give_up_at=give_up_at, last_error=_error(answer))
 
     async def refund_one(self) -> bool:
         async with self.new_uow() as uow:
@@ -95,18 +100,22 @@ class GatewayLoop:
             if refund is None:
                 return False
             uow.cause = _cause(refund)
-            give_up_at = refund["give_up_at"] or ctx.now + self.settings.gateway_refund_within
-            answer = await call_gateway(Operation.REFUND, lambda: self.gateway.refund(
-                refund["refund_id"], refund["charge_reference"], refund["amount"]), self._timeout)
-            attempts = refund["attempts"] + 1
-            verdict = refund_verdict(answer, attempts, ctx.now, give_up_at, self.policy)
-            if verdict.settled:
-                await charges.settle_refund(ctx, refund, verdict, attempts, refund["billing_method_id"])
-            else:
-                await ctx.work.update_refund(refund["refund_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
-                                             give_up_at=give_up_at, last_error=_error(answer))
+            with tracing.span("gateway refund", refund, refund_id=refund["refund_id"], saga_id=refund["saga_id"]):
+                await self._refund_and_settle(ctx, refund)
             await uow.commit()
         return True
+
+    async def _refund_and_settle(self, ctx: Context, refund: dict) -> None:
+        give_up_at = refund["give_up_at"] or ctx.now + self.settings.gateway_refund_within
+        answer = await call_gateway(Operation.REFUND, lambda: self.gateway.refund(
+            refund["refund_id"], refund["charge_reference"], refund["amount"]), self._timeout)
+        attempts = refund["attempts"] + 1
+        verdict = refund_verdict(answer, attempts, ctx.now, give_up_at, self.policy)
+        if verdict.settled:
+            await charges.settle_refund(ctx, refund, verdict, attempts, refund["billing_method_id"])
+        else:
+            await ctx.work.update_refund(refund["refund_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
+                                         give_up_at=give_up_at, last_error=_error(answer))
 
     async def void_one(self) -> bool:
         """A charge given up is voided by its key (asked again until the gateway answers, never dropped)."""
