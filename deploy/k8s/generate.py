@@ -47,7 +47,8 @@ class Service:
 SERVICES = [
     Service("contracts", consumes=[CONTRACTS_COMMANDS, BILLING_EVENTS, ESCROW_EVENTS],
             writes=[CONTRACTS_EVENTS, BILLING_SAGA_COMMANDS, ESCROW_SAGA_COMMANDS]),
-    Service("escrow", consumes=[ESCROW_SAGA_COMMANDS], writes=[ESCROW_EVENTS]),
+    # escrow reads billing's facts for the past-due part of a balance
+    Service("escrow", consumes=[ESCROW_SAGA_COMMANDS, BILLING_EVENTS], writes=[ESCROW_EVENTS]),
     Service("billing", consumes=[BILLING_COMMANDS, BILLING_SAGA_COMMANDS, ESCROW_EVENTS, CONTRACTS_EVENTS],
             # the bonus batch credits bonuses through escrow's saga commands
             writes=[BILLING_EVENTS, ESCROW_SAGA_COMMANDS],
