@@ -8,6 +8,7 @@ export PG_PORT=${PG_PORT:-15432}
 export KAFKA_WORK=${KAFKA_WORK:-$ESCROW_WORK/kafka}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 export RUN_DIR=${RUN_DIR:-$ESCROW_WORK/run}
+source "$(dirname "${BASH_SOURCE[0]}")/secrets.sh"
 export DEBIAN_FRONTEND=noninteractive
 PG_BASE_URL=${PG_BASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:$PG_PORT}
 SERVICES=(contracts escrow billing notifications)
