@@ -1,9 +1,13 @@
-"""The HTTP side every service shares: health, metrics, AsyncAPI, command status (FastAPI)."""
+"""The HTTP side every service shares: health, metrics, AsyncAPI, command status, bearer tokens (FastAPI)."""
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select, text
+
+from .http_auth import BearerAuth, Forbidden, TokenHashes, forbidden_response, scope_check
+from .read_scopes import is_public, scope_of
 
 
 class NotFound(Exception):
@@ -11,8 +15,16 @@ class NotFound(Exception):
         self.what = what
 
 
-def base_app(title: str, lifespan) -> FastAPI:
-    app = FastAPI(title=title, lifespan=lifespan)
+def base_app(title: str, lifespan, tokens: TokenHashes) -> FastAPI:
+    """`title` is the service's name, which read_scopes.py's table is keyed by. No Swagger UI or ReDoc pages:
+    a browser cannot send the bearer token they would need; /openapi.json is there for tools."""
+    app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(scope_check(title))])
+    app.add_middleware(BearerAuth, service=title, tokens=tokens)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, error: Forbidden) -> JSONResponse:
+        return forbidden_response(title, error)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, error: NotFound) -> JSONResponse:
@@ -39,6 +51,18 @@ def base_app(title: str, lifespan) -> FastAPI:
         return build_asyncapi()
 
     return app
+
+
+def routes_without_scope(app: FastAPI, service: str) -> list[str]:
+    """Routes that read_scopes.py does not name: nobody could read them (the dependency answers 403)."""
+    return sorted(path for path in served_paths(app) if not is_public(path) and scope_of(service, path) is None)
+
+
+def served_paths(app: FastAPI) -> set[str]:
+    """Every path template the app answers: its own routes and those of the routers it includes (which this
+    FastAPI keeps as included routers, not in `app.routes`, hence the OpenAPI document's paths)."""
+    return {*get_openapi(title=app.title, version="0", routes=app.routes)["paths"],
+            *(route.path for route in app.routes if hasattr(route, "path"))}
 
 
 def command_status_router() -> APIRouter:

@@ -27,7 +27,8 @@ from .consumer import BatchProcessor, GiveUp, commit_offsets, rewind
 from .dead_letters import DeadLetters
 from .dispatch import EventDispatcher
 from .faults import TransientFaults
-from .http import base_app, database_answers
+from .http import base_app, database_answers, routes_without_scope
+from .http_auth import TokenHashes
 from .relay import OutboxRelay, new_producer, notify_channel
 from .settings import ServiceSettings
 from .context import TimerHandler
@@ -236,10 +237,12 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
             await runtime.engine.dispose()
             log.info("service_stopped")
 
-    app = base_app(definition.name, lifespan)
+    app = base_app(definition.name, lifespan, TokenHashes.parse(runtime.settings.http_token_hashes))
     app.state.runtime = runtime
     for router in definition.routers(runtime):
         app.include_router(router)
+    if unscoped := routes_without_scope(app, definition.name):
+        raise RuntimeError(f"{definition.name}: routes without a scope in read_scopes.py: {', '.join(unscoped)}")
     return app
 
 

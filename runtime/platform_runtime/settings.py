@@ -4,7 +4,7 @@ from datetime import timedelta
 from typing import Annotated, Literal
 
 import isodate
-from pydantic import BeforeValidator, SecretStr
+from pydantic import BeforeValidator, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
     # 127.0.0.1 on a developer's machine; the container image sets 0.0.0.0 so probes and Prometheus reach it.
     http_host: str = "127.0.0.1"
     http_port: int
+    # The read API's callers, by the SHA-256 (hex) of their bearer tokens: `integrator=<hex>,admin=<hex>,analytics=<hex>`
+    # (http_auth.py; scopes in read_scopes.py). Empty: every path but /health/* and /metrics answers 401.
+    http_token_hashes: str = ""
     log_level: str = "INFO"
     # uvloop (libuv) by default; asyncio to compare or to rule the loop out (the benchmark measures both).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
@@ -77,3 +80,11 @@ class ServiceSettings(BaseSettings):
     tracing_enabled: bool = False
     otel_exporter_otlp_endpoint: str | None = None  # also turns tracing on; the exporter reads OTEL_EXPORTER_OTLP_*
     tracing_file: str | None = None  # spans as JSON lines too; `{service}` in the path is the service's name
+
+    @field_validator("http_token_hashes")
+    @classmethod
+    def _token_hashes_parse(cls, value: str) -> str:
+        from .http_auth import TokenHashes
+
+        TokenHashes.parse(value)  # a typo fails at start, not as 401s later
+        return value

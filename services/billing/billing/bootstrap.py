@@ -27,7 +27,8 @@ from .settings import BillingSettings, ShiftedClock, retry_policy
 
 async def context(runtime) -> BillingContexts:
     """Every handler's context: billing's repositories, the settings and the payment gateway, opened once."""
-    gateway = SimulatedGateway(create_async_engine(runtime.settings.gateway_database_url, pool_size=5))
+    gateway = SimulatedGateway(create_async_engine(runtime.settings.gateway_database_url, pool_size=5,
+                                                  hide_parameters=True))
     await gateway.create_tables()
     return BillingContexts(runtime.settings, gateway)
 
