@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from platform_runtime.credentials import Credentials
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import processes
@@ -128,7 +129,8 @@ class BenchPlatform:
         return found
 
     async def get_json(self, service: str, path: str) -> dict:
-        async with httpx.AsyncClient(timeout=10) as http:
+        """A read of the platform's API as the operators' principal (admin)."""
+        async with httpx.AsyncClient(timeout=10, headers=Credentials.local("admin").http_headers()) as http:
             response = await http.get(f"http://127.0.0.1:{self.ports[service]}{path}")
             response.raise_for_status()
             return response.json()

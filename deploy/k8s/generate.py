@@ -27,6 +27,9 @@ BASE = Path(__file__).resolve().parent / "base"
 KAFKA_CLUSTER = "escrow"
 BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap:9093"
 CLUSTER_CA_SECRET = f"{KAFKA_CLUSTER}-cluster-ca-cert"
+# The read API's callers, by the SHA-256 of their bearer tokens (key `hashes`: `integrator=<hex>,admin=<hex>,...`),
+# made by the operators (README, "Read API: authentication"); the tokens themselves are never in the cluster.
+READ_API_SECRET = "read-api-token-hashes"
 IMAGE = "escrow-platform"
 HTTP_PORT = 8080
 HEADER = "# Written by deploy/k8s/generate.py from the code; edit that script, not this file.\n"
@@ -110,7 +113,8 @@ def deployment(service: Service) -> dict:
     selector = {"app.kubernetes.io/name": service.name}
     probe = {"httpGet": {"path": "/health/live", "port": "http"}}
     spec = pod_spec(
-        service, [service.name, "serve"], kafka_env(service) + database_env(service.databases),
+        service, [service.name, "serve"],
+        kafka_env(service) + database_env(service.databases) + [secret_env("HTTP_TOKEN_HASHES", READ_API_SECRET, "hashes")],
         # uvicorn's graceful stop (20 s) + the consumer's in-flight batch (15 s) + the relay's last pass (10 s)
         terminationGracePeriodSeconds=60,
         topologySpreadConstraints=[

@@ -20,10 +20,21 @@ http_port() {
     *) echo "unknown service $1" >&2; return 1 ;; esac
 }
 
+# The read API's callers as the services know them: `principal=<SHA-256 of its token>,...`, tokens from secrets.sh.
+READ_PRINCIPALS=(integrator admin analytics)
+http_token_hashes() {
+  local principal hashes=()
+  for principal in "${READ_PRINCIPALS[@]}"; do
+    hashes+=("$principal=$(secret "http-$principal" | sha256sum | cut -d' ' -f1)")
+  done
+  (IFS=,; echo "${hashes[*]}")
+}
+
 # Exports what service $1 reads; everything else the caller exported passes through untouched.
 service_env() {
   local port; port=$(http_port "$1") || return 1
   export DATABASE_URL=$PG_BASE_URL/$1 HTTP_PORT=$port
+  export HTTP_TOKEN_HASHES=${HTTP_TOKEN_HASHES:-$(http_token_hashes)}
   case $1 in
     billing) export GATEWAY_DATABASE_URL=$PG_BASE_URL/gateway ;;
     notifications) export SMTP_HOST=${SMTP_HOST:-127.0.0.1} SMTP_PORT=${SMTP_PORT:-$SMTP_SINK_PORT} ;;

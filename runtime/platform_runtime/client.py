@@ -17,6 +17,8 @@ from platform_schemas.topics import (
     BILLING_COMMANDS, BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS, NOTIFICATIONS_EVENTS,
 )
 
+from .credentials import Credentials
+
 EVENT_TOPICS = [CONTRACTS_EVENTS, ESCROW_EVENTS, BILLING_EVENTS, NOTIFICATIONS_EVENTS]
 PORTS = {"contracts": 8001, "escrow": 8002, "billing": 8003, "notifications": 8004}
 
@@ -29,8 +31,13 @@ class PlatformClient:
     ports: dict[str, int] = field(default_factory=lambda: dict(PORTS))
     events: list[Envelope] = field(default_factory=list)
     on_event: Callable[[Envelope], None] | None = None
+    # Whose credentials (deploy/local/credentials.sh NAME): the local integrator's unless given. The read API's
+    # bearer token comes from them; the integrator reads everything (README, "Read API: authentication").
+    credentials: Credentials | None = None
 
     async def start(self) -> None:
+        if self.credentials is None:
+            self.credentials = await asyncio.to_thread(Credentials.local, "integrator")
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, linger_ms=2)
         await self.producer.start()
         # No group: read every partition from its end as of now, so we see what our commands cause.
@@ -107,7 +114,8 @@ class PlatformClient:
 
     # -- read side -----------------------------------------------------------------------------
     async def get(self, service: str, path: str) -> httpx.Response:
-        return await self.http.get(f"http://{self.http_host}:{self.ports[service]}{path}")
+        return await self.http.get(f"http://{self.http_host}:{self.ports[service]}{path}",
+                                   headers=self.credentials.http_headers())
 
     async def get_json(self, service: str, path: str) -> dict:
         response = await self.get(service, path)

@@ -24,7 +24,8 @@ KUBERNETES_VERSION = "1.33"
 SERVICES = ["contracts", "escrow", "billing", "notifications"]
 OVERLAYS = ["base", "overlays/production"]
 # Secrets the operators create, referenced but not part of the build.
-OPERATOR_SECRETS = {*SERVICES, *(f"{d}-db-app" for d in [*SERVICES, "gateway"]), "escrow-cluster-ca-cert"}
+OPERATOR_SECRETS = {*SERVICES, *(f"{d}-db-app" for d in [*SERVICES, "gateway"]), "escrow-cluster-ca-cert",
+                    "read-api-token-hashes"}
 
 
 @cache

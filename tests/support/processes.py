@@ -7,6 +7,7 @@ what the broker held before never delays a test.
 """
 
 import asyncio
+import functools
 import importlib.util
 import os
 import signal
@@ -18,6 +19,9 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from platform_runtime.credentials import Credentials
+from platform_runtime.http_auth import hash_token
+from platform_runtime.read_scopes import PRINCIPALS
 from platform_schemas.topics import TOPICS, dlq
 
 from .groups import refuse_shared_groups, start_groups_at_log_end
@@ -31,6 +35,12 @@ DB_PREFIX = os.environ.get("TEST_DB_PREFIX", "t_")
 SERVICES = list(TEST_PORTS)
 # What a service may read: every platform topic but the dead-letter ones (groups never read those).
 READABLE_TOPICS = [t.name for t in TOPICS if t.name not in {dlq(u.name) for u in TOPICS}]
+
+
+@functools.cache
+def http_token_hashes() -> str:
+    """HTTP_TOKEN_HASHES for the services: the local principals' tokens (deploy/local/credentials.sh), hashed."""
+    return ",".join(f"{p}={hash_token(Credentials.local(p).http_token)}" for p in PRINCIPALS)
 
 
 def available(service: str) -> bool:
@@ -59,12 +69,13 @@ class Platform:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     began_at: dict = field(default_factory=dict)  # the log ends the groups were set to begin at (TopicPartition -> offset)
     history: int = 0  # records on notifications' topics before it started (tests/support/history.py)
+    log_starts: dict[Path, int] = field(default_factory=dict)  # where this session's lines begin in each log
 
     def database_url(self, service: str) -> str:
         return f"{self.postgres_url.rstrip('/')}/{self.prefix}{service}"
 
     def service_env(self, service: str, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {**os.environ, **self.env, **(extra or {})}
+        env = {**os.environ, "HTTP_TOKEN_HASHES": http_token_hashes(), **self.env, **(extra or {})}
         env.update(KAFKA_BOOTSTRAP_SERVERS=self.kafka, DATABASE_URL=self.database_url(service), HTTP_PORT=str(port),
                    GATEWAY_DATABASE_URL=self.database_url("gateway"), PYTHONUNBUFFERED="1")
         return env
@@ -90,6 +101,7 @@ class Platform:
         port = port or TEST_PORTS[service]
         LOGS.mkdir(parents=True, exist_ok=True)
         log = open(LOGS / f"{service}-{instance}.log", "ab")
+        self.log_starts.setdefault(LOGS / f"{service}-{instance}.log", log.tell())
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", service], cwd=ROOT, env=self.service_env(service, port, extra_env),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -42,6 +42,13 @@ def settings() -> CtlSettings:
     return CtlSettings()
 
 
+def http_headers() -> dict[str, str]:
+    try:
+        return settings().http_headers
+    except RuntimeError as error:  # no HTTP_TOKEN, and no local platform to take one from
+        raise fail(f"set HTTP_TOKEN to a token of the read API ({error})", 2) from None
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     render.err.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code)
@@ -50,12 +57,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def get(service: str, path: str, params: dict | None = None) -> dict | list:
     url = f"{settings().url(service)}{path}"
     try:
-        response = httpx.get(url, params={k: v for k, v in (params or {}).items() if v is not None}, timeout=10)
+        response = httpx.get(url, params={k: v for k, v in (params or {}).items() if v is not None}, timeout=10,
+                             headers=http_headers())
     except httpx.HTTPError as error:
         raise fail(f"{service} does not answer at {url} ({error}); set {service.upper()}_URL") from None
-    if response.status_code == 404:
+    if response.status_code in (401, 403, 404):  # their JSON message says it: not found, no or a bad token, no scope
         body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-        raise fail(body.get("message") or f"{path} not found on {service}")
+        raise fail(body.get("message") or f"{path}: {service} answered {response.status_code}")
     if response.status_code >= 400:
         raise fail(f"{service} answered {response.status_code}: {response.text[:500]}")
     return response.json()
@@ -97,7 +105,8 @@ def wait_for_status(service: str, command_id: str, timeout: float) -> dict:
     last: dict = {"command_id": command_id, "status": "not yet seen"}
     while time.monotonic() < deadline:
         try:
-            response = httpx.get(f"{settings().url(service)}/commands/{command_id}", timeout=10)
+            response = httpx.get(f"{settings().url(service)}/commands/{command_id}", timeout=10,
+                                 headers=http_headers())
         except httpx.HTTPError as error:
             raise fail(f"sent, but {service} does not answer at {settings().url(service)} ({error}); "
                        f"set {service.upper()}_URL") from None

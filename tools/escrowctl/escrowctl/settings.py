@@ -1,11 +1,16 @@
 """Where escrowctl finds the platform: the same environment variables as the services, plus their URLs."""
 
+from functools import cached_property
+
+from platform_runtime.credentials import Credentials
 from platform_runtime.settings import ServiceSettings
+from pydantic import SecretStr
 
 
 class CtlSettings(ServiceSettings):
     """KAFKA_BOOTSTRAP_SERVERS and the KAFKA_SECURITY_* / KAFKA_SASL_* settings of the services, and where each
-    service's HTTP API answers (CONTRACTS_URL, ESCROW_URL, BILLING_URL, NOTIFICATIONS_URL)."""
+    service's HTTP API answers (CONTRACTS_URL, ESCROW_URL, BILLING_URL, NOTIFICATIONS_URL), and the read API's
+    bearer token (HTTP_TOKEN; unset: the local platform's token of HTTP_PRINCIPAL, admin by default)."""
 
     database_url: str = ""  # escrowctl never opens a database
     http_port: int = 0
@@ -14,6 +19,14 @@ class CtlSettings(ServiceSettings):
     billing_url: str = "http://127.0.0.1:8003"
     notifications_url: str = "http://127.0.0.1:8004"
     source: str = "escrowctl"  # CloudEvents `source` of the commands it sends
+    http_token: SecretStr | None = None
+    http_principal: str = "admin"  # whose token deploy/local/credentials.sh gives when HTTP_TOKEN is unset
+
+    @cached_property
+    def http_headers(self) -> dict[str, str]:
+        if self.http_token is not None:
+            return {"Authorization": f"Bearer {self.http_token.get_secret_value()}"}
+        return Credentials.local(self.http_principal).http_headers()
 
     def url(self, service: str) -> str:
         return getattr(self, f"{service}_url").rstrip("/")
