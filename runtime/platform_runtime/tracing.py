@@ -22,6 +22,8 @@ from typing import Any
 from opentelemetry import context, trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from .logging import redact_text
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("platform_runtime")
 
@@ -93,12 +95,12 @@ class JsonLinesExporter:
 
         with self._lock:
             for s in spans:
-                self._file.write(json.dumps({
+                self._file.write(redact_text(json.dumps({
                     "name": s.name, "service": s.resource.attributes.get("service.name"),
                     "trace_id": format(s.context.trace_id, "032x"), "span_id": format(s.context.span_id, "016x"),
                     "parent_id": format(s.parent.span_id, "016x") if s.parent else None,
                     "attributes": dict(s.attributes or {}),
-                }) + "\n")
+                })) + "\n")  # like a log line: no email or token (a request's url.path may hold anything)
             self._file.flush()
         return SpanExportResult.SUCCESS
 

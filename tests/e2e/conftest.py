@@ -5,6 +5,12 @@ import pytest_asyncio
 
 from tests.support.checks import every_saga_ends, ledger_is_clean, platform_money_adds_up
 
+LAST = "test_logs_keep_secrets"  # reads what the whole run logged
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: getattr(item, "module", None) is not None and item.module.__name__.endswith(LAST))  # stable: the others keep their order
+
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="session")
 async def every_saga_ends_and_the_books_balance(request):
