@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from platform_runtime.client import new_id
+from platform_runtime.credentials import Credentials
 from platform_schemas import new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
 from platform_schemas.topics import CONTRACTS_COMMANDS, dlq
@@ -28,7 +29,8 @@ def ctl_env(platform) -> dict[str, str]:
             **{f"{s.upper()}_URL": f"http://127.0.0.1:{port}" for s, port in TEST_PORTS.items()}}
 
 
-async def escrowctl(platform, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+async def escrowctl(platform, *args: str, stdin: bytes | None = None,
+                    env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run the CLI in this process (typer's runner, in a thread: it runs its own event loop), as the
     installed entry point would; `test_the_installed_command` runs the real executable once."""
     from escrowctl import main
@@ -36,7 +38,7 @@ async def escrowctl(platform, *args: str, stdin: bytes | None = None) -> tuple[i
 
     def invoke():
         main.settings.cache_clear()
-        result = CliRunner().invoke(main.app, list(args), input=stdin, env=ctl_env(platform))
+        result = CliRunner().invoke(main.app, list(args), input=stdin, env={**ctl_env(platform), **(env or {})})
         if result.exception and not isinstance(result.exception, SystemExit):
             raise result.exception
         return result.exit_code, result.stdout, result.stderr
@@ -110,6 +112,14 @@ async def test_bad_input_is_explained_and_nothing_is_sent(platform):
     assert code == 2 and "data is not JSON" in err
     code, _, err = await escrowctl(platform, "send", "AcceptOffer", "--actor", "x", "--data", "@/nonexistent.json")
     assert code == 2 and "cannot read /nonexistent.json" in err
+
+
+async def test_reads_take_the_token_of_http_token_and_say_why_one_is_refused(platform):
+    analytics = Credentials.local("analytics").http_token
+    code, _, err = await escrowctl(platform, "history", "anyone", env={"HTTP_TOKEN": analytics})
+    assert code == 1 and "analytics may not read /accounts/{account_id}/transactions" in err
+    code, _, err = await escrowctl(platform, "contract", "c-1", env={"HTTP_TOKEN": "not-a-token"})
+    assert code == 1 and "the bearer token is not valid" in err
 
 
 async def test_a_rejected_command_exits_1_with_its_reason(platform):
