@@ -40,7 +40,7 @@ from platform_runtime.credentials import Credentials
 
 from platform_schemas import new_envelope
 from platform_schemas.commands.billing import RunBonusBatch
-from platform_schemas.topics import BILLING_COMMANDS, BILLING_EVENTS
+from platform_schemas.topics import BILLING_ADMIN_COMMANDS, BILLING_EVENTS
 from tests.support import processes
 from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 from tests.support.processes import Platform
@@ -162,7 +162,7 @@ async def run_one(kafka: str, producer: AIOKafkaProducer, billing_url: str, busi
                 await asyncio.sleep(1.0)
 
     started = time.monotonic()
-    await producer.send_and_wait(BILLING_COMMANDS, command.to_json(), key=command.subject.encode())
+    await producer.send_and_wait(BILLING_ADMIN_COMMANDS, command.to_json(), key=command.subject.encode())
     sampler = asyncio.create_task(sample())
     try:
         event = await watcher.completed(command.id, timeout)

@@ -25,8 +25,8 @@ from platform_schemas import new_envelope
 from platform_schemas.commands.billing import AddBillingMethod
 from platform_schemas.commands.contracts import MilestoneSpec, RegisterAccount, SendOffer
 from platform_schemas.topics import (
-    BILLING_COMMANDS, BILLING_EVENTS, BILLING_SAGA_COMMANDS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS,
-    ESCROW_SAGA_COMMANDS, TOPICS,
+    BILLING_COMMANDS, BILLING_EVENTS, BILLING_SAGA_COMMANDS, CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS,
+    CONTRACTS_EVENTS, ESCROW_EVENTS, ESCROW_SAGA_COMMANDS, TOPICS,
 )
 
 from .stats import stalls, summary_ms
@@ -204,7 +204,7 @@ async def register_parties(tracker: Tracker, pairs: int, timeout: float = 120) -
     ids = []
     for role, accounts in (("client", clients), ("freelancer", freelancers)):
         for account_id in accounts:
-            ids.append(await tracker.publish(CONTRACTS_COMMANDS, RegisterAccount(
+            ids.append(await tracker.publish(CONTRACTS_ADMIN_COMMANDS, RegisterAccount(
                 account_id=account_id, role=role, name=account_id, email=f"{account_id}@example.test"),
                 subject=account_id, actor="admin:bench"))
     for client_id in clients:

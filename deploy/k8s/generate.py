@@ -11,9 +11,11 @@ from pathlib import Path
 
 import yaml
 from platform_schemas.topics import (
+    BILLING_ADMIN_COMMANDS,
     BILLING_COMMANDS,
     BILLING_EVENTS,
     BILLING_SAGA_COMMANDS,
+    CONTRACTS_ADMIN_COMMANDS,
     CONTRACTS_COMMANDS,
     CONTRACTS_EVENTS,
     ESCROW_EVENTS,
@@ -48,11 +50,12 @@ class Service:
 
 
 SERVICES = [
-    Service("contracts", consumes=[CONTRACTS_COMMANDS, BILLING_EVENTS, ESCROW_EVENTS],
+    Service("contracts", consumes=[CONTRACTS_COMMANDS, CONTRACTS_ADMIN_COMMANDS, BILLING_EVENTS, ESCROW_EVENTS],
             writes=[CONTRACTS_EVENTS, BILLING_SAGA_COMMANDS, ESCROW_SAGA_COMMANDS]),
     # escrow reads billing's facts for the past-due part of a balance
     Service("escrow", consumes=[ESCROW_SAGA_COMMANDS, BILLING_EVENTS], writes=[ESCROW_EVENTS]),
-    Service("billing", consumes=[BILLING_COMMANDS, BILLING_SAGA_COMMANDS, ESCROW_EVENTS, CONTRACTS_EVENTS],
+    Service("billing", consumes=[BILLING_COMMANDS, BILLING_ADMIN_COMMANDS, BILLING_SAGA_COMMANDS, ESCROW_EVENTS,
+                                CONTRACTS_EVENTS],
             # the bonus batch credits bonuses through escrow's saga commands
             writes=[BILLING_EVENTS, ESCROW_SAGA_COMMANDS],
             other_databases={"GATEWAY_DATABASE_URL": "gateway"}),

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from platform_schemas import Envelope, Message, from_kafka, new_envelope
-from platform_schemas.topics import (
-    BILLING_COMMANDS, BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS, NOTIFICATIONS_EVENTS,
-)
+from platform_schemas.actors import ADMIN_TOPICS, command_topic
+from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_EVENTS, ESCROW_EVENTS, NOTIFICATIONS_EVENTS
 
 from .credentials import Credentials
 
@@ -34,12 +33,20 @@ class PlatformClient:
     # Whose credentials (deploy/local/credentials.sh NAME): the local integrator's unless given. The read API's
     # bearer token comes from them; the integrator reads everything (README, "Read API: authentication").
     credentials: Credentials | None = None
+    # The `admin` principal's credentials: operators' commands go to the admin topics, which only it may write,
+    # through a producer of their own. None: they go through the same connection as the rest.
+    admin: Credentials | None = None
 
     async def start(self) -> None:
         if self.credentials is None:
             self.credentials = await asyncio.to_thread(Credentials.local, "integrator")
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, linger_ms=2)
         await self.producer.start()
+        self.admin_producer = self.producer
+        if self.admin is not None:
+            options = self.admin.kafka_options() | {"bootstrap_servers": self.bootstrap}  # the same broker
+            self.admin_producer = AIOKafkaProducer(**options, enable_idempotence=True, linger_ms=2)
+            await self.admin_producer.start()
         # No group: read every partition from its end as of now, so we see what our commands cause.
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await self.consumer.start()
@@ -61,6 +68,8 @@ class PlatformClient:
         self._reader.cancel()
         await asyncio.gather(self._reader, return_exceptions=True)
         await self.consumer.stop()
+        if self.admin_producer is not self.producer:
+            await self.admin_producer.stop()
         await self.producer.stop()
         await self.http.aclose()
 
@@ -83,11 +92,16 @@ class PlatformClient:
         return envelope
 
     async def send_raw(self, topic: str, value: bytes, key: str) -> None:
-        await self.producer.send_and_wait(topic, value, key=key.encode())
+        await self.producer_for(topic).send_and_wait(topic, value, key=key.encode())
+
+    def producer_for(self, topic: str) -> AIOKafkaProducer:
+        """The admin principal's producer for the admin topics, the client's own for every other topic."""
+        return self.admin_producer if topic in ADMIN_TOPICS else self.producer
 
     @staticmethod
     def topic_of(data: Message) -> str:
-        return BILLING_COMMANDS if type(data).__module__.endswith("commands.billing") else CONTRACTS_COMMANDS
+        """The command's one topic: an operator's on its service's admin topic, any other on the integrator's."""
+        return command_topic(type(data).__name__)
 
     # -- events --------------------------------------------------------------------------------
     async def wait_for(self, predicate: Callable[[Envelope], bool], timeout: float = 30.0,

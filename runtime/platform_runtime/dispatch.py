@@ -4,7 +4,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from platform_schemas import Envelope, Message, parse_dataschema, registry
-from platform_schemas.actors import kind_of as actor_kind
+from platform_schemas.actors import Route, refusal
 from platform_schemas.events.common import CommandRejected, StepFailed
 from pydantic import ValidationError
 
@@ -40,9 +40,10 @@ class CommandDispatcher:
     rejections_topic: str
     context: ContextFactory = HandlerContext
     failure_reply: FailureReply | None = None
-    # For a topic other systems write (contracts.commands, billing.commands): the kinds of actor each
-    # command accepts (platform_schemas.actors); None for the internal saga topics.
-    actors: Mapping[str, frozenset[str]] | None = None
+    # For a topic other systems write (contracts.commands, billing.commands and their admin topics): each
+    # command's one topic and the kinds of actor it accepts there (platform_schemas.actors.COMMAND_ROUTES);
+    # None for the internal saga topics.
+    routes: Mapping[str, Route] | None = None
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,7 +64,7 @@ class CommandDispatcher:
             handler = self._by_type.get(envelope.type)
             if handler is None:
                 self._unknown(envelope)
-            self._check_actor(envelope)
+            self._check_edge(envelope)
             command = self._parse(envelope)
             if not await self._answered_as_failed_before(envelope, command, uow):
                 await handler(command, self.context(uow, envelope))
@@ -129,16 +130,15 @@ class CommandDispatcher:
         except ValidationError as error:
             raise Rejected("invalid_data", _describe(error)) from None
 
-    def _check_actor(self, envelope: Envelope) -> None:
-        """At the edge, before the data is read: `system` never comes from outside, and each command
-        accepts only the kinds of actor CONTRACT.md names for it."""
-        if self.actors is None:
+    def _check_edge(self, envelope: Envelope) -> None:
+        """At the edge, before the data is read: each command only on its own topic (an operator's on the admin
+        topic, which only the admin principal may write), only from the kinds of actor its row names, never
+        from `system`."""
+        if self.routes is None:
             return
-        kind = actor_kind(envelope.actor)
-        if kind is None:
-            raise Rejected("forbidden", "the actor is neither an account id, admin:<name> nor system")
-        if kind not in self.actors.get(envelope.type, frozenset()):
-            raise Rejected("forbidden", f"{envelope.type} is not accepted from actor kind {kind!r} on {self.topic}")
+        reason = refusal(envelope.type, self.topic, envelope.actor, self.routes)
+        if reason is not None:
+            raise Rejected("forbidden", reason)
 
     def _unknown(self, envelope: Envelope) -> None:
         raise Rejected("unknown_command", f"{envelope.type!r} is not a command of {self.topic}")
@@ -181,9 +181,6 @@ class EventDispatcher:
 
     handlers: Mapping[type[Message], Handler]
     context: ContextFactory = HandlerContext
-    # For a topic other systems write (contracts.commands, billing.commands): the kinds of actor each
-    # command accepts (platform_schemas.actors); None for the internal saga topics.
-    actors: Mapping[str, frozenset[str]] | None = None
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

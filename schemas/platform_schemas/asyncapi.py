@@ -19,7 +19,9 @@ SERVICES = ("contracts", "escrow", "billing", "notifications")
 # else is a writer outside the platform. The `.dlq` of a topic is written by that topic's consumers.
 _FLOWS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     topics.CONTRACTS_COMMANDS: (("other back ends",), ("contracts",)),
-    topics.BILLING_COMMANDS: (("other back ends", "operators"), ("billing",)),
+    topics.BILLING_COMMANDS: (("other back ends",), ("billing",)),
+    topics.CONTRACTS_ADMIN_COMMANDS: (("operators",), ("contracts",)),
+    topics.BILLING_ADMIN_COMMANDS: (("operators",), ("billing",)),
     topics.BILLING_SAGA_COMMANDS: (("contracts",), ("billing",)),
     topics.ESCROW_SAGA_COMMANDS: (("contracts", "billing"), ("escrow",)),
     topics.CONTRACTS_EVENTS: (("contracts",), ("billing", "notifications")),

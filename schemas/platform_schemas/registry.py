@@ -4,6 +4,7 @@ import inspect
 from types import ModuleType
 
 from . import topics
+from .actors import COMMAND_ROUTES
 from .commands import billing as billing_commands
 from .commands import contracts as contracts_commands
 from .commands import saga as saga_commands
@@ -26,10 +27,18 @@ def _messages(module: ModuleType) -> dict[str, type[Message]]:
     }
 
 
+def _commands_on(topic: str) -> dict[str, type[Message]]:
+    """The commands from outside that travel on `topic` (each has one: platform_schemas.actors)."""
+    every = {**_messages(contracts_commands), **_messages(billing_commands)}
+    return {name: model for name, model in every.items() if COMMAND_ROUTES[name].topic == topic}
+
+
 # topic -> {type name -> model}; the public contract plus the saga topics.
 BY_TOPIC: dict[str, dict[str, type[Message]]] = {
-    topics.CONTRACTS_COMMANDS: _messages(contracts_commands),
-    topics.BILLING_COMMANDS: _messages(billing_commands),
+    topics.CONTRACTS_COMMANDS: _commands_on(topics.CONTRACTS_COMMANDS),
+    topics.CONTRACTS_ADMIN_COMMANDS: _commands_on(topics.CONTRACTS_ADMIN_COMMANDS),
+    topics.BILLING_COMMANDS: _commands_on(topics.BILLING_COMMANDS),
+    topics.BILLING_ADMIN_COMMANDS: _commands_on(topics.BILLING_ADMIN_COMMANDS),
     topics.BILLING_SAGA_COMMANDS: {
         n: m for n, m in _messages(saga_commands).items() if n in ("ChargeClient", "RefundCharge")
     },

@@ -18,6 +18,10 @@ class Topic:
 
 CONTRACTS_COMMANDS = "contracts.commands"
 BILLING_COMMANDS = "billing.commands"
+# Operators' commands (actor `admin:<name>`), on topics of their own that only the `admin` principal may write;
+# platform_schemas.actors says which command goes where.
+CONTRACTS_ADMIN_COMMANDS = "contracts.admin-commands"
+BILLING_ADMIN_COMMANDS = "billing.admin-commands"
 CONTRACTS_EVENTS = "contracts.events"
 ESCROW_EVENTS = "escrow.events"
 BILLING_EVENTS = "billing.events"
@@ -34,7 +38,11 @@ def dlq(topic: str) -> str:
 
 _BASE = [
     Topic(CONTRACTS_COMMANDS, SEVEN_DAYS_MS, description="Commands from other back ends"),
-    Topic(BILLING_COMMANDS, SEVEN_DAYS_MS, description="Billing-method commands and RunBonusBatch"),
+    Topic(BILLING_COMMANDS, SEVEN_DAYS_MS, description="Billing-method commands from other back ends"),
+    Topic(CONTRACTS_ADMIN_COMMANDS, SEVEN_DAYS_MS,
+          description="Operators' account and dispute commands (actor admin:<name>)"),
+    Topic(BILLING_ADMIN_COMMANDS, SEVEN_DAYS_MS,
+          description="Operators' RunBonusBatch and RetryRefund (actor admin:<name>)"),
     Topic(BILLING_SAGA_COMMANDS, SEVEN_DAYS_MS, description="Charge / refund requests from sagas"),
     Topic(ESCROW_SAGA_COMMANDS, SEVEN_DAYS_MS, description="Hold / release / refund / bonus postings"),
     Topic(CONTRACTS_EVENTS, FOREVER, description="Facts of the contracts service"),

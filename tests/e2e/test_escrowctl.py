@@ -15,7 +15,7 @@ from platform_runtime.client import new_id
 from platform_runtime.credentials import Credentials
 from platform_schemas import new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
-from platform_schemas.topics import CONTRACTS_COMMANDS, dlq
+from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS, dlq
 
 from tests.support.checks import barrier
 from tests.support.processes import TEST_PORTS
@@ -162,7 +162,7 @@ async def test_a_bonus_batch_is_run_and_its_status_read(platform):
 
 def dead_lettered() -> list[tuple[str, bytes]]:
     return [("dlq.error", b"RuntimeError('database was being migrated')"),
-            ("dlq.original.topic", CONTRACTS_COMMANDS.encode()), ("dlq.original.partition", b"0"),
+            ("dlq.original.topic", CONTRACTS_ADMIN_COMMANDS.encode()), ("dlq.original.partition", b"0"),
             ("dlq.original.offset", b"0"), ("dlq.attempts", b"5"), ("dlq.consumer.group", b"contracts")]
 
 
@@ -176,17 +176,17 @@ async def test_dead_letters_are_listed_shown_and_replayed_keeping_their_id_so_a_
     # One command dead-lettered before it was ever handled, and one handled that was dead-lettered too
     # (say its consumer crashed after its commit, then failed on the redelivery).
     lost, handled = register(new_id("client")), register(new_id("client"))
-    await client.send_raw(CONTRACTS_COMMANDS, handled.to_json(), key=handled.subject)
+    await client.send_raw(CONTRACTS_ADMIN_COMMANDS, handled.to_json(), key=handled.subject)
     assert (await client.outcome(handled, {"AccountRegistered"})).type == "AccountRegistered"
     for envelope in (lost, handled):
-        await client.producer.send_and_wait(dlq(CONTRACTS_COMMANDS), envelope.to_json(),
+        await client.producer.send_and_wait(dlq(CONTRACTS_ADMIN_COMMANDS), envelope.to_json(),
                                             key=envelope.subject.encode(), headers=dead_lettered())
     # and one the consumer dead-letters itself: not an envelope at all
     garbage = f"not an envelope {uuid.uuid4()}".encode()
-    await client.send_raw(CONTRACTS_COMMANDS, garbage, key="garbage")
+    await client.send_raw(CONTRACTS_ADMIN_COMMANDS, garbage, key="garbage")
 
     async def listed() -> dict:
-        letters = await ok_json(platform, "dlq", "list", "--topic", CONTRACTS_COMMANDS)
+        letters = await ok_json(platform, "dlq", "list", "--topic", CONTRACTS_ADMIN_COMMANDS)
         return {(d["id"] or d["key"]): d for d in letters}
 
     deadline = asyncio.get_running_loop().time() + 60
@@ -195,7 +195,7 @@ async def test_dead_letters_are_listed_shown_and_replayed_keeping_their_id_so_a_
         await asyncio.sleep(0.5)
     assert "unparseable envelope" in letters["garbage"]["error"]
     assert {letters[e.id]["type"] for e in (lost, handled)} == {"RegisterAccount"}
-    assert letters[lost.id]["original"] == f"{CONTRACTS_COMMANDS}:0:0" and letters[lost.id]["attempts"] == "5"
+    assert letters[lost.id]["original"] == f"{CONTRACTS_ADMIN_COMMANDS}:0:0" and letters[lost.id]["attempts"] == "5"
 
     shown = await ok_json(platform, "dlq", "show", letters[lost.id]["position"])
     assert shown["value"]["id"] == lost.id and shown["headers"]["dlq.consumer.group"] == "contracts"
@@ -203,11 +203,11 @@ async def test_dead_letters_are_listed_shown_and_replayed_keeping_their_id_so_a_
     assert code == 0 and "dlq.error" in table and "database was being migrated" in table
 
     replayed = await ok_json(platform, "dlq", "replay", letters[lost.id]["position"], letters[handled.id]["position"])
-    assert [r["replayed_to"] for r in replayed] == [CONTRACTS_COMMANDS, CONTRACTS_COMMANDS]
+    assert [r["replayed_to"] for r in replayed] == [CONTRACTS_ADMIN_COMMANDS, CONTRACTS_ADMIN_COMMANDS]
     assert (await client.outcome(lost, {"AccountRegistered"})).type == "AccountRegistered"
     await barrier(client, handled.subject)  # contracts has consumed the replayed copy of the handled one
     for envelope in (lost, handled):
         assert len(client.of_type("AccountRegistered", account_id=envelope.subject)) == 1
     assert (await listed())[lost.id]["replayed"] is False  # the dead letter itself stays; its copy is marked
-    code, _, err = await escrowctl(platform, "dlq", "show", f"{dlq(CONTRACTS_COMMANDS)}:0:99999999")
+    code, _, err = await escrowctl(platform, "dlq", "show", f"{dlq(CONTRACTS_ADMIN_COMMANDS)}:0:99999999")
     assert code == 1 and "no dead letter" in err

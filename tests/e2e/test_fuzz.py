@@ -2,8 +2,9 @@
 
 Commands are generated from the committed JSON Schemas (hypothesis-jsonschema) and then mutated: wrong
 types, huge numbers, odd unicode, missing and extra fields, hostile envelopes (over-long attributes, control
-characters, `system` or malformed actors) and truncated JSON. They go to contracts.commands and
-billing.commands with good commands (real fund sagas) interleaved. Then:
+characters, `system` or malformed actors) and truncated JSON. Each goes to its command's topic (the admin topic
+for an operator's command), one in four to any other command topic, with good commands (real fund sagas)
+interleaved. Then:
 
 * every command whose envelope parses ends with an outcome or a `CommandRejected` (its correlation id);
   every one whose envelope does not parse is on the dead-letter topic, and nothing else is;
@@ -33,9 +34,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 from platform_schemas import Envelope, new_envelope
-from platform_schemas.actors import COMMAND_ACTORS
+from platform_schemas.actors import ADMIN_TOPICS, COMMAND_ROUTES, INTEGRATOR_TOPICS, command_topic
 from platform_schemas.commands.contracts import AcceptOffer
-from platform_schemas.topics import BILLING_COMMANDS, CONTRACTS_COMMANDS, DEFAULT_PARTITIONS
+from platform_schemas.topics import CONTRACTS_COMMANDS, DEFAULT_PARTITIONS, dlq
 
 from tests.support.story import offer, parties
 
@@ -43,8 +44,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 
 COMMANDS = int(os.environ.get("FUZZ_COMMANDS", "120"))
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "json"
-BILLING_TYPES = {"AddBillingMethod", "SetPrimaryBillingMethod", "RemoveBillingMethod", "RunBonusBatch"}
-TYPES = sorted(COMMAND_ACTORS)
+TYPES = sorted(COMMAND_ROUTES)
+COMMAND_TOPICS = sorted(INTEGRATOR_TOPICS | ADMIN_TOPICS)
 GOOD_EVERY = max(COMMANDS // 10, 10)  # one real fund saga among this many fuzzed commands
 ODD_STRINGS = ["\x00", "a\x00b", "\ud800", "\u202eevil", "🙂" * 50, "e\u0301" * 30, "\uffff", "x" * 100_000, "",
                " ", "\n", "admin:", "system", "%00", "'; DROP TABLE contracts; --", "\\", '"']
@@ -200,7 +201,7 @@ async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_
               "admin:", "client 1", "x" * 128]
     cases = await asyncio.to_thread(generate, COMMANDS, 20261202)
     rng = random.Random(9)
-    dlq_topics = [f"{CONTRACTS_COMMANDS}.dlq", f"{BILLING_COMMANDS}.dlq"]
+    dlq_topics = [dlq(topic) for topic in COMMAND_TOPICS]
     dlq_before = await end_offsets(infra.kafka_bootstrap, dlq_topics)
     contracts_metrics = {"contracts": client.ports["contracts"], "billing": client.ports["billing"]}
     failures_before = await failures_logged(contracts_metrics)
@@ -216,7 +217,7 @@ async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_
     messages = []
     for type_name, data in cases:
         command_id, raw, parses = envelope_bytes(rng, type_name, data, actors)
-        topic = BILLING_COMMANDS if type_name in BILLING_TYPES else CONTRACTS_COMMANDS
+        topic = rng.choice(COMMAND_TOPICS) if rng.random() < 0.25 else command_topic(type_name)
         messages.append((topic, raw))
         if parses:
             parsed_ids.append(command_id)

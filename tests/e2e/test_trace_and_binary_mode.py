@@ -14,7 +14,7 @@ import pytest
 from platform_runtime.client import new_id
 from platform_schemas import new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
-from platform_schemas.topics import CONTRACTS_COMMANDS
+from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS
 
 from tests.support.processes import LOGS, ROOT
 from tests.support.story import offer, parties
@@ -74,19 +74,19 @@ async def test_a_command_in_cloudevents_binary_content_mode_is_handled_like_a_st
     account_id = new_id("client")
     envelope = new_envelope(RegisterAccount(account_id=account_id, role="client", name="Binary Ann",
                                             email=f"{account_id}@example.test"),
-                            subject=account_id, actor="admin:integrator", source="integrator-batch")
+                            subject=account_id, actor="admin:ops", source="ops-batch")
     attributes = envelope.model_dump(mode="json", exclude_none=True)
     headers = [(f"ce_{name}", str(value).encode()) for name, value in attributes.items()
                if name not in ("data", "datacontenttype")] + [("content-type", b"application/json")]
-    await client.producer.send_and_wait(CONTRACTS_COMMANDS, json.dumps(attributes["data"]).encode(),
-                                        key=account_id.encode(), headers=headers)
+    await client.producer_for(CONTRACTS_ADMIN_COMMANDS).send_and_wait(
+        CONTRACTS_ADMIN_COMMANDS, json.dumps(attributes["data"]).encode(), key=account_id.encode(), headers=headers)
     outcome = await client.outcome(envelope, {"AccountRegistered"})
     assert outcome.type == "AccountRegistered" and outcome.data["name"] == "Binary Ann"
     account = await client.get_json("contracts", f"/accounts/{account_id}")
     assert account["status"] == "active"
 
     # The same id again, structured this time: the inbox sees the same command (a duplicate, no new effect).
-    await client.send_raw(CONTRACTS_COMMANDS, envelope.to_json(), key=account_id)
+    await client.send_raw(CONTRACTS_ADMIN_COMMANDS, envelope.to_json(), key=account_id)
     rejected_bad = await send_binary_with_bad_data(client, account_id)
     assert rejected_bad.data["reason_code"] == "invalid_data"
     assert len(client.of_type("AccountRegistered", account_id=account_id)) == 1
@@ -96,11 +96,11 @@ async def send_binary_with_bad_data(client, account_id: str):
     """A binary-mode command whose data misses required fields gets CommandRejected, like a structured one."""
     envelope = new_envelope(RegisterAccount(account_id=account_id, role="client", name="x",
                                             email=f"{account_id}@example.test"),
-                            subject=account_id, actor="admin:integrator", source="integrator-batch")
+                            subject=account_id, actor="admin:ops", source="ops-batch")
     headers = [(f"ce_{n}", str(v).encode()) for n, v in envelope.model_dump(mode="json", exclude_none=True).items()
                if n != "data"]
-    await client.producer.send_and_wait(CONTRACTS_COMMANDS, b'{"account_id": "only-this"}', key=account_id.encode(),
-                                        headers=headers)
+    await client.producer_for(CONTRACTS_ADMIN_COMMANDS).send_and_wait(
+        CONTRACTS_ADMIN_COMMANDS, b'{"account_id": "only-this"}', key=account_id.encode(), headers=headers)
     return await client.outcome(envelope, set())
 
 
@@ -115,7 +115,8 @@ async def test_a_command_published_with_kafka_console_producer_as_in_the_readme_
             f'"actor": "admin:ops", "data": {{"account_id": "{account_id}", "role": "client", '
             f'"name": "Console Ann", "email": "ann@example.com"}}}}\n')
     proc = await asyncio.create_subprocess_exec(
-        str(script), "--topic", CONTRACTS_COMMANDS, "--property", "parse.key=true", "--property", "key.separator=|",
+        str(script), "--topic", CONTRACTS_ADMIN_COMMANDS, "--property", "parse.key=true", "--property",
+        "key.separator=|",
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": platform.kafka}, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(proc.communicate(line.encode()), 180)

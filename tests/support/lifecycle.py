@@ -98,9 +98,10 @@ class Platform:
     def __post_init__(self) -> None:
         self.events = Events.of(self.client)
 
-    async def send(self, data: Message, actor: str, subject: str | None = None) -> Envelope:
+    async def send(self, data: Message, actor: str, subject: str | None = None, topic: str | None = None) -> Envelope:
+        """To the command's own topic (platform_schemas.actors), or to `topic` to try another."""
         return await self.client.send(data, subject=subject or getattr(data, "contract_id", None)
-                                      or data.account_id, actor=actor)
+                                      or data.account_id, actor=actor, topic=topic)
 
     async def outcome(self, command: Envelope, types: set[str], timeout: float = 30) -> Envelope:
         return await self.events.first(
@@ -116,9 +117,10 @@ class Platform:
         assert outcome.type in types, f"{command.type} ended in {outcome.type}: {outcome.data}"
         return outcome
 
-    async def refused(self, data: Message, actor: str, subject: str | None = None, timeout: float = 30) -> str:
+    async def refused(self, data: Message, actor: str, subject: str | None = None, timeout: float = 30,
+                      topic: str | None = None) -> str:
         """Send a command that must be refused; returns its reason code."""
-        command = await self.send(data, actor, subject)
+        command = await self.send(data, actor, subject, topic)
         outcome = await self.outcome(command, set(), timeout)
         return outcome.data["reason_code"]
 

@@ -1,6 +1,12 @@
-"""Actors by role, at the edge (issue 9, item 3): every command × every kind of actor → allowed or
-`forbidden`, through the real CommandDispatcher (with the actor table of platform_schemas.actors) and the
-real handlers, on a contract in a state where the command is otherwise valid.
+"""Actors by role and topic, at the edge (issue 9 item 3, issue 12 item 2): every command × each command topic
+of its service × every kind of actor → allowed or `forbidden`, through the real CommandDispatcher (with the
+table of platform_schemas.actors) and the real handlers, on a contract in a state where the command is
+otherwise valid.
+
+The rule, written out here independently of the table: an operator's command (admin-only) is accepted only on
+its service's admin topic and only from `admin:<name>`; every other command only on the integrator topic and
+only from the account(s) CONTRACT.md names; an `admin:` actor on an integrator topic, anything but an
+admin-only command from an `admin:` actor on an admin topic, and `system` anywhere are `forbidden`.
 
 "Allowed" means the command got past every actor check: it had its effect (or, for billing, whose
 handlers have no in-memory repositories, reached its database).
@@ -11,11 +17,17 @@ from datetime import date
 import pytest
 from platform_runtime.dispatch import CommandDispatcher
 from platform_schemas import Message, new_envelope
-from platform_schemas.actors import ACCOUNT, ADMIN, COMMAND_ACTORS, SYSTEM, kind_of
+from platform_schemas.actors import (
+    ACCOUNT, ADMIN, ADMIN_TOPICS, COMMAND_ROUTES, INTEGRATOR_TOPICS, SYSTEM, command_topic, kind_of,
+)
 from platform_schemas.commands import billing as bc
 from platform_schemas.commands import contracts as cc
 
 from billing.service_layer import bonus_batch, handlers as billing_handlers
+from platform_schemas.topics import (
+    BILLING_ADMIN_COMMANDS, BILLING_COMMANDS as BILLING_TOPIC, CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS,
+)
+
 from contracts.bootstrap import COMMANDS as CONTRACT_COMMANDS
 from contracts.domain import contracts as domain
 from tests.support.fakes import FakeUnitOfWork
@@ -80,10 +92,37 @@ CASES = [
 ]
 
 
-def test_every_command_of_both_command_topics_has_a_row_in_the_actor_table():
-    assert set(COMMAND_ACTORS) == {m.__name__ for m in [*CONTRACT_COMMANDS, *BILLING_COMMANDS]}
-    assert {type(c[0]).__name__ for c in CASES} == set(COMMAND_ACTORS)
-    assert all(SYSTEM not in kinds for kinds in COMMAND_ACTORS.values())
+# Each service's integrator topic and admin topic, which both consume every command of the service.
+CONTRACTS_TOPICS = {"integrator": CONTRACTS_COMMANDS, "admin": CONTRACTS_ADMIN_COMMANDS}
+BILLING_TOPICS = {"integrator": BILLING_TOPIC, "admin": BILLING_ADMIN_COMMANDS}
+
+
+def is_billing(data: Message) -> bool:
+    return type(data).__name__ in {m.__name__ for m in BILLING_COMMANDS}
+
+
+def topics_of_service(data: Message) -> dict[str, str]:
+    return BILLING_TOPICS if is_billing(data) else CONTRACTS_TOPICS
+
+
+def test_every_command_of_both_services_has_a_row_in_the_route_table():
+    assert set(COMMAND_ROUTES) == {m.__name__ for m in [*CONTRACT_COMMANDS, *BILLING_COMMANDS]}
+    assert {type(c[0]).__name__ for c in CASES} == set(COMMAND_ROUTES)
+    assert all(SYSTEM not in route.actors for route in COMMAND_ROUTES.values())
+
+
+def test_admin_actors_only_on_admin_topics_and_nothing_else_there():
+    for name, route in COMMAND_ROUTES.items():
+        assert (ADMIN in route.actors) == (route.topic in ADMIN_TOPICS), name
+        assert route.topic in ADMIN_TOPICS | INTEGRATOR_TOPICS, name
+        if route.topic in ADMIN_TOPICS:
+            assert route.actors == {ADMIN}, name
+
+
+def test_each_command_is_routed_to_a_topic_of_its_own_service():
+    for data, *_, allowed in CASES:
+        side = "admin" if allowed == ADMIN_ONLY else "integrator"
+        assert command_topic(type(data).__name__) == topics_of_service(data)[side], type(data).__name__
 
 
 @pytest.mark.parametrize("actor,kind", [
@@ -94,7 +133,7 @@ def test_kinds_of_actor(actor, kind):
     assert kind_of(actor) == kind
 
 
-async def outcome(data: Message, actor: str, m1_status, status, account_status) -> str:
+async def outcome(data: Message, actor: str, m1_status, status, account_status, topic: str | None = None) -> str:
     people = [account(CLIENT, "client", status=account_status, appealable=True if account_status != "active"
                       else None), account(FREELANCER, "freelancer"), account(OTHER_CLIENT, "client"),
               account(OTHER_FREELANCER, "freelancer")]
@@ -103,21 +142,21 @@ async def outcome(data: Message, actor: str, m1_status, status, account_status) 
         contract = contract_with(ctx, m1_status, status)
         if m1_status == domain.PAID:
             contract.milestones = contract.milestones[:1]
-    is_billing = isinstance(data, (bc.AddBillingMethod, bc.SetPrimaryBillingMethod, bc.RemoveBillingMethod,
-                                   bc.RunBonusBatch, bc.RetryRefund))
-    handlers = BILLING_COMMANDS if is_billing else CONTRACT_COMMANDS
+    billing = is_billing(data)
+    handlers = BILLING_COMMANDS if billing else CONTRACT_COMMANDS
 
     def same_context(uow, envelope):
         ctx.envelope = envelope
         return ctx
 
-    dispatcher = CommandDispatcher("commands", handlers, "events", same_context, actors=COMMAND_ACTORS)
+    topic = topic or command_topic(type(data).__name__)
+    dispatcher = CommandDispatcher(topic, handlers, "events", same_context, routes=COMMAND_ROUTES)
     uow: FakeUnitOfWork = ctx.uow
     envelope = new_envelope(data, subject="c-1", actor=actor, source="tests")
     try:
         await dispatcher.dispatch(envelope, uow)
     except AttributeError:  # billing's handler reached its (absent) database: past every actor check
-        assert is_billing
+        assert billing
         return "allowed"
     rejected = [m for m in uow.messages() if m.type == "CommandRejected"]
     if rejected:
@@ -125,19 +164,38 @@ async def outcome(data: Message, actor: str, m1_status, status, account_status) 
     return "allowed"
 
 
-MATRIX = [(data, who, m1, status, acct, who in allowed)
-          for data, m1, status, acct, allowed in CASES for who in ACTORS]
+def allowed_on(side: str, who: str, allowed: set[str]) -> bool:
+    """The rule: admin-only commands on the admin topic, the others on the integrator topic, each from its actors."""
+    return who in allowed and side == ("admin" if allowed == ADMIN_ONLY else "integrator")
 
 
-@pytest.mark.parametrize("data,who,m1,status,acct,allowed", MATRIX,
-                         ids=[f"{type(c[0]).__name__}-{c[1]}" for c in MATRIX])
-async def test_every_command_from_every_kind_of_actor(data, who, m1, status, acct, allowed):
-    result = await outcome(data, ACTORS[who], m1, status, acct)
+MATRIX = [(data, side, who, m1, status, acct, allowed_on(side, who, allowed))
+          for data, m1, status, acct, allowed in CASES for side in ("integrator", "admin") for who in ACTORS]
+
+
+@pytest.mark.parametrize("data,side,who,m1,status,acct,allowed", MATRIX,
+                         ids=[f"{type(c[0]).__name__}-{c[1]}-{c[2]}" for c in MATRIX])
+async def test_every_command_on_each_command_topic_from_every_kind_of_actor(data, side, who, m1, status, acct,
+                                                                            allowed):
+    topic = topics_of_service(data)[side]
+    result = await outcome(data, ACTORS[who], m1, status, acct, topic)
+    what = f"{type(data).__name__} on {topic} from {who}"
     if allowed:
-        assert result != "forbidden", f"{type(data).__name__} from {who}"
-        assert result == "allowed", f"{type(data).__name__} from {who} was refused {result}: set-up is wrong"
+        assert result != "forbidden", what
+        assert result == "allowed", f"{what} was refused {result}: set-up is wrong"
     else:
-        assert result == "forbidden", f"{type(data).__name__} from {who}: {result}"
+        assert result == "forbidden", f"{what}: {result}"
+
+
+@pytest.mark.parametrize("data", [c[0] for c in CASES], ids=[type(c[0]).__name__ for c in CASES])
+async def test_a_command_on_the_other_services_topics_is_unknown_there(data):
+    other = CONTRACTS_TOPICS if is_billing(data) else BILLING_TOPICS
+    for topic in other.values():
+        dispatcher = CommandDispatcher(topic, CONTRACT_COMMANDS if is_billing(data) else BILLING_COMMANDS, "events",
+                                       routes=COMMAND_ROUTES)
+        uow = FakeUnitOfWork()
+        await dispatcher.dispatch(new_envelope(data, subject="c-1", actor="admin:ops", source="tests"), uow)
+        assert [m.data["reason_code"] for m in uow.messages()] == ["unknown_command"], topic
 
 
 async def test_an_account_cannot_be_registered_under_a_name_that_is_a_kind_of_actor():

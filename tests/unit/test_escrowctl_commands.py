@@ -16,7 +16,10 @@ def test_a_valid_command_goes_to_its_topic_keyed_by_its_subject():
     assert (topic, envelope.subject, envelope.id, envelope.type) == ("contracts.commands", "c-1", "cmd-1", "SendOffer")
     assert envelope.dataschema == "urn:escrow:schema:SendOffer:1" and envelope.data["milestones"][0]["amount"] == 150000
     topic, envelope = build("RunBonusBatch", {"business_date": "2026-11-30"}, actor="admin:ops", source="x")
-    assert (topic, envelope.subject) == ("billing.commands", "bonus-batch-2026-11-30")
+    assert (topic, envelope.subject) == ("billing.admin-commands", "bonus-batch-2026-11-30")
+    topic, envelope = build("SuspendAccount", {"account_id": "ann", "reason": "fraud", "appealable": False},
+                            actor="admin:ops", source="x")
+    assert (topic, envelope.subject) == ("contracts.admin-commands", "ann")
 
 
 @pytest.mark.parametrize(("data", "said"), [

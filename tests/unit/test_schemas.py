@@ -17,12 +17,15 @@ pytestmark = pytest.mark.unit
 
 # -- the names CONTRACT.md promises, written out from it ---------------------------------------
 
+# The commands whose actor is admin:<name> travel on the admin topics (CONTRACT.md's "Trust": `admin:` actors
+# are accepted only there), the others on the integrator topics.
 CONTRACT_COMMANDS = {
-    topics.CONTRACTS_COMMANDS: """RegisterAccount SuspendAccount RequestReactivation ReactivateAccount SendOffer
-        WithdrawOffer AcceptOffer DeclineOffer AddMilestone EditMilestone RemoveMilestone ActivateMilestone
-        SubmitWork ApproveMilestone RequestChanges GiveBonus EndContract CancelContract RespondToRefundRequest
-        ResolveDispute""",
-    topics.BILLING_COMMANDS: "AddBillingMethod SetPrimaryBillingMethod RemoveBillingMethod RunBonusBatch",
+    topics.CONTRACTS_COMMANDS: """RequestReactivation SendOffer WithdrawOffer AcceptOffer DeclineOffer AddMilestone
+        EditMilestone RemoveMilestone ActivateMilestone SubmitWork ApproveMilestone RequestChanges GiveBonus
+        EndContract CancelContract RespondToRefundRequest""",
+    topics.CONTRACTS_ADMIN_COMMANDS: "RegisterAccount SuspendAccount ReactivateAccount ResolveDispute",
+    topics.BILLING_COMMANDS: "AddBillingMethod SetPrimaryBillingMethod RemoveBillingMethod",
+    topics.BILLING_ADMIN_COMMANDS: "RunBonusBatch",
 }
 CONTRACT_EVENTS = {
     topics.CONTRACTS_EVENTS: """AccountRegistered AccountSuspended ReactivationRequested AccountReactivated
@@ -43,7 +46,9 @@ PROMISED = [(topic, name) for table in (CONTRACT_COMMANDS, CONTRACT_EVENTS) for 
 # Who writes and who consumes each topic ("other back ends"/"operators" are outside the platform).
 FLOWS = [
     (topics.CONTRACTS_COMMANDS, ["other back ends"], ["contracts"]),
-    (topics.BILLING_COMMANDS, ["other back ends", "operators"], ["billing"]),
+    (topics.BILLING_COMMANDS, ["other back ends"], ["billing"]),
+    (topics.CONTRACTS_ADMIN_COMMANDS, ["operators"], ["contracts"]),
+    (topics.BILLING_ADMIN_COMMANDS, ["operators"], ["billing"]),
     (topics.BILLING_SAGA_COMMANDS, ["contracts"], ["billing"]),
     (topics.ESCROW_SAGA_COMMANDS, ["contracts", "billing"], ["escrow"]),
     (topics.CONTRACTS_EVENTS, ["contracts"], ["billing", "notifications"]),

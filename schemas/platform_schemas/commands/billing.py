@@ -1,4 +1,5 @@
-"""Commands on `billing.commands` (accounts' billing methods; operators' RunBonusBatch and RetryRefund)."""
+"""Billing's commands from outside: accounts' billing methods on `billing.commands`; operators' RunBonusBatch
+and RetryRefund on `billing.admin-commands` (platform_schemas.actors routes each)."""
 
 from datetime import date
 from typing import Literal

@@ -1,4 +1,5 @@
-"""Commands other back ends publish on `contracts.commands`."""
+"""Contracts' commands from outside: other back ends publish on `contracts.commands`; operators' account and
+dispute commands go on `contracts.admin-commands` (platform_schemas.actors routes each)."""
 
 from datetime import date
 from typing import Literal

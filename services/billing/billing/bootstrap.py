@@ -7,9 +7,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
 from platform_runtime.http import command_status_router
 from platform_runtime.service import ServiceDefinition, Subscription
-from platform_schemas.actors import COMMAND_ACTORS
+from platform_schemas.actors import COMMAND_ROUTES
 from platform_schemas.topics import (
-    BILLING_COMMANDS, BILLING_EVENTS, BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS,
+    BILLING_ADMIN_COMMANDS, BILLING_COMMANDS, BILLING_EVENTS, BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS,
 )
 
 from .adapters.gateway_simulator import SimulatedGateway
@@ -39,9 +39,13 @@ def subscriptions(runtime) -> list[Subscription]:
     escrow_events = {**handlers.ESCROW_EVENT_HANDLERS, **bonus_batch.ESCROW_EVENT_HANDLERS}
     participant = CommandDispatcher(BILLING_SAGA_COMMANDS, handlers.SAGA_STEPS, BILLING_EVENTS, contexts,
                                     failure_reply)
+    # Both topics know every command, so that one on the wrong topic is answered `forbidden` (not unknown).
+    from_integrators, from_operators = (
+        CommandDispatcher(topic, commands, BILLING_EVENTS, contexts, routes=COMMAND_ROUTES)
+        for topic in (BILLING_COMMANDS, BILLING_ADMIN_COMMANDS))
     return [
-        Subscription(BILLING_COMMANDS, CommandDispatcher(BILLING_COMMANDS, commands, BILLING_EVENTS, contexts,
-                                                         actors=COMMAND_ACTORS).dispatch),
+        Subscription(BILLING_COMMANDS, from_integrators.dispatch),
+        Subscription(BILLING_ADMIN_COMMANDS, from_operators.dispatch),
         Subscription(BILLING_SAGA_COMMANDS, participant.dispatch, participant.give_up),
         Subscription(ESCROW_EVENTS, EventDispatcher(escrow_events, contexts).dispatch),
         Subscription(CONTRACTS_EVENTS, EventDispatcher({**handlers.CONTRACTS_EVENT_HANDLERS,

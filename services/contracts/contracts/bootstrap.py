@@ -7,8 +7,10 @@ from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
 from platform_runtime.http import command_status_router
 from platform_runtime.service import ServiceDefinition, Subscription
 from platform_schemas.commands import contracts as commands
-from platform_schemas.actors import COMMAND_ACTORS
-from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS
+from platform_schemas.actors import COMMAND_ROUTES
+from platform_schemas.topics import (
+    BILLING_EVENTS, CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS,
+)
 
 from .adapters.tables import metadata
 from .entrypoints import http, queues_http, sagas_http, statement_http
@@ -50,10 +52,13 @@ async def context(runtime):
 
 def subscriptions(runtime) -> list[Subscription]:
     replies = EventDispatcher(statement.recording({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}), runtime.new_context)
-    from_outside = CommandDispatcher(CONTRACTS_COMMANDS, COMMANDS, CONTRACTS_EVENTS, runtime.new_context,
-                                     actors=COMMAND_ACTORS)
+    # Both topics know every command, so that one on the wrong topic is answered `forbidden` (not unknown).
+    from_integrators, from_operators = (
+        CommandDispatcher(topic, COMMANDS, CONTRACTS_EVENTS, runtime.new_context, routes=COMMAND_ROUTES)
+        for topic in (CONTRACTS_COMMANDS, CONTRACTS_ADMIN_COMMANDS))
     return [
-        Subscription(CONTRACTS_COMMANDS, from_outside.dispatch),
+        Subscription(CONTRACTS_COMMANDS, from_integrators.dispatch),
+        Subscription(CONTRACTS_ADMIN_COMMANDS, from_operators.dispatch),
         Subscription(BILLING_EVENTS, replies.dispatch),
         Subscription(ESCROW_EVENTS, replies.dispatch),
     ]

@@ -5,11 +5,9 @@ import sys
 from pathlib import Path
 
 from platform_schemas import Envelope, new_envelope, registry
-from platform_schemas.topics import BILLING_COMMANDS, CONTRACTS_COMMANDS
+from platform_schemas.actors import COMMAND_ROUTES, command_topic
 from pydantic import ValidationError
 
-# The public command topics; the saga topics are written only by the platform itself.
-COMMAND_TOPICS = (CONTRACTS_COMMANDS, BILLING_COMMANDS)
 # Which field of a command names its subject (the Kafka key), in the order they are looked for.
 _SUBJECT_FIELDS = ("contract_id", "account_id")
 
@@ -19,11 +17,11 @@ class BadInput(Exception):
 
 
 def topic_of(type_name: str) -> str:
-    for topic in COMMAND_TOPICS:
-        if type_name in registry.BY_TOPIC[topic]:
-            return topic
-    known = ", ".join(sorted(n for t in COMMAND_TOPICS for n in registry.BY_TOPIC[t]))
-    raise BadInput(f"{type_name!r} is not a command of the platform. Commands: {known}")
+    """A command's one topic: an operator's on its service's admin topic, any other on the integrator's (the
+    saga topics are written only by the platform itself)."""
+    if type_name in COMMAND_ROUTES:
+        return command_topic(type_name)
+    raise BadInput(f"{type_name!r} is not a command of the platform. Commands: {', '.join(sorted(COMMAND_ROUTES))}")
 
 
 def read_data(text: str) -> dict:

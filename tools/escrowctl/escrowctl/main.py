@@ -15,7 +15,9 @@ import httpx
 import typer
 from aiokafka.errors import KafkaError
 from platform_runtime.settings import _duration
-from platform_schemas.topics import BILLING_COMMANDS, CONTRACTS_COMMANDS, TOPICS
+from platform_schemas.topics import (
+    BILLING_ADMIN_COMMANDS, BILLING_COMMANDS, CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS, TOPICS,
+)
 
 from . import kafka_io, render
 from .commands import BadInput, build, read_data
@@ -32,7 +34,8 @@ app.add_typer(bonus_app, name="bonus-batch")
 app.add_typer(account_app, name="account")
 
 EVENT_TOPICS = [t.name for t in TOPICS if t.name.endswith(".events")]
-OWNER = {CONTRACTS_COMMANDS: "contracts", BILLING_COMMANDS: "billing"}
+OWNER = {CONTRACTS_COMMANDS: "contracts", CONTRACTS_ADMIN_COMMANDS: "contracts", BILLING_COMMANDS: "billing",
+         BILLING_ADMIN_COMMANDS: "billing"}
 Json = Annotated[bool, typer.Option("--json", help="Print the answer as JSON")]
 Actor = Annotated[str, typer.Option(help="Who sends it: an account id, or admin:<name> for operators")]
 
