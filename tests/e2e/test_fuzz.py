@@ -36,7 +36,7 @@ from hypothesis_jsonschema import from_schema
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.actors import ADMIN_TOPICS, COMMAND_ROUTES, INTEGRATOR_TOPICS, command_topic
 from platform_schemas.commands.contracts import AcceptOffer
-from platform_schemas.topics import CONTRACTS_COMMANDS, DEFAULT_PARTITIONS, dlq
+from platform_schemas.topics import CONTRACTS_COMMANDS, DEFAULT_PARTITIONS, dlq as dead_letter_topic
 
 from tests.support.story import offer, parties
 
@@ -201,7 +201,7 @@ async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_
               "admin:", "client 1", "x" * 128]
     cases = await asyncio.to_thread(generate, COMMANDS, 20261202)
     rng = random.Random(9)
-    dlq_topics = [dlq(topic) for topic in COMMAND_TOPICS]
+    dlq_topics = [dead_letter_topic(topic) for topic in COMMAND_TOPICS]
     dlq_before = await end_offsets(infra.kafka_bootstrap, dlq_topics)
     contracts_metrics = {"contracts": client.ports["contracts"], "billing": client.ports["billing"]}
     failures_before = await failures_logged(contracts_metrics)
