@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from platform_runtime.client import PlatformClient, new_id
+from platform_runtime.credentials import Credentials
 from platform_schemas import Envelope
 from platform_schemas.commands.billing import AddBillingMethod
 from platform_schemas.commands.contracts import (
@@ -123,8 +124,9 @@ async def upcoming(client: PlatformClient, name: str, account_id: str) -> list[s
 
 
 async def main() -> int:
+    # The administrator's commands (registrations, the suspension) go to the admin topics as the `admin` principal.
     client = PlatformClient(bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-                            source="demo-marketplace", on_event=show_event)
+                            source="demo-marketplace", on_event=show_event, admin=Credentials.local("admin"))
     await client.start()
     story = Story(client)
     review = os.environ.get("AUTO_RELEASE_AFTER", "P14D")

@@ -202,3 +202,25 @@ async def test_an_account_cannot_be_registered_under_a_name_that_is_a_kind_of_ac
     for account_id in ("system", "admin:bob"):
         data = cc.RegisterAccount(account_id=account_id, role="client", name="X", email="x@example.test")
         assert await outcome(data, "admin:ops", None, None, "active") == "invalid_data"
+
+
+class RecordingProducer:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        self.sent.append(topic)
+
+
+async def test_the_platform_client_sends_operators_commands_to_the_admin_topics_with_the_admin_producer():
+    from platform_runtime.client import PlatformClient
+
+    client = PlatformClient()
+    client.producer, client.admin_producer = RecordingProducer(), RecordingProducer()
+    for data, *_ in CASES:
+        await client.send(data, subject="s-1", actor="admin:ops")
+    admin_only = [type(c[0]).__name__ for c in CASES if c[-1] == ADMIN_ONLY]
+    assert client.admin_producer.sent == [command_topic(name) for name in admin_only]
+    assert set(client.admin_producer.sent) == ADMIN_TOPICS
+    assert set(client.producer.sent) == INTEGRATOR_TOPICS
+    assert len(client.producer.sent) == len(CASES) - len(admin_only)
