@@ -126,7 +126,7 @@ async def upcoming(client: PlatformClient, name: str, account_id: str) -> list[s
 async def main() -> int:
     # The administrator's commands (registrations, the suspension) go to the admin topics as the `admin` principal.
     client = PlatformClient(bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-                            source="demo-marketplace", on_event=show_event, admin=Credentials.local("admin"))
+                            source="demo-marketplace", on_event=show_event, admin_kafka=Credentials.local("admin"))
     await client.start()
     story = Story(client)
     review = os.environ.get("AUTO_RELEASE_AFTER", "P14D")

@@ -35,7 +35,7 @@ class PlatformClient:
     credentials: Credentials | None = None
     # The `admin` principal's credentials: operators' commands go to the admin topics, which only it may write,
     # through a producer of their own. None: they go through the same connection as the rest.
-    admin: Credentials | None = None
+    admin_kafka: Credentials | None = None
 
     async def start(self) -> None:
         if self.credentials is None:
@@ -43,8 +43,8 @@ class PlatformClient:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, linger_ms=2)
         await self.producer.start()
         self.admin_producer = self.producer
-        if self.admin is not None:
-            options = self.admin.kafka_options() | {"bootstrap_servers": self.bootstrap}  # the same broker
+        if self.admin_kafka is not None:
+            options = self.admin_kafka.kafka_options() | {"bootstrap_servers": self.bootstrap}  # the same broker
             self.admin_producer = AIOKafkaProducer(**options, enable_idempotence=True, linger_ms=2)
             await self.admin_producer.start()
         # No group: read every partition from its end as of now, so we see what our commands cause.
