@@ -29,7 +29,8 @@ _SHARED = [
 # Fields whose whole value is a secret or personal, whatever it looks like.
 SECRET_KEYS = frozenset({"email", "token", "card_token", "password", "sasl_password", "authorization", "http_token"})
 _PATTERNS = (
-    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"), "<email>"),
+    # anything@anything, as broad as the platform's own rule for an email (no space, one @): "ü@例え.jp" too
+    (re.compile(r"[^\s@'\"<>()\[\]{},;:]+@[^\s@'\"<>()\[\]{},;:]+"), "<email>"),
     # the payment gateway's card tokens (tok_visa, tok_chargeDeclined...): a card token is as good as the card
     (re.compile(r"\btok_[A-Za-z0-9_]+"), "<card-token>"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 <redacted>"),

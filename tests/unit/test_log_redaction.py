@@ -27,15 +27,15 @@ def test_emails_and_card_tokens_in_fields_and_messages_are_redacted(lines):
     log = logs.get_logger("t")
     log.warning("email_failed", error="550 5.1.1 <ann.lee+work@mail.example.co.uk>: Recipient address rejected",
                 email="bob@example.test", detail={"token": "tok_visa", "note": "card tok_chargeDeclined refused"},
-                items=["carol@example.test", 3])
+                items=["carol@example.test", 3], odd="to ü.ñ@例え.jp and x@localhost")
     (line,) = lines()
     text = json.dumps(line)
     for secret in ("ann.lee+work@mail.example.co.uk", "bob@example.test", "tok_visa", "tok_chargeDeclined",
-                   "carol@example.test"):
+                   "carol@example.test", "ü.ñ@例え.jp", "x@localhost"):
         assert secret not in text
     assert line["error"] == "550 5.1.1 <<email>>: Recipient address rejected"
     assert line["email"] == "<redacted>" and line["detail"]["token"] == "<redacted>"
-    assert line["items"] == ["<email>", 3]
+    assert line["items"] == ["<email>", 3] and line["odd"] == "to <email> and <email>"
 
 
 def test_bearer_tokens_and_passwords_are_redacted(lines):
