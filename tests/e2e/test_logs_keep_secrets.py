@@ -21,7 +21,7 @@ import httpx
 import pytest
 from platform_runtime.client import new_id
 from platform_runtime.credentials import Credentials
-from platform_schemas.topics import BILLING_COMMANDS, CONTRACTS_COMMANDS
+from platform_schemas.topics import BILLING_COMMANDS, CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS
 
 from tests.support.checks import barrier, raw_command, send_raw_command
 from tests.support.processes import LOGS, ROOT, TEST_PORTS
@@ -83,7 +83,7 @@ async def leaky_story(client, platform) -> set[str]:
     leak_email = f"{new_id('leak')}@example.test"
     bad_register = await send_raw_command(client, raw_command(
         "RegisterAccount", {"account_id": new_id("leak"), "role": "nobody", "name": "Leak", "email": leak_email},
-        subject="leak", actor="admin:tests"))
+        subject="leak", actor="admin:tests"), topic=CONTRACTS_ADMIN_COMMANDS)
     bad_card = await send_raw_command(client, raw_command(
         "AddBillingMethod", {"account_id": funded.client_id, "billing_method_id": new_id("card"), "kind": "cheque",
                              "token": "tok_leakyToken", "make_primary": "yes", "note": leak_email},
