@@ -84,6 +84,11 @@ test: bootstrap
 	export TEST_HISTORY_EVENTS=$${TEST_HISTORY_EVENTS:-100000}
 	rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?
 	if ((rc == 5)); then echo "make test: pytest ran no tests" >&2; exit 1; fi
+	# Then the short chaos run (marker chaos: TEST_CHAOS_SAGAS sagas of each kind under kills and restarts, and a
+	# broker restart under running services), on its own because it restarts these test servers. It runs with the
+	# whole suite (no PYTEST_ARGS) unless TEST_CHAOS_SAGAS=0; with PYTEST_ARGS only if TEST_CHAOS_SAGAS is set.
+	chaos=$${TEST_CHAOS_SAGAS:-$(if $(PYTEST_ARGS),0,10)}
+	if ((chaos > 0)); then CHAOS_SAGAS=$$chaos $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s || rc=$$?; fi
 	exit $$rc
 
 # 10,000 generated and mutated commands through real Kafka (the default suite sends 300 of them).
@@ -94,7 +99,8 @@ fuzz: bootstrap
 	FUZZ_COMMANDS=$${FUZZ_COMMANDS:-10000} $(PY) -m pytest tests/e2e/test_fuzz.py -m fuzz -s $(PYTEST_ARGS)
 
 # Sagas of every kind under SIGKILLs of each service and one PostgreSQL and one broker restart (CHAOS_SAGAS
-# of each kind; chaos-short: 25, for CI). It restarts the servers: run it on its own.
+# of each kind; chaos-short: 25), then a broker restart under running services. On the platform's servers, which
+# it restarts: run it on its own. `make test` runs it too, with 10, on the test servers.
 chaos: infra-up migrate
 	$(LOCAL)/services.sh stop >/dev/null || true
 	CHAOS_SAGAS=$${CHAOS_SAGAS:-1000} $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s $(PYTEST_ARGS)

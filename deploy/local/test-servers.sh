@@ -7,9 +7,11 @@
 #   TEST_KAFKA_CONTROLLER_PORT default TEST_PORT_BASE+93
 #   TEST_PG_PORT               default TEST_PORT_BASE+32
 # The broker's jars are the platform broker's ($KAFKA_WORK/lib, resolved once by maven), never resolved again.
-# usage: test-servers.sh fresh|start|stop|status|env
+# usage: test-servers.sh fresh|start|stop|status|env|addresses|stop-one SERVER|start-one SERVER
 #   fresh: stop, wipe the data, format, start (then create the platform's databases and topics)
 #   start: start when not running (data kept); env: `export` lines naming the servers, for eval
+#   addresses: "kafka-host:port postgres-host:port"; stop-one/start-one kafka|postgres: one server, data kept
+#   (the chaos run restarts them under load: tests/support/servers.py)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/env.sh"
@@ -51,6 +53,10 @@ fresh() {
   start_both
 }
 
+one_server() {
+  case $1 in kafka) echo "$KAFKA" ;; postgres) echo "$POSTGRES" ;; *) die "no server named '$1' (kafka|postgres)" ;; esac
+}
+
 env_lines() {
   echo "export KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS POSTGRES_URL=$PG_BASE_URL"
 }
@@ -62,5 +68,7 @@ case ${1:-} in
   status) echo "kafka $("$KAFKA" status || true), $("$POSTGRES" status || true)"
     "$KAFKA" status >/dev/null && "$POSTGRES" status >/dev/null ;;
   env) env_lines ;;
-  *) echo "usage: $0 fresh|start|stop|status|env" >&2; exit 2 ;;
+  addresses) echo "127.0.0.1:$TEST_KAFKA_PORT 127.0.0.1:$TEST_PG_PORT" ;;
+  stop-one|start-one) launcher=$(one_server "${2:-}") || exit 2; "$launcher" "${1%-one}" ;;
+  *) echo "usage: $0 fresh|start|stop|status|env|addresses|stop-one|start-one" >&2; exit 2 ;;
 esac

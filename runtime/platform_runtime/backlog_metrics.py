@@ -58,6 +58,7 @@ class ConsumerLag:
     group: str
     topics: list[str]
     security: dict = field(default_factory=dict)  # kafka_security.client_options of the service
+    last: dict[TopicPartition, int] = field(default_factory=dict)  # the last measure (the consumer watchdog's too)
     _admin: AIOKafkaAdminClient | None = None
     _offsets: AIOKafkaConsumer | None = None
 
@@ -95,7 +96,8 @@ class ConsumerLag:
         return lag
 
     async def publish(self) -> None:
-        for tp, value in (await self.measure()).items():
+        self.last = await self.measure()
+        for tp, value in self.last.items():
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(value)
 
 

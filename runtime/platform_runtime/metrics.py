@@ -14,6 +14,8 @@ RELAY_ROW_FAILURES = Counter("outbox_publish_failures_total",
                              "Outbox rows the broker refused (retried; the log names the row)", ["topic"])
 RELAY_ACTIVE = Gauge("outbox_relay_active", "1 while this process holds the relay lock")
 TIMERS_FIRED = Counter("timers_fired_total", "Durable timers fired", ["kind"])
+CONSUMER_RESTARTS = Counter("consumer_restarts_total",
+                            "Consumers the watchdog restarted: lag but no batch for CONSUMER_STALL_AFTER")
 LAST_CONSUMED = Gauge("consumer_last_batch_timestamp", "Unix time of the last handled batch")
 # Read from the database and the broker every METRICS_INTERVAL (backlog_metrics.py).
 OUTBOX_LAG = Gauge("outbox_unsent", "Outbox rows not yet published")

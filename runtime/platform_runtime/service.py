@@ -24,6 +24,7 @@ from .backlog_metrics import BacklogMetrics, ConsumerLag
 from .clock import Clock, SystemClock
 from .context import ContextFactory, HandlerContext
 from .consumer import BatchProcessor, GiveUp, commit_offsets, rewind
+from .consumer_watchdog import ConsumerWatchdog, StallDetector
 from .dead_letters import DeadLetters
 from .dispatch import EventDispatcher
 from .faults import TransientFaults
@@ -92,9 +93,12 @@ class Runtime:
     subscriber: Any = None
     last_batch_at: float = field(default_factory=time.monotonic)
     faults: TransientFaults = field(default_factory=TransientFaults)
+    group_lag: ConsumerLag | None = None  # the broker's view, measured by the backlog metrics
+    stall: StallDetector = field(init=False)
 
     def __post_init__(self) -> None:
         self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.stall = StallDetector(self.settings.consumer_stall_after.total_seconds())
 
     @property
     def name(self) -> str:
@@ -114,20 +118,39 @@ class Runtime:
                 "consuming": not self.consumer_stalled(), "no_transient_fault": self.faults.ok}
 
     def consumer_stalled(self) -> bool:
-        """Lag but no batch for a while: aiokafka can stop fetching silently after a broker restart (#1154)."""
+        """Lag but no batch for a while (consumer_watchdog.py): aiokafka can stop fetching after a broker restart."""
+        return self.stall.stalled
+
+    def assigned_lag(self) -> int:
+        """Records waiting on the partitions this consumer holds: by its own positions against the log ends it
+        fetched, and by the group's committed offsets against the log ends the broker reported last (a consumer
+        that stopped fetching no longer learns of new records itself)."""
         consumer = getattr(self.subscriber, "consumer", None)
-        if consumer is None or time.monotonic() - self.last_batch_at < self.settings.consumer_stall_after.total_seconds():
-            return False
-        lag = 0
+        if consumer is None:
+            return 0
         try:
+            assigned = consumer.assignment()
             assignment = consumer._subscription.subscription.assignment  # noqa: SLF001 - no public position API
-            for tp in consumer.assignment():
-                state, highwater = assignment.state_value(tp), consumer.highwater(tp)
-                if state is not None and state.has_valid_position and highwater is not None:
-                    lag += max(highwater - state.position, 0)
         except AttributeError:  # not subscribed (yet): nothing to say
-            return False
-        return lag > 0
+            return 0
+        own = 0
+        for tp in assigned:
+            state, highwater = assignment.state_value(tp), consumer.highwater(tp)
+            if state is not None and state.has_valid_position and highwater is not None:
+                own += max(highwater - state.position, 0)
+        reported = self.group_lag.last if self.group_lag is not None else {}
+        return max(own, sum(lag for tp, lag in reported.items() if tp in assigned))
+
+    async def restart_consumer(self) -> None:
+        """Stop and start the consumer: it leaves the group, joins again and resumes from the committed offsets."""
+        await self.subscriber.stop()
+        await self.subscriber.start()
+        self.last_batch_at = time.monotonic()
+
+    def consumer_watchdog(self) -> ConsumerWatchdog:
+        return ConsumerWatchdog(
+            self.stall, self.assigned_lag, lambda: self.last_batch_at, lambda: not self.faults.ok,
+            self.restart_consumer, interval=min(5.0, max(self.stall.after / 4, 0.5)))
 
 
 def build_runtime(definition: ServiceDefinition, settings: ServiceSettings | None = None,
@@ -213,19 +236,21 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
         timer_handlers = definition.timers(runtime)
         timers = TimerRunner(runtime.new_uow, timer_handlers, runtime.clock,
                              settings.timer_poll_interval.total_seconds(), context=runtime.new_context)
-        backlog = BacklogMetrics(
-            runtime.engine, runtime.clock, timer_handlers.keys,
-            ConsumerLag(settings.kafka_bootstrap_servers, runtime.name, [s.topic for s in subscriptions],
-                        kafka_security.client_options(settings)),
-            settings.metrics_interval.total_seconds())
+        runtime.group_lag = ConsumerLag(settings.kafka_bootstrap_servers, runtime.name,
+                                        [s.topic for s in subscriptions], kafka_security.client_options(settings))
+        backlog = BacklogMetrics(runtime.engine, runtime.clock, timer_handlers.keys, runtime.group_lag,
+                                 settings.metrics_interval.total_seconds())
         loops = [relay.run, timers.run, backlog.run, *definition.background(runtime)]
         tasks = [asyncio.create_task(loop(), name=getattr(loop, "__qualname__", "loop")) for loop in loops]
+        watchdog = asyncio.create_task(runtime.consumer_watchdog().run(), name="consumer_watchdog")
         await broker.start()
         log.info("service_started", port=settings.http_port)
         try:
             yield
         finally:
             log.info("service_stopping")
+            watchdog.cancel()  # first: it must not start the consumer again while the service stops
+            await asyncio.gather(watchdog, return_exceptions=True)
             await broker.stop()  # waits for in-flight batches, whose offsets commit after their DB commit
             relay.stop()  # let the relay finish its pass: cancelled mid-send, it would republish on restart
             if relay.active:

@@ -1,0 +1,83 @@
+"""A consumer that stopped fetching is restarted by the service itself.
+
+aiokafka's consumer can stop fetching after a broker restart without raising anything (reports such as
+aio-libs/aiokafka#1154, robinhood/faust#99 "aiokafka does not survive broker restart sometimes"): the process
+looks alive, its group lags, and sagas wait for answers until they need attention. Readiness alone does not
+help: an orchestrator stops routing HTTP to the pod but never restarts it, and nothing restarts a local process.
+
+So the watchdog looks every few seconds. Records waiting on partitions this consumer holds (its own positions
+against the log ends it fetched, and the broker's log ends against the group's committed offsets, which the
+backlog metrics read) with no batch handled for `CONSUMER_STALL_AFTER` is a stall: readiness goes red, and the
+consumer is stopped and started again. It rejoins the group and resumes from the committed offsets, which are
+committed only after their database commit, so nothing is skipped and a redone batch is dropped by the inbox.
+A transient fault being retried (the database is down) is not the consumer's stall: a batch is waiting for the
+database, and a new consumer would wait too, so the watchdog leaves it alone.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from . import metrics
+from .logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class StallDetector:
+    """Lag seen, and still there `after` seconds later with no batch handled since: a stall. Pure."""
+
+    after: float
+    _lag_since: float | None = None  # the first check that saw lag with no batch handled since
+    stalled: bool = False
+
+    def observe(self, lag: int, last_batch_at: float, now: float) -> bool:
+        if lag <= 0:
+            self._lag_since = None
+        elif self._lag_since is None or last_batch_at >= self._lag_since:
+            self._lag_since = now  # new lag, or progress since it was seen: the clock starts again
+        self.stalled = self._lag_since is not None and now - self._lag_since >= self.after
+        return self.stalled
+
+    def reset(self) -> None:
+        self._lag_since, self.stalled = None, False
+
+
+@dataclass
+class ConsumerWatchdog:
+    detector: StallDetector
+    lag: Callable[[], int]  # records waiting on the partitions this consumer holds
+    last_batch_at: Callable[[], float]  # time.monotonic() of the last handled batch
+    retrying_a_fault: Callable[[], bool]  # a transient fault (database, gateway) is being retried
+    restart: Callable[[], Awaitable[None]]
+    interval: float
+    _restart_failed: bool = False  # the last restart did not finish (the broker may be down still): again
+
+    async def check(self) -> bool:
+        """One look; True when it restarted the consumer."""
+        stalled = self.detector.observe(self.lag(), self.last_batch_at(), time.monotonic())
+        if not (stalled or self._restart_failed):
+            return False
+        if self.retrying_a_fault():
+            return False  # readiness is red already; the batch resumes when the dependency does
+        log.error("consumer_stalled_restarting", after_seconds=self.detector.after, lag=self.lag(),
+                  again=self._restart_failed)
+        metrics.CONSUMER_RESTARTS.inc()
+        self._restart_failed = True
+        await self.restart()
+        self._restart_failed = False
+        self.detector.reset()
+        log.info("consumer_restarted")
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the watchdog must outlive one failed restart
+                log.warning("consumer_watchdog_failed", error=repr(error))
