@@ -10,6 +10,7 @@ One query each, on the partial indexes that already serve the relay and the time
 """
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -58,7 +59,9 @@ class ConsumerLag:
     group: str
     topics: list[str]
     security: dict = field(default_factory=dict)  # kafka_security.client_options of the service
-    last: dict[TopicPartition, int] = field(default_factory=dict)  # the last measure (the consumer watchdog's too)
+    last: dict[TopicPartition, int] = field(default_factory=dict)  # the last measure
+    ends: dict[TopicPartition, int] = field(default_factory=dict)  # the log ends it read (the consumer watchdog's)
+    measured_at: float | None = None  # time.monotonic() of the last measure that succeeded
     _admin: AIOKafkaAdminClient | None = None
     _offsets: AIOKafkaConsumer | None = None
 
@@ -77,6 +80,15 @@ class ConsumerLag:
         if self._admin is not None:
             await self._admin.close()
 
+    async def reconnect(self, within: float = 30.0) -> None:
+        """New clients (a broker restart can leave the old ones failing for good); each step bounded in time."""
+        try:
+            await asyncio.wait_for(self.stop(), within)
+        except Exception as error:  # noqa: BLE001 - closing a broken client may fail too; new ones are made anyway
+            log.info("consumer_lag_close_failed", error=repr(error))
+        self._admin = self._offsets = None
+        await asyncio.wait_for(self.start(), within)
+
     async def measure(self) -> dict[TopicPartition, int]:
         partitions = [TopicPartition(t, p) for t in self.topics
                       for p in sorted(self._offsets.partitions_for_topic(t) or ())]
@@ -85,7 +97,7 @@ class ConsumerLag:
             partitions = [TopicPartition(t, p) for t in self.topics
                           for p in sorted(self._offsets.partitions_for_topic(t) or ())]
         committed = await self._admin.list_consumer_group_offsets(self.group, partitions=partitions)
-        ends = await self._offsets.end_offsets(partitions)
+        ends = self.ends = await self._offsets.end_offsets(partitions)
         starts = await self._offsets.beginning_offsets(partitions)
         lag = {}
         for tp in partitions:
@@ -96,7 +108,14 @@ class ConsumerLag:
         return lag
 
     async def publish(self) -> None:
-        self.last = await self.measure()
+        try:
+            self.last = await self.measure()
+            self.measured_at = time.monotonic()
+        except Exception:
+            # A broker restart can leave these clients failing for good with NodeNotReadyError (aiokafka#1133,
+            # #703): new ones connect afresh. The consumer watchdog needs this measure most right then.
+            await self.reconnect()
+            raise
         for tp, value in self.last.items():
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(value)
 

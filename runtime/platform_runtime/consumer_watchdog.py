@@ -1,17 +1,20 @@
 """A consumer that stopped fetching is restarted by the service itself.
 
-aiokafka's consumer can stop fetching after a broker restart without raising anything (reports such as
-aio-libs/aiokafka#1154, robinhood/faust#99 "aiokafka does not survive broker restart sometimes"): the process
-looks alive, its group lags, and sagas wait for answers until they need attention. Readiness alone does not
-help: an orchestrator stops routing HTTP to the pod but never restarts it, and nothing restarts a local process.
+After the broker restarts, an aiokafka client can stay unable to talk to it for good, without raising anything
+to its user: NodeNotReadyError forever (aio-libs/aiokafka#1133), or a consumer that fetches nothing after the
+whole cluster came back (aio-libs/aiokafka#703). Seen here under the chaos run: after a broker restart escrow
+handled nothing for 14 minutes while its lag client logged NodeNotReadyError every 15 s, and the refund sagas
+waiting for it needed attention. Readiness alone does not help: an orchestrator stops routing HTTP to the pod
+but never restarts it, and nothing restarts a local process.
 
 So the watchdog looks every few seconds. Records waiting on partitions this consumer holds (its own positions
 against the log ends it fetched, and the broker's log ends against the group's committed offsets, which the
 backlog metrics read) with no batch handled for `CONSUMER_STALL_AFTER` is a stall: readiness goes red, and the
 consumer is stopped and started again. It rejoins the group and resumes from the committed offsets, which are
 committed only after their database commit, so nothing is skipped and a redone batch is dropped by the inbox.
-A transient fault being retried (the database is down) is not the consumer's stall: a batch is waiting for the
-database, and a new consumer would wait too, so the watchdog leaves it alone.
+A batch being handled is not a stall of fetching either (a transient fault is retried without limit while the
+database is down, and a new consumer would wait as well): the watchdog leaves such a consumer alone, and readiness
+and the KafkaConsumerStalled alert say so.
 """
 
 import asyncio
@@ -50,7 +53,7 @@ class ConsumerWatchdog:
     detector: StallDetector
     lag: Callable[[], int]  # records waiting on the partitions this consumer holds
     last_batch_at: Callable[[], float]  # time.monotonic() of the last handled batch
-    retrying_a_fault: Callable[[], bool]  # a transient fault (database, gateway) is being retried
+    handling: Callable[[], bool]  # a batch is being handled (perhaps retrying a transient fault)
     restart: Callable[[], Awaitable[None]]
     interval: float
     _restart_failed: bool = False  # the last restart did not finish (the broker may be down still): again
@@ -60,8 +63,8 @@ class ConsumerWatchdog:
         stalled = self.detector.observe(self.lag(), self.last_batch_at(), time.monotonic())
         if not (stalled or self._restart_failed):
             return False
-        if self.retrying_a_fault():
-            return False  # readiness is red already; the batch resumes when the dependency does
+        if self.handling():
+            return False  # not stuck fetching: the batch goes on when its dependency answers
         log.error("consumer_stalled_restarting", after_seconds=self.detector.after, lag=self.lag(),
                   again=self._restart_failed)
         metrics.CONSUMER_RESTARTS.inc()

@@ -94,6 +94,7 @@ class Runtime:
     last_batch_at: float = field(default_factory=time.monotonic)
     faults: TransientFaults = field(default_factory=TransientFaults)
     group_lag: ConsumerLag | None = None  # the broker's view, measured by the backlog metrics
+    handling_batch: bool = False
     stall: StallDetector = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,34 +123,43 @@ class Runtime:
         return self.stall.stalled
 
     def assigned_lag(self) -> int:
-        """Records waiting on the partitions this consumer holds: by its own positions against the log ends it
-        fetched, and by the group's committed offsets against the log ends the broker reported last (a consumer
-        that stopped fetching no longer learns of new records itself)."""
-        consumer = getattr(self.subscriber, "consumer", None)
-        if consumer is None:
+        """Records waiting on the partitions this consumer holds, by the log ends the broker reported lately (a
+        consumer that stopped fetching no longer learns of new records itself) against the consumer's own
+        positions (not the committed offsets: a commit lost in a broker restart is no stall). Without a recent
+        report (the broker is down, or the lag clients are being made anew) there is no verdict: 0."""
+        consumer, lag = getattr(self.subscriber, "consumer", None), self.group_lag
+        recent = 3 * self.settings.metrics_interval.total_seconds() + 5
+        if consumer is None or lag is None or lag.measured_at is None or time.monotonic() - lag.measured_at > recent:
             return 0
         try:
             assigned = consumer.assignment()
             assignment = consumer._subscription.subscription.assignment  # noqa: SLF001 - no public position API
         except AttributeError:  # not subscribed (yet): nothing to say
             return 0
-        own = 0
+        waiting = 0
         for tp in assigned:
-            state, highwater = assignment.state_value(tp), consumer.highwater(tp)
-            if state is not None and state.has_valid_position and highwater is not None:
-                own += max(highwater - state.position, 0)
-        reported = self.group_lag.last if self.group_lag is not None else {}
-        return max(own, sum(lag for tp, lag in reported.items() if tp in assigned))
+            state = assignment.state_value(tp)
+            end = max(lag.ends.get(tp, 0), consumer.highwater(tp) or 0)
+            if state is not None and state.has_valid_position:
+                waiting += max(end - state.position, 0)
+        return waiting
 
-    async def restart_consumer(self) -> None:
-        """Stop and start the consumer: it leaves the group, joins again and resumes from the committed offsets."""
-        await self.subscriber.stop()
-        await self.subscriber.start()
+    async def restart_consumer(self, within: float = 60.0) -> None:
+        """Stop and start the consumer: it leaves the group, joins again and resumes from the committed offsets.
+        Each step is bounded: a consumer that cannot even stop is dropped, and a start that fails is tried again
+        by the watchdog's next look."""
+        subscriber = self.subscriber
+        try:
+            await asyncio.wait_for(subscriber.stop(), within)
+        except Exception as error:  # noqa: BLE001 - a stuck consumer may not stop cleanly: a new one is made anyway
+            log.warning("consumer_stop_failed", error=repr(error))
+            subscriber.consumer = None
+        await asyncio.wait_for(subscriber.start(), within)
         self.last_batch_at = time.monotonic()
 
     def consumer_watchdog(self) -> ConsumerWatchdog:
         return ConsumerWatchdog(
-            self.stall, self.assigned_lag, lambda: self.last_batch_at, lambda: not self.faults.ok,
+            self.stall, self.assigned_lag, lambda: self.last_batch_at, lambda: self.handling_batch,
             self.restart_consumer, interval=min(5.0, max(self.stall.after / 4, 0.5)))
 
 
@@ -188,12 +198,15 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
         records = list(message.raw_message) if isinstance(message.raw_message, tuple) else [message.raw_message]
         started = time.monotonic()
         offsets = {}
+        runtime.handling_batch = True
         try:
             for topic in dict.fromkeys(r.topic for r in records):
                 offsets.update(await processors[topic].process([r for r in records if r.topic == topic]))
         except BaseException:
             rewind(message.consumer, records)  # fetched but not done: read again, never skipped
             raise
+        finally:
+            runtime.handling_batch = False
         await commit_offsets(message.consumer, offsets)
         runtime.last_batch_at = time.monotonic()
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)

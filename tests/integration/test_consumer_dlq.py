@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -67,10 +68,10 @@ class Probe:
 
     @contextlib.asynccontextmanager
     async def running(self, **overrides):
-        """The probe service in this process, consuming until the block ends (graceful stop)."""
+        """The probe service in this process, consuming until the block ends (graceful stop); yields its runtime."""
         app = probe_service.app(self.settings.model_copy(update=overrides))
         async with app.router.lifespan_context(app):
-            yield
+            yield app.state.runtime
 
     def process(self, marker: Path) -> subprocess.Popen:
         """The probe service as its own OS process, to be SIGKILLed."""
@@ -216,3 +217,31 @@ async def _rewind_group(probe: Probe, to: int) -> None:
     finally:
         await consumer.stop()
     assert await probe.committed() == to
+
+
+# -- a consumer that stops fetching ---------------------------------------------------------------
+
+async def test_a_consumer_that_stops_fetching_is_restarted_by_the_watchdog_and_resumes_where_it_committed(probe):
+    """The consumer is made to stop fetching (its partitions paused, as a consumer stuck after a broker restart
+    would be): the broker reports the group's lag, no batch comes, and after CONSUMER_STALL_AFTER the watchdog
+    restarts the consumer, which handles what waited, from the committed offset, exactly once."""
+    await probe.send("before-stall")
+    stall = {"consumer_stall_after": timedelta(seconds=3), "metrics_interval": timedelta(seconds=1)}
+    async with probe.running(**stall) as runtime:
+        await eventually(lambda: has(probe, "before-stall"), 60, "the first command handled")
+        stuck = runtime.subscriber.consumer
+        stuck.pause(*stuck.assignment())
+        await probe.send("during-stall")
+        await eventually(lambda: has(probe, "during-stall"), 120, "the command sent during the stall handled")
+        assert runtime.subscriber.consumer is not stuck  # a new consumer did it
+        await eventually(lambda: _committed_two(probe), 30, "the offset committed")
+        assert not runtime.consumer_stalled()
+    assert await probe.registered() == ["before-stall", "during-stall"]
+
+
+async def has(probe: Probe, account_id: str) -> bool:
+    return account_id in await probe.registered()
+
+
+async def _committed_two(probe: Probe) -> bool:
+    return await probe.committed() == 2

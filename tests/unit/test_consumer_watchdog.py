@@ -33,8 +33,8 @@ def test_an_idle_consumer_with_an_old_last_batch_is_not_stalled_by_new_records()
 
 
 class Fake:
-    def __init__(self, lag: int, fault: bool = False, fail_restart: bool = False) -> None:
-        self.lag, self.fault, self.fail_restart, self.restarts = lag, fault, fail_restart, 0
+    def __init__(self, lag: int, handling: bool = False, fail_restart: bool = False) -> None:
+        self.lag, self.handling, self.fail_restart, self.restarts = lag, handling, fail_restart, 0
         self.now = 0.0
 
     async def restart(self) -> None:
@@ -44,7 +44,7 @@ class Fake:
 
 
 def watchdog(fake: Fake) -> ConsumerWatchdog:
-    return ConsumerWatchdog(StallDetector(after=0), lambda: fake.lag, lambda: -1.0, lambda: fake.fault,
+    return ConsumerWatchdog(StallDetector(after=0), lambda: fake.lag, lambda: -1.0, lambda: fake.handling,
                             fake.restart, interval=0.01)
 
 
@@ -61,9 +61,9 @@ async def test_a_consumer_with_nothing_to_do_is_left_alone():
     assert not await dog.check() and fake.restarts == 0
 
 
-async def test_a_transient_fault_being_retried_is_not_the_consumers_stall():
-    """The batch waits for the database: readiness is red, but a new consumer would wait as well."""
-    fake = Fake(lag=4, fault=True)
+async def test_a_batch_being_handled_is_not_a_stall_of_fetching():
+    """The batch waits for the database (a transient fault, retried): a new consumer would wait as well."""
+    fake = Fake(lag=4, handling=True)
     dog = watchdog(fake)
     assert not await dog.check()
     assert fake.restarts == 0 and dog.detector.stalled
