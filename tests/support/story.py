@@ -6,6 +6,9 @@ from platform_runtime.client import PlatformClient, new_id
 from platform_schemas.commands.billing import AddBillingMethod
 from platform_schemas.commands.contracts import MilestoneSpec, RegisterAccount, SendOffer
 
+# A setup step's outcome: a deadline, not a latency check (seen taking over 30 s at a load average of 25).
+SETUP_WITHIN = 120.0
+
 
 @dataclass
 class Parties:
@@ -18,7 +21,7 @@ async def register(client: PlatformClient, role: str) -> str:
     command = await client.send(RegisterAccount(account_id=account_id, role=role, name=f"{role} {account_id}",
                                                 email=f"{account_id}@example.test"),
                                 subject=account_id, actor="admin:tests")
-    outcome = await client.outcome(command, {"AccountRegistered"})
+    outcome = await client.outcome(command, {"AccountRegistered"}, timeout=SETUP_WITHIN)
     assert outcome.type == "AccountRegistered", outcome.data
     return account_id
 
@@ -27,7 +30,7 @@ async def add_card(client: PlatformClient, account_id: str, token: str = "tok_vi
     method_id = new_id("card")
     command = await client.send(AddBillingMethod(account_id=account_id, billing_method_id=method_id, kind="card",
                                                  token=token, make_primary=True), subject=account_id, actor=account_id)
-    outcome = await client.outcome(command, {"BillingMethodAdded"})
+    outcome = await client.outcome(command, {"BillingMethodAdded"}, timeout=SETUP_WITHIN)
     assert outcome.type == "BillingMethodAdded", outcome.data
     return method_id
 
