@@ -40,7 +40,7 @@ infra-down:
 
 migrate: bootstrap
 	source $(LOCAL)/env.sh
-	for s in "$${SERVICES[@]}"; do (service_env "$$s"; echo "migrate $$s"; $(PY) -m "$$s" migrate); done
+	for s in "$${SERVICES[@]}"; do (service_env "$$s"; migration_env "$$s"; echo "migrate $$s"; $(PY) -m "$$s" migrate); done
 
 up: infra-up migrate
 	$(LOCAL)/services.sh start

@@ -211,7 +211,10 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
               port_base: int = 28000, log_dir: Path | None = None, bonuses: int = 100_000,
               clients: int = 10_000, profile_dir: Path | None = None) -> dict:
     kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    postgres_url = (postgres_url or os.environ.get("POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:15432"))
+    # the superuser's URL, with its password
+    postgres_url = postgres_url or os.environ.get("POSTGRES_URL") or subprocess.run(
+        [str(processes.ROOT / "deploy/local/postgres.sh"), "url"], capture_output=True, text=True,
+        check=True).stdout.strip()
     processes.LOGS = (log_dir or Path("/var/tmp/escrow-platform/bench-logs")) / "bonus"
     platform = Platform(kafka, postgres_url.rstrip("/"), prefix=f"{prefix}bonus_",
                         env={"BONUS_BATCH_AT": "off", "LOG_LEVEL": "INFO"})

@@ -10,7 +10,8 @@ export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 export RUN_DIR=${RUN_DIR:-$ESCROW_WORK/run}
 source "$(dirname "${BASH_SOURCE[0]}")/secrets.sh"
 export DEBIAN_FRONTEND=noninteractive
-PG_BASE_URL=${PG_BASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:$PG_PORT}
+# The superuser's URL: the local scripts and the test harness set the cluster up with it; no service uses it.
+PG_BASE_URL=${PG_BASE_URL:-postgresql+asyncpg://postgres:$(secret pg-postgres)@127.0.0.1:$PG_PORT}
 SERVICES=(contracts escrow billing notifications)
 DATABASES=(contracts escrow billing notifications gateway)
 SMTP_SINK_PORT=2525
@@ -30,15 +31,25 @@ http_token_hashes() {
   (IFS=,; echo "${hashes[*]}")
 }
 
+# pg_url ROLE DATABASE: the URL of DATABASE as ROLE, with its password (postgres.sh makes the roles).
+pg_url() { echo "postgresql+asyncpg://$1:$(secret "pg-$1")@127.0.0.1:$PG_PORT/$2"; }
+
 # Exports what service $1 reads; everything else the caller exported passes through untouched.
+# Its databases as their DML-only roles: the owners' URLs are migration_env's, never a running service's.
 service_env() {
   local port; port=$(http_port "$1") || return 1
-  export DATABASE_URL=$PG_BASE_URL/$1 HTTP_PORT=$port
+  export DATABASE_URL=$(pg_url "$1_app" "$1") HTTP_PORT=$port
   export HTTP_TOKEN_HASHES=${HTTP_TOKEN_HASHES:-$(http_token_hashes)}
   case $1 in
-    billing) export GATEWAY_DATABASE_URL=$PG_BASE_URL/gateway ;;
+    billing) export GATEWAY_DATABASE_URL=$(pg_url gateway_app gateway) ;;
     notifications) export SMTP_HOST=${SMTP_HOST:-127.0.0.1} SMTP_PORT=${SMTP_PORT:-$SMTP_SINK_PORT} ;;
   esac
+}
+
+# What `<service> migrate` reads besides service_env: its databases as their owner roles.
+migration_env() {
+  export MIGRATION_DATABASE_URL=$(pg_url "$1_owner" "$1")
+  [[ $1 != billing ]] || export GATEWAY_MIGRATION_DATABASE_URL=$(pg_url gateway_owner gateway)
 }
 
 # apt-get install, once per call, only when some package is needed.

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The platform's own PostgreSQL cluster: 127.0.0.1:$PG_PORT, trust auth, durable (fsync, synchronous_commit on).
+# The platform's own PostgreSQL cluster: 127.0.0.1:$PG_PORT, durable (fsync, synchronous_commit on).
+# Over TCP every role logs in with a SCRAM-SHA-256 password (secret pg-<role>); only the superuser may use the
+# unix socket, which lives in $PG_WORK (mode 0700: the server's OS account alone reaches it), without one.
+# At every start: one owner role and one DML-only role per database (platform_runtime.database_roles).
 # usage: postgres.sh install|start|stop|status|reset|url [db]
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/env.sh"
+ROOT=$(cd "$HERE/../.." && pwd)
 DATA=$PG_WORK/data LOG=$PG_WORK/postgres.log TIMEOUT=${PG_START_TIMEOUT:-60}
 
 die() { echo "postgres: $*" >&2; exit 1; }
@@ -29,7 +33,7 @@ init() {
   install -d -m 755 "$ESCROW_WORK"  # postgres must be able to traverse it
   install -d -m 700 "$PG_WORK"
   [[ $EUID -ne 0 ]] || chown postgres:postgres "$PG_WORK"
-  as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$PG_WORK/initdb.log" 2>&1 ||
+  as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$PG_WORK/initdb.log" 2>&1 ||
     { cat "$PG_WORK/initdb.log" >&2; die "initdb failed"; }
   echo "include = 'platform.conf'" >>"$DATA/postgresql.conf"
 }
@@ -43,16 +47,27 @@ max_connections = 300
 shared_buffers = 256MB
 fsync = on
 synchronous_commit = on
+password_encryption = scram-sha-256
 CONF
+  as_pg tee "$DATA/pg_hba.conf" >/dev/null <<HBA
+# Written by deploy/local/postgres.sh at every start.
+local all postgres                trust
+host  all all      127.0.0.1/32   scram-sha-256
+host  all all      ::1/128        scram-sha-256
+HBA
 }
 
-psql_() { "$BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 "$@"; }
-
-create_databases() {
-  local have db; have=$(psql_ -d postgres -Atc 'select datname from pg_database')
+# The superuser's password, and each database's owner and DML roles with theirs (made at first use), through
+# the socket; the passwords go to the script in its environment, never on a command line.
+provision_roles() {
+  local py=$ROOT/.venv/bin/python db role passwords=(POSTGRES_PASSWORD="$(secret pg-postgres)")
+  [[ -x $py ]] || die "$py missing: run 'make bootstrap'"
   for db in "${DATABASES[@]}"; do
-    grep -qx "$db" <<<"$have" || psql_ -d postgres -c "create database \"$db\""
+    for role in "${db}_owner" "${db}_app"; do passwords+=("${role^^}_PASSWORD=$(secret "pg-$role")"); done
   done
+  env "${passwords[@]}" DATABASE_ROLES_ADMIN_URL="postgresql://postgres@/postgres?host=$PG_WORK&port=$PG_PORT" \
+    "$py" -m platform_runtime.database_roles "${DATABASES[@]}" >"$PG_WORK/roles.log" 2>&1 ||
+    { cat "$PG_WORK/roles.log" >&2; die "roles and grants failed"; }
 }
 
 # After a SIGKILL or a reboot the pid in postmaster.pid may belong to some other process by now.
@@ -67,13 +82,15 @@ start() {
     init; configure
     as_pg "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t "$TIMEOUT" start >/dev/null ||
       { tail -n 30 "$LOG" >&2; die "pg_ctl start failed"; }
+  else  # started by an older version of this script, perhaps with other authentication rules
+    configure; as_pg "$BIN/pg_ctl" -D "$DATA" reload >/dev/null
   fi
   local deadline=$((SECONDS + TIMEOUT))
   until "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; do
     ((SECONDS < deadline)) || { tail -n 30 "$LOG" >&2; die "not ready after ${TIMEOUT}s"; }
     sleep 0.2
   done
-  create_databases
+  provision_roles
   echo "postgres ready on 127.0.0.1:$PG_PORT (data $DATA, log $LOG)"
 }
 

@@ -26,7 +26,9 @@ export TEST_PG_PORT=${TEST_PG_PORT:-$((base + 32))}
 export KAFKA_LIB=${KAFKA_LIB:-$KAFKA_WORK/lib}
 export KAFKA_WORK=$TEST_WORK/kafka KAFKA_PORT=$TEST_KAFKA_PORT KAFKA_CONTROLLER_PORT=$TEST_KAFKA_CONTROLLER_PORT
 export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$TEST_KAFKA_PORT
-export PG_WORK=$TEST_WORK/pg PG_PORT=$TEST_PG_PORT PG_BASE_URL=postgresql+asyncpg://postgres@127.0.0.1:$TEST_PG_PORT
+export PG_WORK=$TEST_WORK/pg PG_PORT=$TEST_PG_PORT
+# the superuser, with its password (the same secret as the platform cluster's): the harness sets up databases with it
+export PG_BASE_URL=postgresql+asyncpg://postgres:$(secret pg-postgres)@127.0.0.1:$TEST_PG_PORT
 KAFKA=$HERE/kafka/kafka-local.sh POSTGRES=$HERE/postgres.sh
 # Longer than the launchers' own defaults: on a loaded machine (parallel test runs) a JVM start takes minutes.
 export KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-600} PG_START_TIMEOUT=${PG_START_TIMEOUT:-180}

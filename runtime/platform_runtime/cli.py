@@ -4,6 +4,7 @@ import typer
 
 from . import migrate as migrations
 from .service import ServiceDefinition, serve
+from .settings import MigrationSettings
 
 
 def main(definition: ServiceDefinition) -> None:
@@ -16,13 +17,15 @@ def main(definition: ServiceDefinition) -> None:
 
     @app.command("migrate")
     def migrate_command() -> None:
-        """Bring the service's database to the newest schema."""
-        migrations.upgrade(definition.migrations_dir, definition.settings_type().database_url)
+        """Bring the service's database to the newest schema, as its owner role (MIGRATION_DATABASE_URL)."""
+        migrations.upgrade(definition.migrations_dir, MigrationSettings().url)
+        if definition.after_migrate:
+            definition.after_migrate()
 
     @app.command("revision")
     def revision_command(message: str) -> None:
         """Write a new Alembic revision from the difference between models and database."""
-        migrations.revision(definition.migrations_dir, definition.settings_type().database_url, message)
+        migrations.revision(definition.migrations_dir, MigrationSettings().url, message)
 
     @app.callback(invoke_without_command=True)
     def default(ctx: typer.Context) -> None:

@@ -77,6 +77,8 @@ class ServiceDefinition:
     timers: Callable[["Runtime"], dict[str, TimerHandler]] = lambda runtime: {}
     background: Callable[["Runtime"], list[Callable[[], Awaitable[None]]]] = lambda runtime: []
     on_start: Callable[["Runtime"], Awaitable[None]] | None = None
+    # More schema work of `migrate`, after the service's own revisions (billing: the gateway simulator's tables).
+    after_migrate: Callable[[], None] | None = None
 
 
 @dataclass

@@ -38,7 +38,10 @@ class ServiceSettings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     # The cluster CA (Strimzi: the <cluster>-cluster-ca-cert Secret's ca.crt); None: the system's CAs.
     kafka_ssl_cafile: str | None = None
+    # The service runs as its database's DML-only role (README, "Databases: least privilege"); `migrate` as the
+    # owner role, from MIGRATION_DATABASE_URL (DATABASE_URL when unset: one role for both, on a bare database).
     database_url: str
+    migration_database_url: str | None = None
     # 127.0.0.1 on a developer's machine; the container image sets 0.0.0.0 so probes and Prometheus reach it.
     http_host: str = "127.0.0.1"
     http_port: int
@@ -88,3 +91,19 @@ class ServiceSettings(BaseSettings):
 
         TokenHashes.parse(value)  # a typo fails at start, not as 401s later
         return value
+
+
+class MigrationSettings(BaseSettings):
+    """What `migrate` reads: it needs no other setting, so a migration job is handed the owner's URL only."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    migration_database_url: str | None = None
+    database_url: str | None = None
+
+    @property
+    def url(self) -> str:
+        url = self.migration_database_url or self.database_url
+        if not url:
+            raise ValueError("set MIGRATION_DATABASE_URL (the owner role's URL) or DATABASE_URL")
+        return url

@@ -8,6 +8,7 @@ import pytest
 import pytest_asyncio
 from platform_runtime.faults import is_transient, sqlstate_of
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.probe_service import drop_database, scratch_database
@@ -85,10 +86,10 @@ async def test_a_connection_terminated_by_the_server_is_transient(db):
 
 async def test_too_many_connections_is_transient(db):
     engine, url = db
-    role = f"limited_{uuid.uuid4().hex[:6]}"
+    role, password = f"limited_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex  # TCP logins need a password (SCRAM)
     async with engine.begin() as conn:
-        await conn.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"))
-    limited = create_async_engine(url.replace("postgres@", f"{role}@"))
+        await conn.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0 PASSWORD '{password}'"))
+    limited = create_async_engine(make_url(url).set(username=role, password=password))
     try:
         error = await caught(limited.connect().__aenter__())
         assert sqlstate_of(error) == "53300" and is_transient(error)

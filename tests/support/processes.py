@@ -1,15 +1,19 @@
 """The platform's services as real, separate OS processes, for end-to-end and crash tests.
 
 Each test session gets fresh databases (t_<service>) and its own HTTP ports, so a developer's
-`make up` platform and its data are left alone. Its consumer groups are claimed before anything starts
-(tests/support/groups.py): no other platform's services may be in them, and they begin at the log end, so
-what the broker held before never delays a test.
+`make up` platform and its data are left alone. As in production, each database has an owner role that the
+migrations run as and a DML-only role that the service runs as (t_<service>_owner, t_<service>_app,
+platform_runtime.database_roles, passwords of this session's own): the whole end-to-end suite runs the services
+with DML only. Tests that look into a database directly use the superuser (`database_url`).
+Its consumer groups are claimed before anything starts (tests/support/groups.py): no other platform's services
+may be in them, and they begin at the log end, so what the broker held before never delays a test.
 """
 
 import asyncio
 import functools
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,9 +24,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 from platform_runtime.credentials import Credentials
+from platform_runtime.database_roles import DatabaseRoles, provision
 from platform_runtime.http_auth import hash_token
 from platform_runtime.read_scopes import PRINCIPALS
 from platform_schemas.topics import TOPICS, dlq
+from sqlalchemy.engine import make_url
 
 from .groups import refuse_shared_groups, start_groups_at_log_end
 
@@ -33,6 +39,7 @@ _BASE = int(os.environ.get("TEST_PORT_BASE", "18000"))
 TEST_PORTS = {"contracts": _BASE + 1, "escrow": _BASE + 2, "billing": _BASE + 3, "notifications": _BASE + 4}
 DB_PREFIX = os.environ.get("TEST_DB_PREFIX", "t_")
 SERVICES = list(TEST_PORTS)
+DATABASES = [*SERVICES, "gateway"]  # gateway: the payment gateway simulator's, billing's second database
 # What a service may read: every platform topic but the dead-letter ones (groups never read those).
 READABLE_TOPICS = [t.name for t in TOPICS if t.name not in {dlq(u.name) for u in TOPICS}]
 
@@ -45,6 +52,16 @@ def http_token_hashes() -> str:
 
 def available(service: str) -> bool:
     return importlib.util.find_spec(f"{service}.__main__") is not None
+
+
+async def drop_databases(postgres_url: str, names: list[str]) -> None:
+    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1).rstrip("/") + "/postgres"
+    conn = await asyncpg.connect(dsn)
+    try:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 async def recreate_databases(postgres_url: str, names: list[str]) -> None:
@@ -70,23 +87,53 @@ class Platform:
     began_at: dict = field(default_factory=dict)  # the log ends the groups were set to begin at (TopicPartition -> offset)
     history: int = 0  # records on notifications' topics before it started (tests/support/history.py)
     log_starts: dict[Path, int] = field(default_factory=dict)  # where this session's lines begin in each log
+    passwords: dict[str, str] = field(default_factory=dict)  # its database roles', made when first used
 
     def database_url(self, service: str) -> str:
+        """The database as the superuser: for tests that look into it or set things up."""
         return f"{self.postgres_url.rstrip('/')}/{self.prefix}{service}"
+
+    def roles(self, database: str) -> DatabaseRoles:
+        return DatabaseRoles(f"{self.prefix}{database}")
+
+    def role_url(self, database: str, role: str) -> str:
+        """The database as one of its roles: `owner` (migrations) or `app` (the running service)."""
+        roles = self.roles(database)
+        name = getattr(roles, role)
+        password = self.passwords.setdefault(name, secrets.token_hex(16))
+        return make_url(self.postgres_url).set(username=name, password=password, database=roles.name) \
+            .render_as_string(hide_password=False)
 
     def service_env(self, service: str, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {**os.environ, "HTTP_TOKEN_HASHES": http_token_hashes(), **self.env, **(extra or {})}
-        env.update(KAFKA_BOOTSTRAP_SERVERS=self.kafka, DATABASE_URL=self.database_url(service), HTTP_PORT=str(port),
-                   GATEWAY_DATABASE_URL=self.database_url("gateway"), PYTHONUNBUFFERED="1")
+        env.update(KAFKA_BOOTSTRAP_SERVERS=self.kafka, DATABASE_URL=self.role_url(service, "app"),
+                   HTTP_PORT=str(port), PYTHONUNBUFFERED="1")
+        if service == "billing":
+            env["GATEWAY_DATABASE_URL"] = self.role_url("gateway", "app")
+        return env
+
+    def migration_env(self, service: str) -> dict[str, str]:
+        env = self.service_env(service, TEST_PORTS[service])
+        env["MIGRATION_DATABASE_URL"] = self.role_url(service, "owner")
+        if service == "billing":
+            env["GATEWAY_MIGRATION_DATABASE_URL"] = self.role_url("gateway", "owner")
         return env
 
     async def prepare(self) -> None:
-        await recreate_databases(self.postgres_url, [f"{self.prefix}{s}" for s in [*SERVICES, "gateway"]])
+        """Fresh databases, their roles, and the services' migrations run as the owners."""
+        await drop_databases(self.postgres_url, [self.roles(d).name for d in DATABASES])
+        admin = self.postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        for database in DATABASES:
+            roles = self.roles(database)
+            self.role_url(database, "owner"), self.role_url(database, "app")  # their passwords
+            await provision(admin, roles, self.passwords[roles.owner], self.passwords[roles.app])
         for service in SERVICES:
             if available(service):
-                subprocess.run([sys.executable, "-m", service, "migrate"], cwd=ROOT, check=True,
-                               env=self.service_env(service, TEST_PORTS[service]), stdin=subprocess.DEVNULL,
-                               capture_output=True, timeout=600)
+                done = subprocess.run([sys.executable, "-m", service, "migrate"], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                      env=self.migration_env(service), capture_output=True, timeout=600)
+                if done.returncode:
+                    tail = done.stderr.decode()[-3000:]
+                    raise RuntimeError(f"{service} migrate failed ({done.returncode}):\n{tail}")
 
     async def claim_groups(self, services=None, who: str = "the test platform") -> None:
         """Before any of our services joins: refuses (GroupsTaken, one line) when another platform's services are

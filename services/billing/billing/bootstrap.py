@@ -1,5 +1,6 @@
 """The billing service, assembled: what it consumes, serves, owns and schedules."""
 
+import asyncio
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -22,15 +23,28 @@ from .service_layer.bonus_batch_runner import BonusBatchRunner
 from .service_layer.context import BillingContexts
 from .service_layer.failures import failure_reply
 from .service_layer.gateway_loop import GatewayLoop
-from .settings import BillingSettings, ShiftedClock, retry_policy
+from .settings import BillingSettings, GatewayMigrationSettings, ShiftedClock, retry_policy
 
 
 async def context(runtime) -> BillingContexts:
-    """Every handler's context: billing's repositories, the settings and the payment gateway, opened once."""
+    """Every handler's context: billing's repositories, the settings and the payment gateway, opened once.
+    The gateway's tables are there already (`billing migrate`): the service's role may not create any."""
     gateway = SimulatedGateway(create_async_engine(runtime.settings.gateway_database_url, pool_size=5,
                                                   hide_parameters=True))
-    await gateway.create_tables()
     return BillingContexts(runtime.settings, gateway)
+
+
+def migrate_gateway() -> None:
+    """The simulator's tables, made by the gateway database's owner role (a real gateway needs none)."""
+
+    async def create() -> None:
+        engine = create_async_engine(GatewayMigrationSettings().url)
+        try:
+            await SimulatedGateway(engine).create_tables()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(create())
 
 
 def subscriptions(runtime) -> list[Subscription]:
@@ -81,4 +95,5 @@ definition = ServiceDefinition(
     timers=lambda runtime: bonus_batch.timer_handlers(runtime.settings),
     background=background,
     on_start=on_start,
+    after_migrate=migrate_gateway,
 )

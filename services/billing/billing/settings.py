@@ -4,6 +4,7 @@ from datetime import datetime, time, timedelta
 from typing import Annotated
 
 from pydantic import BeforeValidator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from platform_runtime.clock import Clock
 from platform_runtime.settings import Duration, ServiceSettings
@@ -18,6 +19,9 @@ def _time_or_off(value: object) -> object:
 class BillingSettings(ServiceSettings):
     http_port: int = 8003
     gateway_database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:15432/gateway"
+    # The gateway database's owner role: `billing migrate` makes the simulator's tables with it (the service
+    # itself runs as the gateway's DML-only role, GATEWAY_DATABASE_URL).
+    gateway_migration_database_url: str | None = None
     # The gateway loop (service_layer/gateway_loop.py): every call unanswered is made again after a backoff
     # doubling from GATEWAY_RETRY_BACKOFF up to GATEWAY_RETRY_BACKOFF_MAX, until the work's bound (from its
     # first call): a charge not made within GATEWAY_CHARGE_WITHIN fails as `gateway_unavailable`; a refund
@@ -51,6 +55,22 @@ class BillingSettings(ServiceSettings):
     past_due_retry_days: int = 7
     # Shifts this process's clock (end-to-end tests run several business days in one session); 0 in production.
     clock_offset: Duration = timedelta(0)
+
+
+class GatewayMigrationSettings(BaseSettings):
+    """What `billing migrate` reads for the gateway simulator's database (the owner's URL, else the runtime's)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+    gateway_migration_database_url: str | None = None
+    gateway_database_url: str | None = None
+
+    @property
+    def url(self) -> str:
+        url = self.gateway_migration_database_url or self.gateway_database_url
+        if not url:
+            raise ValueError("set GATEWAY_MIGRATION_DATABASE_URL (the gateway owner's URL) or GATEWAY_DATABASE_URL")
+        return url
 
 
 def retry_policy(settings: BillingSettings) -> RetryPolicy:
