@@ -1,8 +1,9 @@
 """Writes the Kubernetes manifests that follow from the code: one file per service (Deployment, Service,
-PodDisruptionBudget, migrate Job, KEDA ScaledObject) and the Strimzi KafkaTopic / KafkaUser resources.
+PodDisruptionBudget, migrate Job, KEDA ScaledObject), the Strimzi KafkaTopic / KafkaUser resources and the
+CloudNativePG Clusters with their roles and grants (platform_runtime.database_roles).
 
 usage: python deploy/k8s/generate.py   (tests/deploy checks that the committed files are what this writes)
-Kafka, PostgreSQL and the kustomizations themselves are written by hand.
+Kafka and the kustomizations themselves are written by hand.
 """
 
 import sys
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from platform_runtime.database_roles import DatabaseRoles, grant_statements
 from platform_schemas.topics import (
     BILLING_ADMIN_COMMANDS,
     BILLING_COMMANDS,
@@ -35,6 +37,7 @@ READ_API_SECRET = "read-api-token-hashes"
 IMAGE = "escrow-platform"
 HTTP_PORT = 8080
 HEADER = "# Written by deploy/k8s/generate.py from the code; edit that script, not this file.\n"
+POSTGRES_IMAGE = "ghcr.io/cloudnative-pg/postgresql:17.6"
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,19 @@ def secret_env(name: str, secret: str, key: str) -> dict:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def database_env(databases: dict[str, str]) -> list[dict]:
-    """Each URL from its CloudNativePG Cluster's `<cluster>-app` Secret ($(VAR) is expanded by the kubelet)."""
+def database_secret(database: str, role: str) -> str:
+    """The Secret (kubernetes.io/basic-auth) of a database role: `<db>-db-owner` or `<db>-db-app`, made once by
+    deploy/k8s/database-secrets.sh; CloudNativePG sets the role's password from it, the pods read it."""
+    return f"{database}-db-{role}"
+
+
+def database_env(databases: dict[str, str], role: str = "app") -> list[dict]:
+    """Each URL as the database's `role` (app: DML only, what a service runs as; owner: migrations), from the
+    role's Secret ($(VAR) is expanded by the kubelet)."""
     env = []
     for variable, database in databases.items():
         prefix = variable.removesuffix("_URL")
-        secret = f"{database}-db-app"
+        secret = database_secret(database, role)
         env += [secret_env(f"{prefix}_USER", secret, "username"), secret_env(f"{prefix}_PASSWORD", secret, "password"),
                 {"name": variable, "value": f"postgresql+asyncpg://$({prefix}_USER):$({prefix}_PASSWORD)"
                                             f"@{database}-db-rw:5432/{database}"}]
@@ -165,7 +175,11 @@ def disruption_budget(service: Service) -> dict:
 
 
 def migrate_job(service: Service) -> dict:
-    env = database_env({"DATABASE_URL": service.name})  # the gateway simulator makes its own tables at start
+    # as the owners (MIGRATION_DATABASE_URL; billing also makes the gateway simulator's tables): the Job gets
+    # no runtime credentials, the Deployment no owner's
+    migrations = {variable.replace("DATABASE_URL", "MIGRATION_DATABASE_URL"): database
+                  for variable, database in service.databases.items()}
+    env = database_env(migrations, role="owner")
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {
@@ -231,18 +245,60 @@ def kafka_user(service: Service) -> dict:
                      "authorization": {"type": "simple", "acls": acls}}}
 
 
+def database_cluster(database: str) -> dict:
+    """One CloudNativePG Cluster per database: the owner role owns it (initdb) and runs the migrations, the app role
+    has DML only (the grants of platform_runtime.database_roles, run once after initdb); both are managed roles,
+    neither a superuser, and the cluster hands out no superuser credentials at all."""
+    roles = DatabaseRoles(database)
+
+    def managed(name: str, role: str) -> dict:
+        return {"name": name, "ensure": "present", "login": True, "superuser": False, "createdb": False,
+                "createrole": False, "replication": False, "bypassrls": False,
+                "passwordSecret": {"name": database_secret(database, role)}}
+
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": f"{database}-db", "labels": labels(f"{database}-db", "database")},
+        "spec": {
+            "instances": 1, "imageName": POSTGRES_IMAGE, "storage": {"size": "10Gi"},
+            "enableSuperuserAccess": False,
+            "bootstrap": {"initdb": {
+                "database": database, "owner": roles.owner, "secret": {"name": database_secret(database, "owner")},
+                "dataChecksums": True,
+                # the app role exists before the managed roles are reconciled (after bootstrap), which then give
+                # it LOGIN and its password
+                "postInitApplicationSQL": [f'CREATE ROLE "{roles.app}" NOLOGIN', *grant_statements(roles)]}},
+            "managed": {"roles": [managed(roles.owner, "owner"), managed(roles.app, "app")]},
+            "postgresql": {"parameters": {"max_connections": "200"}},
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        },
+    }
+
+
+def databases() -> list[str]:
+    return list(dict.fromkeys(database for s in SERVICES for database in s.databases.values()))
+
+
+CLUSTERS_PREAMBLE = """\
+# PostgreSQL on CloudNativePG: one Cluster per database, so each service owns its data (and its failover); gateway
+# is the payment gateway simulator's (billing's GATEWAY_DATABASE_URL), a real gateway needs none. `<cluster>-rw`
+# is the Service that always points at the primary. The base runs one instance each; overlays/production three.
+"""
+
+
 class _Dumper(yaml.SafeDumper):
     def ignore_aliases(self, data) -> bool:  # no &id001 anchors: each manifest reads on its own
         return True
 
 
-def dump(documents: list[dict]) -> str:
-    return HEADER + "".join("---\n" + yaml.dump(d, Dumper=_Dumper, sort_keys=False, width=120) for d in documents)
+def dump(documents: list[dict], preamble: str = "") -> str:
+    return HEADER + preamble + "".join("---\n" + yaml.dump(d, Dumper=_Dumper, sort_keys=False, width=120) for d in documents)
 
 
 def files() -> dict[Path, str]:
     out = {BASE / "kafka" / "topics.yaml": dump([kafka_topic(t) for t in TOPICS]),
-           BASE / "kafka" / "users.yaml": dump([kafka_user(s) for s in SERVICES])}
+           BASE / "kafka" / "users.yaml": dump([kafka_user(s) for s in SERVICES]),
+           BASE / "postgres" / "clusters.yaml": dump([database_cluster(d) for d in databases()], CLUSTERS_PREAMBLE)}
     for s in SERVICES:
         out[BASE / "services" / f"{s.name}.yaml"] = dump(
             [deployment(s), http_service(s), disruption_budget(s), migrate_job(s), *scaled_object(s)])

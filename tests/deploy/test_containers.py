@@ -88,10 +88,26 @@ def test_compose_hands_each_service_only_settings_it_reads():
 
 def test_compose_creates_a_database_for_every_url_it_hands_out():
     services = compose()["services"]
-    created = set(services["postgres"]["environment"]["ESCROW_DATABASES"].split())
+    created = set(services["database-roles"]["command"])
     wanted = {value.rsplit("/", 1)[1] for service in services.values()
               for key, value in (service.get("environment") or {}).items() if key.endswith("DATABASE_URL")}
     assert wanted == created == {*SERVICES, "gateway"}
+
+
+def test_compose_runs_services_as_the_dml_roles_and_migrations_as_the_owners():
+    """The superuser's password goes to the database-roles step alone."""
+    services = compose()["services"]
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            if key.endswith("DATABASE_URL"):
+                database = value.rsplit("/", 1)[1]
+                role = "owner" if name.startswith("migrate-") else "app"
+                assert value.startswith(f"postgresql+asyncpg://{database}_{role}:"), (name, key, value)
+            assert name in ("postgres", "database-roles") or "POSTGRES_PASSWORD" not in value, (name, key)
+    assert services["database-roles"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in SERVICES:
+        after = services[f"migrate-{name}"]["depends_on"]
+        assert after["database-roles"]["condition"] == "service_completed_successfully"
 
 
 def test_compose_kafka_runs_kraft_without_auto_created_topics():

@@ -23,9 +23,12 @@ K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.33"
 SERVICES = ["contracts", "escrow", "billing", "notifications"]
 OVERLAYS = ["base", "overlays/production"]
-# Secrets the operators create, referenced but not part of the build.
-OPERATOR_SECRETS = {*SERVICES, *(f"{d}-db-app" for d in [*SERVICES, "gateway"]), "escrow-cluster-ca-cert",
-                    "read-api-token-hashes"}
+DATABASES = [*SERVICES, "gateway"]
+# Secrets referenced but not part of the build: Strimzi's (one per KafkaUser, the cluster CA), the database
+# roles' (deploy/k8s/database-secrets.sh makes them once; CloudNativePG sets the roles' passwords from them) and
+# the read API's token hashes (made by the operators).
+OPERATOR_SECRETS = {*SERVICES, *(f"{d}-db-{role}" for d in DATABASES for role in ("owner", "app")),
+                    "escrow-cluster-ca-cert", "read-api-token-hashes"}
 
 
 @cache
@@ -100,6 +103,9 @@ def test_the_validator_catches_a_misspelt_field():
     assert validation_errors(user)
     database = copy.deepcopy(of_kind(build("base"), "Cluster")["contracts-db"])
     database["spec"]["instances"] = 0
+    assert validation_errors(database)
+    database = copy.deepcopy(of_kind(build("base"), "Cluster")["contracts-db"])
+    database["spec"]["managed"]["roles"][0]["superuser"] = "no"
     assert validation_errors(database)
 
 
@@ -219,3 +225,43 @@ def test_every_reference_resolves_to_a_resource_or_an_operator_secret():
         assert {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v} <= OPERATOR_SECRETS
     for deployment in of_kind(documents, "Deployment"):
         assert deployment in services
+
+
+def database_secrets(container: dict) -> set[str]:
+    return {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]
+            if "valueFrom" in e and "-db-" in e["valueFrom"]["secretKeyRef"]["name"]}
+
+
+def test_each_database_has_an_owner_and_a_dml_only_role_and_no_superuser_login():
+    from platform_runtime.database_roles import DatabaseRoles, grant_statements
+
+    clusters = of_kind(build("overlays/production"), "Cluster")
+    assert set(clusters) == {f"{d}-db" for d in DATABASES}
+    for database in DATABASES:
+        spec, roles = clusters[f"{database}-db"]["spec"], DatabaseRoles(database)
+        initdb = spec["bootstrap"]["initdb"]
+        assert (initdb["database"], initdb["owner"], initdb["secret"]["name"]) == (
+            database, roles.owner, f"{database}-db-owner")
+        assert initdb["postInitApplicationSQL"] == [f'CREATE ROLE "{roles.app}" NOLOGIN', *grant_statements(roles)]
+        managed = {r["name"]: r for r in spec["managed"]["roles"]}
+        assert set(managed) == {roles.owner, roles.app}
+        for name, role in managed.items():
+            assert role["login"] and not any(role[k] for k in ("superuser", "createdb", "createrole", "replication",
+                                                               "bypassrls")), role
+            assert role["passwordSecret"]["name"] == f"{database}-db-{name.rsplit('_', 1)[1]}"
+        assert spec["enableSuperuserAccess"] is False
+    script = (K8S / "database-secrets.sh").read_text()
+    assert set(re.search(r"^DATABASES=\((.*)\)$", script, re.M)[1].split()) == set(DATABASES)
+
+
+def test_services_run_as_the_dml_roles_and_only_migrations_as_the_owners():
+    documents = build("overlays/production")
+    for name, deployment in of_kind(documents, "Deployment").items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert database_secrets(container) and all(s.endswith("-db-app") for s in database_secrets(container))
+        assert not any(e["name"].startswith(("MIGRATION_", "GATEWAY_MIGRATION_")) for e in container["env"])
+    for job in of_kind(documents, "Job").values():
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert database_secrets(container) and all(s.endswith("-db-owner") for s in database_secrets(container))
+        assert "MIGRATION_DATABASE_URL" in {e["name"] for e in container["env"]}
+        assert "DATABASE_URL" not in {e["name"] for e in container["env"]}
