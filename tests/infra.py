@@ -185,11 +185,27 @@ def _put_file(container, path: str, content: bytes) -> None:
     container.get_wrapped_container().put_archive("/", archive.getvalue())
 
 
+def with_local_superuser_password(url: str | None) -> str | None:
+    """A POSTGRES_URL naming the superuser without a password gets the local clusters' one (deploy/local/secrets.sh:
+    `secret pg-postgres`, when it exists): every TCP login needs a password now, and environments written
+    before that keep working."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    work = os.environ.get("ESCROW_WORK", "/var/tmp/escrow-platform")
+    secret = Path(os.environ.get("SECRETS_DIR", f"{work}/secrets")) / "pg-postgres"
+    if parsed.username != "postgres" or parsed.password or not secret.is_file():
+        return url
+    return parsed.set(password=secret.read_text().strip()).render_as_string(hide_password=False)
+
+
 @asynccontextmanager
 async def provide_infra() -> AsyncIterator[Infra]:
     """Yields the servers; containers it started are removed on exit, local servers are left running."""
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    postgres = os.environ.get("POSTGRES_URL")
+    postgres = with_local_superuser_password(os.environ.get("POSTGRES_URL"))
     source = {"kafka": "env", "postgres": "env"}
     with ExitStack() as containers:
         if not (kafka and postgres):

@@ -33,8 +33,8 @@ init() {
   install -d -m 755 "$ESCROW_WORK"  # postgres must be able to traverse it
   install -d -m 700 "$PG_WORK"
   [[ $EUID -ne 0 ]] || chown postgres:postgres "$PG_WORK"
-  as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$PG_WORK/initdb.log" 2>&1 ||
-    { cat "$PG_WORK/initdb.log" >&2; die "initdb failed"; }
+  as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 \
+    --locale=C.UTF-8 >"$PG_WORK/initdb.log" 2>&1 || { cat "$PG_WORK/initdb.log" >&2; die "initdb failed"; }
   echo "include = 'platform.conf'" >>"$DATA/postgresql.conf"
 }
 
@@ -58,16 +58,17 @@ HBA
 }
 
 # The superuser's password, and each database's owner and DML roles with theirs (made at first use), through
-# the socket; the passwords go to the script in its environment, never on a command line.
+# the socket; the passwords go to the script in its environment (exported by the shell), never on a command line.
 provision_roles() {
   local py=$ROOT/.venv/bin/python db role passwords=(POSTGRES_PASSWORD="$(secret pg-postgres)")
   [[ -x $py ]] || die "$py missing: run 'make bootstrap'"
   for db in "${DATABASES[@]}"; do
     for role in "${db}_owner" "${db}_app"; do passwords+=("${role^^}_PASSWORD=$(secret "pg-$role")"); done
   done
-  env "${passwords[@]}" DATABASE_ROLES_ADMIN_URL="postgresql://postgres@/postgres?host=$PG_WORK&port=$PG_PORT" \
-    "$py" -m platform_runtime.database_roles "${DATABASES[@]}" >"$PG_WORK/roles.log" 2>&1 ||
-    { cat "$PG_WORK/roles.log" >&2; die "roles and grants failed"; }
+  (
+    export "${passwords[@]}" DATABASE_ROLES_ADMIN_URL="postgresql://postgres@/postgres?host=$PG_WORK&port=$PG_PORT"
+    exec "$py" -m platform_runtime.database_roles "${DATABASES[@]}"
+  ) >"$PG_WORK/roles.log" 2>&1 || { cat "$PG_WORK/roles.log" >&2; die "roles and grants failed"; }
 }
 
 # After a SIGKILL or a reboot the pid in postmaster.pid may belong to some other process by now.
