@@ -29,7 +29,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.infra import ensure_topics
+from tests.infra import ensure_topics, with_local_superuser_password
 from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 
 from . import fund_saga, raw_limits
@@ -76,7 +76,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def infra() -> tuple[str, str]:
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    postgres = os.environ.get("POSTGRES_URL") or subprocess.run(
+    postgres = with_local_superuser_password(os.environ.get("POSTGRES_URL")) or subprocess.run(
         [str(ROOT / "deploy/local/postgres.sh"), "url"], capture_output=True, text=True, check=True).stdout.strip()
     return kafka, postgres.rstrip("/")
 

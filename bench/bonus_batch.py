@@ -41,6 +41,7 @@ from platform_runtime.credentials import Credentials
 from platform_schemas import new_envelope
 from platform_schemas.commands.billing import RunBonusBatch
 from platform_schemas.topics import BILLING_ADMIN_COMMANDS, BILLING_EVENTS
+from tests.infra import with_local_superuser_password
 from tests.support import processes
 from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 from tests.support.processes import Platform
@@ -212,7 +213,7 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
               clients: int = 10_000, profile_dir: Path | None = None) -> dict:
     kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     # the superuser's URL, with its password
-    postgres_url = postgres_url or os.environ.get("POSTGRES_URL") or subprocess.run(
+    postgres_url = postgres_url or with_local_superuser_password(os.environ.get("POSTGRES_URL")) or subprocess.run(
         [str(processes.ROOT / "deploy/local/postgres.sh"), "url"], capture_output=True, text=True,
         check=True).stdout.strip()
     processes.LOGS = (log_dir or Path("/var/tmp/escrow-platform/bench-logs")) / "bonus"
