@@ -98,6 +98,10 @@ def kafka_env(service: Service) -> list[dict]:
             secret_env("KAFKA_SASL_PASSWORD", service.name, "password")]  # the KafkaUser's Secret
 
 
+def read_api_env() -> list[dict]:
+    return [secret_env("HTTP_TOKEN_HASHES", READ_API_SECRET, "hashes")]
+
+
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                       "capabilities": {"drop": ["ALL"]}}
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
@@ -127,7 +131,7 @@ def deployment(service: Service) -> dict:
     probe = {"httpGet": {"path": "/health/live", "port": "http"}}
     spec = pod_spec(
         service, [service.name, "serve"],
-        kafka_env(service) + database_env(service.databases) + [secret_env("HTTP_TOKEN_HASHES", READ_API_SECRET, "hashes")],
+        kafka_env(service) + database_env(service.databases) + read_api_env(),
         # uvicorn's graceful stop (20 s) + the consumer's in-flight batch (15 s) + the relay's last pass (10 s)
         terminationGracePeriodSeconds=60,
         topologySpreadConstraints=[

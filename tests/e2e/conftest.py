@@ -9,7 +9,8 @@ LAST = "test_logs_keep_secrets"  # reads what the whole run logged
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: getattr(item, "module", None) is not None and item.module.__name__.endswith(LAST))  # stable: the others keep their order
+    """The log check goes last; a stable sort, so the others keep their order."""
+    items.sort(key=lambda item: getattr(getattr(item, "module", None), "__name__", "").endswith(LAST))
 
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="session")
