@@ -5,8 +5,8 @@ leak: people registered with emails, cards added and one declined, mail delivere
 email and a card token in their invalid data, a message dead-lettered with one in its body, HTTP calls with good
 and bad tokens. Then it reads every line the session's services wrote (from where this session began in each
 log) and looks for the emails the whole run used (every AccountRegistered the client saw), any card token of the
-gateway (`tok_...`), the read API's tokens and every secret of the local secrets directory (SCRAM passwords,
-database passwords).
+gateway (`tok_...`), the read API's tokens, every secret of the local secrets directory (SCRAM passwords,
+database passwords) and the passwords of the database roles the test platform made.
 """
 
 import asyncio
@@ -111,6 +111,7 @@ async def test_no_email_card_token_or_secret_appears_in_any_log_of_the_run(clien
     used_emails |= {e.data["email"] for e in client.events if isinstance(e.data.get("email"), str)}
     used_emails.add(platform.env["ADMIN_EMAIL"])
     secrets = await asyncio.to_thread(secrets_of_this_machine)
+    secrets |= {f"db-role {role}": password for role, password in platform.passwords.items()}  # the harness's own
     assert len(used_emails) > 5 and {"http-integrator", "kafka-integrator"} <= set(secrets)
 
     text = session_log_text(platform)
