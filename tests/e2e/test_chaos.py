@@ -152,9 +152,11 @@ async def drive(client: PlatformClient, platform: Platform, pairs: list[Parties]
 
 async def test_every_saga_ends_and_no_money_is_lost_or_doubled_under_chaos(infra):
     servers = Servers.of(infra.kafka_bootstrap, infra.postgres_url)  # before anything: refuses foreign servers
-    # A consumer stuck after the broker restart is restarted well before a saga's three sends (10 + 20 + 40 s).
+    # Short step deadlines, so resends happen under the faults; longer with the load (3,000 offers queued at once
+    # wait minutes on a loaded machine, and every resend is more work: PT10S made a resend storm at 1,000).
+    # A consumer stuck after the broker restart is restarted well before a saga's three sends.
     platform = Platform(infra.kafka_bootstrap, infra.postgres_url, prefix="chaos_",
-                        env={"SAGA_STEP_TIMEOUT": "PT10S", "TIMER_POLL_INTERVAL": "0.5",
+                        env={"SAGA_STEP_TIMEOUT": f"PT{max(10, SAGAS // 10)}S", "TIMER_POLL_INTERVAL": "0.5",
                              "CONSUMER_STALL_AFTER": "PT30S", "METRICS_INTERVAL": "5"})
     await platform.prepare()
     await platform.claim_groups(who="the chaos run")  # begins at the log end: earlier runs' records are not ours
