@@ -69,6 +69,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run the services under a profiler; a summary of each goes to DIR/<service>.txt")
     p.add_argument("--profiler", choices=("cpu", "wall"), default="cpu",
                    help="cpu: cProfile timed by CPU time (right on a loaded machine); wall: pyinstrument")
+    p.add_argument("--bonuses", type=int, default=100_000, help="bonuses in the bonus batch benchmark's batch")
+    p.add_argument("--clients", type=int, default=10_000, help="clients those bonuses are spread over")
     p.add_argument("--no-save", action="store_true", help="print only, write no result file")
     p.add_argument("--label", default="", help="a note stored with the result")
     return p.parse_args(argv)
@@ -255,7 +257,7 @@ async def run_scaling(args, kafka: str, postgres: str, prefix: str, port_base: i
 
 async def run_bonus(args, kafka: str, postgres: str, prefix: str, port_base: int) -> dict | None:
     """The hook for bench/bonus_batch.py: its `run` gets the keyword arguments it names among
-    kafka, postgres_url, prefix, port_base, log_dir and args, may be async, and returns a JSON-able dict."""
+    kafka, postgres_url, prefix, port_base, log_dir, bonuses, clients and args, may be async, and returns a JSON-able dict."""
     try:
         from . import bonus_batch
     except ModuleNotFoundError as missing:
@@ -264,7 +266,8 @@ async def run_bonus(args, kafka: str, postgres: str, prefix: str, port_base: int
         print("bonus batch: bench/bonus_batch.py not there yet, skipped", flush=True)
         return None
     offered = {"kafka": kafka, "postgres_url": postgres, "prefix": prefix, "port_base": port_base,
-               "log_dir": default_log_dir(), "profile_dir": args.profile and args.profile / "bonus", "args": args}
+               "log_dir": default_log_dir(), "profile_dir": args.profile and args.profile / "bonus", "args": args,
+               "bonuses": args.bonuses, "clients": args.clients}
     accepted = inspect.signature(bonus_batch.run).parameters
     result = bonus_batch.run(**{k: v for k, v in offered.items() if k in accepted})
     return await result if inspect.isawaitable(result) else result

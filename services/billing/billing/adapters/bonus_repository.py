@@ -14,7 +14,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..domain.bonus_batch import Bonus, ChargeResult, ChargeTotal
+from ..domain.bonus_batch import Bonus, ChargeResult, ChargeTotal, ClientSum
 from ..domain.bonus_batch_states import (
     BONUS, BatchStatus, BonusEvent, BonusStatus, ChargeStatus, after, bonus_move,
 )
@@ -60,29 +60,38 @@ class BonusRepository:
         row = (await self.session.execute(select(bonuses).where(bonuses.c.bonus_id == bonus_id))).mappings().first()
         return dict(row) if row else None
 
-    async def take_pending(self, business_date: date, cutoff: datetime, limit: int, charge_date: date) -> list[Bonus]:
+    async def take_pending(self, business_date: date, cutoff: datetime, limit: int,
+                           charge_date: date) -> list[ClientSum]:
         """Give the batch up to `limit` pending bonuses given before `cutoff` that no batch took yet, except
         those of a client another batch already charges on `charge_date` in that currency: they wait for the
-        next batch that charges on another day (charged once daily)."""
+        next batch that charges on another day (charged once daily). Set-based: the database takes the rows
+        and sums them per client and currency in the same statement; only the sums come back."""
         pending, taken = bonus_move(BonusEvent.TAKE)
         charged_today = select(bonus_charges.c.charge_id).where(
             bonus_charges.c.client_id == bonuses.c.client_id, bonus_charges.c.currency == bonuses.c.currency,
             bonus_charges.c.charge_date == charge_date, bonus_charges.c.business_date != business_date)
         past_due, _ = bonus_move(BonusEvent.RETRY)  # retried into this batch, like a new one
-        chosen: list[Bonus] = []
+        sums: list[ClientSum] = []
+        took = 0
         # Past-due bonuses first (a declined charge's, retried by each later day's batch), then the new ones:
         # two statements, so each uses its own partial index.
         for due in (bonuses.c.status == past_due,
                     and_(bonuses.c.batch_date.is_(None), bonuses.c.status == pending, bonuses.c.given_at < cutoff)):
             ids = (select(bonuses.c.bonus_id).where(due, ~charged_today.exists())
-                   .limit(limit - len(chosen)).with_for_update(skip_locked=True).scalar_subquery())
+                   .limit(limit - took).with_for_update(skip_locked=True).scalar_subquery())
+            moved = (update(bonuses).where(bonuses.c.bonus_id.in_(ids))
+                     .values(batch_date=business_date, status=taken)
+                     .returning(bonuses.c.client_id, bonuses.c.currency, bonuses.c.amount).cte("moved"))
             rows = await self.session.execute(
-                update(bonuses).where(bonuses.c.bonus_id.in_(ids))
-                .values(batch_date=business_date, status=taken).returning(*_BONUS))
-            chosen += [_bonus(r) for r in rows]
-            if len(chosen) >= limit:
+                select(moved.c.client_id, moved.c.currency, func.sum(moved.c.amount), func.count(),
+                       func.min(moved.c.amount))
+                .group_by(moved.c.client_id, moved.c.currency))
+            for client, currency, total, count, smallest in rows:
+                sums.append(ClientSum(client, currency, int(total), count, smallest))
+                took += count
+            if took >= limit:
                 break
-        return chosen
+        return sums
 
     async def count_in_batch(self, business_date: date) -> int:
         return await self.session.scalar(select(func.count()).where(bonuses.c.batch_date == business_date))

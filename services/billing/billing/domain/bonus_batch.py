@@ -119,19 +119,45 @@ class ChargeTotal:
     bonuses: int
 
 
+@dataclass(frozen=True)
+class ClientSum:
+    """What a chunk of one client's bonuses in one currency adds up to (summed where they are stored)."""
+
+    client_id: str
+    currency: str
+    amount: int
+    bonuses: int
+    smallest: int  # the smallest bonus among them, to refuse a non-positive one
+
+
 def group_charges(business_date: date, bonuses: Iterable[Bonus]) -> list[ChargeTotal]:
     """Sum bonuses per client and currency, whatever the contract; ordered by client, then currency."""
     sums: dict[tuple[str, str], list[int]] = {}
     for b in bonuses:
-        if b.amount <= 0:
-            raise ValueError(f"bonus {b.bonus_id} has a non-positive amount {b.amount}")
-        total = sums.setdefault((b.client_id, b.currency), [0, 0])
+        total = sums.setdefault((b.client_id, b.currency), [0, 0, b.amount])
         total[0] += b.amount
         total[1] += 1
+        total[2] = min(total[2], b.amount)
+        if b.amount <= 0:
+            raise ValueError(f"bonus {b.bonus_id} has a non-positive amount {b.amount}")
+    return charge_totals(business_date, [ClientSum(client, currency, amount, count, smallest)
+                                         for (client, currency), (amount, count, smallest) in sums.items()])
+
+
+def charge_totals(business_date: date, sums: Iterable[ClientSum]) -> list[ChargeTotal]:
+    """Per-client sums (one client may come twice: past-due and new bonuses) -> one charge total per client
+    and currency, ordered by client, then currency."""
+    merged: dict[tuple[str, str], list[int]] = {}
+    for s in sums:
+        if s.smallest <= 0:
+            raise ValueError(f"a bonus of {s.client_id} in {s.currency} has a non-positive amount {s.smallest}")
+        total = merged.setdefault((s.client_id, s.currency), [0, 0])
+        total[0] += s.amount
+        total[1] += s.bonuses
     return [
         ChargeTotal(charge_id(business_date, client, currency), charge_key(business_date, client, currency),
                     client, currency, amount, count)
-        for (client, currency), (amount, count) in sorted(sums.items())
+        for (client, currency), (amount, count) in sorted(merged.items())
     ]
 
 

@@ -89,10 +89,11 @@ class BonusBatchRunner:
             if locked is None or locked["status"] != BatchStatus.COLLECTING:
                 return False  # another instance is collecting it
             charge_date = batches.charge_date(locked["started_at"])
-            taken = await repo.take_pending(business_date, locked["cutoff"], self.settings.bonus_batch_collect_chunk,
-                                            charge_date)
-            await repo.add_to_charges(business_date, batches.group_charges(business_date, taken), charge_date)
-            done = len(taken) < self.settings.bonus_batch_collect_chunk
+            sums = await repo.take_pending(business_date, locked["cutoff"], self.settings.bonus_batch_collect_chunk,
+                                           charge_date)
+            await repo.add_to_charges(business_date, batches.charge_totals(business_date, sums), charge_date)
+            taken = sum(s.bonuses for s in sums)
+            done = taken < self.settings.bonus_batch_collect_chunk
             if done:
                 total = await repo.count_in_batch(business_date)
                 await repo.update_batch(business_date, status=after(BATCH, locked["status"], BatchEvent.COLLECTED),
@@ -107,7 +108,7 @@ class BonusBatchRunner:
             log.info("bonus_batch_started", business_date=business_date.isoformat(), bonuses=total,
                      cutoff=locked["cutoff"].isoformat())
         else:
-            log.info("bonus_batch_collecting", business_date=business_date.isoformat(), taken=len(taken))
+            log.info("bonus_batch_collecting", business_date=business_date.isoformat(), taken=taken)
         return True
 
     # -- charge, credit, fail, complete --------------------------------------------------------

@@ -67,8 +67,7 @@ class LedgerRepository:
             .where(tuple_(*_BALANCE_KEY).in_([(a.kind, a.owner, a.sub, a.currency) for a in touched]))
             .order_by(*_BALANCE_KEY).with_for_update())
         balances = {Account(kind, owner, sub, currency): balance for kind, owner, sub, currency, balance in rows}
-        for t in transactions:
-            balances = ledger.apply(balances, t.postings)
+        balances = ledger.apply_all(balances, [t.postings for t in transactions])
         await self.session.execute(insert(ledger_transactions), [
             {"kind": t.tx.kind, "transaction_id": t.tx.id, "contract_id": t.contract_id,
              "milestone_id": t.milestone_id} for t in transactions])

@@ -9,6 +9,7 @@ Accounts and postings are structured values, never strings joined from caller id
 The strings on the wire (`str(account)`, `posting_id`) are derived from them injectively.
 """
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ class Account:
     currency: str
 
     def __str__(self) -> str:
-        return label(self.kind, *(p for p in (self.owner, self.sub) if p), self.currency)
+        return _name(self)
 
     @property
     def may_go_negative(self) -> bool:
@@ -152,11 +153,18 @@ def balances(postings: Iterable[Posting]) -> dict[Account, int]:
 
 def apply(current: dict[Account, int], postings: list[Posting]) -> dict[Account, int]:
     """New balances of the touched accounts; refuses a transaction that overdraws an account."""
+    return apply_all(current, [postings])
+
+
+def apply_all(current: dict[Account, int], transactions: Iterable[list[Posting]]) -> dict[Account, int]:
+    """`apply` of each transaction in turn, on one copy of the balances (a batch of bonuses touches hundreds
+    of accounts: a copy per transaction would cost their product); refuses the lot if one overdraws."""
     changed = dict(current)
-    for account, delta in balances(postings).items():
-        changed[account] = changed.get(account, 0) + delta
-        if changed[account] < 0 and not account.may_go_negative:
-            raise Rejected("insufficient_funds", f"{account} would go below zero")
+    for postings in transactions:
+        for account, delta in balances(postings).items():
+            changed[account] = changed.get(account, 0) + delta
+            if changed[account] < 0 and not account.may_go_negative:
+                raise Rejected("insufficient_funds", f"{account} would go below zero")
     return changed
 
 
@@ -191,3 +199,9 @@ def check(postings: Iterable[Posting], stored_balances: dict[Account, int], held
                 problems.append(f"{account}: holds {recomputed.get(account, 0)} "
                                 f"but earnings still pending add up to {pending.get(account, 0)}")
     return problems
+
+
+@functools.lru_cache(maxsize=65_536)
+def _name(account: Account) -> str:
+    """An account's name on the wire; a batch of postings names the same accounts again and again."""
+    return label(account.kind, *(p for p in (account.owner, account.sub) if p), account.currency)
