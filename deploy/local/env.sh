@@ -7,6 +7,11 @@ export PG_WORK=${PG_WORK:-$ESCROW_WORK/pg}
 export PG_PORT=${PG_PORT:-15432}
 export KAFKA_WORK=${KAFKA_WORK:-$ESCROW_WORK/kafka}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+# SASL_PLAINTEXT (default) or SASL_SSL: SCRAM-SHA-512 users and ACLs (schemas/platform_schemas/acls.py); SASL_SSL
+# adds TLS with a local CA made in $KAFKA_TLS_DIR. PLAINTEXT turns authentication and ACLs off (never the default).
+export KAFKA_SECURITY_PROTOCOL=${KAFKA_SECURITY_PROTOCOL:-SASL_PLAINTEXT}
+export KAFKA_TLS_DIR=${KAFKA_TLS_DIR:-$ESCROW_WORK/tls}
+KAFKA_SUPER_USER=broker  # the broker itself and the local setup scripts; never a service's or a client's
 export RUN_DIR=${RUN_DIR:-$ESCROW_WORK/run}
 source "$(dirname "${BASH_SOURCE[0]}")/secrets.sh"
 export DEBIAN_FRONTEND=noninteractive
@@ -40,6 +45,9 @@ service_env() {
   local port; port=$(http_port "$1") || return 1
   export DATABASE_URL=$(pg_url "$1_app" "$1") HTTP_PORT=$port
   export HTTP_TOKEN_HASHES=${HTTP_TOKEN_HASHES:-$(http_token_hashes)}
+  # its own Kafka principal (the ACL table's row of the same name)
+  export KAFKA_SASL_MECHANISM=SCRAM-SHA-512 KAFKA_SASL_USERNAME=$1 KAFKA_SASL_PASSWORD; KAFKA_SASL_PASSWORD=$(secret "kafka-$1")
+  [[ $KAFKA_SECURITY_PROTOCOL != SASL_SSL ]] || export KAFKA_SSL_CAFILE=$KAFKA_TLS_DIR/ca.crt
   case $1 in
     billing) export GATEWAY_DATABASE_URL=$(pg_url gateway_app gateway) ;;
     notifications) export SMTP_HOST=${SMTP_HOST:-127.0.0.1} SMTP_PORT=${SMTP_PORT:-$SMTP_SINK_PORT} ;;

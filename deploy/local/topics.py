@@ -1,7 +1,8 @@
 """Create every topic of platform_schemas.topics.TOPICS; topics that already exist are left alone.
 
 Broker auto-creation is off, so this is the only place topics come from.
-usage: python deploy/local/topics.py   (KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092)
+usage: python deploy/local/topics.py   (KAFKA_BOOTSTRAP_SERVERS, default 127.0.0.1:9092; as the super user, whose
+credentials deploy/local/credentials.sh prints)
 """
 
 import asyncio
@@ -10,15 +11,19 @@ import sys
 import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from typing import Any
+
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from platform_runtime.credentials import Credentials
+from platform_schemas.acls import SUPER_USER
 from platform_schemas.topics import TOPICS, Topic
 
 TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
-async def _connect(bootstrap: str, deadline: float) -> AIOKafkaAdminClient:
+async def _connect(kafka: dict[str, Any], deadline: float) -> AIOKafkaAdminClient:
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+        admin = AIOKafkaAdminClient(**kafka, request_timeout_ms=15000)
         try:
             await admin.start()
             return admin
@@ -29,10 +34,11 @@ async def _connect(bootstrap: str, deadline: float) -> AIOKafkaAdminClient:
             await asyncio.sleep(1)
 
 
-async def ensure_topics(bootstrap: str, topics: list[Topic] = TOPICS, timeout: float = 60) -> list[str]:
-    """Create the missing topics and wait until the broker lists all of them; returns the names created."""
+async def ensure_topics(kafka: dict[str, Any], topics: list[Topic] = TOPICS, timeout: float = 60) -> list[str]:
+    """Create the missing topics and wait until the broker lists all of them; returns the names created.
+    `kafka`: aiokafka's connection options (Credentials.kafka_options() of a principal that may create topics)."""
     deadline = time.monotonic() + timeout
-    admin = await _connect(bootstrap, deadline)
+    admin = await _connect(kafka, deadline)
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t.name not in existing]
@@ -58,7 +64,7 @@ async def ensure_topics(bootstrap: str, topics: list[Topic] = TOPICS, timeout: f
 
 def main() -> int:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    created = asyncio.run(ensure_topics(bootstrap))
+    created = asyncio.run(ensure_topics(Credentials.local(SUPER_USER).kafka_options()))
     print(f"topics on {bootstrap}: {len(TOPICS)} present, created {len(created)}" + (f": {', '.join(created)}" if created else ""))
     return 0
 
