@@ -33,6 +33,7 @@ from tests.infra import ensure_topics, with_local_superuser_password
 from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 
 from . import fund_saga, raw_limits
+from .principals import super_user
 from .report import all_sent, floor, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
 from .stats import CpuSnapshot, load_average, pid_listening_on
@@ -191,10 +192,10 @@ async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int,
     tracker = fund_saga.Tracker(kafka)
     rates = [float(r) for r in args.rates.split(",") if r]
     try:
-        await ensure_topics(kafka)
+        await ensure_topics(super_user(kafka))
         await bench.start()  # refuses first when another platform's services are in the groups
-        await wait_for_groups(kafka, bench.services)
-        await refuse_shared_groups(kafka, bench.services, own=instances, who="fund saga benchmark")  # none joined meanwhile
+        await wait_for_groups(super_user(kafka), bench.services)
+        await refuse_shared_groups(super_user(kafka), bench.services, own=instances, who="fund saga benchmark")  # none joined meanwhile
         await tracker.start()
         started = time.perf_counter()
         parties = await fund_saga.register_parties(tracker, args.pairs)
@@ -292,8 +293,8 @@ async def main(argv: list[str]) -> int:
     args = parse_args(argv)
     kafka, postgres = infra()
     # Before anything, the raw limits included: another platform in our groups would answer our commands.
-    await ensure_topics(kafka)
-    await refuse_shared_groups(kafka, groups_needed(args.only), who="bench")
+    await ensure_topics(super_user(kafka))
+    await refuse_shared_groups(super_user(kafka), groups_needed(args.only), who="bench")
     prefix = os.environ.get("BENCH_DB_PREFIX", "bench_")
     port_base = int(os.environ.get("BENCH_PORT_BASE", "28000"))
     result: dict = {"started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "label": args.label,

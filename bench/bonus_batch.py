@@ -30,6 +30,7 @@ import sys
 import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -45,6 +46,9 @@ from tests.infra import with_local_superuser_password
 from tests.support import processes
 from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 from tests.support.processes import Platform
+
+from .principals import as_, super_user
+
 
 SERVICES = ("billing", "escrow")
 TARGET_SECONDS = 60
@@ -117,7 +121,7 @@ class BatchWatcher:
         self.kafka = kafka
 
     async def start(self, business_date: date) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka, enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(**as_(self.kafka, "integrator").kafka_options(), enable_auto_commit=False)
         await self.consumer.start()
         partitions = sorted(self.consumer.partitions_for_topic(BILLING_EVENTS) or range(12))
         key = f"bonus-batch-{business_date}".encode()
@@ -218,23 +222,23 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
         check=True).stdout.strip()
     processes.LOGS = (log_dir or Path("/var/tmp/escrow-platform/bench-logs")) / "bonus"
     platform = Platform(kafka, postgres_url.rstrip("/"), prefix=f"{prefix}bonus_",
-                        env={"BONUS_BATCH_AT": "off", "LOG_LEVEL": "INFO"})
+                        env={"BONUS_BATCH_AT": "off", "LOG_LEVEL": "INFO"}, credentials=partial(as_, kafka))
     ports = {"billing": port_base + 13, "escrow": port_base + 12}
     from tests.infra import ensure_topics
 
-    await ensure_topics(kafka)
+    await ensure_topics(super_user(kafka))
     await platform.claim_groups(SERVICES, who="bonus batch benchmark")  # refuses when another platform is in them
     await platform.prepare()
     billing_dsn, gateway_dsn = _dsn(platform.database_url("billing")), _dsn(platform.database_url("gateway"))
     names = {s: start_profiled(platform, s, ports[s], profile_dir) if profile_dir else platform.start(s, port=ports[s])
              for s in SERVICES}
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=True)
+    producer = AIOKafkaProducer(**as_(kafka, "admin").kafka_options(), enable_idempotence=True)  # RunBonusBatch
     result: dict = {"bonuses": bonuses, "clients": clients, "target_seconds": TARGET_SECONDS, "verdict": None}
     try:
         for name in names.values():
             await platform.wait_ready(name)
-        await wait_for_groups(kafka, SERVICES)
-        await refuse_shared_groups(kafka, SERVICES, own=1, who="bonus batch benchmark")  # none joined meanwhile
+        await wait_for_groups(super_user(kafka), SERVICES)
+        await refuse_shared_groups(super_user(kafka), SERVICES, own=1, who="bonus batch benchmark")  # none joined meanwhile
         await producer.start()
         billing_url = f"http://127.0.0.1:{ports['billing']}"
         pids = {s: platform.procs[n].pid for s, n in names.items()}

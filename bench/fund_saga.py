@@ -29,6 +29,7 @@ from platform_schemas.topics import (
     CONTRACTS_EVENTS, ESCROW_EVENTS, ESCROW_SAGA_COMMANDS, TOPICS,
 )
 
+from .principals import as_, super_user
 from .stats import stalls, summary_ms
 
 OUTCOMES = ("OfferSent", "OfferFundingFailed", "CommandRejected", "AccountRegistered", "BillingMethodAdded")
@@ -60,10 +61,10 @@ class Tracker:
     listeners: list = field(default_factory=list)
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all",
+        self.producer = AIOKafkaProducer(**as_(self.bootstrap, "integrator").kafka_options(), enable_idempotence=True, acks="all",
                                          linger_ms=self.linger_ms)
         await self.producer.start()
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+        self.consumer = AIOKafkaConsumer(**as_(self.bootstrap, "integrator").kafka_options(), enable_auto_commit=False,
                                          fetch_max_wait_ms=100)
         await self.consumer.start()
         # Topics are created by the project's scripts with these partition counts (auto-creation is off).
@@ -139,8 +140,8 @@ class HopTracer:
     published: dict[str, dict[str, float]] = field(default_factory=dict)
 
     async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                         fetch_max_wait_ms=100)
+        self.consumer = AIOKafkaConsumer(**super_user(self.bootstrap).kafka_options(), enable_auto_commit=False,
+                                         fetch_max_wait_ms=100)  # saga command topics: no principal reads them all
         await self.consumer.start()
         counts = {t.name: t.partitions for t in TOPICS}
         topics = (BILLING_SAGA_COMMANDS, BILLING_EVENTS, ESCROW_SAGA_COMMANDS, ESCROW_EVENTS, CONTRACTS_EVENTS)

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from .principals import super_user
 from .stats import summary_ms
 
 ROUND_TRIP_TOPIC = "bench.round-trip"
@@ -25,7 +26,7 @@ PAYLOAD = json.dumps({"type": "ClientCharged", "data": {"amount": 50_000, "curre
 
 # -- Kafka ------------------------------------------------------------------------------------------
 async def _ensure_topic(bootstrap: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**super_user(bootstrap).kafka_options())
     await admin.start()
     try:
         if ROUND_TRIP_TOPIC not in await admin.list_topics():
@@ -42,8 +43,8 @@ async def _ensure_topic(bootstrap: str) -> None:
 async def kafka_round_trip(bootstrap: str, samples: int = 500, warmup: int = 30) -> dict:
     """Produce one message, wait until a consumer has it, repeat: round trip and produce-ack times."""
     await _ensure_topic(bootstrap)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    producer = AIOKafkaProducer(**super_user(bootstrap).kafka_options(), enable_idempotence=True, acks="all", linger_ms=0)
+    consumer = AIOKafkaConsumer(**super_user(bootstrap).kafka_options(), enable_auto_commit=False)
     await producer.start()
     await consumer.start()
     tp = TopicPartition(ROUND_TRIP_TOPIC, 0)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support import processes
 from tests.support.processes import Platform
 from tests.support.smtp import SmtpSink
+
+from .principals import as_
 
 SAGA_SERVICES = ("contracts", "billing", "escrow")
 SMTP_SINK = "smtp sink (stand-in of the mail server)"
@@ -48,7 +51,8 @@ class BenchPlatform:
         # Notifications mails to a local sink, the stand-in of the mail server (its CPU is not the platform's).
         self.smtp = SmtpSink(smtp_port=self.port_base + 25, http_port=self.port_base + 26,
                              directory=self.log_dir / f"smtp-sink-{self.port_base + 25}")
-        self.platform = Platform(self.kafka, self.postgres_url, prefix=self.prefix, env={**self.smtp.env, **self.env})
+        self.platform = Platform(self.kafka, self.postgres_url, prefix=self.prefix, env={**self.smtp.env, **self.env},
+                                 credentials=partial(as_, self.kafka))  # each service as its own principal
         self.ports = {s: self.port_base + i for i, s in enumerate(processes.SERVICES, start=1)}  # instance 0
 
     def port(self, service: str, instance: int) -> int:

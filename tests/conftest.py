@@ -76,11 +76,12 @@ async def platform(infra: Infra):
                                                                       # fails after 10 s (tests/e2e/test_gateway_work.py)
                                                                       "GATEWAY_CHARGE_WITHIN": "PT10S",
                                                                       "GATEWAY_RETRY_BACKOFF_MAX": "2",
-                                                                      **(sink.env if sink else {})})
+                                                                      **(sink.env if sink else {})},
+                       credentials=infra.credentials)
     running.smtp = sink
     try:  # a service that never gets ready must not leave the others (and the sink) running
         wanted = int(os.environ.get("TEST_HISTORY_EVENTS") or 0)
-        running.history = await ensure_history(infra.kafka_bootstrap, wanted) if wanted else 0
+        running.history = await ensure_history(infra.credentials("broker"), wanted) if wanted else 0
         try:
             await running.claim_groups()
         except GroupsTaken as taken:  # every end-to-end test would fail for it: say it once and stop
@@ -101,7 +102,9 @@ async def client(platform):
 
     from tests.support.processes import TEST_PORTS
 
-    caller = PlatformClient(bootstrap=platform.kafka, ports=dict(TEST_PORTS))
+    # as another back end (integrator); admin commands as the admin principal
+    caller = PlatformClient(kafka=platform.kafka_as("integrator"), admin_kafka=platform.kafka_as("admin"),
+                            ports=dict(TEST_PORTS))
     await caller.start()
     yield caller
     await caller.stop()

@@ -7,6 +7,14 @@
     directory and ports of their own, never the platform's 9092/15432; fast when already running).
 `make test` starts (c) fresh and names it in the environment, so it comes in as (a).
 The platform's databases and topics are created in every case (idempotently).
+
+Kafka principals: every Kafka client of the tests takes its options from `infra.credentials(NAME)` (a
+platform_runtime.credentials.Credentials): the services their own principal, the tests' PlatformClient
+`integrator` (and `admin` for the admin command topics), dead-letter readers `admin`, and fixtures that set the
+broker up (scratch topics, history pre-fill, consumer-group claiming) the super user `broker`. On (a) and (c) these
+come from deploy/local/credentials.sh (SASL/SCRAM with the ACLs of platform_schemas.acls; KAFKA_SECURITY_PROTOCOL
+=PLAINTEXT for a broker without authentication). (b) is a PLAINTEXT broker without authorizer: there every
+`credentials(NAME)` is PLAINTEXT to it, so everything runs, but nothing checks the ACLs (the ACL tests skip).
 """
 
 from __future__ import annotations
@@ -17,11 +25,13 @@ import os
 import subprocess
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import AsyncIterator
 
 import asyncpg
+from platform_runtime.credentials import Credentials
+from platform_schemas.acls import SUPER_USER
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / "deploy" / "local"
@@ -35,10 +45,22 @@ class Infra:
     kafka_bootstrap: str
     postgres_url: str  # base URL without a database
     source: str  # where each came from, e.g. "kafka=local,postgres=env"
+    secured: bool = True  # SASL + ACLs (the local brokers); False: a PLAINTEXT container (branch b)
+
+    def credentials(self, name: str) -> Credentials:
+        """NAME's Kafka credentials on this session's broker (see the module's docstring)."""
+        return _credentials(self.kafka_bootstrap, self.secured, name)
 
     def database_url(self, dbname: str) -> str:
         """SQLAlchemy asyncpg URL of one database, e.g. infra.database_url("escrow")."""
         return f"{self.postgres_url.rstrip('/')}/{dbname}"
+
+
+@lru_cache(maxsize=None)
+def _credentials(bootstrap: str, secured: bool, name: str) -> Credentials:
+    if not secured:
+        return Credentials(bootstrap_servers=bootstrap)
+    return Credentials.local(name, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
 
 
 def _load_topics_module():
@@ -48,8 +70,8 @@ def _load_topics_module():
     return module
 
 
-async def ensure_topics(bootstrap: str) -> list[str]:
-    return await _load_topics_module().ensure_topics(bootstrap)
+async def ensure_topics(kafka: Credentials) -> list[str]:
+    return await _load_topics_module().ensure_topics(kafka.kafka_options())
 
 
 async def ensure_databases(postgres_url: str, names=DATABASES, timeout: float = 60) -> None:
@@ -218,5 +240,7 @@ async def provide_infra() -> AsyncIterator[Infra]:
             if not kafka:
                 kafka, source["kafka"] = await asyncio.to_thread(start_kafka), kind
         await ensure_databases(postgres)
-        await ensure_topics(kafka)
-        yield Infra(kafka_bootstrap=kafka, postgres_url=postgres, source=f"kafka={source['kafka']},postgres={source['postgres']}")
+        servers = Infra(kafka_bootstrap=kafka, postgres_url=postgres, secured=source["kafka"] != "docker",
+                        source=f"kafka={source['kafka']},postgres={source['postgres']}")
+        await ensure_topics(servers.credentials(SUPER_USER))
+        yield servers

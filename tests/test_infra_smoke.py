@@ -19,11 +19,11 @@ DATABASES = ("contracts", "escrow", "billing", "notifications", "gateway")
 
 async def test_kafka_idempotent_round_trip(infra):
     topic = f"smoke-{uuid.uuid4().hex}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**infra.credentials("broker").kafka_options())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-        producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, enable_idempotence=True)
+        producer = AIOKafkaProducer(**infra.credentials("broker").kafka_options(), enable_idempotence=True)
         await producer.start()
         try:
             sent = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(5)]
@@ -33,7 +33,7 @@ async def test_kafka_idempotent_round_trip(infra):
             await producer.stop()
 
         consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=infra.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+            topic, **infra.credentials("broker").kafka_options(), auto_offset_reset="earliest", enable_auto_commit=False
         )
         await consumer.start()
         got = []
@@ -62,7 +62,7 @@ async def test_postgres_database_answers(infra, dbname):
 
 
 async def test_platform_topics_exist(infra):
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**infra.credentials("broker").kafka_options())
     await admin.start()
     try:
         described = {t["topic"]: t for t in await admin.describe_topics([t.name for t in TOPICS])}

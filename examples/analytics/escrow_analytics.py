@@ -1,6 +1,10 @@
 """An analytics consumer of the platform's event streams: a daily escrow / GMV summary in DuckDB.
 
-    python examples/analytics/escrow_analytics.py --db escrow.duckdb [--bootstrap HOST:PORT] [--topic T ...]
+    python examples/analytics/escrow_analytics.py --db escrow.duckdb [--credentials FILE] [--topic T ...]
+
+It connects as the `analytics` principal, which may read the event topics and nothing else: FILE holds the
+`key=value` lines of `deploy/local/credentials.sh analytics` (by default that script is run for the local
+platform, KAFKA_BOOTSTRAP_SERVERS included).
 
 It reads every event topic from the beginning to the end offsets it finds at start (no consumer group,
 nothing committed: each run sees the whole history; run it again, or from cron, to catch up), keeps each
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import duckdb
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from platform_runtime.credentials import Credentials
 from platform_schemas import Envelope, from_kafka
 from pydantic import ValidationError
 
@@ -96,9 +101,9 @@ def row_of(topic: str, envelope: Envelope) -> tuple:
             envelope.time, envelope.time.date(), json.dumps(data))
 
 
-async def read_all(bootstrap: str, topics: Iterable[str]) -> list[tuple]:
+async def read_all(kafka: Credentials, topics: Iterable[str]) -> list[tuple]:
     """Every event of these topics, from the beginning to the end offsets as of now, each id once."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka.kafka_options(), enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()  # noqa: SLF001 - partitions of topics not yet seen
@@ -135,17 +140,20 @@ def store(db_path: str | Path, rows: list[tuple]) -> duckdb.DuckDBPyConnection:
     return db
 
 
-async def run(bootstrap: str, db_path: str | Path, topics: Iterable[str] = EVENT_TOPICS) -> duckdb.DuckDBPyConnection:
-    return store(db_path, await read_all(bootstrap, list(topics)))
+async def run(kafka: Credentials, db_path: str | Path,
+              topics: Iterable[str] = EVENT_TOPICS) -> duckdb.DuckDBPyConnection:
+    return store(db_path, await read_all(kafka, list(topics)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default="escrow-analytics.duckdb", help="DuckDB file to write")
-    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    parser.add_argument("--credentials", type=Path, help="key=value lines of credentials.sh (default: run it "
+                                                               "for `analytics` on the local platform)")
     parser.add_argument("--topic", action="append", help="event topic to read (repeatable); all four by default")
     args = parser.parse_args()
-    db = asyncio.run(run(args.bootstrap, args.db, args.topic or EVENT_TOPICS))
+    kafka = Credentials.parse(args.credentials.read_text()) if args.credentials else Credentials.local("analytics")
+    db = asyncio.run(run(kafka, args.db, args.topic or EVENT_TOPICS))
     print(db.sql("SELECT * FROM daily_summary ORDER BY day DESC, currency LIMIT 30"))
 
 

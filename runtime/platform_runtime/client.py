@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -30,8 +31,9 @@ class PlatformClient:
     ports: dict[str, int] = field(default_factory=lambda: dict(PORTS))
     events: list[Envelope] = field(default_factory=list)
     on_event: Callable[[Envelope], None] | None = None
-    # Whose credentials (deploy/local/credentials.sh NAME): the local integrator's unless given. The read API's
-    # bearer token comes from them; the integrator reads everything (README, "Read API: authentication").
+    # Whose credentials (deploy/local/credentials.sh NAME): the local integrator's unless given. Its Kafka
+    # principal publishes the commands and reads the events; the read API's bearer token comes from them too
+    # (README, "Security").
     credentials: Credentials | None = None
     # The `admin` principal's credentials: operators' commands go to the admin topics, which only it may write,
     # through a producer of their own. None: they go through the same connection as the rest.
@@ -40,15 +42,15 @@ class PlatformClient:
     async def start(self) -> None:
         if self.credentials is None:
             self.credentials = await asyncio.to_thread(Credentials.local, "integrator")
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, linger_ms=2)
+        self.producer = AIOKafkaProducer(**self._options(self.credentials), enable_idempotence=True, linger_ms=2)
         await self.producer.start()
         self.admin_producer = self.producer
         if self.admin_kafka is not None:
-            options = self.admin_kafka.kafka_options() | {"bootstrap_servers": self.bootstrap}  # the same broker
-            self.admin_producer = AIOKafkaProducer(**options, enable_idempotence=True, linger_ms=2)
+            self.admin_producer = AIOKafkaProducer(**self._options(self.admin_kafka), enable_idempotence=True,
+                                                   linger_ms=2)
             await self.admin_producer.start()
         # No group: read every partition from its end as of now, so we see what our commands cause.
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(**self._options(self.credentials), enable_auto_commit=False)
         await self.consumer.start()
         partitions = [tp for t in EVENT_TOPICS for tp in self._partitions(t)]
         self.consumer.assign(partitions)
@@ -57,6 +59,9 @@ class PlatformClient:
             await self.consumer.position(tp)
         self._reader = asyncio.create_task(self._read())
         self.http = httpx.AsyncClient(timeout=10)
+
+    def _options(self, credentials: Credentials) -> dict[str, Any]:
+        return credentials.kafka_options() | {"bootstrap_servers": self.bootstrap}  # the same broker for all
 
     def _partitions(self, topic: str):
         from aiokafka import TopicPartition

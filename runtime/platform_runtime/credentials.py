@@ -6,6 +6,7 @@ analytics…); this turns those lines into aiokafka's keyword arguments and the 
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from dataclasses import dataclass
@@ -15,6 +16,10 @@ from typing import Any
 from aiokafka.helpers import create_ssl_context
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _not_plain_in_the_clear(record: logging.LogRecord) -> bool:
+    return record.getMessage() != "Sending username and password in the clear"
 LOCAL_SCRIPT = ROOT / "deploy" / "local" / "credentials.sh"
 
 
@@ -56,14 +61,29 @@ class Credentials:
 
     def kafka_options(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka's producer, consumer and admin client (bootstrap included)."""
-        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers,
-                                   "security_protocol": self.security_protocol}
+        return {"bootstrap_servers": self.bootstrap_servers, **self.security_options()}
+
+    def security_options(self) -> dict[str, Any]:
+        """The same without bootstrap_servers (as kafka_security.client_options gives them to the runtime)."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
         if self.security_protocol in ("SSL", "SASL_SSL"):
             options["ssl_context"] = create_ssl_context(cafile=self.ssl_ca_location)
         if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism == "PLAIN":  # the local super user, on 127.0.0.1 only (kafka-local.sh): said once
+                logging.getLogger("aiokafka.conn").addFilter(_not_plain_in_the_clear)
             options |= {"sasl_mechanism": self.sasl_mechanism, "sasl_plain_username": self.sasl_username,
                         "sasl_plain_password": self.sasl_password}
         return options
+
+    def service_env(self) -> dict[str, str]:
+        """The environment variables a service (ServiceSettings) or escrowctl reads to connect as this principal."""
+        env = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "KAFKA_SECURITY_PROTOCOL": self.security_protocol}
+        if self.security_protocol.startswith("SASL_"):
+            env |= {"KAFKA_SASL_MECHANISM": self.sasl_mechanism or "SCRAM-SHA-512",
+                    "KAFKA_SASL_USERNAME": self.sasl_username or "", "KAFKA_SASL_PASSWORD": self.sasl_password or ""}
+        if self.ssl_ca_location:
+            env["KAFKA_SSL_CAFILE"] = self.ssl_ca_location
+        return env
 
     def http_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.http_token}"} if self.http_token else {}

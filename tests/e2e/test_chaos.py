@@ -157,11 +157,13 @@ async def test_every_saga_ends_and_no_money_is_lost_or_doubled_under_chaos(infra
     # A consumer stuck after the broker restart is restarted well before a saga's three sends.
     platform = Platform(infra.kafka_bootstrap, infra.postgres_url, prefix="chaos_",
                         env={"SAGA_STEP_TIMEOUT": f"PT{max(10, SAGAS // 10)}S", "TIMER_POLL_INTERVAL": "0.5",
-                             "CONSUMER_STALL_AFTER": "PT30S", "METRICS_INTERVAL": "5"})
+                             "CONSUMER_STALL_AFTER": "PT30S", "METRICS_INTERVAL": "5"},
+                        credentials=infra.credentials)
     await platform.prepare()
     await platform.claim_groups(who="the chaos run")  # begins at the log end: earlier runs' records are not ours
     await platform.start_all()
-    client = PlatformClient(bootstrap=infra.kafka_bootstrap, ports=dict(TEST_PORTS))
+    client = PlatformClient(bootstrap=infra.kafka_bootstrap, credentials=infra.credentials("integrator"),
+                            admin_kafka=infra.credentials("admin"), ports=dict(TEST_PORTS))
     await client.start()
     try:
         pairs = [await parties(client) for _ in range(PAIRS)]

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from platform_runtime.client import new_id
 from platform_runtime.credentials import Credentials
 from platform_schemas import new_envelope
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.e2e
 
 
 def ctl_env(platform) -> dict[str, str]:
-    return {"KAFKA_BOOTSTRAP_SERVERS": platform.kafka, "COLUMNS": "200",
+    # an operator's escrowctl: the admin principal (reads the dead letters, writes the command topics)
+    return {**platform.kafka_as("admin").service_env(), "COLUMNS": "200",
             **{f"{s.upper()}_URL": f"http://127.0.0.1:{port}" for s, port in TEST_PORTS.items()}}
 
 
@@ -178,9 +180,15 @@ async def test_dead_letters_are_listed_shown_and_replayed_keeping_their_id_so_a_
     lost, handled = register(new_id("client")), register(new_id("client"))
     await client.send_raw(CONTRACTS_ADMIN_COMMANDS, handled.to_json(), key=handled.subject)
     assert (await client.outcome(handled, {"AccountRegistered"})).type == "AccountRegistered"
-    for envelope in (lost, handled):
-        await client.producer.send_and_wait(dlq(CONTRACTS_ADMIN_COMMANDS), envelope.to_json(),
-                                            key=envelope.subject.encode(), headers=dead_lettered())
+    # written as contracts (its consumer writes contracts.admin-commands' dead letters)
+    producer = AIOKafkaProducer(**platform.kafka_as("contracts").kafka_options(), enable_idempotence=True)
+    await producer.start()
+    try:
+        for envelope in (lost, handled):
+            await producer.send_and_wait(dlq(CONTRACTS_ADMIN_COMMANDS), envelope.to_json(),
+                                         key=envelope.subject.encode(), headers=dead_lettered())
+    finally:
+        await producer.stop()
     # and one the consumer dead-letters itself: not an envelope at all
     garbage = f"not an envelope {uuid.uuid4()}".encode()
     await client.send_raw(CONTRACTS_ADMIN_COMMANDS, garbage, key="garbage")

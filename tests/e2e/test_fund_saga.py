@@ -209,7 +209,7 @@ async def test_a_malformed_message_is_dead_lettered_and_the_command_behind_it_on
     command = await client.send(data, subject=data.contract_id, actor=people.client_id)
     assert (await client.outcome(command, {"OfferSent", "OfferFundingFailed"})).type == "OfferSent"
 
-    dead = await dead_letter(infra.kafka_bootstrap, CONTRACTS_COMMANDS, garbage)
+    dead = await dead_letter(infra.credentials("admin"), CONTRACTS_COMMANDS, garbage)
     headers = {k: v.decode() for k, v in dead.headers}
     assert dead.key == data.contract_id.encode()
     assert headers["dlq.original.topic"] == CONTRACTS_COMMANDS and headers["dlq.attempts"] == "1"

@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
+from platform_runtime.credentials import Credentials
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.actors import ADMIN_TOPICS, COMMAND_ROUTES, INTEGRATOR_TOPICS, command_topic
 from platform_schemas.commands.contracts import AcceptOffer
@@ -129,8 +130,8 @@ async def _partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> list:
     return [TopicPartition(t, p) for t in topics for p in range(DEFAULT_PARTITIONS)]
 
 
-async def end_offsets(bootstrap: str, topics: list[str]) -> dict:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def end_offsets(kafka: Credentials, topics: list[str]) -> dict:
+    consumer = AIOKafkaConsumer(**kafka.kafka_options(), enable_auto_commit=False)
     await consumer.start()
     try:
         parts = await _partitions(consumer, topics)
@@ -140,9 +141,9 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> dict:
         await consumer.stop()
 
 
-async def dead_lettered(bootstrap: str, topics: list[str], since: dict) -> list:
+async def dead_lettered(kafka: Credentials, topics: list[str], since: dict) -> list:
     """The records put on these topics after `since` (their end offsets before the fuzz)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka.kafka_options(), enable_auto_commit=False)
     await consumer.start()
     try:
         parts = await _partitions(consumer, topics)
@@ -203,7 +204,7 @@ async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_
     cases = await asyncio.to_thread(generate, COMMANDS, 20261202)
     rng = random.Random(9)
     dlq_topics = [dead_letter_topic(topic) for topic in COMMAND_TOPICS]
-    dlq_before = await end_offsets(infra.kafka_bootstrap, dlq_topics)
+    dlq_before = await end_offsets(infra.credentials("admin"), dlq_topics)
     contracts_metrics = {"contracts": client.ports["contracts"], "billing": client.ports["billing"]}
     failures_before = await failures_logged(contracts_metrics)
 
@@ -252,7 +253,7 @@ async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_
         reasons[reason] = reasons.get(reason, 0) + 1
 
     # Only the unparseable envelopes were dead-lettered; no handler failed.
-    dlq = await dead_lettered(infra.kafka_bootstrap, dlq_topics, dlq_before)
+    dlq = await dead_lettered(infra.credentials("admin"), dlq_topics, dlq_before)
     errors = [dict(r.headers).get("dlq.error", b"").decode() for r in dlq]
     assert len(dlq) == unparseable and all(e.startswith("unparseable envelope") for e in errors), errors[:5]
     assert await failures_logged(contracts_metrics) - failures_before == unparseable

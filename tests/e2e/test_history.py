@@ -30,7 +30,7 @@ async def test_the_broker_held_the_history_before_the_platform_started(platform,
     assert history >= WANTED
     began = sum(end for tp, end in platform.began_at.items() if tp.topic in TOPICS)
     assert began >= history  # the groups were set to begin after all of it
-    assert await history_size(platform.kafka) >= began
+    assert await history_size(platform.kafka_as("broker")) >= began
 
 
 async def test_every_group_began_at_the_log_end_and_never_read_the_history(platform, client, history):
@@ -43,7 +43,7 @@ async def test_every_group_began_at_the_log_end_and_never_read_the_history(platf
     assert time.monotonic() - started < 45
 
     for service in ("contracts", "escrow", "billing", "notifications"):
-        offsets = await committed(platform.kafka, service)
+        offsets = await committed(platform.kafka_as("broker"), service)
         behind = {tp: (offsets.get(tp), end) for tp, end in platform.began_at.items()
                   if offsets.get(tp, -1) < end}
         assert not behind, f"{service}'s group is before where it began: {behind}"

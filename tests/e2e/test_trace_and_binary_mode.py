@@ -117,7 +117,9 @@ async def test_a_command_published_with_kafka_console_producer_as_in_the_readme_
     proc = await asyncio.create_subprocess_exec(
         str(script), "--topic", CONTRACTS_ADMIN_COMMANDS, "--property", "parse.key=true", "--property",
         "key.separator=|",
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": platform.kafka}, stdin=asyncio.subprocess.PIPE,
+        # as admin: the console producer's principal is KAFKA_PRINCIPAL
+        env={**os.environ, **platform.kafka_as("admin").service_env(), "KAFKA_PRINCIPAL": "admin"},
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(proc.communicate(line.encode()), 180)
     assert proc.returncode == 0, output.decode()[-2000:]

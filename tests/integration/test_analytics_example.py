@@ -39,7 +39,7 @@ async def test_daily_escrow_and_gmv_summary_from_every_event_once(infra, tmp_pat
     analytics = load_example()
     prefix = f"it-analytics-{uuid.uuid4().hex[:8]}"
     contracts, escrow, billing = (f"{prefix}-{name}.events" for name in ("contracts", "escrow", "billing"))
-    await create_topics(infra.kafka_bootstrap, [contracts, escrow, billing], partitions=3)
+    await create_topics(infra.credentials("broker"), [contracts, escrow, billing], partitions=3)
     a, b = f"c-a-{prefix}", f"c-b-{prefix}"
     funded_a = event("EscrowFunded", "escrow", a, 1, amount=500, currency="USD", client_id="ann")
     published = [
@@ -56,7 +56,7 @@ async def test_daily_escrow_and_gmv_summary_from_every_event_once(infra, tmp_pat
         (escrow, event("EscrowRefunded", "escrow", b, 2, amount=300, currency="EUR")),
     ]
     binary = event("EscrowFunded", "escrow", b, 2, amount=200, currency="EUR")
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)
+    producer = AIOKafkaProducer(**infra.credentials("broker").kafka_options())
     await producer.start()
     try:
         for topic, envelope in published:
@@ -70,7 +70,7 @@ async def test_daily_escrow_and_gmv_summary_from_every_event_once(infra, tmp_pat
         await producer.stop()
 
     db_path = tmp_path / "escrow.duckdb"
-    db = await analytics.run(infra.kafka_bootstrap, db_path, [contracts, escrow, billing])
+    db = await analytics.run(infra.credentials("broker"), db_path, [contracts, escrow, billing])
     assert db.execute("SELECT count(*) FROM events").fetchall()[0][0] == 10  # 12 records: one a duplicate, one junk
 
     summary = db.sql("SELECT day, currency, gmv, funded, released, refunded, bonuses, escrow_net_change, "
@@ -89,7 +89,7 @@ async def test_daily_escrow_and_gmv_summary_from_every_event_once(infra, tmp_pat
     ]
     db.close()
 
-    again = await analytics.run(infra.kafka_bootstrap, db_path, [contracts, escrow, billing])
+    again = await analytics.run(infra.credentials("broker"), db_path, [contracts, escrow, billing])
     assert again.execute("SELECT count(*) FROM events").fetchall()[0][0] == 10
     assert again.execute("SELECT sum(gmv) FROM daily_summary").fetchall()[0][0] == 1100
     again.close()

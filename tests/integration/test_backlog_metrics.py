@@ -87,8 +87,8 @@ async def test_timer_gauges_count_due_unfired_timers_per_kind_and_the_oldest_ove
 
 async def test_consumer_lag_is_the_log_end_minus_the_groups_committed_offset_per_partition(infra):
     topic, group = f"it-lag-{uuid.uuid4().hex[:8]}", f"it-lag-group-{uuid.uuid4().hex[:8]}"
-    await create_topics(infra.kafka_bootstrap, [topic], partitions=3)
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap)
+    await create_topics(infra.credentials("broker"), [topic], partitions=3)
+    producer = AIOKafkaProducer(**infra.credentials("broker").kafka_options())
     await producer.start()
     try:
         for partition, count in ((0, 5), (1, 2)):  # partition 2 stays empty
@@ -96,7 +96,7 @@ async def test_consumer_lag_is_the_log_end_minus_the_groups_committed_offset_per
                 await producer.send_and_wait(topic, b"x", partition=partition)
     finally:
         await producer.stop()
-    member = AIOKafkaConsumer(bootstrap_servers=infra.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    member = AIOKafkaConsumer(**infra.credentials("broker").kafka_options(), group_id=group, enable_auto_commit=False)
     await member.start()
     try:  # the group has done 3 records of partition 0 and nothing of partition 1
         member.assign([TopicPartition(topic, 0)])
@@ -104,7 +104,7 @@ async def test_consumer_lag_is_the_log_end_minus_the_groups_committed_offset_per
     finally:
         await member.stop()
 
-    lag = ConsumerLag(infra.kafka_bootstrap, group, [topic])
+    lag = ConsumerLag(infra.kafka_bootstrap, group, [topic], infra.credentials("broker").security_options())
     await lag.start()
     try:
         await lag.publish()

@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from platform_runtime.credentials import Credentials
 from platform_runtime.relay import asyncpg_dsn
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
@@ -38,7 +39,7 @@ PROBE_PORT = int(os.environ.get("TEST_PORT_BASE", "18000")) + 90
 @dataclass
 class Probe:
     settings: ProbeSettings
-    bootstrap: str
+    kafka: Credentials  # the super user: the probe's scratch topics are in no row of the ACL table
     producer: AIOKafkaProducer
 
     @property
@@ -64,7 +65,7 @@ class Probe:
             await conn.close()
 
     async def committed(self) -> int:
-        return (await committed_offsets(self.bootstrap, self.settings.probe_name)).get(0, 0)
+        return (await committed_offsets(self.kafka, self.settings.probe_name)).get(0, 0)
 
     @contextlib.asynccontextmanager
     async def running(self, **overrides):
@@ -75,7 +76,7 @@ class Probe:
 
     def process(self, marker: Path) -> subprocess.Popen:
         """The probe service as its own OS process, to be SIGKILLed."""
-        env = {**os.environ, "DATABASE_URL": self.settings.database_url, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+        env = {**os.environ, **self.kafka.service_env(), "DATABASE_URL": self.settings.database_url,
                "HTTP_PORT": str(PROBE_PORT), "PROBE_NAME": self.settings.probe_name, "PROBE_TOPIC": self.topic,
                "PROBE_EVENTS": self.settings.probe_events, "PROBE_HANG": "1", "PROBE_MARKER": str(marker)}
         LOGS.mkdir(parents=True, exist_ok=True)
@@ -87,10 +88,11 @@ class Probe:
 @pytest_asyncio.fixture(loop_scope="session")
 async def probe(infra):
     suffix = uuid.uuid4().hex[:8]
+    kafka = infra.credentials("broker")
     database = f"{DB_PREFIX}it_probe_{suffix}"
     settings = ProbeSettings(
         database_url=await scratch_database(infra.postgres_url, database),
-        kafka_bootstrap_servers=infra.kafka_bootstrap, probe_name=f"probe-{suffix}",
+        **{name.lower(): value for name, value in kafka.service_env().items()}, probe_name=f"probe-{suffix}",
         probe_topic=f"probe-{suffix}.commands", probe_events=f"probe-{suffix}.events",
         consumer_max_attempts=3, consumer_retry_backoff=0.05, probe_hang=False)
     engine = create_async_engine(settings.database_url)
@@ -98,10 +100,10 @@ async def probe(infra):
         await conn.run_sync(probe_service.definition(settings).metadata.create_all)
     await engine.dispose()
     topic = settings.probe_topic
-    await create_topics(infra.kafka_bootstrap, [topic, f"{topic}.dlq", settings.probe_events])
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, enable_idempotence=True)
+    await create_topics(kafka, [topic, f"{topic}.dlq", settings.probe_events])
+    producer = AIOKafkaProducer(**kafka.kafka_options(), enable_idempotence=True)
     await producer.start()
-    yield Probe(settings, infra.kafka_bootstrap, producer)
+    yield Probe(settings, kafka, producer)
     await producer.stop()
     await drop_database(infra.postgres_url, database)
 
@@ -128,12 +130,12 @@ async def test_a_malformed_message_goes_to_the_dlq_with_its_headers_and_the_good
     async with probe.running():
         await eventually(lambda: _is(probe.committed(), 2), 60, "both offsets committed")
     assert await probe.registered() == ["a-1"]
-    [dead] = await read_topic(probe.bootstrap, f"{probe.topic}.dlq", 1, timeout=10)
+    [dead] = await read_topic(probe.kafka, f"{probe.topic}.dlq", 1, timeout=10)
     assert dead.value == b'{"specversion": "1.0", "id": "broken"' and dead.key == b"one-key"
     assert headers(dead)["dlq.error"].startswith("unparseable envelope")
     assert (headers(dead)["dlq.original.topic"], headers(dead)["dlq.original.partition"],
             headers(dead)["dlq.original.offset"], headers(dead)["dlq.attempts"]) == (probe.topic, "0", "0", "1")
-    [announced] = await read_topic(probe.bootstrap, probe.settings.probe_events, 1, timeout=10)
+    [announced] = await read_topic(probe.kafka, probe.settings.probe_events, 1, timeout=10)
     assert Envelope.model_validate_json(announced.value).causationid == good.id
 
 
@@ -144,7 +146,7 @@ async def test_a_command_whose_handler_keeps_failing_is_dead_lettered_after_n_at
     async with probe.running():
         await eventually(lambda: _is(probe.committed(), 2), 60, "both offsets committed")
     assert await probe.registered() == ["a-2"]  # the poison's attempts were all rolled back
-    [dead] = await read_topic(probe.bootstrap, f"{probe.topic}.dlq", 1, timeout=10)
+    [dead] = await read_topic(probe.kafka, f"{probe.topic}.dlq", 1, timeout=10)
     assert Envelope.model_validate_json(dead.value).data["account_id"] == "p-1"
     assert "p-1 is poison" in headers(dead)["dlq.error"]
     assert (headers(dead)["dlq.attempts"], headers(dead)["dlq.original.offset"]) == ("3", "0")
@@ -181,9 +183,9 @@ async def test_a_consumer_killed_mid_batch_has_committed_no_offset_beyond_what_t
     async with probe.running(probe_hang=False):  # a new member of the same group picks up from offset 5
         await eventually(lambda: _is(probe.committed(), 10), 60, "every offset committed after the restart")
     assert await probe.registered() == sorted(["h-5", *(f"a-{i}" for i in range(10) if i != 5)])
-    announced = await read_topic(probe.bootstrap, probe.settings.probe_events, 21, timeout=3)
+    announced = await read_topic(probe.kafka, probe.settings.probe_events, 21, timeout=3)
     assert len({Envelope.model_validate_json(r.value).id for r in announced}) == 10  # nothing was done twice
-    assert await read_topic(probe.bootstrap, f"{probe.topic}.dlq", 1, timeout=1) == []
+    assert await read_topic(probe.kafka, f"{probe.topic}.dlq", 1, timeout=1) == []
 
 
 async def _exists(path: Path) -> bool:
@@ -201,14 +203,14 @@ async def test_messages_redelivered_after_their_database_commit_are_recognised_a
         await eventually(lambda: _is(probe.committed(), 4), 60, "all four read again and committed")
     assert await probe.registered() == [f"a-{i}" for i in range(4)]
     # The relay may publish a row twice (stopped between send and mark), always with the same id.
-    announced = await read_topic(probe.bootstrap, probe.settings.probe_events, 9, timeout=5)
+    announced = await read_topic(probe.kafka, probe.settings.probe_events, 9, timeout=5)
     assert len({Envelope.model_validate_json(r.value).id for r in announced}) == 4
-    assert await read_topic(probe.bootstrap, f"{probe.topic}.dlq", 1, timeout=1) == []
+    assert await read_topic(probe.kafka, f"{probe.topic}.dlq", 1, timeout=1) == []
 
 
 async def _rewind_group(probe: Probe, to: int) -> None:
     """Commit an earlier offset for the group, as if its last offset commit had never happened."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=probe.bootstrap, group_id=probe.settings.probe_name,
+    consumer = AIOKafkaConsumer(**probe.kafka.kafka_options(), group_id=probe.settings.probe_name,
                                 enable_auto_commit=False)
     await consumer.start()
     try:

@@ -65,7 +65,7 @@ async def scratch(infra):
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     topic = f"it-outbox-{suffix}"
-    await create_topics(infra.kafka_bootstrap, [topic], partitions=3)
+    await create_topics(infra.credentials("broker"), [topic], partitions=3)
     yield Scratch(url, f"it{suffix}", topic, metadata, async_sessionmaker(engine, expire_on_commit=False))
     await engine.dispose()
     await drop_database(infra.postgres_url, name)
@@ -73,7 +73,7 @@ async def scratch(infra):
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def producer(infra):
-    started = new_producer(infra.kafka_bootstrap, 2, "it-relay")
+    started = new_producer(infra.kafka_bootstrap, 2, "it-relay", **infra.credentials("broker").security_options())
     await started.start()
     yield started
     await started.stop()
@@ -128,7 +128,7 @@ async def test_the_relay_publishes_in_commit_order_per_subject_with_the_row_id_a
     _, task = start_relay(scratch, producer)
     after = await commit_events(scratch, [(subjects[n % 4], n) for n in range(24, 40)])
     try:
-        records = await read_topic(infra.kafka_bootstrap, scratch.topic, 40)
+        records = await read_topic(infra.credentials("broker"), scratch.topic, 40)
     finally:
         await stop(task)
     assert len(records) == 40
@@ -168,7 +168,7 @@ async def test_a_commit_wakes_the_idle_relay_through_listen_notify_well_before_i
         await asyncio.sleep(0.5)  # now it waits for a NOTIFY (or 30 s)
         committed = time.time()
         [event] = await commit_events(scratch, [("c-1", 1)])
-        records = await read_topic(infra.kafka_bootstrap, scratch.topic, 2, timeout=10)
+        records = await read_topic(infra.credentials("broker"), scratch.topic, 2, timeout=10)
     finally:
         await stop(task)
     assert [Envelope.model_validate_json(r.value).id for r in records][-1] == event.id
@@ -192,7 +192,7 @@ async def test_a_standby_relay_waits_on_the_lock_and_takes_over_when_the_active_
         await wait_until(lambda: _holder_is_not(scratch, active_pid), 10, "the standby holding the lock")
         await commit_events(scratch, [("c-1", 2), ("c-1", 3)])
         await wait_until(lambda: _none_unsent(scratch), 10, "relayed after the takeover")
-        records = await read_topic(infra.kafka_bootstrap, scratch.topic, 4, timeout=10)
+        records = await read_topic(infra.credentials("broker"), scratch.topic, 4, timeout=10)
     finally:
         await stop(first, standby)
     assert [int(Envelope.model_validate_json(r.value).data["name"]) for r in records] == [0, 1, 2, 3]
@@ -224,7 +224,7 @@ async def test_rows_published_but_not_marked_before_a_crash_are_published_again_
     await scratch.fetch("UPDATE outbox SET sent_at = NULL")  # as if the relay died before marking them
     _, task = start_relay(scratch, producer)
     try:
-        records = await read_topic(infra.kafka_bootstrap, scratch.topic, 2, timeout=10)
+        records = await read_topic(infra.credentials("broker"), scratch.topic, 2, timeout=10)
     finally:
         await stop(task)
     assert [Envelope.model_validate_json(r.value).id for r in records] == [event.id, event.id]
@@ -349,7 +349,7 @@ async def test_a_row_the_broker_refuses_holds_back_only_its_own_subject_and_is_r
 
     # A producer whose request limit is smaller than one of the rows: it refuses that row, as a broker would
     # a message over message.max.bytes. (A row this big can no longer be written through publish().)
-    small = new_producer(infra.kafka_bootstrap, 0, "it-relay-small")
+    small = new_producer(infra.kafka_bootstrap, 0, "it-relay-small", **infra.credentials("broker").security_options())
     small._max_request_size = 1_500  # noqa: SLF001 - aiokafka has no setter; 1 MiB otherwise
     await small.start()
     try:
@@ -363,7 +363,7 @@ async def test_a_row_the_broker_refuses_holds_back_only_its_own_subject_and_is_r
         later = await commit_events(scratch, [("c-1", 2), ("c-2", 2), ("c-3", 1)])
         relay, task = start_relay(scratch, small, idle_check=0.2)
         try:
-            records = await read_topic(infra.kafka_bootstrap, scratch.topic, 4)
+            records = await read_topic(infra.credentials("broker"), scratch.topic, 4)
             published = {(r.key.decode(), Envelope.model_validate_json(r.value).id) for r in records}
             # Everything but the refused row and the one behind it on its subject went out.
             assert published == {("c-1", first[0].id), ("c-2", first[1].id), ("c-2", later[1].id),
@@ -376,7 +376,7 @@ async def test_a_row_the_broker_refuses_holds_back_only_its_own_subject_and_is_r
             await scratch.fetch("UPDATE outbox SET payload = convert_to(rtrim(convert_from(payload, 'UTF8')), 'UTF8') "
                                 "WHERE seq = $1", seq)
             await wait_until(lambda: unsent_is(scratch, 0), 30, "the mended row and the held one published")
-            records = await read_topic(infra.kafka_bootstrap, scratch.topic, 6)
+            records = await read_topic(infra.credentials("broker"), scratch.topic, 6)
             assert [Envelope.model_validate_json(r.value).id for r in records if r.key == b"c-1"] == [
                 first[0].id, huge.id, later[0].id]
             assert relay.failing == {}

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 import asyncpg
 from platform_runtime.client import PlatformClient
+from platform_runtime.credentials import Credentials
 from platform_schemas import Envelope
 from platform_schemas.topics import CONTRACTS_COMMANDS
 
@@ -80,7 +81,7 @@ async def barrier(client: PlatformClient, subject: str) -> None:
     assert rejected.data["reason_code"] == "unknown_command"
 
 
-async def dead_letter(bootstrap: str, topic: str, value: bytes, timeout: float = 20.0):
+async def dead_letter(kafka: Credentials, topic: str, value: bytes, timeout: float = 20.0):
     """The record of `topic`'s dead-letter topic whose value is `value` (polls with a deadline)."""
     import asyncio
     import time
@@ -88,7 +89,7 @@ async def dead_letter(bootstrap: str, topic: str, value: bytes, timeout: float =
     from aiokafka import AIOKafkaConsumer
     from platform_schemas.topics import dlq
 
-    consumer = AIOKafkaConsumer(dlq(topic), bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(dlq(topic), **kafka.kafka_options(), enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:

@@ -20,6 +20,7 @@ from aiokafka.protocol.admin import (
     DescribeGroupsRequest, DescribeGroupsRequest_v0, DescribeGroupsRequest_v1, DescribeGroupsRequest_v2,
 )
 from aiokafka.structs import OffsetAndMetadata
+from platform_runtime.credentials import Credentials
 
 STOP_THE_OTHER = ("stop the other platform (make down, or deploy/local/services.sh stop) or point "
                   "KAFKA_BOOTSTRAP_SERVERS at a broker of your own")
@@ -54,9 +55,9 @@ async def _coordinator(admin: AIOKafkaAdminClient, group_id: str, timeout: float
             await asyncio.sleep(0.2)
 
 
-async def describe_groups(bootstrap: str, groups: tuple[str, ...]) -> dict[str, Group]:
+async def describe_groups(kafka: Credentials, groups: tuple[str, ...]) -> dict[str, Group]:
     """Each group's state and members (a group nobody ever joined is `Dead` with none)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.kafka_options())
     await admin.start()
     try:
         found = {}
@@ -70,41 +71,41 @@ async def describe_groups(bootstrap: str, groups: tuple[str, ...]) -> dict[str, 
         await admin.close()
 
 
-async def refuse_shared_groups(bootstrap: str, groups: tuple[str, ...], own: int = 0, who: str = "") -> None:
+async def refuse_shared_groups(kafka: Credentials, groups: tuple[str, ...], own: int = 0, who: str = "") -> None:
     """Raises GroupsTaken when any of the groups has more than `own` members (ours, already started)."""
-    described = await describe_groups(bootstrap, groups)
+    described = await describe_groups(kafka, groups)
     crowded = {name: g.members for name, g in described.items() if len(g.members) > own}
     if crowded:
         listed = "; ".join(f"{name}: {len(m)} member(s) {', '.join(sorted(set(m)))}" for name, m in crowded.items())
         raise GroupsTaken(f"{who + ': ' if who else ''}refusing to start: another platform's services are in the "
-                          f"consumer groups on {bootstrap} ({listed}): {STOP_THE_OTHER}")
+                          f"consumer groups on {kafka.bootstrap_servers} ({listed}): {STOP_THE_OTHER}")
 
 
-async def wait_for_groups(bootstrap: str, groups: tuple[str, ...], timeout: float = 30) -> None:
+async def wait_for_groups(kafka: Credentials, groups: tuple[str, ...], timeout: float = 30) -> None:
     """Wait until each group is Stable (its partitions assigned to its members)."""
     deadline = time.monotonic() + timeout
     while True:
-        described = await describe_groups(bootstrap, groups)
+        described = await describe_groups(kafka, groups)
         if all(described.get(g) and described[g].state == "Stable" for g in groups):
             return
         if time.monotonic() > deadline:
             states = {g: described[g].state if g in described else "unknown" for g in groups}
-            raise TimeoutError(f"waited {timeout}s for the consumer groups to be Stable on {bootstrap}: {states}")
+            raise TimeoutError(f"waited {timeout}s for the consumer groups to be Stable on {kafka.bootstrap_servers}: {states}")
         await asyncio.sleep(0.2)
 
 
-async def log_ends(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+async def log_ends(kafka: Credentials, topics: list[str]) -> dict[TopicPartition, int]:
     """The next offset of every partition of the topics."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.kafka_options())
     await admin.start()
     try:
         described = await admin.describe_topics(topics)
     finally:
         await admin.close()
     if missing := [t["topic"] for t in described if t["error_code"] or not t["partitions"]]:
-        raise RuntimeError(f"topics missing on {bootstrap}: {missing}")
+        raise RuntimeError(f"topics missing on {kafka.bootstrap_servers}: {missing}")
     partitions = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka.kafka_options(), enable_auto_commit=False)
     await consumer.start()
     try:
         return await consumer.end_offsets(partitions)
@@ -112,15 +113,15 @@ async def log_ends(bootstrap: str, topics: list[str]) -> dict[TopicPartition, in
         await consumer.stop()
 
 
-async def start_groups_at_log_end(bootstrap: str, groups: tuple[str, ...], topics: list[str]) -> dict[TopicPartition, int]:
+async def start_groups_at_log_end(kafka: Credentials, groups: tuple[str, ...], topics: list[str]) -> dict[TopicPartition, int]:
     """Commits, for each (memberless) group, the log end of every partition of the topics; returns those ends.
 
     The broker refuses such a commit into a group that has members, so this is for groups just checked by
     refuse_shared_groups."""
-    ends = await log_ends(bootstrap, topics)
+    ends = await log_ends(kafka, topics)
     offsets = {tp: OffsetAndMetadata(end, "") for tp, end in ends.items()}
     for group in groups:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**kafka.kafka_options(), group_id=group, enable_auto_commit=False)
         await consumer.start()
         try:
             consumer.assign(list(ends))  # manual assignment: commits go in as a simple consumer, no rebalance
@@ -130,8 +131,8 @@ async def start_groups_at_log_end(bootstrap: str, groups: tuple[str, ...], topic
     return ends
 
 
-async def committed(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def committed(kafka: Credentials, group: str) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(**kafka.kafka_options())
     await admin.start()
     try:
         return {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group)).items()}

@@ -13,6 +13,7 @@ from datetime import date
 
 from aiokafka import AIOKafkaProducer
 
+from platform_runtime.credentials import Credentials
 from platform_schemas import new_envelope
 from platform_schemas.events.billing import BonusPaid
 from platform_schemas.events.contracts import AccountRegistered
@@ -41,18 +42,18 @@ def _templates(run: str) -> dict[str, str]:
     return {CONTRACTS_EVENTS: registered.to_json().decode(), BILLING_EVENTS: paid.to_json().decode()}
 
 
-async def history_size(bootstrap: str) -> int:
+async def history_size(kafka: Credentials) -> int:
     """Records on the topics (they are never compacted or expired during a test run)."""
-    return sum((await log_ends(bootstrap, TOPICS)).values())
+    return sum((await log_ends(kafka, TOPICS)).values())
 
 
-async def ensure_history(bootstrap: str, at_least: int) -> int:
+async def ensure_history(kafka: Credentials, at_least: int) -> int:
     """Adds unrelated events until the topics hold at least `at_least` records; returns how many they hold."""
-    held = await history_size(bootstrap)
+    held = await history_size(kafka)
     if held >= at_least:
         return held
     templates = _templates(uuid.uuid4().hex[:8])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=1 << 20,
+    producer = AIOKafkaProducer(**kafka.kafka_options(), acks="all", max_batch_size=1 << 20,
                                 max_request_size=4 << 20)
     await producer.start()
     try:
@@ -72,4 +73,4 @@ async def ensure_history(bootstrap: str, at_least: int) -> int:
         await asyncio.gather(*sends)
     finally:
         await producer.stop()
-    return await history_size(bootstrap)
+    return await history_size(kafka)

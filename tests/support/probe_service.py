@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 
 from platform_runtime.context import HandlerContext
+from platform_runtime.credentials import Credentials
 from platform_runtime.dispatch import CommandDispatcher
 from platform_runtime.service import ServiceDefinition, Subscription, build_runtime, create_app, serve
 from platform_runtime.settings import ServiceSettings
@@ -92,10 +93,10 @@ async def drop_database(postgres_url: str, name: str) -> None:
         await conn.close()
 
 
-async def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None:
+async def create_topics(kafka: Credentials, names: list[str], partitions: int = 1) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.kafka_options())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
@@ -105,14 +106,14 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -
         await admin.close()
 
 
-async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30.0):
+async def read_topic(kafka: Credentials, topic: str, count: int, timeout: float = 30.0):
     """The first `count` records of a topic (every partition, from the beginning), or fewer at the deadline."""
     import time
 
     from aiokafka import AIOKafkaConsumer
 
     # No group: every partition of the topic is ours, read from the beginning.
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(topic, **kafka.kafka_options(), enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -125,11 +126,11 @@ async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
+async def committed_offsets(kafka: Credentials, group: str) -> dict[int, int]:
     """The group's committed offset per partition (all topics it reads)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.kafka_options())
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from platform_runtime.credentials import Credentials
 from platform_runtime.database_roles import DatabaseRoles, provision
 from platform_runtime.http_auth import hash_token
 from platform_runtime.read_scopes import PRINCIPALS
+from platform_schemas.acls import SUPER_USER
 from platform_schemas.topics import TOPICS, dlq
 from sqlalchemy.engine import make_url
 
@@ -88,6 +90,13 @@ class Platform:
     history: int = 0  # records on notifications' topics before it started (tests/support/history.py)
     log_starts: dict[Path, int] = field(default_factory=dict)  # where this session's lines begin in each log
     passwords: dict[str, str] = field(default_factory=dict)  # its database roles', made when first used
+    # Kafka credentials by principal (Infra.credentials); None: PLAINTEXT to `kafka` for every principal
+    credentials: Callable[[str], Credentials] | None = None
+
+    def kafka_as(self, name: str) -> Credentials:
+        if self.credentials is None:  # PLAINTEXT, the read API's token kept
+            return Credentials(bootstrap_servers=self.kafka, http_token=Credentials.local(name).http_token)
+        return self.credentials(name)
 
     def database_url(self, service: str) -> str:
         """The database as the superuser: for tests that look into it or set things up."""
@@ -110,6 +119,7 @@ class Platform:
                    HTTP_PORT=str(port), PYTHONUNBUFFERED="1")
         if service == "billing":
             env["GATEWAY_DATABASE_URL"] = self.role_url("gateway", "app")
+        env.update(self.kafka_as(service).service_env())  # each service as its own principal
         return env
 
     def migration_env(self, service: str) -> dict[str, str]:
@@ -139,8 +149,9 @@ class Platform:
         """Before any of our services joins: refuses (GroupsTaken, one line) when another platform's services are
         in their consumer groups, then sets the groups to begin at the log end of every topic."""
         groups = tuple(s for s in (services or SERVICES) if available(s))
-        await refuse_shared_groups(self.kafka, groups, who=who)
-        self.began_at = await start_groups_at_log_end(self.kafka, groups, READABLE_TOPICS)
+        kafka = self.kafka_as(SUPER_USER)  # a setup step: the super user acts in the services' groups
+        await refuse_shared_groups(kafka, groups, who=who)
+        self.began_at = await start_groups_at_log_end(kafka, groups, READABLE_TOPICS)
 
     def start(self, service: str, instance: str = "0", port: int | None = None,
               extra_env: dict[str, str] | None = None) -> str:

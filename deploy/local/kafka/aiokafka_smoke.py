@@ -1,19 +1,24 @@
 """aiokafka smoke test against a Kafka-compatible broker.
 
-Usage: python aiokafka_smoke.py [bootstrap]   (default 127.0.0.1:9092)
+Usage: python aiokafka_smoke.py [bootstrap]   (default $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)
+It connects as the super user (deploy/local/credentials.sh broker): its scratch topics, groups and
+transactional ids are in no row of the ACL table.
 Exercises: ApiVersions, admin create_topics, plain produce/consume with a
 consumer group + commit, idempotent producer, transactional producer
 (commit + abort + send_offsets_to_transaction) and a read_committed consumer.
 Prints one PASS/FAIL line per check and exits non-zero on any failure.
 """
 import asyncio
+import os
 import sys
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from platform_runtime.credentials import Credentials
 
-BOOT = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:9092"
+_BOOTSTRAP = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+KAFKA = Credentials.local("broker", env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": _BOOTSTRAP}).kafka_options()
 RESULTS = []
 
 
@@ -34,7 +39,7 @@ async def step(name, coro, timeout=30):
 
 async def consume_n(topic, n, group=None, isolation="read_uncommitted", commit=True):
     c = AIOKafkaConsumer(
-        topic, bootstrap_servers=BOOT, group_id=group, auto_offset_reset="earliest",
+        topic, **KAFKA, group_id=group, auto_offset_reset="earliest",
         enable_auto_commit=False, isolation_level=isolation)
     await c.start()
     got = []
@@ -56,7 +61,7 @@ async def main():
     run = uuid.uuid4().hex[:6]
     t_plain, t_idem, t_txn, t_out = (f"{x}-{run}" for x in ("plain", "idem", "txn", "out"))
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOT)
+    admin = AIOKafkaAdminClient(**KAFKA)
     await admin.start()
     await step("admin.create_topics", admin.create_topics(
         [NewTopic(t, num_partitions=1, replication_factor=1) for t in (t_plain, t_idem, t_txn, t_out)]))
@@ -65,7 +70,7 @@ async def main():
 
     # plain produce / consume in a group, commit, then re-consume -> nothing new
     async def plain():
-        p = AIOKafkaProducer(bootstrap_servers=BOOT, acks="all")
+        p = AIOKafkaProducer(**KAFKA, acks="all")
         await p.start()
         try:
             for i in range(5):
@@ -74,7 +79,7 @@ async def main():
             await p.stop()
         got = await consume_n(t_plain, 5, group=f"g-{run}")
         assert got == [f"m{i}".encode() for i in range(5)], got
-        c = AIOKafkaConsumer(t_plain, bootstrap_servers=BOOT, group_id=f"g-{run}", enable_auto_commit=False)
+        c = AIOKafkaConsumer(t_plain, **KAFKA, group_id=f"g-{run}", enable_auto_commit=False)
         await c.start()
         try:
             committed = await c.committed(TopicPartition(t_plain, 0))
@@ -85,7 +90,7 @@ async def main():
     await step("produce/consume/group-commit", plain(), timeout=60)
 
     async def idem():
-        p = AIOKafkaProducer(bootstrap_servers=BOOT, enable_idempotence=True)
+        p = AIOKafkaProducer(**KAFKA, enable_idempotence=True)
         await p.start()
         try:
             for i in range(5):
@@ -98,7 +103,7 @@ async def main():
     await step("idempotent producer", idem(), timeout=60)
 
     async def txn():
-        p = AIOKafkaProducer(bootstrap_servers=BOOT, transactional_id=f"tx-{run}")
+        p = AIOKafkaProducer(**KAFKA, transactional_id=f"tx-{run}")
         await p.start()
         try:
             async with p.transaction():
@@ -118,9 +123,9 @@ async def main():
 
     async def consume_transform_produce():
         group = f"ctp-{run}"
-        c = AIOKafkaConsumer(t_plain, bootstrap_servers=BOOT, group_id=group, auto_offset_reset="earliest",
+        c = AIOKafkaConsumer(t_plain, **KAFKA, group_id=group, auto_offset_reset="earliest",
                              enable_auto_commit=False, isolation_level="read_committed")
-        p = AIOKafkaProducer(bootstrap_servers=BOOT, transactional_id=f"ctp-{run}")
+        p = AIOKafkaProducer(**KAFKA, transactional_id=f"ctp-{run}")
         await c.start()
         await p.start()
         try:

@@ -27,6 +27,14 @@ class CtlSettings(ServiceSettings):
         if self.http_token is not None:
             return {"Authorization": f"Bearer {self.http_token.get_secret_value()}"}
         return Credentials.local(self.http_principal).http_headers()
+    # Whose Kafka credentials deploy/local/credentials.sh gives on a local platform (the operators' by default),
+    # unless KAFKA_SASL_USERNAME or KAFKA_SECURITY_PROTOCOL is set (Kubernetes, `credentials.sh --env NAME`).
+    kafka_principal: str = "admin"
+
+    @property
+    def local_kafka_principal(self) -> str | None:
+        explicit = {"kafka_sasl_username", "kafka_security_protocol"} & self.model_fields_set
+        return None if explicit else self.kafka_principal
 
     def url(self, service: str) -> str:
         return getattr(self, f"{service}_url").rstrip("/")
