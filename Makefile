@@ -13,10 +13,10 @@ KAFKA := $(LOCAL)/kafka/kafka-local.sh
 DEMO ?= deploy/demo.py
 UV := $(shell command -v uv || echo python3 -m uv)
 
-.PHONY: help bootstrap infra-up infra-down migrate up down status demo test bench schemas reset deploy-check fuzz chaos chaos-short
+.PHONY: help bootstrap infra-up infra-down migrate up down status demo test test-tls bench schemas reset deploy-check fuzz chaos chaos-short
 
 help:
-	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|bench|schemas|reset|deploy-check|fuzz|chaos|chaos-short"
+	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|test-tls|bench|schemas|reset|deploy-check|fuzz|chaos|chaos-short"
 	echo "  PYTEST_ARGS='-m unit' make test;  AUTO_RELEASE_AFTER=PT5S make up"
 
 bootstrap:
@@ -90,6 +90,15 @@ test: bootstrap
 	chaos=$${TEST_CHAOS_SAGAS:-$(if $(PYTEST_ARGS),0,10)}
 	if ((chaos > 0)); then CHAOS_SAGAS=$$chaos $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s || rc=$$?; fi
 	exit $$rc
+
+# The Kafka clients over TLS (SASL_SSL, the local CA of kafka-local.sh): the ACL matrix, the broker smoke test and
+# the fund saga end to end (the services' producers and consumers), on fresh test servers like `make test`.
+test-tls: bootstrap
+	if [[ -n $${CI:-} && $${CI:-} != false ]]; then trap '$(LOCAL)/test-servers.sh stop' EXIT; fi
+	export KAFKA_SECURITY_PROTOCOL=SASL_SSL
+	$(LOCAL)/test-servers.sh fresh
+	eval "$$($(LOCAL)/test-servers.sh env)"
+	$(PY) -m pytest tests/integration/test_kafka_acls.py tests/test_infra_smoke.py tests/e2e/test_fund_saga.py $(PYTEST_ARGS)
 
 # 10,000 generated and mutated commands through real Kafka (the default suite sends 300 of them).
 # On the test servers, fresh, like `make test` (a `make up` platform keeps running).

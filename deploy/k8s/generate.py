@@ -1,5 +1,6 @@
 """Writes the Kubernetes manifests that follow from the code: one file per service (Deployment, Service,
-PodDisruptionBudget, migrate Job, KEDA ScaledObject), the Strimzi KafkaTopic / KafkaUser resources and the
+PodDisruptionBudget, migrate Job, KEDA ScaledObject), the Strimzi KafkaTopic / KafkaUser resources (one KafkaUser
+per principal of the ACL table, platform_schemas.acls, the same table the local scripts apply) and the
 CloudNativePG Clusters with their roles and grants (platform_runtime.database_roles).
 
 usage: python deploy/k8s/generate.py   (tests/deploy checks that the committed files are what this writes)
@@ -12,20 +13,8 @@ from pathlib import Path
 
 import yaml
 from platform_runtime.database_roles import DatabaseRoles, grant_statements
-from platform_schemas.topics import (
-    BILLING_ADMIN_COMMANDS,
-    BILLING_COMMANDS,
-    BILLING_EVENTS,
-    BILLING_SAGA_COMMANDS,
-    CONTRACTS_ADMIN_COMMANDS,
-    CONTRACTS_COMMANDS,
-    CONTRACTS_EVENTS,
-    ESCROW_EVENTS,
-    ESCROW_SAGA_COMMANDS,
-    NOTIFICATIONS_EVENTS,
-    TOPICS,
-    dlq,
-)
+from platform_schemas.acls import PRINCIPALS, Principal, acls
+from platform_schemas.topics import TOPICS
 
 BASE = Path(__file__).resolve().parent / "base"
 KAFKA_CLUSTER = "escrow"
@@ -43,26 +32,22 @@ POSTGRES_IMAGE = "ghcr.io/cloudnative-pg/postgresql:17.6"
 @dataclass(frozen=True)
 class Service:
     name: str
-    consumes: list[str]  # = the topics of its Subscriptions (tests/deploy checks them against bootstrap.py)
-    writes: list[str]  # the topics its outbox publishes to
     other_databases: dict[str, str] = field(default_factory=dict)  # env variable -> database
 
     @property
     def databases(self) -> dict[str, str]:
         return {"DATABASE_URL": self.name} | self.other_databases
 
+    @property
+    def consumes(self) -> tuple[str, ...]:  # its row of the ACL table (tests/deploy checks it against bootstrap.py)
+        return PRINCIPALS[self.name].reads
+
 
 SERVICES = [
-    Service("contracts", consumes=[CONTRACTS_COMMANDS, CONTRACTS_ADMIN_COMMANDS, BILLING_EVENTS, ESCROW_EVENTS],
-            writes=[CONTRACTS_EVENTS, BILLING_SAGA_COMMANDS, ESCROW_SAGA_COMMANDS]),
-    # escrow reads billing's facts for the past-due part of a balance
-    Service("escrow", consumes=[ESCROW_SAGA_COMMANDS, BILLING_EVENTS], writes=[ESCROW_EVENTS]),
-    Service("billing", consumes=[BILLING_COMMANDS, BILLING_ADMIN_COMMANDS, BILLING_SAGA_COMMANDS, ESCROW_EVENTS,
-                                CONTRACTS_EVENTS],
-            # the bonus batch credits bonuses through escrow's saga commands
-            writes=[BILLING_EVENTS, ESCROW_SAGA_COMMANDS],
-            other_databases={"GATEWAY_DATABASE_URL": "gateway"}),
-    Service("notifications", consumes=[CONTRACTS_EVENTS, BILLING_EVENTS], writes=[NOTIFICATIONS_EVENTS]),
+    Service("contracts"),
+    Service("escrow"),
+    Service("billing", other_databases={"GATEWAY_DATABASE_URL": "gateway"}),
+    Service("notifications"),
 ]
 
 
@@ -233,20 +218,20 @@ def kafka_topic(topic) -> dict:
                      "config": {"retention.ms": topic.retention_ms, "min.insync.replicas": 1}}}
 
 
-def kafka_user(service: Service) -> dict:
-    def acl(kind: str, name: str, *operations: str) -> dict:
-        return {"type": "allow", "resource": {"type": kind, "name": name, "patternType": "literal"},
-                "operations": list(operations)}
-
-    acls = [acl("group", service.name, "Read")]
-    acls += [acl("topic", topic, "Read", "Describe") for topic in service.consumes]
-    acls += [acl("topic", topic, "Write", "Describe") for topic in service.writes]
-    acls += [acl("topic", dlq(topic), "Write", "Describe") for topic in service.consumes]  # its dead letters
-    acls.append({"type": "allow", "resource": {"type": "cluster"}, "operations": ["IdempotentWrite"]})
+def kafka_user(principal: Principal) -> dict:
+    """The principal's row of the ACL table: one Strimzi ACL per resource, with all its operations."""
+    operations: dict[tuple[str, str, bool], list[str]] = {}
+    for rule in acls(principal):
+        operations.setdefault((rule.resource, rule.name, rule.prefixed), []).append(rule.operation)
+    rendered = []
+    for (kind, name, prefixed), ops in operations.items():
+        resource = {"type": "cluster"} if kind == "cluster" else {
+            "type": kind, "name": name, "patternType": "prefix" if prefixed else "literal"}
+        rendered.append({"type": "allow", "resource": resource, "operations": ops})
     return {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaUser",
-            "metadata": {"name": service.name, "labels": {"strimzi.io/cluster": KAFKA_CLUSTER}},
+            "metadata": {"name": principal.name, "labels": {"strimzi.io/cluster": KAFKA_CLUSTER}},
             "spec": {"authentication": {"type": "scram-sha-512"},
-                     "authorization": {"type": "simple", "acls": acls}}}
+                     "authorization": {"type": "simple", "acls": rendered}}}
 
 
 def database_cluster(database: str) -> dict:
@@ -301,7 +286,7 @@ def dump(documents: list[dict], preamble: str = "") -> str:
 
 def files() -> dict[Path, str]:
     out = {BASE / "kafka" / "topics.yaml": dump([kafka_topic(t) for t in TOPICS]),
-           BASE / "kafka" / "users.yaml": dump([kafka_user(s) for s in SERVICES]),
+           BASE / "kafka" / "users.yaml": dump([kafka_user(p) for p in PRINCIPALS.values()]),
            BASE / "postgres" / "clusters.yaml": dump([database_cluster(d) for d in databases()], CLUSTERS_PREAMBLE)}
     for s in SERVICES:
         out[BASE / "services" / f"{s.name}.yaml"] = dump(

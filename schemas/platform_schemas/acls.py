@@ -21,9 +21,11 @@ enforces it. The broker refuses everything a row does not grant (`allow.everyone
 from dataclasses import dataclass
 
 from .topics import (
+    BILLING_ADMIN_COMMANDS,
     BILLING_COMMANDS,
     BILLING_EVENTS,
     BILLING_SAGA_COMMANDS,
+    CONTRACTS_ADMIN_COMMANDS,
     CONTRACTS_COMMANDS,
     CONTRACTS_EVENTS,
     ESCROW_EVENTS,
@@ -35,10 +37,6 @@ from .topics import (
 
 SUPER_USER = "broker"
 MECHANISM = "SCRAM-SHA-512"
-# The admin-only command topics (issue 12 item 2); named here so that the ACLs exist as soon as the topics do.
-CONTRACTS_ADMIN_COMMANDS = "contracts.admin-commands"
-BILLING_ADMIN_COMMANDS = "billing.admin-commands"
-
 EVENT_TOPICS = (CONTRACTS_EVENTS, ESCROW_EVENTS, BILLING_EVENTS, NOTIFICATIONS_EVENTS)
 PUBLIC_COMMAND_TOPICS = (CONTRACTS_COMMANDS, BILLING_COMMANDS)
 ADMIN_COMMAND_TOPICS = (CONTRACTS_ADMIN_COMMANDS, BILLING_ADMIN_COMMANDS)
@@ -68,12 +66,13 @@ def _dead_letter_topics() -> tuple[str, ...]:
 
 
 PRINCIPALS: dict[str, Principal] = {p.name: p for p in [
-    _service("contracts", consumes=(CONTRACTS_COMMANDS, BILLING_EVENTS, ESCROW_EVENTS),
+    _service("contracts", consumes=(CONTRACTS_COMMANDS, CONTRACTS_ADMIN_COMMANDS, BILLING_EVENTS, ESCROW_EVENTS),
              owns=(CONTRACTS_EVENTS, BILLING_SAGA_COMMANDS, ESCROW_SAGA_COMMANDS)),
     # escrow reads billing's facts for the past-due part of a balance
     _service("escrow", consumes=(ESCROW_SAGA_COMMANDS, BILLING_EVENTS), owns=(ESCROW_EVENTS,)),
     # the bonus batch credits bonuses through escrow's saga commands
-    _service("billing", consumes=(BILLING_COMMANDS, BILLING_SAGA_COMMANDS, ESCROW_EVENTS, CONTRACTS_EVENTS),
+    _service("billing", consumes=(BILLING_COMMANDS, BILLING_ADMIN_COMMANDS, BILLING_SAGA_COMMANDS, ESCROW_EVENTS,
+                                  CONTRACTS_EVENTS),
              owns=(BILLING_EVENTS, ESCROW_SAGA_COMMANDS)),
     _service("notifications", consumes=(CONTRACTS_EVENTS, BILLING_EVENTS), owns=(NOTIFICATIONS_EVENTS,)),
     Principal("integrator", reads=EVENT_TOPICS, writes=PUBLIC_COMMAND_TOPICS, group="integrator-",

@@ -176,22 +176,30 @@ def consumed_topics(service: str) -> set[str]:
     return {getattr(names, constant) for constant in re.findall(r"Subscription\(\s*([A-Z_]+)", source)}
 
 
-def test_each_kafka_user_reads_what_its_service_consumes_and_writes_its_own_topics():
+def test_each_kafka_user_is_its_row_of_the_acl_table_and_a_service_reads_what_it_consumes():
+    from platform_schemas.acls import ADMIN_COMMAND_TOPICS, PRINCIPALS, SUPER_USER
+
     users = of_kind(build("base"), "KafkaUser")
-    assert set(users) == set(SERVICES)
-    topic_names = {t.name for t in TOPICS}
-    for service, user in users.items():
+    assert set(users) == set(PRINCIPALS) and SUPER_USER not in users
+    topic_names = {t.name for t in TOPICS} | set(ADMIN_COMMAND_TOPICS)
+    for name, user in users.items():
+        principal = PRINCIPALS[name]
         assert user["spec"]["authentication"]["type"] == "scram-sha-512"
         allowed = defaultdict(set)
         for acl in user["spec"]["authorization"]["acls"]:
-            allowed[(acl["resource"]["type"], acl["resource"].get("name"))] |= set(acl["operations"])
-        reads = {name for (kind, name), ops in allowed.items() if kind == "topic" and "Read" in ops}
-        writes = {name for (kind, name), ops in allowed.items() if kind == "topic" and "Write" in ops}
-        assert reads == consumed_topics(service)
-        assert {dlq(t) for t in reads} <= writes <= topic_names
-        assert f"{service}.events" in writes
-        assert "Read" in allowed[("group", service)]
-        assert set(allowed) - {("cluster", None)} <= {(k, n) for k, n in allowed if k in ("topic", "group")}
+            resource = acl["resource"]
+            allowed[(resource["type"], resource.get("name"), resource.get("patternType"))] |= set(acl["operations"])
+        reads = {n for (kind, n, _), ops in allowed.items() if kind == "topic" and "Read" in ops}
+        writes = {n for (kind, n, _), ops in allowed.items() if kind == "topic" and "Write" in ops}
+        assert (reads, writes) == (set(principal.reads), set(principal.writes))
+        assert writes <= topic_names and reads <= topic_names
+        pattern = "prefix" if principal.group_prefixed else "literal"
+        assert "Read" in allowed[("group", principal.group, pattern)]
+        if principal.is_service:
+            assert reads == consumed_topics(name)
+            assert {dlq(t) for t in reads} <= writes
+            assert f"{name}.events" in writes
+        assert {kind for kind, _, _ in allowed} <= {"topic", "group", "cluster"}
 
 
 def test_each_service_is_handed_only_settings_it_reads():
