@@ -20,6 +20,7 @@ from platform_schemas.commands.contracts import (
 )
 from platform_schemas.events.billing import BonusFailed, BonusPaid
 from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_EVENTS
+from tests.support.checks import publish_as
 from tests.support.smtp import SmtpSink
 from tests.support.story import Parties, add_card, parties, register, send_offer
 
@@ -341,11 +342,11 @@ async def test_bonus_outcomes_published_by_billing_reach_the_right_person(client
     contract_id = sent.data["contract_id"]
     common = dict(business_date=date.today(), contract_id=contract_id, client_id=people.client_id,
                   freelancer_id=people.freelancer_id, currency="USD")
-    for data in (BonusPaid(bonus_id=new_id("bonus"), amount=12_345, charge_id=new_id("charge"), **common),
-                 BonusFailed(bonus_id=new_id("bonus"), amount=6_789, reason_code="card_declined",
-                             message="The card was declined.", **common)):
-        envelope = new_envelope(data, subject=contract_id, source="billing", actor="system")
-        await client.send_raw(BILLING_EVENTS, envelope.to_json(), key=contract_id)
+    await publish_as(platform, "billing", BILLING_EVENTS, *(
+        new_envelope(data, subject=contract_id, source="billing", actor="system")
+        for data in (BonusPaid(bonus_id=new_id("bonus"), amount=12_345, charge_id=new_id("charge"), **common),
+                     BonusFailed(bonus_id=new_id("bonus"), amount=6_789, reason_code="card_declined",
+                                 message="The card was declined.", **common))))
     [paid] = await notified(client, sink, people.freelancer_id, "bonus_received")
     assert "123.45 USD" in paid["subject"] and f"client {people.client_id}" in paid["body"]
     [failed] = await notified(client, sink, people.client_id, "bonus_charge_failed")
@@ -361,8 +362,7 @@ async def test_a_redelivered_event_notifies_nobody_twice(client, platform):
     await notified(client, sink, people.freelancer_id, "offer_received")
 
     # The same envelope (same id) again, as a relay that crashed before marking it sent would publish it.
-    await client.send_raw(CONTRACTS_EVENTS, outcome.to_json(), key=contract_id)
-    await client.send_raw(CONTRACTS_EVENTS, outcome.to_json(), key=contract_id)
+    await publish_as(platform, "contracts", CONTRACTS_EVENTS, outcome, outcome)
     # Then a new event on the same partition: once its notification is there, the copies were consumed.
     await command(client, DeclineOffer(contract_id=contract_id), contract_id, people.freelancer_id, {"OfferDeclined"})
     await notified(client, sink, people.client_id, "offer_declined")

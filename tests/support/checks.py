@@ -73,6 +73,19 @@ async def send_raw_command(client: PlatformClient, command: Envelope, topic: str
     return command
 
 
+async def publish_as(platform, principal: str, topic: str, *envelopes: Envelope) -> None:
+    """Publishes as the topic's owner would (its relay): only that principal may write an event topic."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**platform.kafka_as(principal).kafka_options(), enable_idempotence=True)
+    await producer.start()
+    try:
+        for envelope in envelopes:
+            await producer.send_and_wait(topic, envelope.to_json(), key=envelope.subject.encode())
+    finally:
+        await producer.stop()
+
+
 async def barrier(client: PlatformClient, subject: str) -> None:
     """Returns once contracts has handled everything sent before on this key (same partition, in order)
     and its events are visible: a command of an unknown type is rejected after all of them."""

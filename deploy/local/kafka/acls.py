@@ -7,6 +7,7 @@ Runs as the super user. aiokafka has no ACL API, so the three requests are built
 """
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -134,6 +135,8 @@ async def apply(timeout: float = 60) -> tuple[list[str], int, int]:
 
 
 def main() -> int:
+    # aiokafka logs every refused login at ERROR; here a refused login only means "create that SCRAM user"
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     created, acls, deleted = asyncio.run(apply())
     print(f"kafka ACLs on {os.environ.get('KAFKA_BOOTSTRAP_SERVERS')}: {len(PRINCIPALS)} principals, {acls} ACLs"
           + (f", SCRAM users created: {', '.join(created)}" if created else "")

@@ -17,10 +17,10 @@ REPLAYED_FROM = "dlq.replayed.from"  # header of a replayed record: where in the
 
 
 def _options(settings: CtlSettings) -> dict:
-    if settings.kafka_principal:  # a local platform: that principal's credentials from deploy/local/credentials.sh
+    if settings.local_kafka_principal:  # that principal's credentials from deploy/local/credentials.sh
         from platform_runtime.credentials import Credentials
 
-        return Credentials.local(settings.kafka_principal).kafka_options()
+        return Credentials.local(settings.local_kafka_principal).kafka_options()
     from platform_runtime.kafka_security import client_options  # imports faststream: only when connecting
 
     return {"bootstrap_servers": settings.kafka_bootstrap_servers, **client_options(settings)}
