@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from platform_schemas import new_envelope
+from platform_schemas.actors import ADMIN_TOPICS
 from platform_schemas.commands.billing import AddBillingMethod
 from platform_schemas.commands.contracts import MilestoneSpec, RegisterAccount, SendOffer
 from platform_schemas.topics import (
@@ -61,9 +62,12 @@ class Tracker:
     listeners: list = field(default_factory=list)
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(**as_(self.bootstrap, "integrator").kafka_options(), enable_idempotence=True, acks="all",
-                                         linger_ms=self.linger_ms)
+        # integrator for the public command topics, admin for the operators' (the parties' registrations)
+        self.producer, self.admin_producer = (
+            AIOKafkaProducer(**as_(self.bootstrap, name).kafka_options(), enable_idempotence=True, acks="all",
+                             linger_ms=self.linger_ms) for name in ("integrator", "admin"))
         await self.producer.start()
+        await self.admin_producer.start()
         self.consumer = AIOKafkaConsumer(**as_(self.bootstrap, "integrator").kafka_options(), enable_auto_commit=False,
                                          fetch_max_wait_ms=100)
         await self.consumer.start()
@@ -80,7 +84,8 @@ class Tracker:
         if reader := getattr(self, "_reader", None):
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-        for client in (getattr(self, "consumer", None), getattr(self, "producer", None)):
+        for client in (getattr(self, "consumer", None), getattr(self, "producer", None),
+                       getattr(self, "admin_producer", None)):
             if client is not None:
                 await client.stop()
 
@@ -110,7 +115,8 @@ class Tracker:
         now, wall = time.perf_counter(), time.time()
         due = now if scheduled is None else min(scheduled, now)
         self.sent[envelope.id], self.sent_wall[envelope.id] = due, wall - (now - due)
-        await self.producer.send(topic, value, key=subject.encode())  # enqueued; acked in the background
+        producer = self.admin_producer if topic in ADMIN_TOPICS else self.producer
+        await producer.send(topic, value, key=subject.encode())  # enqueued; acked in the background
         return envelope.id
 
     def open(self) -> int:

@@ -103,8 +103,8 @@ async def client(platform):
     from tests.support.processes import TEST_PORTS
 
     # as another back end (integrator); admin commands as the admin principal
-    caller = PlatformClient(kafka=platform.kafka_as("integrator"), admin_kafka=platform.kafka_as("admin"),
-                            ports=dict(TEST_PORTS))
+    caller = PlatformClient(bootstrap=platform.kafka, credentials=platform.kafka_as("integrator"),
+                            admin=platform.kafka_as("admin"), ports=dict(TEST_PORTS))
     await caller.start()
     yield caller
     await caller.stop()

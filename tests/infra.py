@@ -58,9 +58,9 @@ class Infra:
 
 @lru_cache(maxsize=None)
 def _credentials(bootstrap: str, secured: bool, name: str) -> Credentials:
-    if not secured:
-        return Credentials(bootstrap_servers=bootstrap)
-    return Credentials.local(name, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    local = Credentials.local(name, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    # a PLAINTEXT broker: no Kafka credentials, the read API's token stays (the services check it either way)
+    return local if secured else Credentials(bootstrap_servers=bootstrap, http_token=local.http_token)
 
 
 def _load_topics_module():

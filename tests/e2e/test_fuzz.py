@@ -179,10 +179,11 @@ async def interleaved(client, people, messages: list[tuple[str, bytes]]) -> list
     """Publish the messages with a real fund saga every GOOD_EVERY of them; the sagas' latencies."""
     good: list[asyncio.Task] = []
     for n, (topic, raw) in enumerate(messages):
-        await client.producer.send(topic, raw, key=f"k-{n % 97}".encode())
+        await client.producer_for(topic).send(topic, raw, key=f"k-{n % 97}".encode())  # admin topics as admin
         if n % GOOD_EVERY == GOOD_EVERY // 2:
             good.append(asyncio.create_task(timed_offer(client, people)))
     await client.producer.flush()
+    await client.admin_producer.flush()
     return list(await asyncio.gather(*good))
 
 
