@@ -184,7 +184,11 @@ configure() {
 }
 
 start() {
-  is_running && { echo "kafka already running (pid $(cat "$PIDFILE"))"; return 0; }
+  if is_running; then  # the ACL table is applied again all the same (it may have changed since)
+    grep -q "^listener.security.protocol.map=.*CLIENT:$KAFKA_SECURITY_PROTOCOL\$" "$CONF/server.properties" 2>/dev/null ||
+      die "the running broker (pid $(cat "$PIDFILE")) was not started with KAFKA_SECURITY_PROTOCOL=$KAFKA_SECURITY_PROTOCOL: stop it first (make down; its data is kept)"
+    echo "kafka already running (pid $(cat "$PIDFILE"))"; apply_acls; return 0
+  fi
   check_java; resolve; configure
   port_open $PORT && die "port $PORT already in use"
   [[ -f $LOG ]] && mv -f "$LOG" "$LOG.1"
