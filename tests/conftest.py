@@ -104,7 +104,7 @@ async def client(platform):
 
     # as another back end (integrator); admin commands as the admin principal
     caller = PlatformClient(bootstrap=platform.kafka, credentials=platform.kafka_as("integrator"),
-                            admin=platform.kafka_as("admin"), ports=dict(TEST_PORTS))
+                            admin_kafka=platform.kafka_as("admin"), ports=dict(TEST_PORTS))
     await caller.start()
     yield caller
     await caller.stop()
