@@ -327,11 +327,13 @@ async def test_after_a_broker_restart_every_consumer_fetches_again(infra):
     is ready again at the end."""
     servers = Servers.of(infra.kafka_bootstrap, infra.postgres_url)
     platform = Platform(infra.kafka_bootstrap, infra.postgres_url, prefix="restart_",
-                        env={"SAGA_STEP_TIMEOUT": "PT30M", "CONSUMER_STALL_AFTER": "PT30S", "METRICS_INTERVAL": "5"})
+                        env={"SAGA_STEP_TIMEOUT": "PT30M", "CONSUMER_STALL_AFTER": "PT30S", "METRICS_INTERVAL": "5"},
+                        credentials=infra.credentials)
     await platform.prepare()
     await platform.claim_groups(who="the broker restart test")
     await platform.start_all()
-    client = PlatformClient(bootstrap=infra.kafka_bootstrap, ports=dict(TEST_PORTS))
+    client = PlatformClient(bootstrap=infra.kafka_bootstrap, credentials=infra.credentials("integrator"),
+                            admin_kafka=infra.credentials("admin"), ports=dict(TEST_PORTS))
     await client.start()
     try:
         people = await parties(client)
