@@ -132,9 +132,10 @@ class PlatformClient:
         return [e for e in self.events if e.type == type_name and all(e.data.get(k) == v for k, v in match.items())]
 
     # -- read side -----------------------------------------------------------------------------
-    async def get(self, service: str, path: str) -> httpx.Response:
+    async def get(self, service: str, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        """GET on a service's read API with this client's bearer token (and any other `headers`, e.g. Accept)."""
         return await self.http.get(f"http://{self.http_host}:{self.ports[service]}{path}",
-                                   headers=self.credentials.http_headers())
+                                   headers={**(headers or {}), **self.credentials.http_headers()})
 
     async def get_json(self, service: str, path: str) -> dict:
         response = await self.get(service, path)

@@ -110,8 +110,7 @@ async def test_a_contracts_statement_is_what_the_ledger_says_and_adds_up_to_what
     bonus_charged = await p.client.get_json("billing", f"/accounts/{deal.client_id}/transactions?kind=bonus_charge")
     assert -sum(t["amount"] for t in charged["items"] + bonus_charged["items"]) == totals["paid_by_client"]
 
-    contracts = f"http://{p.client.http_host}:{p.client.ports['contracts']}"
-    response = await p.client.http.get(f"{contracts}/contracts/{c}/statement", headers={"Accept": "text/csv"})
+    response = await p.client.get("contracts", f"/contracts/{c}/statement", headers={"Accept": "text/csv"})
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert [(r["item"], r["id"]) for r in rows] == [(i["item"], i["id"]) for i in body["items"]] + [("total", c)]
