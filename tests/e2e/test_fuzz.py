@@ -191,7 +191,9 @@ async def timed_offer(client, people) -> float:
     data = offer(people, amounts=(50_000,))
     started = time.monotonic()
     command = await client.send(data, subject=data.contract_id, actor=people.client_id)
-    outcome = await client.outcome(command, {"OfferSent", "OfferFundingFailed"}, timeout=120)
+    # A deadline, not the latency check (that compares medians below): a good saga waits behind all the commands
+    # sent at once, in the control run too (10,000 took over 120 s at a load average of 25).
+    outcome = await client.outcome(command, {"OfferSent", "OfferFundingFailed"}, timeout=120 + COMMANDS / 10)
     assert outcome.type == "OfferSent", outcome.data
     return time.monotonic() - started
 
@@ -232,7 +234,7 @@ async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_
     # Every parsed command ends: an outcome or its CommandRejected, correlated by its id.
     by_correlation: dict[str, list] = {}
     seen = 0
-    deadline = time.monotonic() + 120 + COMMANDS / 20
+    deadline = time.monotonic() + 120 + COMMANDS / 10
     pending = set(parsed_ids)
     while pending and time.monotonic() < deadline:
         for event in client.events[seen:]:
