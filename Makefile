@@ -112,10 +112,14 @@ fuzz: bootstrap
 # it restarts: run it on its own. `make test` runs it too, with 10, on the test servers.
 chaos: infra-up migrate
 	$(LOCAL)/services.sh stop >/dev/null || true
+	# On the platform's servers (those infra-up started), both named, so the run restarts only them
+	source $(LOCAL)/env.sh; export POSTGRES_URL=$$($(LOCAL)/postgres.sh url)
 	CHAOS_SAGAS=$${CHAOS_SAGAS:-1000} $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s $(PYTEST_ARGS)
 
 chaos-short: infra-up migrate
 	$(LOCAL)/services.sh stop >/dev/null || true
+	# On the platform's servers (those infra-up started), both named, so the run restarts only them
+	source $(LOCAL)/env.sh; export POSTGRES_URL=$$($(LOCAL)/postgres.sh url)
 	CHAOS_SAGAS=$${CHAOS_SAGAS:-25} $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s $(PYTEST_ARGS)
 
 bench: infra-up migrate
