@@ -294,5 +294,7 @@ def serve(definition: ServiceDefinition) -> None:
         log.info("tracing_enabled", otlp=settings.otel_exporter_otlp_endpoint, file=settings.tracing_file)
     app = create_app(definition, build_runtime(definition, settings))
     # uvicorn turns SIGTERM/SIGINT into the lifespan shutdown above: graceful stop.
+    # Idle keep-alive connections are kept longer than clients keep theirs (httpx: 5 s, like uvicorn's default):
+    # with equal timeouts a client may reuse a connection the server is closing that instant (httpx.ReadError).
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=20, loop=settings.event_loop)
+                timeout_graceful_shutdown=20, timeout_keep_alive=75, loop=settings.event_loop)
