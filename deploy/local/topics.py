@@ -10,35 +10,22 @@ import os
 import sys
 import time
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from typing import Any
 
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
-from platform_runtime.credentials import Credentials
+from aiokafka.admin import NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+from platform_runtime.credentials import Credentials, connect_admin
 from platform_schemas.acls import SUPER_USER
 from platform_schemas.topics import TOPICS, Topic
 
 TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
-async def _connect(kafka: dict[str, Any], deadline: float) -> AIOKafkaAdminClient:
-    while True:
-        admin = AIOKafkaAdminClient(**kafka, request_timeout_ms=15000)
-        try:
-            await admin.start()
-            return admin
-        except KafkaError:
-            await admin.close()
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1)
-
-
 async def ensure_topics(kafka: dict[str, Any], topics: list[Topic] = TOPICS, timeout: float = 60) -> list[str]:
     """Create the missing topics and wait until the broker lists all of them; returns the names created.
     `kafka`: aiokafka's connection options (Credentials.kafka_options() of a principal that may create topics)."""
     deadline = time.monotonic() + timeout
-    admin = await _connect(kafka, deadline)
+    admin = await connect_admin(kafka, deadline)
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t.name not in existing]

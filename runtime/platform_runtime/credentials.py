@@ -7,12 +7,16 @@ analytics…); this turns those lines into aiokafka's keyword arguments and the 
 from __future__ import annotations
 
 import logging
+import asyncio
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,3 +91,18 @@ class Credentials:
 
     def http_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.http_token}"} if self.http_token else {}
+
+
+async def connect_admin(kafka: dict[str, Any], deadline: float) -> AIOKafkaAdminClient:
+    """A started admin client with aiokafka options `kafka`, retried each second until `deadline` (time.monotonic()):
+    the setup scripts run while a broker may still be starting."""
+    while True:
+        admin = AIOKafkaAdminClient(**kafka, request_timeout_ms=15000)
+        try:
+            await admin.start()
+            return admin
+        except KafkaError:
+            await admin.close()
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)

@@ -10,6 +10,7 @@ may be in them, and they begin at the log end, so what the broker held before ne
 """
 
 import asyncio
+import contextlib
 import functools
 import importlib.util
 import os
@@ -56,25 +57,28 @@ def available(service: str) -> bool:
     return importlib.util.find_spec(f"{service}.__main__") is not None
 
 
-async def drop_databases(postgres_url: str, names: list[str]) -> None:
+@contextlib.asynccontextmanager
+async def _maintenance_connection(postgres_url: str):
+    """The server's `postgres` database, where databases are dropped and created."""
     dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1).rstrip("/") + "/postgres"
     conn = await asyncpg.connect(dsn)
     try:
-        for name in names:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield conn
     finally:
         await conn.close()
+
+
+async def drop_databases(postgres_url: str, names: list[str]) -> None:
+    async with _maintenance_connection(postgres_url) as conn:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def recreate_databases(postgres_url: str, names: list[str]) -> None:
-    dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://", 1).rstrip("/") + "/postgres"
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with _maintenance_connection(postgres_url) as conn:
         for name in names:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
 
 
 @dataclass

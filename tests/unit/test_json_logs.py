@@ -5,23 +5,9 @@ import json
 import logging
 
 import pytest
-import structlog
 from platform_runtime import logging as logs
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def captured():
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    logs.configure("probe", "INFO", stream)
-    yield stream
-    root.handlers[:], level = saved
-    root.setLevel(level)
-    structlog.reset_defaults()
-    logs.clear()
 
 
 def lines(stream: io.StringIO) -> list[dict]:

@@ -1,7 +1,6 @@
 """The shared JSON logging (platform_runtime/logging.py) keeps emails, card tokens, bearer tokens and passwords out
 of every line: the services' own and the libraries' records, exception texts included."""
 
-import io
 import json
 import logging
 
@@ -12,15 +11,8 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def lines():
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    logs.configure("probe", "INFO", stream)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    root.handlers[:], _ = saved
-    root.setLevel(saved[1])
-    logs.clear()
+def lines(captured):
+    return lambda: [json.loads(line) for line in captured.getvalue().splitlines()]
 
 
 def test_emails_and_card_tokens_in_fields_and_messages_are_redacted(lines):

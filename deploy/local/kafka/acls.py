@@ -22,7 +22,7 @@ from aiokafka.protocol.admin import (
     DescribeAclsRequest_v1,
 )
 from aiokafka.protocol.api import Request
-from platform_runtime.credentials import Credentials
+from platform_runtime.credentials import Credentials, connect_admin
 from platform_schemas.acls import PRINCIPALS, SUPER_USER, Acl, all_acls
 
 HERE = Path(__file__).resolve().parent
@@ -72,20 +72,6 @@ def _wire(rule: Acl) -> tuple:
             f"User:{rule.principal}", ANY_HOST, OPERATION[rule.operation], PERMISSION_ALLOW)
 
 
-async def _admin(credentials: Credentials, timeout: float) -> AIOKafkaAdminClient:
-    deadline = time.monotonic() + timeout
-    while True:
-        admin = AIOKafkaAdminClient(**credentials.kafka_options(), request_timeout_ms=15000)
-        try:
-            await admin.start()
-            return admin
-        except KafkaError:
-            await admin.close()
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1)
-
-
 async def _can_log_in(credentials: Credentials) -> bool:
     admin = AIOKafkaAdminClient(**credentials.kafka_options(), request_timeout_ms=10000)
     try:
@@ -103,7 +89,8 @@ def create_scram_users(names: list[str]) -> None:
 
 async def apply(timeout: float = 60) -> tuple[list[str], int, int]:
     """Returns (SCRAM users created, ACLs created or confirmed, stale ACLs deleted)."""
-    admin = await _admin(Credentials.local(SUPER_USER), timeout)  # fails when the broker or the super user does
+    # fails when the broker or the super user does
+    admin = await connect_admin(Credentials.local(SUPER_USER).kafka_options(), time.monotonic() + timeout)
     try:
         logins = await asyncio.gather(*(_can_log_in(Credentials.local(name)) for name in PRINCIPALS))
         missing = [name for name, ok in zip(PRINCIPALS, logins) if not ok]
