@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -148,14 +150,18 @@ class Runtime:
 
     async def restart_consumer(self, within: float = 60.0) -> None:
         """Stop and start the consumer: it leaves the group, joins again and resumes from the committed offsets.
-        Each step is bounded: a consumer that cannot even stop is dropped, and a start that fails is tried again
-        by the watchdog's next look."""
+        Each step is bounded. A consumer that cannot even stop may still heartbeat and hold its partitions: a second
+        one beside it would leave them unread, unseen by the watchdog. So the process ends instead and its
+        supervisor starts it again (offsets are committed only after the database commit: nothing is lost). A start
+        that fails is tried again by the watchdog's next look."""
         subscriber = self.subscriber
         try:
             await asyncio.wait_for(subscriber.stop(), within)
-        except Exception as error:  # noqa: BLE001 - a stuck consumer may not stop cleanly: a new one is made anyway
-            log.warning("consumer_stop_failed", error=repr(error))
-            subscriber.consumer = None
+        except Exception as error:  # noqa: BLE001 - whatever kept it from stopping, it may still be in the group
+            log.error("consumer_stop_failed_exiting", error=repr(error))
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(70)  # EX_SOFTWARE; no graceful stop: it would wait on the same stuck consumer
         await asyncio.wait_for(subscriber.start(), within)
         self.last_batch_at = time.monotonic()
 
@@ -200,16 +206,17 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
         records = list(message.raw_message) if isinstance(message.raw_message, tuple) else [message.raw_message]
         started = time.monotonic()
         offsets = {}
-        runtime.handling_batch = True
+        runtime.handling_batch = True  # until its offsets are committed: the watchdog never restarts mid-commit
         try:
-            for topic in dict.fromkeys(r.topic for r in records):
-                offsets.update(await processors[topic].process([r for r in records if r.topic == topic]))
-        except BaseException:
-            rewind(message.consumer, records)  # fetched but not done: read again, never skipped
-            raise
+            try:
+                for topic in dict.fromkeys(r.topic for r in records):
+                    offsets.update(await processors[topic].process([r for r in records if r.topic == topic]))
+            except BaseException:
+                rewind(message.consumer, records)  # fetched but not done: read again, never skipped
+                raise
+            await commit_offsets(message.consumer, offsets)
         finally:
             runtime.handling_batch = False
-        await commit_offsets(message.consumer, offsets)
         runtime.last_batch_at = time.monotonic()
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
 
