@@ -235,3 +235,18 @@ def test_a_client_with_a_past_due_balance_may_not_send_offers_or_give_bonuses_un
     client.owe("USD", 0)
     assert client.past_due == {}
     client.ensure_nothing_past_due()
+
+
+def test_an_older_past_due_word_arriving_after_a_newer_one_is_ignored_per_currency():
+    from contracts.domain.accounts import Account
+
+    client = Account("cl-1", "client", "Ann", "ann@example.test")
+    assert client.owe("USD", 2_500, version=2)
+    assert not client.owe("USD", 1_000, version=1)  # late: version 2 said 2,500 already
+    assert not client.owe("USD", 1_000, version=2)  # the same word again changes nothing
+    assert client.owe("EUR", 700, version=1)  # each currency counts its own versions
+    assert client.past_due == {"USD": 2_500, "EUR": 700}
+    assert client.owe("USD", 0, version=3)
+    assert client.past_due == {"EUR": 700} and client.past_due_versions == {"USD": 3, "EUR": 1}
+    assert client.owe("EUR", 0)  # a billing without versions: taken as is
+    assert client.past_due == {}

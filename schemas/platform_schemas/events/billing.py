@@ -193,3 +193,7 @@ class PastDueBalanceChanged(Event):
     retry_until: date | None = Field(None, description="The last UTC day a batch retries the oldest of it")
     reason_code: str | None = None
     message: str | None = None
+    version: int | None = Field(
+        None, ge=1, description="One more at each change of this client's balance in this currency (billing "
+                                "counts them under the balance's lock): a consumer keeps the highest it has "
+                                "seen and ignores an older one arriving late. Absent from billings before it.")

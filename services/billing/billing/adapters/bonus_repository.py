@@ -137,20 +137,33 @@ class BonusRepository:
             .group_by(bonuses.c.client_id, bonuses.c.currency))
         return {(client, currency): (int(total), until) for client, currency, total, until in rows}
 
-    async def past_due_balances(self, pairs: set[tuple[str, str]], lock: bool = False) -> dict[tuple[str, str], int]:
+    async def lock_past_due_balances(self, pairs: set[tuple[str, str]], now: datetime) -> dict[tuple[str, str], tuple[int, int]]:
+        """(client, currency) -> (amount, version) of these balances, each row locked for this transaction.
+
+        A pair never owed before gets its row first (0, version 0), so that there is a row to lock: whoever
+        reads what is owed after this waits for every other transaction changing it. Rows are made and locked
+        in one order (client, then currency), so two transactions locking overlapping pairs never deadlock."""
         if not pairs:
             return {}
-        query = select(past_due_balances.c.client_id, past_due_balances.c.currency, past_due_balances.c.amount).where(
-            tuple_(past_due_balances.c.client_id, past_due_balances.c.currency).in_(sorted(pairs)))
-        rows = await self.session.execute(query.with_for_update() if lock else query)
-        return {(client, currency): amount for client, currency, amount in rows}
+        ordered = sorted(pairs)
+        await self.session.execute(
+            insert(past_due_balances).on_conflict_do_nothing(index_elements=["client_id", "currency"]),
+            [{"client_id": client, "currency": currency, "amount": 0, "version": 0, "updated_at": now}
+             for client, currency in ordered])
+        rows = await self.session.execute(
+            select(past_due_balances.c.client_id, past_due_balances.c.currency, past_due_balances.c.amount,
+                   past_due_balances.c.version)
+            .where(tuple_(past_due_balances.c.client_id, past_due_balances.c.currency).in_(ordered))
+            .order_by(past_due_balances.c.client_id, past_due_balances.c.currency).with_for_update())
+        return {(client, currency): (amount, version) for client, currency, amount, version in rows}
 
-    async def set_past_due_balance(self, client_id: str, currency: str, amount: int, retry_until, now) -> None:
-        stmt = insert(past_due_balances).values(client_id=client_id, currency=currency, amount=amount,
-                                                retry_until=retry_until, updated_at=now)
-        await self.session.execute(stmt.on_conflict_do_update(
-            index_elements=["client_id", "currency"],
-            set_={"amount": amount, "retry_until": retry_until, "updated_at": now}))
+    async def set_past_due_balance(self, client_id: str, currency: str, amount: int, retry_until, now) -> int:
+        """Write a locked balance's new amount; returns its new version (one more than the last)."""
+        return await self.session.scalar(
+            update(past_due_balances).where(past_due_balances.c.client_id == client_id,
+                                            past_due_balances.c.currency == currency)
+            .values(amount=amount, retry_until=retry_until, updated_at=now, version=past_due_balances.c.version + 1)
+            .returning(past_due_balances.c.version))
 
     async def mark_paid(self, bonus_ids: list[str], now: datetime) -> list[tuple[dict, Bonus]]:
         """The ones of these bonuses that were waiting for their credit, now paid (each only once)."""

@@ -181,7 +181,12 @@ bonus_charges = Table(
     Column("give_up_at", DateTime(timezone=True)),  # set at the first call: the gateway policy's bound
     Column("last_error", Text),
     Column("settled_at", DateTime(timezone=True)),
+    # A charge given up unanswered (gateway_unavailable) may have been taken: voided by its idempotency key,
+    # pending -> done, asked again at `retry_at` until the gateway answers. Its bonuses wait for it before a
+    # later batch charges them again under that batch's key.
+    Column("void_status", String(20)),
 )
+Index("bonus_charges_void_due", bonus_charges.c.retry_at, postgresql_where=bonus_charges.c.void_status == "pending")
 Index("bonus_charges_by_batch", bonus_charges.c.business_date, bonus_charges.c.status, bonus_charges.c.charge_id)
 # The rule "charged once daily", kept by the collect step and guarded here: a second charge of a day fails loudly.
 Index("one_bonus_charge_a_day", bonus_charges.c.client_id, bonus_charges.c.currency, bonus_charges.c.charge_date,
@@ -196,4 +201,6 @@ past_due_balances = Table(
     Column("amount", BigInteger, nullable=False),
     Column("retry_until", Date),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # One more at each change, told with it (PastDueBalanceChanged.version): consumers keep the newest.
+    Column("version", BigInteger, nullable=False, server_default="0"),
 )

@@ -10,17 +10,23 @@ from ..adapters.bonus_repository import BonusRepository
 
 async def refresh(uow: UnitOfWork, repo: BonusRepository, pairs: set[tuple[str, str]],
                   reasons: dict[tuple[str, str], tuple[str, str]] | None = None) -> None:
-    """Recompute what these (client, currency) owe from their bonuses; record and announce what changed."""
+    """Recompute what these (client, currency) owe from their bonuses; record and announce what changed.
+
+    The balances are locked before what is owed is read: a transaction changing the same balance waits here
+    until the other commits, then reads its bonuses as they are (read committed: each statement sees what was
+    committed before it began). Read first and locked after, two transactions would each compute from what
+    they saw alone and the last to commit would write, and announce, a stale amount. Each change counts one
+    more `version`, carried by the event: the consumers keep the highest and ignore an older one."""
+    before = await repo.lock_past_due_balances(pairs, uow.clock.now())
     owed = await repo.owed(pairs)
-    before = await repo.past_due_balances(pairs, lock=True)
     for client_id, currency in sorted(pairs):
         amount, until = owed.get((client_id, currency), (0, None))
-        previous = before.get((client_id, currency), 0)
+        previous, _ = before.get((client_id, currency), (0, 0))
         if amount == previous:
             continue
-        await repo.set_past_due_balance(client_id, currency, amount, until, uow.clock.now())
+        version = await repo.set_past_due_balance(client_id, currency, amount, until, uow.clock.now())
         reason_code, message = (reasons or {}).get((client_id, currency), (None, None))
         uow.publish(BILLING_EVENTS, PastDueBalanceChanged(
             client_id=client_id, currency=currency, amount=amount, previous_amount=previous, retry_until=until,
-            reason_code=reason_code if amount > previous else None, message=message if amount > previous else None),
-            subject=client_id)
+            reason_code=reason_code if amount > previous else None, message=message if amount > previous else None,
+            version=version), subject=client_id)

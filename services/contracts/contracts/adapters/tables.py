@@ -23,6 +23,8 @@ accounts = Table(
     Column("reactivation_requested_at", DateTime(timezone=True)),
     Column("last_activity_at", DateTime(timezone=True)),
     Column("past_due", JSONB, nullable=False, server_default="{}"),  # currency -> owed (billing's events)
+    # currency -> billing's version of the balance applied last: an older event arriving late is ignored
+    Column("past_due_versions", JSONB, nullable=False, server_default="{}"),
     Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

@@ -22,6 +22,8 @@ class Account:
     reactivation_requested_at: datetime | None = None
     # What the client owes per currency for declined bonus charges billing still retries (billing's events).
     past_due: dict[str, int] = field(default_factory=dict)
+    # currency -> billing's version of that balance applied last (PastDueBalanceChanged.version)
+    past_due_versions: dict[str, int] = field(default_factory=dict)
 
     def ensure_role(self, role: str) -> None:
         if self.role != role:
@@ -40,10 +42,17 @@ class Account:
             raise Rejected("past_due_balance", f"{self.account_id} has a past-due balance ({what}) of declined "
                                                "bonus charges; it is retried daily on the primary billing method")
 
-    def owe(self, currency: str, amount: int) -> None:
-        """Billing's word on what is past due in a currency (0: nothing)."""
+    def owe(self, currency: str, amount: int, version: int | None = None) -> bool:
+        """Billing's word on what is past due in a currency (0: nothing), unless a newer word (a higher
+        version) was taken already: False then, and nothing changes. A word without a version (from a
+        billing before versions) is taken as is."""
+        if version is not None and version <= self.past_due_versions.get(currency, 0):
+            return False
         self.past_due = {**{c: a for c, a in self.past_due.items() if c != currency},
                          **({currency: amount} if amount > 0 else {})}
+        if version is not None:
+            self.past_due_versions = {**self.past_due_versions, currency: version}
+        return True
 
     def suspend(self, reason: str, appealable: bool) -> None:
         """By an administrator or automatically; a pending reactivation request is dropped with it."""

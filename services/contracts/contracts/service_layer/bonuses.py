@@ -3,6 +3,7 @@
 from datetime import timezone
 
 from platform_runtime.errors import Rejected
+from platform_runtime.logging import get_logger
 from platform_schemas.commands.contracts import GiveBonus
 from platform_schemas.events.billing import BonusFailed, BonusPaid, PastDueBalanceChanged
 from platform_schemas.events.contracts import BonusGiven
@@ -10,6 +11,8 @@ from platform_schemas.events.escrow import EarningAvailable
 
 from ..domain import bonuses
 from .context import Context
+
+log = get_logger(__name__)
 
 
 async def give_bonus(cmd: GiveBonus, ctx: Context) -> None:
@@ -49,9 +52,13 @@ async def on_earning_available(event: EarningAvailable, ctx: Context) -> None:
 async def on_past_due_changed(event: PastDueBalanceChanged, ctx: Context) -> None:
     """Billing's past-due balance of a client: new offers and bonuses are refused while it is above 0."""
     client = await ctx.accounts.get(event.client_id, lock=True)
-    if client is not None:
-        client.owe(event.currency, event.amount)
+    if client is None:
+        return
+    if client.owe(event.currency, event.amount, event.version):
         await ctx.accounts.save(client)
+    else:  # an older word arriving after a newer one: the newer stands
+        log.info("past_due_balance_stale_ignored", client_id=event.client_id, currency=event.currency,
+                 amount=event.amount, version=event.version)
 
 
 EVENT_HANDLERS = {BonusPaid: on_bonus_paid, BonusFailed: on_bonus_failed, EarningAvailable: on_earning_available,

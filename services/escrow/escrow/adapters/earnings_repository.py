@@ -52,10 +52,18 @@ class EarningsRepository:
             .where(earnings.c.pending > 0).group_by(earnings.c.freelancer_id, earnings.c.currency))
         return {ledger.freelancer_pending(f, c): int(total) for f, c, total in rows}
 
-    async def set_past_due(self, client_id: str, currency: str, amount: int) -> None:
-        stmt = insert(past_due_balances).values(client_id=client_id, currency=currency, amount=amount)
-        await self.session.execute(stmt.on_conflict_do_update(index_elements=["client_id", "currency"],
-                                                              set_={"amount": amount}))
+    async def set_past_due(self, client_id: str, currency: str, amount: int, version: int | None) -> bool:
+        """Billing's word on what the client owes, unless a newer word (a higher version) was kept already;
+        False when it was older and left alone. A word without a version (an older billing) is taken as is."""
+        stmt = insert(past_due_balances).values(client_id=client_id, currency=currency, amount=amount,
+                                                version=version)
+        kept = past_due_balances.c.version
+        written = await self.session.scalar(stmt.on_conflict_do_update(
+            index_elements=["client_id", "currency"],
+            set_={"amount": amount, "version": func.coalesce(stmt.excluded.version, kept)},
+            where=stmt.excluded.version.is_(None) | kept.is_(None) | (kept < stmt.excluded.version),
+        ).returning(past_due_balances.c.client_id))
+        return written is not None
 
     async def balance_of(self, account_id: str) -> dict[str, dict[str, int]]:
         """`{currency: {pending, available}}` of a freelancer's accounts, and `past_due` where a client owes a

@@ -98,4 +98,5 @@ past_due_balances = Table(
     Column("client_id", String(64), primary_key=True),
     Column("currency", String(3), primary_key=True),
     Column("amount", BigInteger, nullable=False),
+    Column("version", BigInteger),  # billing's, of the event applied last (None: told by a billing without versions)
 )
