@@ -25,6 +25,7 @@ from platform_runtime.client import PlatformClient, new_id
 from platform_schemas import Envelope
 from platform_schemas.commands.billing import RunBonusBatch
 from platform_schemas.commands.contracts import AcceptOffer, GiveBonus, SuspendAccount
+from tests.support.checks import gateway_fault, gateway_fault_over, query
 from tests.support.story import offer as offer_of
 from tests.support.story import Parties, add_card, parties, send_offer
 
@@ -496,6 +497,75 @@ async def test_a_declined_bonus_charge_is_a_past_due_balance_retried_daily_then_
         await becomes(lambda who=person.client_id: _account_past_due(client, who), None, "contracts' word")
     assert await client.get_json("escrow", f"/accounts/{payer.client_id}/balance") == {}
     await give(client, payer.client_id, contracts[0], 300)  # accepted again
+    await ledger_is_clean(client)
+
+
+ANSWER_LOST = "tok_chargeAnswerLost"  # the gateway simulator takes the money; the answer never comes
+
+
+async def net_bonus_charges(platform, client_id: str) -> int:
+    """What the payment network kept of every bonus charge of the client: charged less given back (voids)."""
+    [row] = await query(platform, "gateway", "SELECT coalesce(sum(amount - refunded), 0) AS net FROM sim_charges "
+                                             "WHERE idempotency_key LIKE 'bonus-batch-%:' || $1 || ':USD'", client_id)
+    return row["net"]
+
+
+async def bonus_void_status(platform, charge_id: str) -> str | None:
+    [row] = await query(platform, "billing", "SELECT void_status FROM bonus_charges WHERE charge_id = $1", charge_id)
+    return row["void_status"]
+
+
+async def test_a_bonus_charge_taken_but_never_answered_is_voided_before_a_later_batch_charges_it_once(
+        client, batch_platform):
+    """The gateway takes the charge of day D, but its answer never comes: billing gives it up (gateway_unavailable)
+    and the bonus is past due. The charge's key is voided before any later batch may charge the bonus again: while
+    the gateway answers no void, the next day's batch (after a billing restart) leaves the bonus alone; once the void
+    is answered (the taken charge given back), the next batch charges it under its own key. The client pays once."""
+    today = datetime.now(timezone.utc).date()
+    batch_platform.env.update(CLOCK_OFFSET="P42D", BONUS_BATCH_AT="off", PAST_DUE_RETRY_DAYS="1")
+    await batch_platform.restart(BILLING, signal.SIGTERM)
+    people = await parties(client)
+    contract_id = await hired(client, people)
+    await add_card(client, people.client_id, ANSWER_LOST)
+    bonus_id = await give(client, people.client_id, contract_id, 900)
+    await known_to_billing(client, [bonus_id])
+    day = today + timedelta(days=AHEAD_DAYS + 7)
+    charge_id = bonus_batch.charge_id(day, people.client_id, "USD")
+    await gateway_fault(batch_platform, ANSWER_LOST, "void", "unavailable")  # the void is not answered for now
+    try:
+        done = await completed(client, await run_batch(client, day), timeout=90)
+        assert done.data["past_due"] >= 1 and bonus_id not in {**outcomes_of(client, day)[0], **outcomes_of(client, day)[1]}
+        failed = await client.wait_for(lambda e: e.type == "ChargeFailed" and e.data["client_id"] == people.client_id
+                                       and e.data["purpose"] == "bonus", what="the bonus charge given up")
+        assert (failed.data["reason_code"], failed.data["retryable"]) == ("gateway_unavailable", True)
+        assert await net_bonus_charges(batch_platform, people.client_id) == 900  # taken, though billing never heard
+        assert await bonus_void_status(batch_platform, charge_id) == "pending"
+        work = await client.get_json("billing", "/gateway-work?status=pending&limit=1000")
+        [listed] = [w for w in work["items"] if w["work_id"] == charge_id]
+        assert (listed["operation"], listed["amount"], listed["saga_id"]) == ("bonus_void", 900, f"bonus-batch-{day}")
+
+        # The next day, on a working card, after a restart: the void is still owed, so the bonus is not charged.
+        await add_card(client, people.client_id, "tok_visa")
+        batch_platform.env.update(CLOCK_OFFSET="P43D")
+        await batch_platform.restart(BILLING, signal.SIGTERM)
+        day_two = day + timedelta(days=1)
+        await completed(client, await run_batch(client, day_two))
+        assert not any(people.client_id in key for key in await gateway_charges(batch_platform, day_two))
+        assert (await client.get_json("billing", f"/bonuses/{bonus_id}"))["status"] == "past_due"
+        assert await bonus_void_status(batch_platform, charge_id) == "pending"
+    finally:
+        await gateway_fault_over(batch_platform, ANSWER_LOST, "void")
+
+    # The gateway answers voids again: the key is voided (the taken charge given back), then a batch retries it.
+    await becomes(lambda: bonus_void_status(batch_platform, charge_id), "done", "the given-up bonus charge's void")
+    assert await net_bonus_charges(batch_platform, people.client_id) == 0
+    day_three = day + timedelta(days=2)
+    await completed(client, await run_batch(client, day_three))
+    assert bonus_id in outcomes_of(client, day_three)[0]
+    assert (await gateway_charges(batch_platform, day_three))[f"bonus-batch-{day_three}:{people.client_id}:USD"] == 900
+    assert await net_bonus_charges(batch_platform, people.client_id) == 900  # exactly one net charge
+    assert await credited(batch_platform, people.freelancer_id) == 900
+    await becomes(lambda: _account_past_due(client, people.client_id), None, "contracts' word")
     await ledger_is_clean(client)
 
 

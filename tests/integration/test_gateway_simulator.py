@@ -71,3 +71,18 @@ async def test_a_void_of_a_key_never_charged_keeps_it_from_ever_charging(gateway
     with pytest.raises(Declined):
         await gateway.charge("k-never", "tok_visa", 100, "USD")
     assert await gateway.sql.fetchval("SELECT count(*) FROM sim_charges WHERE idempotency_key = 'k-never'") == 0
+
+
+async def test_a_charge_whose_answer_never_comes_is_taken_once_and_only_a_void_gives_it_back(gateway):
+    for _ in range(3):  # every call times out; the money is taken once, under the key
+        with pytest.raises(GatewayUnavailable):
+            await gateway.charge("k-silent", "tok_chargeAnswerLost", 600, "USD")
+    row = await gateway.sql.fetchrow("SELECT amount, refunded FROM sim_charges WHERE idempotency_key = 'k-silent'")
+    assert (row["amount"], row["refunded"]) == (600, 0)
+    await fault(gateway, "tok_chargeAnswerLost", "void", "unavailable")  # voids alone down: no answer, nothing done
+    with pytest.raises(GatewayUnavailable):
+        await gateway.void("k-silent")
+    assert await gateway.sql.fetchval("SELECT refunded FROM sim_charges WHERE idempotency_key = 'k-silent'") == 0
+    await gateway.sql.execute("DELETE FROM sim_faults WHERE token = 'tok_chargeAnswerLost'")
+    assert (await gateway.void("k-silent")).startswith("ch_")
+    assert await gateway.sql.fetchval("SELECT refunded FROM sim_charges WHERE idempotency_key = 'k-silent'") == 600

@@ -18,6 +18,7 @@ from ..domain.bonus_batch import Bonus, ChargeResult, ChargeTotal, ClientSum
 from ..domain.bonus_batch_states import (
     BONUS, BatchStatus, BonusEvent, BonusStatus, ChargeStatus, after, bonus_move,
 )
+from ..domain.gateway_work import VoidStatus
 from ..domain.history import HistoryRow
 from .tables import billing_methods, bonus_batches, bonus_charges, bonuses, client_charge_streaks, past_due_balances
 
@@ -71,11 +72,15 @@ class BonusRepository:
             bonus_charges.c.client_id == bonuses.c.client_id, bonus_charges.c.currency == bonuses.c.currency,
             bonus_charges.c.charge_date == charge_date, bonus_charges.c.business_date != business_date)
         past_due, _ = bonus_move(BonusEvent.RETRY)  # retried into this batch, like a new one
+        # ... unless the charge that left them owed was given up unanswered and its void is not confirmed yet:
+        # that charge may have been taken, so charging them again under this batch's key could charge twice.
+        awaiting_void = select(bonus_charges.c.charge_id).where(
+            bonus_charges.c.charge_id == bonuses.c.charge_id, bonus_charges.c.void_status == VoidStatus.PENDING)
         sums: list[ClientSum] = []
         took = 0
         # Past-due bonuses first (a declined charge's, retried by each later day's batch), then the new ones:
         # two statements, so each uses its own partial index.
-        for due in (bonuses.c.status == past_due,
+        for due in (and_(bonuses.c.status == past_due, ~awaiting_void.exists()),
                     and_(bonuses.c.batch_date.is_(None), bonuses.c.status == pending, bonuses.c.given_at < cutoff)):
             ids = (select(bonuses.c.bonus_id).where(due, ~charged_today.exists())
                    .limit(limit - took).with_for_update(skip_locked=True).scalar_subquery())
@@ -252,9 +257,13 @@ class BonusRepository:
                 status=bindparam("b_status"), billing_method_id=bindparam("b_method"),
                 gateway_reference=bindparam("b_reference"), reason_code=bindparam("b_reason"),
                 message=bindparam("b_message"), settled_at=bindparam("b_now"),
-                attempts=bonus_charges.c.attempts + 1),
-            [{f"b_{k}": v for k, v in s.items() if k in ("charge_id", "status", "method", "reference", "reason",
-                                                          "message", "now")} for s in settled])
+                attempts=bonus_charges.c.attempts + 1,
+                # given up unanswered: voided by its key from now on (the gateway loop), see void_status
+                void_status=bindparam("b_void_status"), retry_at=bindparam("b_void_at")),
+            [{**{f"b_{k}": v for k, v in s.items() if k in ("charge_id", "status", "method", "reference", "reason",
+                                                            "message", "now")},
+              "b_void_status": s.get("void_status"), "b_void_at": s["now"] if s.get("void_status") else None}
+             for s in settled])
         await self.session.execute(
             update(bonuses).where(bonuses.c.batch_date == business_date, bonuses.c.client_id == bindparam("b_client"),
                                   bonuses.c.currency == bindparam("b_currency"), bonuses.c.status == BonusStatus.TAKEN)

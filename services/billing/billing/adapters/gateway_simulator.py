@@ -5,7 +5,7 @@ nothing and tests can count real charges. Every call carries an idempotency key:
 charges twice, which is what makes `tok_timeoutAfterCharge` safe to retry.
 
 Outages and refusals are controlled from outside, per call, by rows of its table `sim_faults`
-(token — `*` for every token —, operation `charge` | `refund`, mode `unavailable` | `refuse`, until):
+(token — `*` for every token —, operation `charge` | `refund` | `void`, mode `unavailable` | `refuse`, until):
 while `now() < until`, a call on that token fails as if the network were down (`unavailable`: no answer,
 nothing done) or is refused (`refuse`). Delete the row, or let `until` pass, and calls go through again.
 A refund's token is its charge's.
@@ -47,7 +47,7 @@ sim_voids = Table(
 sim_faults = Table(
     "sim_faults", metadata,
     Column("token", String(200), primary_key=True),  # `*`: every token
-    Column("operation", String(20), primary_key=True),  # charge | refund
+    Column("operation", String(20), primary_key=True),  # charge (voids too) | refund | void
     Column("mode", String(20), nullable=False),  # unavailable | refuse
     Column("until", DateTime(timezone=True), nullable=False),
 )
@@ -58,6 +58,9 @@ sim_attempts = Table(
 )
 
 FAIL_FIRST_ATTEMPT = ("tok_processingError", "tok_timeoutAfterCharge")
+# Takes the money at the first call of each key, and no answer ever comes back for it (every call times out):
+# the caller gives up not knowing, and only a void of the key gives the money back.
+ANSWER_LOST = "tok_chargeAnswerLost"
 DECLINES = {
     "tok_chargeDeclined": ("card_declined", "The card was declined."),
     "tok_chargeDeclinedInsufficientFunds": ("insufficient_funds", "The card has insufficient funds."),
@@ -91,6 +94,8 @@ class SimulatedGateway:
         if await pool.fetchval(_VOIDED, idempotency_key):
             raise Declined("voided", "This charge was voided.")
         existing = await pool.fetchrow(_CHARGE_OF_KEY, idempotency_key)
+        if existing and token == ANSWER_LOST:
+            raise GatewayUnavailable("timed out (simulated: the charge was taken, its answer is lost)")
         if existing:
             return GatewayCharge(existing["reference"], existing["amount"], existing["currency"])
         if token in DECLINES:
@@ -111,9 +116,9 @@ class SimulatedGateway:
         if inserted is None:  # the same key charged at this very moment by another caller: still one charge
             existing = await pool.fetchrow(_CHARGE_OF_KEY, idempotency_key)
             return GatewayCharge(existing["reference"], existing["amount"], existing["currency"])
-        if token == "tok_timeoutAfterCharge" and first_attempt:
+        if token == "tok_timeoutAfterCharge" and first_attempt or token == ANSWER_LOST:
             # The money is taken (committed above) but the answer never arrives.
-            raise GatewayUnavailable("timed out after charging (simulated, first attempt)")
+            raise GatewayUnavailable("timed out after charging (simulated)")
         return GatewayCharge(reference, amount, currency)
 
     async def refund(self, idempotency_key: str, charge_reference: str, amount: int) -> str:
@@ -144,7 +149,8 @@ class SimulatedGateway:
         with it is refused. Returns the voided charge's reference, or "" when nothing had been charged."""
         pool = await self._connections()
         token = await pool.fetchval("SELECT token FROM sim_charges WHERE idempotency_key = $1", idempotency_key)
-        await self._check_faults(pool, "charge", token or "*")
+        await self._check_faults(pool, "charge", token or "*")  # the network down for charges is down for voids
+        await self._check_faults(pool, "void", token or "*")  # ... and voids alone may be down too
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(_LOCK_KEY, idempotency_key)
             await conn.execute("INSERT INTO sim_voids (idempotency_key, created_at) VALUES ($1, $2) "

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select, text, tuple_, union_all, update
+from sqlalchemy import String, cast, func, literal, null, select, text, tuple_, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -56,6 +56,18 @@ class GatewayWork:
     async def update_charge(self, charge_id: str, **values: Any) -> None:
         await self.session.execute(update(charges).where(charges.c.charge_id == charge_id).values(**values))
 
+    # -- bonus batch charges given up --------------------------------------------------------
+    async def next_due_bonus_void(self, now: datetime) -> dict[str, Any] | None:
+        """The bonus charge given up unanswered whose void is due first, locked for this transaction."""
+        row = (await self.session.execute(
+            select(bonus_charges).where(bonus_charges.c.void_status == VoidStatus.PENDING,
+                                        bonus_charges.c.retry_at <= now)
+            .order_by(bonus_charges.c.retry_at).limit(1).with_for_update(skip_locked=True))).mappings().first()
+        return dict(row) if row else None
+
+    async def update_bonus_charge(self, charge_id: str, **values: Any) -> None:
+        await self.session.execute(update(bonus_charges).where(bonus_charges.c.charge_id == charge_id).values(**values))
+
     # -- refunds ----------------------------------------------------------------------------
     async def refund(self, refund_id: str, lock: bool = False) -> dict[str, Any] | None:
         query = select(refunds).where(refunds.c.refund_id == refund_id)
@@ -85,15 +97,17 @@ class GatewayWork:
         parts = []
         for operation, table, key, state in ((Operation.CHARGE, charges, charges.c.charge_id, charges.c.status),
                                              (Operation.REFUND, refunds, refunds.c.refund_id, refunds.c.status),
-                                             (Operation.VOID, charges, charges.c.charge_id, charges.c.void_status)):
+                                             (Operation.VOID, charges, charges.c.charge_id, charges.c.void_status),
+                                             (Operation.BONUS_VOID, bonus_charges, bonus_charges.c.charge_id,
+                                              bonus_charges.c.void_status)):
             statuses = [s for s in OPEN[operation] if status in (None, s)]
             if not statuses:
                 continue
+            columns = _listed_columns(table, state)
             part = select(literal(str(operation)).label("operation"), key.label("work_id"),
-                          *(state.label(c) if c == "status" else table.c[c] for c in _LISTED)
-                          ).where(state.in_(statuses))
+                          *(columns[c] for c in _LISTED)).where(state.in_(statuses))
             if created_before is not None:
-                part = part.where(table.c.created_at < created_before)
+                part = part.where(columns["created_at"] < created_before)
             parts.append(part)
         if not parts:
             return []
@@ -108,12 +122,27 @@ class GatewayWork:
         found: dict[tuple[str, str], int] = {(str(o), str(s)): 0 for o, statuses in OPEN.items() for s in statuses}
         found[("bonus_charge", "pending")] = 0
         for operation, state in ((Operation.CHARGE, charges.c.status), (Operation.REFUND, refunds.c.status),
-                                 (Operation.VOID, charges.c.void_status), ("bonus_charge", bonus_charges.c.status)):
+                                 (Operation.VOID, charges.c.void_status), ("bonus_charge", bonus_charges.c.status),
+                                 (Operation.BONUS_VOID, bonus_charges.c.void_status)):
             statuses = OPEN.get(operation, ("pending",))
             rows = await self.session.execute(select(state, func.count()).where(state.in_(statuses)).group_by(state))
             for status, count in rows:
                 found[(str(operation), status)] = count
         return found
+
+
+def _listed_columns(table, state) -> dict[str, Any]:
+    """The listed columns of a table of work. A bonus charge has no saga nor contract (its batch is its saga:
+    `bonus-batch-<day>`), waits on `retry_at` and was given up (its void began) at `settled_at`."""
+    if table is not bonus_charges:
+        return {c: state.label(c) if c == "status" else table.c[c] for c in _LISTED}
+    t = table.c
+    return {"saga_id": literal("bonus-batch-").concat(cast(t.business_date, String)).label("saga_id"),
+            "contract_id": null().label("contract_id"), "client_id": t.client_id, "amount": t.amount,
+            "currency": t.currency, "status": state.label("status"), "attempts": t.attempts,
+            "next_attempt_at": t.retry_at.label("next_attempt_at"), "give_up_at": t.give_up_at,
+            "last_error": t.last_error, "reason_code": t.reason_code, "message": t.message,
+            "created_at": t.settled_at.label("created_at")}
 
 
 def page_token(row: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@
                                     --declined--> declined --fail--> failed
                                                            --owe--> past_due --retry--> taken (a later batch)
     charge  pending --answered--> succeeded | --refused / given_up--> failed
+            given_up also opens its void (void_status pending --answered--> done, the gateway loop): until it is
+            done the charge's bonuses stay past_due and no batch takes them for their retry
 
 The runner (service_layer/bonus_batch_runner.py) asks these tables for every move it makes, so a move that
 is not here cannot happen.

@@ -22,6 +22,7 @@ class Operation(StrEnum):
     CHARGE = "charge"
     REFUND = "refund"
     VOID = "void"  # of a charge given up
+    BONUS_VOID = "bonus_void"  # of a bonus batch's charge given up
 
 
 class ChargeStatus(StrEnum):
@@ -46,6 +47,7 @@ OPEN: dict[Operation, tuple[str, ...]] = {
     Operation.CHARGE: (ChargeStatus.PENDING,),
     Operation.REFUND: (RefundStatus.PENDING, RefundStatus.NEEDS_ATTENTION),
     Operation.VOID: (VoidStatus.PENDING,),
+    Operation.BONUS_VOID: (VoidStatus.PENDING,),
 }
 
 REFUND_DECLINED = "refund_declined"

@@ -6,7 +6,8 @@ alone), does it and commits. Several instances share a batch; a crash loses at m
 flight, which the next pass (here or in another instance) does again:
 
     collect  pending bonuses given before the cutoff -> the batch, summed into per-client charges
-    charge   pending charges -> the gateway (idempotency key per batch, client and currency)
+    charge   pending charges -> the gateway (idempotency key per batch, client and currency); one given up
+             unanswered is voided by its key (the gateway loop) before its bonuses may be charged again
     credit   charged bonuses -> PostBonuses to escrow;  fail  declined bonuses -> BonusFailed
     complete when every bonus is paid or failed -> BonusBatchCompleted
 """
@@ -27,13 +28,16 @@ from platform_schemas.events.billing import BonusBatchStarted, BonusFailed, Char
 from platform_schemas.topics import BILLING_EVENTS, ESCROW_SAGA_COMMANDS
 
 from ..adapters.bonus_repository import BonusRepository
+from ..adapters.gateway_work_repository import GatewayWork
 from ..domain import bonus_batch as batches
 from ..domain.bonus_batch_states import (
     BATCH, CHARGE, SETTLED_BONUS, BatchEvent, BatchStatus, BonusEvent, ChargeEvent, ChargeStatus, after, bonus_move,
 )
 from ..domain.failed_charges import counts_in_streak
 from ..domain.gateway import PaymentGateway
-from ..domain.gateway_work import GATEWAY_UNAVAILABLE, RetryPolicy, Unanswered, Verdict, charge_verdict
+from ..domain.gateway_work import (
+    GATEWAY_UNAVAILABLE, RetryPolicy, Unanswered, Verdict, VoidStatus, charge_verdict,
+)
 from ..settings import BillingSettings
 from . import past_due
 from .bonus_batch import Waiter, announce_completed
@@ -136,7 +140,14 @@ class BonusBatchRunner:
                                                answer["error"])
             for answer in settled:
                 answer["now"] = uow.clock.now()
+            given_up = [(c, a) for c, a in zip(charges, answers) if a["reason"] == GATEWAY_UNAVAILABLE]
+            for _, answer in given_up:
+                # A call whose answer was lost may have charged: the key is voided (the gateway loop, until the
+                # gateway answers) before a later batch may charge these bonuses again under its own key.
+                answer["void_status"] = VoidStatus.PENDING
             await repo.settle_charges(business_date, settled)
+            if given_up:
+                await GatewayWork(uow.session).wake_loop()
             failed = [(c, a) for c, a in zip(charges, answers) if a["status"] == ChargeStatus.FAILED]
             await repo.count_outcomes([a["client_id"] for a in settled if a["status"] == ChargeStatus.SUCCEEDED],
                                       [a["client_id"] for _, a in failed if counts_in_streak(a["reason"])])
@@ -148,6 +159,10 @@ class BonusBatchRunner:
             await uow.commit()
         for answer in answers:
             CHARGES.labels(answer["status"]).inc()
+        for charge, answer in given_up:
+            log.error("bonus_charge_given_up", charge_id=charge["charge_id"], business_date=business_date.isoformat(),
+                      client_id=charge["client_id"], amount=charge["amount"], currency=charge["currency"],
+                      bonuses=charge["bonuses"], message=answer["message"])
         return True
 
     @staticmethod

@@ -12,7 +12,7 @@ pending: the next call carries the same key, and the gateway answers it without 
 import asyncio
 from collections.abc import Callable
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from platform_runtime import tracing
 from platform_runtime.logging import get_logger
@@ -31,6 +31,8 @@ from .context import Context
 from .gateway_calls import call_gateway
 
 log = get_logger(__name__)
+BONUS_VOIDS = Counter("bonus_charge_voids_total", "Bonus charges given up unanswered and then voided at the gateway, "
+                      "by whether the gateway had taken them (had_been_charged: true | false)", ["had_been_charged"])
 WORK = Gauge("gateway_work", "Open gateway work by operation and status (pending, needs_attention)",
              ["operation", "status"])
 
@@ -60,11 +62,13 @@ class GatewayLoop:
               for _ in range(self.settings.gateway_workers)))
 
     async def work_once(self) -> bool:
-        """One due charge, refund and void, if any; False when nothing was due."""
+        """One due charge, refund and void (of a saga's charge and of a bonus charge), if any; False when nothing
+        was due."""
         charged = await self.charge_one()
         refunded = await self.refund_one()
         voided = await self.void_one()
-        return charged or refunded or voided
+        bonus_voided = await self.void_bonus_charge_one()
+        return charged or refunded or voided or bonus_voided
 
     async def charge_one(self) -> bool:
         async with self.new_uow() as uow:
@@ -133,6 +137,31 @@ class GatewayLoop:
         if verdict.settled:
             log.warning("gateway_charge_voided", charge_id=charge["charge_id"], saga_id=charge["saga_id"],
                         client_id=charge["client_id"], had_been_charged=bool(verdict.reference),
+                        voided_reference=verdict.reference or None)
+        return True
+
+    async def void_bonus_charge_one(self) -> bool:
+        """A bonus batch's charge given up unanswered is voided by its idempotency key, the same way: asked again
+        until the gateway answers. Until then its bonuses stay past due and no later batch charges them again
+        (adapters/bonus_repository.py, take_pending); once voided, the next batch retries them under its own key.
+        So a charge the gateway took without the answer arriving is given back, and the client pays once."""
+        async with self.new_uow() as uow:
+            ctx = self.new_context(uow)
+            charge = await ctx.work.next_due_bonus_void(ctx.now)
+            if charge is None:
+                return False
+            answer = await call_gateway(Operation.BONUS_VOID, lambda: self.gateway.void(charge["idempotency_key"]),
+                                        self._timeout)
+            attempts = charge["attempts"] + 1
+            verdict = void_verdict(answer, attempts, ctx.now, self.policy)
+            await ctx.work.update_bonus_charge(charge["charge_id"], void_status=verdict.status, attempts=attempts,
+                                               retry_at=verdict.retry_at, last_error=_error(answer))
+            await uow.commit()
+        if verdict.settled:
+            BONUS_VOIDS.labels(str(bool(verdict.reference)).lower()).inc()
+            log.warning("bonus_charge_voided", charge_id=charge["charge_id"], client_id=charge["client_id"],
+                        business_date=charge["business_date"].isoformat(), amount=charge["amount"],
+                        currency=charge["currency"], had_been_charged=bool(verdict.reference),
                         voided_reference=verdict.reference or None)
         return True
 
