@@ -32,7 +32,7 @@ import asyncpg
 from tests.infra import ensure_topics, with_local_superuser_password
 from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 
-from . import fund_saga, raw_limits
+from . import database_work, fund_saga, raw_limits
 from .principals import super_user
 from .report import all_sent, floor, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
@@ -141,6 +141,8 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, id
     named = {**bench.pids(), os.getpid(): LOAD_GENERATOR}
     if kafka_pid:
         named[kafka_pid] = "kafka broker"
+    work_dsn = asyncpg_dsn(bench.postgres_url) + "/postgres"
+    work_before = await database_work.settled_snapshot(work_dsn, bench.prefix)
     metrics_before, began = await bench.metrics(), time.perf_counter()
     cpu_before = CpuSnapshot.take(named, bench.prefix)
     print(f"fund saga: {name} ...", flush=True)
@@ -162,6 +164,8 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, id
             result["platform_cpu_ms_per_saga_net_of_idle"] = round(sum(
                 ms for g, ms in net.items() if g not in (LOAD_GENERATOR, SMTP_SINK, "postgres: server and other databases")), 2)
             result["cpu_ms_per_saga_net_of_idle"] = net
+        result["database_work_per_saga"] = database_work.per_saga(
+            work_before, await database_work.settled_snapshot(work_dsn, bench.prefix), completed, bench.services)
     result["services"] = metric_deltas(metrics_before, await bench.metrics())
     result["load_average"] = load_average()
     return result

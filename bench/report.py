@@ -124,7 +124,17 @@ def _cpu(phase: dict) -> str:
             f"({phase.get('platform_cpu_ms_per_saga_net_of_idle')} net of the idle loops) "
             f"({json.dumps(phase.get('cpu_ms_per_saga'))}); load generator "
             f"{phase.get('load_generator_cpu_ms_per_saga')} ms/saga, apart; machine busy "
-            f"{phase['cpu']['machine_busy_fraction']:.0%}, load average {phase.get('load_average')}")
+            f"{phase['cpu']['machine_busy_fraction']:.0%}, load average {phase.get('load_average')}"
+            f"{_database_work(phase.get('database_work_per_saga'))}")
+
+
+def _database_work(work: dict | None) -> str:
+    """Commits and statements per saga by database (PostgreSQL's own counts: they hold on a loaded machine)."""
+    if not work:
+        return ""
+    parts = [f"{name} {w.get('commits')} commits" + (f" {w['statements']} statements" if "statements" in w else "")
+             for name, w in work.items()]
+    return "\n  database work per saga: " + ", ".join(parts)
 
 
 def report(result: dict) -> None:

@@ -48,6 +48,10 @@ shared_buffers = 256MB
 fsync = on
 synchronous_commit = on
 password_encryption = scram-sha-256
+# Statements counted by database: the benchmark reports them per saga (bench/database_work.py). Read at start
+# only: a cluster started before this line counts transactions alone until its next restart.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track_utility = on
 CONF
   as_pg tee "$DATA/pg_hba.conf" >/dev/null <<HBA
 # Written by deploy/local/postgres.sh at every start.

@@ -1,8 +1,8 @@
 """Kafka consumption with explicit offsets: commit only after the database commit; poison -> DLQ.
 
 faststream delivers each fetched batch (AckPolicy.MANUAL: faststream itself never commits). The
-batch is handled in one database transaction, each message in its own savepoint; if the batch
-fails, its messages are retried one by one so a poison message is isolated, retried with backoff
+batch is handled in one database transaction (a savepoint per message only when a command in it is
+rejected, see `_handle`); if the batch fails, its messages are retried one by one so a poison message is isolated, retried with backoff
 and dead-lettered after `max_attempts`. An unreachable database or gateway is retried
 without limit instead: that is not the message's fault.
 """
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from . import logging as logs
 from . import metrics, tracing
 from .dead_letters import DeadLetters
+from .errors import IsolationNeeded
 from .faults import TransientFaults, is_transient
 from .unit_of_work import UnitOfWork
 
@@ -57,12 +58,7 @@ class BatchProcessor:
                 await self.dead_letters.send(record, f"unparseable envelope: {error.errors()[0]['msg']}", 1)
                 metrics.DEAD_LETTERED.labels(self.topic).inc()
         if parsed:
-            try:
-                await self._until_transient_passes(lambda: self._in_one_transaction(parsed))
-            except Exception as error:  # noqa: BLE001 - any failure: isolate the message at fault
-                log.warning("batch_failed_retrying_one_by_one", topic=self.topic, error=repr(error))
-                for record, envelope in parsed:
-                    await self._alone(record, envelope)
+            await self._handle(parsed)
         metrics.CONSUMED.labels(self.topic).inc(len(records))
         offsets: dict[TopicPartition, int] = {}
         for record in records:
@@ -70,8 +66,23 @@ class BatchProcessor:
             offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
         return offsets
 
-    async def _in_one_transaction(self, batch: list[tuple[ConsumerRecord, Envelope]]) -> None:
+    async def _handle(self, batch: list[tuple[ConsumerRecord, Envelope]]) -> None:
+        """The batch in one transaction, first without a savepoint per message; again with them if a command in
+        it was rejected (only a savepoint undoes one command's writes alone); one by one if it failed."""
+        try:
+            try:
+                await self._until_transient_passes(lambda: self._in_one_transaction(batch, savepoints=False))
+            except IsolationNeeded:
+                metrics.BATCHES_REDONE.labels(self.topic).inc()
+                await self._until_transient_passes(lambda: self._in_one_transaction(batch, savepoints=True))
+        except Exception as error:  # noqa: BLE001 - any failure: isolate the message at fault
+            log.warning("batch_failed_retrying_one_by_one", topic=self.topic, error=repr(error))
+            for record, envelope in batch:
+                await self._alone(record, envelope)
+
+    async def _in_one_transaction(self, batch: list[tuple[ConsumerRecord, Envelope]], savepoints: bool = True) -> None:
         async with self.new_uow() as uow:
+            uow.savepoint_per_message = savepoints
             for _record, envelope in batch:
                 # The message's trace context is current while it is handled: what it causes carries it on.
                 with tracing.span(f"handle {envelope.type}", {

@@ -9,7 +9,7 @@ from platform_schemas.events.common import CommandRejected, StepFailed
 from pydantic import ValidationError
 
 from .context import ContextFactory, Handler, HandlerContext
-from .errors import Rejected
+from .errors import IsolationNeeded, Rejected
 from .logging import get_logger
 from .unit_of_work import Cause, UnitOfWork, fingerprint
 
@@ -51,28 +51,39 @@ class CommandDispatcher:
 
     async def dispatch(self, envelope: Envelope, uow: UnitOfWork) -> None:
         uow.cause = Cause.of(envelope)
+        if not uow.savepoint_per_message:
+            # Most commands are carried out: their batch runs without a savepoint each (two round trips fewer
+            # per command). A rejection must undo only its own command's writes, which takes a savepoint: the
+            # consumer rolls the batch back and handles it again with one per message.
+            try:
+                await self._carry_out(envelope, uow)
+            except Rejected:
+                raise IsolationNeeded(envelope.id) from None
+            return
         savepoint = await uow.session.begin_nested()
         queued = len(uow.outgoing)
         try:
-            verdict = await uow.claim(envelope)
-            if verdict == "duplicate":
-                await savepoint.commit()
-                return
-            if verdict == "conflict":
-                raise Rejected("idempotency_conflict",
-                               f"command id {envelope.id} was already used with a different body")
-            handler = self._by_type.get(envelope.type)
-            if handler is None:
-                self._unknown(envelope)
-            self._check_edge(envelope)
-            command = self._parse(envelope)
-            if not await self._answered_as_failed_before(envelope, command, uow):
-                await handler(command, self.context(uow, envelope))
+            await self._carry_out(envelope, uow)
             await savepoint.commit()
         except Rejected as rejection:
             await savepoint.rollback()
             del uow.outgoing[queued:]
             await self._reject(envelope, rejection, uow)
+
+    async def _carry_out(self, envelope: Envelope, uow: UnitOfWork) -> None:
+        """Claim, check and handle the command; raises Rejected for a command that cannot be carried out."""
+        verdict = await uow.claim(envelope)
+        if verdict == "duplicate":
+            return
+        if verdict == "conflict":
+            raise Rejected("idempotency_conflict", f"command id {envelope.id} was already used with a different body")
+        handler = self._by_type.get(envelope.type)
+        if handler is None:
+            self._unknown(envelope)
+        self._check_edge(envelope)
+        command = self._parse(envelope)
+        if not await self._answered_as_failed_before(envelope, command, uow):
+            await handler(command, self.context(uow, envelope))
 
     async def give_up(self, envelope: Envelope, error: BaseException, uow: UnitOfWork) -> bool:
         """The message could not be handled after every retry: answer its step as failed (the consumer

@@ -12,3 +12,8 @@ class Rejected(Exception):
 
 class TransientError(Exception):
     """Worth retrying as it is (an unreachable dependency); never dead-lettered for it."""
+
+
+class IsolationNeeded(Exception):
+    """A command was rejected in a batch handled without a savepoint per message: its writes cannot be undone
+    alone, so the whole transaction is rolled back and the batch handled again, one savepoint per message."""

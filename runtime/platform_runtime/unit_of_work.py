@@ -57,6 +57,9 @@ class UnitOfWork:
     cause: Cause | None = None
     max_message_bytes: int = 1_000_000
     outgoing: list[Outgoing] = field(default_factory=list)
+    # A command dispatched in this transaction gets a savepoint of its own, so that its rejection undoes only
+    # its writes. The consumer turns it off for a batch's first try (dispatch.py, consumer.py).
+    savepoint_per_message: bool = True
     # The transaction's connection. Repositories run Core statements on it directly: through the ORM
     # session each statement cost about 0.2 ms more CPU on the benchmark machine, for nothing used here.
     session: AsyncConnection = field(init=False)

@@ -15,7 +15,9 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from platform_runtime.clock import SystemClock
+from platform_runtime.consumer import BatchProcessor
 from platform_runtime.dispatch import CommandDispatcher
+from platform_runtime.errors import Rejected
 from platform_runtime.relay import OutboxRelay, asyncpg_dsn, new_producer, notify_channel
 from platform_runtime.tables import add_runtime_tables
 from platform_runtime.unit_of_work import UnitOfWork
@@ -25,7 +27,7 @@ from platform_schemas.events.contracts import AccountRegistered
 from sqlalchemy import MetaData, select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from tests.support.fakes import FakeStore, FakeUnitOfWork
+from tests.support.fakes import FakeDeadLetters, FakeStore, FakeUnitOfWork, record
 from tests.support.probe_service import create_topics, drop_database, read_topic, scratch_database
 from tests.support.processes import DB_PREFIX
 
@@ -388,3 +390,21 @@ async def test_a_row_the_broker_refuses_holds_back_only_its_own_subject_and_is_r
 
 async def unsent_is(scratch: Scratch, n: int) -> bool:
     return await unsent(scratch) == n
+
+
+async def test_a_batch_with_a_command_rejected_after_its_writes_keeps_the_others_and_undoes_only_that_one(inbox):
+    """The consumer handles a batch without a savepoint per command first; a rejection rolls the whole try back
+    and the batch is handled again with one savepoint each (platform_runtime/consumer.py `_handle`)."""
+    async def registers_then_checks(cmd, ctx):
+        ctx.uow.publish("contracts.events", AccountRegistered(account_id=cmd.account_id, role="client",
+                                                          name=cmd.name, email=cmd.email), subject=cmd.account_id)
+        if cmd.name == "Bad":
+            raise Rejected("already_exists", "refused after its event was queued")
+
+    dispatcher = CommandDispatcher("contracts.commands", {RegisterAccount: registers_then_checks},
+                                   "contracts.events")
+    consumer = BatchProcessor("contracts.commands", dispatcher.dispatch, inbox.new_uow, FakeDeadLetters(), 3, 0.01)
+    names = ["Ann", "Bad", "Cy"]
+    await consumer.process([record(command(name=n, id=f"cmd-{n}").to_json(), i) for i, n in enumerate(names)])
+    assert await inbox.recorded() == {"cmd-Ann": "accepted", "cmd-Bad": "rejected", "cmd-Cy": "accepted"}
+    assert sorted(await inbox.outbox()) == ["AccountRegistered", "AccountRegistered", "CommandRejected"]

@@ -36,12 +36,14 @@ class FakeStore:
     outbox: list[Outgoing] = field(default_factory=list)
     timers: dict[str, dict[str, Any]] = field(default_factory=dict)
     commits: int = 0
+    savepoints: int = 0
 
 
 class FakeSavepoint:
     def __init__(self, uow: "FakeUnitOfWork") -> None:
         self.uow = uow
         self.inbox = copy.deepcopy(uow.inbox)
+        uow.store.savepoints += 1
 
     async def commit(self) -> None:
         pass
@@ -72,6 +74,7 @@ class FakeUnitOfWork:
         self.timers = copy.deepcopy(self.store.timers)
         self.session = FakeSession(self)
         self.committed = False
+        self.savepoint_per_message = True  # as UnitOfWork: the consumer turns it off for a batch's first try
 
     async def __aenter__(self) -> "FakeUnitOfWork":
         self.inbox = copy.deepcopy(self.store.inbox)

@@ -87,6 +87,41 @@ async def test_a_batch_is_committed_in_one_transaction():
     assert announced(store) == [f"a-{i}" for i in range(5)]
 
 
+async def test_a_batch_of_commands_carried_out_takes_no_savepoint():
+    store = FakeStore()
+    await processor(Recorder(), store, FakeDeadLetters()).process(
+        [record(raw(register(f"a-{i}")), i) for i in range(5)])
+    assert (store.commits, store.savepoints) == (1, 0)
+
+
+class RefusesSome(Recorder):
+    """Announces the account first, then refuses the names it is told to: the announcement must not survive."""
+
+    def __init__(self, refused: tuple[str, ...]) -> None:
+        super().__init__()
+        self.refused = refused
+
+    async def __call__(self, cmd: RegisterAccount, ctx: HandlerContext) -> None:
+        await super().__call__(cmd, ctx)
+        if cmd.name in self.refused:
+            raise Rejected("already_exists", f"{cmd.name} is taken")
+
+
+async def test_a_command_rejected_after_writing_has_its_batch_redone_with_a_savepoint_each():
+    store, dead = FakeStore(), FakeDeadLetters()
+    batch = [record(raw(register(f"a-{i}", name="Bad" if i == 2 else "Ann")), i) for i in range(4)]
+    offsets = await processor(RefusesSome(("Bad",)), store, dead).process(batch)
+    assert (store.commits, store.savepoints) == (1, 4)  # the first try rolled back, the second committed
+    assert announced(store) == ["a-0", "a-1", "a-3"]  # the refused one's own write undone, the others kept
+    rejected = [o.envelope.data for o in store.outbox if o.envelope.type == "CommandRejected"]
+    assert [(r["command_id"], r["reason_code"]) for r in rejected] == [(batch_id(batch[2]), "already_exists")]
+    assert dead.sent == [] and list(offsets.values()) == [4]
+
+
+def batch_id(rec) -> str:
+    return json.loads(rec.value)["id"]
+
+
 async def test_a_message_that_keeps_failing_is_dead_lettered_after_max_attempts_and_the_rest_go_through():
     store, dead = FakeStore(), FakeDeadLetters()
     handler = Recorder(failing=("a-1",))
