@@ -4,6 +4,7 @@ One active relay per service: it holds a PostgreSQL advisory lock on its own con
 block on the same lock and take over the moment the holder's connection dies. It wakes on
 LISTEN/NOTIFY (sent by the committing transaction), not on a sleep loop. Crashing between publish
 and mark means the rows are published again with the same CloudEvents id: consumers de-duplicate.
+Under load the rows a pass published are marked by the next pass's read, in the same statement.
 """
 
 import asyncio
@@ -45,6 +46,7 @@ class OutboxRelay:
         self._stopping = False
         self.active = False  # holds the lock (a standby has no pass to finish)
         self.failing: dict[int, FailingRow] = {}  # rows the broker refused, by seq: retried with backoff
+        self.unmarked: list[int] = []  # published, not yet marked sent (see publish_pending)
 
     def stop(self) -> None:
         """Finish the pass in progress (publish and mark), then return: a graceful stop republishes nothing."""
@@ -75,12 +77,16 @@ class OutboxRelay:
                 self._wake.clear()
                 if await self.publish_pending(conn) == self.batch_size:
                     continue
+                if self._wake.is_set():
+                    continue  # committed meanwhile: its rows' pass also marks the ones just sent
+                await self.mark_sent(conn)
                 if self._stopping:
                     break
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.idle_check)
                 except TimeoutError:
                     pass
+            await self.mark_sent(conn)
         finally:
             metrics.RELAY_ACTIVE.set(0)
             self.active = False
@@ -96,11 +102,10 @@ class OutboxRelay:
         now = time.monotonic()
         due = [seq for seq, f in self.failing.items() if f.next_try <= now]
         held_keys = sorted({f.key for f in self.failing.values()})
-        rows = await conn.fetch(
-            "SELECT seq, event_id, topic, key, type, payload FROM outbox WHERE sent_at IS NULL"
-            " AND (key <> ALL($2::text[]) OR seq = ANY($3::bigint[])) ORDER BY seq LIMIT $1",
-            self.batch_size, held_keys, due,
-        )
+        marks, self.unmarked = self.unmarked, []
+        rows = await conn.fetch(_MARK_AND_FETCH, self.batch_size, held_keys, due, marks)
+        if marks:
+            metrics.RELAYED.inc(len(marks))
         if not rows:
             return 0
         # The idempotent producer keeps per-partition order across its in-flight requests, so
@@ -126,10 +131,15 @@ class OutboxRelay:
                 sent.append(r["seq"])
                 if self.failing.pop(r["seq"], None) is not None:
                     log.info("outbox_row_published_after_failures", seq=r["seq"], event_id=r["event_id"])
-        if sent:
-            await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])", sent)
-            metrics.RELAYED.inc(len(sent))
+        self.unmarked.extend(sent)  # marked by the next pass's statement, or by mark_sent when none follows at once
         return len(rows)
+
+    async def mark_sent(self, conn: asyncpg.Connection) -> None:
+        """Mark the rows published but not yet marked (a crash before this publishes them again, same ids)."""
+        if self.unmarked:
+            marks, self.unmarked = self.unmarked, []
+            await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])", marks)
+            metrics.RELAYED.inc(len(marks))
 
     def _failed(self, row, error: BaseException) -> None:
         previous = self.failing.get(row["seq"])
@@ -139,6 +149,16 @@ class OutboxRelay:
         metrics.RELAY_ROW_FAILURES.labels(row["topic"]).inc()
         log.error("outbox_row_publish_failed", seq=row["seq"], event_id=row["event_id"], topic=row["topic"],
                   key=row["key"], attempts=attempts, error=repr(error))
+
+
+# Under load a pass follows the last at once: it marks the rows the last one published in the same round trip
+# as it reads the next ones (the SELECT sees the snapshot before the UPDATE, hence `seq <> ALL($4)`).
+_MARK_AND_FETCH = """
+WITH marked AS (UPDATE outbox SET sent_at = now() WHERE seq = ANY($4::bigint[]) RETURNING seq)
+SELECT seq, event_id, topic, key, type, payload FROM outbox
+WHERE sent_at IS NULL AND seq <> ALL($4::bigint[]) AND (key <> ALL($2::text[]) OR seq = ANY($3::bigint[]))
+ORDER BY seq LIMIT $1
+"""
 
 
 @dataclass

@@ -217,6 +217,26 @@ async def _holder_is_not(scratch: Scratch, pid: int) -> bool:
     return holder is not None and holder != pid
 
 
+async def test_a_pass_marks_the_rows_the_pass_before_it_published_in_the_same_statement(infra, scratch, producer):
+    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7)
+    conn = await asyncpg.connect(asyncpg_dsn(scratch.url))
+    try:
+        await commit_events(scratch, [("c-1", 0), ("c-2", 1)])
+        assert await relay.publish_pending(conn) == 2
+        assert await unsent(scratch) == 2  # published, marking deferred
+        await commit_events(scratch, [("c-1", 2)])
+        assert await relay.publish_pending(conn) == 1  # reads only the new row, marks the two before it
+        assert await unsent(scratch) == 1
+        await relay.mark_sent(conn)  # nothing followed at once: marked on its own
+        assert await unsent(scratch) == 0
+        assert await relay.publish_pending(conn) == 0
+    finally:
+        await conn.close()
+    records = await read_topic(infra.credentials("broker"), scratch.topic, 3, timeout=10)
+    assert [int(Envelope.model_validate_json(r.value).data["name"]) for r in records
+            if r.key == b"c-1"] == [0, 2]  # each published once, in order
+
+
 async def test_rows_published_but_not_marked_before_a_crash_are_published_again_with_the_same_id(
         infra, scratch, producer):
     [event] = await commit_events(scratch, [("c-1", 0)])
