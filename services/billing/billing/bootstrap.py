@@ -14,7 +14,7 @@ from platform_schemas.topics import (
 )
 
 from .adapters.gateway_simulator import SimulatedGateway
-from .adapters.gateway_work_repository import WAKE_CHANNEL
+from .adapters.gateway_work_repository import WAKE_CHANNEL, WAKE_CHARGE
 from .adapters.tables import metadata
 from .adapters.wakeup import Wakeup
 from .entrypoints import bonus_http, gateway_http, http
@@ -79,7 +79,7 @@ def background(runtime) -> list:
     """The bonus batch's loop and the gateway loop, in every instance; both call the gateway by one policy."""
     settings, contexts = runtime.settings, runtime.new_context
     gateway_loop = GatewayLoop(runtime.new_uow, contexts, contexts.gateway, settings, retry_policy(settings),
-                               Wakeup(settings.database_url, WAKE_CHANNEL))
+                               Wakeup(settings.database_url, WAKE_CHANNEL, routine=WAKE_CHARGE))
     return [BonusBatchRunner(runtime.new_uow, contexts.gateway, settings, retry_policy(settings)).run,
             gateway_loop.run]
 

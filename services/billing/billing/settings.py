@@ -34,8 +34,12 @@ class BillingSettings(ServiceSettings):
     gateway_retry_backoff_max: Duration = timedelta(seconds=30)
     # A call that takes longer is treated as unanswered (the same key is asked again).
     gateway_call_timeout: Duration = timedelta(seconds=10)
-    # Rows worked on side by side in each instance (a slow call holds up one row, not the others).
+    # Workers side by side in each instance, each claiming up to GATEWAY_BATCH due charges at once (one
+    # statement, one settling transaction per batch); a slow call holds up its own batch, not the other workers.
     gateway_workers: int = 4
+    gateway_batch: int = 50
+    # Gateway calls in flight at once in each instance, all workers together.
+    gateway_concurrency: int = 16
     # How long an idle worker waits for a NOTIFY of new work before looking anyway (a safety net).
     gateway_poll: Duration = timedelta(seconds=1)
     # The daily bonus batch runs at this UTC time for the business day that just ended; `off`: only

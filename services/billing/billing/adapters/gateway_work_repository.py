@@ -6,15 +6,19 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, cast, func, literal, null, select, text, tuple_, union_all, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    DateTime, Integer, String, Text, bindparam, cast, func, literal, null, select, text, tuple_, union_all, update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..domain.gateway_work import OPEN, ChargeStatus, Operation, RefundStatus, VoidStatus
 from .tables import billing_methods, bonus_charges, charges, refunds
 
 WAKE_CHANNEL = "billing_gateway_work"
-_WAKE = text(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
+# The payload says what was recorded: the loop looks for due charges on every pass, for the rest when told.
+WAKE_CHARGE, WAKE_OTHER = "charge", "other"
+_WAKE = text(f"SELECT pg_notify('{WAKE_CHANNEL}', '{WAKE_OTHER}')")
 _LISTED = ("saga_id", "contract_id", "client_id", "amount", "currency", "status", "attempts", "next_attempt_at",
            "give_up_at", "last_error", "reason_code", "message", "created_at")
 
@@ -33,18 +37,27 @@ class GatewayWork:
         row = (await self.session.execute(query.with_for_update() if lock else query)).mappings().first()
         return dict(row) if row else None
 
-    async def add_charge(self, **values: Any) -> None:
-        await self.session.execute(insert(charges).values(**values))
+    async def record_charge(self, values: dict[str, Any]) -> tuple[bool, str | None]:
+        """A new pending charge to the client's primary billing method, and the loop woken, in one statement:
+        (recorded, the method's id or None when the client has none). Not recorded: the charge id was taken
+        already (the step again)."""
+        row = (await self.session.execute(_RECORD_CHARGE, values)).first()
+        return (True, row.billing_method_id) if row else (False, None)
 
-    async def next_due_charge(self, now: datetime) -> dict[str, Any] | None:
-        """The pending charge due first, locked for this transaction (others skip it), with the card's token."""
-        row = (await self.session.execute(
-            select(charges, billing_methods.c.token)
-            .join(billing_methods, billing_methods.c.billing_method_id == charges.c.billing_method_id, isouter=True)
-            .where(charges.c.status == ChargeStatus.PENDING, charges.c.next_attempt_at <= now)
-            .order_by(charges.c.next_attempt_at).limit(1)
-            .with_for_update(of=charges, skip_locked=True))).mappings().first()
-        return dict(row) if row else None
+    async def due_charges(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` pending charges due, first due first, locked for this transaction (other workers and
+        instances skip them), each with its card's token."""
+        return [dict(r) for r in (await self.session.execute(_DUE_CHARGES, {"now": now, "limit": limit})).mappings()]
+
+    async def settle_charges(self, outcomes: list[dict[str, Any]]) -> None:
+        """Each charge's outcome (keys of _SETTLED), in one statement whatever their number."""
+        if outcomes:
+            await self.session.execute(_SETTLE_CHARGES, _columns(outcomes, _SETTLED))
+
+    async def retry_charges(self, retries: list[dict[str, Any]]) -> None:
+        """Charges unanswered, to be called again (keys of _RETRIED), in one statement whatever their number."""
+        if retries:
+            await self.session.execute(_RETRY_CHARGES, _columns(retries, _RETRIED))
 
     async def next_due_void(self, now: datetime) -> dict[str, Any] | None:
         """The given-up charge whose void is due first, locked for this transaction (others skip it)."""
@@ -143,6 +156,52 @@ def _listed_columns(table, state) -> dict[str, Any]:
             "next_attempt_at": t.retry_at.label("next_attempt_at"), "give_up_at": t.give_up_at,
             "last_error": t.last_error, "reason_code": t.reason_code, "message": t.message,
             "created_at": t.settled_at.label("created_at")}
+
+
+# -- statements built once (building one costs more CPU than running it) ------------------------------------
+_RECORDED = ("charge_id", "saga_id", "contract_id", "client_id", "amount", "currency", "purpose", "milestones",
+             "status", "created_at", "next_attempt_at", "correlation_id", "causation_id", "actor", "traceparent",
+             "tracestate")
+# Every charge goes to the client's primary billing method (domain/billing_methods.py): at most one per account.
+_PRIMARY_METHOD = (select(billing_methods.c.billing_method_id)
+                   .where(billing_methods.c.account_id == bindparam("client_id"), billing_methods.c.is_primary,
+                          billing_methods.c.removed_at.is_(None)).scalar_subquery())
+_NEW_CHARGE = (insert(charges).values({c: bindparam(c, type_=charges.c[c].type) for c in _RECORDED}
+                                     | {"billing_method_id": _PRIMARY_METHOD})
+               .on_conflict_do_nothing(index_elements=[charges.c.charge_id])
+               .returning(charges.c.billing_method_id).cte("new_charge"))
+# The NOTIFY is delivered at commit, and only when the charge is new.
+_RECORD_CHARGE = select(_NEW_CHARGE.c.billing_method_id, func.pg_notify(WAKE_CHANNEL, WAKE_CHARGE))
+
+_DUE_CHARGES = (
+    select(charges, billing_methods.c.token)
+    .join(billing_methods, billing_methods.c.billing_method_id == charges.c.billing_method_id, isouter=True)
+    .where(charges.c.status == ChargeStatus.PENDING, charges.c.next_attempt_at <= bindparam("now"))
+    .order_by(charges.c.next_attempt_at).limit(bindparam("limit", type_=Integer))
+    .with_for_update(of=charges, skip_locked=True))
+
+_SETTLED = {"charge_id": String, "status": String, "attempts": Integer, "gateway_reference": String,
+            "reason_code": String, "message": Text, "settled_at": DateTime(timezone=True), "void_status": String,
+            "next_attempt_at": DateTime(timezone=True)}
+_RETRIED = {"charge_id": String, "attempts": Integer, "next_attempt_at": DateTime(timezone=True),
+            "give_up_at": DateTime(timezone=True), "last_error": Text}
+
+
+def _update_from_arrays(table, key: str, columns: dict[str, Any]):
+    """UPDATE of many rows by key from one array per column (unnested): one statement text for any number."""
+    names = list(columns)
+    sql = (f"UPDATE {table.name} SET {', '.join(f'{c} = v.{c}' for c in names if c != key)} "
+           f"FROM unnest({', '.join(':' + c for c in names)}) AS v({', '.join(names)}) "
+           f"WHERE {table.name}.{key} = v.{key}")
+    return text(sql).bindparams(*(bindparam(c, type_=ARRAY(t)) for c, t in columns.items()))
+
+
+_SETTLE_CHARGES = _update_from_arrays(charges, "charge_id", _SETTLED)
+_RETRY_CHARGES = _update_from_arrays(charges, "charge_id", _RETRIED)
+
+
+def _columns(rows: list[dict[str, Any]], columns: dict[str, Any]) -> dict[str, list[Any]]:
+    return {c: [r[c] for r in rows] for c in columns}
 
 
 def page_token(row: dict[str, Any]) -> str:

@@ -3,12 +3,15 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import String, and_, any_, bindparam, delete, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.billing_methods import BillingMethod, BillingMethods
 from ..domain.history import HistoryRow
+# The bonus batch's statement: one text for any number of history rows (arrays unnested).
+from .bonus_repository import _ADD_HISTORY as ADD_HISTORY
+from .bonus_repository import _HISTORY as HISTORY_COLUMNS
 from .tables import billing_methods, charges, client_charge_streaks, known_accounts, transactions
 
 
@@ -70,22 +73,23 @@ class BillingRepository:
     async def count_charge_outcome(self, client_id: str, succeeded: bool) -> int:
         """Consecutive failed charges of a client after this one (0 after a success)."""
         if succeeded:
-            await self.session.execute(delete(client_charge_streaks).where(client_charge_streaks.c.client_id == client_id))
+            await self.clear_streaks([client_id])
             return 0
-        stmt = insert(client_charge_streaks).values(client_id=client_id, consecutive_failures=1)
-        return await self.session.scalar(stmt.on_conflict_do_update(
-            index_elements=["client_id"],
-            set_={"consecutive_failures": client_charge_streaks.c.consecutive_failures + 1},
-        ).returning(client_charge_streaks.c.consecutive_failures))
+        return await self.session.scalar(_COUNT_FAILURE, {"client_id": client_id})
+
+    async def clear_streaks(self, client_ids: list[str]) -> None:
+        """These clients' charges succeeded: none of them has failed charges in a row any more."""
+        await self.session.execute(_CLEAR_STREAKS, {"client_ids": client_ids})
 
     async def consecutive_failures(self, client_id: str) -> int:
-        return await self.session.scalar(select(client_charge_streaks.c.consecutive_failures).where(
-            client_charge_streaks.c.client_id == client_id)) or 0
+        return await self.session.scalar(_STREAK, {"client_id": client_id}) or 0
 
-    async def add_history(self, row: HistoryRow, occurred_at: datetime) -> bool:
-        inserted = await self.session.scalar(insert(transactions).values(
-            occurred_at=occurred_at, **row.__dict__).on_conflict_do_nothing().returning(transactions.c.seq))
-        return inserted is not None
+    async def add_history(self, rows: list[HistoryRow], occurred_at: datetime) -> set[str]:
+        """Insert the rows not recorded yet, in one statement; returns the transaction ids that are new."""
+        if not rows:
+            return set()
+        columns = {c: [getattr(r, c) for r in rows] for c in HISTORY_COLUMNS}
+        return set(await self.session.scalars(ADD_HISTORY, {"occurred_at": occurred_at, **columns}))
 
     async def history(self, account_id: str, since: datetime | None, until: datetime | None, kind: str | None,
                       after_seq: int | None, limit: int) -> list[dict[str, Any]]:
@@ -101,3 +105,14 @@ class BillingRepository:
         rows = await self.session.execute(
             select(transactions).where(and_(*conditions)).order_by(transactions.c.seq).limit(limit))
         return [dict(r) for r in rows.mappings()]
+
+
+# Statements of the charge path, built once (building one costs more CPU than running it).
+_streak_upsert = insert(client_charge_streaks).values(client_id=bindparam("client_id"), consecutive_failures=1)
+_COUNT_FAILURE = _streak_upsert.on_conflict_do_update(
+    index_elements=["client_id"], set_={"consecutive_failures": client_charge_streaks.c.consecutive_failures + 1},
+).returning(client_charge_streaks.c.consecutive_failures)
+_CLEAR_STREAKS = delete(client_charge_streaks).where(
+    client_charge_streaks.c.client_id == any_(bindparam("client_ids", type_=ARRAY(String))))
+_STREAK = select(client_charge_streaks.c.consecutive_failures).where(
+    client_charge_streaks.c.client_id == bindparam("client_id"))

@@ -2,6 +2,10 @@
 the gateway loop settles it. Either way the outcome, its history row and its one reply event are written
 here, in the caller's transaction."""
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
 from platform_runtime import tracing
 from platform_runtime.logging import get_logger
 from platform_schemas.commands.saga import ChargeClient, MilestoneAmount, RefundCharge
@@ -10,7 +14,6 @@ from platform_schemas.events.billing import (
 )
 
 from ..domain import history
-from ..domain.billing_methods import BillingMethod
 from ..domain.failed_charges import counts_in_streak
 from ..domain.gateway_work import GATEWAY_UNAVAILABLE, ChargeStatus, RefundStatus, Verdict, VoidStatus
 from .context import Context
@@ -28,47 +31,108 @@ def _cause(ctx: Context) -> dict[str, str | None]:
 
 
 # -- charges --------------------------------------------------------------------------------------
-async def record_charge(ctx: Context, cmd: ChargeClient, method: BillingMethod | None) -> dict:
+def new_charge(ctx: Context, cmd: ChargeClient) -> dict:
+    """The charge as recorded: pending, due at once (its billing method is the client's primary, found by
+    the repository in the same statement)."""
     now = ctx.now
-    charge = dict(charge_id=cmd.charge_id, saga_id=cmd.saga_id, contract_id=cmd.contract_id, client_id=cmd.client_id,
-                  billing_method_id=method.billing_method_id if method else None, amount=cmd.amount,
-                  currency=cmd.currency, purpose=cmd.purpose, milestones=[m.model_dump() for m in cmd.milestones],
-                  status=ChargeStatus.PENDING, created_at=now, next_attempt_at=now, **_cause(ctx))
-    await ctx.work.add_charge(**charge)
-    return charge
+    return dict(charge_id=cmd.charge_id, saga_id=cmd.saga_id, contract_id=cmd.contract_id, client_id=cmd.client_id,
+                amount=cmd.amount, currency=cmd.currency, purpose=cmd.purpose,
+                milestones=[m.model_dump() for m in cmd.milestones], status=ChargeStatus.PENDING, created_at=now,
+                next_attempt_at=now, **{"correlation_id": None, "causation_id": None, "actor": None,
+                                        "traceparent": None, "tracestate": None, **_cause(ctx)})
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A charge's outcome after its `attempts`-th call (0: none was made)."""
+
+    charge: dict
+    verdict: Verdict
+    attempts: int
+
+
+def _as_is(charge: dict) -> AbstractContextManager:
+    return nullcontext()
 
 
 async def settle_charge(ctx: Context, charge: dict, verdict: Verdict, attempts: int) -> None:
     """The charge's outcome and its one reply: ClientCharged, or ChargeFailed with the reason."""
-    client_id = charge["client_id"]
-    if verdict.reason_code is None or counts_in_streak(verdict.reason_code):
-        streak = await ctx.billing.count_charge_outcome(client_id, succeeded=verdict.status == ChargeStatus.SUCCEEDED)
-    else:  # no card, or no answer: not the client's failure, its streak stays as it is
-        streak = await ctx.billing.consecutive_failures(client_id)
-    given_up = verdict.reason_code == GATEWAY_UNAVAILABLE
-    await ctx.work.update_charge(
-        charge["charge_id"], status=verdict.status, attempts=attempts, gateway_reference=verdict.reference,
-        reason_code=verdict.reason_code, message=verdict.message, settled_at=ctx.now,
+    await settle_charges(ctx, [Settled(charge, verdict, attempts)])
+
+
+async def settle_charges(ctx: Context, settled: list[Settled],
+                         replying_to: Callable[[dict], AbstractContextManager] = _as_is) -> None:
+    """Each charge's outcome and its one reply (ClientCharged, or ChargeFailed with the reason), in a handful of
+    statements whatever their number. `replying_to(charge)` makes the charge's saga command the cause of what
+    is published for it (the gateway loop settles charges of many sagas at once)."""
+    if not settled:
+        return
+    now = ctx.now
+    streaks = await _streaks(ctx, settled)
+    await ctx.work.settle_charges([dict(
+        charge_id=s.charge["charge_id"], status=s.verdict.status, attempts=s.attempts,
+        gateway_reference=s.verdict.reference, reason_code=s.verdict.reason_code, message=s.verdict.message,
+        settled_at=now,
         # a call whose answer was lost may have charged: voided by its key as soon as the gateway answers
-        void_status=VoidStatus.PENDING if given_up else None, next_attempt_at=ctx.now if given_up else None)
+        void_status=VoidStatus.PENDING if _given_up(s) else None, next_attempt_at=now if _given_up(s) else None)
+        for s in settled])
+    charged = [s.charge for s in settled if s.verdict.status == ChargeStatus.SUCCEEDED]
+    history_rows = {c["charge_id"]: _charge_history(c) for c in charged if c["purpose"] == "fixed_price"}
+    recorded = await ctx.billing.add_history(list(history_rows.values()), now)
+    for s in settled:
+        with replying_to(s.charge):
+            _reply(ctx, s, streaks[s.charge["charge_id"]], history_rows.get(s.charge["charge_id"]), recorded, now)
+
+
+def _given_up(s: Settled) -> bool:
+    return s.verdict.reason_code == GATEWAY_UNAVAILABLE
+
+
+def _charge_history(charge: dict) -> history.HistoryRow:
+    return history.fixed_price_charge(charge["charge_id"], charge["client_id"], charge["contract_id"],
+                                      [m["milestone_id"] for m in charge["milestones"]], charge["amount"],
+                                      charge["currency"])
+
+
+async def _streaks(ctx: Context, settled: list[Settled]) -> dict[str, int]:
+    """charge id -> the client's consecutive failed charges after it. A client whose charges here all succeeded
+    is cleared in one statement; any other client's charges count one by one, in order."""
+    mixed = {s.charge["client_id"] for s in settled if s.verdict.status != ChargeStatus.SUCCEEDED}
+    streaks: dict[str, int] = {}
+    cleared = {s.charge["client_id"] for s in settled} - mixed
+    if cleared:
+        await ctx.billing.clear_streaks(sorted(cleared))
+    for s in settled:
+        client_id, reason_code = s.charge["client_id"], s.verdict.reason_code
+        if client_id in cleared:
+            streaks[s.charge["charge_id"]] = 0
+        elif reason_code is None or counts_in_streak(reason_code):
+            streaks[s.charge["charge_id"]] = await ctx.billing.count_charge_outcome(
+                client_id, succeeded=s.verdict.status == ChargeStatus.SUCCEEDED)
+        else:  # no card, or no answer: not the client's failure, its streak stays as it is
+            streaks[s.charge["charge_id"]] = await ctx.billing.consecutive_failures(client_id)
+    return streaks
+
+
+def _reply(ctx: Context, s: Settled, streak: int, history_row: history.HistoryRow | None, recorded: set[str],
+           now) -> None:
+    charge, verdict = s.charge, s.verdict
     common = dict(charge_id=charge["charge_id"], saga_id=charge["saga_id"], contract_id=charge["contract_id"],
-                  client_id=client_id, amount=charge["amount"], currency=charge["currency"],
+                  client_id=charge["client_id"], amount=charge["amount"], currency=charge["currency"],
                   purpose=charge["purpose"])
     if verdict.status == ChargeStatus.FAILED:
         ctx.event(ChargeFailed(**common, reason_code=verdict.reason_code, message=verdict.message,
                                consecutive_failures=streak, step_id=charge["charge_id"],
                                retryable=verdict.retryable), charge["contract_id"])
-        if given_up:
+        if _given_up(s):
             log.error("gateway_charge_given_up", charge_id=charge["charge_id"], saga_id=charge["saga_id"],
-                      contract_id=charge["contract_id"], client_id=client_id, attempts=attempts,
+                      contract_id=charge["contract_id"], client_id=charge["client_id"], attempts=s.attempts,
                       message=verdict.message)
         return
-    milestones = [MilestoneAmount(**m) for m in charge["milestones"]]
-    if charge["purpose"] == "fixed_price":
-        await record_history(ctx, [history.fixed_price_charge(
-            charge["charge_id"], client_id, charge["contract_id"], [m.milestone_id for m in milestones],
-            charge["amount"], charge["currency"])])
-    ctx.event(ClientCharged(**common, billing_method_id=charge["billing_method_id"], milestones=milestones,
+    if history_row is not None and history_row.transaction_id in recorded:
+        _history_recorded(ctx, history_row, now)
+    ctx.event(ClientCharged(**common, billing_method_id=charge["billing_method_id"],
+                            milestones=[MilestoneAmount(**m) for m in charge["milestones"]],
                             gateway_reference=verdict.reference), charge["contract_id"])
 
 
@@ -108,6 +172,11 @@ def refund_failed(ctx: Context, refund: dict, reason_code: str, message: str, re
 # -- history --------------------------------------------------------------------------------------
 async def record_history(ctx: Context, rows: list[history.HistoryRow]) -> None:
     now = ctx.now
+    recorded = await ctx.billing.add_history(rows, now)
     for row in rows:
-        if await ctx.billing.add_history(row, now):
-            ctx.event(TransactionRecorded(occurred_at=now, **row.__dict__), row.contract_id or row.account_id)
+        if row.transaction_id in recorded:
+            _history_recorded(ctx, row, now)
+
+
+def _history_recorded(ctx: Context, row: history.HistoryRow, now) -> None:
+    ctx.event(TransactionRecorded(occurred_at=now, **row.__dict__), row.contract_id or row.account_id)

@@ -2,15 +2,24 @@
 the consumer (the same shape as notifications' email delivery).
 
 The consumer only records the work (service_layer/charges.py), so a gateway that is slow or down holds up
-no partition. Each worker here takes one due row with `FOR UPDATE SKIP LOCKED` (instances and workers never
-call for the same row at once), calls the gateway with the row's id — the saga step id — as idempotency
-key, and in the same transaction writes the outcome and its event, or moves the row's `next_attempt_at`
-by the retry policy (domain/gateway_work.py). A crash between the call and the commit leaves the row
-pending: the next call carries the same key, and the gateway answers it without charging twice.
+no partition. Each worker here takes due rows with `FOR UPDATE SKIP LOCKED` (instances and workers never
+call for the same row at once), calls the gateway with each row's id — the saga step id — as idempotency
+key, and in the same transaction writes the outcomes and their events, or moves each row's
+`next_attempt_at` by the retry policy (domain/gateway_work.py). A crash between the call and the commit
+leaves the row pending: the next call carries the same key, and the gateway answers it without charging twice.
+
+Charges, the bulk of the work, go set-based: a worker claims up to GATEWAY_BATCH due charges in one
+statement, calls the gateway for them side by side (at most GATEWAY_CONCURRENCY calls at once per instance),
+and settles them all in one transaction: a burst costs a few statements per batch, not several empty
+transactions per charge. A slow call holds up the settling of its batch (at most GATEWAY_CALL_TIMEOUT), never
+the other workers, which claim the charges that come due meanwhile. Refunds and voids are rarer: they are
+looked for when a NOTIFY announces one, when the last look found some, and otherwise once per GATEWAY_POLL.
 """
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 
 from prometheus_client import Counter, Gauge
 
@@ -23,7 +32,7 @@ from ..adapters.wakeup import Wakeup
 from ..domain.gateway import PaymentGateway
 from ..domain.gateway_work import (
     NO_PRIMARY_METHOD, GatewayAnswer, Operation, Refused, RetryPolicy, Unanswered, charge_verdict, refund_verdict,
-    void_verdict,
+    GATEWAY_UNAVAILABLE, void_verdict,
 )
 from ..settings import BillingSettings
 from . import charges
@@ -52,6 +61,10 @@ class GatewayLoop:
         self.settings = settings
         self.policy = policy
         self.wakeup = wakeup
+        self._calls_at_once = asyncio.Semaphore(settings.gateway_concurrency)
+        self._announced_seen = 0
+        self._next_look_at = 0.0  # the first pass looks for everything
+        self._rest_found = False
 
     async def run(self) -> None:
         """Until cancelled: the listener, the gauges, and `gateway_workers` workers side by side."""
@@ -62,40 +75,78 @@ class GatewayLoop:
               for _ in range(self.settings.gateway_workers)))
 
     async def work_once(self) -> bool:
-        """One due charge, refund and void (of a saga's charge and of a bonus charge), if any; False when nothing
-        was due."""
-        charged = await self.charge_one()
-        refunded = await self.refund_one()
-        voided = await self.void_one()
-        bonus_voided = await self.void_bonus_charge_one()
-        return charged or refunded or voided or bonus_voided
+        """Due charges, and a due refund and void (of a saga's charge and of a bonus charge) when they may be due;
+        False when nothing was due."""
+        busy = await self.charge_due()
+        if self._rest_may_be_due():
+            refunded = await self.refund_one()
+            voided = await self.void_one()
+            bonus_voided = await self.void_bonus_charge_one()
+            self._rest_found = refunded or voided or bonus_voided
+            busy = busy or self._rest_found
+        return busy
 
-    async def charge_one(self) -> bool:
-        async with self.new_uow() as uow:
-            ctx = self.new_context(uow)
-            charge = await ctx.work.next_due_charge(ctx.now)
-            if charge is None:
-                return False
-            uow.cause = _cause(charge)
-            with tracing.span("gateway charge", charge, charge_id=charge["charge_id"], saga_id=charge["saga_id"]):
-                await self._charge_and_settle(ctx, charge)
-            await uow.commit()
+    def _rest_may_be_due(self) -> bool:
+        """Whether to look for refunds and voids now: announced by a NOTIFY, found at the last look, or not
+        looked for since GATEWAY_POLL (what comes due by time: a retry's backoff, a bonus charge given up)."""
+        now = time.monotonic()
+        announced = self.wakeup.announced != self._announced_seen
+        if not (announced or self._rest_found or now >= self._next_look_at):
+            return False
+        self._announced_seen = self.wakeup.announced
+        self._next_look_at = now + self.settings.gateway_poll.total_seconds()
         return True
 
-    async def _charge_and_settle(self, ctx: Context, charge: dict) -> None:
-        # The bound runs from the first call: time billing itself was down or behind is not the gateway's.
-        give_up_at = charge["give_up_at"] or ctx.now + self.settings.gateway_charge_within
+    async def charge_due(self) -> bool:
+        """Up to GATEWAY_BATCH due charges: claimed in one statement, called side by side, settled in one
+        transaction; False when none was due."""
+        async with self.new_uow() as uow:
+            ctx = self.new_context(uow)
+            claimed_at = ctx.now
+            due = await ctx.work.due_charges(claimed_at, self.settings.gateway_batch)
+            if not due:
+                return False
+            # The bound runs from the first call: time billing itself was down or behind is not the gateway's.
+            give_up_at = [c["give_up_at"] or claimed_at + self.settings.gateway_charge_within for c in due]
+            answers = await asyncio.gather(*(self._call(Operation.CHARGE, c, self._charge_call(c),
+                                                               charge_id=c["charge_id"]) for c in due))
+            now = ctx.now
+            settled, retries = [], []
+            for charge, bound, answer in zip(due, give_up_at, answers):
+                attempts = charge["attempts"] + 1
+                verdict = charge_verdict(answer, attempts, now, bound, self.policy)
+                if verdict.settled:
+                    settled.append(charges.Settled(charge, verdict, attempts))
+                else:
+                    retries.append(dict(charge_id=charge["charge_id"], attempts=attempts,
+                                        next_attempt_at=verdict.retry_at, give_up_at=bound,
+                                        last_error=_error(answer)))
+            await charges.settle_charges(ctx, settled, replying_to=lambda c: self._on_behalf(uow, "charge", c))
+            await ctx.work.retry_charges(retries)
+            await uow.commit()
+        if any(s.verdict.reason_code == GATEWAY_UNAVAILABLE for s in settled):
+            self._rest_found = True  # given up: its void is due at once
+        return True
+
+    def _charge_call(self, charge: dict) -> Callable[[], Awaitable[str]] | Refused:
         if charge["token"] is None:
-            answer = Refused(NO_PRIMARY_METHOD, f"billing method {charge['billing_method_id']} is unknown")
-        else:
-            answer = await call_gateway(Operation.CHARGE, lambda: self._charge(charge), self._timeout)
-        attempts = charge["attempts"] + 1
-        verdict = charge_verdict(answer, attempts, ctx.now, give_up_at, self.policy)
-        if verdict.settled:
-            await charges.settle_charge(ctx, charge, verdict, attempts)
-        else:
-            await ctx.work.update_charge(charge["charge_id"], attempts=attempts, next_attempt_at=verdict.retry_at,
-                                         give_up_at=give_up_at, last_error=_error(answer))
+            return Refused(NO_PRIMARY_METHOD, f"billing method {charge['billing_method_id']} is unknown")
+        return lambda: self._charge(charge)
+
+    async def _call(self, operation: Operation, row: dict, call: Callable[[], Awaitable[str]] | Refused,
+                    **attributes: str) -> GatewayAnswer:
+        """One row's call, in the row's trace, among at most GATEWAY_CONCURRENCY of this instance at once."""
+        if isinstance(call, Refused):
+            return call
+        async with self._calls_at_once:
+            with tracing.span(f"gateway {operation}", row, saga_id=row["saga_id"], **attributes):
+                return await call_gateway(operation, call, self._timeout)
+
+    @staticmethod
+    def _on_behalf(uow: UnitOfWork, operation: str, row: dict) -> AbstractContextManager:
+        """What is published for a row goes out as caused by its saga command, in the saga's trace."""
+        uow.cause = _cause(row)
+        return tracing.span(f"gateway {operation} settled", row, saga_id=row["saga_id"])
 
     async def refund_one(self) -> bool:
         async with self.new_uow() as uow:

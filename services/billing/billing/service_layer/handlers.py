@@ -65,16 +65,14 @@ async def remove_billing_method(cmd: RemoveBillingMethod, ctx: Context) -> None:
 
 # -- the saga steps: only recorded here; the gateway loop makes the call and answers ----------------
 async def charge_client(cmd: ChargeClient, ctx: Context) -> None:
-    if await ctx.work.charge(cmd.charge_id):
+    charge = charges.new_charge(ctx, cmd)
+    recorded, charge["billing_method_id"] = await ctx.work.record_charge(charge)
+    if not recorded:
         return  # the step again (same id): its one reply is sent, or will be by the loop
-    primary = (await ctx.billing.methods_of(cmd.client_id)).primary()
-    charge = await charges.record_charge(ctx, cmd, primary)
-    if primary is None:
+    if charge["billing_method_id"] is None:
         await charges.settle_charge(ctx, charge, Verdict(
             ChargeStatus.FAILED, reason_code=NO_PRIMARY_METHOD,
             message=f"{cmd.client_id} has no primary billing method"), attempts=0)
-        return
-    await ctx.work.wake_loop()
 
 
 async def refund_charge(cmd: RefundCharge, ctx: Context) -> None:
