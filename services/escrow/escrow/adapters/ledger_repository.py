@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, Integer, String, bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain import ledger
@@ -34,74 +34,83 @@ class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def has_transaction(self, tx: TransactionId) -> bool:
-        found = await self.session.scalar(select(ledger_transactions.c.transaction_id).where(
-            ledger_transactions.c.kind == tx.kind, ledger_transactions.c.transaction_id == tx.id))
-        return found is not None
-
     async def already_posted(self, kind: str, transaction_ids: list[str]) -> set[str]:
         return set(await self.session.scalars(select(ledger_transactions.c.transaction_id).where(
             ledger_transactions.c.kind == kind, ledger_transactions.c.transaction_id.in_(transaction_ids))))
 
+    async def claim(self, tx: TransactionId, contract_id: str, milestone_id: str | None) -> bool:
+        """The ledger transaction recorded for this step, its postings to follow (`post`); False if it was
+        recorded already (the step again: one effect per step). A concurrent claim of the same id waits for
+        this transaction, then finds it taken."""
+        return await self.session.scalar(_CLAIM, {"kind": tx.kind, "transaction_id": tx.id,
+                                                  "contract_id": contract_id, "milestone_id": milestone_id}) is not None
+
+    async def open_fund(self, tx: TransactionId, contract_id: str, client_id: str, currency: str) -> tuple[bool, str]:
+        """`claim` of a hold, and the contract's escrow opened in the hold's currency unless it is open already,
+        in one statement: (claimed, the contract's currency)."""
+        row = (await self.session.execute(_OPEN_FUND, {
+            "kind": tx.kind, "transaction_id": tx.id, "contract_id": contract_id, "client_id": client_id,
+            "currency": currency})).one()
+        return row.claimed, row.currency
+
     async def contract_currency(self, contract_id: str) -> str | None:
         return await self.session.scalar(
             select(escrow_contracts.c.currency).where(escrow_contracts.c.contract_id == contract_id))
-
-    async def open_contract(self, contract_id: str, client_id: str, currency: str) -> None:
-        await self.session.execute(insert(escrow_contracts).values(
-            contract_id=contract_id, client_id=client_id, currency=currency).on_conflict_do_nothing())
 
     async def append(self, tx: TransactionId, contract_id: str, milestone_id: str | None,
                      new_postings: list[ledger.Posting]) -> None:
         await self.append_all([LedgerTransaction(tx, contract_id, milestone_id, new_postings)])
 
     async def append_all(self, transactions: list[LedgerTransaction]) -> None:
-        """Append balanced ledger transactions and move the running balances with them, in a handful of
-        statements whatever their number; none of them may overdraw an account."""
+        """Append balanced ledger transactions and move the running balances with them, in three statements
+        whatever their number; none of them may overdraw an account."""
         if not transactions:
             return
-        touched = sorted({a for t in transactions for p in t.postings for a in (p.debit_account, p.credit_account)})
-        # Locked in a fixed order so two transactions touching the same accounts cannot deadlock.
-        rows = await self.session.execute(
-            select(*_BALANCE_KEY, account_balances.c.balance)
-            .where(tuple_(*_BALANCE_KEY).in_([(a.kind, a.owner, a.sub, a.currency) for a in touched]))
-            .order_by(*_BALANCE_KEY).with_for_update())
-        balances = {Account(kind, owner, sub, currency): balance for kind, owner, sub, currency, balance in rows}
-        balances = ledger.apply_all(balances, [t.postings for t in transactions])
-        await self.session.execute(insert(ledger_transactions), [
-            {"kind": t.tx.kind, "transaction_id": t.tx.id, "contract_id": t.contract_id,
-             "milestone_id": t.milestone_id} for t in transactions])
-        await self.session.execute(insert(postings), [
-            {"transaction_kind": t.tx.kind, "transaction_id": t.tx.id, "leg": leg, "posting_id": p.posting_id,
-             **_account_values("debit_", p.debit_account), **_account_values("credit_", p.credit_account),
-             "amount": p.amount, "currency": p.currency}
-            for t in transactions for leg, p in enumerate(t.postings)])
-        upsert = insert(account_balances)
-        await self.session.execute(
-            upsert.on_conflict_do_update(index_elements=[c.name for c in _BALANCE_KEY],
-                                         set_={"balance": upsert.excluded.balance}),
-            [{"kind": a.kind, "owner_id": a.owner, "sub_id": a.sub, "currency": a.currency, "balance": balances[a]}
-             for a in touched])
+        await self.session.execute(_ADD_TRANSACTIONS, {
+            "kind": [t.tx.kind for t in transactions], "transaction_id": [t.tx.id for t in transactions],
+            "contract_id": [t.contract_id for t in transactions],
+            "milestone_id": [t.milestone_id for t in transactions]})
+        await self.post(transactions)
+
+    async def post(self, transactions: list[LedgerTransaction]) -> None:
+        """The postings of ledger transactions recorded already (`claim`, `append_all`) and the running balances
+        they move, in one statement; refuses (Rejected, the caller's savepoint rolls back) if one overdraws."""
+        legs = [(t.tx, leg, p) for t in transactions for leg, p in enumerate(t.postings)]
+        if not legs:
+            return
+        moved = ledger.balances(p for _, _, p in legs)
+        touched = sorted(moved)  # locked in a fixed order, so two transactions cannot deadlock on them
+        posting_columns = {
+            "transaction_kind": [tx.kind for tx, _, _ in legs], "transaction_id": [tx.id for tx, _, _ in legs],
+            "leg": [leg for _, leg, _ in legs], "posting_id": [p.posting_id for _, _, p in legs],
+            **{f"{side}_{field}": [getattr(getattr(p, f"{side}_account"), attr) for _, _, p in legs]
+               for side in ("debit", "credit") for field, attr in _ACCOUNT_FIELDS},
+            "amount": [p.amount for _, _, p in legs], "currency": [p.currency for _, _, p in legs]}
+        balance_columns = {"b_kind": [a.kind for a in touched], "b_owner_id": [a.owner for a in touched],
+                           "b_sub_id": [a.sub for a in touched], "b_currency": [a.currency for a in touched],
+                           "b_delta": [moved[a] for a in touched]}
+        rows = await self.session.execute(_POST, posting_columns | balance_columns)
+        after = {Account(kind, owner, sub, currency): balance for kind, owner, sub, currency, balance in rows}
+        before = {a: after[a] - moved[a] for a in touched}
+        # The domain's rule, on the balances as they were: refused if any transaction, in turn, overdraws.
+        ledger.apply_all(before, [t.postings for t in transactions])
+
+    async def fund_holdings(self, contract_id: str, currency: str, funded: dict[str, int]) -> None:
+        """Money into the milestones' holdings (milestone id -> amount), in one statement."""
+        milestones = sorted(funded)
+        await self.session.execute(_FUND_HOLDINGS, {"contract_id": contract_id, "currency": currency,
+                                                    "milestone_id": milestones,
+                                                    "funded": [funded[m] for m in milestones]})
 
     async def held(self, contract_id: str, milestone_id: str) -> int:
-        row = (await self.session.execute(
-            select(holdings.c.funded - holdings.c.released - holdings.c.refunded)
-            .where(holdings.c.contract_id == contract_id, holdings.c.milestone_id == milestone_id)
-            .with_for_update())).scalar()
-        return row or 0
+        """What a milestone holds, locked until this transaction ends."""
+        return await self.session.scalar(_HELD, {"contract_id": contract_id, "milestone_id": milestone_id}) or 0
 
-    async def add_to_holding(self, contract_id: str, milestone_id: str, currency: str, *, funded: int = 0,
-                             released: int = 0, refunded: int = 0) -> None:
-        if funded:
-            stmt = insert(holdings).values(contract_id=contract_id, milestone_id=milestone_id, currency=currency,
-                                           funded=funded)
-            await self.session.execute(stmt.on_conflict_do_update(
-                index_elements=["contract_id", "milestone_id"], set_={"funded": holdings.c.funded + funded}))
-        if released or refunded:
-            # An UPDATE, not an upsert: PostgreSQL checks the candidate insert row's CHECK constraint first.
-            await self.session.execute(update(holdings).where(
-                holdings.c.contract_id == contract_id, holdings.c.milestone_id == milestone_id).values(
-                released=holdings.c.released + released, refunded=holdings.c.refunded + refunded))
+    async def take_from_holding(self, contract_id: str, milestone_id: str, *, released: int = 0,
+                                refunded: int = 0) -> None:
+        # An UPDATE, not an upsert: PostgreSQL checks the candidate insert row's CHECK constraint first.
+        await self.session.execute(_TAKE_FROM_HOLDING, {"b_contract_id": contract_id, "b_milestone_id": milestone_id,
+                                                        "b_released": released, "b_refunded": refunded})
 
     async def escrow_of(self, contract_id: str) -> tuple[str | None, list[tuple[str, int]]]:
         currency = await self.contract_currency(contract_id)
@@ -126,3 +135,73 @@ class LedgerRepository:
                        holdings.c.funded - holdings.c.released - holdings.c.refunded))
         }
         return all_postings, stored, held
+
+
+# -- statements built once (building one costs more CPU than running it); arrays unnested, so one text serves
+# any number of rows ------------------------------------------------------------------------------------------
+_ACCOUNT_FIELDS = (("kind", "kind"), ("owner_id", "owner"), ("sub_id", "sub"))
+
+
+def _arrays(**types) -> list:
+    return [bindparam(name, type_=ARRAY(type_)) for name, type_ in types.items()]
+
+
+_CLAIM = (insert(ledger_transactions).values(
+    kind=bindparam("kind"), transaction_id=bindparam("transaction_id"), contract_id=bindparam("contract_id"),
+    milestone_id=bindparam("milestone_id", type_=String)).on_conflict_do_nothing()
+    .returning(ledger_transactions.c.transaction_id))
+
+# The contract is opened by the hold that claims its transaction; the outer SELECT sees the table as it was
+# before this statement, so exactly one of its two branches names the contract's currency.
+_OPEN_FUND = text("""
+WITH claimed AS (
+    INSERT INTO ledger_transactions (kind, transaction_id, contract_id)
+    VALUES (:kind, :transaction_id, :contract_id) ON CONFLICT DO NOTHING RETURNING transaction_id),
+opened AS (
+    INSERT INTO escrow_contracts (contract_id, client_id, currency)
+    SELECT :contract_id, :client_id, :currency WHERE EXISTS (SELECT FROM claimed)
+    ON CONFLICT DO NOTHING RETURNING currency)
+SELECT EXISTS (SELECT FROM claimed) AS claimed,
+       coalesce((SELECT currency FROM opened),
+                (SELECT currency FROM escrow_contracts WHERE contract_id = :contract_id)) AS currency
+""").bindparams(*(bindparam(n, type_=String) for n in ("kind", "transaction_id", "contract_id", "client_id",
+                                                        "currency")))
+
+_ADD_TRANSACTIONS = text(
+    "INSERT INTO ledger_transactions (kind, transaction_id, contract_id, milestone_id) "
+    "SELECT * FROM unnest(:kind, :transaction_id, :contract_id, :milestone_id)"
+).bindparams(*_arrays(kind=String, transaction_id=String, contract_id=String, milestone_id=String))
+
+_POSTING_COLUMNS = ("transaction_kind", "transaction_id", "leg", "posting_id", "debit_kind", "debit_owner_id",
+                    "debit_sub_id", "credit_kind", "credit_owner_id", "credit_sub_id", "amount", "currency")
+# The postings, and the balances of the accounts they touch moved by their net amounts (rows made at 0 where
+# new), in the order given; the balances after come back for the overdraft check.
+_POST = text(f"""
+WITH new_postings AS (
+    INSERT INTO postings ({', '.join(_POSTING_COLUMNS)})
+    SELECT * FROM unnest({', '.join(':' + c for c in _POSTING_COLUMNS)}))
+INSERT INTO account_balances (kind, owner_id, sub_id, currency, balance)
+SELECT kind, owner_id, sub_id, currency, delta
+FROM unnest(:b_kind, :b_owner_id, :b_sub_id, :b_currency, :b_delta)
+     WITH ORDINALITY AS moved (kind, owner_id, sub_id, currency, delta, n)
+ORDER BY n
+ON CONFLICT (kind, owner_id, sub_id, currency) DO UPDATE SET balance = account_balances.balance + excluded.balance
+RETURNING kind, owner_id, sub_id, currency, balance
+""").bindparams(*_arrays(**{c: Integer if c == "leg" else BigInteger if c == "amount" else String
+                            for c in _POSTING_COLUMNS}),
+                *_arrays(b_kind=String, b_owner_id=String, b_sub_id=String, b_currency=String, b_delta=BigInteger))
+
+_FUND_HOLDINGS = text("""
+INSERT INTO holdings (contract_id, milestone_id, currency, funded)
+SELECT :contract_id, milestone_id, :currency, funded FROM unnest(:milestone_id, :funded) AS f (milestone_id, funded)
+ON CONFLICT (contract_id, milestone_id) DO UPDATE SET funded = holdings.funded + excluded.funded
+""").bindparams(bindparam("contract_id", type_=String), bindparam("currency", type_=String),
+                *_arrays(milestone_id=String, funded=BigInteger))
+
+_HELD = (select(holdings.c.funded - holdings.c.released - holdings.c.refunded)
+         .where(holdings.c.contract_id == bindparam("contract_id"), holdings.c.milestone_id == bindparam("milestone_id"))
+         .with_for_update())
+_TAKE_FROM_HOLDING = update(holdings).where(
+    holdings.c.contract_id == bindparam("b_contract_id"), holdings.c.milestone_id == bindparam("b_milestone_id")).values(
+    released=holdings.c.released + bindparam("b_released", type_=BigInteger),
+    refunded=holdings.c.refunded + bindparam("b_refunded", type_=BigInteger))

@@ -10,7 +10,7 @@ from platform_runtime.errors import Rejected
 from platform_schemas.commands.saga import HoldEscrow, RefundEscrow, ReleaseEscrow
 from platform_schemas.events.escrow import EscrowFunded, EscrowRefunded, EscrowReleased
 
-from ..adapters.ledger_repository import LedgerRepository
+from ..adapters.ledger_repository import LedgerRepository, LedgerTransaction
 from ..domain import earnings, ledger
 from ..domain.wire import wire
 from .context import Context
@@ -22,14 +22,15 @@ async def hold_escrow(cmd: HoldEscrow, ctx: Context) -> None:
     tx = ledger.TransactionId(ledger.FUND, cmd.hold_id)
     postings = ledger.fund(tx, cmd.client_id, cmd.currency,
                            [(cmd.contract_id, m.milestone_id, m.amount) for m in cmd.milestones])
-    if not await repo.has_transaction(tx):
-        currency = await repo.contract_currency(cmd.contract_id)
-        if currency is not None and currency != cmd.currency:
+    claimed, currency = await repo.open_fund(tx, cmd.contract_id, cmd.client_id, cmd.currency)
+    if claimed:  # else the step again: answered the same way, no second effect
+        if currency != cmd.currency:  # refused: the savepoint takes the claim back with it
             raise Rejected("currency_mismatch", f"contract {cmd.contract_id} is held in {currency}")
-        await repo.open_contract(cmd.contract_id, cmd.client_id, cmd.currency)
-        await repo.append(tx, cmd.contract_id, None, postings)
+        await repo.post([LedgerTransaction(tx, cmd.contract_id, None, postings)])
+        funded: dict[str, int] = {}
         for m in cmd.milestones:
-            await repo.add_to_holding(cmd.contract_id, m.milestone_id, cmd.currency, funded=m.amount)
+            funded[m.milestone_id] = funded.get(m.milestone_id, 0) + m.amount
+        await repo.fund_holdings(cmd.contract_id, cmd.currency, funded)
     ctx.event(EscrowFunded(
         hold_id=cmd.hold_id, saga_id=cmd.saga_id, charge_id=cmd.charge_id, contract_id=cmd.contract_id,
         client_id=cmd.client_id, currency=cmd.currency, amount=sum(m.amount for m in cmd.milestones),
@@ -64,11 +65,12 @@ async def refund_escrow(cmd: RefundEscrow, ctx: Context) -> None:
 async def _take_from_escrow(repo: LedgerRepository, tx: ledger.TransactionId, cmd: ReleaseEscrow | RefundEscrow,
                             postings: list[ledger.Posting], **taken: int) -> bool:
     """Release and refund alike: one ledger transaction out of a milestone's holding; False if already done."""
-    if await repo.has_transaction(tx):
+    if not await repo.claim(tx, cmd.contract_id, cmd.milestone_id):
         return False
+    # Refused (Rejected) here: the savepoint takes the claim back with it.
     ledger.ensure_held(await repo.held(cmd.contract_id, cmd.milestone_id), cmd.amount, cmd.milestone_id)
-    await repo.append(tx, cmd.contract_id, cmd.milestone_id, postings)
-    await repo.add_to_holding(cmd.contract_id, cmd.milestone_id, cmd.currency, **taken)
+    await repo.post([LedgerTransaction(tx, cmd.contract_id, cmd.milestone_id, postings)])
+    await repo.take_from_holding(cmd.contract_id, cmd.milestone_id, **taken)
     return True
 
 
