@@ -19,7 +19,9 @@ from notifications.adapters.tables import metadata, notifications
 from notifications.adapters.templates import Templates
 from notifications.bootstrap import definition
 from notifications.domain.delivery import RetryPolicy
-from notifications.service_layer.delivery import EmailDelivery
+from notifications.adapters.repository import EMAILS_DUE_CHANNEL
+from notifications.adapters.wakeups import Listener
+from notifications.service_layer.delivery import EmailDelivery, WorkSignal
 from notifications.service_layer.context import Context
 from notifications.service_layer.handlers import HANDLERS
 from notifications.settings import TEMPLATES
@@ -45,12 +47,19 @@ class FakeSmtp:
         self.refusing: set[str] = set()
         self.error = error or ConnectionRefusedError("SMTP server down")
         self.delay = delay
+        self.batches: list[int] = []
 
-    async def send(self, message: EmailMessage) -> None:
-        await asyncio.sleep(self.delay)
-        if any(address in message["To"] for address in self.refusing):
-            raise self.error
-        self.sent.append(message)
+    async def send_all(self, messages: list[EmailMessage]) -> list[BaseException | None]:
+        self.batches.append(len(messages))
+        results: list[BaseException | None] = []
+        for message in messages:
+            await asyncio.sleep(self.delay)
+            if any(address in message["To"] for address in self.refusing):
+                results.append(self.error)
+            else:
+                self.sent.append(message)
+                results.append(None)
+        return results
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -105,10 +114,10 @@ async def outbox_types(sessions) -> list[tuple[str, str]]:
         return [(r.type, r.event_id) for r in await session.execute(select(outbox).order_by(outbox.c.seq))]
 
 
-def delivery(sessions, clock, smtp, attempts: int = 3, workers: int = 1) -> EmailDelivery:
+def delivery(sessions, clock, smtp, attempts: int = 3, workers: int = 1, batch_size: int = 50) -> EmailDelivery:
     return EmailDelivery(unit_of_work(sessions, clock), smtp,
                          RetryPolicy(attempts, timedelta(seconds=10), timedelta(seconds=15)), clock,
-                         "Platform <n@example.test>", workers, poll_seconds=0.01)
+                         "Platform <n@example.test>", workers, poll_seconds=0.01, batch_size=batch_size)
 
 
 async def test_an_event_gives_one_in_app_and_one_pending_email_however_often_it_arrives(db, clock):
@@ -126,7 +135,7 @@ async def test_an_event_gives_one_in_app_and_one_pending_email_however_often_it_
 async def test_a_sent_email_is_marked_and_announced_in_the_same_transaction(db, clock):
     await person(db, clock, "acc-sent")
     smtp = FakeSmtp()
-    while await delivery(db, clock, smtp).deliver_one():
+    while await delivery(db, clock, smtp).deliver_due():
         pass
     email = (await rows(db, "acc-sent"))["email"]
     assert (email["status"], email["attempts"]) == ("sent", 1)
@@ -141,23 +150,23 @@ async def test_a_failing_email_backs_off_exponentially_then_is_failed_and_announ
     smtp = FakeSmtp()
     smtp.refusing.add("acc-fail@")
     loop = delivery(db, clock, smtp, attempts=3)
-    while await loop.deliver_one():
+    while await loop.deliver_due():
         pass
     email = (await rows(db, "acc-fail"))["email"]
     assert (email["status"], email["attempts"]) == ("pending", 1)
     assert email["next_attempt_at"] == START + timedelta(seconds=10)
-    assert not await loop.deliver_one()  # not due yet
+    assert not await loop.deliver_due()  # not due yet
     clock.advance(timedelta(seconds=10))
-    assert await loop.deliver_one()
+    assert await loop.deliver_due()
     email = (await rows(db, "acc-fail"))["email"]
     assert (email["attempts"], email["next_attempt_at"]) == (2, clock.now() + timedelta(seconds=15))  # capped
     clock.advance(timedelta(seconds=15))
-    assert await loop.deliver_one()
+    assert await loop.deliver_due()
     email = (await rows(db, "acc-fail"))["email"]
     assert (email["status"], email["attempts"]) == ("failed", 3)
     assert "SMTP server down" in email["last_error"]
     assert ("NotificationFailed", f"{email['notification_id']}:failed") in await outbox_types(db)
-    assert not await loop.deliver_one()
+    assert not await loop.deliver_due()
 
 
 async def test_a_permanent_refusal_fails_at_once(db, clock):
@@ -166,7 +175,7 @@ async def test_a_permanent_refusal_fails_at_once(db, clock):
     await person(db, clock, "acc-refused")
     smtp = FakeSmtp(smtplib.SMTPRecipientsRefused({"acc-refused@example.test": (550, b"no such mailbox")}))
     smtp.refusing.add("acc-refused@")
-    while await delivery(db, clock, smtp, attempts=8).deliver_one():
+    while await delivery(db, clock, smtp, attempts=8).deliver_due():
         pass
     email = (await rows(db, "acc-refused"))["email"]
     assert (email["status"], email["attempts"]) == ("failed", 1)
@@ -177,7 +186,7 @@ async def test_one_failing_address_does_not_hold_back_the_others(db, clock):
         await person(db, clock, account_id)
     smtp = FakeSmtp()
     smtp.refusing.add("acc-down@")
-    while await delivery(db, clock, smtp, attempts=8).deliver_one():
+    while await delivery(db, clock, smtp, attempts=8).deliver_due():
         pass
     assert (await rows(db, "acc-fine-1"))["email"]["status"] == "sent"
     assert (await rows(db, "acc-fine-2"))["email"]["status"] == "sent"
@@ -205,3 +214,76 @@ async def test_two_instances_with_several_workers_send_each_email_exactly_once(d
         await asyncio.gather(*tasks, return_exceptions=True)
     ids = [m["Message-ID"] for m in smtp.sent if any(f"{p}@" in m["To"] for p in people)]
     assert len(ids) == len(set(ids)) == len(people)
+
+
+async def test_a_pass_sends_a_batch_over_one_hand_off_and_records_every_outcome_in_one_transaction(db, clock):
+    people = [f"acc-batch-{i}" for i in range(5)]
+    for account_id in people:
+        await person(db, clock, account_id)
+    smtp = FakeSmtp()
+    smtp.refusing.add("acc-batch-2@")
+    assert await delivery(db, clock, smtp, attempts=8).deliver_due() == len(people)
+    assert smtp.batches == [len(people)]
+    statuses = {p: (await rows(db, p))["email"] for p in people}
+    assert {p: (e["status"], e["attempts"]) for p, e in statuses.items()} == {
+        **{p: ("sent", 1) for p in people}, "acc-batch-2": ("pending", 1)}
+    assert statuses["acc-batch-2"]["next_attempt_at"] == START + timedelta(seconds=10)
+    announced = await outbox_types(db)
+    for p in people:
+        expected = ("NotificationSent", f"{statuses[p]['notification_id']}:sent")
+        assert (expected in announced) == (p != "acc-batch-2")
+
+
+async def test_a_pass_takes_at_most_its_batch_size_oldest_first(db, clock):
+    people = [f"acc-bounded-{i}" for i in range(3)]
+    for account_id in people:
+        await person(db, clock, account_id)
+        clock.advance(timedelta(milliseconds=1))
+    smtp = FakeSmtp()
+    loop = delivery(db, clock, smtp, batch_size=2)
+    assert [await loop.deliver_due() for _ in range(3)] == [2, 1, 0]
+    assert [m["To"].split("<")[1].split("@")[0] for m in smtp.sent] == people
+
+
+async def test_an_email_without_a_known_address_waits_for_it(db, clock):
+    suspension = event(AccountSuspended(account_id="acc-no-address", reason="Unpaid invoices", appealable=True),
+                       "acc-no-address")
+    await consume(db, clock, suspension)
+    smtp = FakeSmtp()
+    assert await delivery(db, clock, smtp).deliver_due() == 1
+    email = (await rows(db, "acc-no-address"))["email"]
+    assert (email["status"], email["attempts"]) == ("pending", 1)
+    assert "RecipientAddressUnknown" in email["last_error"] and smtp.batches == []
+
+
+async def test_an_inserted_email_wakes_a_listening_delivery_loop_at_commit(db, clock, infra):
+    woken = asyncio.Event()
+    listener = Listener(infra.database_url(DATABASE), EMAILS_DUE_CHANNEL, woken.set)
+    task = asyncio.create_task(listener.run())
+    try:
+        async with asyncio.timeout(30):
+            await woken.wait()  # the first call: on listening (what was committed before)
+        woken.clear()
+        await person(db, clock, "acc-wake", suspended=False)
+        await asyncio.sleep(0.3)
+        assert not woken.is_set()  # an event that gives no email announces nothing
+        await person(db, clock, "acc-wake-2")
+        async with asyncio.timeout(30):
+            await woken.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_one_announcement_wakes_one_idle_worker_and_is_kept_while_all_are_busy():
+    signal = WorkSignal()
+    waiters = [asyncio.create_task(signal.wait(30)) for _ in range(3)]
+    await asyncio.sleep(0)
+    signal.announce()
+    await asyncio.sleep(0.05)
+    assert sum(w.done() for w in waiters) == 1
+    signal.announce()
+    signal.announce()
+    await asyncio.wait_for(asyncio.gather(*waiters), 5)
+    signal.announce()  # nobody waits: kept for the next one
+    await asyncio.wait_for(signal.wait(30), 1)

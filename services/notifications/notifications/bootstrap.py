@@ -7,10 +7,11 @@ from platform_runtime.dispatch import EventDispatcher
 from platform_runtime.service import ServiceDefinition, Subscription
 from platform_schemas.topics import BILLING_EVENTS, CONTRACTS_EVENTS
 
-from .adapters.repository import NotificationRepository
+from .adapters.repository import EMAILS_DUE_CHANNEL, NotificationRepository
 from .adapters.smtp import SmtpSender
 from .adapters.tables import metadata
 from .adapters.templates import Templates
+from .adapters.wakeups import Listener
 from .domain import routing
 from .domain.delivery import RetryPolicy
 from .entrypoints import http
@@ -38,8 +39,10 @@ def background(runtime) -> list:
         RetryPolicy(settings.delivery_max_attempts, settings.delivery_retry_backoff,
                     settings.delivery_retry_backoff_max),
         runtime.clock, settings.mail_from, settings.delivery_workers,
-        settings.delivery_poll_interval.total_seconds())
-    return [delivery.run]
+        settings.delivery_poll_interval.total_seconds(), settings.delivery_batch_size)
+    # Woken when an email is inserted (by any instance), rather than polling fast for it.
+    emails_due = Listener(settings.database_url, EMAILS_DUE_CHANNEL, delivery.emails_due)
+    return [delivery.run, emails_due.run]
 
 
 async def on_start(runtime) -> None:

@@ -22,5 +22,8 @@ class NotificationsSettings(ServiceSettings):
     delivery_max_attempts: int = 8
     delivery_retry_backoff: Duration = timedelta(seconds=10)
     delivery_retry_backoff_max: Duration = timedelta(minutes=30)
-    delivery_poll_interval: Duration = timedelta(milliseconds=500)
-    delivery_workers: int = 4
+    # A new email wakes a delivery worker at once (LISTEN); the poll only finds retries that fell due.
+    delivery_poll_interval: Duration = timedelta(seconds=1)
+    # Each worker sends up to a batch of due emails per pass, over one kept SMTP connection.
+    delivery_workers: int = 2
+    delivery_batch_size: int = 50

@@ -2,7 +2,6 @@
 
 import asyncio
 import smtplib
-from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -12,7 +11,9 @@ from ..domain.delivery import message_id
 
 
 class MailSender(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send_all(self, messages: list[EmailMessage]) -> list[BaseException | None]:
+        """Send each message; per message None (accepted) or the error that refused it."""
+        ...
 
 
 def build_email(row: dict[str, Any], recipient: dict[str, Any], mail_from: str, now: datetime) -> EmailMessage:
@@ -39,16 +40,60 @@ def is_permanent(error: BaseException) -> bool:
     return isinstance(code, int) and code >= 500
 
 
-@dataclass
 class SmtpSender:
-    host: str
-    port: int
-    timeout: float
+    """smtplib in a worker thread, one hand-off per batch, over connections kept open between batches.
 
-    async def send(self, message: EmailMessage) -> None:
+    A kept connection the server has closed meanwhile (idle timeout) fails at its first command: the mail is
+    sent again once on a fresh connection. Any other error ends that connection; the next mail opens a new one.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._idle: list[smtplib.SMTP] = []  # one per concurrent batch at most; list.pop/append are atomic
+
+    async def send_all(self, messages: list[EmailMessage]) -> list[BaseException | None]:
         # smtplib blocks: run it in a thread so the event loop (consumer heartbeats, HTTP) keeps going.
-        await asyncio.to_thread(self._send, message)
+        return await asyncio.to_thread(self._send_all, messages)
 
-    def _send(self, message: EmailMessage) -> None:
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+    def close(self) -> None:
+        while self._idle:
+            _quit(self._idle.pop())
+
+    def _send_all(self, messages: list[EmailMessage]) -> list[BaseException | None]:
+        smtp = self._idle.pop() if self._idle else None
+        results = []
+        for message in messages:
+            smtp, outcome = self._send(smtp, message)
+            results.append(outcome)
+        if smtp is not None:
+            self._idle.append(smtp)
+        return results
+
+    def _send(self, smtp: smtplib.SMTP | None, message: EmailMessage) -> tuple[smtplib.SMTP | None, BaseException | None]:
+        kept = smtp is not None
+        try:
+            if smtp is None:
+                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
             smtp.send_message(message)
+            return smtp, None
+        except smtplib.SMTPServerDisconnected as error:
+            _drop(smtp)
+            return self._send(None, message) if kept else (None, error)
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as refused:
+            return smtp, refused  # this message refused; smtplib reset the conversation, the connection goes on
+        except Exception as error:  # noqa: BLE001 - timeouts, refused connections: this connection is done
+            _drop(smtp)
+            return None, error
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except Exception:  # noqa: BLE001 - the server went first
+        smtp.close()
+
+
+def _drop(smtp: smtplib.SMTP | None) -> None:
+    """A broken connection is closed without a QUIT (which could wait a whole timeout for its answer)."""
+    if smtp is not None:
+        smtp.close()

@@ -13,7 +13,7 @@ from platform_schemas import Envelope, Message, registry
 from platform_schemas.events.notifications import NotificationSent
 from platform_schemas.topics import NOTIFICATIONS_EVENTS
 
-from ..adapters.repository import NotificationRepository
+from ..adapters.repository import Known, NotificationRepository
 from ..domain import routing
 from ..domain.delivery import DELIVERED, PENDING, notification_id
 from ..domain.routing import Notice, Parties
@@ -27,77 +27,80 @@ async def project(event_type: str, data: dict[str, Any], repo: NotificationRepos
     if event_type == "AccountRegistered":
         await repo.save_account(data["account_id"], data["role"], data["name"], data["email"])
     if event_type in ("OfferSent", "OfferFundingFailed"):
+        milestones = [(m["milestone_id"], m["title"], m["amount"]) for m in data.get("milestones") or ()] \
+            if event_type == "OfferSent" else []
         await repo.save_contract(Parties(data["contract_id"], data["client_id"], data["freelancer_id"],
-                                         data["currency"], data.get("title")))
-    if event_type == "OfferSent":
-        for m in data["milestones"]:
-            await repo.save_milestone(m["milestone_id"], data["contract_id"], m["title"], m["amount"])
+                                         data["currency"], data.get("title")), milestones)
     if event_type in ("MilestoneAdded", "MilestoneEdited"):
         await repo.save_milestone(data["milestone_id"], data["contract_id"], data["title"], data["amount"])
 
 
 async def notify(event: Message, ctx: Context) -> None:
-    """Keep the projections, then one row per person told and channel."""
+    """Keep the projections, then one row per person told and channel: one lookup, one insert for them all."""
     envelope, repo = ctx.envelope, ctx.notifications
     data = event.model_dump(mode="python")
     await project(envelope.type, data, repo)
-    parties = await repo.parties(data.get("contract_id"))
+    if envelope.type not in routing.RULES:
+        return  # a projection's event only (AccountRegistered, MilestoneAdded/Edited): nobody is told
+    known = await repo.lookup(data.get("contract_id"), data.get("milestone_id"), _named_accounts(data))
     try:
-        notices = routing.notices_for(envelope.type, data, parties)
+        notices = routing.notices_for(envelope.type, data, known.parties)
     except routing.RecipientUnknown as unknown:
         # Contract events share one partition, so OfferSent always comes first; this means an
         # event about a contract this service never heard of. Logged, not retried forever.
         log.warning("notification_recipient_unknown", event_id=envelope.id, type=envelope.type,
                     missing=str(unknown))
         return
-    for notice in notices:
-        await _notify(ctx, notice, envelope, parties)
-
-
-async def _notify(ctx: Context, notice: Notice, envelope: Envelope, parties: Parties | None) -> None:
-    repo = ctx.notifications
-    rendered = ctx.templates.render(notice.kind, await template_values(notice, parties, repo))
-    now = ctx.now
-    for channel in routing.CHANNELS:
-        nid = notification_id(envelope.id, notice.account_id, channel)
-        email = channel == "email"
-        added = await repo.add(
-            notification_id=nid, event_id=envelope.id, event_type=envelope.type, kind=notice.kind,
-            account_id=notice.account_id, channel=channel, contract_id=notice.facts.get("contract_id"),
-            subject=rendered.subject, body_text=rendered.text, body_html=rendered.html if email else None,
-            status=PENDING if email else DELIVERED, next_attempt_at=now if email else None,
-            created_at=now, delivered_at=None if email else now)
-        if added and not email:
+    rows = [row for notice in notices for row in _rows(ctx, notice, envelope, known)]
+    added = await repo.add(rows)
+    for row in rows:
+        if row["channel"] != "email" and row["notification_id"] in added:
             ctx.uow.publish(NOTIFICATIONS_EVENTS, NotificationSent(
-                notification_id=nid, account_id=notice.account_id, channel=channel, kind=notice.kind,
-                event_id=envelope.id, contract_id=notice.facts.get("contract_id")),
-                subject=notice.account_id, event_id=f"{nid}:sent")
+                notification_id=row["notification_id"], account_id=row["account_id"], channel=row["channel"],
+                kind=row["kind"], event_id=envelope.id, contract_id=row["contract_id"]),
+                subject=row["account_id"], event_id=f"{row['notification_id']}:sent")
 
 
-async def template_values(notice: Notice, parties: Parties | None, repo: NotificationRepository) -> dict[str, Any]:
+def _named_accounts(data: dict[str, Any]) -> list[str]:
+    """Every account an event's notifications may name (the contract's parties are added by the lookup)."""
+    named = [data.get(key) for key in ("client_id", "freelancer_id", "account_id")]
+    return [routing.ADMINISTRATORS_ID, *(a for a in named if a)]
+
+
+def _rows(ctx: Context, notice: Notice, envelope: Envelope, known: Known) -> list[dict[str, Any]]:
+    """The notice's row on every channel: in-app delivered by being written, email pending for the loop."""
+    rendered = ctx.templates.render(notice.kind, template_values(notice, known))
+    now = ctx.now
+    rows = []
+    for channel in routing.CHANNELS:
+        email = channel == "email"
+        rows.append(dict(
+            notification_id=notification_id(envelope.id, notice.account_id, channel), event_id=envelope.id,
+            event_type=envelope.type, kind=notice.kind, account_id=notice.account_id, channel=channel,
+            contract_id=notice.facts.get("contract_id"), subject=rendered.subject, body_text=rendered.text,
+            body_html=rendered.html if email else None, status=PENDING if email else DELIVERED,
+            next_attempt_at=now if email else None, created_at=now, delivered_at=None if email else now))
+    return rows
+
+
+def template_values(notice: Notice, known: Known) -> dict[str, Any]:
     """Everything a template may use (listed in templates/README.md)."""
-    facts = notice.facts
-    recipient = await repo.account(notice.account_id)
+    facts, parties, names = notice.facts, known.parties, known.names
     client_id = facts.get("client_id") or (parties.client_id if parties else None)
     freelancer_id = facts.get("freelancer_id") or (parties.freelancer_id if parties else None)
     contract_id = facts.get("contract_id")
-    milestone_title = await repo.milestone_title(facts.get("milestone_id"))
+    account_id = facts.get("account_id")
     return {
         "contract_id": contract_id, "client_id": client_id, "freelancer_id": freelancer_id, **facts,
         "party": notice.party,
         "recipient_id": notice.account_id,
-        "recipient_name": recipient["name"] if recipient else "there",
+        "recipient_name": names.get(notice.account_id, "there"),
         "contract_label": facts.get("contract_title") or facts.get("title") or contract_id or "",
-        "milestone_label": milestone_title or facts.get("milestone_id") or "",
-        "client_name": await _name(repo, client_id, "the client"),
-        "freelancer_name": await _name(repo, freelancer_id, "the freelancer"),
-        "account_name": await _name(repo, facts.get("account_id"), facts.get("account_id") or ""),
+        "milestone_label": known.milestone_title or facts.get("milestone_id") or "",
+        "client_name": names.get(client_id, "the client") if client_id else "the client",
+        "freelancer_name": names.get(freelancer_id, "the freelancer") if freelancer_id else "the freelancer",
+        "account_name": names.get(account_id, account_id) if account_id else "",
     }
-
-
-async def _name(repo: NotificationRepository, account_id: str | None, otherwise: str) -> str:
-    account = await repo.account(account_id) if account_id else None
-    return account["name"] if account else otherwise
 
 
 EVENT_TYPES = sorted({*routing.RULES, "AccountRegistered", "MilestoneAdded", "MilestoneEdited"})
