@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    DateTime, Integer, String, Text, bindparam, cast, func, literal, null, select, text, tuple_, union_all, update,
+    DateTime, Integer, String, Text, bindparam, cast, func, literal, literal_column, null, select, text, tuple_,
+    union_all, update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -68,6 +69,11 @@ class GatewayWork:
 
     async def update_charge(self, charge_id: str, **values: Any) -> None:
         await self.session.execute(update(charges).where(charges.c.charge_id == charge_id).values(**values))
+
+    async def rest_due(self, now: datetime) -> set[Operation]:
+        """Which of the rarer kinds of work (refund, void, bonus void) has a row due, in one statement."""
+        row = (await self.session.execute(_REST_DUE, {"now": now})).one()
+        return {Operation(kind) for kind, due in row._mapping.items() if due}
 
     # -- bonus batch charges given up --------------------------------------------------------
     async def next_due_bonus_void(self, now: datetime) -> dict[str, Any] | None:
@@ -134,13 +140,8 @@ class GatewayWork:
         """(operation, status) -> rows, for the open statuses and the bonus batch's unanswered charges."""
         found: dict[tuple[str, str], int] = {(str(o), str(s)): 0 for o, statuses in OPEN.items() for s in statuses}
         found[("bonus_charge", "pending")] = 0
-        for operation, state in ((Operation.CHARGE, charges.c.status), (Operation.REFUND, refunds.c.status),
-                                 (Operation.VOID, charges.c.void_status), ("bonus_charge", bonus_charges.c.status),
-                                 (Operation.BONUS_VOID, bonus_charges.c.void_status)):
-            statuses = OPEN.get(operation, ("pending",))
-            rows = await self.session.execute(select(state, func.count()).where(state.in_(statuses)).group_by(state))
-            for status, count in rows:
-                found[(str(operation), status)] = count
+        for operation, status, count in await self.session.execute(_COUNTS):
+            found[(operation, status)] = count
         return found
 
 
@@ -176,9 +177,28 @@ _RECORD_CHARGE = select(_NEW_CHARGE.c.billing_method_id, func.pg_notify(WAKE_CHA
 _DUE_CHARGES = (
     select(charges, billing_methods.c.token)
     .join(billing_methods, billing_methods.c.billing_method_id == charges.c.billing_method_id, isouter=True)
-    .where(charges.c.status == ChargeStatus.PENDING, charges.c.next_attempt_at <= bindparam("now"))
+    .where(charges.c.status == literal_column(f"'{ChargeStatus.PENDING}'"),
+           charges.c.next_attempt_at <= bindparam("now"))
     .order_by(charges.c.next_attempt_at).limit(bindparam("limit", type_=Integer))
     .with_for_update(of=charges, skip_locked=True))
+
+# Each kind's "due" is the condition its claim (next_due_*) uses, so a partial index answers it (the status
+# written into the statement, not bound: a generic plan could not match the index's predicate to a parameter).
+_PENDING = literal_column(f"'{VoidStatus.PENDING}'")
+_REST_DUE = select(*(select(table.c[key]).where(state == _PENDING, due_at <= bindparam("now")).exists()
+                     .label(str(operation))
+                     for operation, table, key, state, due_at in (
+                         (Operation.REFUND, refunds, "refund_id", refunds.c.status, refunds.c.next_attempt_at),
+                         (Operation.VOID, charges, "charge_id", charges.c.void_status, charges.c.next_attempt_at),
+                         (Operation.BONUS_VOID, bonus_charges, "charge_id", bonus_charges.c.void_status,
+                          bonus_charges.c.retry_at))))
+
+_COUNTED = ((Operation.CHARGE, charges.c.status), (Operation.REFUND, refunds.c.status),
+            (Operation.VOID, charges.c.void_status), ("bonus_charge", bonus_charges.c.status),
+            (Operation.BONUS_VOID, bonus_charges.c.void_status))
+_COUNTS = union_all(*(select(literal(str(operation)), state, func.count())
+                      .where(state.in_(OPEN.get(operation, ("pending",)))).group_by(state)
+                      for operation, state in _COUNTED))
 
 _SETTLED = {"charge_id": String, "status": String, "attempts": Integer, "gateway_reference": String,
             "reason_code": String, "message": Text, "settled_at": DateTime(timezone=True), "void_status": String,

@@ -79,10 +79,14 @@ class GatewayLoop:
         False when nothing was due."""
         busy = await self.charge_due()
         if self._rest_may_be_due():
-            refunded = await self.refund_one()
-            voided = await self.void_one()
-            bonus_voided = await self.void_bonus_charge_one()
-            self._rest_found = refunded or voided or bonus_voided
+            async with self.new_uow() as uow:  # one statement tells which kinds to claim from
+                ctx = self.new_context(uow)
+                due = await ctx.work.rest_due(ctx.now)
+            found = [await step() for operation, step in ((Operation.REFUND, self.refund_one),
+                                                          (Operation.VOID, self.void_one),
+                                                          (Operation.BONUS_VOID, self.void_bonus_charge_one))
+                     if operation in due]
+            self._rest_found = any(found)
             busy = busy or self._rest_found
         return busy
 
