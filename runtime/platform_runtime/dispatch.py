@@ -61,13 +61,13 @@ class CommandDispatcher:
                 raise IsolationNeeded(envelope.id) from None
             return
         savepoint = await uow.session.begin_nested()
-        queued = len(uow.outgoing)
+        queued = uow.checkpoint()
         try:
             await self._carry_out(envelope, uow)
             await savepoint.commit()
         except Rejected as rejection:
             await savepoint.rollback()
-            del uow.outgoing[queued:]
+            uow.restore(queued)
             await self._reject(envelope, rejection, uow)
 
     async def _carry_out(self, envelope: Envelope, uow: UnitOfWork) -> None:

@@ -39,29 +39,48 @@ SELECT (SELECT message_id FROM claimed) AS claimed,
 
 SET_STATUS = "UPDATE processed_messages SET status = $2, outcome = $3::jsonb WHERE message_id = $1"
 
-# The outbox rows of a transaction and the relay's wake-up in one statement. A data-modifying CTE runs to
-# completion whether or not the query reads it; WITH ORDINALITY keeps the rows' order in `seq` (commit order
-# per subject is what the relay publishes by).
-WRITE_OUTBOX = """
-WITH written AS (
-    INSERT INTO outbox (event_id, topic, key, type, payload)
-    SELECT event_id, topic, key, type, payload
-    FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::bytea[])
-         WITH ORDINALITY AS r(event_id, topic, key, type, payload, n)
-    ORDER BY n
-    RETURNING 1)
-SELECT pg_notify($6, '')
-"""
+def write_at_commit(cancel: bool, schedule: bool, outbox: bool) -> str:
+    """One statement for what a transaction queued for its commit: timers cancelled, timers scheduled, outbox
+    rows and the relay's NOTIFY. Data-modifying CTEs run to completion whether or not the query reads them, and
+    all see the snapshot of the statement's start: a timer cancelled here is one committed before (the ones this
+    transaction scheduled and then cancelled were dropped before they were written, see UnitOfWork.cancel_timers),
+    never one this statement inserts. Its parameters, in this order, are those of the parts it has:
+    cancel (cancelled_at, subjects[], kinds[]), schedule (timer_id[], kind[], subject[], due_at[], payload[],
+    correlation_id[]), outbox (event_id[], topic[], key[], type[], payload[], notify channel)."""
+    return _WRITE_AT_COMMIT[(cancel, schedule, outbox)]
 
-SCHEDULE = """
-INSERT INTO timers (timer_id, kind, subject, due_at, payload, correlation_id)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6) ON CONFLICT DO NOTHING
-"""
 
 # A timer locked by a runner is firing right now: skipped (see UnitOfWork.cancel_timers).
-CANCEL_TIMERS = """
-UPDATE timers SET cancelled_at = $3 WHERE timer_id IN (
-    SELECT timer_id FROM timers
-    WHERE subject = $1 AND kind = ANY($2::varchar[]) AND fired_at IS NULL AND cancelled_at IS NULL
-    FOR UPDATE SKIP LOCKED)
-"""
+_CANCEL = """cancelled AS (
+    UPDATE timers SET cancelled_at = ${0} WHERE timer_id IN (
+        SELECT timer_id FROM timers
+        WHERE (subject, kind) IN (SELECT * FROM unnest(${1}::varchar[], ${2}::varchar[]))
+          AND fired_at IS NULL AND cancelled_at IS NULL
+        FOR UPDATE SKIP LOCKED)
+    RETURNING 1)"""
+_SCHEDULE = """scheduled AS (
+    INSERT INTO timers (timer_id, kind, subject, due_at, payload, correlation_id)
+    SELECT * FROM unnest(${0}::varchar[], ${1}::varchar[], ${2}::varchar[], ${3}::timestamptz[], ${4}::jsonb[],
+                         ${5}::varchar[])
+    ON CONFLICT DO NOTHING RETURNING 1)"""
+# WITH ORDINALITY keeps the rows' order in `seq` (commit order per subject is what the relay publishes by).
+_OUTBOX = """written AS (
+    INSERT INTO outbox (event_id, topic, key, type, payload)
+    SELECT event_id, topic, key, type, payload
+    FROM unnest(${0}::varchar[], ${1}::varchar[], ${2}::varchar[], ${3}::varchar[], ${4}::bytea[])
+         WITH ORDINALITY AS r(event_id, topic, key, type, payload, n)
+    ORDER BY n
+    RETURNING 1)"""
+
+
+def _statement(cancel: bool, schedule: bool, outbox: bool) -> str:
+    parts, numbered = [], 0
+    for part, count, wanted in ((_CANCEL, 3, cancel), (_SCHEDULE, 6, schedule), (_OUTBOX, 5, outbox)):
+        if wanted:
+            parts.append(part.format(*(f"{numbered + i + 1}" for i in range(count))))
+            numbered += count
+    final = f"SELECT pg_notify(${numbered + 1}, '')" if outbox else "SELECT 1"
+    return ("WITH " + ",\n".join(parts) + "\n" if parts else "") + final
+
+
+_WRITE_AT_COMMIT = {(c, s, o): _statement(c, s, o) for c in (False, True) for s in (False, True) for o in (False, True)}

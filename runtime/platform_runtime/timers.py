@@ -58,7 +58,7 @@ class TimerRunner:
         timers = uow.tables["timers"]
         uow.cause = Cause(f"timer:{row['timer_id']}", row["correlation_id"] or row["timer_id"], "system")
         savepoint = await uow.session.begin_nested()
-        queued = len(uow.outgoing)
+        queued = uow.checkpoint()
         payload = {k: v for k, v in row["payload"].items() if not k.startswith(TRACE_KEY)}
         trace_context = {k[len(TRACE_KEY):]: v for k, v in row["payload"].items() if k.startswith(TRACE_KEY)}
         try:
@@ -70,7 +70,7 @@ class TimerRunner:
             await savepoint.commit()
         except Exception as error:  # noqa: BLE001 - one bad timer must not hold back the others
             await savepoint.rollback()
-            del uow.outgoing[queued:]
+            uow.restore(queued)
             await uow.session.execute(
                 update(timers).where(timers.c.timer_id == row["timer_id"])
                 .values(attempts=timers.c.attempts + 1, last_error=repr(error)[:2000])

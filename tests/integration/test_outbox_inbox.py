@@ -7,9 +7,11 @@ The in-memory FakeUnitOfWork of the unit tests passes the same inbox tests as th
 """
 
 import asyncio
+import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import pytest
@@ -428,3 +430,57 @@ async def test_a_batch_with_a_command_rejected_after_its_writes_keeps_the_others
     await consumer.process([record(command(name=n, id=f"cmd-{n}").to_json(), i) for i, n in enumerate(names)])
     assert await inbox.recorded() == {"cmd-Ann": "accepted", "cmd-Bad": "rejected", "cmd-Cy": "accepted"}
     assert sorted(await inbox.outbox()) == ["AccountRegistered", "AccountRegistered", "CommandRejected"]
+
+
+# -- timers: queued by the unit of work, written at commit in the outbox's statement -------------------
+
+
+async def _timers(scratch: Scratch) -> dict[str, str]:
+    rows = await scratch.fetch("SELECT timer_id, cancelled_at IS NOT NULL AS cancelled FROM timers")
+    return {r["timer_id"]: "cancelled" if r["cancelled"] else "pending" for r in rows}
+
+
+async def test_timers_are_written_at_commit_and_cancel_only_what_was_there_before(scratch):
+    soon = datetime.now(timezone.utc) + timedelta(minutes=5)
+    async with scratch.new_uow() as uow:
+        await uow.schedule("a", "deadline", "s-1", soon, {"n": 1})
+        await uow.schedule("b", "reminder", "s-1", soon, {"n": 2})
+        uow.publish(scratch.topic, registered("s-1", 0), subject="s-1")
+        assert await _timers(scratch) == {}  # queued, not yet written
+        await uow.commit()
+    assert await _timers(scratch) == {"a": "pending", "b": "pending"}
+    assert len(await scratch.fetch("SELECT seq FROM outbox")) == 1
+    async with scratch.new_uow() as uow:  # the next step's deadline: the old one cancelled, the new one kept
+        await uow.cancel_timers("s-1", "deadline")
+        await uow.schedule("c", "deadline", "s-1", soon, {"n": 3})
+        await uow.commit()
+    assert await _timers(scratch) == {"a": "cancelled", "b": "pending", "c": "pending"}
+    async with scratch.new_uow() as uow:  # scheduled then cancelled in one transaction: never written
+        await uow.schedule("d", "deadline", "s-1", soon, {"n": 4})
+        await uow.cancel_timers("s-1", "deadline")
+        await uow.commit()
+    assert await _timers(scratch) == {"a": "cancelled", "b": "pending", "c": "cancelled"}
+    async with scratch.new_uow() as uow:  # rolled back: nothing
+        await uow.schedule("e", "deadline", "s-2", soon, {"n": 5})
+    assert "e" not in await _timers(scratch)
+    [row] = await scratch.fetch("SELECT payload, due_at FROM timers WHERE timer_id = 'b'")
+    assert json.loads(row["payload"]) == {"n": 2} and row["due_at"] == soon
+
+
+async def test_a_timer_being_fired_is_left_alone_by_a_cancel(scratch):
+    soon = datetime.now(timezone.utc) + timedelta(minutes=5)
+    async with scratch.new_uow() as uow:
+        await uow.schedule("f", "deadline", "s-3", soon, {})
+        await uow.commit()
+    runner = await asyncpg.connect(asyncpg_dsn(scratch.url))
+    try:
+        firing = runner.transaction()
+        await firing.start()
+        await runner.fetch("SELECT timer_id FROM timers WHERE timer_id = 'f' FOR UPDATE")  # a runner holds it
+        async with scratch.new_uow() as uow:
+            await uow.cancel_timers("s-3", "deadline")
+            await asyncio.wait_for(uow.commit(), 10)  # skipped, not waited for
+        await firing.rollback()
+    finally:
+        await runner.close()
+    assert (await _timers(scratch))["f"] == "pending"

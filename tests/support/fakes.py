@@ -122,6 +122,13 @@ class FakeUnitOfWork:
         if command_id in self.inbox:
             self.inbox[command_id].update(status=status, outcome=outcome)
 
+    def checkpoint(self) -> tuple[int, dict[str, dict[str, Any]]]:
+        return len(self.outgoing), copy.deepcopy(self.timers)
+
+    def restore(self, checkpoint: tuple[int, dict[str, dict[str, Any]]]) -> None:
+        del self.outgoing[checkpoint[0]:]
+        self.timers = checkpoint[1]
+
     async def schedule(self, timer_id: str, kind: str, subject: str, due_at: datetime,
                        payload: dict[str, Any]) -> None:
         self.timers.setdefault(timer_id, {"timer_id": timer_id, "kind": kind, "subject": subject, "due_at": due_at,
