@@ -120,6 +120,25 @@ async def test_a_refresh_that_changes_nothing_tells_nothing_and_keeps_the_versio
     assert rows[("cl-never-owed", "EUR")] == (0, 0)
 
 
+async def test_a_payment_of_a_client_that_never_owed_writes_no_balance_and_one_that_owed_settles_it(engine):
+    [bonus_id] = await declined(engine, 500)
+    uow = new_uow(engine)
+    async with uow:
+        await make_past_due_and_refresh(uow, bonus_id)
+        await uow.commit()
+    uow = new_uow(engine)
+    async with uow:  # a later batch charged the past-due bonus, and another client's new one
+        await uow.session.execute(text("UPDATE bonuses SET status = 'charged' WHERE bonus_id = :b"), {"b": bonus_id})
+        await past_due.refresh(uow, BonusRepository(uow.session), {(CLIENT, "USD"), ("cl-paid", "USD")},
+                               paid_only=True)
+        await uow.commit()
+    async with engine.connect() as conn:
+        rows = {(r.client_id, r.currency): (r.amount, r.version)
+                for r in await conn.execute(select(past_due_balances))}
+    assert rows == {(CLIENT, "USD"): (0, 2)}
+    assert [(e["amount"], e["version"]) for e in await told(engine)] == [(500, 1), (0, 2)]
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def escrow_engine(infra):
     from escrow.bootstrap import definition as escrow

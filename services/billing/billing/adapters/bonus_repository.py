@@ -142,19 +142,22 @@ class BonusRepository:
             .group_by(bonuses.c.client_id, bonuses.c.currency))
         return {(client, currency): (int(total), until) for client, currency, total, until in rows}
 
-    async def lock_past_due_balances(self, pairs: set[tuple[str, str]], now: datetime) -> dict[tuple[str, str], tuple[int, int]]:
+    async def lock_past_due_balances(self, pairs: set[tuple[str, str]], now: datetime,
+                                     create: bool = True) -> dict[tuple[str, str], tuple[int, int]]:
         """(client, currency) -> (amount, version) of these balances, each row locked for this transaction.
 
-        A pair never owed before gets its row first (0, version 0), so that there is a row to lock: whoever
-        reads what is owed after this waits for every other transaction changing it. Rows are made and locked
-        in one order (client, then currency), so two transactions locking overlapping pairs never deadlock."""
+        With `create`, a pair never owed before gets its row first (0, version 0), so that there is a row to
+        lock: whoever reads what is owed after this waits for every other transaction changing it. Without it,
+        only existing rows are locked (and returned). Rows are made and locked in one order (client, then
+        currency), so two transactions locking overlapping pairs never deadlock."""
         if not pairs:
             return {}
         ordered = sorted(pairs)
-        await self.session.execute(
-            insert(past_due_balances).on_conflict_do_nothing(index_elements=["client_id", "currency"]),
-            [{"client_id": client, "currency": currency, "amount": 0, "version": 0, "updated_at": now}
-             for client, currency in ordered])
+        if create:
+            await self.session.execute(
+                insert(past_due_balances).on_conflict_do_nothing(index_elements=["client_id", "currency"]),
+                [{"client_id": client, "currency": currency, "amount": 0, "version": 0, "updated_at": now}
+                 for client, currency in ordered])
         rows = await self.session.execute(
             select(past_due_balances.c.client_id, past_due_balances.c.currency, past_due_balances.c.amount,
                    past_due_balances.c.version)

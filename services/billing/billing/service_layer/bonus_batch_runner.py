@@ -155,7 +155,7 @@ class BonusBatchRunner:
             await self._announce_failed_charges(uow, batch, failed, streaks)
             # A retried past-due balance that is now paid is no longer owed.
             await past_due.refresh(uow, repo, {(a["client_id"], a["currency"]) for a in settled
-                                               if a["status"] == "succeeded"})
+                                               if a["status"] == "succeeded"}, paid_only=True)
             await uow.commit()
         for answer in answers:
             CHARGES.labels(answer["status"]).inc()

@@ -9,15 +9,24 @@ from ..adapters.bonus_repository import BonusRepository
 
 
 async def refresh(uow: UnitOfWork, repo: BonusRepository, pairs: set[tuple[str, str]],
-                  reasons: dict[tuple[str, str], tuple[str, str]] | None = None) -> None:
+                  reasons: dict[tuple[str, str], tuple[str, str]] | None = None, paid_only: bool = False) -> None:
     """Recompute what these (client, currency) owe from their bonuses; record and announce what changed.
 
     The balances are locked before what is owed is read: a transaction changing the same balance waits here
     until the other commits, then reads its bonuses as they are (read committed: each statement sees what was
     committed before it began). Read first and locked after, two transactions would each compute from what
     they saw alone and the last to commit would write, and announce, a stale amount. Each change counts one
-    more `version`, carried by the event: the consumers keep the highest and ignore an older one."""
-    before = await repo.lock_past_due_balances(pairs, uow.clock.now())
+    more `version`, carried by the event: the consumers keep the highest and ignore an older one.
+
+    `paid_only`: the caller only paid bonuses (a charge succeeded). Then a pair without a balance row is left
+    alone: a bonus counts as owed only once a declined charge made it past due, and that transaction made the
+    row (committed before any batch could take the bonus again), so such a pair owes nothing and the payment
+    changes nothing. This spares a batch a row per client it charges."""
+    before = await repo.lock_past_due_balances(pairs, uow.clock.now(), create=not paid_only)
+    if paid_only:
+        pairs = set(before)
+    if not pairs:
+        return
     owed = await repo.owed(pairs)
     for client_id, currency in sorted(pairs):
         amount, until = owed.get((client_id, currency), (0, None))
