@@ -7,6 +7,7 @@ Prints the counts per statement kind (`pytest -s`), which is how README.md's fig
 """
 
 import asyncio
+import os
 import re
 import time
 
@@ -61,9 +62,11 @@ async def test_a_fund_saga_costs_notifications_few_statements_and_commits(client
     offers_before = await _all_emails_sent(platform)
     await _statistics(platform, "SELECT pg_stat_statements_reset()")
     await _statistics(platform, "SELECT pg_stat_reset()")
+    cpu_before = _cpu_seconds(platform)
     outcomes = await asyncio.gather(*(send_offer(client, p) for p in people))
     assert {outcome.type for _, outcome in outcomes} == {"OfferSent"}
     own = await _all_emails_sent(platform, expected_at_least=offers_before + SAGAS, polls=True)
+    cpu = {name: (seconds - cpu_before[name]) * 1000 / SAGAS for name, seconds in _cpu_seconds(platform).items()}
     await asyncio.sleep(2.0)  # the relay's last pass; idle backends report their counts within a second
     rows = await _statistics(platform, """
         SELECT query, calls FROM pg_stat_statements JOIN pg_database d ON d.oid = dbid
@@ -83,12 +86,28 @@ async def test_a_fund_saga_costs_notifications_few_statements_and_commits(client
     print(f"\nnotifications, per fund saga ({SAGAS} sagas): {(total - idle) / SAGAS:.2f} statements of work "
           f"(+ {idle / SAGAS:.2f} of idle polls), {written / SAGAS:.2f} COMMITs, "
           f"{commits['n'] / SAGAS:.2f} transactions committed (autocommit statements included)")
+    print("  CPU per saga (idle loops included): " + ", ".join(f"{n} {ms:.1f} ms" for n, ms in cpu.items()))
     for name, calls in sorted(per_kind.items(), key=lambda kv: -kv[1]):
         print(f"  {calls / SAGAS:6.2f}  {name}")
     for row in rows:
         print(f"  {row['calls']:5d}  {' '.join(row['query'].split())[:150]}")
     assert (total - idle) / SAGAS <= MAX_STATEMENTS_PER_SAGA, per_kind
     assert written / SAGAS <= MAX_COMMITS_PER_SAGA
+
+
+def _cpu_seconds(platform) -> dict[str, float]:
+    """User + system CPU so far of the notifications processes and the SMTP sink (/proc, Linux only)."""
+    pids = {name: proc.pid for name, proc in platform.procs.items() if name.startswith("notifications")}
+    if getattr(platform, "smtp", None) and platform.smtp.proc:
+        pids["smtp sink"] = platform.smtp.proc.pid
+    spent = {}
+    for name, pid in pids.items():
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        spent[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return spent
 
 
 async def _all_emails_sent(platform, expected_at_least: int = 0, within: float = 120.0, polls: bool = False) -> int:
