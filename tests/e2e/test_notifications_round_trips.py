@@ -20,8 +20,8 @@ from tests.support.story import parties, send_offer
 pytestmark = pytest.mark.e2e
 SAGAS = 20
 IDLE_SECONDS = 3.0
-# Measured after the set-based rewrite: about 11 statements of work and 0.7 COMMITs per saga (README, issue
-# 10; 21 and 2.25 before). The bounds leave room for batching that varies with timing (and the pool's new
+# Measured after the set-based rewrite: about 5.6 statements of work and 0.1-0.2 COMMITs per saga (README, issue
+# 10; 19 and 1.05 before). The bounds leave room for batching that varies with timing (and the pool's new
 # connections, each introspecting types once), not for a statement per email or per projection row again.
 MAX_STATEMENTS_PER_SAGA = 15
 MAX_COMMITS_PER_SAGA = 2
