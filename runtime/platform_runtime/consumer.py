@@ -44,6 +44,9 @@ class BatchProcessor:
     # Events only: whether a type has a handler. A record whose `ce_type` header names a type without one is
     # skipped unparsed and outside any transaction (it would be ignored after the parse anyway).
     handles: Callable[[str], bool] | None = None
+    # How the dispatcher's inbox records what it handles ("accepted" commands, "seen" events): a batch's
+    # messages are then claimed in one statement before they are handled. None: each claims its own.
+    claim_status: str | None = None
 
     async def process(self, records: list[ConsumerRecord]) -> dict[TopicPartition, int]:
         """Handle a batch; returns the offsets to commit (next offset per partition)."""
@@ -83,6 +86,9 @@ class BatchProcessor:
     async def _in_one_transaction(self, batch: list[tuple[ConsumerRecord, Envelope]], savepoints: bool = True) -> None:
         async with self.new_uow() as uow:
             uow.savepoint_per_message = savepoints
+            if self.claim_status and not savepoints:
+                await uow.claim_all([e for _, e in batch if self.handles is None or self.handles(e.type)],
+                                    self.claim_status)
             for _record, envelope in batch:
                 # The message's trace context is current while it is handled: what it causes carries it on.
                 with tracing.span(f"handle {envelope.type}", {

@@ -44,6 +44,7 @@ class CommandDispatcher:
     # command's one topic and the kinds of actor it accepts there (platform_schemas.actors.COMMAND_ROUTES);
     # None for the internal saga topics.
     routes: Mapping[str, Route] | None = None
+    claim_status = "accepted"  # how the inbox records a command (claimed with the batch's others: consumer.py)
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -192,6 +193,7 @@ class EventDispatcher:
 
     handlers: Mapping[type[Message], Handler]
     context: ContextFactory = HandlerContext
+    claim_status = "seen"  # how the inbox records an event (claimed with the batch's others: consumer.py)
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

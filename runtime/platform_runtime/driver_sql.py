@@ -37,6 +37,22 @@ SELECT (SELECT message_id FROM claimed) AS claimed,
        (SELECT fingerprint FROM processed_messages WHERE message_id = $1) AS seen
 """
 
+# A batch's claims in one statement: for each distinct id, whether this statement inserted it, else the
+# fingerprint of the row that was there (NULL when another transaction committed it while this one waited on
+# the index: not in this statement's snapshot; that message's own claim looks again).
+CLAIM_ALL = """
+WITH claimed AS (
+    INSERT INTO processed_messages (message_id, type, subject, actor, fingerprint, status, processed_at)
+    SELECT id, type, subject, actor, fingerprint, $6, $7
+    FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[])
+         AS m(id, type, subject, actor, fingerprint)
+    ON CONFLICT DO NOTHING RETURNING message_id)
+SELECT m.id, c.message_id IS NOT NULL AS claimed, p.fingerprint AS seen
+FROM unnest($1::varchar[]) AS m(id)
+LEFT JOIN claimed c ON c.message_id = m.id
+LEFT JOIN processed_messages p ON p.message_id = m.id
+"""
+
 SET_STATUS = "UPDATE processed_messages SET status = $2, outcome = $3::jsonb WHERE message_id = $1"
 
 def write_at_commit(cancel: bool, schedule: bool, outbox: bool) -> str:

@@ -53,11 +53,15 @@ class Subscription:
     # Whether an event type has a handler (records of other types are skipped unparsed); by default the
     # EventDispatcher's own. None for commands: every command is answered, an unknown one with its rejection.
     handles: Callable[[str], bool] | None = None
+    # The inbox status the dispatcher records ("accepted", "seen"): the consumer claims a batch at once.
+    claim_status: str | None = None
 
     def __post_init__(self) -> None:
         owner = getattr(self.dispatch, "__self__", None)
         if self.handles is None and isinstance(owner, EventDispatcher):
             self.handles = owner.handles
+        if self.claim_status is None:
+            self.claim_status = getattr(owner, "claim_status", None)
 
 
 async def plain_context(runtime: "Runtime") -> ContextFactory:
@@ -187,7 +191,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
             topic=s.topic, dispatch=s.dispatch, new_uow=runtime.new_uow, dead_letters=dead_letters,
             max_attempts=settings.consumer_max_attempts,
             backoff_seconds=settings.consumer_retry_backoff.total_seconds(), give_up=s.give_up,
-            faults=runtime.faults, handles=s.handles)
+            faults=runtime.faults, handles=s.handles, claim_status=s.claim_status)
         for s in subscriptions
     }
 

@@ -72,6 +72,8 @@ class UnitOfWork:
     # Queued for the commit's one statement (commit): timers scheduled, as rows, and (subject, kind) cancelled.
     _scheduled: list[tuple] = field(default_factory=list)
     _cancelled: list[tuple[str, str]] = field(default_factory=list)
+    # A batch's claims made at once (claim_all): message id -> (verdict, status), answered by `claim`.
+    _claimed: dict[str, tuple[InboxVerdict, str]] = field(default_factory=dict)
     # The transaction's connection. Repositories run Core statements on it directly: through the ORM
     # session each statement cost about 0.2 ms more CPU on the benchmark machine, for nothing used here.
     session: AsyncConnection = field(init=False)
@@ -81,7 +83,7 @@ class UnitOfWork:
         self._orm = self.session_factory()
         await self._orm.begin()
         self.session = await self._orm.connection()
-        self.outgoing, self._scheduled, self._cancelled = [], [], []
+        self.outgoing, self._scheduled, self._cancelled, self._claimed = [], [], [], {}
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -146,6 +148,10 @@ class UnitOfWork:
     # -- inbox ---------------------------------------------------------------------------------
     async def claim(self, envelope: Envelope, status: str = "accepted") -> InboxVerdict:
         """Record the message as processed, in this transaction; tells whether it was seen before."""
+        made = self._claimed.get(envelope.id)
+        if made is not None and made[1] == status:
+            del self._claimed[envelope.id]  # a second delivery in the same batch is a duplicate: asked below
+            return made[0]
         print_ = fingerprint(envelope)
         conn = await self.driver()
         row = await conn.fetchrow(driver_sql.CLAIM, envelope.id, envelope.type, envelope.subject, envelope.actor,
@@ -156,6 +162,26 @@ class UnitOfWork:
         if seen is None:  # claimed by a transaction that committed while this statement waited: not in its snapshot
             seen = await conn.fetchval("SELECT fingerprint FROM processed_messages WHERE message_id = $1", envelope.id)
         return "duplicate" if seen == print_ else "conflict"
+
+    async def claim_all(self, envelopes: list[Envelope], status: str) -> None:
+        """Claim a batch's messages in one statement, before they are handled: each one's `claim` then answers
+        from what this found, with no round trip of its own. Only the first delivery of an id is claimed here."""
+        unique: dict[str, Envelope] = {}
+        for envelope in envelopes:
+            unique.setdefault(envelope.id, envelope)
+        first = list(unique.values())
+        if len(first) < 2:
+            return  # one message: its own claim is one round trip too
+        prints = {e.id: fingerprint(e) for e in first}
+        conn = await self.driver()
+        rows = await conn.fetch(driver_sql.CLAIM_ALL, [e.id for e in first], [e.type for e in first],
+                                [e.subject for e in first], [e.actor for e in first], list(prints.values()), status,
+                                self.clock.now())
+        for row in rows:
+            if row["claimed"]:
+                self._claimed[row["id"]] = ("new", status)
+            elif row["seen"] is not None:
+                self._claimed[row["id"]] = ("duplicate" if row["seen"] == prints[row["id"]] else "conflict", status)
 
     async def remember(self, key: str, type_: str, subject: str, outcome: dict[str, Any]) -> None:
         """Keep an answer under a key of its own (e.g. a saga step answered as failed), in this transaction."""

@@ -484,3 +484,40 @@ async def test_a_timer_being_fired_is_left_alone_by_a_cancel(scratch):
     finally:
         await runner.close()
     assert (await _timers(scratch))["f"] == "pending"
+
+
+async def test_a_batch_claimed_at_once_handles_each_new_message_once_and_skips_what_was_seen(inbox):
+    """The consumer claims a batch's messages in one statement (UnitOfWork.claim_all): a message handled in an
+    earlier batch, and a second delivery of one in the same batch, are duplicates; the others are handled."""
+    handled = []
+
+    async def registers(cmd, ctx):
+        handled.append(cmd.name)
+        ctx.uow.publish("contracts.events", AccountRegistered(account_id=cmd.account_id, role="client",
+                                                          name=cmd.name, email=cmd.email), subject=cmd.account_id)
+
+    dispatcher = CommandDispatcher("contracts.commands", {RegisterAccount: registers}, "contracts.events")
+    consumer = BatchProcessor("contracts.commands", dispatcher.dispatch, inbox.new_uow, FakeDeadLetters(), 3, 0.01,
+                              claim_status=dispatcher.claim_status)
+    await consumer.process([record(command(name="Ann", id="cmd-Ann").to_json(), 0)])
+    batch = [command(name=n, id=f"cmd-{n}") for n in ("Ann", "Bo", "Cy", "Bo")]
+    await consumer.process([record(e.to_json(), i + 1) for i, e in enumerate(batch)])
+    assert handled == ["Ann", "Bo", "Cy"]
+    assert await inbox.recorded() == {"cmd-Ann": "accepted", "cmd-Bo": "accepted", "cmd-Cy": "accepted"}
+    assert sorted(await inbox.outbox()) == ["AccountRegistered"] * 3
+
+
+async def test_an_id_used_before_with_another_body_is_rejected_when_claimed_with_its_batch(inbox):
+    dispatcher = CommandDispatcher("contracts.commands", {RegisterAccount: lambda cmd, ctx: _nothing()},
+                                   "contracts.events")
+    consumer = BatchProcessor("contracts.commands", dispatcher.dispatch, inbox.new_uow, FakeDeadLetters(), 3, 0.01,
+                              claim_status=dispatcher.claim_status)
+    await consumer.process([record(command(name="Ann", id="cmd-1").to_json(), 0)])
+    await consumer.process([record(command(name="Eve", id="cmd-1").to_json(), 1),
+                            record(command(name="Bo", id="cmd-2").to_json(), 2)])
+    assert (await inbox.recorded())["cmd-2"] == "accepted"
+    assert await inbox.outbox() == ["CommandRejected"]  # idempotency_conflict, and cmd-2 handled
+
+
+async def _nothing() -> None:
+    return None

@@ -111,6 +111,9 @@ class FakeUnitOfWork:
             return "new"
         return "duplicate" if seen["fingerprint"] == fingerprint(envelope) else "conflict"
 
+    async def claim_all(self, envelopes: list[Envelope], status: str) -> None:
+        """The real one claims a batch in one statement; here each message's own claim does it."""
+
     async def remember(self, key: str, type_: str, subject: str, outcome: dict[str, Any]) -> None:
         self.inbox.setdefault(key, {"type": type_, "fingerprint": "-", "status": "remembered", "outcome": outcome})
 
