@@ -13,6 +13,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from platform_runtime.clock import FrozenClock
 from platform_runtime.unit_of_work import Cause, InboxVerdict, Outgoing, fingerprint
+from platform_runtime.errors import Rejected
 from platform_schemas import Envelope, Message, new_envelope
 
 from contracts.domain.accounts import Account, activity_is_news
@@ -179,10 +180,14 @@ class FakeAccountRepository:
     async def save(self, account: Account) -> None:
         self._rows[account.account_id] = copy.deepcopy(account)
 
-    async def record_activity(self, account_id: str, now: datetime, resolution: timedelta) -> None:
-        row = self._rows.get(account_id)
-        if row is not None and activity_is_news(row.last_activity_at, now, resolution):
-            row.last_activity_at = now
+    async def get_many(self, account_ids: list[str]) -> dict[str, Account]:
+        return {a: copy.deepcopy(self._rows[a]) for a in account_ids if a in self._rows}
+
+    async def record_activity(self, account_ids: list[str], now: datetime, resolution: timedelta) -> None:
+        for account_id in account_ids:
+            row = self._rows.get(account_id)
+            if row is not None and activity_is_news(row.last_activity_at, now, resolution):
+                row.last_activity_at = now
 
     def stored(self, account_id: str) -> Account:
         return self._rows[account_id]
@@ -196,14 +201,19 @@ class FakeContractRepository:
     async def get(self, contract_id: str) -> Contract | None:
         return copy.deepcopy(self._rows.get(contract_id))
 
-    async def exists(self, contract_id: str) -> bool:
-        return contract_id in self._rows
-
     async def milestone_ids_taken(self, ids: list[str]) -> list[str]:
         taken = {m.milestone_id for c in self._rows.values() for m in c.milestones}
         return [i for i in ids if i in taken]
 
     async def save(self, contract: Contract, event: str, now: datetime) -> None:
+        """Like the real one: a new contract or milestone claims its id, and one already used is refused."""
+        if contract.is_new and contract.contract_id in self._rows:
+            raise Rejected("id_taken", f"contract id {contract.contract_id} is already used (ids are never reused)")
+        mine = {m.milestone_id for m in self._rows[contract.contract_id].milestones} \
+            if contract.contract_id in self._rows else set()
+        if taken := await self.milestone_ids_taken([m.milestone_id for m in contract.milestones
+                                                    if m.milestone_id not in mine]):
+            raise Rejected("id_taken", f"milestone ids already used: {', '.join(taken)}")
         contract.is_new = False
         self._rows[contract.contract_id] = copy.deepcopy(contract)
         self.history.append((contract.contract_id, event))

@@ -9,9 +9,9 @@ from platform_schemas.topics import BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESC
 
 from ..adapters.bonus_repository import BonusRepository
 from ..adapters.queues import DisputeRepository
-from ..adapters.repositories import AccountRepository, ContractRepository, SagaRepository
+from ..adapters.repositories import AccountRepository, ContractRepository, SagaRepository, Seen
 from ..adapters.upcoming_repository import UpcomingRepository
-from ..domain.accounts import Account, activity_resolution
+from ..domain.accounts import Account, activity_is_news, activity_resolution
 from ..domain.contracts import Contract
 from ..settings import ContractsSettings
 
@@ -25,11 +25,14 @@ class Context(HandlerContext):
     bonuses: BonusRepository = field(init=False)
     disputes: DisputeRepository = field(init=False)
     upcoming: UpcomingRepository = field(init=False)
+    # Accounts read (unlocked) by this handler: a second read of one is not another round trip.
+    _accounts: dict[str, Account] = field(init=False, default_factory=dict)
+    _seen: Seen = field(init=False, default_factory=Seen)
 
     def __post_init__(self) -> None:
         self.accounts = AccountRepository(self.uow.session)
-        self.contracts = ContractRepository(self.uow.session)
-        self.sagas = SagaRepository(self.uow.session)
+        self.contracts = ContractRepository(self.uow.session, self._seen)
+        self.sagas = SagaRepository(self.uow.session, self._seen)
         self.bonuses = BonusRepository(self.uow.session)
         self.disputes = DisputeRepository(self.uow.session)
         self.upcoming = UpcomingRepository(self.uow.session)
@@ -52,9 +55,14 @@ class Context(HandlerContext):
         await self.record_activity(contract.client_id, contract.freelancer_id)
 
     async def record_activity(self, *account_ids: str) -> None:
+        """One statement for all of them, none for an account whose activity this handler saw recent enough
+        (the statement would not write it either: activity only ever moves forward)."""
         resolution = activity_resolution(self.settings.account_inactive_after)
-        for account_id in sorted(set(account_ids)):  # one lock order, so two transactions never deadlock here
-            await self.accounts.record_activity(account_id, self.now, resolution)
+        known = self._seen.activity
+        news = sorted(a for a in set(account_ids) if a not in known or activity_is_news(known[a], self.now, resolution))
+        if news:
+            await self.accounts.record_activity(news, self.now, resolution)
+            known.update(dict.fromkeys(news, self.now))
 
     async def contract(self, contract_id: str) -> Contract:
         contract = await self.contracts.get(contract_id)
@@ -62,8 +70,19 @@ class Context(HandlerContext):
             raise Rejected("not_found", f"contract {contract_id} does not exist")
         return contract
 
+    async def read_accounts(self, *account_ids: str) -> None:
+        """Read these accounts (unlocked) in one round trip, for the `account` calls that follow."""
+        found = await self.accounts.get_many([a for a in account_ids if a not in self._accounts])
+        self._accounts.update(found)
+        self._seen.activity.update({a: account.last_activity_at for a, account in found.items()})
+
     async def account(self, account_id: str, lock: bool = False) -> Account:
-        account = await self.accounts.get(account_id, lock)
+        account = None if lock else self._accounts.get(account_id)
+        if account is None:
+            account = await self.accounts.get(account_id, lock)
         if account is None:
             raise Rejected("not_found", f"account {account_id} does not exist")
+        if not lock:
+            self._accounts[account_id] = account
+        self._seen.activity.setdefault(account_id, account.last_activity_at)
         return account

@@ -13,6 +13,7 @@ from .sagas.refund import refund_milestone
 async def send_offer(cmd: SendOffer, ctx: Context) -> None:
     if ctx.actor != cmd.client_id:
         raise Rejected("forbidden", "an offer is sent by its client (actor must be client_id)")
+    await ctx.read_accounts(cmd.client_id, cmd.freelancer_id)  # both in one round trip
     client = await ctx.account(cmd.client_id)
     client.ensure_role("client")
     client.ensure_may_start_activity()
@@ -21,10 +22,7 @@ async def send_offer(cmd: SendOffer, ctx: Context) -> None:
     for spec in cmd.milestones:
         ctx.settings.limits.check_milestone(spec.amount)
     ctx.settings.limits.check_contract(spec.amount for spec in cmd.milestones)
-    if await ctx.contracts.exists(cmd.contract_id):
-        raise Rejected("id_taken", f"contract id {cmd.contract_id} is already used (ids are never reused)")
-    if taken := await ctx.contracts.milestone_ids_taken([m.milestone_id for m in cmd.milestones]):
-        raise Rejected("id_taken", f"milestone ids already used: {', '.join(taken)}")
+    # A contract or milestone id used before is refused `id_taken` by the save, which claims each id.
     contract = Contract.offer(
         cmd.contract_id, cmd.client_id, cmd.freelancer_id, cmd.title, cmd.currency, cmd.deposit,
         [Milestone(s.milestone_id, s.title, s.amount, i, s.due_date) for i, s in enumerate(cmd.milestones)],
