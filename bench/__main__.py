@@ -36,7 +36,7 @@ from . import database_work, fund_saga, raw_limits
 from .principals import super_user
 from .report import all_sent, floor, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
-from .stats import CpuSnapshot, load_average, pid_listening_on
+from .stats import GATEWAY_DATABASE, CpuSnapshot, load_average, pid_listening_on
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,6 +132,7 @@ def kafka_broker_pid(kafka: str) -> int | None:
 
 
 LOAD_GENERATOR = "bench (this process)"  # the load generator's own CPU, reported apart from the platform's
+NOT_THE_PLATFORM = (LOAD_GENERATOR, SMTP_SINK, GATEWAY_DATABASE, "postgres: server and other databases")
 
 
 async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, idle: dict | None = None) -> dict:
@@ -156,13 +157,13 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, id
         # The platform: its services, their databases' backends and the broker; not the load generator, nor
         # other people's databases on a shared server.
         result["platform_cpu_ms_per_saga"] = round(sum(
-            ms for g, ms in per_saga.items() if g not in (LOAD_GENERATOR, SMTP_SINK, "postgres: server and other databases")), 2)
+            ms for g, ms in per_saga.items() if g not in NOT_THE_PLATFORM), 2)
         result["load_generator_cpu_ms_per_saga"] = per_saga.get(LOAD_GENERATOR)
         if idle:
             net = {g: round(max(s - idle.get(g, 0.0) * wall, 0.0) / completed * 1000, 2)
                    for g, s in result["cpu"]["cpu_seconds"].items()}
             result["platform_cpu_ms_per_saga_net_of_idle"] = round(sum(
-                ms for g, ms in net.items() if g not in (LOAD_GENERATOR, SMTP_SINK, "postgres: server and other databases")), 2)
+                ms for g, ms in net.items() if g not in NOT_THE_PLATFORM), 2)
             result["cpu_ms_per_saga_net_of_idle"] = net
         result["database_work_per_saga"] = database_work.per_saga(
             work_before, await database_work.settled_snapshot(work_dsn, bench.prefix), completed, bench.services)

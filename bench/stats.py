@@ -85,6 +85,11 @@ def pid_listening_on(port: int, comm: str) -> int | None:
     return None
 
 
+# The payment gateway simulator's database (billing calls the simulator in its own process, standing in for a
+# card network's API): like the mail sink, not the platform's; its backends are counted apart.
+GATEWAY_DATABASE = "postgres: payment gateway stand-in"
+
+
 @dataclass
 class CpuSnapshot:
     """CPU seconds used so far by each process of interest, grouped, and by the whole machine.
@@ -103,7 +108,8 @@ class CpuSnapshot:
         """named: pid -> its group (several processes of one service make one group)."""
         groups = dict(named)
         for pid, cmdline in _processes("postgres").items():
-            groups.setdefault(pid, "postgres: benchmark databases" if f" {db_prefix}" in cmdline
+            groups.setdefault(pid, GATEWAY_DATABASE if f" {db_prefix}gateway " in cmdline
+                              else "postgres: benchmark databases" if f" {db_prefix}" in cmdline
                               else "postgres: server and other databases")
         by_pid = {}
         for pid, group in groups.items():
