@@ -22,6 +22,15 @@ class LedgerTransaction:
     postings: list[ledger.Posting]
 
 
+@dataclass(frozen=True)
+class Funding:
+    """What a hold puts into its contract's milestones' holdings (milestone id -> amount)."""
+
+    contract_id: str
+    currency: str
+    by_milestone: dict[str, int]
+
+
 def _account_values(prefix: str, account: Account) -> dict[str, str]:
     return {f"{prefix}kind": account.kind, f"{prefix}owner_id": account.owner, f"{prefix}sub_id": account.sub}
 
@@ -72,9 +81,10 @@ class LedgerRepository:
             "milestone_id": [t.milestone_id for t in transactions]})
         await self.post(transactions)
 
-    async def post(self, transactions: list[LedgerTransaction]) -> None:
-        """The postings of ledger transactions recorded already (`claim`, `append_all`) and the running balances
-        they move, in one statement; refuses (Rejected, the caller's savepoint rolls back) if one overdraws."""
+    async def post(self, transactions: list[LedgerTransaction], funding: Funding | None = None) -> None:
+        """The postings of ledger transactions recorded already (`claim`, `append_all`), the running balances they
+        move and, for a hold, the money into its milestones' holdings, in one statement; refuses (Rejected, the
+        caller's savepoint rolls back) if one overdraws."""
         legs = [(t.tx, leg, p) for t in transactions for leg, p in enumerate(t.postings)]
         if not legs:
             return
@@ -89,18 +99,17 @@ class LedgerRepository:
         balance_columns = {"b_kind": [a.kind for a in touched], "b_owner_id": [a.owner for a in touched],
                            "b_sub_id": [a.sub for a in touched], "b_currency": [a.currency for a in touched],
                            "b_delta": [moved[a] for a in touched]}
-        rows = await self.session.execute(_POST, posting_columns | balance_columns)
+        if funding is None:
+            rows = await self.session.execute(_POST, posting_columns | balance_columns)
+        else:
+            milestones = sorted(funding.by_milestone)
+            rows = await self.session.execute(_POST_AND_FUND, posting_columns | balance_columns | {
+                "f_contract_id": funding.contract_id, "f_currency": funding.currency, "f_milestone_id": milestones,
+                "f_funded": [funding.by_milestone[m] for m in milestones]})
         after = {Account(kind, owner, sub, currency): balance for kind, owner, sub, currency, balance in rows}
         before = {a: after[a] - moved[a] for a in touched}
         # The domain's rule, on the balances as they were: refused if any transaction, in turn, overdraws.
         ledger.apply_all(before, [t.postings for t in transactions])
-
-    async def fund_holdings(self, contract_id: str, currency: str, funded: dict[str, int]) -> None:
-        """Money into the milestones' holdings (milestone id -> amount), in one statement."""
-        milestones = sorted(funded)
-        await self.session.execute(_FUND_HOLDINGS, {"contract_id": contract_id, "currency": currency,
-                                                    "milestone_id": milestones,
-                                                    "funded": [funded[m] for m in milestones]})
 
     async def held(self, contract_id: str, milestone_id: str) -> int:
         """What a milestone holds, locked until this transaction ends."""
@@ -174,34 +183,37 @@ _ADD_TRANSACTIONS = text(
 
 _POSTING_COLUMNS = ("transaction_kind", "transaction_id", "leg", "posting_id", "debit_kind", "debit_owner_id",
                     "debit_sub_id", "credit_kind", "credit_owner_id", "credit_sub_id", "amount", "currency")
-# The postings, and the balances of the accounts they touch moved by their net amounts (rows made at 0 where
-# new), in the order given; the balances after come back for the overdraft check.
-_POST = text(f"""
-WITH new_postings AS (
+_POSTINGS = f"""new_postings AS (
     INSERT INTO postings ({', '.join(_POSTING_COLUMNS)})
-    SELECT * FROM unnest({', '.join(':' + c for c in _POSTING_COLUMNS)}))
-INSERT INTO account_balances (kind, owner_id, sub_id, currency, balance)
+    SELECT * FROM unnest({', '.join(':' + c for c in _POSTING_COLUMNS)}))"""
+_FUNDED = """funded AS (
+    INSERT INTO holdings (contract_id, milestone_id, currency, funded)
+    SELECT :f_contract_id, milestone_id, :f_currency, amount
+    FROM unnest(:f_milestone_id, :f_funded) AS f (milestone_id, amount)
+    ON CONFLICT (contract_id, milestone_id) DO UPDATE SET funded = holdings.funded + excluded.funded)"""
+# The balances of the accounts the postings touch, moved by their net amounts (rows made at 0 where new), in the
+# order given; the balances after come back for the overdraft check.
+_BALANCES = """INSERT INTO account_balances (kind, owner_id, sub_id, currency, balance)
 SELECT kind, owner_id, sub_id, currency, delta
 FROM unnest(:b_kind, :b_owner_id, :b_sub_id, :b_currency, :b_delta)
      WITH ORDINALITY AS moved (kind, owner_id, sub_id, currency, delta, n)
 ORDER BY n
 ON CONFLICT (kind, owner_id, sub_id, currency) DO UPDATE SET balance = account_balances.balance + excluded.balance
-RETURNING kind, owner_id, sub_id, currency, balance
-""").bindparams(*_arrays(**{c: Integer if c == "leg" else BigInteger if c == "amount" else String
+RETURNING kind, owner_id, sub_id, currency, balance"""
+_POST_PARAMS = (*_arrays(**{c: Integer if c == "leg" else BigInteger if c == "amount" else String
                             for c in _POSTING_COLUMNS}),
                 *_arrays(b_kind=String, b_owner_id=String, b_sub_id=String, b_currency=String, b_delta=BigInteger))
-
-_FUND_HOLDINGS = text("""
-INSERT INTO holdings (contract_id, milestone_id, currency, funded)
-SELECT :contract_id, milestone_id, :currency, funded FROM unnest(:milestone_id, :funded) AS f (milestone_id, funded)
-ON CONFLICT (contract_id, milestone_id) DO UPDATE SET funded = holdings.funded + excluded.funded
-""").bindparams(bindparam("contract_id", type_=String), bindparam("currency", type_=String),
-                *_arrays(milestone_id=String, funded=BigInteger))
+_POST = text(f"WITH {_POSTINGS}\n{_BALANCES}").bindparams(*_POST_PARAMS)
+_POST_AND_FUND = text(f"WITH {_POSTINGS},\n{_FUNDED}\n{_BALANCES}").bindparams(
+    *_POST_PARAMS, bindparam("f_contract_id", type_=String), bindparam("f_currency", type_=String),
+    *_arrays(f_milestone_id=String, f_funded=BigInteger))
 
 _HELD = (select(holdings.c.funded - holdings.c.released - holdings.c.refunded)
-         .where(holdings.c.contract_id == bindparam("contract_id"), holdings.c.milestone_id == bindparam("milestone_id"))
+         .where(holdings.c.contract_id == bindparam("contract_id"),
+                holdings.c.milestone_id == bindparam("milestone_id"))
          .with_for_update())
 _TAKE_FROM_HOLDING = update(holdings).where(
-    holdings.c.contract_id == bindparam("b_contract_id"), holdings.c.milestone_id == bindparam("b_milestone_id")).values(
+    holdings.c.contract_id == bindparam("b_contract_id"),
+    holdings.c.milestone_id == bindparam("b_milestone_id")).values(
     released=holdings.c.released + bindparam("b_released", type_=BigInteger),
     refunded=holdings.c.refunded + bindparam("b_refunded", type_=BigInteger))

@@ -10,7 +10,7 @@ from platform_runtime.errors import Rejected
 from platform_schemas.commands.saga import HoldEscrow, RefundEscrow, ReleaseEscrow
 from platform_schemas.events.escrow import EscrowFunded, EscrowRefunded, EscrowReleased
 
-from ..adapters.ledger_repository import LedgerRepository, LedgerTransaction
+from ..adapters.ledger_repository import Funding, LedgerRepository, LedgerTransaction
 from ..domain import earnings, ledger
 from ..domain.wire import wire
 from .context import Context
@@ -26,11 +26,11 @@ async def hold_escrow(cmd: HoldEscrow, ctx: Context) -> None:
     if claimed:  # else the step again: answered the same way, no second effect
         if currency != cmd.currency:  # refused: the savepoint takes the claim back with it
             raise Rejected("currency_mismatch", f"contract {cmd.contract_id} is held in {currency}")
-        await repo.post([LedgerTransaction(tx, cmd.contract_id, None, postings)])
         funded: dict[str, int] = {}
         for m in cmd.milestones:
             funded[m.milestone_id] = funded.get(m.milestone_id, 0) + m.amount
-        await repo.fund_holdings(cmd.contract_id, cmd.currency, funded)
+        await repo.post([LedgerTransaction(tx, cmd.contract_id, None, postings)],
+                        Funding(cmd.contract_id, cmd.currency, funded))
     ctx.event(EscrowFunded(
         hold_id=cmd.hold_id, saga_id=cmd.saga_id, charge_id=cmd.charge_id, contract_id=cmd.contract_id,
         client_id=cmd.client_id, currency=cmd.currency, amount=sum(m.amount for m in cmd.milestones),
