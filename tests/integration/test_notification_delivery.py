@@ -20,7 +20,7 @@ from notifications.adapters.templates import Templates
 from notifications.bootstrap import definition
 from notifications.domain.delivery import RetryPolicy
 from notifications.adapters.repository import EMAILS_DUE_CHANNEL
-from notifications.adapters.wakeups import Listener
+from platform_runtime.listener import Listener
 from notifications.service_layer.delivery import EmailDelivery, WorkSignal
 from notifications.service_layer.context import Context
 from notifications.service_layer.handlers import HANDLERS
@@ -258,7 +258,7 @@ async def test_an_email_without_a_known_address_waits_for_it(db, clock):
 
 async def test_an_inserted_email_wakes_a_listening_delivery_loop_at_commit(db, clock, infra):
     woken = asyncio.Event()
-    listener = Listener(infra.database_url(DATABASE), EMAILS_DUE_CHANNEL, woken.set)
+    listener = Listener(infra.database_url(DATABASE), EMAILS_DUE_CHANNEL, lambda _payload: woken.set())
     task = asyncio.create_task(listener.run())
     try:
         async with asyncio.timeout(30):

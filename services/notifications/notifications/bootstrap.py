@@ -11,7 +11,7 @@ from .adapters.repository import EMAILS_DUE_CHANNEL, NotificationRepository
 from .adapters.smtp import SmtpSender
 from .adapters.tables import metadata
 from .adapters.templates import Templates
-from .adapters.wakeups import Listener
+from platform_runtime.listener import Listener
 from .domain import routing
 from .domain.delivery import RetryPolicy
 from .entrypoints import http

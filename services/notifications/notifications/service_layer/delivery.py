@@ -6,7 +6,7 @@ instances and workers never send the same row at once), sends them over one kept
 and queues NotificationSent or, after the retries are spent, NotificationFailed in the outbox. A
 failure only moves that row's `next_attempt_at` (exponential backoff); the other rows go on.
 
-A worker waits for work: it is woken when an email is inserted (LISTEN, adapters/wakeups.py), one
+A worker waits for work: it is woken when an email is inserted (LISTEN, platform_runtime/listener.py), one
 idle worker per announcement; one worker per process also polls at `poll_seconds`, for retries that
 fell due (and announcements lost while the listener reconnects).
 
@@ -88,8 +88,8 @@ class EmailDelivery:
         self.batch_size = batch_size
         self.signal = WorkSignal()
 
-    def emails_due(self) -> None:
-        """An email was inserted (the listener's callback): wake an idle worker."""
+    def emails_due(self, _payload: str | None = None) -> None:
+        """An email was inserted, or listening (re)started (the listener's callback): wake an idle worker."""
         self.signal.announce()
 
     async def run(self) -> None:
