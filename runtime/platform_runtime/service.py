@@ -25,13 +25,14 @@ from . import metrics, tracing
 from .backlog_metrics import BacklogMetrics, ConsumerLag
 from .clock import Clock, SystemClock
 from .context import ContextFactory, HandlerContext
-from .consumer import BatchProcessor, GiveUp, commit_offsets, rewind
+from .consumer import BatchProcessor, GiveUp, rewind
 from .consumer_watchdog import ConsumerWatchdog, StallDetector
 from .dead_letters import DeadLetters
 from .dispatch import EventDispatcher
 from .faults import TransientFaults
 from .http import base_app, database_answers, routes_without_scope
 from .http_auth import TokenHashes
+from .offsets import OffsetCommitter
 from .relay import OutboxRelay, new_producer, notify_channel
 from .settings import ServiceSettings
 from .context import TimerHandler
@@ -104,10 +105,12 @@ class Runtime:
     group_lag: ConsumerLag | None = None  # the broker's view, measured by the backlog metrics
     handling_batch: bool = False
     stall: StallDetector = field(init=False)
+    offsets: OffsetCommitter = field(init=False)
 
     def __post_init__(self) -> None:
         self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)
         self.stall = StallDetector(self.settings.consumer_stall_after.total_seconds())
+        self.offsets = OffsetCommitter(self.settings.consumer_commit_interval.total_seconds())
 
     @property
     def name(self) -> str:
@@ -159,6 +162,8 @@ class Runtime:
         supervisor starts it again (offsets are committed only after the database commit: nothing is lost). A start
         that fails is tried again by the watchdog's next look."""
         subscriber = self.subscriber
+        with contextlib.suppress(Exception):  # what was done is committed first; if not, it is read again
+            await asyncio.wait_for(self.offsets.flush(), within)
         try:
             await asyncio.wait_for(subscriber.stop(), within)
         except Exception as error:  # noqa: BLE001 - whatever kept it from stopping, it may still be in the group
@@ -200,7 +205,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
     subscriber = broker.subscriber(
         *processors, group_id=runtime.name, batch=True, max_records=settings.consumer_max_records,
         batch_timeout_ms=settings.consumer_batch_timeout_ms, auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL, title=runtime.name,
+        ack_policy=AckPolicy.MANUAL, title=runtime.name, listener=runtime.offsets.rebalance_listener(),
     )
     _fetch_without_idle_sleep(subscriber)
     runtime.subscriber = subscriber
@@ -210,7 +215,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
         records = list(message.raw_message) if isinstance(message.raw_message, tuple) else [message.raw_message]
         started = time.monotonic()
         offsets = {}
-        runtime.handling_batch = True  # until its offsets are committed: the watchdog never restarts mid-commit
+        runtime.handling_batch = True  # until its offsets are handed over: the watchdog never restarts mid-batch
         try:
             try:
                 for topic in dict.fromkeys(r.topic for r in records):
@@ -218,7 +223,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
             except BaseException:
                 rewind(message.consumer, records)  # fetched but not done: read again, never skipped
                 raise
-            await commit_offsets(message.consumer, offsets)
+            await runtime.offsets.done(message.consumer, offsets)  # committed soon after (offsets.py)
         finally:
             runtime.handling_batch = False
         runtime.last_batch_at = time.monotonic()
@@ -266,7 +271,7 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
                                         [s.topic for s in subscriptions], kafka_security.client_options(settings))
         backlog = BacklogMetrics(runtime.engine, runtime.clock, timer_handlers.keys, runtime.group_lag,
                                  settings.metrics_interval.total_seconds())
-        loops = [relay.run, timers.run, backlog.run, *definition.background(runtime)]
+        loops = [relay.run, timers.run, backlog.run, runtime.offsets.run, *definition.background(runtime)]
         tasks = [asyncio.create_task(loop(), name=getattr(loop, "__qualname__", "loop")) for loop in loops]
         watchdog = asyncio.create_task(runtime.consumer_watchdog().run(), name="consumer_watchdog")
         await broker.start()
@@ -277,6 +282,9 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
             log.info("service_stopping")
             watchdog.cancel()  # first: it must not start the consumer again while the service stops
             await asyncio.gather(watchdog, return_exceptions=True)
+            runtime.offsets.closing = True  # the batch in hand, if any, commits its offsets itself
+            with contextlib.suppress(Exception):
+                await runtime.offsets.flush()
             await broker.stop()  # waits for in-flight batches, whose offsets commit after their DB commit
             relay.stop()  # let the relay finish its pass: cancelled mid-send, it would republish on restart
             if relay.active:

@@ -60,6 +60,9 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_retry_backoff: Duration = timedelta(milliseconds=200)
     consumer_max_records: int = 200
+    # Offsets are committed after the database commit, at most one request per this interval (offsets.py): one
+    # per batch cost more than the message itself at low rates. 0: after every batch.
+    consumer_commit_interval: Duration = timedelta(milliseconds=500)
     # How long one fetch waits for records when there are none; it returns as soon as any arrive,
     # so this is no latency cost (service.py drops faststream's extra sleep after an empty fetch).
     consumer_batch_timeout_ms: int = 200
