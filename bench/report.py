@@ -125,7 +125,17 @@ def _cpu(phase: dict) -> str:
             f"({json.dumps(phase.get('cpu_ms_per_saga'))}); load generator "
             f"{phase.get('load_generator_cpu_ms_per_saga')} ms/saga, apart; machine busy "
             f"{phase['cpu']['machine_busy_fraction']:.0%}, load average {phase.get('load_average')}"
-            f"{_database_work(phase.get('database_work_per_saga'))}")
+            f"{_database_work(phase.get('database_work_per_saga'))}{_kafka_work(phase)}")
+
+
+def _kafka_work(phase: dict) -> str:
+    """Batches and Kafka offset commits per saga by service (each commit is a request the broker handles)."""
+    sagas, services = phase.get("offers") or phase.get("burst"), phase.get("services")
+    if not sagas or not services:
+        return ""
+    parts = [f"{name} {s.get('batches', 0) / sagas:.2f} batches {s.get('offset_commits', 0) / sagas:.2f} offset commits"
+             for name, s in services.items()]
+    return "\n  consumer work per saga: " + ", ".join(parts)
 
 
 def _database_work(work: dict | None) -> str:

@@ -30,7 +30,7 @@ SMTP_SINK = "smtp sink (stand-in of the mail server)"
 # of the machine like in production: the benchmark runs it too.
 BENCH_SERVICES = (*SAGA_SERVICES, "notifications")
 # Counters and histograms worth a delta per phase: how big the batches were, how long they took.
-METRICS = ("consumer_batch_seconds", "messages_consumed_total", "outbox_relayed_total")
+METRICS = ("consumer_batch_seconds", "messages_consumed_total", "outbox_relayed_total", "consumer_offset_commits_total")
 
 
 @dataclass
@@ -148,7 +148,8 @@ def metric_deltas(before: dict, after: dict) -> dict[str, dict[str, float]]:
         batches = delta.get("consumer_batch_seconds_count", 0.0)
         consumed = sum(v for k, v in delta.items() if k.startswith("messages_consumed_total"))
         summary = {"batches": batches, "messages_consumed": consumed,
-                   "outbox_relayed": delta.get("outbox_relayed_total", 0.0)}
+                   "outbox_relayed": delta.get("outbox_relayed_total", 0.0),
+                   "offset_commits": delta.get("consumer_offset_commits_total", 0.0)}
         if batches:
             summary["mean_messages_per_batch"] = round(consumed / batches, 2)
             summary["mean_batch_ms"] = round(delta.get("consumer_batch_seconds_sum", 0.0) / batches * 1000, 3)

@@ -10,6 +10,8 @@ SKIPPED = Counter("messages_skipped_total", "Events skipped unparsed: their ce_t
 DEAD_LETTERED = Counter("messages_dead_lettered_total", "Messages sent to a dead-letter topic", ["topic"])
 BATCHES_REDONE = Counter("consumer_batches_redone_total",
                          "Batches handled again with a savepoint per message: a command in them was rejected", ["topic"])
+OFFSET_COMMITS = Counter("consumer_offset_commits_total",
+                         "Offset commit requests sent to Kafka (coalesced over consumer_commit_interval)")
 BATCH_SECONDS = Histogram("consumer_batch_seconds", "Time to handle one fetched batch")
 RELAYED = Counter("outbox_relayed_total", "Outbox messages published")
 RELAY_ROW_FAILURES = Counter("outbox_publish_failures_total",

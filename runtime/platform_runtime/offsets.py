@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from . import logging as logs
+from . import metrics
 from .consumer import commit_offsets
 
 log = logs.get_logger(__name__)
@@ -55,6 +56,7 @@ class OffsetCommitter:
             if not offsets:
                 return
             try:
+                metrics.OFFSET_COMMITS.inc()
                 await commit_offsets(consumer, offsets)
             except BaseException:  # not committed (the broker unreachable, cancelled): kept for the next commit
                 for tp, offset in offsets.items():
