@@ -239,6 +239,48 @@ async def test_a_pass_marks_the_rows_the_pass_before_it_published_in_the_same_st
             if r.key == b"c-1"] == [0, 2]  # each published once, in order
 
 
+async def test_the_running_relay_leaves_marking_to_the_next_pass_when_one_follows_within_its_mark_delay(
+        infra, scratch, producer):
+    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=30.0, mark_delay=30.0)
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until(lambda: _relay_active(relay), 10, "the relay holding its lock")
+        await commit_events(scratch, [("c-1", 0)])
+        await read_topic(infra.credentials("broker"), scratch.topic, 1, timeout=10)
+        assert await unsent(scratch) == 1  # published; its mark waits for the next pass
+        await commit_events(scratch, [("c-1", 1)])  # the next commit's pass marks it while reading the new row
+        await read_topic(infra.credentials("broker"), scratch.topic, 2, timeout=10)
+        await wait_until(lambda: _unsent_is(scratch, 1), 10, "the first row marked by the second pass")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+    assert await unsent(scratch) == 0  # a graceful stop marks what it published
+
+
+async def test_a_pass_with_none_after_it_is_marked_on_its_own_after_the_mark_delay(infra, scratch, producer):
+    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=30.0, mark_delay=0.2)
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until(lambda: _relay_active(relay), 10, "the relay holding its lock")
+        await commit_events(scratch, [("c-1", 0)])
+        await wait_until(lambda: _none_unsent(scratch), 10, "the lone row marked after the mark delay")
+    finally:
+        await stop(task)
+
+
+async def _unsent_ids_are(scratch: Scratch, ids: list[str]) -> bool:
+    return [r["event_id"] for r in await scratch.fetch(
+        "SELECT event_id FROM outbox WHERE sent_at IS NULL ORDER BY seq")] == ids
+
+
+async def _relay_active(relay: OutboxRelay) -> bool:
+    return relay.active
+
+
+async def _unsent_is(scratch: Scratch, n: int) -> bool:
+    return await unsent(scratch) == n
+
+
 async def test_rows_published_but_not_marked_before_a_crash_are_published_again_with_the_same_id(
         infra, scratch, producer):
     [event] = await commit_events(scratch, [("c-1", 0)])
@@ -394,8 +436,8 @@ async def test_a_row_the_broker_refuses_holds_back_only_its_own_subject_and_is_r
                                   ("c-3", later[2].id)}
             [(seq, failing)] = relay.failing.items()
             assert failing.key == "c-1" and "MessageSizeTooLarge" in failing.error
-            assert [r["event_id"] for r in await scratch.fetch(
-                "SELECT event_id FROM outbox WHERE sent_at IS NULL ORDER BY seq")] == [huge.id, later[0].id]
+            # The others are marked sent (by the next pass, or after the relay's mark delay); these two are not.
+            await wait_until(lambda: _unsent_ids_are(scratch, [huge.id, later[0].id]), 10, "only the two held unsent")
             # An operator mends the row: it goes out, then the row held behind it, in commit order.
             await scratch.fetch("UPDATE outbox SET payload = convert_to(rtrim(convert_from(payload, 'UTF8')), 'UTF8') "
                                 "WHERE seq = $1", seq)
