@@ -194,9 +194,11 @@ class FakeAccountRepository:
 
 
 class FakeContractRepository:
-    def __init__(self, contracts: list[Contract] = ()) -> None:
+    def __init__(self, contracts: list[Contract] = (), sagas: "FakeSagaRepository | None" = None) -> None:
         self._rows = {c.contract_id: copy.deepcopy(c) for c in contracts}
         self.history: list[tuple[str, str]] = []  # (contract id, event) of every save
+        self.sagas = sagas  # where a saga saved with its contract goes
+        self.entries: list = []  # the statement's entries saved with a contract
 
     async def get(self, contract_id: str) -> Contract | None:
         return copy.deepcopy(self._rows.get(contract_id))
@@ -205,8 +207,10 @@ class FakeContractRepository:
         taken = {m.milestone_id for c in self._rows.values() for m in c.milestones}
         return [i for i in ids if i in taken]
 
-    async def save(self, contract: Contract, event: str, now: datetime) -> None:
-        """Like the real one: a new contract or milestone claims its id, and one already used is refused."""
+    async def save(self, contract: Contract, event: str, now: datetime, *, saga: Saga | None = None,
+                   entries: list = ()) -> None:
+        """Like the real one: a new contract or milestone claims its id, and one already used is refused; the
+        saga and the statement's entries given are saved with it."""
         if contract.is_new and contract.contract_id in self._rows:
             raise Rejected("id_taken", f"contract id {contract.contract_id} is already used (ids are never reused)")
         mine = {m.milestone_id for m in self._rows[contract.contract_id].milestones} \
@@ -217,6 +221,9 @@ class FakeContractRepository:
         contract.is_new = False
         self._rows[contract.contract_id] = copy.deepcopy(contract)
         self.history.append((contract.contract_id, event))
+        if saga is not None:
+            await self.sagas.save(saga)
+        self.entries += entries
 
     def stored(self, contract_id: str) -> Contract | None:
         return self._rows.get(contract_id)
@@ -295,8 +302,8 @@ class FakeContext(Context):
 
     def __post_init__(self) -> None:
         self.accounts = FakeAccountRepository()
-        self.contracts = FakeContractRepository()
         self.sagas = FakeSagaRepository()
+        self.contracts = FakeContractRepository(sagas=self.sagas)
         self.bonuses = FakeBonusRepository()
         self.disputes = FakeDisputeRepository()
         self.upcoming = FakeUpcomingRepository()

@@ -1,14 +1,17 @@
 """Load and save the contracts service's aggregates, locked for the length of the transaction.
 
-The hot path's statements are built once, here, with bind parameters: building a statement and its cache
-key anew for every message cost more CPU than running it. A write of several rows is one statement over
-arrays (`unnest`), whatever the number of rows, and a save writes only the rows that changed since the load.
+The hot path's statements (a fund saga's: the parties read, the saga and its contract locked, a save) are
+fixed SQL on the transaction's asyncpg connection (adapters/sql.py); the rest are SQLAlchemy Core, built once
+with bind parameters. A write of several rows is one statement over arrays (`unnest`), whatever the number
+of rows, and a save writes only the rows that changed since the load, in one statement with what goes with
+it: the saga whose step moved the contract and the statement's entries of the event being handled.
 """
 
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ARRAY, Boolean, DateTime, String, any_, bindparam, exists, func, or_, select, tuple_, update
+from sqlalchemy import ARRAY, String, any_, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeEngine
@@ -18,25 +21,15 @@ from platform_runtime.errors import Rejected
 from ..domain.accounts import Account
 from ..domain.contracts import Contract, Milestone
 from ..domain.sagas import NEEDS_ATTENTION, RUNNING, Saga
-from .tables import accounts, contracts, milestone_history, milestones, sagas
+from ..domain.statement import Movement
+from . import sql
+from .sql import compose, names, placeholders, unnest
+from .tables import accounts, contracts, milestone_history, milestones, sagas, statement_entries
 
 _ACCOUNT_FIELDS = [c.name for c in accounts.c if c.name != "registered_at"]
 _CONTRACT_FIELDS = [c.name for c in contracts.c]
 _MILESTONE_FIELDS = [c.name for c in milestones.c if c.name != "contract_id"]
-_HISTORY_FIELDS = ["milestone_id", "status", "event", "at"]
-
-
-def rows_of(table, columns: list[str], alias: str, **more: TypeEngine):
-    """`unnest(:alias_a, :alias_b, ...) AS alias(a, b, ...)`: rows given as one array per column (a column of
-    `table`, or one of `more` with its type), bound as `<alias>_<column>` (see arrays_of)."""
-    types = {**{c: table.c[c].type for c in columns}, **more}
-    arrays = [bindparam(f"{alias}_{c}", type_=ARRAY(t)) for c, t in types.items()]
-    return func.unnest(*arrays).table_valued(*types, name=alias).render_derived()
-
-
-def arrays_of(rows: list[dict], columns: list[str], alias: str) -> dict[str, list]:
-    """The parameters of a `rows_of` statement: one list per column."""
-    return {f"{alias}_{c}": [r[c] for r in rows] for c in columns}
+_ENTRY_FIELDS = [c.name for c in statement_entries.c]
 
 
 @dataclass
@@ -49,25 +42,19 @@ class Seen:
     activity: dict[str, datetime | None] = field(default_factory=dict)
 
 
-_IDS = bindparam("ids", type_=ARRAY(String))  # `= ANY(:ids)`: one statement text for any number of ids
-
-
 # -- accounts --------------------------------------------------------------------------------------
 
-_GET_ACCOUNTS = select(accounts).where(accounts.c.account_id == any_(_IDS))
-_LOCK_ACCOUNT = select(accounts).where(accounts.c.account_id == bindparam("id")).with_for_update()
+_GET_ACCOUNTS = f"SELECT {names(_ACCOUNT_FIELDS)} FROM accounts WHERE account_id = ANY($1::varchar[])"
+_LOCK_ACCOUNT = f"SELECT {names(_ACCOUNT_FIELDS)} FROM accounts WHERE account_id = $1 FOR UPDATE"
 # Activity of several accounts in one statement, their rows locked in one order (account id), so two
 # transactions recording the same parties never deadlock; only a recorded activity older than the
-# resolution is written (see activity_is_news).
-_STALE_ACTIVITY = (select(accounts.c.account_id)
-                   .where(accounts.c.account_id == any_(_IDS),
-                          or_(accounts.c.last_activity_at.is_(None), accounts.c.last_activity_at < bindparam("before")))
-                   .order_by(accounts.c.account_id).with_for_update())
-_RECORD_ACTIVITY = (update(accounts)
-                    .where(accounts.c.account_id.in_(_STALE_ACTIVITY.scalar_subquery()),
-                           or_(accounts.c.last_activity_at.is_(None),
-                               accounts.c.last_activity_at < bindparam("before")))
-                    .values(last_activity_at=bindparam("now", type_=accounts.c.last_activity_at.type)))
+# resolution ($2) is written (see activity_is_news).
+_RECORD_ACTIVITY = """
+UPDATE accounts SET last_activity_at = $3
+WHERE account_id IN (SELECT account_id FROM accounts
+                     WHERE account_id = ANY($1::varchar[]) AND (last_activity_at IS NULL OR last_activity_at < $2)
+                     ORDER BY account_id FOR UPDATE)
+  AND (last_activity_at IS NULL OR last_activity_at < $2)"""
 
 
 def _account(row) -> Account:
@@ -80,13 +67,13 @@ class AccountRepository:
 
     async def get(self, account_id: str, lock: bool = False) -> Account | None:
         if lock:
-            row = (await self.session.execute(_LOCK_ACCOUNT, {"id": account_id})).mappings().first()
+            row = await (await sql.driver(self.session)).fetchrow(_LOCK_ACCOUNT, account_id)
             return _account(row) if row else None
         return (await self.get_many([account_id])).get(account_id)
 
     async def get_many(self, account_ids: list[str]) -> dict[str, Account]:
         """The accounts of these ids that exist, unlocked, in one round trip."""
-        rows = (await self.session.execute(_GET_ACCOUNTS, {"ids": list(account_ids)})).mappings()
+        rows = await (await sql.driver(self.session)).fetch(_GET_ACCOUNTS, list(account_ids))
         return {row["account_id"]: _account(row) for row in rows}
 
     async def add(self, account: Account) -> bool:
@@ -100,70 +87,82 @@ class AccountRepository:
 
     async def record_activity(self, account_ids: list[str], now: datetime, resolution: timedelta) -> None:
         """Written only where the recorded activity is older than `resolution` (see activity_is_news)."""
-        await self.session.execute(_RECORD_ACTIVITY, {"ids": list(account_ids), "before": now - resolution, "now": now})
+        await (await sql.driver(self.session)).execute(_RECORD_ACTIVITY, list(account_ids), now - resolution, now)
 
 
 # -- contracts and their milestones ----------------------------------------------------------------
 
-_CONTRACT = contracts.c.contract_id == bindparam("b_contract_id")
-_LOCK_CONTRACT = select(contracts).where(_CONTRACT).with_for_update()
-_MILESTONES_OF = select(milestones).where(milestones.c.contract_id == bindparam("b_contract_id")) \
-    .order_by(milestones.c.position)
+_LOCK_CONTRACT = f"SELECT {names(_CONTRACT_FIELDS)} FROM contracts WHERE contract_id = $1 FOR UPDATE"
+_MILESTONES_OF = f"SELECT {names(_MILESTONE_FIELDS)} FROM milestones WHERE contract_id = $1 ORDER BY position"
 # Unlocked (a read API): the contract and its milestones in one statement, one snapshot.
-_READ_CONTRACT = (select(contracts, *[milestones.c[k].label(f"m_{k}") for k in _MILESTONE_FIELDS])
-                  .outerjoin(milestones, milestones.c.contract_id == contracts.c.contract_id)
-                  .where(_CONTRACT).order_by(milestones.c.position))
-_EVENT, _AT = bindparam("event", type_=String), bindparam("at", type_=DateTime(timezone=True))
+_READ_CONTRACT = (f"SELECT {names(_CONTRACT_FIELDS, 'c.')}, "
+                  f"{', '.join(f'm.{k} AS m_{k}' for k in _MILESTONE_FIELDS)} FROM contracts c "
+                  f"LEFT JOIN milestones m ON m.contract_id = c.contract_id WHERE c.contract_id = $1 "
+                  f"ORDER BY m.position")
+_IDS_TAKEN = select(milestones.c.milestone_id).where(
+    milestones.c.milestone_id == any_(bindparam("ids", type_=ARRAY(String))))
 
-
-def _history_of(moved):
-    """The history rows of milestones a CTE wrote (`moved`: its milestone_id and new status)."""
-    return insert(milestone_history).from_select(["milestone_id", "status", "event", "at"],
-                                                 select(moved.c.milestone_id, moved.c.status, _EVENT, _AT))
-
-
-# A save is one statement (its parts are CTEs): the contract, its new milestones (each claiming its id: one
-# another contract holds is left as it is and not returned), its changed ones, and the history of each
-# milestone whose status moved. It returns the ids of the new milestones it claimed.
-_NEW_ROWS = rows_of(milestones, [*_MILESTONE_FIELDS, "contract_id"], "new")
-
-
-def _claim_milestones(*guards):
-    return (insert(milestones).from_select([*_MILESTONE_FIELDS, "contract_id"], select(*_NEW_ROWS.c).where(*guards))
-            .on_conflict_do_nothing().returning(milestones.c.milestone_id, milestones.c.status).cte("claimed"))
-
-
-# A new contract claims its id first; its milestones are written only when it did.
-_NEW_CONTRACT = (insert(contracts).values({k: bindparam(k, type_=contracts.c[k].type) for k in _CONTRACT_FIELDS})
-                 .on_conflict_do_nothing().returning(contracts.c.contract_id).cte("new_contract"))
-_CLAIMED_IN_NEW = _claim_milestones(exists(select(_NEW_CONTRACT.c.contract_id)))
-_SAVE_NEW = select(exists(select(_NEW_CONTRACT.c.contract_id)).label("contract"),
-                   select(func.array_agg(_CLAIMED_IN_NEW.c.milestone_id)).scalar_subquery().label("milestones")) \
-    .add_cte(_history_of(_CLAIMED_IN_NEW).cte("new_history"))
-
-# A loaded contract: its row when it changed (`write_contract`), and only ever its own milestones (the
-# contract id in the WHERE keeps another contract's milestone untouched).
-_CONTRACT_CHANGED = update(contracts).where(_CONTRACT, bindparam("write_contract", type_=Boolean)).values(
-    {k: bindparam(f"set_{k}", type_=contracts.c[k].type) for k in _CONTRACT_FIELDS if k != "contract_id"}) \
-    .cte("contract_changed")
-_CHANGED_ROWS = rows_of(milestones, _MILESTONE_FIELDS, "changed", moved=Boolean())
-_MILESTONES_CHANGED = (update(milestones)
-                       .where(milestones.c.milestone_id == _CHANGED_ROWS.c.milestone_id,
-                              milestones.c.contract_id == bindparam("b_contract_id"))
-                       .values({k: _CHANGED_ROWS.c[k] for k in _MILESTONE_FIELDS if k != "milestone_id"})
-                       .returning(milestones.c.milestone_id, milestones.c.status, _CHANGED_ROWS.c.moved)
-                       .cte("milestones_changed"))
-_CLAIMED_IN_LOADED = _claim_milestones()
-_SAVE_LOADED = select(select(func.array_agg(_CLAIMED_IN_LOADED.c.milestone_id)).scalar_subquery()).add_cte(
-    _CONTRACT_CHANGED,
-    _history_of(_CLAIMED_IN_LOADED).cte("new_history"),
-    _history_of(select(_MILESTONES_CHANGED).where(_MILESTONES_CHANGED.c.moved).subquery()).cte("moved_history"))
-_IDS_TAKEN = select(milestones.c.milestone_id).where(milestones.c.milestone_id == any_(_IDS))
+# A save is one statement of the parts it needs (CTEs; their parameters in this order):
+# A new contract claims its id first (its columns); its milestones are written only when it did.
+_NEW_CONTRACT = (f"new_contract AS (INSERT INTO contracts ({names(_CONTRACT_FIELDS)}) "
+                 f"VALUES ({placeholders(len(_CONTRACT_FIELDS))}) ON CONFLICT DO NOTHING RETURNING contract_id)")
+# A loaded contract's row, when it changed (its columns but the id, then the id).
+_CONTRACT_CHANGED = (f"contract_changed AS (UPDATE contracts SET "
+                     f"{', '.join(f'{k} = $?' for k in _CONTRACT_FIELDS if k != 'contract_id')} "
+                     f"WHERE contract_id = $? RETURNING 1)")
+# Its changed milestones, only ever its own (the contract id in the WHERE keeps another contract's milestone
+# untouched), with whether each one's status moved (one array per column and `moved`, then the contract id).
+_MILESTONES_CHANGED = (f"milestones_changed AS (UPDATE milestones m SET "
+                       f"{', '.join(f'{k} = c.{k}' for k in _MILESTONE_FIELDS if k != 'milestone_id')} "
+                       f"FROM {unnest(milestones, _MILESTONE_FIELDS, 'c', moved='BOOLEAN')} "
+                       f"WHERE m.milestone_id = c.milestone_id AND m.contract_id = $? "
+                       f"RETURNING m.milestone_id, m.status, c.moved)")
+_HISTORY = ("{name} AS (INSERT INTO milestone_history (milestone_id, status, event, at) "
+            "SELECT milestone_id, status, $?::varchar, $?::timestamptz FROM {source})")
+_MOVED_HISTORY = _HISTORY.format(name="moved_history", source="milestones_changed WHERE moved")
+# New milestones, each claiming its id: one another contract holds is left as it is and not returned (one
+# array per column, the contract id's included); their history (the event, when).
+_CLAIM = (f"claimed AS (INSERT INTO milestones ({names([*_MILESTONE_FIELDS, 'contract_id'])}) "
+          f"SELECT * FROM {unnest(milestones, [*_MILESTONE_FIELDS, 'contract_id'], 'n')} {{guard}} "
+          f"ON CONFLICT DO NOTHING RETURNING milestone_id, status)")
+_CLAIM_IN_NEW = _CLAIM.format(guard="WHERE EXISTS (SELECT FROM new_contract)")
+_CLAIM_IN_LOADED = _CLAIM.format(guard="")
+_NEW_HISTORY = _HISTORY.format(name="new_history", source="claimed")
+# The saga whose step moved the contract (its columns).
+_SAGA_SAVED = (f"saga_saved AS (INSERT INTO sagas ({names(list(Saga.FIELDS))}) "
+               f"VALUES ({placeholders(len(Saga.FIELDS))}) ON CONFLICT (saga_id) DO UPDATE SET "
+               f"{', '.join(f'{k} = EXCLUDED.{k}' for k in Saga.FIELDS if k != 'saga_id')} RETURNING 1)")
+# The statement's entries of the event being handled; a replayed event's are there already (one array per
+# column).
+_ENTRIES = (f"entries AS (INSERT INTO statement_entries ({names(_ENTRY_FIELDS)}) "
+            f"SELECT * FROM {unnest(statement_entries, _ENTRY_FIELDS, 'e')} ON CONFLICT DO NOTHING RETURNING 1)")
+# Whether the contract's id was claimed (always, for a loaded one) and the new milestones' ids claimed.
+_SAVED_NEW = "SELECT EXISTS (SELECT FROM new_contract) AS contract, " \
+             "(SELECT array_agg(milestone_id) FROM claimed) AS milestones"
+_SAVED_LOADED = "SELECT TRUE AS contract, (SELECT array_agg(milestone_id) FROM claimed) AS milestones"
+_SAVED_NOTHING_NEW = "SELECT TRUE AS contract, NULL::varchar[] AS milestones"
 
 
 def _contract(row, milestone_rows) -> Contract:
     return Contract(**{k: row[k] for k in _CONTRACT_FIELDS},
                     milestones=[Milestone(**{k: r[k] for k in _MILESTONE_FIELDS}) for r in milestone_rows])
+
+
+def _columns(rows: list[dict], columns: list[str]) -> list[list]:
+    """Rows as one list per column: the parameters of an `unnest`."""
+    return [[r[c] for r in rows] for c in columns]
+
+
+def saga_values(saga: Saga) -> list:
+    """The saga's row, its JSON columns as text (the asyncpg connection's codec takes JSON text)."""
+    row = {k: getattr(saga, k) for k in Saga.FIELDS}
+    row["data"] = saga.data.model_dump_json()
+    row["step_log"] = json.dumps(saga.step_log)
+    return [row[k] for k in Saga.FIELDS]
+
+
+def entry_values(contract_id: str, entries: list[Movement]) -> list[list]:
+    return _columns([{"contract_id": contract_id, **m.__dict__} for m in entries], _ENTRY_FIELDS)
 
 
 class ContractRepository:
@@ -177,8 +176,9 @@ class ContractRepository:
         """The contract and its milestones; locked, two handlers on one contract run one after the other.
         Locked, the milestones are read in a statement after the lock: one that waited for the lock would
         read them as they were before the transaction it waited for."""
+        conn = await sql.driver(self.session)
         if not lock:
-            rows = (await self.session.execute(_READ_CONTRACT, {"b_contract_id": contract_id})).mappings().all()
+            rows = await conn.fetch(_READ_CONTRACT, contract_id)
             if not rows:
                 return None
             contract = _contract(rows[0], [{k: r[f"m_{k}"] for k in _MILESTONE_FIELDS} for r in rows
@@ -188,43 +188,58 @@ class ContractRepository:
         # Locked with its saga (taken once: a second get reads the row as this transaction left it).
         row = self._seen.locked_contracts.pop(contract_id, None)
         if row is None:
-            row = (await self.session.execute(_LOCK_CONTRACT, {"b_contract_id": contract_id})).mappings().first()
+            row = await conn.fetchrow(_LOCK_CONTRACT, contract_id)
             if row is None:
                 return None
-        milestone_rows = (await self.session.execute(_MILESTONES_OF, {"b_contract_id": contract_id})).mappings().all()
-        contract = _contract(row, milestone_rows)
+        contract = _contract(row, await conn.fetch(_MILESTONES_OF, contract_id))
         self._remember(contract)
         return contract
 
     async def milestone_ids_taken(self, ids: list[str]) -> list[str]:
         return list(await self.session.scalars(_IDS_TAKEN, {"ids": list(ids)}))
 
-    async def save(self, contract: Contract, event: str, now: datetime) -> None:
-        """Write what changed of the contract and its milestones since they were loaded, in one statement. A
-        new contract or milestone claims its id: an id another contract holds (ids are unique across the
-        platform) is refused `id_taken` and that row is never touched, even when both were checked free at once
-        in concurrent transactions."""
+    async def save(self, contract: Contract, event: str, now: datetime, *, saga: Saga | None = None,
+                   entries: list[Movement] = ()) -> None:
+        """Write what changed of the contract and its milestones since they were loaded, with the saga whose
+        step moved it and the statement's entries of the event being handled: one statement. A new contract
+        or milestone claims its id: an id another contract holds (ids are unique across the platform) is
+        refused `id_taken` and that row is never touched, even when both were checked free at once in
+        concurrent transactions."""
         row = {k: getattr(contract, k) for k in _CONTRACT_FIELDS}
         rows = {m.milestone_id: {k: getattr(m, k) for k in _MILESTONE_FIELDS} for m in contract.milestones}
         loaded_row, loaded = (None, {}) if contract.is_new else self._loaded.get(contract.contract_id, (None, {}))
         new = [{**r, "contract_id": contract.contract_id} for i, r in rows.items() if i not in loaded]
         changed = [{**r, "moved": r["status"] != loaded[i]["status"]} for i, r in rows.items()
                    if i in loaded and r != loaded[i]]
-        claiming = {"event": event, "at": now, **arrays_of(new, [*_MILESTONE_FIELDS, "contract_id"], "new")}
+        parts, args = [], []
         if contract.is_new:
-            saved = (await self.session.execute(_SAVE_NEW, {**row, **claiming})).one()
-            if not saved.contract:
-                raise Rejected("id_taken", f"contract id {contract.contract_id} is already used (ids are never reused)")
-            claimed = saved.milestones
-            contract.is_new = False
-        elif row != loaded_row or new or changed:
-            claimed = await self.session.scalar(_SAVE_LOADED, {
-                **claiming, "b_contract_id": contract.contract_id, "write_contract": row != loaded_row,
-                **{f"set_{k}": v for k, v in row.items() if k != "contract_id"},
-                **arrays_of(changed, [*_MILESTONE_FIELDS, "moved"], "changed")})
+            parts.append(_NEW_CONTRACT)
+            args += [row[k] for k in _CONTRACT_FIELDS]
         else:
-            claimed = []
-        if taken := [r["milestone_id"] for r in new if r["milestone_id"] not in set(claimed or ())]:
+            if row != loaded_row:
+                parts.append(_CONTRACT_CHANGED)
+                args += [row[k] for k in _CONTRACT_FIELDS if k != "contract_id"] + [contract.contract_id]
+            if changed:
+                parts += [_MILESTONES_CHANGED, _MOVED_HISTORY]
+                args += _columns(changed, [*_MILESTONE_FIELDS, "moved"]) + [contract.contract_id, event, now]
+        if new:
+            parts += [_CLAIM_IN_NEW if contract.is_new else _CLAIM_IN_LOADED, _NEW_HISTORY]
+            args += _columns(new, [*_MILESTONE_FIELDS, "contract_id"]) + [event, now]
+        if saga is not None:
+            parts.append(_SAGA_SAVED)
+            args += saga_values(saga)
+        if entries:
+            parts.append(_ENTRIES)
+            args += entry_values(contract.contract_id, list(entries))
+        claimed: list[str] = []
+        if parts:
+            final = _SAVED_NEW if contract.is_new else _SAVED_LOADED if new else _SAVED_NOTHING_NEW
+            saved = await (await sql.driver(self.session)).fetchrow(compose(tuple(parts), final), *args)
+            if not saved["contract"]:
+                raise Rejected("id_taken", f"contract id {contract.contract_id} is already used (ids are never reused)")
+            claimed = saved["milestones"] or []
+            contract.is_new = False
+        if taken := [r["milestone_id"] for r in new if r["milestone_id"] not in set(claimed)]:
             raise Rejected("id_taken", f"milestone ids already used: {', '.join(taken)}")
         self._loaded[contract.contract_id] = (row, rows)
 
@@ -245,24 +260,19 @@ class ContractRepository:
 
 # -- sagas -----------------------------------------------------------------------------------------
 
-_SAGA = sagas.c.saga_id == bindparam("saga_id")
-_CLIENT, _FREELANCER = accounts.alias("client"), accounts.alias("freelancer")
 # The saga and its contract, both locked in one round trip: every handler of a saga locks the saga first,
 # then its contract (a command on a contract locks the contract and only ever creates sagas). The parties'
 # recorded activity comes along, unlocked: read stale it can only look older, never newer.
-_LOCK_SAGA_AND_CONTRACT = (select(sagas, *[contracts.c[k].label(f"c_{k}") for k in _CONTRACT_FIELDS],
-                                  _CLIENT.c.account_id.label("client_found"),
-                                  _CLIENT.c.last_activity_at.label("client_active_at"),
-                                  _FREELANCER.c.account_id.label("freelancer_found"),
-                                  _FREELANCER.c.last_activity_at.label("freelancer_active_at"))
-                           .join(contracts, contracts.c.contract_id == sagas.c.contract_id)
-                           .outerjoin(_CLIENT, _CLIENT.c.account_id == contracts.c.client_id)
-                           .outerjoin(_FREELANCER, _FREELANCER.c.account_id == contracts.c.freelancer_id)
-                           .where(_SAGA).with_for_update(of=[sagas, contracts]))
-_LOCK_SAGA = select(sagas).where(_SAGA).with_for_update()
-_SAVE_SAGA = insert(sagas).values({k: bindparam(k, type_=sagas.c[k].type) for k in Saga.FIELDS})
-_SAVE_SAGA = _SAVE_SAGA.on_conflict_do_update(
-    index_elements=["saga_id"], set_={k: _SAVE_SAGA.excluded[k] for k in Saga.FIELDS if k != "saga_id"})
+_LOCK_SAGA_AND_CONTRACT = (
+    f"SELECT {names(list(Saga.FIELDS), 's.')}, {', '.join(f'c.{k} AS c_{k}' for k in _CONTRACT_FIELDS)}, "
+    f"client.account_id AS client_found, client.last_activity_at AS client_active_at, "
+    f"freelancer.account_id AS freelancer_found, freelancer.last_activity_at AS freelancer_active_at "
+    f"FROM sagas s JOIN contracts c ON c.contract_id = s.contract_id "
+    f"LEFT JOIN accounts client ON client.account_id = c.client_id "
+    f"LEFT JOIN accounts freelancer ON freelancer.account_id = c.freelancer_id "
+    f"WHERE s.saga_id = $1 FOR UPDATE OF s, c")
+_LOCK_SAGA = f"SELECT {names(list(Saga.FIELDS))} FROM sagas WHERE saga_id = $1 FOR UPDATE"
+_SAVE_SAGA = compose((_SAGA_SAVED,), "SELECT 1")
 
 
 class SagaRepository:
@@ -272,20 +282,19 @@ class SagaRepository:
 
     async def get(self, saga_id: str) -> Saga | None:
         """The saga, locked, and its contract's row locked with it (ContractRepository.get takes it from there)."""
-        row = (await self.session.execute(_LOCK_SAGA_AND_CONTRACT, {"saga_id": saga_id})).mappings().first()
+        conn = await sql.driver(self.session)
+        row = await conn.fetchrow(_LOCK_SAGA_AND_CONTRACT, saga_id)
         if row is not None:
             self._seen.locked_contracts[row["contract_id"]] = {k: row[f"c_{k}"] for k in _CONTRACT_FIELDS}
             for party in ("client", "freelancer"):
                 if row[f"{party}_found"] is not None:
                     self._seen.activity[row[f"{party}_found"]] = row[f"{party}_active_at"]
         else:  # no saga, or (never seen) a saga without its contract
-            row = (await self.session.execute(_LOCK_SAGA, {"saga_id": saga_id})).mappings().first()
+            row = await conn.fetchrow(_LOCK_SAGA, saga_id)
         return Saga.load(row) if row else None
 
     async def save(self, saga: Saga) -> None:
-        values = {k: getattr(saga, k) for k in Saga.FIELDS}
-        values["data"] = saga.data.model_dump(mode="json")
-        await self.session.execute(_SAVE_SAGA, values)
+        await (await sql.driver(self.session)).execute(_SAVE_SAGA, *saga_values(saga))
 
     async def waiting(self, status: str, moved_before: datetime, limit: int,
                       after: tuple[datetime, str] | None = None, kind: str | None = None) -> list[Saga]:

@@ -1,17 +1,16 @@
 """The statement's money movements, recorded from escrow's events in the consumer's transaction."""
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..domain.statement import Movement
-from .repositories import arrays_of, rows_of
+from . import sql
+from .repositories import _ENTRIES, entry_values
 from .tables import statement_entries
 
-_COLUMNS = [c.name for c in statement_entries.c]
-_ENTRIES = rows_of(statement_entries, _COLUMNS, "entry")
-# Every movement of an event in one statement; a replayed event's entries are there already.
-_RECORD = insert(statement_entries).from_select(_COLUMNS, select(*_ENTRIES.c)).on_conflict_do_nothing()
+# Every movement of an event in one statement; a replayed event's entries are there already. A handler that
+# saves the contract writes them with it instead (ContractRepository.save).
+_RECORD = sql.compose((_ENTRIES,), "SELECT 1")
 
 
 class StatementRepository:
@@ -20,8 +19,7 @@ class StatementRepository:
 
     async def record(self, contract_id: str, movements: list[Movement]) -> None:
         if movements:
-            await self.session.execute(_RECORD, arrays_of(
-                [{"contract_id": contract_id, **m.__dict__} for m in movements], _COLUMNS, "entry"))
+            await (await sql.driver(self.session)).execute(_RECORD, *entry_values(contract_id, movements))
 
     async def of_contract(self, contract_id: str) -> list[Movement]:
         rows = await self.session.execute(select(statement_entries).where(

@@ -9,10 +9,13 @@ from platform_schemas.topics import BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESC
 
 from ..adapters.bonus_repository import BonusRepository
 from ..adapters.queues import DisputeRepository
+from ..adapters.statement_repository import StatementRepository
 from ..adapters.repositories import AccountRepository, ContractRepository, SagaRepository, Seen
 from ..adapters.upcoming_repository import UpcomingRepository
 from ..domain.accounts import Account, activity_is_news, activity_resolution
 from ..domain.contracts import Contract
+from ..domain.sagas import Saga
+from ..domain.statement import Movement
 from ..settings import ContractsSettings
 
 
@@ -28,6 +31,9 @@ class Context(HandlerContext):
     # Accounts read (unlocked) by this handler: a second read of one is not another round trip.
     _accounts: dict[str, Account] = field(init=False, default_factory=dict)
     _seen: Seen = field(init=False, default_factory=Seen)
+    # The statement's entries of the event being handled (service_layer/statement.py), written with the
+    # contract when the handler saves it, else on their own when it returns (write_entries).
+    _entries: tuple[str, list[Movement]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.accounts = AccountRepository(self.uow.session)
@@ -46,13 +52,29 @@ class Context(HandlerContext):
     def ask_escrow(self, data: Message, subject: str) -> None:
         self.uow.publish(ESCROW_SAGA_COMMANDS, data, subject=subject)
 
-    async def save(self, contract: Contract, change: str) -> None:
-        """Save the contract and publish the events it recorded, in this transaction; every contract action
-        and money movement is activity of both its parties."""
-        await self.contracts.save(contract, change, self.now)
+    async def save(self, contract: Contract, change: str, saga: Saga | None = None) -> None:
+        """Save the contract (with the saga whose step moved it, and the statement's entries of the event
+        being handled: one statement) and publish the events it recorded, in this transaction; every contract
+        action and money movement is activity of both its parties."""
+        entries = []
+        if self._entries is not None and self._entries[0] == contract.contract_id:
+            entries, self._entries = self._entries[1], None
+        await self.contracts.save(contract, change, self.now, saga=saga, entries=entries)
         for event in contract.pull_events():
             self.event(event, contract.contract_id)
         await self.record_activity(contract.client_id, contract.freelancer_id)
+
+    def record_entries(self, contract_id: str, movements: list[Movement]) -> None:
+        """The statement's entries of the event being handled, written with the contract's save or by
+        write_entries, whichever comes first."""
+        self._entries = (contract_id, movements) if movements else None
+
+    async def write_entries(self) -> None:
+        """The statement's entries no save took with it."""
+        if self._entries is not None:
+            contract_id, movements = self._entries
+            self._entries = None
+            await StatementRepository(self.uow.session).record(contract_id, movements)
 
     async def record_activity(self, *account_ids: str) -> None:
         """One statement for all of them, none for an account whose activity this handler saw recent enough

@@ -27,9 +27,9 @@ async def send_offer(cmd: SendOffer, ctx: Context) -> None:
         cmd.contract_id, cmd.client_id, cmd.freelancer_id, cmd.title, cmd.currency, cmd.deposit,
         [Milestone(s.milestone_id, s.title, s.amount, i, s.due_date) for i, s in enumerate(cmd.milestones)],
         ctx.now)
-    await ctx.save(contract, "SendOffer")
+    # The new contract and its fund saga are written in one statement (the saga's save).
     await fund_milestones(ctx, contract, contract.deposit_milestones(), offer=True, command_id=ctx.message_id,
-                     started_by=ctx.message_id)
+                          started_by=ctx.message_id, change="SendOffer")
 
 
 async def withdraw_offer(cmd: WithdrawOffer, ctx: Context) -> None:

@@ -6,7 +6,6 @@ from platform_runtime.keys import compose
 from platform_schemas import Message
 from platform_schemas.events.escrow import BonusPosted, EarningAvailable, EscrowFunded, EscrowRefunded, EscrowReleased
 
-from ..adapters.statement_repository import StatementRepository
 from ..domain.statement import AVAILABLE, FUNDED, REFUNDED, RELEASED, Movement
 from .context import Context
 
@@ -34,20 +33,18 @@ def movements(event: Message, at: datetime) -> list[Movement]:
     return []
 
 
-async def record(event: Message, ctx: Context) -> None:
-    await StatementRepository(ctx.uow.session).record(event.contract_id, movements(event, ctx.envelope.time))
-
-
 RECORDED = (EscrowFunded, EscrowReleased, EscrowRefunded, BonusPosted, EarningAvailable)
 
 
 def recording(handlers: dict) -> dict:
-    """The event handlers, each escrow event of RECORDED also written to the statement first."""
+    """The event handlers, each escrow event of RECORDED also written to the statement: with the contract
+    when the handler saves it (one statement for both), else on its own."""
     def both(inner):
         async def handle(event: Message, ctx: Context) -> None:
-            await record(event, ctx)
+            ctx.record_entries(event.contract_id, movements(event, ctx.envelope.time))
             if inner:
                 await inner(event, ctx)
+            await ctx.write_entries()
         return handle
 
     return {**handlers, **{t: both(handlers.get(t)) for t in RECORDED}}

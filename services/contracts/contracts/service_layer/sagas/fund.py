@@ -21,11 +21,13 @@ from .table import COMPLETED, FAILED, NEEDS_ATTENTION, Ask, On, SagaTable
 
 
 async def fund_milestones(ctx: Context, contract: Contract, milestones: list[Milestone], *, offer: bool,
-                          command_id: str | None, started_by: str) -> Saga:
-    """Start the fund saga of these milestones (an offer's first funding when `offer`)."""
+                          command_id: str | None, started_by: str, change: str | None = None) -> Saga:
+    """Start the fund saga of these milestones (an offer's first funding when `offer`); with `change`, the
+    contract is saved as changed by it, with the saga."""
     data = FundData(offer=offer, currency=contract.currency,
                     milestones=[Amount(milestone_id=m.milestone_id, amount=m.amount) for m in milestones])
-    return await orchestrator.start(FUND, ctx, contract, data, command_id=command_id, started_by=started_by)
+    return await orchestrator.start(FUND, ctx, contract, data, command_id=command_id, started_by=started_by,
+                                    change=change)
 
 
 # -- the commands of its steps ---------------------------------------------------------------------

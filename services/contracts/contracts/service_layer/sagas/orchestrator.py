@@ -16,11 +16,15 @@ SAGA_DEADLINE = "saga_step_deadline"
 
 
 async def start(table: SagaTable, ctx: Context, contract: Contract, data: SagaData, *, command_id: str | None,
-                started_by: str) -> Saga:
-    """A new saga in its first step: the step's command and its deadline, in this transaction."""
+                started_by: str, change: str | None = None) -> Saga:
+    """A new saga in its first step: the step's command and its deadline, in this transaction. With `change`,
+    the contract is saved as changed by it, in the same statement as the saga."""
     saga = Saga.start(table.kind, contract.contract_id, command_id, started_by, table.first, data, ctx.now)
+    if change is None:
+        await ctx.sagas.save(saga)
+    else:
+        await ctx.save(contract, change, saga)  # refused (an id taken) before anything is asked
     await _ask(table, saga, contract, ctx)
-    await ctx.sagas.save(saga)
     return saga
 
 
@@ -43,8 +47,7 @@ async def on_reply(table: SagaTable, saga: Saga, reply: Message, ctx: Context) -
     else:
         saga.finish(on.next, outcome, ctx.now)
         metrics.finished(saga, ctx.now)
-    await ctx.sagas.save(saga)
-    await ctx.save(contract, outcome)
+    await ctx.save(contract, outcome, saga)
 
 
 async def on_deadline(tables: dict[str, SagaTable], payload: dict, ctx: Context) -> None:
