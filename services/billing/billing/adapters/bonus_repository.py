@@ -9,14 +9,14 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, DateTime, String, and_, any_, bindparam, delete, func, select, text, tuple_, update,
+    BigInteger, DateTime, String, and_, any_, bindparam, delete, exists, func, select, text, tuple_, update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.bonus_batch import Bonus, ChargeResult, ChargeTotal, ClientSum
 from ..domain.bonus_batch_states import (
-    BONUS, BatchStatus, BonusEvent, BonusStatus, ChargeStatus, after, bonus_move,
+    BONUS, SETTLED_BONUS, BatchStatus, BonusEvent, BonusStatus, ChargeStatus, after, bonus_move,
 )
 from ..domain.gateway_work import VoidStatus
 from ..domain.history import HistoryRow
@@ -26,6 +26,7 @@ _BONUS = (bonuses.c.bonus_id, bonuses.c.contract_id, bonuses.c.client_id, bonuse
           bonuses.c.currency)
 
 
+_UNSETTLED = [str(s) for s in BonusStatus if s not in SETTLED_BONUS]
 _HISTORY = ("transaction_id", "account_id", "kind", "description", "amount", "currency", "contract_id",
             "milestone_id", "bonus_id", "available_at")
 _HISTORY_TYPES = {"amount": BigInteger, "available_at": DateTime(timezone=True)}
@@ -106,6 +107,11 @@ class BonusRepository:
         rows = await self.session.execute(select(bonuses.c.status, func.count()).where(
             bonuses.c.batch_date == business_date).group_by(bonuses.c.status))
         return {status: count for status, count in rows}
+
+    async def any_unsettled(self, business_date: date) -> bool:
+        """Whether a bonus of the batch is still under way (not paid, failed or past due)."""
+        return await self.session.scalar(select(exists().where(
+            bonuses.c.batch_date == business_date, bonuses.c.status.in_(_UNSETTLED))))
 
     async def count_in_status(self, business_date: date, status: str) -> int:
         return await self.session.scalar(select(func.count()).where(

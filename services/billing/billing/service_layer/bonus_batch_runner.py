@@ -266,6 +266,10 @@ class BonusBatchRunner:
         business_date = batch["business_date"]
         async with self.new_uow() as uow:
             repo = BonusRepository(uow.session)
+            # Asked after every idle step: a look for one bonus still under way (an index probe) spares the
+            # count of the whole batch (100,000 rows) until there is none.
+            if await repo.any_unsettled(business_date):
+                return False
             locked = await repo.batch(business_date, lock=True, skip_locked=True)
             if locked is None or locked["status"] != BatchStatus.CHARGING:
                 return False
@@ -295,7 +299,8 @@ class BonusBatchRunner:
         return True
 
     async def report_progress(self, business_date: date, force: bool = False) -> None:
-        """processed / total in the logs and the gauges, at most once a second per batch."""
+        """processed / total in the logs and the gauges, at most once a second per batch (a count of the whole
+        batch each time); `force`: at most every 0.2 s once the batch's own steps have nothing left to do."""
         last = self._reported.get(business_date, 0.0)
         if time.monotonic() - last < (0.2 if force else 1.0):
             return
