@@ -1,6 +1,7 @@
 """The gateway simulator against real PostgreSQL: its outage and refusal switches (sim_faults, read per call),
 and the void of a key — a charge taken under it is given back whole and no later charge is taken with it."""
 
+import asyncio
 import os
 
 import asyncpg
@@ -86,3 +87,51 @@ async def test_a_charge_whose_answer_never_comes_is_taken_once_and_only_a_void_g
     await gateway.sql.execute("DELETE FROM sim_faults WHERE token = 'tok_chargeAnswerLost'")
     assert (await gateway.void("k-silent")).startswith("ch_")
     assert await gateway.sql.fetchval("SELECT refunded FROM sim_charges WHERE idempotency_key = 'k-silent'") == 600
+
+
+async def test_its_migration_runs_again_on_an_existing_database_and_keeps_what_it_holds(gateway):
+    charged = await gateway.charge("k-again", "tok_visa", 300, "USD")
+    await gateway.create_tables()  # tables there already, functions replaced
+    assert await gateway.charge("k-again", "tok_visa", 300, "USD") == charged  # the same key: the same charge
+
+
+async def test_an_ordinary_charge_is_one_statement_answered_the_same_on_every_retry(gateway):
+    await gateway.sql.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    loaded = await gateway.sql.fetchval(
+        "SELECT current_setting('shared_preload_libraries') LIKE '%pg_stat_statements%'")
+    await gateway.charge("k-warm", "tok_visa", 1, "USD")  # the pool's connection opened
+    if loaded:
+        await gateway.sql.execute("SELECT pg_stat_statements_reset()")
+    first = await gateway.charge("k-once", "tok_visa", 1200, "EUR")
+    assert await gateway.charge("k-once", "tok_visa", 1200, "EUR") == first
+    if loaded:  # two calls, two statements: no reset query on release, no separate checks
+        calls = await gateway.sql.fetchval(
+            "SELECT sum(s.calls) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+            "WHERE d.datname = current_database() AND s.query NOT LIKE '%pg_stat_statements%'")
+        assert calls == 2
+    assert first.reference.startswith("ch_") and (first.amount, first.currency) == (1200, "EUR")
+    assert await gateway.sql.fetchval("SELECT count(*) FROM sim_charges WHERE idempotency_key = 'k-once'") == 1
+
+
+async def test_a_void_and_a_charge_of_one_key_at_once_never_leave_money_taken(gateway):
+    for n in range(20):
+        key = f"k-race-{n}"
+        outcomes = await asyncio.gather(gateway.charge(key, "tok_visa", 500, "USD"), gateway.void(key),
+                                        return_exceptions=True)
+        row = await gateway.sql.fetchrow("SELECT amount, refunded FROM sim_charges WHERE idempotency_key = $1", key)
+        if isinstance(outcomes[0], Declined):  # the void came first: nothing was ever charged
+            assert row is None and outcomes[1] == ""
+        else:  # the charge came first: the void gave it back whole
+            assert outcomes[1] == outcomes[0].reference and row["refunded"] == row["amount"] == 500
+
+
+async def test_refunds_of_one_charge_at_once_never_give_back_more_than_it_took(gateway):
+    charged = await gateway.charge("k-refunds", "tok_visa", 1000, "USD")
+    outcomes = await asyncio.gather(*(gateway.refund(f"r-many-{n}", charged.reference, 300) for n in range(5)),
+                                    return_exceptions=True)
+    assert sum(isinstance(o, str) for o in outcomes) == 3
+    assert {o.reason_code for o in outcomes if isinstance(o, Declined)} == {"refund_exceeds_charge"}
+    assert await gateway.sql.fetchval("SELECT refunded FROM sim_charges WHERE reference = $1", charged.reference) == 900
+    assert await gateway.refund("r-many-0", charged.reference, 300) == "re_r-many-0"  # again: no second refund
+    with pytest.raises(Declined):
+        await gateway.refund("r-unknown", "ch_nothing", 1)
