@@ -14,6 +14,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..domain.gateway_work import OPEN, ChargeStatus, Operation, RefundStatus, VoidStatus
+from ..domain.history import HistoryRow
+from .bonus_repository import _HISTORY as HISTORY_COLUMNS
+from .bonus_repository import _HISTORY_TYPES as HISTORY_TYPES
 from .tables import billing_methods, bonus_charges, charges, refunds
 
 WAKE_CHANNEL = "billing_gateway_work"
@@ -50,10 +53,15 @@ class GatewayWork:
         instances skip them), each with its card's token."""
         return [dict(r) for r in (await self.session.execute(_DUE_CHARGES, {"now": now, "limit": limit})).mappings()]
 
-    async def settle_charges(self, outcomes: list[dict[str, Any]]) -> None:
-        """Each charge's outcome (keys of _SETTLED), in one statement whatever their number."""
-        if outcomes:
-            await self.session.execute(_SETTLE_CHARGES, _columns(outcomes, _SETTLED))
+    async def settle_charges(self, outcomes: list[dict[str, Any]], cleared_clients: list[str],
+                             history: list[HistoryRow], occurred_at: datetime) -> set[str]:
+        """Each charge's outcome (keys of _SETTLED), the streaks of the clients whose charges all succeeded cleared,
+        and the history rows not recorded yet, in one statement whatever their number; returns the transaction ids
+        of the history rows that are new."""
+        values = {f"s_{c}": v for c, v in _columns(outcomes, _SETTLED).items()}
+        values |= {f"h_{c}": [getattr(r, c) for r in history] for c in HISTORY_COLUMNS}
+        return set(await self.session.scalars(_SETTLE_CHARGES, {
+            **values, "cleared_clients": cleared_clients, "occurred_at": occurred_at}))
 
     async def retry_charges(self, retries: list[dict[str, Any]]) -> None:
         """Charges unanswered, to be called again (keys of _RETRIED), in one statement whatever their number."""
@@ -216,7 +224,20 @@ def _update_from_arrays(table, key: str, columns: dict[str, Any]):
     return text(sql).bindparams(*(bindparam(c, type_=ARRAY(t)) for c, t in columns.items()))
 
 
-_SETTLE_CHARGES = _update_from_arrays(charges, "charge_id", _SETTLED)
+# The charges' outcomes, the streaks cleared and the history, one statement: data-modifying CTEs all run, on
+# tables apart, whether or not the query reads them.
+_SETTLE_CHARGES = text(
+    "WITH cleared AS (DELETE FROM client_charge_streaks WHERE client_id = ANY(:cleared_clients)), "
+    f"settled AS (UPDATE charges SET {', '.join(f'{c} = v.{c}' for c in _SETTLED if c != 'charge_id')} "
+    f"FROM unnest({', '.join(':s_' + c for c in _SETTLED)}) AS v({', '.join(_SETTLED)}) "
+    "WHERE charges.charge_id = v.charge_id) "
+    f"INSERT INTO transactions (occurred_at, {', '.join(HISTORY_COLUMNS)}) "
+    f"SELECT :occurred_at, * FROM unnest({', '.join(':h_' + c for c in HISTORY_COLUMNS)}) "
+    "ON CONFLICT DO NOTHING RETURNING transaction_id"
+).bindparams(bindparam("cleared_clients", type_=ARRAY(String)),
+             bindparam("occurred_at", type_=DateTime(timezone=True)),
+             *(bindparam(f"s_{c}", type_=ARRAY(t)) for c, t in _SETTLED.items()),
+             *(bindparam(f"h_{c}", type_=ARRAY(HISTORY_TYPES.get(c, String))) for c in HISTORY_COLUMNS))
 _RETRY_CHARGES = _update_from_arrays(charges, "charge_id", _RETRIED)
 
 

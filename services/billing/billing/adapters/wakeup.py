@@ -1,8 +1,9 @@
 """An asyncio.Event set by PostgreSQL's NOTIFY (platform_runtime.listener): work recorded in any instance wakes
 the loops at once.
 
-A notification whose payload is not `routine` (e.g. a refund recorded, rarer than the charges the loop looks
-for on every pass) is also counted, so the loop knows to look for that work now rather than at its next poll."""
+Notifications are counted, `routine` ones (a charge recorded) apart from the others (e.g. a refund recorded, rarer),
+so the loop knows which work to look for now rather than at its next poll, and workers woken together by one
+notification know that another one has looked already."""
 
 import asyncio
 
@@ -14,11 +15,14 @@ class Wakeup:
         self.routine = routine
         self.event = asyncio.Event()
         self.announced = 0  # notifications other than `routine` so far (and listens begun: anything may be due)
+        self.routine_announced = 0  # `routine` notifications so far (and listens begun)
         self._listener = Listener(database_url, channel, self._notified, keepalive_seconds)
 
     def _notified(self, payload: str | None) -> None:
         if payload != self.routine:  # None: listening (re)started, anything may be due
             self.announced += 1
+        if payload in (self.routine, None):
+            self.routine_announced += 1
         self.event.set()
 
     async def run(self) -> None:

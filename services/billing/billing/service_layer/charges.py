@@ -68,17 +68,16 @@ async def settle_charges(ctx: Context, settled: list[Settled],
     if not settled:
         return
     now = ctx.now
-    streaks = await _streaks(ctx, settled)
-    await ctx.work.settle_charges([dict(
+    streaks, cleared = await _streaks(ctx, settled)
+    charged = [s.charge for s in settled if s.verdict.status == ChargeStatus.SUCCEEDED]
+    history_rows = {c["charge_id"]: _charge_history(c) for c in charged if c["purpose"] == "fixed_price"}
+    recorded = await ctx.work.settle_charges([dict(
         charge_id=s.charge["charge_id"], status=s.verdict.status, attempts=s.attempts,
         gateway_reference=s.verdict.reference, reason_code=s.verdict.reason_code, message=s.verdict.message,
         settled_at=now,
         # a call whose answer was lost may have charged: voided by its key as soon as the gateway answers
         void_status=VoidStatus.PENDING if _given_up(s) else None, next_attempt_at=now if _given_up(s) else None)
-        for s in settled])
-    charged = [s.charge for s in settled if s.verdict.status == ChargeStatus.SUCCEEDED]
-    history_rows = {c["charge_id"]: _charge_history(c) for c in charged if c["purpose"] == "fixed_price"}
-    recorded = await ctx.billing.add_history(list(history_rows.values()), now)
+        for s in settled], cleared, list(history_rows.values()), now)
     for s in settled:
         with replying_to(s.charge):
             _reply(ctx, s, streaks[s.charge["charge_id"]], history_rows.get(s.charge["charge_id"]), recorded, now)
@@ -94,14 +93,13 @@ def _charge_history(charge: dict) -> history.HistoryRow:
                                       charge["currency"])
 
 
-async def _streaks(ctx: Context, settled: list[Settled]) -> dict[str, int]:
-    """charge id -> the client's consecutive failed charges after it. A client whose charges here all succeeded
-    is cleared in one statement; any other client's charges count one by one, in order."""
+async def _streaks(ctx: Context, settled: list[Settled]) -> tuple[dict[str, int], list[str]]:
+    """charge id -> the client's consecutive failed charges after it, and the clients whose charges here all
+    succeeded: their streaks are cleared with the outcomes, in one statement. Any other client's charges count
+    one by one, in order."""
     mixed = {s.charge["client_id"] for s in settled if s.verdict.status != ChargeStatus.SUCCEEDED}
     streaks: dict[str, int] = {}
     cleared = {s.charge["client_id"] for s in settled} - mixed
-    if cleared:
-        await ctx.billing.clear_streaks(sorted(cleared))
     for s in settled:
         client_id, reason_code = s.charge["client_id"], s.verdict.reason_code
         if client_id in cleared:
@@ -111,7 +109,7 @@ async def _streaks(ctx: Context, settled: list[Settled]) -> dict[str, int]:
                 client_id, succeeded=s.verdict.status == ChargeStatus.SUCCEEDED)
         else:  # no card, or no answer: not the client's failure, its streak stays as it is
             streaks[s.charge["charge_id"]] = await ctx.billing.consecutive_failures(client_id)
-    return streaks
+    return streaks, sorted(cleared)
 
 
 def _reply(ctx: Context, s: Settled, streak: int, history_row: history.HistoryRow | None, recorded: set[str],

@@ -12,7 +12,11 @@ Charges, the bulk of the work, go set-based: a worker claims up to GATEWAY_BATCH
 statement, calls the gateway for them side by side (at most GATEWAY_CONCURRENCY calls at once per instance),
 and settles them all in one transaction: a burst costs a few statements per batch, not several empty
 transactions per charge. A slow call holds up the settling of its batch (at most GATEWAY_CALL_TIMEOUT), never
-the other workers, which claim the charges that come due meanwhile. Refunds and voids are rarer: they are
+the other workers, which claim the charges that come due meanwhile. A worker looks for due charges only when it
+may find some: a NOTIFY of a charge recorded came since the last look began, the last look filled a whole batch
+(more may wait), or GATEWAY_POLL passed (retries come due by time). So at a low rate, where every charge is
+announced on its own, the NOTIFY that wakes every worker costs one claim, which finds the charge, and no empty
+ones (the other workers, and the finder's next pass, know that nothing was announced since). Refunds and voids are rarer: they are
 looked for when a NOTIFY announces one, when the last look found some, and otherwise once per GATEWAY_POLL.
 """
 
@@ -65,6 +69,9 @@ class GatewayLoop:
         self._announced_seen = 0
         self._next_look_at = 0.0  # the first pass looks for everything
         self._rest_found = False
+        self._charges_seen = -1  # wakeup.routine_announced when the last look for due charges began
+        self._next_charge_look_at = 0.0
+        self._more_charges = False  # the last look filled a whole batch
 
     async def run(self) -> None:
         """Until cancelled: the listener, the gauges, and `gateway_workers` workers side by side."""
@@ -101,15 +108,31 @@ class GatewayLoop:
         self._next_look_at = now + self.settings.gateway_poll.total_seconds()
         return True
 
+    def _charges_may_be_due(self) -> bool:
+        """Whether to look for due charges now (see the module's docstring). Checked and marked with no await in
+        between, so that of the workers one NOTIFY woke together only the first one looks; read before the claim's
+        snapshot, so a charge announced after it is looked for again."""
+        now = time.monotonic()
+        announced = self.wakeup.routine_announced
+        if announced == self._charges_seen and not self._more_charges and now < self._next_charge_look_at:
+            return False
+        self._charges_seen, self._more_charges = announced, False
+        self._next_charge_look_at = now + self.settings.gateway_poll.total_seconds()
+        return True
+
     async def charge_due(self) -> bool:
         """Up to GATEWAY_BATCH due charges: claimed in one statement, called side by side, settled in one
-        transaction; False when none was due."""
+        transaction. True when the batch was full: more may be due at once."""
+        if not self._charges_may_be_due():
+            return False
         async with self.new_uow() as uow:
             ctx = self.new_context(uow)
             claimed_at = ctx.now
             due = await ctx.work.due_charges(claimed_at, self.settings.gateway_batch)
             if not due:
                 return False
+            full = len(due) == self.settings.gateway_batch
+            self._more_charges = self._more_charges or full  # the other workers may look at once too
             # The bound runs from the first call: time billing itself was down or behind is not the gateway's.
             give_up_at = [c["give_up_at"] or claimed_at + self.settings.gateway_charge_within for c in due]
             answers = await asyncio.gather(*(self._call(Operation.CHARGE, c, self._charge_call(c),
@@ -130,7 +153,7 @@ class GatewayLoop:
             await uow.commit()
         if any(s.verdict.reason_code == GATEWAY_UNAVAILABLE for s in settled):
             self._rest_found = True  # given up: its void is due at once
-        return True
+        return full
 
     def _charge_call(self, charge: dict) -> Callable[[], Awaitable[str]] | Refused:
         if charge["token"] is None:
