@@ -8,13 +8,16 @@ import asyncio
 import os
 from datetime import datetime, timedelta, timezone
 from functools import partial
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from notifications.adapters.mime import OutgoingMail
 from notifications.adapters.tables import metadata, notifications
 from notifications.adapters.templates import Templates
 from notifications.bootstrap import definition
@@ -40,7 +43,8 @@ DATABASE = f"{os.environ.get('TEST_DB_PREFIX', 't_')}notifications_it"
 
 
 class FakeSmtp:
-    """Accepts every mail except those to `refusing` addresses, which fail with `error`."""
+    """Accepts every mail except those to `refusing` addresses, which fail with `error`; keeps each accepted mail
+    as a reader parses it."""
 
     def __init__(self, error: Exception | None = None, delay: float = 0.0) -> None:
         self.sent: list[EmailMessage] = []
@@ -49,11 +53,13 @@ class FakeSmtp:
         self.delay = delay
         self.batches: list[int] = []
 
-    async def send_all(self, messages: list[EmailMessage]) -> list[BaseException | None]:
-        self.batches.append(len(messages))
+    async def send_all(self, mails: list[OutgoingMail]) -> list[BaseException | None]:
+        self.batches.append(len(mails))
         results: list[BaseException | None] = []
-        for message in messages:
+        for mail in mails:
             await asyncio.sleep(self.delay)
+            message = BytesParser(policy=policy.default).parsebytes(mail.data)
+            assert mail.recipients == [message["To"].addresses[0].addr_spec]
             if any(address in message["To"] for address in self.refusing):
                 results.append(self.error)
             else:

@@ -4,13 +4,16 @@ server closed meanwhile reopened once, a refused recipient failing only its own 
 import asyncio
 import os
 import smtplib
-from email.message import EmailMessage
+from email import policy
+from email.parser import BytesParser
+from datetime import datetime, timezone
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SmtpServer
 
-from notifications.adapters.smtp import SmtpSender, is_permanent
+from notifications.adapters.mime import OutgoingMail
+from notifications.adapters.smtp import SmtpSender, build_email, is_permanent
 
 pytestmark = pytest.mark.integration
 PORT = int(os.environ.get("TEST_PORT_BASE", "18000")) + 27
@@ -19,6 +22,7 @@ PORT = int(os.environ.get("TEST_PORT_BASE", "18000")) + 27
 class Recorder:
     def __init__(self) -> None:
         self.received: list[tuple[tuple, str]] = []  # (peer, recipient)
+        self.contents: list[bytes] = []
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith("refused"):
@@ -28,6 +32,7 @@ class Recorder:
 
     async def handle_DATA(self, server, session, envelope):
         self.received.extend((session.peer, to) for to in envelope.rcpt_tos)
+        self.contents.append(envelope.original_content or envelope.content)
         return "250 Message accepted"
 
 
@@ -45,11 +50,9 @@ class ClosingController(Controller):
                 self.loop.call_soon_threadsafe(server.transport.close)
 
 
-def mail(to: str) -> EmailMessage:
-    message = EmailMessage()
-    message["From"], message["To"], message["Subject"] = "n@example.test", to, "hello"
-    message.set_content("hello")
-    return message
+def mail(to: str) -> OutgoingMail:
+    return build_email({"notification_id": f"id-{to}", "subject": "hello", "kind": "test", "body_text": "hello\n",
+                        "body_html": None}, {"name": "", "email": to}, "n@example.test", datetime.now(timezone.utc))
 
 
 @pytest.fixture
@@ -105,3 +108,25 @@ async def test_a_server_that_is_down_fails_every_mail_of_the_batch():
     sender = SmtpSender("127.0.0.1", PORT, 2)
     results = await sender.send_all([mail("a@example.test"), mail("b@example.test")])
     assert all(isinstance(r, OSError) for r in results)
+
+
+async def test_a_mail_with_non_ascii_names_subject_and_bodies_arrives_as_written(server):
+    _, recorder = server
+    subject = "Offre reçue : « Identité visuelle » — 1 500,00 € 🎉"
+    text = "Bonjour Zoë,\n.Point en début de ligne\n"
+    mail_ = build_email({"notification_id": "id-zoe", "subject": subject, "kind": "offer_received",
+                         "body_text": text, "body_html": "<p>Zoë 日本</p>\n"},
+                        {"name": "Zoë Ñúñez, «Øster»", "email": "zoe@example.test"},
+                        "Plateforme Séquestre <n@example.test>", datetime.now(timezone.utc))
+    sender = SmtpSender("127.0.0.1", PORT, 5)
+    try:
+        assert await sender.send_all([mail_]) == [None]
+    finally:
+        sender.close()
+    [received] = [BytesParser(policy=policy.default).parsebytes(data) for data in recorder.contents]
+    assert received["Subject"] == subject
+    assert str(received["To"]) == '"Zoë Ñúñez, «Øster»" <zoe@example.test>'
+    assert received["From"].addresses[0].display_name == "Plateforme Séquestre"
+    assert received.get_body(("plain",)).get_content().replace("\r\n", "\n") == text
+    assert received.get_body(("html",)).get_content().replace("\r\n", "\n") == "<p>Zoë 日本</p>\n"
+    assert [to for _, to in recorder.received] == ["zoe@example.test"]

@@ -1,6 +1,8 @@
 """Notifications' rules at the domain level: who is told what, amounts for people, every template, retries."""
 
 from datetime import date, datetime, timedelta, timezone
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
@@ -270,9 +272,10 @@ def test_the_message_id_is_derived_from_the_notification_id():
     email = build_email({"notification_id": nid, "subject": "Hi", "kind": "offer_received", "body_text": "t\n",
                          "body_html": "<p>t</p>"}, {"name": "Ann", "email": "ann@example.test"},
                         "Platform <n@example.test>", DUE)
-    assert email["Message-ID"] == message_id(nid) == f"<{nid}@notifications.escrow-platform>"
-    assert email["To"] == "Ann <ann@example.test>"
-    assert email.get_body(("html",)).get_content().strip() == "<p>t</p>"
+    read = BytesParser(policy=policy.default).parsebytes(email.data)
+    assert read["Message-ID"] == message_id(nid) == f"<{nid}@notifications.escrow-platform>"
+    assert read["To"] == "Ann <ann@example.test>"
+    assert read.get_body(("html",)).get_content().strip() == "<p>t</p>"
 
 
 def test_failed_deliveries_back_off_exponentially_up_to_a_cap_then_give_up():

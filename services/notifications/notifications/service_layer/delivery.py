@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from email.message import EmailMessage
 
 from prometheus_client import Counter
 
@@ -32,7 +31,8 @@ from platform_schemas.events.notifications import NotificationFailed, Notificati
 from platform_schemas.topics import NOTIFICATIONS_EVENTS
 
 from ..adapters.repository import NotificationRepository
-from ..adapters.smtp import MailSender, build_email, is_permanent
+from ..adapters.mime import OutgoingMail
+from ..adapters.smtp import MailSender, UnsendableMail, build_email, is_permanent
 from ..domain.delivery import FAILED, PENDING, SENT, RetryPolicy
 
 log = get_logger(__name__)
@@ -129,14 +129,18 @@ class EmailDelivery:
         """Each row's error (None: the server took it); rows without a known address are not sent."""
         now = self.clock.now()
         errors: list[BaseException | None] = [None] * len(due)
-        messages: list[EmailMessage] = []
+        messages: list[OutgoingMail] = []
         sendable: list[int] = []
         for i, row in enumerate(due):
             if row["recipient_email"] is None:
                 errors[i] = RecipientAddressUnknown(f"no email address known for {row['account_id']}")
                 continue
             recipient = {"name": row["recipient_name"], "email": row["recipient_email"]}
-            messages.append(build_email(row, recipient, self.mail_from, now))
+            try:
+                messages.append(build_email(row, recipient, self.mail_from, now))
+            except UnsendableMail as unsendable:  # fails this row for good, not the whole batch for ever
+                errors[i] = unsendable
+                continue
             sendable.append(i)
         if messages:
             try:
