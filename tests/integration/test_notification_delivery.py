@@ -22,7 +22,8 @@ from notifications.adapters.tables import metadata, notifications
 from notifications.adapters.templates import Templates
 from notifications.bootstrap import definition
 from notifications.domain.delivery import RetryPolicy
-from notifications.adapters.repository import EMAILS_DUE_CHANNEL
+from notifications.adapters.repository import EMAILS_DUE_CHANNEL, Known, NotificationRepository
+from notifications.domain.routing import Parties
 from platform_runtime.listener import Listener
 from notifications.service_layer.delivery import EmailDelivery, WorkSignal
 from notifications.service_layer.context import Context
@@ -124,6 +125,24 @@ def delivery(sessions, clock, smtp, attempts: int = 3, workers: int = 1, batch_s
     return EmailDelivery(unit_of_work(sessions, clock), smtp,
                          RetryPolicy(attempts, timedelta(seconds=10), timedelta(seconds=15)), clock,
                          "Platform <n@example.test>", workers, poll_seconds=0.01, batch_size=batch_size)
+
+
+async def test_saving_a_contract_answers_its_events_lookup_and_keeps_the_title_a_later_event_lacks(db, clock):
+    for account_id, name in (("acc-cl", "Chloé Client"), ("acc-fr", "Fred Freelancer")):
+        await consume(db, clock, event(AccountRegistered(account_id=account_id, role="client", name=name,
+                                                         email=f"{account_id}@example.test"), account_id))
+    offered = Parties("ct-1", "acc-cl", "acc-fr", "EUR", "Brand identity")
+    async with unit_of_work(db, clock)() as uow:
+        repo = NotificationRepository(uow.session)
+        known = await repo.save_contract(offered, [("ms-1", "Logo", 50_000), ("ms-2", "Guide", 70_000)], "ms-2",
+                                         ["administrators", "acc-cl", "acc-fr"])
+        assert known == Known(offered, "Guide", {"acc-cl": "Chloé Client", "acc-fr": "Fred Freelancer"})
+        # OfferFundingFailed carries no title: the one OfferSent gave is kept, and the lookup says so.
+        again = await repo.save_contract(Parties("ct-1", "acc-cl", "acc-fr", "EUR", None), [], None, ["acc-cl"])
+        assert again.parties == offered and again.milestone_title is None
+        assert again.names == {"acc-cl": "Chloé Client", "acc-fr": "Fred Freelancer"}
+        assert await repo.lookup("ct-1", "ms-1", []) == Known(offered, "Logo", again.names)
+        await uow.commit()
 
 
 async def test_an_event_gives_one_in_app_and_one_pending_email_however_often_it_arrives(db, clock):

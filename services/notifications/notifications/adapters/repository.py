@@ -30,20 +30,34 @@ ON CONFLICT (account_id) DO UPDATE SET role = EXCLUDED.role, name = EXCLUDED.nam
 
 _ACCOUNT = select(accounts).where(accounts.c.account_id == bindparam("account_id"))
 
-# A contract's parties and its milestones, in one statement. A later event without a title must not
-# erase the one OfferSent gave.
-_SAVE_CONTRACT = """
+# A contract's parties and its milestones, and what its event's notifications need (as _LOOKUP below), in one
+# statement. A later event without a title must not erase the one OfferSent gave: the contract's row as saved
+# (RETURNING) has the title kept. The lookup's reads see the snapshot before the inserts, so a milestone this
+# statement saves has its title from the parameters.
+_SAVE_CONTRACT_AND_LOOKUP = """
 WITH saved_contract AS (
     INSERT INTO contracts (contract_id, client_id, freelancer_id, currency, title)
     VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (contract_id) DO UPDATE SET client_id = EXCLUDED.client_id,
         freelancer_id = EXCLUDED.freelancer_id, currency = EXCLUDED.currency,
         title = coalesce(EXCLUDED.title, contracts.title)
+    RETURNING client_id, freelancer_id, currency, title
+), saved_milestones AS (
+    INSERT INTO milestones (milestone_id, contract_id, title, amount)
+    SELECT m.milestone_id, $1, m.title, m.amount
+    FROM unnest($6::text[], $7::text[], $8::bigint[]) AS m(milestone_id, title, amount)
+    ON CONFLICT (milestone_id) DO UPDATE SET title = EXCLUDED.title, amount = EXCLUDED.amount
 )
-INSERT INTO milestones (milestone_id, contract_id, title, amount)
-SELECT m.milestone_id, $1, m.title, m.amount
-FROM unnest($6::text[], $7::text[], $8::bigint[]) AS m(milestone_id, title, amount)
-ON CONFLICT (milestone_id) DO UPDATE SET title = EXCLUDED.title, amount = EXCLUDED.amount
+SELECT c.client_id, c.freelancer_id, c.currency, c.title,
+       coalesce((SELECT m.title FROM unnest($6::text[], $7::text[]) AS m(milestone_id, title)
+                 WHERE m.milestone_id = $9),
+                (SELECT m.title FROM milestones m WHERE m.milestone_id = $9)) AS milestone_title,
+       a.ids AS account_ids, a.names AS account_names
+FROM saved_contract c
+LEFT JOIN LATERAL (
+    SELECT array_agg(account_id) AS ids, array_agg(name) AS names FROM accounts
+    WHERE account_id = ANY($10::text[]) OR account_id = c.client_id OR account_id = c.freelancer_id
+) AS a ON true
 """
 
 _SAVE_MILESTONE = """
@@ -117,6 +131,12 @@ class Known:
     names: dict[str, str]
 
 
+def _known(contract_id: str | None, row: asyncpg.Record) -> Known:
+    parties = Parties(contract_id, row["client_id"], row["freelancer_id"], row["currency"], row["title"]) \
+        if row["client_id"] is not None else None
+    return Known(parties, row["milestone_title"], dict(zip(row["account_ids"] or (), row["account_names"] or ())))
+
+
 def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[Any]]:
     return [[row[name] for row in rows] for name in names]
 
@@ -138,22 +158,23 @@ class NotificationRepository:
         row = (await self.session.execute(_ACCOUNT, {"account_id": account_id})).mappings().first()
         return dict(row) if row else None
 
-    async def save_contract(self, parties: Parties, milestones: list[tuple[str, str, int]] = ()) -> None:
-        """The parties and (OfferSent) the milestones (id, title, amount) of a contract."""
+    async def save_contract(self, parties: Parties, milestones: list[tuple[str, str, int]], milestone_id: str | None,
+                            account_ids: list[str]) -> Known:
+        """Save the parties and (OfferSent) the milestones (id, title, amount) of a contract, and return what
+        `lookup` would return after it: one round trip for the projection and the lookup of the event."""
         by_id = {m[0]: m for m in milestones}  # one row per id, the last one given (as one upsert each would)
-        await (await self._driver()).execute(
-            _SAVE_CONTRACT, parties.contract_id, parties.client_id, parties.freelancer_id, parties.currency,
-            parties.title, list(by_id), [m[1] for m in by_id.values()], [m[2] for m in by_id.values()])
+        row = await (await self._driver()).fetchrow(
+            _SAVE_CONTRACT_AND_LOOKUP, parties.contract_id, parties.client_id, parties.freelancer_id,
+            parties.currency, parties.title, list(by_id), [m[1] for m in by_id.values()],
+            [m[2] for m in by_id.values()], milestone_id, account_ids)
+        return _known(parties.contract_id, row)
 
     async def save_milestone(self, milestone_id: str, contract_id: str, title: str, amount: int) -> None:
         await (await self._driver()).execute(_SAVE_MILESTONE, milestone_id, contract_id, title, amount)
 
     async def lookup(self, contract_id: str | None, milestone_id: str | None, account_ids: list[str]) -> Known:
-        row = await (await self._driver()).fetchrow(_LOOKUP, contract_id, milestone_id, account_ids)
-        parties = Parties(contract_id, row["client_id"], row["freelancer_id"], row["currency"], row["title"]) \
-            if row["client_id"] is not None else None
-        names = dict(zip(row["account_ids"] or (), row["account_names"] or ()))
-        return Known(parties, row["milestone_title"], names)
+        return _known(contract_id, await (await self._driver()).fetchrow(_LOOKUP, contract_id, milestone_id,
+                                                                         account_ids))
 
     # -- notifications -------------------------------------------------------------------------
     async def add(self, rows: list[dict[str, Any]]) -> set[str]:

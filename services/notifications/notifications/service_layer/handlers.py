@@ -22,27 +22,35 @@ from .context import Context
 log = get_logger(__name__)
 
 
-async def project(event_type: str, data: dict[str, Any], repo: NotificationRepository) -> None:
-    """Remember who is who: people from AccountRegistered, contracts' parties and milestone titles."""
+CONTRACT_PROJECTED = ("OfferSent", "OfferFundingFailed")  # the events that carry a contract's parties
+
+
+async def project(event_type: str, data: dict[str, Any], repo: NotificationRepository) -> Known | None:
+    """Remember who is who: people from AccountRegistered, contracts' parties and milestone titles. Saving a
+    contract also answers the lookup of its event (the same round trip), returned; else None."""
     if event_type == "AccountRegistered":
         await repo.save_account(data["account_id"], data["role"], data["name"], data["email"])
-    if event_type in ("OfferSent", "OfferFundingFailed"):
+    if event_type in CONTRACT_PROJECTED:
         milestones = [(m["milestone_id"], m["title"], m["amount"]) for m in data.get("milestones") or ()] \
             if event_type == "OfferSent" else []
-        await repo.save_contract(Parties(data["contract_id"], data["client_id"], data["freelancer_id"],
-                                         data["currency"], data.get("title")), milestones)
+        return await repo.save_contract(Parties(data["contract_id"], data["client_id"], data["freelancer_id"],
+                                                data["currency"], data.get("title")), milestones,
+                                        data.get("milestone_id"), _named_accounts(data))
     if event_type in ("MilestoneAdded", "MilestoneEdited"):
         await repo.save_milestone(data["milestone_id"], data["contract_id"], data["title"], data["amount"])
+    return None
 
 
 async def notify(event: Message, ctx: Context) -> None:
-    """Keep the projections, then one row per person told and channel: one lookup, one insert for them all."""
+    """Keep the projections, then one row per person told and channel: one lookup (with the projection's
+    statement when the event saves its contract), one insert for them all."""
     envelope, repo = ctx.envelope, ctx.notifications
     data = event.model_dump(mode="python")
-    await project(envelope.type, data, repo)
+    known = await project(envelope.type, data, repo)
     if envelope.type not in routing.RULES:
         return  # a projection's event only (AccountRegistered, MilestoneAdded/Edited): nobody is told
-    known = await repo.lookup(data.get("contract_id"), data.get("milestone_id"), _named_accounts(data))
+    if known is None:
+        known = await repo.lookup(data.get("contract_id"), data.get("milestone_id"), _named_accounts(data))
     try:
         notices = routing.notices_for(envelope.type, data, known.parties)
     except routing.RecipientUnknown as unknown:
