@@ -31,8 +31,9 @@ IDLE_SECONDS = 3.0
 # connections, each introspecting types once), not for a statement per email or per projection row again.
 MAX_STATEMENTS_PER_SAGA = 15
 MAX_COMMITS_PER_SAGA = 2
-# One saga at a time: nothing to batch, so this is each message's fixed cost (README, issue 10).
-ONE_AT_A_TIME_SAGAS = 15
+# One saga at a time: nothing to batch, so this is each message's fixed cost (README, issue 10). More sagas give a
+# steadier CPU figure (NOTIFICATIONS_LONE_SAGAS=60 for README's).
+ONE_AT_A_TIME_SAGAS = int(os.environ.get("NOTIFICATIONS_LONE_SAGAS") or 15)
 MAX_STATEMENTS_PER_LONE_SAGA = 20
 MAX_COMMITS_PER_LONE_SAGA = 3
 WARM_UP_SAGAS = 8

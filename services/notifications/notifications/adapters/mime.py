@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, parseaddr
+from functools import lru_cache
 
 CRLF = "\r\n"
 # An encoded word is at most 75 characters (RFC 2047 2); "=?utf-8?b?" + base64 of 42 bytes (56) + "?=" is 68, so
@@ -41,6 +42,7 @@ class OutgoingMail:
         return self.sender.isascii() and all(r.isascii() for r in self.recipients)
 
 
+@lru_cache(maxsize=16)  # the sender's address (a setting) is parsed once, not for every mail
 def address(text: str) -> tuple[str, str]:
     """("Platform", "n@example.test") from "Platform <n@example.test>" (a bare address has no name)."""
     name, addr = parseaddr(text)
