@@ -206,6 +206,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
         *processors, group_id=runtime.name, batch=True, max_records=settings.consumer_max_records,
         batch_timeout_ms=settings.consumer_batch_timeout_ms, auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL, title=runtime.name, listener=runtime.offsets.rebalance_listener(),
+        decoder=_records_as_they_are,
     )
     _fetch_without_idle_sleep(subscriber)
     runtime.subscriber = subscriber
@@ -228,6 +229,13 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
             runtime.handling_batch = False
         runtime.last_batch_at = time.monotonic()
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+
+
+async def _records_as_they_are(message: KafkaMessage) -> None:
+    """faststream's batch decoder would parse every record's JSON (and build a message object for each) before the
+    handler, which reads the records themselves (`message.raw_message`) and parses each envelope once, or not at all
+    for an event type it skips: nothing to decode here."""
+    return None
 
 
 def _fetch_without_idle_sleep(subscriber) -> None:
