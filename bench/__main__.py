@@ -273,7 +273,8 @@ async def run_bonus(args, kafka: str, postgres: str, prefix: str, port_base: int
         return None
     offered = {"kafka": kafka, "postgres_url": postgres, "prefix": prefix, "port_base": port_base,
                "log_dir": default_log_dir(), "profile_dir": args.profile and args.profile / "bonus", "args": args,
-               "bonuses": args.bonuses, "clients": args.clients}
+               "bonuses": args.bonuses, "clients": args.clients,
+               "service_env": dict(item.split("=", 1) for item in args.service_env)}
     accepted = inspect.signature(bonus_batch.run).parameters
     result = bonus_batch.run(**{k: v for k, v in offered.items() if k in accepted})
     return await result if inspect.isawaitable(result) else result

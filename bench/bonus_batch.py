@@ -214,7 +214,7 @@ def stop_profiled(platform: Platform, profile_dir: Path) -> None:
 
 async def run(kafka: str | None = None, postgres_url: str | None = None, prefix: str = "bench_",
               port_base: int = 28000, log_dir: Path | None = None, bonuses: int = 100_000,
-              clients: int = 10_000, profile_dir: Path | None = None) -> dict:
+              clients: int = 10_000, profile_dir: Path | None = None, service_env: dict | None = None) -> dict:
     kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     # the superuser's URL, with its password
     postgres_url = postgres_url or with_local_superuser_password(os.environ.get("POSTGRES_URL")) or subprocess.run(
@@ -222,7 +222,8 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
         check=True).stdout.strip()
     processes.LOGS = (log_dir or Path("/var/tmp/escrow-platform/bench-logs")) / "bonus"
     platform = Platform(kafka, postgres_url.rstrip("/"), prefix=f"{prefix}bonus_",
-                        env={"BONUS_BATCH_AT": "off", "LOG_LEVEL": "INFO"}, credentials=partial(as_, kafka))
+                        env={"BONUS_BATCH_AT": "off", "LOG_LEVEL": "INFO", **(service_env or {})},
+                        credentials=partial(as_, kafka))
     ports = {"billing": port_base + 13, "escrow": port_base + 12}
     from tests.infra import ensure_topics
 
