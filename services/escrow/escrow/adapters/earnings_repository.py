@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import String, any_, bindparam, func, select, tuple_, update
+from sqlalchemy import BigInteger, DateTime, String, any_, bindparam, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -11,14 +11,25 @@ from ..domain.earnings import Earning
 from .tables import account_balances, earnings, past_due_balances
 
 
+_ADDED = ("kind", "earning_id", "contract_id", "milestone_id", "bonus_id", "freelancer_id", "currency", "amount",
+          "released_at", "available_at")
+_ADDED_TYPES = {"amount": BigInteger, "released_at": DateTime(timezone=True), "available_at": DateTime(timezone=True)}
+# Any number of earnings in one statement (a bonus batch's chunk holds hundreds): arrays unnested, prepared once;
+# `pending` starts at the whole amount.
+_ADD = text(
+    f"INSERT INTO earnings ({', '.join(_ADDED)}, pending) "
+    f"SELECT *, amount FROM unnest({', '.join(':' + c for c in _ADDED)}) AS e({', '.join(_ADDED)}) "
+    "ON CONFLICT DO NOTHING"
+).bindparams(*(bindparam(c, type_=ARRAY(_ADDED_TYPES.get(c, String))) for c in _ADDED))
+
+
 class EarningsRepository:
     def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def add(self, new: list[Earning]) -> None:
         if new:
-            await self.session.execute(insert(earnings).on_conflict_do_nothing(), [
-                {**e.__dict__, "pending": e.amount} for e in new])
+            await self.session.execute(_ADD, {c: [getattr(e, c) for e in new] for c in _ADDED})
 
     async def still_pending(self, keys: list[tuple[str, str]]) -> list[tuple[Earning, int]]:
         """The earnings (kind, earning id) not yet made available, locked, with what is left of each."""
