@@ -82,6 +82,9 @@ class TimerRunner:
         return True
 
     async def run(self) -> None:
+        if not self.handlers:
+            return  # a service without timers (notifications) would only look at an empty table every second
+
         async def step() -> bool:
             return await self.fire_due() >= self.batch  # a full batch: more may be due at once
 
