@@ -1,0 +1,151 @@
+"""The contracts service's own CPU per fund saga, in one process, on a real PostgreSQL and no broker.
+
+`python -m bench.contracts_cpu [--sagas N] [--batch B]` creates a scratch database (POSTGRES_URL, as the
+superuser), then runs N fund sagas through the service's real dispatchers and units of work: SendOffer, then
+the ClientCharged and EscrowFunded that billing and escrow would answer, built from the commands contracts
+put in its outbox. Messages are handled B to a transaction (1: the low-rate shape, one message a batch), and
+CPU time (time.process_time) is counted around the handling and the commit only, so Kafka's fetches, the
+relay and the idle loops are left out: a before/after figure for changes to contracts' hot path that holds
+on a loaded machine, where a whole-platform run does not. The statements it ran are counted by
+pg_stat_statements when the server preloads it.
+"""
+
+import argparse
+import asyncio
+import os
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+from functools import partial
+
+import asyncpg
+from platform_runtime.clock import FrozenClock
+from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
+from platform_runtime.service import build_runtime
+from platform_schemas import new_envelope
+from platform_schemas.actors import COMMAND_ROUTES
+from platform_schemas.commands.contracts import MilestoneSpec, RegisterAccount, SendOffer
+from platform_schemas.events.billing import ClientCharged
+from platform_schemas.events.escrow import EscrowFunded
+from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS
+from platform_schemas.types import Posting
+
+from tests.infra import with_local_superuser_password
+
+from contracts.bootstrap import COMMANDS, definition
+from contracts.service_layer import bonuses, statement
+from contracts.service_layer.context import Context
+from contracts.service_layer.sagas.replies import REPLY_HANDLERS
+from contracts.settings import ContractsSettings
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _scratch(base: str, name: str) -> str:
+    conn = await asyncpg.connect(_dsn(base.rstrip("/") + "/postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"{base.rstrip('/')}/{name}"
+
+
+async def _statements(url: str, reset: bool = False) -> Counter:
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        if reset:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await conn.execute("SELECT pg_stat_statements_reset()")
+            return Counter()
+        rows = await conn.fetch("SELECT query, calls FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+                                "WHERE d.datname = current_database() AND query NOT LIKE '%pg_stat%'")
+        return Counter({r["query"]: r["calls"] for r in rows})
+    except asyncpg.PostgresError:
+        return Counter()
+    finally:
+        await conn.close()
+
+
+async def run(sagas: int, batch: int) -> None:
+    base = with_local_superuser_password(os.environ["POSTGRES_URL"])
+    url = await _scratch(base, f"bench_contracts_cpu_{uuid.uuid4().hex[:8]}")
+    clock = FrozenClock(datetime.now(timezone.utc))
+    settings = ContractsSettings(database_url=url, http_port=0)
+    runtime = build_runtime(definition, settings, clock)
+    async with runtime.engine.begin() as conn:
+        await conn.run_sync(definition.metadata.create_all)
+    contexts = partial(Context, settings=settings)
+    commands = CommandDispatcher(CONTRACTS_COMMANDS, COMMANDS, CONTRACTS_EVENTS, contexts, routes=COMMAND_ROUTES)
+    admin = CommandDispatcher(CONTRACTS_ADMIN_COMMANDS, COMMANDS, CONTRACTS_EVENTS, contexts, routes=COMMAND_ROUTES)
+    replies = EventDispatcher(statement.recording({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}), contexts)
+
+    async def handle(dispatch, envelopes) -> tuple[float, list]:
+        """Handle these messages in transactions of `batch`; CPU seconds and what they put in the outbox."""
+        spent, out = 0.0, []
+        for i in range(0, len(envelopes), batch):
+            started = time.process_time()
+            async with runtime.new_uow() as uow:
+                uow.savepoint_per_message = False
+                for envelope in envelopes[i:i + batch]:
+                    await dispatch(envelope, uow)
+                out += [o.envelope for o in uow.outgoing]
+                await uow.commit()
+            spent += time.process_time() - started
+        return spent, out
+
+    parties = [(f"cl-{i}", f"fl-{i}") for i in range(sagas)]
+    await handle(admin.dispatch, [
+        new_envelope(RegisterAccount(account_id=a, role=role, name="N", email="n@example.test"), subject=a,
+                     actor="admin:bench", source="bench")
+        for pair in parties for a, role in zip(pair, ("client", "freelancer"))])
+    offers = [SendOffer(contract_id=f"c-{uuid.uuid4().hex[:12]}", client_id=c, freelancer_id=f, title="Logo",
+                        currency="USD", deposit="first_milestone",
+                        milestones=[MilestoneSpec(milestone_id=f"m-{uuid.uuid4().hex[:12]}", title=f"M{k}",
+                                                  amount=10_000 * (k + 1)) for k in range(3)])
+              for c, f in parties]
+    # One warm-up saga's worth of statements (prepared once per connection) is part of the count: small.
+    await _statements(url, reset=True)
+    cpu = {}
+    cpu["SendOffer"], out = await handle(commands.dispatch, [
+        new_envelope(o, subject=o.contract_id, actor=o.client_id, source="bench") for o in offers])
+    charges = [e for e in out if e.type == "ChargeClient"]
+    cpu["ClientCharged"], out = await handle(replies.dispatch, [new_envelope(ClientCharged(
+        charge_id=c.data["charge_id"], saga_id=c.data["saga_id"], contract_id=c.data["contract_id"],
+        client_id=c.data["client_id"], billing_method_id="bm-1", amount=c.data["amount"], currency="USD",
+        purpose="fixed_price", milestones=c.data["milestones"], gateway_reference="g"),
+        subject=c.subject, actor="system", source="billing") for c in charges])
+    holds = [e for e in out if e.type == "HoldEscrow"]
+    cpu["EscrowFunded"], out = await handle(replies.dispatch, [new_envelope(EscrowFunded(
+        hold_id=h.data["hold_id"], saga_id=h.data["saga_id"], charge_id=h.data["charge_id"],
+        contract_id=h.data["contract_id"], client_id=h.data["client_id"], currency="USD",
+        amount=sum(m["amount"] for m in h.data["milestones"]), milestones=h.data["milestones"],
+        postings=[Posting(posting_id=f"p-{h.data['hold_id']}", debit_account="a", credit_account="b",
+                          amount=sum(m["amount"] for m in h.data["milestones"]), currency="USD")]),
+        subject=h.subject, actor="system", source="escrow") for h in holds])
+    sent = sum(e.type == "OfferSent" for e in out)
+    statements = await _statements(url)
+    await runtime.engine.dispose()
+    assert sent == sagas, f"{sent} of {sagas} sagas ended in OfferSent"
+    total = sum(cpu.values())
+    print(f"contracts, {sagas} fund sagas, {batch} message(s) a transaction: {total / sagas * 1000:.2f} ms CPU per "
+          f"saga (" + ", ".join(f"{k} {v / sagas * 1000:.2f}" for k, v in cpu.items()) + ")")
+    if statements:
+        print(f"  {sum(statements.values()) / sagas:.2f} statements per saga (BEGIN/COMMIT included)")
+        for query, calls in statements.most_common(25):
+            print(f"  {calls / sagas:6.2f}  {' '.join(query.split())[:130]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sagas", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=1, help="messages per transaction (1: the low-rate shape)")
+    args = parser.parse_args()
+    asyncio.run(run(args.sagas, args.batch))
+
+
+if __name__ == "__main__":
+    main()
