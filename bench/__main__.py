@@ -117,7 +117,7 @@ async def scratch_database(postgres_url: str, name: str) -> str:
 
 async def measure_raw(args, kafka: str, postgres: str, prefix: str) -> dict:
     print(f"raw limits: Kafka round trip x{args.raw_samples} ...", flush=True)
-    kafka_rt = await raw_limits.kafka_round_trip(kafka, args.raw_samples)
+    kafka_rt = await raw_limits.kafka_round_trip(kafka, args.raw_samples, broker_pid=kafka_broker_pid(kafka))
     print("raw limits: PostgreSQL commits ...", flush=True)
     dsn = await scratch_database(postgres, f"{prefix}raw")
     concurrency = tuple(int(n) for n in args.pg_concurrency.split(",") if n)

@@ -9,8 +9,11 @@
 
 import asyncio
 import json
+import os
+import resource
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -40,8 +43,25 @@ async def _ensure_topic(bootstrap: str) -> None:
         await admin.close()
 
 
-async def kafka_round_trip(bootstrap: str, samples: int = 500, warmup: int = 30) -> dict:
-    """Produce one message, wait until a consumer has it, repeat: round trip and produce-ack times."""
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int | None) -> float:
+    """Seconds of CPU a process used so far (user + system), from /proc; 0 when it is not known."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def kafka_round_trip(bootstrap: str, samples: int = 500, warmup: int = 30, broker_pid: int | None = None) -> dict:
+    """Produce one message, wait until a consumer has it, repeat: round trip and produce-ack times, and the CPU one
+    message costs one at a time: this process's (aiokafka producing and fetching it) and the broker's."""
     await _ensure_topic(bootstrap)
     producer = AIOKafkaProducer(**super_user(bootstrap).kafka_options(), enable_idempotence=True, acks="all", linger_ms=0)
     consumer = AIOKafkaConsumer(**super_user(bootstrap).kafka_options(), enable_auto_commit=False)
@@ -67,6 +87,8 @@ async def kafka_round_trip(bootstrap: str, samples: int = 500, warmup: int = 30)
     round_trips, acks = [], []
     try:
         for i in range(warmup + samples):
+            if i == warmup:
+                own, broker = _own_cpu(), _process_cpu(broker_pid)
             key = uuid.uuid4().hex.encode()
             delivered = waiting[key] = asyncio.get_running_loop().create_future()
             started = time.perf_counter()
@@ -80,13 +102,44 @@ async def kafka_round_trip(bootstrap: str, samples: int = 500, warmup: int = 30)
                 acks.append(acked - started)
                 round_trips.append(arrived.pop(key) - started)
             arrived.pop(key, None)
+        own, broker = _own_cpu() - own, _process_cpu(broker_pid) - broker
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await consumer.stop()
         await producer.stop()
+    cpu = {"client_ms_per_message": round(own / samples * 1000, 3)}
+    if broker_pid:
+        cpu["broker_ms_per_message"] = round(broker / samples * 1000, 3)
     return {"settings": "idempotent producer, acks=all, linger_ms=0, payload ~1 KB, one message at a time",
-            "round_trip_ms": summary_ms(round_trips), "produce_ack_ms": summary_ms(acks)}
+            "round_trip_ms": summary_ms(round_trips), "produce_ack_ms": summary_ms(acks),
+            "cpu_one_at_a_time": cpu, "offset_commit": await offset_commit_cost(bootstrap, broker_pid)}
+
+
+async def offset_commit_cost(bootstrap: str, broker_pid: int | None, commits: int = 300) -> dict:
+    """One consumer group member committing one offset at a time: the wall time and the CPU of each commit (the
+    runtime coalesces them: runtime/platform_runtime/offsets.py)."""
+    consumer = AIOKafkaConsumer(ROUND_TRIP_TOPIC, **super_user(bootstrap).kafka_options(), enable_auto_commit=False,
+                                group_id=f"bench-offset-commit-{uuid.uuid4().hex[:8]}")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"raw limits: no partition of {ROUND_TRIP_TOPIC} assigned within 30 s")
+            await asyncio.sleep(0.1)
+        tp = TopicPartition(ROUND_TRIP_TOPIC, 0)
+        end = (await consumer.end_offsets([tp]))[tp]
+        own, broker, started = _own_cpu(), _process_cpu(broker_pid), time.perf_counter()
+        for i in range(commits):
+            await consumer.commit({tp: max(end - commits + i, 0)})
+        wall, own, broker = time.perf_counter() - started, _own_cpu() - own, _process_cpu(broker_pid) - broker
+    finally:
+        await consumer.stop()
+    cost = {"wall_ms": round(wall / commits * 1000, 3), "client_cpu_ms": round(own / commits * 1000, 3)}
+    if broker_pid:
+        cost["broker_cpu_ms"] = round(broker / commits * 1000, 3)
+    return cost
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------------

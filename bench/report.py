@@ -158,6 +158,12 @@ def report(result: dict) -> None:
         k, pg = raw["kafka"], raw["postgres"]
         print(f"FLOOR Kafka round trip (acks=all, idempotent): p50 {k['round_trip_ms']['p50']} ms, "
               f"p99 {k['round_trip_ms']['p99']} ms; produce ack p50 {k['produce_ack_ms']['p50']} ms")
+        if cpu := k.get("cpu_one_at_a_time"):
+            commit = k.get("offset_commit") or {}
+            print(f"FLOOR CPU of one message one at a time: produce + fetch {cpu.get('client_ms_per_message')} ms in the "
+                  f"client (aiokafka), {cpu.get('broker_ms_per_message', 'n/a')} ms in the broker; one offset commit "
+                  f"{commit.get('client_cpu_ms')} ms + {commit.get('broker_cpu_ms', 'n/a')} ms "
+                  f"({commit.get('wall_ms')} ms wall)")
         print(f"FLOOR PostgreSQL saga step commit, 1 connection: {pg['single_connection']['commits_per_second']}/s,"
               f" p50 {pg['single_connection']['commit_ms']['p50']} ms, p99 {pg['single_connection']['commit_ms']['p99']} ms")
         for c in pg["concurrent"]:
