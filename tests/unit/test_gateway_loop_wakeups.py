@@ -83,3 +83,20 @@ async def test_a_full_batch_is_followed_by_another_look_at_once():
     loop._more_charges = True  # noqa: SLF001 - what a full batch leaves
     await loop.charge_due()
     assert claims.made == 2
+
+
+async def test_a_full_batch_wakes_the_other_workers_to_look_at_once():
+    loop, wakeup, claims = a_loop()
+    loop.settings.gateway_batch = 2
+    charge = {"charge_id": "c-1", "saga_id": "s-1", "token": None, "billing_method_id": "bm-1",
+              "causation_id": None, "correlation_id": None, "actor": None}
+
+    async def full(now, limit: int) -> list:
+        claims.made += 1
+        return [dict(charge, charge_id=f"c-{n}") for n in range(limit)]
+
+    claims.due_charges = full
+    wakeup.event.clear()
+    with pytest.raises(KeyError):  # the fake's rows stop after the claim (settling is tested end to end)
+        await loop.charge_due()
+    assert claims.made == 1 and wakeup.event.is_set() and loop._more_charges  # noqa: SLF001

@@ -132,7 +132,9 @@ class GatewayLoop:
             if not due:
                 return False
             full = len(due) == self.settings.gateway_batch
-            self._more_charges = self._more_charges or full  # the other workers may look at once too
+            if full:  # more may be due: the other workers, asleep since this look began, look at once too
+                self._more_charges = True
+                self.wakeup.event.set()
             # The bound runs from the first call: time billing itself was down or behind is not the gateway's.
             give_up_at = [c["give_up_at"] or claimed_at + self.settings.gateway_charge_within for c in due]
             answers = await asyncio.gather(*(self._call(Operation.CHARGE, c, self._charge_call(c),
