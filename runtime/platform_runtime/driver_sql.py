@@ -9,8 +9,14 @@ the transaction first if SQLAlchemy has not sent its BEGIN yet (its asyncpg adap
 The table names are the runtime's (platform_runtime/tables.py), the same in every service's database.
 """
 
+import weakref
+
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+# Connections whose transaction this module began or found begun, with their adapter: a message asks for the
+# asyncpg connection many times, and reaching it through SQLAlchemy costs a greenlet switch each time.
+_begun: "weakref.WeakKeyDictionary[AsyncConnection, object]" = weakref.WeakKeyDictionary()
 
 
 async def in_transaction(connection: AsyncConnection) -> asyncpg.Connection:
@@ -18,12 +24,17 @@ async def in_transaction(connection: AsyncConnection) -> asyncpg.Connection:
 
     Relies on SQLAlchemy's asyncpg adapter (`_execute_mutex`, `_transaction`, `_start_transaction`, pinned in
     uv.lock); tests/integration/test_outbox_inbox.py checks that what runs here commits and rolls back with
-    the unit of work.
+    the unit of work. A connection seen before is answered from `_begun` while its transaction lasts (the
+    adapter drops `_transaction` at commit and rollback).
     """
+    adapted = _begun.get(connection)
+    if adapted is not None and adapted._transaction is not None:
+        return adapted._connection
     adapted = (await connection.get_raw_connection()).dbapi_connection
     async with adapted._execute_mutex:
         if adapted._transaction is None:
             await adapted._start_transaction()
+    _begun[connection] = adapted
     return adapted._connection
 
 
