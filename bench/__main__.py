@@ -33,6 +33,7 @@ from tests.infra import ensure_topics, with_local_superuser_password
 from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 
 from . import database_work, fund_saga, raw_limits
+from .database_work import asyncpg_dsn, scratch_database
 from .principals import super_user
 from .report import all_sent, floor, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
@@ -101,18 +102,6 @@ def _git(*args: str) -> str:
         return ""
 
 
-def asyncpg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-async def scratch_database(postgres_url: str, name: str) -> str:
-    conn = await asyncpg.connect(asyncpg_dsn(postgres_url) + "/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"{asyncpg_dsn(postgres_url)}/{name}"
 
 
 async def measure_raw(args, kafka: str, postgres: str, prefix: str) -> dict:

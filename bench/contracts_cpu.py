@@ -33,6 +33,8 @@ from platform_schemas.types import Posting
 
 from tests.infra import with_local_superuser_password
 
+from bench.database_work import asyncpg_dsn, drop_database, scratch_database
+
 from contracts.bootstrap import COMMANDS, definition
 from contracts.service_layer import bonuses, statement
 from contracts.service_layer.context import Context
@@ -40,22 +42,10 @@ from contracts.service_layer.sagas.replies import REPLY_HANDLERS
 from contracts.settings import ContractsSettings
 
 
-def _dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-async def _scratch(base: str, name: str) -> str:
-    conn = await asyncpg.connect(_dsn(base.rstrip("/") + "/postgres"))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"{base.rstrip('/')}/{name}"
 
 
 async def _statements(url: str, reset: bool = False) -> Counter:
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         if reset:
             await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
@@ -71,8 +61,16 @@ async def _statements(url: str, reset: bool = False) -> Counter:
 
 
 async def run(sagas: int, batch: int) -> None:
-    base = with_local_superuser_password(os.environ["POSTGRES_URL"])
-    url = await _scratch(base, f"bench_contracts_cpu_{uuid.uuid4().hex[:8]}")
+    base = with_local_superuser_password(os.environ["POSTGRES_URL"]).rstrip("/")
+    name = f"bench_contracts_cpu_{uuid.uuid4().hex[:8]}"
+    await scratch_database(base, name)
+    try:
+        await _measure(f"{base}/{name}", sagas, batch)
+    finally:
+        await drop_database(base, name)  # a scratch database, not one of the benchmark's to report on
+
+
+async def _measure(url: str, sagas: int, batch: int) -> None:
     clock = FrozenClock(datetime.now(timezone.utc))
     settings = ContractsSettings(database_url=url, http_port=0)
     runtime = build_runtime(definition, settings, clock)

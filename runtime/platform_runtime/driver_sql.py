@@ -12,21 +12,23 @@ The table names are the runtime's (platform_runtime/tables.py), the same in ever
 import weakref
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 # Connections whose transaction this module began or found begun, with their adapter: a message asks for the
 # asyncpg connection many times, and reaching it through SQLAlchemy costs a greenlet switch each time.
 _begun: "weakref.WeakKeyDictionary[AsyncConnection, object]" = weakref.WeakKeyDictionary()
 
 
-async def in_transaction(connection: AsyncConnection) -> asyncpg.Connection:
-    """The asyncpg connection under `connection`, its transaction begun.
+async def in_transaction(connection: AsyncConnection | AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under `connection` (a unit of work's, or an HTTP read's session), its transaction begun.
 
     Relies on SQLAlchemy's asyncpg adapter (`_execute_mutex`, `_transaction`, `_start_transaction`, pinned in
     uv.lock); tests/integration/test_outbox_inbox.py checks that what runs here commits and rolls back with
     the unit of work. A connection seen before is answered from `_begun` while its transaction lasts (the
     adapter drops `_transaction` at commit and rollback).
     """
+    if isinstance(connection, AsyncSession):
+        connection = await connection.connection()
     adapted = _begun.get(connection)
     if adapted is not None and adapted._transaction is not None:
         return adapted._connection

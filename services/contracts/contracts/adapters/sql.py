@@ -13,21 +13,16 @@ template marks its parameters `$?`, and the caller gives the values in the same 
 import re
 from functools import cache
 
-import asyncpg
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from platform_runtime import driver_sql
 
 _DIALECT = postgresql.dialect()
 
 
-async def driver(session: AsyncConnection | AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under a unit of work's connection (or a read's session), its transaction begun."""
-    if isinstance(session, AsyncSession):
-        session = await session.connection()
-    return await driver_sql.in_transaction(session)
+# The asyncpg connection under a unit of work's connection (or a read's session), its transaction begun.
+driver = driver_sql.in_transaction
 
 
 def pg_type(table: Table, column: str) -> str:
