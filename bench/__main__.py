@@ -28,12 +28,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import asyncpg
+from platform_runtime.relay import asyncpg_dsn
 
 from tests.infra import ensure_topics, with_local_superuser_password
 from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
+from tests.support.probe_service import scratch_database
 
 from . import database_work, fund_saga, raw_limits
-from .database_work import asyncpg_dsn, scratch_database
 from .principals import super_user
 from .report import all_sent, floor, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
@@ -108,7 +109,7 @@ async def measure_raw(args, kafka: str, postgres: str, prefix: str) -> dict:
     print(f"raw limits: Kafka round trip x{args.raw_samples} ...", flush=True)
     kafka_rt = await raw_limits.kafka_round_trip(kafka, args.raw_samples, broker_pid=kafka_broker_pid(kafka))
     print("raw limits: PostgreSQL commits ...", flush=True)
-    dsn = await scratch_database(postgres, f"{prefix}raw")
+    dsn = asyncpg_dsn(await scratch_database(postgres, f"{prefix}raw"))
     concurrency = tuple(int(n) for n in args.pg_concurrency.split(",") if n)
     pg = await raw_limits.postgres_commits(dsn, args.pg_seconds, concurrency)
     return {"kafka": kafka_rt, "postgres": pg, "load_average": load_average()}

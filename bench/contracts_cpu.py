@@ -22,6 +22,7 @@ from functools import partial
 import asyncpg
 from platform_runtime.clock import FrozenClock
 from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
+from platform_runtime.relay import asyncpg_dsn
 from platform_runtime.service import build_runtime
 from platform_schemas import new_envelope
 from platform_schemas.actors import COMMAND_ROUTES
@@ -33,7 +34,7 @@ from platform_schemas.types import Posting
 
 from tests.infra import with_local_superuser_password
 
-from bench.database_work import asyncpg_dsn, drop_database, scratch_database
+from tests.support.probe_service import drop_database, scratch_database
 
 from contracts.bootstrap import COMMANDS, definition
 from contracts.service_layer import bonuses, statement

@@ -14,7 +14,6 @@ import asyncio
 import time
 
 import asyncpg
-from platform_runtime.relay import asyncpg_dsn
 
 _TRANSACTIONS = ("SELECT datname, xact_commit, xact_rollback FROM pg_stat_database"
                  " WHERE datname LIKE $1 || '%'")
@@ -65,22 +64,3 @@ def per_saga(before: dict, after: dict, sagas: int, platform: tuple[str, ...]) -
         out["platform"] = {k: round(sum(d.get(k, 0) for d in ours), 2)
                            for k in ("commits", "rollbacks", "statements") if any(k in d for d in ours)}
     return out
-
-
-async def scratch_database(postgres_url: str, name: str) -> str:
-    """A fresh, empty database NAME on the server at `postgres_url` (superuser); its asyncpg DSN."""
-    conn = await asyncpg.connect(asyncpg_dsn(postgres_url) + "/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"{asyncpg_dsn(postgres_url)}/{name}"
-
-
-async def drop_database(postgres_url: str, name: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(postgres_url) + "/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
