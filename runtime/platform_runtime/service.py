@@ -260,6 +260,7 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
     async def lifespan(app: FastAPI):
         settings = runtime.settings
         runtime.producer = new_producer(settings.kafka_bootstrap_servers, settings.producer_linger_ms, runtime.name,
+                                        max_batch_size=settings.producer_max_batch_bytes,
                                         **kafka_security.client_options(settings))
         await runtime.producer.start()
         broker = KafkaBroker(settings.kafka_bootstrap_servers, graceful_timeout=15.0, logger=None,

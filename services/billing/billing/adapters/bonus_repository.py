@@ -99,6 +99,10 @@ class BonusRepository:
                 break
         return sums
 
+    async def refresh_statistics(self) -> None:
+        """ANALYZE of the bonus tables, through the owner's function (migration a4e8c2f6b1d9)."""
+        await self.session.execute(text("SELECT refresh_bonus_statistics()"))
+
     async def count_in_batch(self, business_date: date) -> int:
         return await self.session.scalar(select(func.count()).where(bonuses.c.batch_date == business_date))
 
@@ -232,14 +236,13 @@ class BonusRepository:
         """Add a chunk's sums to the charges (created on first sight); same transaction as the take."""
         if not totals:
             return
-        stmt = insert(bonus_charges)
-        await self.session.execute(stmt.on_conflict_do_update(index_elements=["charge_id"], set_={
-            "amount": bonus_charges.c.amount + stmt.excluded.amount,
-            "bonuses": bonus_charges.c.bonuses + stmt.excluded.bonuses,
-        }), [{"charge_id": t.charge_id, "idempotency_key": t.idempotency_key, "business_date": business_date,
-              "charge_date": charge_date,
-              "client_id": t.client_id, "currency": t.currency, "amount": t.amount, "bonuses": t.bonuses,
-              "status": ChargeStatus.PENDING} for t in totals])
+        # One statement for the chunk (unnest of one array per column), not one per charge: a chunk of 5,000
+        # bonuses of 5,000 clients was 5,000 executions (3.2 s of the server's time for a batch of 100,000).
+        await self.session.execute(_ADD_TO_CHARGES, {
+            "business_date": business_date, "charge_date": charge_date, "status": ChargeStatus.PENDING,
+            "ids": [t.charge_id for t in totals], "keys": [t.idempotency_key for t in totals],
+            "clients": [t.client_id for t in totals], "currencies": [t.currency for t in totals],
+            "amounts": [t.amount for t in totals], "counts": [t.bonuses for t in totals]})
 
     async def claim_charges(self, business_date: date, now: datetime, limit: int) -> list[dict]:
         rows = await self.session.execute(
@@ -273,15 +276,14 @@ class BonusRepository:
                                                             "message", "now")},
               "b_void_status": s.get("void_status"), "b_void_at": s["now"] if s.get("void_status") else None}
              for s in settled])
-        await self.session.execute(
-            update(bonuses).where(bonuses.c.batch_date == business_date, bonuses.c.client_id == bindparam("b_client"),
-                                  bonuses.c.currency == bindparam("b_currency"), bonuses.c.status == BonusStatus.TAKEN)
-            .values(status=bindparam("b_bonus_status"), charge_id=bindparam("b_charge_id"),
-                    reason_code=bindparam("b_reason"), message=bindparam("b_message")),
-            [{"b_client": s["client_id"], "b_currency": s["currency"], "b_charge_id": s["charge_id"],
-              "b_bonus_status": after(BONUS, BonusStatus.TAKEN, BonusEvent.CHARGED if s["status"] == ChargeStatus.SUCCEEDED
-                                      else BonusEvent.DECLINED),
-              "b_reason": s["reason"], "b_message": s["message"]} for s in settled])
+        # The charges' bonuses in one statement (a charge is one client and currency of the batch).
+        await self.session.execute(_SETTLE_BONUSES, {
+            "business_date": business_date, "taken": BonusStatus.TAKEN,
+            "clients": [s["client_id"] for s in settled], "currencies": [s["currency"] for s in settled],
+            "statuses": [after(BONUS, BonusStatus.TAKEN, BonusEvent.CHARGED if s["status"] == ChargeStatus.SUCCEEDED
+                               else BonusEvent.DECLINED) for s in settled],
+            "charge_ids": [s["charge_id"] for s in settled], "reasons": [s["reason"] for s in settled],
+            "messages": [s["message"] for s in settled]})
 
     async def postpone_charge(self, charge_id: str, retry_at: datetime, give_up_at: datetime, error: str) -> None:
         await self.session.execute(update(bonus_charges).where(bonus_charges.c.charge_id == charge_id).values(
@@ -342,3 +344,27 @@ class BonusRepository:
             return set()
         columns = {c: [getattr(r, c) for r in rows] for c in _HISTORY}
         return set(await self.session.scalars(_ADD_HISTORY, {"occurred_at": occurred_at, **columns}))
+
+
+# Totals of one chunk are unique per charge (domain.bonus_batch.charge_totals merges them), as ON CONFLICT
+# DO UPDATE requires of one statement.
+_ADD_TO_CHARGES = text("""
+INSERT INTO bonus_charges (charge_id, idempotency_key, business_date, charge_date, client_id, currency, amount,
+                           bonuses, status)
+SELECT t.charge_id, t.idempotency_key, :business_date, :charge_date, t.client_id, t.currency, t.amount, t.bonuses,
+       :status
+FROM unnest(CAST(:ids AS varchar[]), CAST(:keys AS varchar[]), CAST(:clients AS varchar[]),
+            CAST(:currencies AS varchar[]), CAST(:amounts AS bigint[]), CAST(:counts AS integer[]))
+     AS t(charge_id, idempotency_key, client_id, currency, amount, bonuses)
+ON CONFLICT (charge_id) DO UPDATE SET amount = bonus_charges.amount + excluded.amount,
+                                      bonuses = bonus_charges.bonuses + excluded.bonuses
+""")
+
+_SETTLE_BONUSES = text("""
+UPDATE bonuses AS b SET status = t.status, charge_id = t.charge_id, reason_code = t.reason, message = t.message
+FROM unnest(CAST(:clients AS varchar[]), CAST(:currencies AS varchar[]), CAST(:statuses AS varchar[]),
+            CAST(:charge_ids AS varchar[]), CAST(:reasons AS varchar[]), CAST(:messages AS text[]))
+     AS t(client_id, currency, status, charge_id, reason, message)
+WHERE b.batch_date = :business_date AND b.client_id = t.client_id AND b.currency = t.currency
+  AND b.status = :taken
+""")
