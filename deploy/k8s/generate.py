@@ -258,7 +258,9 @@ def database_cluster(database: str) -> dict:
                 # it LOGIN and its password
                 "postInitApplicationSQL": [f'CREATE ROLE "{roles.app}" NOLOGIN', *grant_statements(roles)]}},
             "managed": {"roles": [managed(roles.owner, "owner"), managed(roles.app, "app")]},
-            "postgresql": {"parameters": {"max_connections": "200"}},
+            # autovacuum every 5 s (default 1 min): the outbox is a queue, its published rows deleted at once, and
+            # the relay's read walks the dead index entries until vacuum removes them (deploy/local/postgres.sh).
+            "postgresql": {"parameters": {"max_connections": "200", "autovacuum_naptime": "5s"}},
             "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
         },
     }
