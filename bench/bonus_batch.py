@@ -51,7 +51,12 @@ from .principals import as_, super_user
 
 
 SERVICES = ("billing", "escrow")
-TARGET_SECONDS = 60
+TARGET_SECONDS = 60  # for 100,000 bonuses; 480 s (8 minutes) for 1,000,000 (issue 10)
+
+
+def target_seconds(bonuses: int) -> float:
+    """The issue's targets: 60 s up to 100,000 bonuses, then 8 minutes per 1,000,000."""
+    return TARGET_SECONDS if bonuses <= 100_000 else 480 * bonuses / 1_000_000
 CURRENCIES_OF_EVERY_FOURTH_CLIENT = ("USD", "EUR")  # the others give bonuses in USD only
 
 
@@ -114,6 +119,19 @@ async def gateway_charges(gateway_dsn: str, business_date: date) -> tuple[int, i
     return row["n"], row["total"]
 
 
+class BatchTimedOut(TimeoutError):
+    """The batch did not complete in the time allowed: a finding, reported with its progress, not a crash."""
+
+    def __init__(self, message: str, progress: list | None = None) -> None:
+        super().__init__(message)
+        self.progress = progress or []
+
+
+def time_allowed(bonuses: int) -> float:
+    """Ten times the batch's target, at least 10 minutes."""
+    return max(600.0, 10 * target_seconds(bonuses))
+
+
 class BatchWatcher:
     """Follows the one billing.events partition that carries a batch's messages (its key), bytes only."""
 
@@ -138,7 +156,7 @@ class BatchWatcher:
                 for record in records:
                     if b'"type":"BonusBatchCompleted"' in record.value and needle in record.value:
                         return json.loads(record.value)
-        raise TimeoutError(f"no BonusBatchCompleted for {command_id} within {timeout}s")
+        raise BatchTimedOut(f"no BonusBatchCompleted for {command_id} within {timeout:.0f} s")
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -170,7 +188,11 @@ async def run_one(kafka: str, producer: AIOKafkaProducer, billing_url: str, busi
     await producer.send_and_wait(BILLING_ADMIN_COMMANDS, command.to_json(), key=command.subject.encode())
     sampler = asyncio.create_task(sample())
     try:
-        event = await watcher.completed(command.id, timeout)
+        try:
+            event = await watcher.completed(command.id, timeout)
+        except BatchTimedOut as timed_out:
+            raise BatchTimedOut(f"{timed_out}; last progress (s, processed, bonuses): "
+                                f"{progress[-1] if progress else None}", progress) from None
         seconds = time.monotonic() - started
         try:
             await asyncio.wait_for(sampler, 30)
@@ -234,7 +256,8 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
     names = {s: start_profiled(platform, s, ports[s], profile_dir) if profile_dir else platform.start(s, port=ports[s])
              for s in SERVICES}
     producer = AIOKafkaProducer(**as_(kafka, "admin").kafka_options(), enable_idempotence=True)  # RunBonusBatch
-    result: dict = {"bonuses": bonuses, "clients": clients, "target_seconds": TARGET_SECONDS, "verdict": None}
+    result: dict = {"bonuses": bonuses, "clients": clients, "target_seconds": target_seconds(bonuses),
+                    "verdict": None}
     try:
         for name in names.values():
             await platform.wait_ready(name)
@@ -258,7 +281,13 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
         totals = await seed(billing_dsn, today, now - timedelta(minutes=1), bonuses, clients, tag="big")
         result["seed_seconds"] = round(time.monotonic() - seeded_at, 1)
         cpu_before = {s: cpu_seconds(p) for s, p in pids.items()}
-        big = await run_one(kafka, producer, billing_url, today)
+        try:
+            big = await run_one(kafka, producer, billing_url, today, timeout=time_allowed(bonuses))
+        except BatchTimedOut as timed_out:  # reported, with how far it got, and the run ends here
+            result["batch"] = {"timed_out": str(timed_out), "seconds_allowed": time_allowed(bonuses),
+                               "progress_samples": timed_out.progress[::max(len(timed_out.progress) // 20, 1)]}
+            result["verdict"] = {"batch_within_target": False, "completed": False}
+            return result
         result["batch"] = {**{k: big[k] for k in ("seconds_to_completed_event", "seconds_to_completed_in_billing")},
                            "cpu_seconds": {s: round(cpu_seconds(p) - cpu_before[s], 1) for s, p in pids.items()},
                            "progress_samples": big["progress"][::max(len(big["progress"]) // 20, 1)]}
@@ -278,7 +307,7 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
         expected_charges = clients + len(range(0, clients, 4)) if bonuses >= 2 * clients else None
         seconds = result["batch"]["seconds_to_completed_event"]
         result["verdict"] = {
-            f"batch_at_most_{TARGET_SECONDS}_s": seconds <= TARGET_SECONDS,
+            "batch_within_target": seconds <= target_seconds(bonuses),
             "rerun_at_most_10_percent": result["rerun"]["seconds"] <= 0.1 * seconds,
             "rerun_charged_nobody": charges_after == charges and charged_after == charged,
             "every_bonus_paid_once": figures["paid"] == bonuses and figures["totals"] == dict(sorted(totals.items())),

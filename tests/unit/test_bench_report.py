@@ -62,3 +62,16 @@ def test_the_printout_puts_the_floor_beside_each_figure(capsys):
     out = capsys.readouterr().out
     assert "p50 90.0 ms (9.5 x floor 9.5 ms)" in out
     assert "STALL: 1 saga(s) over 1000 ms" in out and "[MISSED] burst sagas/s >= 500" in out
+
+
+def test_the_bonus_target_follows_the_batch_size_and_a_batch_that_never_completed_is_a_missed_target():
+    from bench.bonus_batch import target_seconds, time_allowed
+
+    assert target_seconds(100_000) == 60 and target_seconds(1_000_000) == 480
+    assert time_allowed(100_000) == 600 and time_allowed(1_000_000) == 4800
+    done = verdict(None, None, {"bonuses": 100_000, "target_seconds": 60, "batch": {"seconds_to_completed_event": 75}})
+    assert done == {"bonus batch of 100,000 bonuses: seconds <= 60": {
+        "met": False, "measured": 75, "target": 60, "off_by_factor": 1.25}}
+    stalled = verdict(None, None, {"bonuses": 1_000_000, "target_seconds": 480,
+                                   "batch": {"timed_out": "no BonusBatchCompleted within 4800 s"}})
+    assert stalled["bonus batch of 1,000,000 bonuses: seconds <= 480"]["met"] is False
