@@ -8,12 +8,14 @@ from platform_runtime.http import NotFound
 
 from ..adapters.bonus_repository import BonusRepository
 from ..domain.bonus_batch_states import SETTLED_BONUS, BatchStatus
+from ..service_layer.bonus_progress import ProgressCounts
 from .listing import created_before, iso
 
 
 
 def router() -> APIRouter:
     api = APIRouter()
+    progress = ProgressCounts()  # a running batch's counts, shared by every request to this process
 
     @api.get("/bonus-batches")
     async def bonus_batches(request: Request, status: BatchStatus | None = None, older_than: str | None = None,
@@ -42,14 +44,16 @@ def router() -> APIRouter:
                     "cutoff": iso(batch["cutoff"]), "started_at": iso(batch["started_at"]),
                     "completed_at": iso(batch["completed_at"])}
             if batch["status"] == BatchStatus.COMPLETED:
+                progress.forget(business_date)
                 return {**body, **{k: batch[k] for k in ("bonuses", "paid", "failed", "totals", "failures")},
                         "past_due": batch["past_due"] or 0,
                         "processed": batch["bonuses"]}
-            counts = await repo.progress(business_date)
-        # Still running: the figures so far.
+            counts, age = await progress.get(business_date, lambda: repo.progress(business_date))
+        # Still running: the figures so far, counted `progress_age_seconds` ago (bonus_progress.py).
         return {**body, "bonuses": sum(counts.values()), "paid": counts.get("paid", 0),
                 "failed": counts.get("failed", 0), "totals": None,
-                "processed": sum(counts.get(s, 0) for s in SETTLED_BONUS), "by_status": counts}
+                "processed": sum(counts.get(s, 0) for s in SETTLED_BONUS), "by_status": counts,
+                "progress_age_seconds": round(age, 1)}
 
     @api.get("/bonus-batches/{business_date}/failures")
     async def bonus_batch_failures(business_date: date, request: Request, limit: int = Query(100, ge=1, le=1000),
