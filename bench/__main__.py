@@ -103,8 +103,6 @@ def _git(*args: str) -> str:
         return ""
 
 
-
-
 async def measure_raw(args, kafka: str, postgres: str, prefix: str) -> dict:
     print(f"raw limits: Kafka round trip x{args.raw_samples} ...", flush=True)
     kafka_rt = await raw_limits.kafka_round_trip(kafka, args.raw_samples, broker_pid=kafka_broker_pid(kafka))

@@ -33,7 +33,6 @@ from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS
 from platform_schemas.types import Posting
 
 from tests.infra import with_local_superuser_password
-
 from tests.support.probe_service import drop_database, scratch_database
 
 from contracts.bootstrap import COMMANDS, definition
@@ -41,8 +40,6 @@ from contracts.service_layer import bonuses, statement
 from contracts.service_layer.context import Context
 from contracts.service_layer.sagas.replies import REPLY_HANDLERS
 from contracts.settings import ContractsSettings
-
-
 
 
 async def _statements(url: str, reset: bool = False) -> Counter:

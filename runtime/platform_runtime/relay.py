@@ -3,9 +3,9 @@
 One active relay per service: it holds a PostgreSQL advisory lock on its own connection; standbys
 block on the same lock and take over the moment the holder's connection dies. It wakes on
 LISTEN/NOTIFY (sent by the committing transaction), not on a sleep loop. Crashing between publish
-and mark means the rows are published again with the same CloudEvents id: consumers de-duplicate.
+and delete means the rows are published again with the same CloudEvents id: consumers de-duplicate.
 The rows a pass published are deleted by the next pass's read, in the same statement, when that pass
-follows within `mark_delay` (under load, and at any rate above a few messages a second); else on their own.
+follows within `delete_delay` (under load, and at any rate above a few messages a second); else on their own.
 
 Published rows are deleted, not kept with a `sent_at`: nothing reads them again (Kafka is the record of what
 was published), an UPDATE rewrote each ~1 KB row and all three of its indexes (17 us of the server's CPU a row
@@ -41,24 +41,24 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
 
 class OutboxRelay:
     def __init__(self, database_url: str, producer: AIOKafkaProducer, service: str,
-                 batch_size: int = 500, idle_check: float = 5.0, mark_delay: float = 0.5) -> None:
+                 batch_size: int, idle_check: float = 5.0, delete_delay: float = 0.5) -> None:
         self.dsn = asyncpg_dsn(database_url)
         self.producer = producer
         self.channel = notify_channel(service)
         self.lock_key = zlib.crc32(f"outbox-relay:{service}".encode())
         self.batch_size = batch_size
         self.idle_check = idle_check
-        # How long published rows may wait for the next pass to mark them (a crash meanwhile republishes them,
+        # How long published rows may wait for the next pass to delete them (a crash meanwhile republishes them,
         # with the same ids: consumers recognise them).
-        self.mark_delay = mark_delay
+        self.delete_delay = delete_delay
         self._wake = asyncio.Event()
         self._stopping = False
         self.active = False  # holds the lock (a standby has no pass to finish)
         self.failing: dict[int, FailingRow] = {}  # rows the broker refused, by seq: retried with backoff
-        self.unmarked: list[int] = []  # published, not yet deleted (see publish_pending)
+        self.published: list[int] = []  # published, not yet deleted (see publish_pending)
 
     def stop(self) -> None:
-        """Finish the pass in progress (publish and mark), then return: a graceful stop republishes nothing."""
+        """Finish the pass in progress (publish and delete), then return: a graceful stop republishes nothing."""
         self._stopping = True
         self._wake.set()
 
@@ -87,12 +87,12 @@ class OutboxRelay:
                 if await self.publish_pending(conn) == self.batch_size:
                     continue
                 # Nothing more for now. The rows just sent are deleted by the next pass's read if a commit wakes the
-                # relay soon (at low rates that saves a statement and a commit per pass), else after mark_delay.
-                if self.unmarked and not await self._woken_within(self.mark_delay):
-                    await self.mark_sent(conn)
+                # relay soon (at low rates that saves a statement and a commit per pass), else after delete_delay.
+                if self.published and not await self._woken_within(self.delete_delay):
+                    await self.delete_published(conn)
                 if not self._wake.is_set():
                     await self._woken_within(self.idle_check)
-            await self.mark_sent(conn)
+            await self.delete_published(conn)
         finally:
             metrics.RELAY_ACTIVE.set(0)
             self.active = False
@@ -106,7 +106,7 @@ class OutboxRelay:
             return False
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
-        """One pass: publish the unsent rows in commit order and mark those the broker took (deleted next pass).
+        """One pass: publish the unsent rows in commit order; those the broker took are deleted by the next pass.
 
         A row the broker (or the producer) refuses does not hold the others back: it is reported with its
         id, kept unsent and tried again with backoff, and only the later rows of its own subject (its Kafka
@@ -115,10 +115,10 @@ class OutboxRelay:
         now = time.monotonic()
         due = [seq for seq, f in self.failing.items() if f.next_try <= now]
         held_keys = sorted({f.key for f in self.failing.values()})
-        marks, self.unmarked = self.unmarked, []
-        rows = await conn.fetch(_MARK_AND_FETCH, self.batch_size, held_keys, due, marks)
-        if marks:
-            metrics.RELAYED.inc(len(marks))
+        done, self.published = self.published, []
+        rows = await conn.fetch(_DELETE_AND_FETCH, self.batch_size, held_keys, due, done)
+        if done:
+            metrics.RELAYED.inc(len(done))
         if not rows:
             return 0
         # The idempotent producer keeps per-partition order across its in-flight requests, so
@@ -144,15 +144,15 @@ class OutboxRelay:
                 sent.append(r["seq"])
                 if self.failing.pop(r["seq"], None) is not None:
                     log.info("outbox_row_published_after_failures", seq=r["seq"], event_id=r["event_id"])
-        self.unmarked.extend(sent)  # deleted by the next pass's statement, or by mark_sent when none follows at once
+        self.published.extend(sent)  # deleted by the next pass's statement, or by delete_published when none follows at once
         return len(rows)
 
-    async def mark_sent(self, conn: asyncpg.Connection) -> None:
+    async def delete_published(self, conn: asyncpg.Connection) -> None:
         """Delete the rows published but not yet deleted (a crash before this publishes them again, same ids)."""
-        if self.unmarked:
-            marks, self.unmarked = self.unmarked, []
-            await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", marks)
-            metrics.RELAYED.inc(len(marks))
+        if self.published:
+            done, self.published = self.published, []
+            await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", done)
+            metrics.RELAYED.inc(len(done))
 
     def _failed(self, row, error: BaseException) -> None:
         previous = self.failing.get(row["seq"])
@@ -166,7 +166,7 @@ class OutboxRelay:
 
 # Under load a pass follows the last at once: it deletes the rows the last one published in the same round trip
 # as it reads the next ones (the SELECT sees the snapshot before the DELETE, hence `seq <> ALL($4)`).
-_MARK_AND_FETCH = """
+_DELETE_AND_FETCH = """
 WITH published AS (DELETE FROM outbox WHERE seq = ANY($4::bigint[]) RETURNING seq)
 SELECT seq, event_id, topic, key, type, payload FROM outbox
 WHERE sent_at IS NULL AND seq <> ALL($4::bigint[]) AND (key <> ALL($2::text[]) OR seq = ANY($3::bigint[]))

@@ -121,7 +121,7 @@ class Runtime:
         return self.definition.metadata.tables
 
     def new_uow(self) -> UnitOfWork:
-        return UnitOfWork(self.session_factory, self.tables, self.name, self.clock, notify_channel(self.name),
+        return UnitOfWork(self.engine, self.tables, self.name, self.clock, notify_channel(self.name),
                           max_message_bytes=self.settings.max_message_bytes)
 
     async def readiness(self) -> dict[str, bool]:

@@ -17,7 +17,7 @@ from platform_runtime.migrate import alembic_config, upgrade
 from platform_runtime.relay import asyncpg_dsn, notify_channel
 from platform_runtime.unit_of_work import Cause, UnitOfWork
 from platform_schemas.commands.saga import HoldEscrow, MilestoneAmount, PostBonus, ReleaseEscrow
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from escrow.adapters.ledger_repository import LedgerRepository
 from escrow.adapters.tables import metadata
@@ -42,7 +42,7 @@ async def escrow_db(infra):
 async def run(url: str, handler, cmd) -> list[str]:
     engine = create_async_engine(url)
     try:
-        uow = UnitOfWork(async_sessionmaker(engine, expire_on_commit=False), metadata.tables, "escrow",
+        uow = UnitOfWork(engine, metadata.tables, "escrow",
                          SystemClock(), notify_channel("escrow"))
         async with uow:
             uow.cause = Cause(str(uuid.uuid4()), "corr", "system")

@@ -17,7 +17,7 @@ from platform_runtime.relay import asyncpg_dsn, notify_channel
 from platform_runtime.unit_of_work import Cause, UnitOfWork
 from platform_runtime.migrate import upgrade
 from platform_schemas.commands.saga import HoldEscrow, MilestoneAmount, ReleaseEscrow
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from escrow.adapters.ledger_repository import LedgerTransaction
 from escrow.adapters.tables import metadata
@@ -46,7 +46,7 @@ async def step(url: str, handler, cmd) -> str:
     or the reason code of its refusal."""
     engine = create_async_engine(url)
     try:
-        uow = UnitOfWork(async_sessionmaker(engine, expire_on_commit=False), metadata.tables, "escrow",
+        uow = UnitOfWork(engine, metadata.tables, "escrow",
                          SystemClock(), notify_channel("escrow"))
         async with uow:
             uow.cause = Cause(str(uuid.uuid4()), "corr", "system")

@@ -85,7 +85,8 @@ def clock():
 
 
 def unit_of_work(sessions, clock):
-    return lambda: UnitOfWork(sessions, metadata.tables, "notifications", clock, notify_channel("notifications"))
+    engine = sessions.kw["bind"]  # the fixture's sessions are for reading; the unit of work takes the engine
+    return lambda: UnitOfWork(engine, metadata.tables, "notifications", clock, notify_channel("notifications"))
 
 
 async def consume(sessions, clock, *envelopes) -> None:

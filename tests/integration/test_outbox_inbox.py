@@ -27,7 +27,7 @@ from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
 from platform_schemas.events.contracts import AccountRegistered
 from sqlalchemy import MetaData, select
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from tests.support.fakes import FakeDeadLetters, FakeStore, FakeUnitOfWork, record
 from tests.support.probe_service import create_topics, drop_database, read_topic, scratch_database
@@ -44,11 +44,13 @@ class Scratch:
     service: str
     topic: str
     metadata: MetaData
-    session_factory: async_sessionmaker
+    engine: AsyncEngine
 
     def new_uow(self) -> UnitOfWork:
-        return UnitOfWork(self.session_factory, self.metadata.tables, self.service, SystemClock(),
-                          notify_channel(self.service))
+        return UnitOfWork(self.engine, self.metadata.tables, self.service, SystemClock(), notify_channel(self.service))
+
+    def session_factory(self) -> AsyncSession:
+        return async_sessionmaker(self.engine, expire_on_commit=False)()
 
     async def fetch(self, sql: str, *args):
         conn = await asyncpg.connect(asyncpg_dsn(self.url))
@@ -70,7 +72,7 @@ async def scratch(infra):
         await conn.run_sync(metadata.create_all)
     topic = f"it-outbox-{suffix}"
     await create_topics(infra.credentials("broker"), [topic], partitions=3)
-    yield Scratch(url, f"it{suffix}", topic, metadata, async_sessionmaker(engine, expire_on_commit=False))
+    yield Scratch(url, f"it{suffix}", topic, metadata, engine)
     await engine.dispose()
     await drop_database(infra.postgres_url, name)
 
@@ -233,7 +235,7 @@ async def test_a_pass_marks_the_rows_the_pass_before_it_published_in_the_same_st
         await commit_events(scratch, [("c-1", 2)])
         assert await relay.publish_pending(conn) == 1  # reads only the new row, marks the two before it
         assert await unsent(scratch) == 1
-        await relay.mark_sent(conn)  # nothing followed at once: marked on its own
+        await relay.delete_published(conn)  # nothing followed at once: marked on its own
         assert await unsent(scratch) == 0
         assert await relay.publish_pending(conn) == 0
     finally:
@@ -245,7 +247,7 @@ async def test_a_pass_marks_the_rows_the_pass_before_it_published_in_the_same_st
 
 async def test_the_running_relay_leaves_marking_to_the_next_pass_when_one_follows_within_its_mark_delay(
         infra, scratch, producer):
-    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=30.0, mark_delay=30.0)
+    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=30.0, delete_delay=30.0)
     task = asyncio.create_task(relay.run())
     try:
         await wait_until(lambda: _relay_active(relay), 10, "the relay holding its lock")
@@ -262,7 +264,7 @@ async def test_the_running_relay_leaves_marking_to_the_next_pass_when_one_follow
 
 
 async def test_a_pass_with_none_after_it_is_marked_on_its_own_after_the_mark_delay(infra, scratch, producer):
-    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=30.0, mark_delay=0.2)
+    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=30.0, delete_delay=0.2)
     task = asyncio.create_task(relay.run())
     try:
         await wait_until(lambda: _relay_active(relay), 10, "the relay holding its lock")
@@ -289,7 +291,7 @@ async def test_rows_published_but_not_deleted_before_a_crash_are_published_again
         infra, scratch, producer):
     [event] = await commit_events(scratch, [("c-1", 0)])
     # A relay that waits long before deleting what it published, killed (cancelled) once the row is on Kafka.
-    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=30.0, mark_delay=30.0)
+    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=30.0, delete_delay=30.0)
     task = asyncio.create_task(relay.run())
     await read_topic(infra.credentials("broker"), scratch.topic, 1, timeout=10)
     await stop(task)

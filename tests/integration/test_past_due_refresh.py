@@ -18,7 +18,7 @@ from platform_runtime.migrate import upgrade
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope
 from sqlalchemy import insert, select, text
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from billing.adapters.bonus_repository import BonusRepository
 from billing.adapters.tables import bonuses, metadata, past_due_balances
@@ -45,7 +45,7 @@ async def engine(infra):
 
 
 def new_uow(engine) -> UnitOfWork:
-    return UnitOfWork(async_sessionmaker(engine, expire_on_commit=False), metadata.tables, "billing",
+    return UnitOfWork(engine, metadata.tables, "billing",
                       FrozenClock(NOW), "outbox_billing")
 
 

@@ -24,7 +24,7 @@ from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
 from platform_schemas.events.contracts import AccountMarkedInactive, AccountRegistered
 from sqlalchemy import MetaData, select
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.fakes import FakeDeadLetters, record
 from tests.support.probe_service import drop_database, scratch_database
@@ -48,10 +48,9 @@ async def service(infra):
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
     clock = FrozenClock(NOW)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     def new_uow() -> UnitOfWork:
-        return UnitOfWork(sessions, metadata.tables, "tracetest", clock, notify_channel("tracetest"))
+        return UnitOfWork(engine, metadata.tables, "tracetest", clock, notify_channel("tracetest"))
 
     async def register(cmd: RegisterAccount, ctx: HandlerContext) -> None:
         uow = ctx.uow
