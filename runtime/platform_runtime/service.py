@@ -106,6 +106,9 @@ class Runtime:
     handling_batch: bool = False
     stall: StallDetector = field(init=False)
     offsets: OffsetCommitter = field(init=False)
+    # A service's own long-lived parts that its background loops and its routes share (billing: one count of a
+    # running bonus batch's progress for both), by name.
+    shared: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.session_factory = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -63,3 +63,13 @@ async def test_requests_at_once_share_one_count_and_a_completed_batch_is_forgott
     progress.forget(DAY)
     await progress.get(DAY, count)
     assert len(calls) == 2
+
+
+async def test_a_caller_content_with_an_older_count_shares_the_last_one_made_for_another(clock):
+    progress, (count, calls) = ProgressCounts(min_age=1.0), counter(clock, 0.01)
+    await progress.get(DAY, count)  # an HTTP read
+    clock.now += 1.5
+    assert await progress.get(DAY, count, max_age=2.0) == ({"paid": 1}, pytest.approx(1.5))  # the runner's log
+    assert (await progress.get(DAY, count))[0] == {"paid": 2}  # the next HTTP read wants a newer one
+    clock.now += 2.1
+    assert (await progress.get(DAY, count, max_age=2.0))[0] == {"paid": 3} and len(calls) == 3

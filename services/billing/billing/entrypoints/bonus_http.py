@@ -13,9 +13,9 @@ from .listing import created_before, iso
 
 
 
-def router() -> APIRouter:
+def router(progress: ProgressCounts) -> APIRouter:
+    """`progress`: a running batch's counts, shared by every request to this process and its batch runner."""
     api = APIRouter()
-    progress = ProgressCounts()  # a running batch's counts, shared by every request to this process
 
     @api.get("/bonus-batches")
     async def bonus_batches(request: Request, status: BatchStatus | None = None, older_than: str | None = None,

@@ -13,8 +13,9 @@ flight, which the next pass (here or in another instance) does again:
 """
 
 import asyncio
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 from prometheus_client import Counter, Gauge
@@ -64,10 +65,11 @@ class BonusBatchRunner:
     gateway: PaymentGateway
     settings: BillingSettings
     policy: RetryPolicy  # the gateway loop's: the same backoff, the charge's bound
+    progress: ProgressCounts = field(default_factory=ProgressCounts)  # shared with GET /bonus-batches/{date}
 
     def __post_init__(self) -> None:
         self._gateway_slots = asyncio.Semaphore(self.settings.bonus_batch_gateway_concurrency)
-        self._progress = ProgressCounts(min_age=PROGRESS_EVERY)
+        self._reported: dict[date, float] = {}  # business date -> when its progress was last logged (monotonic)
 
     async def run(self) -> None:
         """Two loops, each at its own pace: one collects, charges and completes; the other hands the charged
@@ -312,7 +314,8 @@ class BonusBatchRunner:
                                     completed_at=uow.clock.now(), **figures)
             await announce_completed(uow, {**locked, **figures}, [Waiter(**w) for w in locked["waiters"]])
             await uow.commit()
-        self._progress.forget(business_date)
+        self.progress.forget(business_date)
+        self._reported.pop(business_date, None)
         day = business_date.isoformat()
         BATCH_PROCESSED.labels(day).set(figures["bonuses"])
         BATCH_BONUSES.labels(day).set(figures["bonuses"])
@@ -326,12 +329,14 @@ class BonusBatchRunner:
             return await BonusRepository(uow.session).progress(business_date)
 
     async def report_progress(self, business_date: date) -> None:
-        """processed / total in the logs and the gauges, once per new count of the batch: at most every
-        PROGRESS_EVERY seconds, and less often for a batch whose count costs more (bonus_progress.py; every 0.2 s
-        it cost a batch of 100,000 16 s of the database's time, measured)."""
-        counts, age = await self._progress.get(business_date, lambda: self._count(business_date))
-        if age:
-            return  # this count was reported when it was made
+        """processed / total in the logs and the gauges every PROGRESS_EVERY seconds, from a count at most that old
+        (made for an HTTP read meanwhile, or now), and less often for a batch whose count costs more
+        (bonus_progress.py; every 0.2 s it cost a batch of 100,000 16 s of the database's time, measured)."""
+        if time.monotonic() - self._reported.get(business_date, -PROGRESS_EVERY) < PROGRESS_EVERY:
+            return
+        counts, age = await self.progress.get(business_date, lambda: self._count(business_date),
+                                              max_age=PROGRESS_EVERY)
+        self._reported[business_date] = time.monotonic() - age
         total, processed = sum(counts.values()), sum(counts.get(s, 0) for s in SETTLED_BONUS)
         day = business_date.isoformat()
         BATCH_BONUSES.labels(day).set(total)

@@ -29,13 +29,16 @@ class ProgressCounts:
     _last: dict[date, _Count] = field(default_factory=dict)
     _locks: dict[date, asyncio.Lock] = field(default_factory=dict)
 
-    async def get(self, business_date: date, count: Callable[[], Awaitable[dict[str, int]]]
-                  ) -> tuple[dict[str, int], float]:
-        """(bonuses per status, seconds since they were counted); `count` asks the database."""
-        if (fresh := self._fresh(business_date)) is not None:
+    async def get(self, business_date: date, count: Callable[[], Awaitable[dict[str, int]]],
+                  max_age: float | None = None) -> tuple[dict[str, int], float]:
+        """(bonuses per status, seconds since they were counted); `count` asks the database. A caller content
+        with an older count says so with `max_age` (default `min_age`): the runner's log line every 2 s shares
+        the counts made for the HTTP reads, and makes one only when none is that recent."""
+        max_age = self.min_age if max_age is None else max_age
+        if (fresh := self._fresh(business_date, max_age)) is not None:
             return fresh
         async with self._locks.setdefault(business_date, asyncio.Lock()):  # one count at a time per batch
-            if (fresh := self._fresh(business_date)) is not None:
+            if (fresh := self._fresh(business_date, max_age)) is not None:
                 return fresh
             started = time.monotonic()
             counts = await count()
@@ -48,9 +51,9 @@ class ProgressCounts:
         self._last.pop(business_date, None)
         self._locks.pop(business_date, None)
 
-    def _fresh(self, business_date: date) -> tuple[dict[str, int], float] | None:
+    def _fresh(self, business_date: date, max_age: float) -> tuple[dict[str, int], float] | None:
         last = self._last.get(business_date)
         if last is None:
             return None
         age = time.monotonic() - last.taken_at
-        return (last.counts, age) if age < max(self.min_age, COST_FACTOR * last.cost) else None
+        return (last.counts, age) if age < max(max_age, COST_FACTOR * last.cost) else None

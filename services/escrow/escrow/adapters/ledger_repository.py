@@ -43,9 +43,16 @@ class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def already_posted(self, kind: str, transaction_ids: list[str]) -> set[str]:
-        return set(await self.session.scalars(select(ledger_transactions.c.transaction_id).where(
-            ledger_transactions.c.kind == kind, ledger_transactions.c.transaction_id.in_(transaction_ids))))
+    async def claim_all(self, transactions: list[LedgerTransaction]) -> list[LedgerTransaction]:
+        """`claim` of many in one statement: those recorded now, their postings to follow (`post`); one recorded
+        already (its step again) is left out. A concurrent claim of the same id waits for this transaction."""
+        if not transactions:
+            return []
+        claimed = set(await self.session.scalars(_CLAIM_ALL, {
+            "kind": [t.tx.kind for t in transactions], "transaction_id": [t.tx.id for t in transactions],
+            "contract_id": [t.contract_id for t in transactions],
+            "milestone_id": [t.milestone_id for t in transactions]}))
+        return [t for t in transactions if t.tx.id in claimed]
 
     async def claim(self, tx: TransactionId, contract_id: str, milestone_id: str | None) -> bool:
         """The ledger transaction recorded for this step, its postings to follow (`post`); False if it was
@@ -179,6 +186,13 @@ SELECT EXISTS (SELECT FROM claimed) AS claimed,
 _ADD_TRANSACTIONS = text(
     "INSERT INTO ledger_transactions (kind, transaction_id, contract_id, milestone_id) "
     "SELECT * FROM unnest(:kind, :transaction_id, :contract_id, :milestone_id)"
+).bindparams(*_arrays(kind=String, transaction_id=String, contract_id=String, milestone_id=String))
+
+# Kinds are not mixed in one call (the bonuses'), so the transaction id alone names what was claimed.
+_CLAIM_ALL = text(
+    "INSERT INTO ledger_transactions (kind, transaction_id, contract_id, milestone_id) "
+    "SELECT * FROM unnest(:kind, :transaction_id, :contract_id, :milestone_id) "
+    "ON CONFLICT DO NOTHING RETURNING transaction_id"
 ).bindparams(*_arrays(kind=String, transaction_id=String, contract_id=String, milestone_id=String))
 
 _POSTING_COLUMNS = ("transaction_kind", "transaction_id", "leg", "posting_id", "debit_kind", "debit_owner_id",

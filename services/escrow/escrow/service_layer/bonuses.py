@@ -30,14 +30,15 @@ async def _post(ctx: Context, bonuses: list[BonusToPost]):
     """Credits the bonuses not yet posted to the freelancers' pending accounts; returns when they become
     available (a re-sent request: when the first posting of them does, near enough for the reply)."""
     book = ctx.ledger
-    posted = await book.already_posted(ledger.BONUS, [b.bonus_id for b in bonuses])
-    fresh = list({b.bonus_id: b for b in bonuses if b.bonus_id not in posted}.values())  # each bonus once
-    transactions = []
-    for b in fresh:
-        tx = ledger.TransactionId(ledger.BONUS, b.bonus_id)
-        transactions.append(LedgerTransaction(
-            tx, b.contract_id, None, ledger.bonus(tx, b.client_id, b.freelancer_id, b.amount, b.currency)))
-    await book.append_all(transactions)
+    asked = {b.bonus_id: b for b in bonuses}  # each bonus once
+    transactions = [LedgerTransaction(tx, b.contract_id, None,
+                                      ledger.bonus(tx, b.client_id, b.freelancer_id, b.amount, b.currency))
+                    for b in asked.values() for tx in [ledger.TransactionId(ledger.BONUS, b.bonus_id)]]
+    # Claimed in one statement: a bonus posted already (a re-sent request) is left out, and a concurrent
+    # request for the same bonus waits for this one, then leaves it out too.
+    transactions = await book.claim_all(transactions)
+    fresh = [asked[t.tx.id] for t in transactions]
+    await book.post(transactions)
     credited = [earnings.released(b.bonus_id, "bonus", b.contract_id, b.freelancer_id, b.amount, b.currency, ctx.now,
                                   ctx.pending_for, bonus_id=b.bonus_id) for b in fresh]
     await hold_until_available(ctx, credited)
