@@ -167,11 +167,14 @@ class OutboxRelay:
 
 
 # Under load a pass follows the last at once: it deletes the rows the last one published in the same round trip
-# as it reads the next ones (the SELECT sees the snapshot before the DELETE, hence `seq <> ALL($4)`).
+# as it reads the next ones. The SELECT sees the snapshot before the DELETE, so it leaves those rows out itself:
+# with `NOT IN (SELECT unnest(...))`, a hashed subplan, not `seq <> ALL($4)`, which compares each row with the whole
+# array (2,000 x 2,000 for a full pass: 43-57 ms a pass against 14 ms, measured on 60,000 rows of 1 KB).
 _DELETE_AND_FETCH = """
 WITH published AS (DELETE FROM outbox WHERE seq = ANY($4::bigint[]) RETURNING seq)
 SELECT seq, event_id, topic, key, type, payload FROM outbox
-WHERE sent_at IS NULL AND seq <> ALL($4::bigint[]) AND (key <> ALL($2::text[]) OR seq = ANY($3::bigint[]))
+WHERE sent_at IS NULL AND seq NOT IN (SELECT unnest($4::bigint[]))
+  AND (key <> ALL($2::text[]) OR seq = ANY($3::bigint[]))
 ORDER BY seq LIMIT $1
 """
 

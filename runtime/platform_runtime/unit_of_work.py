@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from platform_schemas import Envelope, Message, new_envelope
+from platform_schemas import Envelope, Message
+from platform_schemas.envelope import encode_new
 import asyncpg
 from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -38,11 +39,25 @@ class Cause:
         return cls(envelope.id, envelope.correlationid or envelope.id, envelope.actor)
 
 
-@dataclass
 class Outgoing:
-    topic: str
-    envelope: Envelope
-    payload: bytes | None = None  # the envelope as written to the outbox (serialized once, when published)
+    """A message queued for the outbox: the bytes written there and the attributes its row names. The Envelope
+    itself is parsed from the bytes only when something asks for it (tests, mostly): publishing does not build it."""
+
+    __slots__ = ("topic", "id", "subject", "type", "payload", "_envelope")
+
+    def __init__(self, topic: str, envelope: Envelope | None = None, payload: bytes | None = None, *,
+                 id: str | None = None, subject: str | None = None, type: str | None = None) -> None:
+        self.topic, self._envelope = topic, envelope
+        self.payload = payload if payload is not None else envelope.to_json()
+        self.id = id or envelope.id
+        self.subject = subject or envelope.subject
+        self.type = type or envelope.type
+
+    @property
+    def envelope(self) -> Envelope:
+        if self._envelope is None:
+            self._envelope = Envelope.model_validate_json(self.payload)
+        return self._envelope
 
 
 @dataclass(frozen=True)
@@ -95,10 +110,10 @@ class UnitOfWork:
 
     # -- messages ------------------------------------------------------------------------------
     def publish(self, topic: str, data: Message, *, subject: str, actor: str | None = None,
-                event_id: str | None = None) -> Envelope:
+                event_id: str | None = None) -> Outgoing:
         """Queue an event or command for the outbox; it is written at commit, in this transaction."""
         cause = self.cause
-        envelope = new_envelope(
+        message_id, payload = encode_new(
             data, subject=subject, source=self.service, id=event_id,
             actor=actor or (cause.actor if cause else "system"),
             correlationid=cause.correlation_id if cause else None,
@@ -106,14 +121,15 @@ class UnitOfWork:
             time=self.clock.now(),
             **tracing.current(),  # the trace of the message being handled goes on with what it causes
         )
-        payload = envelope.to_json()
+        type_name = type(data).__name__
         if len(payload) > self.max_message_bytes:
             # Refused here, inside the handler: its command is rejected (or its step fails) and the outbox
             # never holds a row the broker would refuse, which would hold back the rows behind it.
-            raise Rejected("too_large", f"{envelope.type} would be {len(payload)} bytes, more than the "
+            raise Rejected("too_large", f"{type_name} would be {len(payload)} bytes, more than the "
                                         f"{self.max_message_bytes} a message may have")
-        self.outgoing.append(Outgoing(topic, envelope, payload))
-        return envelope
+        queued = Outgoing(topic, payload=payload, id=message_id, subject=subject, type=type_name)
+        self.outgoing.append(queued)
+        return queued
 
     async def commit(self) -> None:
         """Write what the transaction queued (timers cancelled and scheduled, outbox rows: one statement, with
@@ -126,9 +142,8 @@ class UnitOfWork:
             if schedule:
                 args += [list(column) for column in zip(*schedule)]
             if outbox:
-                args += [[o.envelope.id for o in outbox], [o.topic for o in outbox],
-                         [o.envelope.subject for o in outbox], [o.envelope.type for o in outbox],
-                         [o.payload or o.envelope.to_json() for o in outbox], self.notify_channel]
+                args += [[o.id for o in outbox], [o.topic for o in outbox], [o.subject for o in outbox],
+                         [o.type for o in outbox], [o.payload for o in outbox], self.notify_channel]
             conn = await self.driver()
             await conn.fetchval(driver_sql.write_at_commit(bool(cancel), bool(schedule), bool(outbox)), *args)
         await self.session.commit()

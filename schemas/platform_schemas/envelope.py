@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import to_json
 
 from .types import NO_CONTROL, Message, UtcDateTime
 
@@ -104,6 +105,52 @@ def new_envelope(
         tracestate=tracestate,
         data=data.model_dump(mode="json", exclude_none=True),
     )
+
+
+def encode_new(
+    data: Message,
+    *,
+    subject: str,
+    actor: str,
+    source: str,
+    id: str | None = None,
+    correlationid: str | None = None,
+    causationid: str | None = None,
+    time: datetime | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+) -> tuple[str, bytes]:
+    """`new_envelope(...).to_json()`, byte for byte, and the envelope's id, without building the model.
+
+    For the platform's own messages (UnitOfWork.publish): `data` was validated when its model was made and the
+    ids come from the message being handled (validated when it arrived) or from here, so the model's validation
+    only repeated work, and it was a third of what publishing a message cost (a bonus batch publishes three per
+    bonus). The attributes a caller passes are still held to the envelope's bounds."""
+    message_id = id or str(uuid.uuid4())
+    type_name = type(data).__name__
+    correlationid = correlationid or message_id
+    for name, value, longest in (("id", message_id, 128), ("source", source, 200), ("subject", subject, 128),
+                                 ("actor", actor, 128), ("correlationid", correlationid, 128),
+                                 ("causationid", causationid, 128)):
+        if value is not None and not (0 < len(value) <= longest and (value.isprintable() or not _CONTROL.search(value))):
+            raise ValueError(f"envelope attribute {name} {value[:40]!r} is empty, too long or has a control character")
+    if time is None:
+        time = datetime.now(timezone.utc)
+    elif time.tzinfo is None:
+        raise ValueError("timestamps must carry a UTC offset (RFC 3339)")
+    attributes = {"specversion": "1.0", "id": message_id, "source": source, "type": type_name,
+                  "time": time.astimezone(timezone.utc),  # as the model's UtcDateTime would
+                  "subject": subject, "actor": actor, "correlationid": correlationid}
+    if causationid is not None:
+        attributes["causationid"] = causationid
+    attributes["datacontenttype"] = "application/json"
+    attributes["dataschema"] = dataschema_of(type_name, data.VERSION)
+    if traceparent is not None:
+        attributes["traceparent"] = traceparent
+    if tracestate is not None:
+        attributes["tracestate"] = tracestate
+    attributes["data"] = data.model_dump(mode="json", exclude_none=True)
+    return message_id, to_json(attributes)
 
 
 BINARY_PREFIX = "ce_"

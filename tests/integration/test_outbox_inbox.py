@@ -412,7 +412,7 @@ async def test_a_message_too_large_to_publish_is_refused_when_it_is_written(scra
 
     async with scratch.new_uow() as uow:
         small = uow.publish(scratch.topic, registered("c-1", 1), subject="c-1")
-        uow.max_message_bytes = len(small.to_json()) + 100
+        uow.max_message_bytes = len(small.payload) + 100  # publish returns what it queued: the bytes written
         with pytest.raises(Rejected) as refused:
             uow.publish(scratch.topic, registered("c-1", "x" * 190), subject="c-1")
         assert refused.value.reason_code == "too_large"
