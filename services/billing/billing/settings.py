@@ -48,7 +48,7 @@ class BillingSettings(ServiceSettings):
     # How often an idle batch loop looks for work (a started batch, escrow's answers).
     bonus_batch_poll: Duration = timedelta(milliseconds=500)
     # Chunk sizes: each chunk is one short transaction, so memory and lock time stay flat in the batch size.
-    bonus_batch_collect_chunk: int = 5000
+    bonus_batch_collect_chunk: int = 20_000
     bonus_batch_charge_chunk: int = 100
     bonus_batch_credit_chunk: int = 2000
     # Bonuses sent to escrow and not answered yet, at most (bounds escrow's and billing's transactions).
