@@ -123,6 +123,14 @@ class BonusRepository:
             .order_by(bonuses.c.charge_id, bonuses.c.bonus_id).limit(limit).with_for_update(skip_locked=True))
         return [(dict(r), _bonus(r)) for r in rows.mappings()]
 
+    async def move_bonuses(self, business_date: date, status: str, to: str, limit: int) -> list[tuple[str, Bonus]]:
+        """`claim_bonuses` and `set_status` in one statement, for a move that needs nothing of the rows first (the
+        credits): up to `limit` of the batch's bonuses in `status`, now in `to`, as (charge id, bonus) ordered by
+        charge then bonus."""
+        driver = await driver_sql.in_transaction(self.session)
+        rows = await driver.fetch(_MOVE_BONUSES, business_date, status, limit, to)
+        return sorted(((r["charge_id"], Bonus(*r[:6])) for r in rows), key=lambda pair: (pair[0], pair[1].bonus_id))
+
     async def set_status(self, bonus_ids: list[str], status: str, now: datetime | None = None) -> None:
         values: dict[str, Any] = {"status": status}
         if now is not None:
@@ -346,6 +354,13 @@ class BonusRepository:
 _MARK_PAID = """
 UPDATE bonuses SET status = $1, settled_at = $2 WHERE bonus_id = ANY($3::varchar[]) AND status = $4
 RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, batch_date, charge_id
+"""
+# The rows are taken in index order ((batch_date, status, charge_id, bonus_id)): a charge's bonuses go together.
+_MOVE_BONUSES = """
+UPDATE bonuses SET status = $4
+WHERE bonus_id IN (SELECT bonus_id FROM bonuses WHERE batch_date = $1 AND status = $2
+                   ORDER BY charge_id, bonus_id LIMIT $3 FOR UPDATE SKIP LOCKED)
+RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, charge_id
 """
 _ADD_HISTORY = (
     f"INSERT INTO transactions (occurred_at, {', '.join(_HISTORY)}) "

@@ -238,16 +238,16 @@ class BonusBatchRunner:
             if room <= 0:
                 return False  # escrow is behind: its answers free the window
             charged, crediting = bonus_move(BonusEvent.CREDIT)
-            claimed = await repo.claim_bonuses(business_date, charged, min(room, self.settings.bonus_batch_credit_chunk))
+            claimed = await repo.move_bonuses(business_date, charged, crediting,
+                                              min(room, self.settings.bonus_batch_credit_chunk))
             if not claimed:
                 return False
             uow.cause = _cause(batch)
-            for request in batches.credit_requests([(stored["charge_id"], bonus) for stored, bonus in claimed]):
+            for request in batches.credit_requests(claimed):
                 uow.publish(ESCROW_SAGA_COMMANDS, PostBonuses(business_date=business_date, bonuses=[
                     BonusToPost(bonus_id=b.bonus_id, contract_id=b.contract_id, client_id=b.client_id,
                                 freelancer_id=b.freelancer_id, amount=b.amount, currency=b.currency, charge_id=charge)
                     for charge, b in request]), subject=batches.batch_subject(business_date))
-            await repo.set_status([bonus.bonus_id for _, bonus in claimed], crediting)
             await uow.commit()
         return True
 
