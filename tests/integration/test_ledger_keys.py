@@ -7,7 +7,7 @@ clean. The migration from the joined-string keys converts existing rows.
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 
 import asyncpg
 import pytest
@@ -16,7 +16,10 @@ from platform_runtime.clock import SystemClock
 from platform_runtime.migrate import alembic_config, upgrade
 from platform_runtime.relay import asyncpg_dsn, notify_channel
 from platform_runtime.unit_of_work import Cause, UnitOfWork
-from platform_schemas.commands.saga import HoldEscrow, MilestoneAmount, PostBonus, ReleaseEscrow
+from platform_schemas import new_envelope
+from platform_schemas.commands.saga import (
+    BonusToPost, HoldEscrow, MilestoneAmount, PostBonus, PostBonuses, ReleaseEscrow,
+)
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from escrow.adapters.ledger_repository import LedgerRepository
@@ -46,7 +49,8 @@ async def run(url: str, handler, cmd) -> list[str]:
                          SystemClock(), notify_channel("escrow"))
         async with uow:
             uow.cause = Cause(str(uuid.uuid4()), "corr", "system")
-            await handler(cmd, Context(uow, pending_for=timedelta(days=5)))
+            envelope = new_envelope(cmd, subject="bonus-batch-2026-12-01", actor="system", source="billing")
+            await handler(cmd, Context(uow, envelope, pending_for=timedelta(days=5)))
             published = [o.envelope.type for o in uow.outgoing]
             await uow.commit()
             return published
@@ -128,4 +132,28 @@ async def test_the_migration_converts_joined_string_keys_to_structured_ones(escr
     assert (rows[1]["credit_kind"], rows[1]["credit_owner_id"], rows[1]["credit_sub_id"]) == ("escrow", "c-1", "m:1")
     assert balances == {("gateway", "", "", "USD"): -900, ("client", "cl:1", "", "USD"): 0,
                         ("escrow", "c-1", "m:1", "USD"): 900}
+    assert await ledger_check(escrow_db) == []
+
+
+async def test_a_resent_post_bonuses_credits_each_bonus_once_and_answers_for_all_of_them(escrow_db):
+    """The bonuses' ledger transactions are claimed in one statement (ON CONFLICT DO NOTHING): a request sent again,
+    overlapping the first and naming a bonus twice, credits only what is new and still answers for every bonus."""
+    await asyncio.to_thread(upgrade, definition.migrations_dir, escrow_db)
+
+    def request(*ids: str) -> PostBonuses:
+        return PostBonuses(business_date=date(2026, 12, 1), bonuses=[
+            BonusToPost(bonus_id=i, contract_id="c-1", client_id="cl", freelancer_id="fl", amount=100,
+                        currency="USD", charge_id="bc-1") for i in ids])
+
+    assert await run(escrow_db, bonuses.post_bonuses, request("b-1", "b-2")) == [
+        "BonusPosted", "BonusPosted", "BonusesPosted"]
+    assert await run(escrow_db, bonuses.post_bonuses, request("b-2", "b-3", "b-3", "b-1")) == [
+        "BonusPosted", "BonusesPosted"]  # b-3 alone is new, once
+    conn = await asyncpg.connect(asyncpg_dsn(escrow_db))
+    try:
+        pending = await conn.fetchval("SELECT balance FROM account_balances WHERE kind = 'freelancer_pending'")
+        postings = await conn.fetchval("SELECT count(*) FROM postings WHERE transaction_kind = 'bonus'")
+    finally:
+        await conn.close()
+    assert pending == 300 and postings == 6  # three bonuses, two legs each
     assert await ledger_check(escrow_db) == []
