@@ -10,8 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..domain.billing_methods import BillingMethod, BillingMethods
 from ..domain.history import HistoryRow
 # The bonus batch's statement: one text for any number of history rows (arrays unnested).
-from .bonus_repository import _ADD_HISTORY as ADD_HISTORY
-from .bonus_repository import _HISTORY as HISTORY_COLUMNS
+from .bonus_repository import BonusRepository
 from .tables import billing_methods, charges, client_charge_streaks, known_accounts, transactions
 
 
@@ -86,10 +85,7 @@ class BillingRepository:
 
     async def add_history(self, rows: list[HistoryRow], occurred_at: datetime) -> set[str]:
         """Insert the rows not recorded yet, in one statement; returns the transaction ids that are new."""
-        if not rows:
-            return set()
-        columns = {c: [getattr(r, c) for r in rows] for c in HISTORY_COLUMNS}
-        return set(await self.session.scalars(ADD_HISTORY, {"occurred_at": occurred_at, **columns}))
+        return await BonusRepository(self.session).add_history(rows, occurred_at)  # one statement for both
 
     async def history(self, account_id: str, since: datetime | None, until: datetime | None, kind: str | None,
                       after_seq: int | None, limit: int) -> list[dict[str, Any]]:
