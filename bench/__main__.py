@@ -18,7 +18,6 @@ POSTGRES_URL (default: `deploy/local/postgres.sh url`). In order:
 import argparse
 import asyncio
 import inspect
-import json
 import os
 import platform
 import subprocess

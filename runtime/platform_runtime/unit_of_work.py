@@ -45,13 +45,16 @@ class Outgoing:
 
     __slots__ = ("topic", "id", "subject", "type", "payload", "_envelope")
 
-    def __init__(self, topic: str, envelope: Envelope | None = None, payload: bytes | None = None, *,
-                 id: str | None = None, subject: str | None = None, type: str | None = None) -> None:
-        self.topic, self._envelope = topic, envelope
-        self.payload = payload if payload is not None else envelope.to_json()
-        self.id = id or envelope.id
-        self.subject = subject or envelope.subject
-        self.type = type or envelope.type
+    def __init__(self, topic: str, id: str, subject: str, type: str, payload: bytes) -> None:
+        self.topic, self.id, self.subject, self.type, self.payload = topic, id, subject, type, payload
+        self._envelope: Envelope | None = None
+
+    @classmethod
+    def of(cls, topic: str, envelope: Envelope) -> "Outgoing":
+        """A message built as an Envelope already (the unit-of-work fakes)."""
+        queued = cls(topic, envelope.id, envelope.subject, envelope.type, envelope.to_json())
+        queued._envelope = envelope
+        return queued
 
     @property
     def envelope(self) -> Envelope:
@@ -127,7 +130,7 @@ class UnitOfWork:
             # never holds a row the broker would refuse, which would hold back the rows behind it.
             raise Rejected("too_large", f"{type_name} would be {len(payload)} bytes, more than the "
                                         f"{self.max_message_bytes} a message may have")
-        queued = Outgoing(topic, payload=payload, id=message_id, subject=subject, type=type_name)
+        queued = Outgoing(topic, message_id, subject, type_name, payload)
         self.outgoing.append(queued)
         return queued
 

@@ -93,7 +93,7 @@ class FakeUnitOfWork:
             actor=actor or (cause.actor if cause else "system"),
             correlationid=cause.correlation_id if cause else None,
             causationid=cause.message_id if cause else None, time=self.clock.now())
-        self.outgoing.append(Outgoing(topic, envelope))
+        self.outgoing.append(Outgoing.of(topic, envelope))
         return envelope
 
     async def commit(self) -> None:

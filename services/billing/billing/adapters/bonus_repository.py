@@ -9,7 +9,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, DateTime, String, and_, any_, bindparam, delete, exists, func, select, text, tuple_, update,
+    String, and_, any_, bindparam, delete, exists, func, select, text, tuple_, update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +22,7 @@ from ..domain.bonus_batch_states import (
 )
 from ..domain.gateway_work import VoidStatus
 from ..domain.history import HistoryRow
+from . import history_rows
 from .tables import billing_methods, bonus_batches, bonus_charges, bonuses, client_charge_streaks, past_due_balances
 
 _BONUS = (bonuses.c.bonus_id, bonuses.c.contract_id, bonuses.c.client_id, bonuses.c.freelancer_id, bonuses.c.amount,
@@ -29,9 +30,6 @@ _BONUS = (bonuses.c.bonus_id, bonuses.c.contract_id, bonuses.c.client_id, bonuse
 
 
 _UNSETTLED = [str(s) for s in BonusStatus if s not in SETTLED_BONUS]
-_HISTORY = ("transaction_id", "account_id", "kind", "description", "amount", "currency", "contract_id",
-            "milestone_id", "bonus_id", "available_at")
-_HISTORY_TYPES = {"amount": BigInteger, "available_at": DateTime(timezone=True)}  # for statements built with them
 
 
 def _each(values: list[str]):
@@ -342,15 +340,11 @@ class BonusRepository:
     # -- history ----------------------------------------------------------------------------
     async def add_history(self, rows: list[HistoryRow], occurred_at: datetime) -> set[str]:
         """Insert the rows not recorded yet; returns the transaction ids that are new."""
-        if not rows:
-            return set()
-        driver = await driver_sql.in_transaction(self.session)
-        recorded = await driver.fetch(_ADD_HISTORY, occurred_at, *([getattr(r, c) for r in rows] for c in _HISTORY))
-        return {r[0] for r in recorded}
+        return await history_rows.add_history(self.session, rows, occurred_at)
 
 
-# Two statements a credit answer runs for each of its (up to 200) bonuses, as fixed SQL on asyncpg (driver_sql.py):
-# through SQLAlchemy, building and reading them cost billing more CPU than the rows themselves.
+# Statements run for each credit of up to 2,000 bonuses and each answer of up to 200, as fixed SQL on asyncpg
+# (driver_sql.py): through SQLAlchemy, building and reading them cost billing more CPU than the rows themselves.
 _MARK_PAID = """
 UPDATE bonuses SET status = $1, settled_at = $2 WHERE bonus_id = ANY($3::varchar[]) AND status = $4
 RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, batch_date, charge_id
@@ -362,11 +356,6 @@ WHERE bonus_id IN (SELECT bonus_id FROM bonuses WHERE batch_date = $1 AND status
                    ORDER BY charge_id, bonus_id LIMIT $3 FOR UPDATE SKIP LOCKED)
 RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, charge_id
 """
-_ADD_HISTORY = (
-    f"INSERT INTO transactions (occurred_at, {', '.join(_HISTORY)}) "
-    f"SELECT $1, * FROM unnest($2::varchar[], $3::varchar[], $4::varchar[], $5::text[], $6::bigint[], "
-    f"$7::varchar[], $8::varchar[], $9::varchar[], $10::varchar[], $11::timestamptz[]) "
-    "ON CONFLICT DO NOTHING RETURNING transaction_id")
 
 
 # Totals of one chunk are unique per charge (domain.bonus_batch.charge_totals merges them), as ON CONFLICT

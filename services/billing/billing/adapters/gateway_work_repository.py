@@ -15,8 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..domain.gateway_work import OPEN, ChargeStatus, Operation, RefundStatus, VoidStatus
 from ..domain.history import HistoryRow
-from .bonus_repository import _HISTORY as HISTORY_COLUMNS
-from .bonus_repository import _HISTORY_TYPES as HISTORY_TYPES
+from .history_rows import HISTORY_COLUMNS, HISTORY_TYPES
 from .tables import billing_methods, bonus_charges, charges, refunds
 
 WAKE_CHANNEL = "billing_gateway_work"

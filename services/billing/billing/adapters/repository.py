@@ -9,8 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.billing_methods import BillingMethod, BillingMethods
 from ..domain.history import HistoryRow
-# The bonus batch's statement: one text for any number of history rows (arrays unnested).
-from .bonus_repository import BonusRepository
+from . import history_rows
 from .tables import billing_methods, charges, client_charge_streaks, known_accounts, transactions
 
 
@@ -85,7 +84,7 @@ class BillingRepository:
 
     async def add_history(self, rows: list[HistoryRow], occurred_at: datetime) -> set[str]:
         """Insert the rows not recorded yet, in one statement; returns the transaction ids that are new."""
-        return await BonusRepository(self.session).add_history(rows, occurred_at)  # one statement for both
+        return await history_rows.add_history(self.session, rows, occurred_at)
 
     async def history(self, account_id: str, since: datetime | None, until: datetime | None, kind: str | None,
                       after_seq: int | None, limit: int) -> list[dict[str, Any]]:
