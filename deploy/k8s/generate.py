@@ -258,11 +258,9 @@ def database_cluster(database: str) -> dict:
                 # it LOGIN and its password
                 "postInitApplicationSQL": [f'CREATE ROLE "{roles.app}" NOLOGIN', *grant_statements(roles)]}},
             "managed": {"roles": [managed(roles.owner, "owner"), managed(roles.app, "app")]},
-            # autovacuum every 5 s (default 1 min): the outbox is a queue, its published rows deleted at once, and
-            # the relay's read walks the dead index entries until vacuum removes them (deploy/local/postgres.sh).
-            # Checkpoints far enough apart for the bonus batch's writes (with 1GB of WAL between them, one came
-            # every 10-15 s in a batch of 1,000,000, each followed by a full-page image of every page written
-            # again); shared_buffers a quarter of the memory limit (the production overlay raises both).
+            # The platform's tuning, explained where it is set for local runs (deploy/local/postgres.sh): autovacuum
+            # every 5 s for the outbox, checkpoints by time for the bonus batch; shared_buffers a quarter of the
+            # memory limit (the production overlay raises it and max_wal_size).
             "postgresql": {"parameters": {"max_connections": "200", "autovacuum_naptime": "5s",
                                           "shared_buffers": "256MB", "max_wal_size": "4GB",
                                           "checkpoint_timeout": "15min"}},

@@ -273,3 +273,29 @@ def test_services_run_as_the_dml_roles_and_only_migrations_as_the_owners():
         assert database_secrets(container) and all(s.endswith("-db-owner") for s in database_secrets(container))
         assert "MIGRATION_DATABASE_URL" in {e["name"] for e in container["env"]}
         assert "DATABASE_URL" not in {e["name"] for e in container["env"]}
+
+
+# The platform's PostgreSQL tuning (deploy/local/postgres.sh says why): every deployment sets each of these, with the
+# same value where it is a matter of behaviour, not of the machine's size.
+TUNING = {"autovacuum_naptime": "5s", "checkpoint_timeout": "15min", "max_wal_size": None, "shared_buffers": None}
+
+
+def local_postgres_settings() -> dict[str, str]:
+    script = (ROOT / "deploy/local/postgres.sh").read_text()
+    return dict(re.findall(r"^(\w+) = (\S+)$", script, re.MULTILINE))
+
+
+def compose_postgres_settings() -> dict[str, str]:
+    command = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["postgres"].get("command", [])
+    return dict(arg.split("=", 1) for flag, arg in zip(command[1::2], command[2::2]) if flag == "-c")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_postgresql_runs_the_platforms_tuning(overlay):
+    deployments = {"local": local_postgres_settings(), "compose": compose_postgres_settings(),
+                   **{name: cluster["spec"]["postgresql"]["parameters"]
+                      for name, cluster in of_kind(build(overlay), "Cluster").items()}}
+    for name, settings in deployments.items():
+        for key, value in TUNING.items():
+            assert key in settings, f"{name}: {key} is not set"
+            assert value is None or settings[key] == value, f"{name}: {key} = {settings[key]}, not {value}"
