@@ -23,7 +23,9 @@ from ..domain.bonus_batch_states import (
 from ..domain.gateway_work import VoidStatus
 from ..domain.history import HistoryRow
 from . import history_rows
-from .tables import billing_methods, bonus_batches, bonus_charges, bonuses, client_charge_streaks, past_due_balances
+from .tables import (
+    billing_methods, bonus_batches, bonus_charges, bonus_credit_counts, bonuses, client_charge_streaks, past_due_balances,
+)
 
 _BONUS = (bonuses.c.bonus_id, bonuses.c.contract_id, bonuses.c.client_id, bonuses.c.freelancer_id, bonuses.c.amount,
           bonuses.c.currency)
@@ -110,9 +112,11 @@ class BonusRepository:
         return await self.session.scalar(select(exists().where(
             bonuses.c.batch_date == business_date, bonuses.c.status.in_(_UNSETTLED))))
 
-    async def count_in_status(self, business_date: date, status: str) -> int:
-        return await self.session.scalar(select(func.count()).where(
-            bonuses.c.batch_date == business_date, bonuses.c.status == status))
+    async def credits_in_flight(self, business_date: date) -> int:
+        """How many of the batch's bonuses are asked of escrow and not answered yet, exactly: the batch's "asked"
+        count is locked until this transaction ends, so two instances crediting at once see each other's."""
+        driver = await driver_sql.in_transaction(self.session)
+        return await driver.fetchval(_CREDITS_IN_FLIGHT, business_date)
 
     async def claim_bonuses(self, business_date: date, status: str, limit: int) -> list[tuple[dict, Bonus]]:
         """Up to `limit` of the batch's bonuses in `status`, ordered by charge, locked for this transaction."""
@@ -121,12 +125,17 @@ class BonusRepository:
             .order_by(bonuses.c.charge_id, bonuses.c.bonus_id).limit(limit).with_for_update(skip_locked=True))
         return [(dict(r), _bonus(r)) for r in rows.mappings()]
 
-    async def move_bonuses(self, business_date: date, status: str, to: str, limit: int) -> list[tuple[str, Bonus]]:
-        """`claim_bonuses` and `set_status` in one statement, for a move that needs nothing of the rows first (the
-        credits): up to `limit` of the batch's bonuses in `status`, now in `to`, as (charge id, bonus) ordered by
-        charge then bonus."""
+    async def ask_credits(self, business_date: date, limit: int,
+                          after: tuple[str, str] = ("", "")) -> list[tuple[str, Bonus]]:
+        """Up to `limit` of the batch's charged bonuses, after (charge id, bonus id) `after`, now crediting and
+        counted as asked, in one statement: as (charge id, bonus) ordered by charge then bonus.
+
+        `after` lets the caller go on where its last chunk ended: the index entries before it are mostly dead
+        versions of bonuses credited already, which a scan from the start reads again on every chunk (the
+        credit step's largest cost at 1,000,000 bonuses)."""
+        charged, crediting = bonus_move(BonusEvent.CREDIT)
         driver = await driver_sql.in_transaction(self.session)
-        rows = await driver.fetch(_MOVE_BONUSES, business_date, status, limit, to)
+        rows = await driver.fetch(_ASK_CREDITS, business_date, charged, limit, crediting, *after)
         return sorted(((r["charge_id"], Bonus(*r[:6])) for r in rows), key=lambda pair: (pair[0], pair[1].bonus_id))
 
     async def set_status(self, bonus_ids: list[str], status: str, now: datetime | None = None) -> None:
@@ -200,9 +209,14 @@ class BonusRepository:
         return dict(row) if row else None
 
     async def add_batch(self, **values: Any) -> bool:
+        """A new batch and its credit counts (both 0); False if the day has its batch already."""
         added = await self.session.scalar(insert(bonus_batches).values(**values).on_conflict_do_nothing()
                                           .returning(bonus_batches.c.business_date))
-        return added is not None
+        if added is None:
+            return False
+        await self.session.execute(insert(bonus_credit_counts), [
+            {"business_date": added, "side": side, "bonuses": 0} for side in ("asked", "posted")])
+        return True
 
     async def update_batch(self, business_date: date, **values: Any) -> None:
         await self.session.execute(
@@ -345,16 +359,37 @@ class BonusRepository:
 
 # Statements run for each credit of up to 2,000 bonuses and each answer of up to 200, as fixed SQL on asyncpg
 # (driver_sql.py): through SQLAlchemy, building and reading them cost billing more CPU than the rows themselves.
+# Each move in or out of `crediting` counts itself in bonus_credit_counts, in the same statement: the only
+# moves there are (domain/bonus_batch_states.py: credit, posted).
 _MARK_PAID = """
-UPDATE bonuses SET status = $1, settled_at = $2 WHERE bonus_id = ANY($3::varchar[]) AND status = $4
-RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, batch_date, charge_id
+WITH paid AS (
+    UPDATE bonuses SET status = $1, settled_at = $2 WHERE bonus_id = ANY($3::varchar[]) AND status = $4
+    RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, batch_date, charge_id),
+counted AS (
+    UPDATE bonus_credit_counts c SET bonuses = c.bonuses + p.n
+    FROM (SELECT batch_date, count(*) AS n FROM paid GROUP BY batch_date) p
+    WHERE c.business_date = p.batch_date AND c.side = 'posted')
+SELECT * FROM paid
+"""
+# "asked" read last, locked: it is what another instance's credit step changes; "posted" only grows meanwhile.
+_CREDITS_IN_FLIGHT = """
+SELECT asked.bonuses - posted.bonuses
+FROM bonus_credit_counts posted, LATERAL (SELECT bonuses FROM bonus_credit_counts
+                                           WHERE business_date = $1 AND side = 'asked' FOR UPDATE) asked
+WHERE posted.business_date = $1 AND posted.side = 'posted'
 """
 # The rows are taken in index order ((batch_date, status, charge_id, bonus_id)): a charge's bonuses go together.
-_MOVE_BONUSES = """
-UPDATE bonuses SET status = $4
-WHERE bonus_id IN (SELECT bonus_id FROM bonuses WHERE batch_date = $1 AND status = $2
-                   ORDER BY charge_id, bonus_id LIMIT $3 FOR UPDATE SKIP LOCKED)
-RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, charge_id
+_ASK_CREDITS = """
+WITH moved AS (
+    UPDATE bonuses SET status = $4
+    WHERE bonus_id IN (SELECT bonus_id FROM bonuses
+                       WHERE batch_date = $1 AND status = $2 AND (charge_id, bonus_id) > ($5::varchar, $6::varchar)
+                       ORDER BY charge_id, bonus_id LIMIT $3 FOR UPDATE SKIP LOCKED)
+    RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, charge_id),
+counted AS (
+    UPDATE bonus_credit_counts SET bonuses = bonuses + (SELECT count(*) FROM moved)
+    WHERE business_date = $1 AND side = 'asked')
+SELECT * FROM moved
 """
 
 

@@ -188,6 +188,17 @@ bonus_charges = Table(
 )
 Index("bonus_charges_void_due", bonus_charges.c.retry_at, postgresql_where=bonus_charges.c.void_status == "pending")
 Index("bonus_charges_by_batch", bonus_charges.c.business_date, bonus_charges.c.status, bonus_charges.c.charge_id)
+# The credit window, counted exactly: bonuses of a batch asked of escrow (side "asked", moved charged ->
+# crediting) and answered (side "posted", moved crediting -> paid), each side counted in the statement that
+# moves them. Two rows, so the credit step (which locks "asked") and the consumer of escrow's answers never
+# wait for each other; in flight = asked - posted.
+bonus_credit_counts = Table(
+    "bonus_credit_counts", metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("side", String(10), primary_key=True),  # asked | posted
+    Column("bonuses", BigInteger, nullable=False),
+)
+
 # The rule "charged once daily", kept by the collect step and guarded here: a second charge of a day fails loudly.
 Index("one_bonus_charge_a_day", bonus_charges.c.client_id, bonus_charges.c.currency, bonus_charges.c.charge_date,
       unique=True)

@@ -70,6 +70,8 @@ class BonusBatchRunner:
     def __post_init__(self) -> None:
         self._gateway_slots = asyncio.Semaphore(self.settings.bonus_batch_gateway_concurrency)
         self._reported: dict[date, float] = {}  # business date -> when its progress was last logged (monotonic)
+        # business date -> (charge id, bonus id) of the last bonus this process asked credit for
+        self._credited_up_to: dict[date, tuple[str, str]] = {}
 
     async def run(self) -> None:
         """Two loops, each at its own pace: one collects, charges and completes; the other hands the charged
@@ -233,14 +235,17 @@ class BonusBatchRunner:
         business_date = batch["business_date"]
         async with self.new_uow() as uow:
             repo = BonusRepository(uow.session)
-            in_flight = await repo.count_in_status(business_date, bonus_move(BonusEvent.CREDIT)[1])
-            room = self.settings.bonus_batch_credits_in_flight - in_flight
+            room = self.settings.bonus_batch_credits_in_flight - await repo.credits_in_flight(business_date)
             if room <= 0:
                 return False  # escrow is behind: its answers free the window
-            charged, crediting = bonus_move(BonusEvent.CREDIT)
-            claimed = await repo.move_bonuses(business_date, charged, crediting,
-                                              min(room, self.settings.bonus_batch_credit_chunk))
+            limit = min(room, self.settings.bonus_batch_credit_chunk)
+            # On from the last chunk's end, then (nothing there) from the start: bonuses charged since behind it.
+            after = self._credited_up_to.get(business_date)
+            claimed = await repo.ask_credits(business_date, limit, after) if after else []
             if not claimed:
+                claimed = await repo.ask_credits(business_date, limit)
+            if not claimed:
+                self._credited_up_to.pop(business_date, None)
                 return False
             uow.cause = _cause(batch)
             for request in batches.credit_requests(claimed):
@@ -249,6 +254,8 @@ class BonusBatchRunner:
                                 freelancer_id=b.freelancer_id, amount=b.amount, currency=b.currency, charge_id=charge)
                     for charge, b in request]), subject=batches.batch_subject(business_date))
             await uow.commit()
+        last_charge, last = claimed[-1]
+        self._credited_up_to[business_date] = (last_charge, last.bonus_id)
         return True
 
     async def fail_chunk(self, batch: dict) -> bool:
@@ -316,6 +323,7 @@ class BonusBatchRunner:
             await uow.commit()
         self.progress.forget(business_date)
         self._reported.pop(business_date, None)
+        self._credited_up_to.pop(business_date, None)
         day = business_date.isoformat()
         BATCH_PROCESSED.labels(day).set(figures["bonuses"])
         BATCH_BONUSES.labels(day).set(figures["bonuses"])
