@@ -75,10 +75,13 @@ class BonusRepository:
         sums: list[ClientSum] = []
         took = 0
         # Past-due bonuses first (a declined charge's, retried by each later day's batch), then the new ones:
-        # two statements, so each uses its own partial index.
+        # two statements, so each uses its own partial index. Both by client: a chunk takes whole clients (all
+        # but the last), so each charge row is written about once, not once per chunk (seven times each at
+        # 1,000,000 bonuses of 100,000 clients in chunks of 20,000 taken by age).
         for due in (and_(bonuses.c.status == past_due, ~awaiting_void.exists()),
                     and_(bonuses.c.batch_date.is_(None), bonuses.c.status == pending, bonuses.c.given_at < cutoff)):
             ids = (select(bonuses.c.bonus_id).where(due, ~charged_today.exists())
+                   .order_by(bonuses.c.client_id, bonuses.c.currency)
                    .limit(limit - took).with_for_update(skip_locked=True).scalar_subquery())
             moved = (update(bonuses).where(bonuses.c.bonus_id.in_(ids))
                      .values(batch_date=business_date, status=taken)

@@ -136,7 +136,9 @@ bonuses = Table(
     Column("past_due_until", Date),
 )
 Index("bonuses_past_due", bonuses.c.client_id, postgresql_where=bonuses.c.status == "past_due")
-Index("bonuses_pending", bonuses.c.given_at, postgresql_where=bonuses.c.batch_date.is_(None))
+# The collect step takes pending bonuses by client (bonus_repository.take_pending).
+Index("bonuses_pending_by_client", bonuses.c.client_id, bonuses.c.currency, bonuses.c.given_at,
+      postgresql_where=bonuses.c.batch_date.is_(None))
 Index("bonuses_by_batch_status", bonuses.c.batch_date, bonuses.c.status, bonuses.c.charge_id, bonuses.c.bonus_id)
 Index("bonuses_by_batch_client", bonuses.c.batch_date, bonuses.c.client_id, bonuses.c.currency)
 
