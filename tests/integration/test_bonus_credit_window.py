@@ -5,42 +5,31 @@ second instance's credit step waits for the first one's count; a chunk goes on a
 
 import asyncio
 import uuid
-from datetime import date, datetime, timezone
+from datetime import date
 
 import pytest
 import pytest_asyncio
-from platform_runtime.clock import FrozenClock
-from platform_runtime.migrate import upgrade
-from platform_runtime.unit_of_work import UnitOfWork
+from alembic import command
+from platform_runtime.migrate import alembic_config, upgrade
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from billing.adapters.bonus_repository import BonusRepository
-from billing.adapters.tables import bonus_credit_counts, bonuses, metadata
+from billing.adapters.tables import bonus_batches, bonus_credit_counts, bonuses
 from billing.bootstrap import definition
 from billing.domain.bonus_batch_states import BatchStatus
-from tests.integration.test_past_due_refresh import waiting_for_a_lock
-from tests.support.probe_service import drop_database, scratch_database
+from tests.integration.test_past_due_refresh import NOW, new_uow, waiting_for_a_lock
+from tests.support.probe_service import drop_database, migrated_engine, scratch_database
 from tests.support.processes import DB_PREFIX
 
 pytestmark = pytest.mark.integration
-NOW = datetime(2026, 12, 2, 1, 0, tzinfo=timezone.utc)
 DAY = date(2026, 12, 1)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def engine(infra):
-    name = f"{DB_PREFIX}it_credit_window_{uuid.uuid4().hex[:8]}"
-    url = await scratch_database(infra.postgres_url, name)
-    await asyncio.to_thread(upgrade, definition.migrations_dir, url)
-    engine = create_async_engine(url)
-    yield engine
-    await engine.dispose()
-    await drop_database(infra.postgres_url, name)
-
-
-def new_uow(engine) -> UnitOfWork:
-    return UnitOfWork(engine, metadata.tables, "billing", FrozenClock(NOW), "outbox_billing")
+    async with migrated_engine(infra.postgres_url, "credit_window", definition.migrations_dir) as engine:
+        yield engine
 
 
 async def a_batch_with_charged_bonuses(engine, charges: int, per_charge: int) -> None:
@@ -113,3 +102,43 @@ async def test_a_second_credit_step_waits_for_the_first_ones_count(engine):
 async def _in_flight_when_allowed(engine) -> int:
     async with new_uow(engine) as uow:
         return await BonusRepository(uow.session).credits_in_flight(DAY)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def before_the_counts(infra):
+    """A database at the revision before bonus_credit_counts: for the upgrade of a batch under way."""
+    name = f"{DB_PREFIX}it_credit_upgrade_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(infra.postgres_url, name)
+    await asyncio.to_thread(command.upgrade, alembic_config(definition.migrations_dir, url), "a4e8c2f6b1d9")
+    engine = create_async_engine(url)
+    try:
+        yield url, engine
+    finally:
+        await engine.dispose()
+        await drop_database(infra.postgres_url, name)
+
+
+async def test_the_upgrade_counts_what_a_batch_under_way_has_asked_and_been_answered(before_the_counts):
+    url, engine = before_the_counts
+    done_day = date(2026, 11, 30)
+    async with engine.begin() as conn:
+        await conn.execute(insert(bonus_batches), [
+            {"business_date": day, "status": status, "cutoff": NOW, "correlation_id": "corr", "actor": "system",
+             "started_by": "timer", "waiters": [], "started_at": NOW}
+            for day, status in ((DAY, "charging"), (done_day, "completed"))])
+        await conn.execute(insert(bonuses), [
+            {"bonus_id": f"b-{status}-{i}", "contract_id": "c-1", "client_id": "cl-1", "freelancer_id": "fl-1",
+             "amount": 100, "currency": "USD", "business_date": DAY, "given_at": NOW, "batch_date": DAY,
+             "status": status, "charge_id": "ch-1"}
+            for status, n in (("paid", 3), ("crediting", 2), ("charged", 4)) for i in range(n)])
+    await asyncio.to_thread(upgrade, definition.migrations_dir, url)
+
+    assert await counts(engine) == {"asked": 5, "posted": 3}
+    async with engine.connect() as conn:  # a completed batch has nothing in flight to count
+        assert not (await conn.execute(select(bonus_credit_counts).where(
+            bonus_credit_counts.c.business_date == done_day))).all()
+    async with new_uow(engine) as uow:
+        repo = BonusRepository(uow.session)
+        assert len(await repo.ask_credits(DAY, 100)) == 4
+        assert await repo.credits_in_flight(DAY) == 6
+        await uow.commit()

@@ -6,20 +6,16 @@ brought it.
 """
 
 import asyncio
-import uuid
 from datetime import datetime, timezone
 
 import pytest
 import pytest_asyncio
 from platform_runtime.errors import Rejected
-from platform_runtime.migrate import upgrade
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from contracts.adapters.repositories import ContractRepository
 from contracts.bootstrap import definition
 from contracts.domain.contracts import Contract, Milestone
-from tests.support.probe_service import drop_database, scratch_database
-from tests.support.processes import DB_PREFIX
+from tests.support.probe_service import migrated_engine
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -27,13 +23,8 @@ NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def engine(infra):
-    name = f"{DB_PREFIX}it_ids_{uuid.uuid4().hex[:8]}"
-    url = await scratch_database(infra.postgres_url, name)
-    await asyncio.to_thread(upgrade, definition.migrations_dir, url)
-    engine = create_async_engine(url)
-    yield engine
-    await engine.dispose()
-    await drop_database(infra.postgres_url, name)
+    async with migrated_engine(infra.postgres_url, "ids", definition.migrations_dir) as engine:
+        yield engine
 
 
 def offer(contract_id: str, *milestone_ids: str, amount: int = 1_000) -> Contract:

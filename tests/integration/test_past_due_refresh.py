@@ -14,18 +14,15 @@ from datetime import date, datetime, timezone
 import pytest
 import pytest_asyncio
 from platform_runtime.clock import FrozenClock
-from platform_runtime.migrate import upgrade
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope
 from sqlalchemy import insert, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from billing.adapters.bonus_repository import BonusRepository
 from billing.adapters.tables import bonuses, metadata, past_due_balances
 from billing.bootstrap import definition
 from billing.service_layer import past_due
-from tests.support.probe_service import drop_database, scratch_database
-from tests.support.processes import DB_PREFIX
+from tests.support.probe_service import migrated_engine
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 2, 1, 0, tzinfo=timezone.utc)
@@ -35,13 +32,8 @@ CLIENT = "cl-past-due"
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def engine(infra):
-    name = f"{DB_PREFIX}it_past_due_{uuid.uuid4().hex[:8]}"
-    url = await scratch_database(infra.postgres_url, name)
-    await asyncio.to_thread(upgrade, definition.migrations_dir, url)
-    engine = create_async_engine(url)
-    yield engine
-    await engine.dispose()
-    await drop_database(infra.postgres_url, name)
+    async with migrated_engine(infra.postgres_url, "past_due", definition.migrations_dir) as engine:
+        yield engine
 
 
 def new_uow(engine) -> UnitOfWork:
@@ -143,13 +135,8 @@ async def test_a_payment_of_a_client_that_never_owed_writes_no_balance_and_one_t
 async def escrow_engine(infra):
     from escrow.bootstrap import definition as escrow
 
-    name = f"{DB_PREFIX}it_past_due_escrow_{uuid.uuid4().hex[:8]}"
-    url = await scratch_database(infra.postgres_url, name)
-    await asyncio.to_thread(upgrade, escrow.migrations_dir, url)
-    engine = create_async_engine(url)
-    yield engine
-    await engine.dispose()
-    await drop_database(infra.postgres_url, name)
+    async with migrated_engine(infra.postgres_url, "past_due_escrow", escrow.migrations_dir) as engine:
+        yield engine
 
 
 async def test_escrow_keeps_the_newest_past_due_word_when_an_older_one_arrives_late(escrow_engine):

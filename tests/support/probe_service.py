@@ -7,6 +7,7 @@ Run in-process through `app(...)`, or as its own process: `python -m tests.suppo
 """
 
 import asyncio
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from platform_runtime.context import HandlerContext
@@ -80,6 +81,27 @@ async def scratch_database(postgres_url: str, name: str) -> str:
     finally:
         await conn.close()
     return f"{postgres_url.rstrip('/')}/{name}"
+
+
+@asynccontextmanager
+async def migrated_engine(postgres_url: str, label: str, migrations_dir: Path):
+    """An engine on a fresh database of its own (named after `label`), migrated to head; dropped afterwards."""
+    import uuid
+
+    from platform_runtime.migrate import upgrade
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from tests.support.processes import DB_PREFIX
+
+    name = f"{DB_PREFIX}it_{label}_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(postgres_url, name)
+    await asyncio.to_thread(upgrade, migrations_dir, url)
+    engine = create_async_engine(url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        await drop_database(postgres_url, name)
 
 
 async def drop_database(postgres_url: str, name: str) -> None:
