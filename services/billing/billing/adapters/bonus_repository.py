@@ -391,7 +391,7 @@ WITH moved AS (
     RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, charge_id),
 counted AS (
     UPDATE bonus_credit_counts SET bonuses = bonuses + (SELECT count(*) FROM moved)
-    WHERE business_date = $1 AND side = 'asked')
+    WHERE business_date = $1 AND side = 'asked' AND EXISTS (SELECT FROM moved))
 SELECT * FROM moved
 """
 
