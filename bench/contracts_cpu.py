@@ -38,7 +38,7 @@ from tests.support.probe_service import drop_database, scratch_database
 from contracts.bootstrap import COMMANDS, definition
 from contracts.service_layer import bonuses, statement
 from contracts.service_layer.context import Context
-from contracts.service_layer.sagas.replies import REPLY_HANDLERS
+from contracts.service_layer.sagas.replies import REPLY_HANDLERS, prefetch as prefetch_sagas
 from contracts.settings import ContractsSettings
 
 
@@ -77,16 +77,24 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
     contexts = partial(Context, settings=settings)
     commands = CommandDispatcher(CONTRACTS_COMMANDS, COMMANDS, CONTRACTS_EVENTS, contexts, routes=COMMAND_ROUTES)
     admin = CommandDispatcher(CONTRACTS_ADMIN_COMMANDS, COMMANDS, CONTRACTS_EVENTS, contexts, routes=COMMAND_ROUTES)
-    replies = EventDispatcher(statement.recording({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}), contexts)
+    replies = EventDispatcher(statement.recording({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}), contexts,
+                              prefetch=prefetch_sagas)
 
     async def handle(dispatch, envelopes) -> tuple[float, list]:
-        """Handle these messages in transactions of `batch`; CPU seconds and what they put in the outbox."""
+        """Handle these messages in transactions of `batch`, as the consumer does (claimed at once, then the
+        dispatcher's prefetch); CPU seconds and what they put in the outbox."""
         spent, out = 0.0, []
+        owner = dispatch.__self__
+        prefetch = getattr(owner, "prefetch", None)
         for i in range(0, len(envelopes), batch):
             started = time.process_time()
             async with runtime.new_uow() as uow:
                 uow.savepoint_per_message = False
-                for envelope in envelopes[i:i + batch]:
+                chunk = envelopes[i:i + batch]
+                await uow.claim_all(chunk, owner.claim_status)
+                if prefetch is not None and len(chunk) > 1:
+                    await prefetch(chunk, uow)
+                for envelope in chunk:
                     await dispatch(envelope, uow)
                 out += [o.envelope for o in uow.outgoing]
                 await uow.commit()

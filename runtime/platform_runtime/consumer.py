@@ -47,6 +47,8 @@ class BatchProcessor:
     # How the dispatcher's inbox records what it handles ("accepted" commands, "seen" events): a batch's
     # messages are then claimed in one statement before they are handled. None: each claims its own.
     claim_status: str | None = None
+    # Reads what the batch's handlers will read, once for the batch (the dispatcher's `prefetch`).
+    prefetch: Callable[[list[Envelope], UnitOfWork], Awaitable[None]] | None = None
 
     async def process(self, records: list[ConsumerRecord]) -> dict[TopicPartition, int]:
         """Handle a batch; returns the offsets to commit (next offset per partition)."""
@@ -86,9 +88,11 @@ class BatchProcessor:
     async def _in_one_transaction(self, batch: list[tuple[ConsumerRecord, Envelope]], savepoints: bool = True) -> None:
         async with self.new_uow() as uow:
             uow.savepoint_per_message = savepoints
+            handled = [e for _, e in batch if self.handles is None or self.handles(e.type)]
             if self.claim_status and not savepoints:
-                await uow.claim_all([e for _, e in batch if self.handles is None or self.handles(e.type)],
-                                    self.claim_status)
+                await uow.claim_all(handled, self.claim_status)
+            if self.prefetch is not None and len(handled) > 1:
+                await self.prefetch(handled, uow)
             for _record, envelope in batch:
                 # The message's trace context is current while it is handled: what it causes carries it on.
                 with tracing.span(f"handle {envelope.type}", {

@@ -1,6 +1,6 @@
 """From an envelope to a handler: schema lookup, validation, inbox, rejection, each in a savepoint."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from platform_schemas import Envelope, Message, parse_dataschema, registry
@@ -17,6 +17,8 @@ log = get_logger(__name__)
 # A saga participant's typed failure reply to one of its step commands: (command, reason_code, message,
 # retryable) -> `<Step>Failed`, or None for a command that is no saga step.
 FailureReply = Callable[[Message, str, str, bool], StepFailed | None]
+# Called with a batch's envelopes before they are handled (EventDispatcher.prefetch, CommandDispatcher.prefetch).
+Prefetch = Callable[[list[Envelope], UnitOfWork], Awaitable[None]]
 GAVE_UP = "processing_failed"  # the reason code of a step that could not be handled after every retry
 
 
@@ -50,6 +52,24 @@ class CommandDispatcher:
     def __post_init__(self) -> None:
         self._by_type = {model.__name__: handler for model, handler in self.handlers.items()}
 
+    @property
+    def prefetch(self) -> Prefetch | None:
+        """A saga participant's: its batch's steps answered as failed before, looked up at once."""
+        return self.failed_steps_of if self.failure_reply is not None else None
+
+    async def failed_steps_of(self, envelopes: list[Envelope], uow: UnitOfWork) -> None:
+        """Which of the batch's steps were answered as failed before: one statement for the batch, not one per
+        command. Each command is parsed here, for its step id, and handled from this parse (`_parsed`)."""
+        parsed: dict[str, tuple[Envelope, Message]] = uow.batch.setdefault(_PARSED, {})
+        keys = set()
+        for envelope in envelopes:
+            command = self._try_parse(envelope)
+            probe = self.failure_reply(command, GAVE_UP, "", False) if command is not None else None
+            if probe is not None:
+                parsed[envelope.id] = (envelope, command)
+                keys.add(_failed_step_key(probe.step_id))
+        uow.batch[_FAILED_STEPS] = await uow.recorded_many(sorted(keys))
+
     async def dispatch(self, envelope: Envelope, uow: UnitOfWork) -> None:
         uow.cause = Cause.of(envelope)
         if not uow.savepoint_per_message:
@@ -82,7 +102,7 @@ class CommandDispatcher:
         if handler is None:
             self._unknown(envelope)
         self._check_edge(envelope)
-        command = self._parse(envelope)
+        command = self._parsed(envelope, uow)
         if not await self._answered_as_failed_before(envelope, command, uow):
             await handler(command, self.context(uow, envelope))
 
@@ -109,7 +129,9 @@ class CommandDispatcher:
         probe = self.failure_reply(command, GAVE_UP, "", False) if self.failure_reply else None
         if probe is None:
             return False
-        earlier = await uow.recorded(_failed_step_key(probe.step_id))
+        key = _failed_step_key(probe.step_id)
+        prefetched = uow.batch.get(_FAILED_STEPS)
+        earlier = prefetched.get(key) if prefetched is not None else await uow.recorded(key)
         if earlier is None:
             return False
         failure = self.failure_reply(command, earlier["reason_code"], earlier["message"], earlier["retryable"])
@@ -121,6 +143,8 @@ class CommandDispatcher:
                    "retryable": failure.retryable}
         await uow.set_command_status(envelope.id, "rejected", outcome)
         await uow.remember(_failed_step_key(failure.step_id), type(failure).__name__, envelope.subject, outcome)
+        if (prefetched := uow.batch.get(_FAILED_STEPS)) is not None:
+            prefetched[_failed_step_key(failure.step_id)] = outcome  # the same step later in this batch sees it
         uow.publish(self.rejections_topic, failure, subject=envelope.subject)
 
     def _try_parse(self, envelope: Envelope) -> Message | None:
@@ -128,6 +152,11 @@ class CommandDispatcher:
             return self._parse(envelope) if envelope.type in self._by_type else None
         except Rejected:
             return None
+
+    def _parsed(self, envelope: Envelope, uow: UnitOfWork) -> Message:
+        """The command, parsed once: by the batch's prefetch if it did (the same envelope, not only its id)."""
+        cached = uow.batch.get(_PARSED, {}).pop(envelope.id, None)
+        return cached[1] if cached is not None and cached[0] is envelope else self._parse(envelope)
 
     def _parse(self, envelope: Envelope) -> Message:
         try:
@@ -183,6 +212,10 @@ class CommandDispatcher:
         ), subject=envelope.subject)
 
 
+# UnitOfWork.batch's keys: commands parsed by the prefetch (id -> (envelope, command)), steps failed before.
+_PARSED, _FAILED_STEPS = "dispatch.parsed", "dispatch.failed_steps"
+
+
 def _failed_step_key(step_id: str) -> str:
     return f"failed-step:{step_id}"
 
@@ -193,6 +226,9 @@ class EventDispatcher:
 
     handlers: Mapping[type[Message], Handler]
     context: ContextFactory = HandlerContext
+    # Reads, in a few statements, what a fetched batch's handlers will each read (the consumer calls it once per
+    # batch of two or more events it handles, after their claim), and leaves it in `uow.batch` for them.
+    prefetch: Prefetch | None = None
     claim_status = "seen"  # how the inbox records an event (claimed with the batch's others: consumer.py)
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 

@@ -10,6 +10,7 @@ The table names are the runtime's (platform_runtime/tables.py), the same in ever
 """
 
 import weakref
+from itertools import product
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -66,17 +67,20 @@ LEFT JOIN claimed c ON c.message_id = m.id
 LEFT JOIN processed_messages p ON p.message_id = m.id
 """
 
-SET_STATUS = "UPDATE processed_messages SET status = $2, outcome = $3::jsonb WHERE message_id = $1"
+# Answers kept under keys of their own (UnitOfWork.remember), e.g. the saga steps answered as failed.
+RECORDED = "SELECT message_id, outcome FROM processed_messages WHERE message_id = ANY($1::varchar[])"
 
-def write_at_commit(cancel: bool, schedule: bool, outbox: bool) -> str:
-    """One statement for what a transaction queued for its commit: timers cancelled, timers scheduled, outbox
-    rows and the relay's NOTIFY. Data-modifying CTEs run to completion whether or not the query reads them, and
+
+def write_at_commit(cancel: bool, schedule: bool, outbox: bool, statuses: bool = False) -> str:
+    """One statement for what a transaction queued for its commit: timers cancelled, timers scheduled, commands'
+    statuses, outbox rows and the relay's NOTIFY. Data-modifying CTEs run to completion whether or not the query reads them, and
     all see the snapshot of the statement's start: a timer cancelled here is one committed before (the ones this
     transaction scheduled and then cancelled were dropped before they were written, see UnitOfWork.cancel_timers),
     never one this statement inserts. Its parameters, in this order, are those of the parts it has:
     cancel (cancelled_at, subjects[], kinds[]), schedule (timer_id[], kind[], subject[], due_at[], payload[],
-    correlation_id[]), outbox (event_id[], topic[], key[], type[], payload[], notify channel)."""
-    return _WRITE_AT_COMMIT[(cancel, schedule, outbox)]
+    correlation_id[]), statuses (message_id[], status[], outcome[]), outbox (event_id[], topic[], key[], type[],
+    payload[], notify channel)."""
+    return _WRITE_AT_COMMIT[(cancel, schedule, statuses, outbox)]
 
 
 # A timer locked by a runner is firing right now: skipped (see UnitOfWork.cancel_timers).
@@ -92,6 +96,12 @@ _SCHEDULE = """scheduled AS (
     SELECT * FROM unnest(${0}::varchar[], ${1}::varchar[], ${2}::varchar[], ${3}::timestamptz[], ${4}::jsonb[],
                          ${5}::varchar[])
     ON CONFLICT DO NOTHING RETURNING 1)"""
+# Commands' final statuses; a command claimed earlier in this transaction is in the statement's snapshot.
+_STATUSES = """statuses AS (
+    UPDATE processed_messages p SET status = s.status, outcome = s.outcome
+    FROM unnest(${0}::varchar[], ${1}::varchar[], ${2}::jsonb[]) AS s(message_id, status, outcome)
+    WHERE p.message_id = s.message_id
+    RETURNING 1)"""
 # WITH ORDINALITY keeps the rows' order in `seq` (commit order per subject is what the relay publishes by).
 _OUTBOX = """written AS (
     INSERT INTO outbox (event_id, topic, key, type, payload)
@@ -102,9 +112,10 @@ _OUTBOX = """written AS (
     RETURNING 1)"""
 
 
-def _statement(cancel: bool, schedule: bool, outbox: bool) -> str:
+def _statement(cancel: bool, schedule: bool, statuses: bool, outbox: bool) -> str:
     parts, numbered = [], 0
-    for part, count, wanted in ((_CANCEL, 3, cancel), (_SCHEDULE, 6, schedule), (_OUTBOX, 5, outbox)):
+    for part, count, wanted in ((_CANCEL, 3, cancel), (_SCHEDULE, 6, schedule), (_STATUSES, 3, statuses),
+                                (_OUTBOX, 5, outbox)):
         if wanted:
             parts.append(part.format(*(f"{numbered + i + 1}" for i in range(count))))
             numbered += count
@@ -112,4 +123,4 @@ def _statement(cancel: bool, schedule: bool, outbox: bool) -> str:
     return ("WITH " + ",\n".join(parts) + "\n" if parts else "") + final
 
 
-_WRITE_AT_COMMIT = {(c, s, o): _statement(c, s, o) for c in (False, True) for s in (False, True) for o in (False, True)}
+_WRITE_AT_COMMIT = {flags: _statement(*flags) for flags in product((False, True), repeat=4)}

@@ -57,11 +57,15 @@ class Subscription:
     handles: Callable[[str], bool] | None = None
     # The inbox status the dispatcher records ("accepted", "seen"): the consumer claims a batch at once.
     claim_status: str | None = None
+    # What the batch's handlers will read, read once for the batch: by default the dispatcher's own.
+    prefetch: Callable[..., Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         owner = getattr(self.dispatch, "__self__", None)
         if self.handles is None and isinstance(owner, EventDispatcher):
             self.handles = owner.handles
+        if self.prefetch is None:
+            self.prefetch = getattr(owner, "prefetch", None)
         if self.claim_status is None:
             self.claim_status = getattr(owner, "claim_status", None)
 
@@ -200,7 +204,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
             topic=s.topic, dispatch=s.dispatch, new_uow=runtime.new_uow, dead_letters=dead_letters,
             max_attempts=settings.consumer_max_attempts,
             backoff_seconds=settings.consumer_retry_backoff.total_seconds(), give_up=s.give_up,
-            faults=runtime.faults, handles=s.handles, claim_status=s.claim_status)
+            faults=runtime.faults, handles=s.handles, claim_status=s.claim_status, prefetch=s.prefetch)
         for s in subscriptions
     }
 

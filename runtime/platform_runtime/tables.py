@@ -46,4 +46,8 @@ def add_runtime_tables(metadata: MetaData) -> None:
         Column("attempts", Integer, nullable=False, server_default="0"),
         Column("last_error", Text),
         Index("timers_pending", "due_at", postgresql_where="fired_at IS NULL AND cancelled_at IS NULL"),
+        # A transaction's cancellations find their timers by subject (UnitOfWork.cancel_timers), not by reading
+        # every pending timer: a burst of sagas keeps thousands pending, a platform millions (auto-releases).
+        Index("timers_pending_by_subject", "subject", "kind",
+              postgresql_where="fired_at IS NULL AND cancelled_at IS NULL"),
     )

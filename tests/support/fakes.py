@@ -76,10 +76,11 @@ class FakeUnitOfWork:
         self.session = FakeSession(self)
         self.committed = False
         self.savepoint_per_message = True  # as UnitOfWork: the consumer turns it off for a batch's first try
+        self.batch: dict = {}  # as UnitOfWork: what a dispatcher's prefetch read for the batch
 
     async def __aenter__(self) -> "FakeUnitOfWork":
         self.inbox = copy.deepcopy(self.store.inbox)
-        self.outgoing = []
+        self.outgoing, self.batch = [], {}
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -121,6 +122,9 @@ class FakeUnitOfWork:
     async def recorded(self, key: str) -> dict[str, Any] | None:
         seen = self.inbox.get(key)
         return seen["outcome"] if seen else None
+
+    async def recorded_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        return {k: self.inbox[k]["outcome"] for k in keys if k in self.inbox}
 
     async def set_command_status(self, command_id: str, status: str, outcome: dict[str, Any] | None = None) -> None:
         if command_id in self.inbox:

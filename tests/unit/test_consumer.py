@@ -360,6 +360,31 @@ async def test_an_event_whose_ce_type_has_no_handler_is_skipped_without_a_parse_
     assert handled == ["a-1"] and len(opened) == 1
 
 
+async def test_a_batch_of_handled_events_is_prefetched_once_before_its_handlers_run():
+    calls = []
+
+    async def prefetch(envelopes, uow):
+        calls.append(("prefetch", [e.data["account_id"] for e in envelopes]))
+        uow.batch["read"] = "once"
+
+    async def on_registered(event, ctx):
+        calls.append((event.account_id, ctx.uow.batch.get("read")))
+
+    dispatcher = EventDispatcher({AccountRegistered: on_registered}, prefetch=prefetch)
+    events = BatchProcessor(topic=EVENTS, dispatch=dispatcher.dispatch, new_uow=lambda: FakeUnitOfWork(FakeStore()),
+                            dead_letters=FakeDeadLetters(), max_attempts=3, backoff_seconds=0.001,
+                            handles=dispatcher.handles, prefetch=dispatcher.prefetch)
+
+    def registered(account_id):
+        return raw(new_envelope(AccountRegistered(account_id=account_id, role="client", name="n", email="a@b.c"),
+                                subject=account_id, actor="system", source="contracts"))
+    # An event type without a handler is not among what is prefetched; one handled event alone is not prefetched.
+    await events.process([with_type(registered("a-1"), 0, "AccountRegistered"), with_type(b"{}", 1, "OfferSent"),
+                          with_type(registered("a-2"), 2, "AccountRegistered")])
+    await events.process([with_type(registered("a-3"), 3, "AccountRegistered")])
+    assert calls == [("prefetch", ["a-1", "a-2"]), ("a-1", "once"), ("a-2", "once"), ("a-3", None)]
+
+
 def test_a_subscription_takes_its_event_dispatchers_handled_types_and_commands_skip_nothing():
     from platform_runtime.service import Subscription
 
@@ -368,3 +393,15 @@ def test_a_subscription_takes_its_event_dispatchers_handled_types_and_commands_s
     assert not Subscription(EVENTS, events.dispatch).handles("OfferSent")
     commands = CommandDispatcher("contracts.commands", {RegisterAccount: Recorder()}, EVENTS)
     assert Subscription("contracts.commands", commands.dispatch).handles is None
+
+
+def test_a_subscription_takes_its_event_dispatchers_prefetch():
+    from platform_runtime.service import Subscription
+
+    async def prefetch(envelopes, uow):
+        pass
+
+    events = EventDispatcher({AccountRegistered: Recorder()}, prefetch=prefetch)
+    assert Subscription(EVENTS, events.dispatch).prefetch is prefetch
+    commands = CommandDispatcher("contracts.commands", {RegisterAccount: Recorder()}, EVENTS)
+    assert Subscription("contracts.commands", commands.dispatch).prefetch is None

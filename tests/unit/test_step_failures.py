@@ -77,6 +77,54 @@ async def test_a_step_answered_as_failed_gets_the_same_answer_when_sent_again_an
     assert again.messages()[0].data["reason_code"] == "currency_mismatch"
 
 
+def batch_consumer(dispatcher: CommandDispatcher, store: FakeStore) -> BatchProcessor:
+    return BatchProcessor(topic=ESCROW_SAGA_COMMANDS, dispatch=dispatcher.dispatch,
+                          new_uow=lambda: FakeUnitOfWork(store, service="escrow"), dead_letters=FakeDeadLetters(),
+                          max_attempts=2, backoff_seconds=0.001, give_up=dispatcher.give_up,
+                          claim_status=dispatcher.claim_status, prefetch=dispatcher.prefetch)
+
+
+async def test_in_a_batch_a_step_answered_as_failed_before_is_found_by_the_batchs_one_lookup():
+    store = FakeStore()
+    first = FakeUnitOfWork(store, service="escrow")
+    await participant(Step(refuse="currency_mismatch")).dispatch(sent(HOLD), first)
+    await first.commit()
+    succeeds_now = Step()
+    looked_up = []
+
+    class Counting(FakeUnitOfWork):
+        async def recorded(self, key):
+            raise AssertionError("each command looked up on its own")
+
+        async def recorded_many(self, keys):
+            looked_up.append(keys)
+            return await super().recorded_many(keys)
+
+    dispatcher = participant(succeeds_now)
+    consumer = batch_consumer(dispatcher, store)
+    consumer.new_uow = lambda: Counting(store, service="escrow")
+    await consumer.process([record(sent(HOLD).to_json(), 0, topic=ESCROW_SAGA_COMMANDS),
+                            record(sent(RELEASE).to_json(), 1, topic=ESCROW_SAGA_COMMANDS)])
+    assert looked_up == [[f"failed-step:{HOLD.hold_id}", f"failed-step:{RELEASE.release_id}"]]
+    assert succeeds_now.calls == 1  # the release only: the hold is answered as it was before
+    assert [o.envelope.type for o in store.outbox][-2:] == ["EscrowHoldRejected", "ReleaseEscrow"]
+
+
+async def test_a_step_refused_in_a_batch_is_not_done_when_sent_again_later_in_the_same_batch():
+    store = FakeStore()
+    first, resent = sent(HOLD), sent(HOLD)
+
+    class RefusesTheFirstSend(Step):
+        async def __call__(self, cmd, ctx) -> None:
+            self.refuse = "currency_mismatch" if ctx.envelope.id == first.id else None
+            await super().__call__(cmd, ctx)
+
+    step = RefusesTheFirstSend()
+    await batch_consumer(participant(step), store).process(
+        [record(first.to_json(), 0, topic=ESCROW_SAGA_COMMANDS), record(resent.to_json(), 1, topic=ESCROW_SAGA_COMMANDS)])
+    assert [o.envelope.type for o in store.outbox] == ["EscrowHoldRejected", "EscrowHoldRejected"]
+
+
 async def test_a_step_that_fails_every_attempt_is_answered_as_failed_before_it_is_dead_lettered():
     store, dead = FakeStore(), FakeDeadLetters()
     dispatcher = participant(Step(crash=True))

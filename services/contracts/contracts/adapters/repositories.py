@@ -10,11 +10,11 @@ it: the saga whose step moved the contract and the statement's entries of the ev
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ARRAY, String, any_, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import TypeEngine
 
 from platform_runtime.errors import Rejected
 
@@ -33,13 +33,52 @@ _ENTRY_FIELDS = [c.name for c in statement_entries.c]
 
 
 @dataclass
+class Preloaded:
+    """A fetched batch's sagas, each locked with its contract, and those contracts' milestones: read in two
+    statements before the batch's replies are handled (SagaRepository.preload), not two per reply.
+
+    A saga is taken once, by the first handler that gets it, with its contract and milestones. Whatever a
+    handler of the batch loads or saves of a contract by other means, the batch's later handlers must see as
+    it left it: that contract is forgotten here (`forget`), and they read it again.
+    """
+
+    sagas: dict[str, Any] = field(default_factory=dict)  # saga id -> its row, its contract's columns joined
+    milestones: dict[str, list] = field(default_factory=dict)  # contract id -> its milestone rows, in order
+    _sagas_of: dict[str, list[str]] = field(default_factory=dict)  # contract id -> the saga ids above
+
+    def add(self, saga_rows: list, milestone_rows: list) -> None:
+        for row in saga_rows:
+            self.sagas[row["saga_id"]] = row
+            self._sagas_of.setdefault(row["contract_id"], []).append(row["saga_id"])
+        for row in milestone_rows:
+            self.milestones.setdefault(row["contract_id"], []).append(row)
+
+    def take(self, saga_id: str) -> tuple[Any, list | None] | None:
+        """The saga's row and its contract's milestone rows, if preloaded and still as the batch found them."""
+        row = self.sagas.get(saga_id)
+        if row is None:
+            return None
+        milestone_rows = self.milestones.get(row["contract_id"], [])
+        self.forget(row["contract_id"])
+        return row, milestone_rows
+
+    def forget(self, contract_id: str) -> None:
+        self.milestones.pop(contract_id, None)
+        for saga_id in self._sagas_of.pop(contract_id, ()):
+            self.sagas.pop(saga_id, None)
+
+
+@dataclass
 class Seen:
     """What one handler's statements read already, shared by its repositories: a contract row locked with
-    its saga (ContractRepository.get takes it from there) and accounts' last recorded activity (an activity
-    recorded recently enough is not written again: Context.record_activity)."""
+    its saga and, when the batch preloaded it, its milestone rows (ContractRepository.get takes them from
+    there), accounts' last recorded activity (an activity recorded recently enough is not written again:
+    Context.record_activity), and the batch's preloaded sagas."""
 
     locked_contracts: dict[str, dict] = field(default_factory=dict)
+    locked_milestones: dict[str, list] = field(default_factory=dict)
     activity: dict[str, datetime | None] = field(default_factory=dict)
+    batch: Preloaded = field(default_factory=Preloaded)
 
 
 # -- accounts --------------------------------------------------------------------------------------
@@ -187,11 +226,15 @@ class ContractRepository:
             return contract
         # Locked with its saga (taken once: a second get reads the row as this transaction left it).
         row = self._seen.locked_contracts.pop(contract_id, None)
+        milestone_rows = self._seen.locked_milestones.pop(contract_id, None)
         if row is None:
+            self._seen.batch.forget(contract_id)
             row = await conn.fetchrow(_LOCK_CONTRACT, contract_id)
             if row is None:
                 return None
-        contract = _contract(row, await conn.fetch(_MILESTONES_OF, contract_id))
+        if milestone_rows is None:
+            milestone_rows = await conn.fetch(_MILESTONES_OF, contract_id)
+        contract = _contract(row, milestone_rows)
         self._remember(contract)
         return contract
 
@@ -205,6 +248,7 @@ class ContractRepository:
         or milestone claims its id: an id another contract holds (ids are unique across the platform) is
         refused `id_taken` and that row is never touched, even when both were checked free at once in
         concurrent transactions."""
+        self._seen.batch.forget(contract.contract_id)
         row = {k: getattr(contract, k) for k in _CONTRACT_FIELDS}
         rows = {m.milestone_id: {k: getattr(m, k) for k in _MILESTONE_FIELDS} for m in contract.milestones}
         loaded_row, loaded = (None, {}) if contract.is_new else self._loaded.get(contract.contract_id, (None, {}))
@@ -270,7 +314,13 @@ _LOCK_SAGA_AND_CONTRACT = (
     f"FROM sagas s JOIN contracts c ON c.contract_id = s.contract_id "
     f"LEFT JOIN accounts client ON client.account_id = c.client_id "
     f"LEFT JOIN accounts freelancer ON freelancer.account_id = c.freelancer_id "
-    f"WHERE s.saga_id = $1 FOR UPDATE OF s, c")
+    f"WHERE {{sagas}} FOR UPDATE OF s, c")
+# A batch's: locked in saga id order, so two batches that share sagas take them in the same order.
+_LOCK_SAGAS_AND_CONTRACTS = _LOCK_SAGA_AND_CONTRACT.format(sagas="s.saga_id = ANY($1::varchar[]) ORDER BY s.saga_id")
+_LOCK_SAGA_AND_CONTRACT = _LOCK_SAGA_AND_CONTRACT.format(sagas="s.saga_id = $1")
+# Their contracts' milestones, read after the lock (see ContractRepository.get).
+_MILESTONES_OF_MANY = (f"SELECT contract_id, {names(_MILESTONE_FIELDS)} FROM milestones "
+                       f"WHERE contract_id = ANY($1::varchar[]) ORDER BY contract_id, position")
 _LOCK_SAGA = f"SELECT {names(list(Saga.FIELDS))} FROM sagas WHERE saga_id = $1 FOR UPDATE"
 _SAVE_SAGA = compose((_SAGA_SAVED,), "SELECT 1")
 
@@ -280,18 +330,35 @@ class SagaRepository:
         self.session = session
         self._seen = seen or Seen()
 
-    async def get(self, saga_id: str) -> Saga | None:
-        """The saga, locked, and its contract's row locked with it (ContractRepository.get takes it from there)."""
+    async def preload(self, saga_ids: list[str]) -> Preloaded:
+        """These sagas (those that exist), each locked with its contract, and the contracts' milestones: two
+        statements for a batch of replies. The handlers' `get` takes them from the Preloaded."""
         conn = await sql.driver(self.session)
-        row = await conn.fetchrow(_LOCK_SAGA_AND_CONTRACT, saga_id)
-        if row is not None:
-            self._seen.locked_contracts[row["contract_id"]] = {k: row[f"c_{k}"] for k in _CONTRACT_FIELDS}
-            for party in ("client", "freelancer"):
-                if row[f"{party}_found"] is not None:
-                    self._seen.activity[row[f"{party}_found"]] = row[f"{party}_active_at"]
-        else:  # no saga, or (never seen) a saga without its contract
-            row = await conn.fetchrow(_LOCK_SAGA, saga_id)
-        return Saga.load(row) if row else None
+        preloaded = Preloaded()
+        rows = await conn.fetch(_LOCK_SAGAS_AND_CONTRACTS, sorted(set(saga_ids)))
+        if rows:
+            contract_ids = sorted({row["contract_id"] for row in rows})
+            preloaded.add(rows, await conn.fetch(_MILESTONES_OF_MANY, contract_ids))
+        return preloaded
+
+    async def get(self, saga_id: str) -> Saga | None:
+        """The saga, locked, and its contract's row locked with it (ContractRepository.get takes it from there):
+        from the batch's preload when it holds them as the batch found them, else in a statement of its own."""
+        taken = self._seen.batch.take(saga_id)
+        if taken is not None:
+            row, self._seen.locked_milestones[taken[0]["contract_id"]] = taken
+        else:
+            conn = await sql.driver(self.session)
+            row = await conn.fetchrow(_LOCK_SAGA_AND_CONTRACT, saga_id)
+            if row is None:  # no saga, or (never seen) a saga without its contract
+                row = await conn.fetchrow(_LOCK_SAGA, saga_id)
+                return Saga.load(row) if row else None
+            self._seen.batch.forget(row["contract_id"])
+        self._seen.locked_contracts[row["contract_id"]] = {k: row[f"c_{k}"] for k in _CONTRACT_FIELDS}
+        for party in ("client", "freelancer"):
+            if row[f"{party}_found"] is not None:
+                self._seen.activity[row[f"{party}_found"]] = row[f"{party}_active_at"]
+        return Saga.load(row)
 
     async def save(self, saga: Saga) -> None:
         await (await sql.driver(self.session)).execute(_SAVE_SAGA, *saga_values(saga))

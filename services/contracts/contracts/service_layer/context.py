@@ -10,13 +10,15 @@ from platform_schemas.topics import BILLING_SAGA_COMMANDS, CONTRACTS_EVENTS, ESC
 from ..adapters.bonus_repository import BonusRepository
 from ..adapters.queues import DisputeRepository
 from ..adapters.statement_repository import StatementRepository
-from ..adapters.repositories import AccountRepository, ContractRepository, SagaRepository, Seen
+from ..adapters.repositories import AccountRepository, ContractRepository, Preloaded, SagaRepository, Seen
 from ..adapters.upcoming_repository import UpcomingRepository
 from ..domain.accounts import Account, activity_is_news, activity_resolution
 from ..domain.contracts import Contract
 from ..domain.sagas import Saga
 from ..domain.statement import Movement
 from ..settings import ContractsSettings
+
+PRELOADED_SAGAS = "contracts.sagas"  # the key of the batch's Preloaded in UnitOfWork.batch
 
 
 @dataclass
@@ -36,6 +38,8 @@ class Context(HandlerContext):
     _entries: tuple[str, list[Movement]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        # The batch's preloaded sagas (sagas/replies.py: prefetch), shared by the handlers of one transaction.
+        self._seen.batch = self.uow.batch.setdefault(PRELOADED_SAGAS, Preloaded())
         self.accounts = AccountRepository(self.uow.session)
         self.contracts = ContractRepository(self.uow.session, self._seen)
         self.sagas = SagaRepository(self.uow.session, self._seen)

@@ -1,10 +1,12 @@
 """Saga replies arrive as the participants' events; each is routed to the saga that asked for it."""
 
-from platform_schemas import Message
+from platform_runtime.unit_of_work import UnitOfWork
+from platform_schemas import Envelope, Message
 from platform_schemas.events.billing import ChargeFailed
 
 from ..accounts import count_failed_charge
-from ..context import Context
+from ...adapters.repositories import SagaRepository
+from ..context import PRELOADED_SAGAS, Context
 from . import orchestrator
 from .fund import FUND
 from .refund import REFUND
@@ -28,3 +30,14 @@ async def on_step_deadline(payload: dict, ctx: Context) -> None:
 
 
 REPLY_HANDLERS = {t: handle_reply for t in REPLY_TYPES}
+_REPLY_NAMES = {t.__name__ for t in REPLY_TYPES}
+
+
+async def prefetch(envelopes: list[Envelope], uow: UnitOfWork) -> None:
+    """A batch's replies: their sagas, each locked with its contract, and the contracts' milestones, in two
+    statements for the batch instead of two per reply (each handler's `ctx.sagas.get` takes its own). The ids
+    are read before the data is validated, only to be looked up: a reply that fails validation still fails."""
+    saga_ids = [e.data["saga_id"] for e in envelopes
+                if e.type in _REPLY_NAMES and isinstance(e.data.get("saga_id"), str)]
+    if len(saga_ids) > 1:
+        uow.batch[PRELOADED_SAGAS] = await SagaRepository(uow.session).preload(saga_ids)
