@@ -37,6 +37,7 @@ from tests.support.probe_service import drop_database, scratch_database
 
 from contracts.bootstrap import COMMANDS, definition
 from contracts.service_layer import bonuses, statement
+from contracts.service_layer.offers import read_parties_ahead
 from contracts.service_layer.context import Context
 from contracts.service_layer.sagas.replies import REPLY_HANDLERS, prefetch as prefetch_sagas
 from contracts.settings import ContractsSettings
@@ -75,7 +76,8 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
     async with runtime.engine.begin() as conn:
         await conn.run_sync(definition.metadata.create_all)
     contexts = partial(Context, settings=settings)
-    commands = CommandDispatcher(CONTRACTS_COMMANDS, COMMANDS, CONTRACTS_EVENTS, contexts, routes=COMMAND_ROUTES)
+    commands = CommandDispatcher(CONTRACTS_COMMANDS, COMMANDS, CONTRACTS_EVENTS, contexts, routes=COMMAND_ROUTES,
+                                 read_ahead=read_parties_ahead)
     admin = CommandDispatcher(CONTRACTS_ADMIN_COMMANDS, COMMANDS, CONTRACTS_EVENTS, contexts, routes=COMMAND_ROUTES)
     replies = EventDispatcher(statement.recording({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}), contexts,
                               prefetch=prefetch_sagas)

@@ -46,6 +46,9 @@ class CommandDispatcher:
     # command's one topic and the kinds of actor it accepts there (platform_schemas.actors.COMMAND_ROUTES);
     # None for the internal saga topics.
     routes: Mapping[str, Route] | None = None
+    # A service's own reads of a fetched batch, done once before its commands are handled (as
+    # EventDispatcher.prefetch; contracts reads the parties of a batch's offers).
+    read_ahead: Prefetch | None = None
     claim_status = "accepted"  # how the inbox records a command (claimed with the batch's others: consumer.py)
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 
@@ -54,8 +57,15 @@ class CommandDispatcher:
 
     @property
     def prefetch(self) -> Prefetch | None:
-        """A saga participant's: its batch's steps answered as failed before, looked up at once."""
-        return self.failed_steps_of if self.failure_reply is not None else None
+        """What the consumer calls once per batch: a saga participant's steps answered as failed before, looked
+        up at once, and the service's own `read_ahead`."""
+        return self._prefetch if self.failure_reply is not None or self.read_ahead is not None else None
+
+    async def _prefetch(self, envelopes: list[Envelope], uow: UnitOfWork) -> None:
+        if self.failure_reply is not None:
+            await self.failed_steps_of(envelopes, uow)
+        if self.read_ahead is not None:
+            await self.read_ahead(envelopes, uow)
 
     async def failed_steps_of(self, envelopes: list[Envelope], uow: UnitOfWork) -> None:
         """Which of the batch's steps were answered as failed before: one statement for the batch, not one per

@@ -10,9 +10,13 @@ The table names are the runtime's (platform_runtime/tables.py), the same in ever
 """
 
 import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from itertools import product
+from typing import Any
 
 import asyncpg
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 # Connections whose transaction this module began or found begun, with their adapter: a message asks for the
@@ -39,6 +43,35 @@ async def in_transaction(connection: AsyncConnection | AsyncSession) -> asyncpg.
             await adapted._start_transaction()
     _begun[connection] = adapted
     return adapted._connection
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A SQLAlchemy statement (text or Core, its parameters typed) compiled once, at import, for the asyncpg
+    connection: its text with `$n::TYPE` parameters, as SQLAlchemy's asyncpg dialect would send it, and their
+    names in order. Run with `conn.fetch(fixed.sql, *fixed.args(params))`: the statement's CPU is a bind and an
+    execute, without SQLAlchemy's per-call parameter processing, result wrapping and greenlet switch."""
+
+    sql: str
+    names: tuple[str, ...]
+    # The values the statement holds itself (literals SQLAlchemy made parameters), and the types' conversions of
+    # a value (JSON to text): what SQLAlchemy would apply at each execution (its compiled `_bind_processors`).
+    defaults: Mapping[str, Any]
+    processors: Mapping[str, Callable[[Any], Any]]
+
+    @classmethod
+    def of(cls, statement: Any) -> "Fixed":
+        compiled = statement.compile(dialect=_ASYNCPG)
+        names = tuple(compiled.positiontup)
+        return cls(compiled.string, names, {k: v for k, v in compiled.params.items() if v is not None},
+                   {k: p for k, p in compiled._bind_processors.items() if k in names})
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        values = [params[name] if name in params else self.defaults[name] for name in self.names]
+        return [self.processors[name](v) if name in self.processors else v for name, v in zip(self.names, values)]
+
+
+_ASYNCPG = asyncpg_dialect.dialect()
 
 
 # One round trip for both answers: `claimed` is the id when the row is new; `seen` is the fingerprint of the

@@ -1,5 +1,6 @@
-"""A batch's sagas preloaded in two statements (issue 10), on real PostgreSQL: each handler still reads its saga
-and contract as the batch's earlier handlers left them, and the preload holds its rows locked.
+"""What a batch reads at once (issue 10), on real PostgreSQL: its sagas preloaded in two statements, its offers'
+parties in one. Each handler still reads its saga, contract and accounts as the batch's earlier handlers left
+them, and the sagas' preload holds its rows locked.
 
 The handlers of one fetched batch share one transaction; contracts reads the sagas its replies answer, each
 locked with its contract, and the contracts' milestones, before the first handler runs
@@ -8,14 +9,15 @@ or the same saga answered twice, must not read a row the batch has changed since
 """
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import text
 
-from contracts.adapters.repositories import ContractRepository, SagaRepository, Seen
+from contracts.adapters.repositories import AccountRepository, ContractRepository, SagaRepository, Seen
 from contracts.bootstrap import definition
+from contracts.domain.accounts import SUSPENDED, Account
 from contracts.domain.contracts import Contract, Milestone
 from contracts.domain.sagas import FundData, MilestoneAmount, Saga
 from tests.support.probe_service import migrated_engine
@@ -116,3 +118,40 @@ async def test_the_preloaded_sagas_and_contracts_stay_locked_until_the_batch_com
         await other.begin()
         await asyncio.wait_for(other.execute(text("SELECT 1 FROM contracts WHERE contract_id = 'c-pre-4' FOR UPDATE")), 5)
         await other.rollback()
+
+
+# -- the parties of a batch's offers, read at once (offers.read_parties_ahead) ------------------------
+
+
+async def test_an_account_saved_earlier_in_the_batch_is_read_as_saved_not_as_preloaded(engine):
+    async with engine.begin() as conn:
+        for account_id, role in (("pre-client", "client"), ("pre-freelancer", "freelancer")):
+            await AccountRepository(conn).add(Account(account_id, role, "N", f"{account_id}@example.test"))
+    async with engine.connect() as conn:
+        await conn.begin()
+        preloaded = await AccountRepository(conn).get_many(["pre-client", "pre-freelancer"])
+        # A SuspendAccount before the offer in the same batch: the offer's read sees the suspension.
+        suspending = AccountRepository(conn, preloaded)
+        client = await suspending.get("pre-client", lock=True)
+        client.status = SUSPENDED
+        await suspending.save(client)
+        read = await AccountRepository(conn, preloaded).get_many(["pre-client", "pre-freelancer"])
+        assert read["pre-client"].status == SUSPENDED and "pre-client" not in preloaded
+        # A copy each time: what one handler changes on its read is not what the next one reads.
+        read["pre-freelancer"].past_due["USD"] = 5
+        assert (await AccountRepository(conn, preloaded).get_many(["pre-freelancer"]))["pre-freelancer"].past_due == {}
+        await conn.rollback()
+
+
+async def test_activity_recorded_earlier_in_the_batch_is_seen_by_the_preload_as_the_database_has_it(engine):
+    async with engine.begin() as conn:
+        await AccountRepository(conn).add(Account("pre-active", "client", "N", "a@example.test"))
+    async with engine.connect() as conn:
+        await conn.begin()
+        preloaded = await AccountRepository(conn).get_many(["pre-active"])
+        assert preloaded["pre-active"].last_activity_at is None
+        await AccountRepository(conn, preloaded).record_activity(["pre-active"], NOW, timedelta(hours=1))
+        read = await AccountRepository(conn, preloaded).get_many(["pre-active"])
+        stored = await AccountRepository(conn).get_many(["pre-active"])
+        assert read["pre-active"].last_activity_at == stored["pre-active"].last_activity_at == NOW
+        await conn.rollback()

@@ -55,7 +55,8 @@ def subscriptions(runtime) -> list[Subscription]:
                               prefetch=prefetch_sagas)
     # Both topics know every command, so that one on the wrong topic is answered `forbidden` (not unknown).
     from_integrators, from_operators = (
-        CommandDispatcher(topic, COMMANDS, CONTRACTS_EVENTS, runtime.new_context, routes=COMMAND_ROUTES)
+        CommandDispatcher(topic, COMMANDS, CONTRACTS_EVENTS, runtime.new_context, routes=COMMAND_ROUTES,
+                          read_ahead=offers.read_parties_ahead)
         for topic in (CONTRACTS_COMMANDS, CONTRACTS_ADMIN_COMMANDS))
     return [
         Subscription(CONTRACTS_COMMANDS, from_integrators.dispatch),

@@ -13,6 +13,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from platform_runtime.driver_sql import Fixed, in_transaction
+
 from ..domain.gateway_work import OPEN, ChargeStatus, Operation, RefundStatus, VoidStatus
 from ..domain.history import HistoryRow
 from .history_rows import HISTORY_COLUMNS, HISTORY_TYPES
@@ -44,8 +46,8 @@ class GatewayWork:
         """A new pending charge to the client's primary billing method, and the loop woken, in one statement:
         (recorded, the method's id or None when the client has none). Not recorded: the charge id was taken
         already (the step again)."""
-        row = (await self.session.execute(_RECORD_CHARGE, values)).first()
-        return (True, row.billing_method_id) if row else (False, None)
+        row = await (await in_transaction(self.session)).fetchrow(_RECORD_CHARGE.sql, *_RECORD_CHARGE.args(values))
+        return (True, row["billing_method_id"]) if row else (False, None)
 
     async def due_charges(self, now: datetime, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` pending charges due, first due first, locked for this transaction (other workers and
@@ -179,7 +181,8 @@ _NEW_CHARGE = (insert(charges).values({c: bindparam(c, type_=charges.c[c].type) 
                .on_conflict_do_nothing(index_elements=[charges.c.charge_id])
                .returning(charges.c.billing_method_id).cte("new_charge"))
 # The NOTIFY is delivered at commit, and only when the charge is new.
-_RECORD_CHARGE = select(_NEW_CHARGE.c.billing_method_id, func.pg_notify(WAKE_CHANNEL, WAKE_CHARGE))
+# Every ChargeClient runs it: on the transaction's asyncpg connection (driver_sql.Fixed).
+_RECORD_CHARGE = Fixed.of(select(_NEW_CHARGE.c.billing_method_id, func.pg_notify(WAKE_CHANNEL, WAKE_CHARGE)))
 
 _DUE_CHARGES = (
     select(charges, billing_methods.c.token)

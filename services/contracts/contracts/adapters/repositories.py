@@ -8,7 +8,7 @@ it: the saga whose step moved the contract and the statement's entries of the ev
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -100,9 +100,19 @@ def _account(row) -> Account:
     return Account(**{k: row[k] for k in _ACCOUNT_FIELDS})
 
 
+def _copy(account: Account) -> Account:
+    return replace(account, past_due=dict(account.past_due), past_due_versions=dict(account.past_due_versions))
+
+
 class AccountRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    """Accounts; unlocked reads are served from the batch's preload when it has them (`preloaded`: the accounts
+    a batch of offers names, read at once by `offers.read_parties_ahead`), each a copy. An account this batch
+    adds or saves is dropped from the preload, and the activity it records is recorded there too, so a later
+    handler of the batch reads the account as the earlier ones left it."""
+
+    def __init__(self, session: AsyncSession, preloaded: dict[str, Account] | None = None) -> None:
         self.session = session
+        self._preloaded = preloaded if preloaded is not None else {}
 
     async def get(self, account_id: str, lock: bool = False) -> Account | None:
         if lock:
@@ -111,22 +121,31 @@ class AccountRepository:
         return (await self.get_many([account_id])).get(account_id)
 
     async def get_many(self, account_ids: list[str]) -> dict[str, Account]:
-        """The accounts of these ids that exist, unlocked, in one round trip."""
-        rows = await (await sql.driver(self.session)).fetch(_GET_ACCOUNTS, list(account_ids))
-        return {row["account_id"]: _account(row) for row in rows}
+        """The accounts of these ids that exist, unlocked, in one round trip (none if the batch read them all)."""
+        found = {a: _copy(self._preloaded[a]) for a in account_ids if a in self._preloaded}
+        if rest := [a for a in account_ids if a not in found]:
+            rows = await (await sql.driver(self.session)).fetch(_GET_ACCOUNTS, rest)
+            found.update({row["account_id"]: _account(row) for row in rows})
+        return found
 
     async def add(self, account: Account) -> bool:
+        self._preloaded.pop(account.account_id, None)
         inserted = await self.session.scalar(
             insert(accounts).values(**asdict(account)).on_conflict_do_nothing().returning(accounts.c.account_id))
         return inserted is not None
 
     async def save(self, account: Account) -> None:
+        self._preloaded.pop(account.account_id, None)
         await self.session.execute(update(accounts).where(accounts.c.account_id == account.account_id)
                                    .values(**asdict(account)))
 
     async def record_activity(self, account_ids: list[str], now: datetime, resolution: timedelta) -> None:
         """Written only where the recorded activity is older than `resolution` (see activity_is_news)."""
         await (await sql.driver(self.session)).execute(_RECORD_ACTIVITY, list(account_ids), now - resolution, now)
+        for account_id in account_ids:  # the same rule on the batch's preload
+            known = self._preloaded.get(account_id)
+            if known is not None and (known.last_activity_at is None or known.last_activity_at < now - resolution):
+                self._preloaded[account_id] = replace(known, last_activity_at=now)
 
 
 # -- contracts and their milestones ----------------------------------------------------------------

@@ -18,7 +18,9 @@ from ..domain.sagas import Saga
 from ..domain.statement import Movement
 from ..settings import ContractsSettings
 
-PRELOADED_SAGAS = "contracts.sagas"  # the key of the batch's Preloaded in UnitOfWork.batch
+# The keys of what a batch's prefetch read, in UnitOfWork.batch: the sagas of its replies (a Preloaded), the
+# parties of its offers (account id -> Account).
+PRELOADED_SAGAS, PRELOADED_ACCOUNTS = "contracts.sagas", "contracts.accounts"
 
 
 @dataclass
@@ -40,7 +42,8 @@ class Context(HandlerContext):
     def __post_init__(self) -> None:
         # The batch's preloaded sagas (sagas/replies.py: prefetch), shared by the handlers of one transaction.
         self._seen.batch = self.uow.batch.setdefault(PRELOADED_SAGAS, Preloaded())
-        self.accounts = AccountRepository(self.uow.session)
+        # The accounts a batch of offers names (offers.py: read_parties_ahead), shared the same way.
+        self.accounts = AccountRepository(self.uow.session, self.uow.batch.setdefault(PRELOADED_ACCOUNTS, {}))
         self.contracts = ContractRepository(self.uow.session, self._seen)
         self.sagas = SagaRepository(self.uow.session, self._seen)
         self.bonuses = BonusRepository(self.uow.session)

@@ -1,13 +1,26 @@
 """Offer commands: send (starts the fund saga), withdraw and decline (refund sagas), accept."""
 
 from platform_runtime.errors import Rejected
+from platform_runtime.unit_of_work import UnitOfWork
+from platform_schemas import Envelope
 from platform_schemas.commands.contracts import AcceptOffer, DeclineOffer, SendOffer, WithdrawOffer
 from platform_schemas.events.contracts import ContractStarted
 
+from ..adapters.repositories import AccountRepository
 from ..domain.contracts import Contract, Milestone
-from .context import Context
+from .context import PRELOADED_ACCOUNTS, Context
 from .sagas.fund import fund_milestones
 from .sagas.refund import refund_milestone
+
+
+async def read_parties_ahead(envelopes: list[Envelope], uow: UnitOfWork) -> None:
+    """A batch's offers: the accounts of their clients and freelancers in one statement, for each SendOffer's
+    `read_accounts` (unlocked reads, as they are). The ids are read before the data is validated, only to be
+    looked up."""
+    ids = sorted({e.data[k] for e in envelopes if e.type == "SendOffer" for k in ("client_id", "freelancer_id")
+                  if isinstance(e.data.get(k), str)})
+    if len(ids) > 2:  # more than one offer's parties
+        uow.batch[PRELOADED_ACCOUNTS] = await AccountRepository(uow.session).get_many(ids)
 
 
 async def send_offer(cmd: SendOffer, ctx: Context) -> None:

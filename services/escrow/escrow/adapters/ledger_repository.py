@@ -6,6 +6,8 @@ from sqlalchemy import BigInteger, Integer, String, bindparam, select, text, upd
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from platform_runtime.driver_sql import Fixed, in_transaction
+
 from ..domain import ledger
 from ..domain.ledger import Account, TransactionId
 from .tables import account_balances, escrow_contracts, holdings, ledger_transactions, postings
@@ -48,26 +50,28 @@ class LedgerRepository:
         already (its step again) is left out. A concurrent claim of the same id waits for this transaction."""
         if not transactions:
             return []
-        claimed = set(await self.session.scalars(_CLAIM_ALL, {
+        rows = await (await in_transaction(self.session)).fetch(_CLAIM_ALL.sql, *_CLAIM_ALL.args({
             "kind": [t.tx.kind for t in transactions], "transaction_id": [t.tx.id for t in transactions],
             "contract_id": [t.contract_id for t in transactions],
             "milestone_id": [t.milestone_id for t in transactions]}))
+        claimed = {row["transaction_id"] for row in rows}
         return [t for t in transactions if t.tx.id in claimed]
 
     async def claim(self, tx: TransactionId, contract_id: str, milestone_id: str | None) -> bool:
         """The ledger transaction recorded for this step, its postings to follow (`post`); False if it was
         recorded already (the step again: one effect per step). A concurrent claim of the same id waits for
         this transaction, then finds it taken."""
-        return await self.session.scalar(_CLAIM, {"kind": tx.kind, "transaction_id": tx.id,
-                                                  "contract_id": contract_id, "milestone_id": milestone_id}) is not None
+        return await (await in_transaction(self.session)).fetchval(_CLAIM.sql, *_CLAIM.args({
+            "kind": tx.kind, "transaction_id": tx.id, "contract_id": contract_id,
+            "milestone_id": milestone_id})) is not None
 
     async def open_fund(self, tx: TransactionId, contract_id: str, client_id: str, currency: str) -> tuple[bool, str]:
         """`claim` of a hold, and the contract's escrow opened in the hold's currency unless it is open already,
         in one statement: (claimed, the contract's currency)."""
-        row = (await self.session.execute(_OPEN_FUND, {
+        row = await (await in_transaction(self.session)).fetchrow(_OPEN_FUND.sql, *_OPEN_FUND.args({
             "kind": tx.kind, "transaction_id": tx.id, "contract_id": contract_id, "client_id": client_id,
-            "currency": currency})).one()
-        return row.claimed, row.currency
+            "currency": currency}))
+        return row["claimed"], row["currency"]
 
     async def contract_currency(self, contract_id: str) -> str | None:
         return await self.session.scalar(
@@ -82,10 +86,10 @@ class LedgerRepository:
         whatever their number; none of them may overdraw an account."""
         if not transactions:
             return
-        await self.session.execute(_ADD_TRANSACTIONS, {
+        await (await in_transaction(self.session)).execute(_ADD_TRANSACTIONS.sql, *_ADD_TRANSACTIONS.args({
             "kind": [t.tx.kind for t in transactions], "transaction_id": [t.tx.id for t in transactions],
             "contract_id": [t.contract_id for t in transactions],
-            "milestone_id": [t.milestone_id for t in transactions]})
+            "milestone_id": [t.milestone_id for t in transactions]}))
         await self.post(transactions)
 
     async def post(self, transactions: list[LedgerTransaction], funding: Funding | None = None) -> None:
@@ -106,13 +110,14 @@ class LedgerRepository:
         balance_columns = {"b_kind": [a.kind for a in touched], "b_owner_id": [a.owner for a in touched],
                            "b_sub_id": [a.sub for a in touched], "b_currency": [a.currency for a in touched],
                            "b_delta": [moved[a] for a in touched]}
+        conn = await in_transaction(self.session)
         if funding is None:
-            rows = await self.session.execute(_POST, posting_columns | balance_columns)
+            rows = await conn.fetch(_POST.sql, *_POST.args(posting_columns | balance_columns))
         else:
             milestones = sorted(funding.by_milestone)
-            rows = await self.session.execute(_POST_AND_FUND, posting_columns | balance_columns | {
+            rows = await conn.fetch(_POST_AND_FUND.sql, *_POST_AND_FUND.args(posting_columns | balance_columns | {
                 "f_contract_id": funding.contract_id, "f_currency": funding.currency, "f_milestone_id": milestones,
-                "f_funded": [funding.by_milestone[m] for m in milestones]})
+                "f_funded": [funding.by_milestone[m] for m in milestones]}))
         after = {Account(kind, owner, sub, currency): balance for kind, owner, sub, currency, balance in rows}
         before = {a: after[a] - moved[a] for a in touched}
         # The domain's rule, on the balances as they were: refused if any transaction, in turn, overdraws.
@@ -120,13 +125,15 @@ class LedgerRepository:
 
     async def held(self, contract_id: str, milestone_id: str) -> int:
         """What a milestone holds, locked until this transaction ends."""
-        return await self.session.scalar(_HELD, {"contract_id": contract_id, "milestone_id": milestone_id}) or 0
+        return await (await in_transaction(self.session)).fetchval(_HELD.sql, *_HELD.args(
+            {"contract_id": contract_id, "milestone_id": milestone_id})) or 0
 
     async def take_from_holding(self, contract_id: str, milestone_id: str, *, released: int = 0,
                                 refunded: int = 0) -> None:
         # An UPDATE, not an upsert: PostgreSQL checks the candidate insert row's CHECK constraint first.
-        await self.session.execute(_TAKE_FROM_HOLDING, {"b_contract_id": contract_id, "b_milestone_id": milestone_id,
-                                                        "b_released": released, "b_refunded": refunded})
+        await (await in_transaction(self.session)).execute(_TAKE_FROM_HOLDING.sql, *_TAKE_FROM_HOLDING.args({
+            "b_contract_id": contract_id, "b_milestone_id": milestone_id, "b_released": released,
+            "b_refunded": refunded}))
 
     async def escrow_of(self, contract_id: str) -> tuple[str | None, list[tuple[str, int]]]:
         currency = await self.contract_currency(contract_id)
@@ -162,14 +169,16 @@ def _arrays(**types) -> list:
     return [bindparam(name, type_=ARRAY(type_)) for name, type_ in types.items()]
 
 
-_CLAIM = (insert(ledger_transactions).values(
+# The ledger's statements, each compiled once and run on the transaction's asyncpg connection (driver_sql.Fixed):
+# every hold, release, refund and bonus posting runs them.
+_CLAIM = Fixed.of(insert(ledger_transactions).values(
     kind=bindparam("kind"), transaction_id=bindparam("transaction_id"), contract_id=bindparam("contract_id"),
     milestone_id=bindparam("milestone_id", type_=String)).on_conflict_do_nothing()
     .returning(ledger_transactions.c.transaction_id))
 
 # The contract is opened by the hold that claims its transaction; the outer SELECT sees the table as it was
 # before this statement, so exactly one of its two branches names the contract's currency.
-_OPEN_FUND = text("""
+_OPEN_FUND = Fixed.of(text("""
 WITH claimed AS (
     INSERT INTO ledger_transactions (kind, transaction_id, contract_id)
     VALUES (:kind, :transaction_id, :contract_id) ON CONFLICT DO NOTHING RETURNING transaction_id),
@@ -181,19 +190,19 @@ SELECT EXISTS (SELECT FROM claimed) AS claimed,
        coalesce((SELECT currency FROM opened),
                 (SELECT currency FROM escrow_contracts WHERE contract_id = :contract_id)) AS currency
 """).bindparams(*(bindparam(n, type_=String) for n in ("kind", "transaction_id", "contract_id", "client_id",
-                                                        "currency")))
+                                                        "currency"))))
 
-_ADD_TRANSACTIONS = text(
+_ADD_TRANSACTIONS = Fixed.of(text(
     "INSERT INTO ledger_transactions (kind, transaction_id, contract_id, milestone_id) "
     "SELECT * FROM unnest(:kind, :transaction_id, :contract_id, :milestone_id)"
-).bindparams(*_arrays(kind=String, transaction_id=String, contract_id=String, milestone_id=String))
+).bindparams(*_arrays(kind=String, transaction_id=String, contract_id=String, milestone_id=String)))
 
 # Kinds are not mixed in one call (the bonuses'), so the transaction id alone names what was claimed.
-_CLAIM_ALL = text(
+_CLAIM_ALL = Fixed.of(text(
     "INSERT INTO ledger_transactions (kind, transaction_id, contract_id, milestone_id) "
     "SELECT * FROM unnest(:kind, :transaction_id, :contract_id, :milestone_id) "
     "ON CONFLICT DO NOTHING RETURNING transaction_id"
-).bindparams(*_arrays(kind=String, transaction_id=String, contract_id=String, milestone_id=String))
+).bindparams(*_arrays(kind=String, transaction_id=String, contract_id=String, milestone_id=String)))
 
 _POSTING_COLUMNS = ("transaction_kind", "transaction_id", "leg", "posting_id", "debit_kind", "debit_owner_id",
                     "debit_sub_id", "credit_kind", "credit_owner_id", "credit_sub_id", "amount", "currency")
@@ -217,17 +226,17 @@ RETURNING kind, owner_id, sub_id, currency, balance"""
 _POST_PARAMS = (*_arrays(**{c: Integer if c == "leg" else BigInteger if c == "amount" else String
                             for c in _POSTING_COLUMNS}),
                 *_arrays(b_kind=String, b_owner_id=String, b_sub_id=String, b_currency=String, b_delta=BigInteger))
-_POST = text(f"WITH {_POSTINGS}\n{_BALANCES}").bindparams(*_POST_PARAMS)
-_POST_AND_FUND = text(f"WITH {_POSTINGS},\n{_FUNDED}\n{_BALANCES}").bindparams(
+_POST = Fixed.of(text(f"WITH {_POSTINGS}\n{_BALANCES}").bindparams(*_POST_PARAMS))
+_POST_AND_FUND = Fixed.of(text(f"WITH {_POSTINGS},\n{_FUNDED}\n{_BALANCES}").bindparams(
     *_POST_PARAMS, bindparam("f_contract_id", type_=String), bindparam("f_currency", type_=String),
-    *_arrays(f_milestone_id=String, f_funded=BigInteger))
+    *_arrays(f_milestone_id=String, f_funded=BigInteger)))
 
-_HELD = (select(holdings.c.funded - holdings.c.released - holdings.c.refunded)
-         .where(holdings.c.contract_id == bindparam("contract_id"),
-                holdings.c.milestone_id == bindparam("milestone_id"))
-         .with_for_update())
-_TAKE_FROM_HOLDING = update(holdings).where(
+_HELD = Fixed.of(select(holdings.c.funded - holdings.c.released - holdings.c.refunded)
+                 .where(holdings.c.contract_id == bindparam("contract_id"),
+                        holdings.c.milestone_id == bindparam("milestone_id"))
+                 .with_for_update())
+_TAKE_FROM_HOLDING = Fixed.of(update(holdings).where(
     holdings.c.contract_id == bindparam("b_contract_id"),
     holdings.c.milestone_id == bindparam("b_milestone_id")).values(
     released=holdings.c.released + bindparam("b_released", type_=BigInteger),
-    refunded=holdings.c.refunded + bindparam("b_refunded", type_=BigInteger))
+    refunded=holdings.c.refunded + bindparam("b_refunded", type_=BigInteger)))

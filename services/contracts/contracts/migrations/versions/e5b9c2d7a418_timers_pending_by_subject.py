@@ -1,8 +1,7 @@
 """timers_pending_by_subject: a cancellation finds its timers by subject, not by reading every pending timer
 
-The runtime's cancellations (UnitOfWork.cancel_timers, written at commit) looked pending timers up by (subject,
-kind) through the index by due date: in a burst of sagas each commit's cancellations read every pending timer
-(4.6 ms a batch at 5,000 sagas in flight), and a platform keeps a timer for every milestone under review.
+The runtime's cancellations (UnitOfWork.cancel_timers) looked pending timers up through the index by due date,
+reading every pending timer (platform_runtime/runtime_migrations.py, the same in every service's database).
 
 Revision ID: e5b9c2d7a418
 Revises: a8d2f6c1e409
@@ -10,8 +9,7 @@ Create Date: 2026-12-03 14:30:00
 """
 from typing import Sequence, Union
 
-import sqlalchemy as sa
-from alembic import op
+from platform_runtime.runtime_migrations import add_timers_pending_by_subject, drop_timers_pending_by_subject
 
 revision: str = 'e5b9c2d7a418'
 down_revision: Union[str, None] = 'a8d2f6c1e409'
@@ -20,10 +18,8 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    op.create_index('timers_pending_by_subject', 'timers', ['subject', 'kind'], unique=False,
-                    postgresql_where=sa.text('fired_at IS NULL AND cancelled_at IS NULL'))
+    add_timers_pending_by_subject()
 
 
 def downgrade() -> None:
-    op.drop_index('timers_pending_by_subject', table_name='timers',
-                  postgresql_where=sa.text('fired_at IS NULL AND cancelled_at IS NULL'))
+    drop_timers_pending_by_subject()
