@@ -52,7 +52,9 @@ class GatewayWork:
     async def due_charges(self, now: datetime, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` pending charges due, first due first, locked for this transaction (other workers and
         instances skip them), each with its card's token."""
-        return [dict(r) for r in (await self.session.execute(_DUE_CHARGES, {"now": now, "limit": limit})).mappings()]
+        rows = await (await in_transaction(self.session)).fetch(_DUE_CHARGES.sql, *_DUE_CHARGES.args(
+            {"now": now, "limit": limit}))
+        return [dict(r) for r in rows]
 
     async def settle_charges(self, outcomes: list[dict[str, Any]], cleared_clients: list[str],
                              history: list[HistoryRow], occurred_at: datetime) -> set[str]:
@@ -61,13 +63,15 @@ class GatewayWork:
         of the history rows that are new."""
         values = {f"s_{c}": v for c, v in _columns(outcomes, _SETTLED).items()}
         values |= {f"h_{c}": [getattr(r, c) for r in history] for c in HISTORY_COLUMNS}
-        return set(await self.session.scalars(_SETTLE_CHARGES, {
+        rows = await (await in_transaction(self.session)).fetch(_SETTLE_CHARGES.sql, *_SETTLE_CHARGES.args({
             **values, "cleared_clients": cleared_clients, "occurred_at": occurred_at}))
+        return {row["transaction_id"] for row in rows}
 
     async def retry_charges(self, retries: list[dict[str, Any]]) -> None:
         """Charges unanswered, to be called again (keys of _RETRIED), in one statement whatever their number."""
         if retries:
-            await self.session.execute(_RETRY_CHARGES, _columns(retries, _RETRIED))
+            await (await in_transaction(self.session)).execute(_RETRY_CHARGES.sql,
+                                                               *_RETRY_CHARGES.args(_columns(retries, _RETRIED)))
 
     async def next_due_void(self, now: datetime) -> dict[str, Any] | None:
         """The given-up charge whose void is due first, locked for this transaction (others skip it)."""
@@ -184,7 +188,8 @@ _NEW_CHARGE = (insert(charges).values({c: bindparam(c, type_=charges.c[c].type) 
 # Every ChargeClient runs it: on the transaction's asyncpg connection (driver_sql.Fixed).
 _RECORD_CHARGE = Fixed.of(select(_NEW_CHARGE.c.billing_method_id, func.pg_notify(WAKE_CHANNEL, WAKE_CHARGE)))
 
-_DUE_CHARGES = (
+# The gateway loop's statements, each run once per batch of charges: on the asyncpg connection too.
+_DUE_CHARGES = Fixed.of(
     select(charges, billing_methods.c.token)
     .join(billing_methods, billing_methods.c.billing_method_id == charges.c.billing_method_id, isouter=True)
     .where(charges.c.status == literal_column(f"'{ChargeStatus.PENDING}'"),
@@ -228,7 +233,7 @@ def _update_from_arrays(table, key: str, columns: dict[str, Any]):
 
 # The charges' outcomes, the streaks cleared and the history, one statement: data-modifying CTEs all run, on
 # tables apart, whether or not the query reads them.
-_SETTLE_CHARGES = text(
+_SETTLE_CHARGES = Fixed.of(text(
     "WITH cleared AS (DELETE FROM client_charge_streaks WHERE client_id = ANY(:cleared_clients)), "
     f"settled AS (UPDATE charges SET {', '.join(f'{c} = v.{c}' for c in _SETTLED if c != 'charge_id')} "
     f"FROM unnest({', '.join(':s_' + c for c in _SETTLED)}) AS v({', '.join(_SETTLED)}) "
@@ -239,8 +244,8 @@ _SETTLE_CHARGES = text(
 ).bindparams(bindparam("cleared_clients", type_=ARRAY(String)),
              bindparam("occurred_at", type_=DateTime(timezone=True)),
              *(bindparam(f"s_{c}", type_=ARRAY(t)) for c, t in _SETTLED.items()),
-             *(bindparam(f"h_{c}", type_=ARRAY(HISTORY_TYPES.get(c, String))) for c in HISTORY_COLUMNS))
-_RETRY_CHARGES = _update_from_arrays(charges, "charge_id", _RETRIED)
+             *(bindparam(f"h_{c}", type_=ARRAY(HISTORY_TYPES.get(c, String))) for c in HISTORY_COLUMNS)))
+_RETRY_CHARGES = Fixed.of(_update_from_arrays(charges, "charge_id", _RETRIED))
 
 
 def _columns(rows: list[dict[str, Any]], columns: dict[str, Any]) -> dict[str, list[Any]]:
