@@ -32,9 +32,10 @@ ONE_AT_A_TIME = 20
 WARM_UP = 12
 # Upper bounds per fund saga of the saga's own statements and commits (measured figures are in the README). A
 # saga step re-sent after its deadline (a loaded machine) counts again, and the idle rate taken off is measured
-# over a few seconds, so they leave room above the figures.
+# over a few seconds, so they leave room above the figures. In a burst, billing 1.5-1.7 and escrow 2.3-2.4 since
+# a batch looks its failed steps up at once (2.7 and 3.4 before: issue 10, eighth step).
 BOUNDS = {
-    "burst": {"billing": {"statements": 6, "commits": 2}, "escrow": {"statements": 9, "commits": 2},
+    "burst": {"billing": {"statements": 4, "commits": 2}, "escrow": {"statements": 5, "commits": 2},
               "gateway": {"statements": 2}},
     "one at a time": {"billing": {"statements": 13, "commits": 3}, "escrow": {"statements": 12, "commits": 3},
                       "gateway": {"statements": 2}},
