@@ -21,6 +21,7 @@ from functools import partial
 
 import asyncpg
 from platform_runtime.clock import FrozenClock
+from platform_runtime.consumer import read_batch
 from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
 from platform_runtime.relay import asyncpg_dsn
 from platform_runtime.service import build_runtime
@@ -39,7 +40,7 @@ from contracts.bootstrap import COMMANDS, definition
 from contracts.service_layer import bonuses, statement
 from contracts.service_layer.offers import read_parties_ahead
 from contracts.service_layer.context import Context
-from contracts.service_layer.sagas.replies import REPLY_HANDLERS, prefetch as prefetch_sagas
+from contracts.service_layer.sagas.replies import REPLY_HANDLERS, read_sagas_ahead
 from contracts.settings import ContractsSettings
 
 
@@ -80,22 +81,19 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
                                  read_ahead=read_parties_ahead)
     admin = CommandDispatcher(CONTRACTS_ADMIN_COMMANDS, COMMANDS, CONTRACTS_EVENTS, contexts, routes=COMMAND_ROUTES)
     replies = EventDispatcher(statement.recording({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}), contexts,
-                              prefetch=prefetch_sagas)
+                              read_ahead=read_sagas_ahead)
 
     async def handle(dispatch, envelopes) -> tuple[float, list]:
         """Handle these messages in transactions of `batch`, as the consumer does (claimed at once, then the
         dispatcher's prefetch); CPU seconds and what they put in the outbox."""
         spent, out = 0.0, []
         owner = dispatch.__self__
-        prefetch = getattr(owner, "prefetch", None)
         for i in range(0, len(envelopes), batch):
             started = time.process_time()
             async with runtime.new_uow() as uow:
                 uow.savepoint_per_message = False
                 chunk = envelopes[i:i + batch]
-                await uow.claim_all(chunk, owner.claim_status)
-                if prefetch is not None and len(chunk) > 1:
-                    await prefetch(chunk, uow)
+                await read_batch(uow, chunk, owner.claim_status, owner.prefetch)
                 for envelope in chunk:
                     await dispatch(envelope, uow)
                 out += [o.envelope for o in uow.outgoing]

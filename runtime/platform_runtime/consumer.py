@@ -28,7 +28,7 @@ Dispatch = Callable[[Envelope, UnitOfWork], Awaitable[None]]
 # Called once a message failed every attempt, before it is dead-lettered, in a transaction of its own:
 # a saga participant answers the step as failed there (CommandDispatcher.give_up), so no saga waits on it.
 GiveUp = Callable[[Envelope, BaseException, UnitOfWork], Awaitable[bool]]
-__all__ = ["BatchProcessor", "commit_offsets", "is_transient", "rewind"]
+__all__ = ["BatchProcessor", "commit_offsets", "is_transient", "read_batch", "rewind"]
 
 
 @dataclass
@@ -88,11 +88,8 @@ class BatchProcessor:
     async def _in_one_transaction(self, batch: list[tuple[ConsumerRecord, Envelope]], savepoints: bool = True) -> None:
         async with self.new_uow() as uow:
             uow.savepoint_per_message = savepoints
-            handled = [e for _, e in batch if self.handles is None or self.handles(e.type)]
-            if self.claim_status and not savepoints:
-                await uow.claim_all(handled, self.claim_status)
-            if self.prefetch is not None and len(handled) > 1:
-                await self.prefetch(handled, uow)
+            await read_batch(uow, [e for _, e in batch if self.handles is None or self.handles(e.type)],
+                             None if savepoints else self.claim_status, self.prefetch)
             for _record, envelope in batch:
                 # The message's trace context is current while it is handled: what it causes carries it on.
                 with tracing.span(f"handle {envelope.type}", {
@@ -153,6 +150,16 @@ class BatchProcessor:
                             retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+async def read_batch(uow: UnitOfWork, handled: list[Envelope], claim_status: str | None,
+                     prefetch: Callable[[list[Envelope], UnitOfWork], Awaitable[None]] | None) -> None:
+    """Before a batch's messages are handled: their inbox claims in one statement (on a try without savepoints),
+    then the dispatcher's `prefetch` of what their handlers will read, for a batch of two or more."""
+    if claim_status:
+        await uow.claim_all(handled, claim_status)
+    if prefetch is not None and len(handled) > 1:
+        await prefetch(handled, uow)
 
 
 def ce_type(record: ConsumerRecord) -> str | None:

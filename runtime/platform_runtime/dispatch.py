@@ -17,7 +17,7 @@ log = get_logger(__name__)
 # A saga participant's typed failure reply to one of its step commands: (command, reason_code, message,
 # retryable) -> `<Step>Failed`, or None for a command that is no saga step.
 FailureReply = Callable[[Message, str, str, bool], StepFailed | None]
-# Called with a batch's envelopes before they are handled (EventDispatcher.prefetch, CommandDispatcher.prefetch).
+# A batch read before its messages are handled: a service's `read_ahead`, a dispatcher's `prefetch`.
 Prefetch = Callable[[list[Envelope], UnitOfWork], Awaitable[None]]
 GAVE_UP = "processing_failed"  # the reason code of a step that could not be handled after every retry
 
@@ -46,8 +46,8 @@ class CommandDispatcher:
     # command's one topic and the kinds of actor it accepts there (platform_schemas.actors.COMMAND_ROUTES);
     # None for the internal saga topics.
     routes: Mapping[str, Route] | None = None
-    # A service's own reads of a fetched batch, done once before its commands are handled (as
-    # EventDispatcher.prefetch; contracts reads the parties of a batch's offers).
+    # A service's own reads of a fetched batch, done once before its commands are handled (contracts reads the
+    # parties of a batch's offers); the consumer calls it through `prefetch`.
     read_ahead: Prefetch | None = None
     claim_status = "accepted"  # how the inbox records a command (claimed with the batch's others: consumer.py)
     _by_type: dict[str, Handler] = field(init=False, repr=False)
@@ -74,10 +74,9 @@ class CommandDispatcher:
         keys = set()
         for envelope in envelopes:
             command = self._try_parse(envelope)
-            probe = self.failure_reply(command, GAVE_UP, "", False) if command is not None else None
-            if probe is not None:
+            if command is not None and (key := self._failed_key(command)) is not None:
                 parsed[envelope.id] = (envelope, command)
-                keys.add(_failed_step_key(probe.step_id))
+                keys.add(key)
         uow.batch[_FAILED_STEPS] = await uow.recorded_many(sorted(keys))
 
     async def dispatch(self, envelope: Envelope, uow: UnitOfWork) -> None:
@@ -136,10 +135,9 @@ class CommandDispatcher:
 
     async def _answered_as_failed_before(self, envelope: Envelope, command: Message, uow: UnitOfWork) -> bool:
         """A step answered as failed stays failed: the same answer again, and no effect."""
-        probe = self.failure_reply(command, GAVE_UP, "", False) if self.failure_reply else None
-        if probe is None:
+        key = self._failed_key(command)
+        if key is None:
             return False
-        key = _failed_step_key(probe.step_id)
         prefetched = uow.batch.get(_FAILED_STEPS)
         earlier = prefetched.get(key) if prefetched is not None else await uow.recorded(key)
         if earlier is None:
@@ -156,6 +154,11 @@ class CommandDispatcher:
         if (prefetched := uow.batch.get(_FAILED_STEPS)) is not None:
             prefetched[_failed_step_key(failure.step_id)] = outcome  # the same step later in this batch sees it
         uow.publish(self.rejections_topic, failure, subject=envelope.subject)
+
+    def _failed_key(self, command: Message) -> str | None:
+        """Where the answer of a saga step answered as failed is kept; None for a command that is no step."""
+        probe = self.failure_reply(command, GAVE_UP, "", False) if self.failure_reply else None
+        return _failed_step_key(probe.step_id) if probe is not None else None
 
     def _try_parse(self, envelope: Envelope) -> Message | None:
         try:
@@ -236,14 +239,19 @@ class EventDispatcher:
 
     handlers: Mapping[type[Message], Handler]
     context: ContextFactory = HandlerContext
-    # Reads, in a few statements, what a fetched batch's handlers will each read (the consumer calls it once per
-    # batch of two or more events it handles, after their claim), and leaves it in `uow.batch` for them.
-    prefetch: Prefetch | None = None
+    # A service's own reads, in a few statements, of what a fetched batch's handlers will each read, left in
+    # `uow.batch` for them (contracts: the sagas its replies answer); the consumer calls it through `prefetch`.
+    read_ahead: Prefetch | None = None
     claim_status = "seen"  # how the inbox records an event (claimed with the batch's others: consumer.py)
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_type = {model.__name__: handler for model, handler in self.handlers.items()}
+
+    @property
+    def prefetch(self) -> Prefetch | None:
+        """What the consumer calls once per batch of two or more handled events, after their claim."""
+        return self.read_ahead
 
     def handles(self, event_type: str) -> bool:
         """Whether this event type has a handler here: the consumer skips the others unparsed."""

@@ -104,7 +104,7 @@ LEFT JOIN processed_messages p ON p.message_id = m.id
 RECORDED = "SELECT message_id, outcome FROM processed_messages WHERE message_id = ANY($1::varchar[])"
 
 
-def write_at_commit(cancel: bool, schedule: bool, outbox: bool, statuses: bool = False) -> str:
+def write_at_commit(cancel: bool, schedule: bool, statuses: bool, outbox: bool) -> str:
     """One statement for what a transaction queued for its commit: timers cancelled, timers scheduled, commands'
     statuses, outbox rows and the relay's NOTIFY. Data-modifying CTEs run to completion whether or not the query reads them, and
     all see the snapshot of the statement's start: a timer cancelled here is one committed before (the ones this

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from platform_schemas import Envelope, Message
 from platform_schemas.envelope import encode_new
 import asyncpg
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -159,8 +159,8 @@ class UnitOfWork:
                 args += [[o.id for o in outbox], [o.topic for o in outbox], [o.subject for o in outbox],
                          [o.type for o in outbox], [o.payload for o in outbox], self.notify_channel]
             conn = await self.driver()
-            await conn.fetchval(driver_sql.write_at_commit(bool(cancel), bool(schedule), bool(outbox),
-                                                           bool(statuses)), *args)
+            await conn.fetchval(driver_sql.write_at_commit(bool(cancel), bool(schedule), bool(statuses),
+                                                           bool(outbox)), *args)
         await self.session.commit()
         self.outgoing, self._scheduled, self._cancelled, self._statuses = [], [], [], []
 
@@ -225,8 +225,7 @@ class UnitOfWork:
 
     async def recorded(self, key: str) -> dict[str, Any] | None:
         """The answer kept under `key`, if any."""
-        inbox = self.tables["processed_messages"]
-        return await self.session.scalar(select(inbox.c.outcome).where(inbox.c.message_id == key))
+        return (await self.recorded_many([key])).get(key)
 
     async def recorded_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The answers kept under these keys (those there are), in one statement."""

@@ -4,7 +4,7 @@ them, and the sagas' preload holds its rows locked.
 
 The handlers of one fetched batch share one transaction; contracts reads the sagas its replies answer, each
 locked with its contract, and the contracts' milestones, before the first handler runs
-(`SagaRepository.preload`, called by `sagas/replies.py: prefetch`). Two sagas of one contract in one batch,
+(`SagaRepository.preload`, called by `sagas/replies.py: read_sagas_ahead`). Two sagas of one contract in one batch,
 or the same saga answered twice, must not read a row the batch has changed since.
 """
 

@@ -370,7 +370,7 @@ async def test_a_batch_of_handled_events_is_prefetched_once_before_its_handlers_
     async def on_registered(event, ctx):
         calls.append((event.account_id, ctx.uow.batch.get("read")))
 
-    dispatcher = EventDispatcher({AccountRegistered: on_registered}, prefetch=prefetch)
+    dispatcher = EventDispatcher({AccountRegistered: on_registered}, read_ahead=prefetch)
     events = BatchProcessor(topic=EVENTS, dispatch=dispatcher.dispatch, new_uow=lambda: FakeUnitOfWork(FakeStore()),
                             dead_letters=FakeDeadLetters(), max_attempts=3, backoff_seconds=0.001,
                             handles=dispatcher.handles, prefetch=dispatcher.prefetch)
@@ -401,7 +401,7 @@ def test_a_subscription_takes_its_event_dispatchers_prefetch():
     async def prefetch(envelopes, uow):
         pass
 
-    events = EventDispatcher({AccountRegistered: Recorder()}, prefetch=prefetch)
+    events = EventDispatcher({AccountRegistered: Recorder()}, read_ahead=prefetch)
     assert Subscription(EVENTS, events.dispatch).prefetch is prefetch
     commands = CommandDispatcher("contracts.commands", {RegisterAccount: Recorder()}, EVENTS)
     assert Subscription("contracts.commands", commands.dispatch).prefetch is None

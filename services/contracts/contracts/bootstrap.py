@@ -17,7 +17,7 @@ from .entrypoints import http, queues_http, sagas_http, statement_http
 from .service_layer import accounts, bonuses, endings, milestones, offers, statement
 from .service_layer.context import Context
 from .service_layer.sagas.metrics import gauge_loop
-from .service_layer.sagas.replies import REPLY_HANDLERS, prefetch as prefetch_sagas
+from .service_layer.sagas.replies import REPLY_HANDLERS, read_sagas_ahead
 from .service_layer.timers import schedule_next_sweep, timer_handlers
 from .settings import ContractsSettings
 
@@ -52,7 +52,7 @@ async def context(runtime):
 
 def subscriptions(runtime) -> list[Subscription]:
     replies = EventDispatcher(statement.recording({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}), runtime.new_context,
-                              prefetch=prefetch_sagas)
+                              read_ahead=read_sagas_ahead)
     # Both topics know every command, so that one on the wrong topic is answered `forbidden` (not unknown).
     from_integrators, from_operators = (
         CommandDispatcher(topic, COMMANDS, CONTRACTS_EVENTS, runtime.new_context, routes=COMMAND_ROUTES,

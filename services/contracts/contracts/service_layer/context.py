@@ -40,7 +40,7 @@ class Context(HandlerContext):
     _entries: tuple[str, list[Movement]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        # The batch's preloaded sagas (sagas/replies.py: prefetch), shared by the handlers of one transaction.
+        # The batch's preloaded sagas (sagas/replies.py: read_sagas_ahead), shared by the handlers of one transaction.
         self._seen.batch = self.uow.batch.setdefault(PRELOADED_SAGAS, Preloaded())
         # The accounts a batch of offers names (offers.py: read_parties_ahead), shared the same way.
         self.accounts = AccountRepository(self.uow.session, self.uow.batch.setdefault(PRELOADED_ACCOUNTS, {}))

@@ -33,7 +33,7 @@ REPLY_HANDLERS = {t: handle_reply for t in REPLY_TYPES}
 _REPLY_NAMES = {t.__name__ for t in REPLY_TYPES}
 
 
-async def prefetch(envelopes: list[Envelope], uow: UnitOfWork) -> None:
+async def read_sagas_ahead(envelopes: list[Envelope], uow: UnitOfWork) -> None:
     """A batch's replies: their sagas, each locked with its contract, and the contracts' milestones, in two
     statements for the batch instead of two per reply (each handler's `ctx.sagas.get` takes its own). The ids
     are read before the data is validated, only to be looked up: a reply that fails validation still fails."""
