@@ -49,7 +49,7 @@ async def in_transaction(connection: AsyncConnection | AsyncSession) -> asyncpg.
 class Fixed:
     """A SQLAlchemy statement (text or Core, its parameters typed) compiled once, at import, for the asyncpg
     connection: its text with `$n::TYPE` parameters, as SQLAlchemy's asyncpg dialect would send it, and their
-    names in order. Run with `conn.fetch(fixed.sql, *fixed.args(params))`: the statement's CPU is a bind and an
+    names in order. Run with `await fixed.fetch(uow.session, params)` (or fetchrow, fetchval, execute): the statement's CPU is a bind and an
     execute, without SQLAlchemy's per-call parameter processing, result wrapping and greenlet switch."""
 
     sql: str
@@ -69,6 +69,19 @@ class Fixed:
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         values = [params[name] if name in params else self.defaults[name] for name in self.names]
         return [self.processors[name](v) if name in self.processors else v for name, v in zip(self.names, values)]
+
+    # Run on the transaction's asyncpg connection under `connection` (a unit of work's, see in_transaction).
+    async def fetch(self, connection: AsyncConnection, params: Mapping[str, Any]) -> list[asyncpg.Record]:
+        return await (await in_transaction(connection)).fetch(self.sql, *self.args(params))
+
+    async def fetchrow(self, connection: AsyncConnection, params: Mapping[str, Any]) -> asyncpg.Record | None:
+        return await (await in_transaction(connection)).fetchrow(self.sql, *self.args(params))
+
+    async def fetchval(self, connection: AsyncConnection, params: Mapping[str, Any]) -> Any:
+        return await (await in_transaction(connection)).fetchval(self.sql, *self.args(params))
+
+    async def execute(self, connection: AsyncConnection, params: Mapping[str, Any]) -> None:
+        await (await in_transaction(connection)).execute(self.sql, *self.args(params))
 
 
 _ASYNCPG = asyncpg_dialect.dialect()

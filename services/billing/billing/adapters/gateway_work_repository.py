@@ -13,7 +13,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from platform_runtime.driver_sql import Fixed, in_transaction
+from platform_runtime.driver_sql import Fixed
 
 from ..domain.gateway_work import OPEN, ChargeStatus, Operation, RefundStatus, VoidStatus
 from ..domain.history import HistoryRow
@@ -46,14 +46,13 @@ class GatewayWork:
         """A new pending charge to the client's primary billing method, and the loop woken, in one statement:
         (recorded, the method's id or None when the client has none). Not recorded: the charge id was taken
         already (the step again)."""
-        row = await (await in_transaction(self.session)).fetchrow(_RECORD_CHARGE.sql, *_RECORD_CHARGE.args(values))
+        row = await _RECORD_CHARGE.fetchrow(self.session, values)
         return (True, row["billing_method_id"]) if row else (False, None)
 
     async def due_charges(self, now: datetime, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` pending charges due, first due first, locked for this transaction (other workers and
         instances skip them), each with its card's token."""
-        rows = await (await in_transaction(self.session)).fetch(_DUE_CHARGES.sql, *_DUE_CHARGES.args(
-            {"now": now, "limit": limit}))
+        rows = await _DUE_CHARGES.fetch(self.session, {"now": now, "limit": limit})
         return [dict(r) for r in rows]
 
     async def settle_charges(self, outcomes: list[dict[str, Any]], cleared_clients: list[str],
@@ -63,15 +62,14 @@ class GatewayWork:
         of the history rows that are new."""
         values = {f"s_{c}": v for c, v in _columns(outcomes, _SETTLED).items()}
         values |= {f"h_{c}": [getattr(r, c) for r in history] for c in HISTORY_COLUMNS}
-        rows = await (await in_transaction(self.session)).fetch(_SETTLE_CHARGES.sql, *_SETTLE_CHARGES.args({
-            **values, "cleared_clients": cleared_clients, "occurred_at": occurred_at}))
+        rows = await _SETTLE_CHARGES.fetch(self.session, {
+            **values, "cleared_clients": cleared_clients, "occurred_at": occurred_at})
         return {row["transaction_id"] for row in rows}
 
     async def retry_charges(self, retries: list[dict[str, Any]]) -> None:
         """Charges unanswered, to be called again (keys of _RETRIED), in one statement whatever their number."""
         if retries:
-            await (await in_transaction(self.session)).execute(_RETRY_CHARGES.sql,
-                                                               *_RETRY_CHARGES.args(_columns(retries, _RETRIED)))
+            await _RETRY_CHARGES.execute(self.session, _columns(retries, _RETRIED))
 
     async def next_due_void(self, now: datetime) -> dict[str, Any] | None:
         """The given-up charge whose void is due first, locked for this transaction (others skip it)."""

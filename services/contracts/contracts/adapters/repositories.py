@@ -53,7 +53,7 @@ class Preloaded:
         for row in milestone_rows:
             self.milestones.setdefault(row["contract_id"], []).append(row)
 
-    def take(self, saga_id: str) -> tuple[Any, list | None] | None:
+    def take(self, saga_id: str) -> tuple[Any, list] | None:
         """The saga's row and its contract's milestone rows, if preloaded and still as the batch found them."""
         row = self.sagas.get(saga_id)
         if row is None:
@@ -326,7 +326,7 @@ class ContractRepository:
 # The saga and its contract, both locked in one round trip: every handler of a saga locks the saga first,
 # then its contract (a command on a contract locks the contract and only ever creates sagas). The parties'
 # recorded activity comes along, unlocked: read stale it can only look older, never newer.
-_LOCK_SAGA_AND_CONTRACT = (
+_LOCK_SAGAS_WHERE = (
     f"SELECT {names(list(Saga.FIELDS), 's.')}, {', '.join(f'c.{k} AS c_{k}' for k in _CONTRACT_FIELDS)}, "
     f"client.account_id AS client_found, client.last_activity_at AS client_active_at, "
     f"freelancer.account_id AS freelancer_found, freelancer.last_activity_at AS freelancer_active_at "
@@ -335,8 +335,8 @@ _LOCK_SAGA_AND_CONTRACT = (
     f"LEFT JOIN accounts freelancer ON freelancer.account_id = c.freelancer_id "
     f"WHERE {{sagas}} FOR UPDATE OF s, c")
 # A batch's: locked in saga id order, so two batches that share sagas take them in the same order.
-_LOCK_SAGAS_AND_CONTRACTS = _LOCK_SAGA_AND_CONTRACT.format(sagas="s.saga_id = ANY($1::varchar[]) ORDER BY s.saga_id")
-_LOCK_SAGA_AND_CONTRACT = _LOCK_SAGA_AND_CONTRACT.format(sagas="s.saga_id = $1")
+_LOCK_SAGAS_AND_CONTRACTS = _LOCK_SAGAS_WHERE.format(sagas="s.saga_id = ANY($1::varchar[]) ORDER BY s.saga_id")
+_LOCK_SAGA_AND_CONTRACT = _LOCK_SAGAS_WHERE.format(sagas="s.saga_id = $1")
 # Their contracts' milestones, read after the lock (see ContractRepository.get).
 _MILESTONES_OF_MANY = (f"SELECT contract_id, {names(_MILESTONE_FIELDS)} FROM milestones "
                        f"WHERE contract_id = ANY($1::varchar[]) ORDER BY contract_id, position")
@@ -365,7 +365,8 @@ class SagaRepository:
         from the batch's preload when it holds them as the batch found them, else in a statement of its own."""
         taken = self._seen.batch.take(saga_id)
         if taken is not None:
-            row, self._seen.locked_milestones[taken[0]["contract_id"]] = taken
+            row, milestone_rows = taken
+            self._seen.locked_milestones[row["contract_id"]] = milestone_rows
         else:
             conn = await sql.driver(self.session)
             row = await conn.fetchrow(_LOCK_SAGA_AND_CONTRACT, saga_id)

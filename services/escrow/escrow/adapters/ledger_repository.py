@@ -6,7 +6,7 @@ from sqlalchemy import BigInteger, Integer, String, bindparam, select, text, upd
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from platform_runtime.driver_sql import Fixed, in_transaction
+from platform_runtime.driver_sql import Fixed
 
 from ..domain import ledger
 from ..domain.ledger import Account, TransactionId
@@ -50,10 +50,10 @@ class LedgerRepository:
         already (its step again) is left out. A concurrent claim of the same id waits for this transaction."""
         if not transactions:
             return []
-        rows = await (await in_transaction(self.session)).fetch(_CLAIM_ALL.sql, *_CLAIM_ALL.args({
+        rows = await _CLAIM_ALL.fetch(self.session, {
             "kind": [t.tx.kind for t in transactions], "transaction_id": [t.tx.id for t in transactions],
             "contract_id": [t.contract_id for t in transactions],
-            "milestone_id": [t.milestone_id for t in transactions]}))
+            "milestone_id": [t.milestone_id for t in transactions]})
         claimed = {row["transaction_id"] for row in rows}
         return [t for t in transactions if t.tx.id in claimed]
 
@@ -61,16 +61,16 @@ class LedgerRepository:
         """The ledger transaction recorded for this step, its postings to follow (`post`); False if it was
         recorded already (the step again: one effect per step). A concurrent claim of the same id waits for
         this transaction, then finds it taken."""
-        return await (await in_transaction(self.session)).fetchval(_CLAIM.sql, *_CLAIM.args({
+        return await _CLAIM.fetchval(self.session, {
             "kind": tx.kind, "transaction_id": tx.id, "contract_id": contract_id,
-            "milestone_id": milestone_id})) is not None
+            "milestone_id": milestone_id}) is not None
 
     async def open_fund(self, tx: TransactionId, contract_id: str, client_id: str, currency: str) -> tuple[bool, str]:
         """`claim` of a hold, and the contract's escrow opened in the hold's currency unless it is open already,
         in one statement: (claimed, the contract's currency)."""
-        row = await (await in_transaction(self.session)).fetchrow(_OPEN_FUND.sql, *_OPEN_FUND.args({
+        row = await _OPEN_FUND.fetchrow(self.session, {
             "kind": tx.kind, "transaction_id": tx.id, "contract_id": contract_id, "client_id": client_id,
-            "currency": currency}))
+            "currency": currency})
         return row["claimed"], row["currency"]
 
     async def contract_currency(self, contract_id: str) -> str | None:
@@ -86,10 +86,10 @@ class LedgerRepository:
         whatever their number; none of them may overdraw an account."""
         if not transactions:
             return
-        await (await in_transaction(self.session)).execute(_ADD_TRANSACTIONS.sql, *_ADD_TRANSACTIONS.args({
+        await _ADD_TRANSACTIONS.execute(self.session, {
             "kind": [t.tx.kind for t in transactions], "transaction_id": [t.tx.id for t in transactions],
             "contract_id": [t.contract_id for t in transactions],
-            "milestone_id": [t.milestone_id for t in transactions]}))
+            "milestone_id": [t.milestone_id for t in transactions]})
         await self.post(transactions)
 
     async def post(self, transactions: list[LedgerTransaction], funding: Funding | None = None) -> None:
@@ -110,14 +110,13 @@ class LedgerRepository:
         balance_columns = {"b_kind": [a.kind for a in touched], "b_owner_id": [a.owner for a in touched],
                            "b_sub_id": [a.sub for a in touched], "b_currency": [a.currency for a in touched],
                            "b_delta": [moved[a] for a in touched]}
-        conn = await in_transaction(self.session)
         if funding is None:
-            rows = await conn.fetch(_POST.sql, *_POST.args(posting_columns | balance_columns))
+            rows = await _POST.fetch(self.session, posting_columns | balance_columns)
         else:
             milestones = sorted(funding.by_milestone)
-            rows = await conn.fetch(_POST_AND_FUND.sql, *_POST_AND_FUND.args(posting_columns | balance_columns | {
+            rows = await _POST_AND_FUND.fetch(self.session, posting_columns | balance_columns | {
                 "f_contract_id": funding.contract_id, "f_currency": funding.currency, "f_milestone_id": milestones,
-                "f_funded": [funding.by_milestone[m] for m in milestones]}))
+                "f_funded": [funding.by_milestone[m] for m in milestones]})
         after = {Account(kind, owner, sub, currency): balance for kind, owner, sub, currency, balance in rows}
         before = {a: after[a] - moved[a] for a in touched}
         # The domain's rule, on the balances as they were: refused if any transaction, in turn, overdraws.
@@ -125,15 +124,14 @@ class LedgerRepository:
 
     async def held(self, contract_id: str, milestone_id: str) -> int:
         """What a milestone holds, locked until this transaction ends."""
-        return await (await in_transaction(self.session)).fetchval(_HELD.sql, *_HELD.args(
-            {"contract_id": contract_id, "milestone_id": milestone_id})) or 0
+        return await _HELD.fetchval(self.session, {"contract_id": contract_id, "milestone_id": milestone_id}) or 0
 
     async def take_from_holding(self, contract_id: str, milestone_id: str, *, released: int = 0,
                                 refunded: int = 0) -> None:
         # An UPDATE, not an upsert: PostgreSQL checks the candidate insert row's CHECK constraint first.
-        await (await in_transaction(self.session)).execute(_TAKE_FROM_HOLDING.sql, *_TAKE_FROM_HOLDING.args({
+        await _TAKE_FROM_HOLDING.execute(self.session, {
             "b_contract_id": contract_id, "b_milestone_id": milestone_id, "b_released": released,
-            "b_refunded": refunded}))
+            "b_refunded": refunded})
 
     async def escrow_of(self, contract_id: str) -> tuple[str | None, list[tuple[str, int]]]:
         currency = await self.contract_currency(contract_id)
