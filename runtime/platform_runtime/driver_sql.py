@@ -12,12 +12,17 @@ The table names are the runtime's (platform_runtime/tables.py), the same in ever
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import product
+from itertools import groupby, product
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.util import await_only
+
+from .errors import IsolationNeeded
 
 # Connections whose transaction this module began or found begun, with their adapter: a message asks for the
 # asyncpg connection many times, and reaching it through SQLAlchemy costs a greenlet switch each time.
@@ -25,15 +30,24 @@ _begun: "weakref.WeakKeyDictionary[AsyncConnection, object]" = weakref.WeakKeyDi
 
 
 async def in_transaction(connection: AsyncConnection | AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under `connection` (a unit of work's, or an HTTP read's session), its transaction begun.
+    """The asyncpg connection under `connection` (a unit of work's, or an HTTP read's session), its transaction
+    begun, and the writes left for later on it (write_later) written first: what runs next sees them."""
+    if isinstance(connection, AsyncSession):
+        connection = await connection.connection()
+    driver = await _begin(connection)
+    if pending := _later.get(connection.sync_connection):
+        await _write(driver, pending)
+    return driver
+
+
+async def _begin(connection: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under `connection`, its transaction begun.
 
     Relies on SQLAlchemy's asyncpg adapter (`_execute_mutex`, `_transaction`, `_start_transaction`, pinned in
     uv.lock); tests/integration/test_outbox_inbox.py checks that what runs here commits and rolls back with
     the unit of work. A connection seen before is answered from `_begun` while its transaction lasts (the
     adapter drops `_transaction` at commit and rollback).
     """
-    if isinstance(connection, AsyncSession):
-        connection = await connection.connection()
     adapted = _begun.get(connection)
     if adapted is not None and adapted._transaction is not None:
         return adapted._connection
@@ -43,6 +57,80 @@ async def in_transaction(connection: AsyncConnection | AsyncSession) -> asyncpg.
             await adapted._start_transaction()
     _begun[connection] = adapted
     return adapted._connection
+
+
+# -- writes left for later -------------------------------------------------------------------------
+# A batch handled in one transaction without a savepoint per message (consumer.py) may leave a write for later
+# when its handler can go on without the write's answer (a saga's row, a contract's changed columns) or can
+# take the answer for granted (a new contract claims its id): the batch's writes then go to PostgreSQL
+# together, each run of one statement in one pipelined round trip (asyncpg's executemany, fetchmany), instead
+# of a round trip per message. They are written, in the order they were left, before anything else runs on
+# the connection: a statement through in_transaction, one through SQLAlchemy (the engine's
+# before_cursor_execute, _write_first), and the commit (UnitOfWork.commit). So every read of the transaction
+# sees them, as if they had run at once. A write that fails, or answers otherwise than its handler took for
+# granted (IsolationNeeded), fails the batch, which is then handled again with a savepoint per message, where
+# each write runs at once and its handler reads its answer.
+Expect = Callable[[asyncpg.Record], bool]
+_later: "weakref.WeakKeyDictionary[Connection, list[tuple[str, tuple, Expect | None]]]" = weakref.WeakKeyDictionary()
+_hooked: "weakref.WeakSet[Engine]" = weakref.WeakSet()  # engines whose statements write what is left first
+
+
+def leave_writes_for_later(connection: AsyncConnection, on: bool) -> None:
+    """Whether write_later may leave writes for later on this connection's transaction (off: they run at once).
+    Turning it off drops what is left: the transaction has committed (which wrote it) or is rolled back."""
+    if on:
+        sync = connection.sync_connection
+        if sync.engine not in _hooked:
+            event.listen(sync.engine, "before_cursor_execute", _write_first)
+            _hooked.add(sync.engine)
+        _later.setdefault(sync, [])
+    else:
+        _later.pop(connection.sync_connection, None)
+
+
+async def write_later(connection: AsyncConnection, sql: str, *args: Any,
+                      expect: Expect | None = None) -> asyncpg.Record | None:
+    """Run a write now, or (when the connection allows it) leave it for later: None then. With `expect`, the write
+    answers one row: run now, it is returned for the caller to read; left for later, `expect` is asked of it
+    then, and a row it refuses raises IsolationNeeded."""
+    pending = _later.get(connection.sync_connection)
+    if pending is None:
+        driver = await in_transaction(connection)
+        if expect is None:
+            await driver.execute(sql, *args)
+            return None
+        return await driver.fetchrow(sql, *args)
+    await _begin(connection)  # the writes are the transaction's, whatever runs them later
+    pending.append((sql, args, expect))
+    return None
+
+
+async def write_what_is_left(connection: AsyncConnection) -> None:
+    if _later.get(connection.sync_connection):
+        await in_transaction(connection)
+
+
+async def _write(driver: asyncpg.Connection, pending: list[tuple[str, tuple, Expect | None]]) -> None:
+    taken = list(pending)
+    pending.clear()  # taken before the first await: nothing is written twice
+    for (sql, answers), run in groupby(taken, key=lambda w: (w[0], w[2] is not None)):
+        writes = list(run)
+        if not answers:
+            if len(writes) == 1:
+                await driver.execute(sql, *writes[0][1])
+            else:
+                await driver.executemany(sql, [args for _, args, _ in writes])
+            continue
+        rows = await driver.fetchmany(sql, [args for _, args, _ in writes])
+        if len(rows) != len(writes) or not all(expect(row) for (_, _, expect), row in zip(writes, rows)):
+            raise IsolationNeeded("a write left for later did not answer as its handler took for granted")
+
+
+def _write_first(conn: Connection, cursor, statement, parameters, context, executemany) -> None:
+    """Before each statement SQLAlchemy runs (its engine's before_cursor_execute): what is left for later first.
+    SQLAlchemy runs it in the greenlet of the awaited call, where it may await (await_only)."""
+    if pending := _later.get(conn):
+        await_only(_write(conn.connection.dbapi_connection._connection, pending))
 
 
 @dataclass(frozen=True)

@@ -15,5 +15,6 @@ class TransientError(Exception):
 
 
 class IsolationNeeded(Exception):
-    """A command was rejected in a batch handled without a savepoint per message: its writes cannot be undone
-    alone, so the whole transaction is rolled back and the batch handled again, one savepoint per message."""
+    """A command was rejected in a batch handled without a savepoint per message, or a write left for later did not
+    answer as its handler took for granted (driver_sql.write_later): its writes cannot be undone alone, so the
+    whole transaction is rolled back and the batch handled again, one savepoint per message."""

@@ -85,9 +85,8 @@ class UnitOfWork:
     cause: Cause | None = None
     max_message_bytes: int = 1_000_000
     outgoing: list[Outgoing] = field(default_factory=list)
-    # A command dispatched in this transaction gets a savepoint of its own, so that its rejection undoes only
-    # its writes. The consumer turns it off for a batch's first try (dispatch.py, consumer.py).
-    savepoint_per_message: bool = True
+    # Whether a command dispatched in this transaction gets a savepoint of its own (savepoint_per_message).
+    _per_message: bool = field(default=True, init=False)
     # Queued for the commit's one statement (commit): timers scheduled, as rows, and (subject, kind) cancelled.
     _scheduled: list[tuple] = field(default_factory=list)
     _cancelled: list[tuple[str, str]] = field(default_factory=list)
@@ -110,6 +109,7 @@ class UnitOfWork:
         await self.session.begin()
         self.outgoing, self._scheduled, self._cancelled, self._claimed = [], [], [], {}
         self._statuses, self.batch = [], {}
+        self.savepoint_per_message = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -117,7 +117,22 @@ class UnitOfWork:
             if self.session.in_transaction():
                 await self.session.rollback()
         finally:
+            driver_sql.leave_writes_for_later(self.session, False)
             await self.session.close()
+
+    @property
+    def savepoint_per_message(self) -> bool:
+        """A command dispatched in this transaction gets a savepoint of its own, so that its rejection undoes only
+        its writes. The consumer turns it off for a batch's first try (dispatch.py, consumer.py); the batch's
+        handlers may then leave writes whose answer they do not need for later (driver_sql.write_later), which
+        run together before the next statement. With a savepoint per message each write runs at once, inside
+        its message's savepoint."""
+        return self._per_message
+
+    @savepoint_per_message.setter
+    def savepoint_per_message(self, on: bool) -> None:
+        self._per_message = on
+        driver_sql.leave_writes_for_later(self.session, not on)
 
     # -- messages ------------------------------------------------------------------------------
     def publish(self, topic: str, data: Message, *, subject: str, actor: str | None = None,
@@ -161,6 +176,7 @@ class UnitOfWork:
             conn = await self.driver()
             await conn.fetchval(driver_sql.write_at_commit(bool(cancel), bool(schedule), bool(statuses),
                                                            bool(outbox)), *args)
+        await driver_sql.write_what_is_left(self.session)
         await self.session.commit()
         self.outgoing, self._scheduled, self._cancelled, self._statuses = [], [], [], []
 

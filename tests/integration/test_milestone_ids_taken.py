@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 import pytest_asyncio
-from platform_runtime.errors import Rejected
+from platform_runtime import driver_sql
+from platform_runtime.errors import IsolationNeeded, Rejected
 
 from contracts.adapters.repositories import ContractRepository
 from contracts.bootstrap import definition
@@ -79,3 +80,24 @@ async def test_a_contract_id_written_twice_is_refused_id_taken(engine):
             await ContractRepository(conn).save(offer("c-5", "m-6"), "SendOffer", NOW)
         assert refused.value.reason_code == "id_taken"
         await conn.rollback()
+
+
+async def test_a_batch_that_leaves_a_new_contracts_save_for_later_fails_when_its_id_was_taken(engine):
+    """Handled without a savepoint per message, a new contract's save is left for later and its claims taken as
+    made (driver_sql.write_later): a claim refused fails the transaction (IsolationNeeded), and the consumer
+    handles the batch again, where the save runs at once and is refused `id_taken` (the test above)."""
+    async with engine.begin() as conn:
+        await ContractRepository(conn).save(offer("c-7", "m-7"), "SendOffer", NOW)
+    async with engine.connect() as conn:
+        await conn.begin()
+        driver_sql.leave_writes_for_later(conn, True)
+        await ContractRepository(conn).save(offer("c-8", "m-8"), "SendOffer", NOW)  # free: taken as claimed
+        await ContractRepository(conn).save(offer("c-9", "m-7"), "SendOffer", NOW)  # m-7 is c-7's
+        with pytest.raises(IsolationNeeded):
+            await driver_sql.write_what_is_left(conn)
+        await conn.rollback()
+        driver_sql.leave_writes_for_later(conn, False)
+    async with engine.connect() as conn:
+        assert await ContractRepository(conn).get("c-8", lock=False) is None
+        owner = await ContractRepository(conn).get("c-7", lock=False)
+        assert [(m.milestone_id, m.amount) for m in owner.milestones] == [("m-7", 1_000)]

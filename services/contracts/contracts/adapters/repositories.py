@@ -141,7 +141,7 @@ class AccountRepository:
 
     async def record_activity(self, account_ids: list[str], now: datetime, resolution: timedelta) -> None:
         """Written only where the recorded activity is older than `resolution` (see activity_is_news)."""
-        await (await sql.driver(self.session)).execute(_RECORD_ACTIVITY, list(account_ids), now - resolution, now)
+        await sql.write_later(self.session, _RECORD_ACTIVITY, list(account_ids), now - resolution, now)
         for account_id in account_ids:  # the same rule on the batch's preload
             known = self._preloaded.get(account_id)
             if known is not None and (known.last_activity_at is None or known.last_activity_at < now - resolution):
@@ -234,9 +234,8 @@ class ContractRepository:
         """The contract and its milestones; locked, two handlers on one contract run one after the other.
         Locked, the milestones are read in a statement after the lock: one that waited for the lock would
         read them as they were before the transaction it waited for."""
-        conn = await sql.driver(self.session)
         if not lock:
-            rows = await conn.fetch(_READ_CONTRACT, contract_id)
+            rows = await (await sql.driver(self.session)).fetch(_READ_CONTRACT, contract_id)
             if not rows:
                 return None
             contract = _contract(rows[0], [{k: r[f"m_{k}"] for k in _MILESTONE_FIELDS} for r in rows
@@ -248,11 +247,11 @@ class ContractRepository:
         milestone_rows = self._seen.locked_milestones.pop(contract_id, None)
         if row is None:
             self._seen.batch.forget(contract_id)
-            row = await conn.fetchrow(_LOCK_CONTRACT, contract_id)
+            row = await (await sql.driver(self.session)).fetchrow(_LOCK_CONTRACT, contract_id)
             if row is None:
                 return None
         if milestone_rows is None:
-            milestone_rows = await conn.fetch(_MILESTONES_OF, contract_id)
+            milestone_rows = await (await sql.driver(self.session)).fetch(_MILESTONES_OF, contract_id)
         contract = _contract(row, milestone_rows)
         self._remember(contract)
         return contract
@@ -294,16 +293,24 @@ class ContractRepository:
         if entries:
             parts.append(_ENTRIES)
             args += entry_values(contract.contract_id, list(entries))
-        claimed: list[str] = []
-        if parts:
-            final = _SAVED_NEW if contract.is_new else _SAVED_LOADED if new else _SAVED_NOTHING_NEW
-            saved = await (await sql.driver(self.session)).fetchrow(compose(tuple(parts), final), *args)
-            if not saved["contract"]:
-                raise Rejected("id_taken", f"contract id {contract.contract_id} is already used (ids are never reused)")
-            claimed = saved["milestones"] or []
+        if parts and not contract.is_new and not new:
+            # Nothing claims an id: nothing to answer, and the write may go with the batch's others.
+            await sql.write_later(self.session, compose(tuple(parts), _SAVED_NOTHING_NEW), *args)
+        elif parts:
+            # Ids claimed: left for later, every claim is taken as made (a batch where one is not is handled
+            # again, each write at once); run now, a claim refused is refused `id_taken` here.
+            new_ids = {r["milestone_id"] for r in new}
+            saved = await sql.write_later(
+                self.session, compose(tuple(parts), _SAVED_NEW if contract.is_new else _SAVED_LOADED), *args,
+                expect=lambda row: row["contract"] and set(row["milestones"] or ()) == new_ids)
+            if saved is not None:
+                if not saved["contract"]:
+                    raise Rejected("id_taken",
+                                   f"contract id {contract.contract_id} is already used (ids are never reused)")
+                claimed = set(saved["milestones"] or ())
+                if taken := [r["milestone_id"] for r in new if r["milestone_id"] not in claimed]:
+                    raise Rejected("id_taken", f"milestone ids already used: {', '.join(taken)}")
             contract.is_new = False
-        if taken := [r["milestone_id"] for r in new if r["milestone_id"] not in set(claimed)]:
-            raise Rejected("id_taken", f"milestone ids already used: {', '.join(taken)}")
         self._loaded[contract.contract_id] = (row, rows)
 
     def _remember(self, contract: Contract) -> None:
@@ -381,7 +388,7 @@ class SagaRepository:
         return Saga.load(row)
 
     async def save(self, saga: Saga) -> None:
-        await (await sql.driver(self.session)).execute(_SAVE_SAGA, *saga_values(saga))
+        await sql.write_later(self.session, _SAVE_SAGA, *saga_values(saga))
 
     async def waiting(self, status: str, moved_before: datetime, limit: int,
                       after: tuple[datetime, str] | None = None, kind: str | None = None) -> list[Saga]:

@@ -23,6 +23,8 @@ _DIALECT = postgresql.dialect()
 
 # The asyncpg connection under a unit of work's connection (or a read's session), its transaction begun.
 driver = driver_sql.in_transaction
+# A write whose answer the caller does not need: it may run with the batch's others (driver_sql.write_later).
+write_later = driver_sql.write_later
 
 
 def pg_type(table: Table, column: str) -> str:

@@ -19,7 +19,7 @@ class StatementRepository:
 
     async def record(self, contract_id: str, movements: list[Movement]) -> None:
         if movements:
-            await (await sql.driver(self.session)).execute(_RECORD, *entry_values(contract_id, movements))
+            await sql.write_later(self.session, _RECORD, *entry_values(contract_id, movements))
 
     async def of_contract(self, contract_id: str) -> list[Movement]:
         rows = await self.session.execute(select(statement_entries).where(
