@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from platform_runtime.clock import SystemClock
-from platform_runtime.errors import Rejected
+from platform_runtime.errors import IsolationNeeded, Rejected
 from platform_runtime.relay import asyncpg_dsn, notify_channel
 from platform_runtime.unit_of_work import Cause, UnitOfWork
 from platform_runtime.migrate import upgrade
@@ -113,3 +113,40 @@ async def test_postings_that_would_overdraw_an_account_are_refused_and_nothing_m
     assert await rows(escrow_db, "SELECT 1 FROM ledger_transactions") == []
     assert await rows(escrow_db, "SELECT 1 FROM account_balances") == []
     assert await ledger_check(escrow_db) == []
+
+
+async def holds_in_one_batch(url: str, *cmds: HoldEscrow) -> None:
+    """The holds handled as the consumer's first try at a batch does: one transaction, no savepoint per message,
+    their writes left for later (driver_sql.write_later) and written together at commit."""
+    engine = create_async_engine(url)
+    try:
+        uow = UnitOfWork(engine, metadata.tables, "escrow", SystemClock(), notify_channel("escrow"))
+        async with uow:
+            uow.savepoint_per_message = False
+            uow.cause = Cause(str(uuid.uuid4()), "corr", "system")
+            for cmd in cmds:
+                await handlers.hold_escrow(cmd, Context(uow, pending_for=timedelta(days=5)))
+            assert [o.envelope.type for o in uow.outgoing] == ["EscrowFunded"] * len(cmds)
+            await uow.commit()
+    finally:
+        await engine.dispose()
+
+
+async def test_holds_left_for_later_are_written_together_and_one_not_as_taken_for_granted_fails_the_batch(infra):
+    name = f"{DB_PREFIX}it_holds_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(infra.postgres_url, name)
+    try:
+        await asyncio.to_thread(upgrade, definition.migrations_dir, url)
+        await holds_in_one_batch(url, hold("b1"), hold("b2", milestones=(("m2", 500), ("m3", 700))))
+        funded = {r["milestone_id"]: r["funded"] for r in await rows(url, "SELECT milestone_id, funded FROM holdings")}
+        assert funded == {"m1": 10_000, "m2": 500, "m3": 700}
+        assert await ledger_check(url) == []
+        # A hold in another currency, or one sent again: the batch fails as a whole (IsolationNeeded) and the
+        # consumer handles it again one savepoint each, where the test above shows each answered.
+        for odd_one in (hold("b3", currency="EUR"), hold("b1")):
+            with pytest.raises(IsolationNeeded):
+                await holds_in_one_batch(url, hold("b4"), odd_one)
+        assert await rows(url, "SELECT 1 FROM ledger_transactions WHERE transaction_id IN ('b3', 'b4')") == []
+        assert await ledger_check(url) == []
+    finally:
+        await drop_database(infra.postgres_url, name)

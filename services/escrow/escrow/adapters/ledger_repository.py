@@ -6,7 +6,8 @@ from sqlalchemy import BigInteger, Integer, String, bindparam, select, text, upd
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from platform_runtime.driver_sql import Fixed
+from platform_runtime.driver_sql import Fixed, write_later
+from platform_runtime.errors import Rejected
 
 from ..domain import ledger
 from ..domain.ledger import Account, TransactionId
@@ -65,12 +66,33 @@ class LedgerRepository:
             "kind": tx.kind, "transaction_id": tx.id, "contract_id": contract_id,
             "milestone_id": milestone_id}) is not None
 
-    async def open_fund(self, tx: TransactionId, contract_id: str, client_id: str, currency: str) -> tuple[bool, str]:
-        """`claim` of a hold, and the contract's escrow opened in the hold's currency unless it is open already,
-        in one statement: (claimed, the contract's currency)."""
-        row = await _OPEN_FUND.fetchrow(self.session, {
-            "kind": tx.kind, "transaction_id": tx.id, "contract_id": contract_id, "client_id": client_id,
-            "currency": currency})
+    async def hold(self, tx: TransactionId, client_id: str, postings: list[ledger.Posting],
+                   funding: Funding) -> tuple[bool, str] | None:
+        """A hold in one statement: its ledger transaction claimed, the contract's escrow opened in the hold's
+        currency unless it is open already, and, when the claim is new and the currencies agree, the postings,
+        the balances they move and the money into the milestones' holdings. Answers (claimed, the contract's
+        currency); refuses (Rejected, the caller's savepoint rolls back) if a posting overdraws.
+
+        In a batch that leaves writes for later (driver_sql.write_later) the hold goes with the batch's others
+        and answers None: it is taken as claimed, in its own currency and within funds, and a batch where one is
+        not is handled again, each hold at once (a step sent again, a currency mismatch, an overdraft)."""
+        transaction = LedgerTransaction(tx, funding.contract_id, None, postings)
+        moved = ledger.balances(postings)
+        touched = sorted(moved)
+        milestones = sorted(funding.by_milestone)
+        params = {"tx_kind": tx.kind, "tx_id": tx.id, "contract_id": funding.contract_id,
+                  "client_id": client_id, "hold_currency": funding.currency,
+                  **_posting_columns([transaction]), **_balance_columns(touched, moved),
+                  "f_milestone_id": milestones, "f_funded": [funding.by_milestone[m] for m in milestones]}
+
+        def as_taken(row) -> bool:
+            return row["claimed"] and row["currency"] == funding.currency and _within_funds(row, moved, [transaction])
+
+        row = await write_later(self.session, _HOLD.sql, *_HOLD.args(params), expect=as_taken)
+        if row is None:
+            return None
+        if row["claimed"] and row["currency"] == funding.currency and not _within_funds(row, moved, [transaction]):
+            ledger.apply_all(_before(row, moved), [postings])  # raises the domain's refusal
         return row["claimed"], row["currency"]
 
     async def contract_currency(self, contract_id: str) -> str | None:
@@ -92,35 +114,17 @@ class LedgerRepository:
             "milestone_id": [t.milestone_id for t in transactions]})
         await self.post(transactions)
 
-    async def post(self, transactions: list[LedgerTransaction], funding: Funding | None = None) -> None:
-        """The postings of ledger transactions recorded already (`claim`, `append_all`), the running balances they
-        move and, for a hold, the money into its milestones' holdings, in one statement; refuses (Rejected, the
-        caller's savepoint rolls back) if one overdraws."""
-        legs = [(t.tx, leg, p) for t in transactions for leg, p in enumerate(t.postings)]
+    async def post(self, transactions: list[LedgerTransaction]) -> None:
+        """The postings of ledger transactions recorded already (`claim`, `append_all`) and the running balances
+        they move, in one statement; refuses (Rejected, the caller's savepoint rolls back) if one overdraws."""
+        legs = [p for t in transactions for p in t.postings]
         if not legs:
             return
-        moved = ledger.balances(p for _, _, p in legs)
-        touched = sorted(moved)  # locked in a fixed order, so two transactions cannot deadlock on them
-        posting_columns = {
-            "transaction_kind": [tx.kind for tx, _, _ in legs], "transaction_id": [tx.id for tx, _, _ in legs],
-            "leg": [leg for _, leg, _ in legs], "posting_id": [p.posting_id for _, _, p in legs],
-            **{f"{side}_{field}": [getattr(getattr(p, f"{side}_account"), attr) for _, _, p in legs]
-               for side in ("debit", "credit") for field, attr in _ACCOUNT_FIELDS},
-            "amount": [p.amount for _, _, p in legs], "currency": [p.currency for _, _, p in legs]}
-        balance_columns = {"b_kind": [a.kind for a in touched], "b_owner_id": [a.owner for a in touched],
-                           "b_sub_id": [a.sub for a in touched], "b_currency": [a.currency for a in touched],
-                           "b_delta": [moved[a] for a in touched]}
-        if funding is None:
-            rows = await _POST.fetch(self.session, posting_columns | balance_columns)
-        else:
-            milestones = sorted(funding.by_milestone)
-            rows = await _POST_AND_FUND.fetch(self.session, posting_columns | balance_columns | {
-                "f_contract_id": funding.contract_id, "f_currency": funding.currency, "f_milestone_id": milestones,
-                "f_funded": [funding.by_milestone[m] for m in milestones]})
+        moved = ledger.balances(legs)
+        rows = await _POST.fetch(self.session, _posting_columns(transactions) | _balance_columns(sorted(moved), moved))
         after = {Account(kind, owner, sub, currency): balance for kind, owner, sub, currency, balance in rows}
-        before = {a: after[a] - moved[a] for a in touched}
         # The domain's rule, on the balances as they were: refused if any transaction, in turn, overdraws.
-        ledger.apply_all(before, [t.postings for t in transactions])
+        ledger.apply_all({a: after[a] - moved[a] for a in moved}, [t.postings for t in transactions])
 
     async def held(self, contract_id: str, milestone_id: str) -> int:
         """What a milestone holds, locked until this transaction ends."""
@@ -158,6 +162,39 @@ class LedgerRepository:
         return all_postings, stored, held
 
 
+def _posting_columns(transactions: list[LedgerTransaction]) -> dict[str, list]:
+    legs = [(t.tx, leg, p) for t in transactions for leg, p in enumerate(t.postings)]
+    return {"transaction_kind": [tx.kind for tx, _, _ in legs], "transaction_id": [tx.id for tx, _, _ in legs],
+            "leg": [leg for _, leg, _ in legs], "posting_id": [p.posting_id for _, _, p in legs],
+            **{f"{side}_{field}": [getattr(getattr(p, f"{side}_account"), attr) for _, _, p in legs]
+               for side in ("debit", "credit") for field, attr in _ACCOUNT_FIELDS},
+            "amount": [p.amount for _, _, p in legs], "currency": [p.currency for _, _, p in legs]}
+
+
+def _balance_columns(touched: list[Account], moved: dict[Account, int]) -> dict[str, list]:
+    """The accounts' balances to move, in the order given: the order their rows are locked in (sorted, so two
+    transactions cannot deadlock on them)."""
+    return {"b_kind": [a.kind for a in touched], "b_owner_id": [a.owner for a in touched],
+            "b_sub_id": [a.sub for a in touched], "b_currency": [a.currency for a in touched],
+            "b_delta": [moved[a] for a in touched]}
+
+
+def _before(row, moved: dict[Account, int]) -> dict[Account, int]:
+    """The balances as they were before a hold's postings, from those after it (its answer's arrays)."""
+    after = {Account(*key): balance for *key, balance in zip(row["b_kind"] or (), row["b_owner_id"] or (),
+                                                              row["b_sub_id"] or (), row["b_currency"] or (),
+                                                              row["b_balance"] or ())}
+    return {a: after[a] - moved[a] for a in moved if a in after}
+
+
+def _within_funds(row, moved: dict[Account, int], transactions: list[LedgerTransaction]) -> bool:
+    try:
+        ledger.apply_all(_before(row, moved), [t.postings for t in transactions])
+    except Rejected:
+        return False
+    return True
+
+
 # -- statements built once (building one costs more CPU than running it); arrays unnested, so one text serves
 # any number of rows ------------------------------------------------------------------------------------------
 _ACCOUNT_FIELDS = (("kind", "kind"), ("owner_id", "owner"), ("sub_id", "sub"))
@@ -174,22 +211,6 @@ _CLAIM = Fixed.of(insert(ledger_transactions).values(
     milestone_id=bindparam("milestone_id", type_=String)).on_conflict_do_nothing()
     .returning(ledger_transactions.c.transaction_id))
 
-# The contract is opened by the hold that claims its transaction; the outer SELECT sees the table as it was
-# before this statement, so exactly one of its two branches names the contract's currency.
-_OPEN_FUND = Fixed.of(text("""
-WITH claimed AS (
-    INSERT INTO ledger_transactions (kind, transaction_id, contract_id)
-    VALUES (:kind, :transaction_id, :contract_id) ON CONFLICT DO NOTHING RETURNING transaction_id),
-opened AS (
-    INSERT INTO escrow_contracts (contract_id, client_id, currency)
-    SELECT :contract_id, :client_id, :currency WHERE EXISTS (SELECT FROM claimed)
-    ON CONFLICT DO NOTHING RETURNING currency)
-SELECT EXISTS (SELECT FROM claimed) AS claimed,
-       coalesce((SELECT currency FROM opened),
-                (SELECT currency FROM escrow_contracts WHERE contract_id = :contract_id)) AS currency
-""").bindparams(*(bindparam(n, type_=String) for n in ("kind", "transaction_id", "contract_id", "client_id",
-                                                        "currency"))))
-
 _ADD_TRANSACTIONS = Fixed.of(text(
     "INSERT INTO ledger_transactions (kind, transaction_id, contract_id, milestone_id) "
     "SELECT * FROM unnest(:kind, :transaction_id, :contract_id, :milestone_id)"
@@ -204,30 +225,53 @@ _CLAIM_ALL = Fixed.of(text(
 
 _POSTING_COLUMNS = ("transaction_kind", "transaction_id", "leg", "posting_id", "debit_kind", "debit_owner_id",
                     "debit_sub_id", "credit_kind", "credit_owner_id", "credit_sub_id", "amount", "currency")
+# The postings' CTE, open: `)` closes it, after a guard if it has one.
 _POSTINGS = f"""new_postings AS (
     INSERT INTO postings ({', '.join(_POSTING_COLUMNS)})
-    SELECT * FROM unnest({', '.join(':' + c for c in _POSTING_COLUMNS)}))"""
-_FUNDED = """funded AS (
-    INSERT INTO holdings (contract_id, milestone_id, currency, funded)
-    SELECT :f_contract_id, milestone_id, :f_currency, amount
-    FROM unnest(:f_milestone_id, :f_funded) AS f (milestone_id, amount)
-    ON CONFLICT (contract_id, milestone_id) DO UPDATE SET funded = holdings.funded + excluded.funded)"""
+    SELECT * FROM unnest({', '.join(':' + c for c in _POSTING_COLUMNS)})"""
 # The balances of the accounts the postings touch, moved by their net amounts (rows made at 0 where new), in the
 # order given; the balances after come back for the overdraft check.
 _BALANCES = """INSERT INTO account_balances (kind, owner_id, sub_id, currency, balance)
 SELECT kind, owner_id, sub_id, currency, delta
 FROM unnest(:b_kind, :b_owner_id, :b_sub_id, :b_currency, :b_delta)
-     WITH ORDINALITY AS moved (kind, owner_id, sub_id, currency, delta, n)
+     WITH ORDINALITY AS moved (kind, owner_id, sub_id, currency, delta, n) {guard}
 ORDER BY n
 ON CONFLICT (kind, owner_id, sub_id, currency) DO UPDATE SET balance = account_balances.balance + excluded.balance
 RETURNING kind, owner_id, sub_id, currency, balance"""
 _POST_PARAMS = (*_arrays(**{c: Integer if c == "leg" else BigInteger if c == "amount" else String
                             for c in _POSTING_COLUMNS}),
                 *_arrays(b_kind=String, b_owner_id=String, b_sub_id=String, b_currency=String, b_delta=BigInteger))
-_POST = Fixed.of(text(f"WITH {_POSTINGS}\n{_BALANCES}").bindparams(*_POST_PARAMS))
-_POST_AND_FUND = Fixed.of(text(f"WITH {_POSTINGS},\n{_FUNDED}\n{_BALANCES}").bindparams(
-    *_POST_PARAMS, bindparam("f_contract_id", type_=String), bindparam("f_currency", type_=String),
-    *_arrays(f_milestone_id=String, f_funded=BigInteger)))
+_POST = Fixed.of(text(f"WITH {_POSTINGS})\n{_BALANCES.format(guard='')}").bindparams(*_POST_PARAMS))
+# A hold (LedgerRepository.hold): claimed; the contract opened by the hold that claims it (the final SELECT
+# sees the table as it was before this statement, so exactly one of its two branches names the contract's
+# currency); posted, funded and balanced only when the claim is new and the currencies agree. One row answers:
+# the claim, the currency, the balances after (arrays, for the overdraft check; none when nothing was posted).
+_HOLD = Fixed.of(text(f"""WITH claimed AS (
+    INSERT INTO ledger_transactions (kind, transaction_id, contract_id)
+    VALUES (:tx_kind, :tx_id, :contract_id) ON CONFLICT DO NOTHING RETURNING transaction_id),
+opened AS (
+    INSERT INTO escrow_contracts (contract_id, client_id, currency)
+    SELECT :contract_id, :client_id, :hold_currency WHERE EXISTS (SELECT FROM claimed)
+    ON CONFLICT DO NOTHING RETURNING currency),
+held_in AS (
+    SELECT coalesce((SELECT currency FROM opened),
+                    (SELECT currency FROM escrow_contracts WHERE contract_id = :contract_id)) AS currency),
+go AS (SELECT FROM held_in WHERE currency = :hold_currency AND EXISTS (SELECT FROM claimed)),
+{_POSTINGS} WHERE EXISTS (SELECT FROM go)),
+funded AS (
+    INSERT INTO holdings (contract_id, milestone_id, currency, funded)
+    SELECT :contract_id, milestone_id, :hold_currency, amount
+    FROM unnest(:f_milestone_id, :f_funded) AS f (milestone_id, amount) WHERE EXISTS (SELECT FROM go)
+    ON CONFLICT (contract_id, milestone_id) DO UPDATE SET funded = holdings.funded + excluded.funded),
+balances AS (
+{_BALANCES.format(guard="WHERE EXISTS (SELECT FROM go)")})
+SELECT EXISTS (SELECT FROM claimed) AS claimed, (SELECT currency FROM held_in) AS currency,
+       {", ".join(f"array_agg(b.{c}) FILTER (WHERE b.kind IS NOT NULL) AS b_{c}"
+                  for c in ("kind", "owner_id", "sub_id", "currency", "balance"))}
+FROM (SELECT) AS one LEFT JOIN balances b ON TRUE
+""").bindparams(*(bindparam(n, type_=String) for n in ("tx_kind", "tx_id", "contract_id", "client_id",
+                                                        "hold_currency")),
+                *_POST_PARAMS, *_arrays(f_milestone_id=String, f_funded=BigInteger)))
 
 _HELD = Fixed.of(select(holdings.c.funded - holdings.c.released - holdings.c.refunded)
                  .where(holdings.c.contract_id == bindparam("contract_id"),

@@ -22,15 +22,14 @@ async def hold_escrow(cmd: HoldEscrow, ctx: Context) -> None:
     tx = ledger.TransactionId(ledger.FUND, cmd.hold_id)
     postings = ledger.fund(tx, cmd.client_id, cmd.currency,
                            [(cmd.contract_id, m.milestone_id, m.amount) for m in cmd.milestones])
-    claimed, currency = await repo.open_fund(tx, cmd.contract_id, cmd.client_id, cmd.currency)
-    if claimed:  # else the step again: answered the same way, no second effect
-        if currency != cmd.currency:  # refused: the savepoint takes the claim back with it
-            raise Rejected("currency_mismatch", f"contract {cmd.contract_id} is held in {currency}")
-        funded: dict[str, int] = {}
-        for m in cmd.milestones:
-            funded[m.milestone_id] = funded.get(m.milestone_id, 0) + m.amount
-        await repo.post([LedgerTransaction(tx, cmd.contract_id, None, postings)],
-                        Funding(cmd.contract_id, cmd.currency, funded))
+    funded: dict[str, int] = {}
+    for m in cmd.milestones:
+        funded[m.milestone_id] = funded.get(m.milestone_id, 0) + m.amount
+    # Not claimed: the step again, answered the same way with no second effect. None: left for later with the
+    # batch's other writes, taken as claimed in its own currency (the batch is handled again if it was not).
+    held = await repo.hold(tx, cmd.client_id, postings, Funding(cmd.contract_id, cmd.currency, funded))
+    if held is not None and held[0] and held[1] != cmd.currency:  # the savepoint takes the claim back with it
+        raise Rejected("currency_mismatch", f"contract {cmd.contract_id} is held in {held[1]}")
     ctx.event(EscrowFunded(
         hold_id=cmd.hold_id, saga_id=cmd.saga_id, charge_id=cmd.charge_id, contract_id=cmd.contract_id,
         client_id=cmd.client_id, currency=cmd.currency, amount=sum(m.amount for m in cmd.milestones),
