@@ -10,6 +10,7 @@ where the handler reads the answer and rejects its command alone.
 """
 
 import uuid
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -55,6 +56,14 @@ class Scratch:
             await conn.close()
 
 
+@asynccontextmanager
+async def first_try(scratch: Scratch):
+    """A unit of work as the consumer's first try at a batch: no savepoint per message, writes left for later."""
+    async with scratch.new_uow() as uow:
+        uow.savepoint_per_message = False
+        yield uow
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def scratch(infra):
     name = f"{DB_PREFIX}it_later_{uuid.uuid4().hex[:8]}"
@@ -77,8 +86,7 @@ async def no_notes(scratch):
 
 
 async def test_writes_left_for_later_are_seen_by_the_transactions_next_read_in_the_order_they_were_left(scratch):
-    async with scratch.new_uow() as uow:
-        uow.savepoint_per_message = False
+    async with first_try(scratch) as uow:
         for i in range(5):
             assert await driver_sql.write_later(uow.session, ADD, f"n{i}", i) is None
         await driver_sql.write_later(uow.session, BUMP, "n0", 10)  # after its insert, as it was left
@@ -92,8 +100,7 @@ async def test_writes_left_for_later_are_seen_by_the_transactions_next_read_in_t
 
 
 async def test_a_statement_through_sqlalchemy_sees_what_was_left_before_it(scratch):
-    async with scratch.new_uow() as uow:
-        uow.savepoint_per_message = False
+    async with first_try(scratch) as uow:
         await driver_sql.write_later(uow.session, ADD, "a", 1)
         await driver_sql.write_later(uow.session, ADD, "b", 2)
         total = await uow.session.scalar(text("SELECT sum(n) FROM notes"))
@@ -101,20 +108,17 @@ async def test_a_statement_through_sqlalchemy_sees_what_was_left_before_it(scrat
 
 
 async def test_the_commit_writes_what_is_left_even_with_nothing_else_to_write(scratch):
-    async with scratch.new_uow() as uow:
-        uow.savepoint_per_message = False
+    async with first_try(scratch) as uow:
         await driver_sql.write_later(uow.session, ADD, "only", 7)
         await uow.commit()
     assert await scratch.notes() == {"only": 7}
 
 
 async def test_a_rolled_back_transaction_writes_nothing_it_left_nor_hands_it_to_the_next_on_its_connection(scratch):
-    async with scratch.new_uow() as uow:
-        uow.savepoint_per_message = False
+    async with first_try(scratch) as uow:
         await driver_sql.write_later(uow.session, ADD, "lost", 1)
         # no commit: rolled back when the unit of work ends
-    async with scratch.new_uow() as uow:  # the pool's one connection again
-        uow.savepoint_per_message = False
+    async with first_try(scratch) as uow:  # the pool's one connection again
         await driver_sql.write_later(uow.session, ADD, "kept", 2)
         await uow.commit()
     assert await scratch.notes() == {"kept": 2}
@@ -134,8 +138,7 @@ async def test_with_a_savepoint_per_message_a_write_runs_at_once_and_answers(scr
 async def test_a_write_left_for_later_that_answers_otherwise_than_expected_fails_the_transaction(scratch):
     async with scratch.engine.begin() as conn:
         await conn.execute(text("INSERT INTO notes VALUES ('taken', 0)"))
-    async with scratch.new_uow() as uow:
-        uow.savepoint_per_message = False
+    async with first_try(scratch) as uow:
         for note in ("free-1", "taken", "free-2"):
             await driver_sql.write_later(uow.session, CLAIM, note, 1, expect=lambda row: row["claimed"])
         with pytest.raises(IsolationNeeded):
