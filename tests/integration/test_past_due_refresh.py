@@ -53,12 +53,15 @@ async def declined(engine, *amounts: int) -> list[str]:
 
 
 async def waiting_for_a_lock(engine, timeout: float = 10) -> None:
-    """Until another session of this database waits for a row lock (polled with a deadline)."""
+    """Until another session of this database waits for a row lock (polled with a deadline). Each poll is a
+    transaction of its own: PostgreSQL keeps one snapshot of pg_stat_activity for a whole transaction, so polls
+    in one transaction would never see a wait that began after the first."""
     deadline = time.monotonic() + timeout
     async with engine.connect() as conn:
         while not await conn.scalar(text(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")):
+            await conn.rollback()
             assert time.monotonic() < deadline, "the second refresh never waited for the first one's lock"
             await asyncio.sleep(0.05)
 
