@@ -11,12 +11,9 @@ from aiokafka.structs import OffsetAndMetadata
 from platform_runtime import metrics
 from platform_runtime.backlog_metrics import ConsumerLag, read_outbox, read_timers
 from platform_runtime.clock import FrozenClock
-from platform_runtime.tables import add_runtime_tables
-from sqlalchemy import MetaData, insert
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import insert
 
-from tests.support.probe_service import create_topics, drop_database, scratch_database
-from tests.support.processes import DB_PREFIX
+from tests.support.probe_service import create_topics, runtime_tables_engine
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -32,16 +29,8 @@ def gauge(name: str, **labels: str) -> float:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def scratch(infra):
-    name = f"{DB_PREFIX}it_backlog_{uuid.uuid4().hex[:8]}"
-    url = await scratch_database(infra.postgres_url, name)
-    metadata = MetaData()
-    add_runtime_tables(metadata)
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    yield engine, metadata.tables
-    await engine.dispose()
-    await drop_database(infra.postgres_url, name)
+    async with runtime_tables_engine(infra.postgres_url, "backlog") as (_url, engine, metadata):
+        yield engine, metadata.tables
 
 
 async def test_outbox_gauges_count_every_unsent_row_and_the_age_of_the_oldest(scratch):

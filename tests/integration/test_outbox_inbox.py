@@ -21,17 +21,15 @@ from platform_runtime.consumer import BatchProcessor
 from platform_runtime.dispatch import CommandDispatcher
 from platform_runtime.errors import Rejected
 from platform_runtime.relay import OutboxRelay, asyncpg_dsn, new_producer, notify_channel
-from platform_runtime.tables import add_runtime_tables
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
 from platform_schemas.events.contracts import AccountRegistered
 from sqlalchemy import MetaData, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.support.fakes import FakeDeadLetters, FakeStore, FakeUnitOfWork, record
-from tests.support.probe_service import create_topics, drop_database, read_topic, scratch_database
-from tests.support.processes import DB_PREFIX
+from tests.support.probe_service import create_topics, read_topic, runtime_tables_engine
 
 pytestmark = pytest.mark.integration
 
@@ -63,18 +61,10 @@ class Scratch:
 @pytest_asyncio.fixture(loop_scope="session")
 async def scratch(infra):
     suffix = uuid.uuid4().hex[:8]
-    name = f"{DB_PREFIX}it_outbox_{suffix}"
-    url = await scratch_database(infra.postgres_url, name)
-    metadata = MetaData()
-    add_runtime_tables(metadata)
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    topic = f"it-outbox-{suffix}"
-    await create_topics(infra.credentials("broker"), [topic], partitions=3)
-    yield Scratch(url, f"it{suffix}", topic, metadata, engine)
-    await engine.dispose()
-    await drop_database(infra.postgres_url, name)
+    async with runtime_tables_engine(infra.postgres_url, "outbox") as (url, engine, metadata):
+        topic = f"it-outbox-{suffix}"
+        await create_topics(infra.credentials("broker"), [topic], partitions=3)
+        yield Scratch(url, f"it{suffix}", topic, metadata, engine)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

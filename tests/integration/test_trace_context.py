@@ -3,7 +3,6 @@ handler's span, every outbox row the handler writes carries it on, and so does a
 OpenTelemetry's SDK records the spans in memory (the services export them over OTLP when tracing is on)."""
 
 import dataclasses
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -17,18 +16,15 @@ from platform_runtime.consumer import BatchProcessor
 from platform_runtime.context import HandlerContext
 from platform_runtime.dispatch import CommandDispatcher
 from platform_runtime.relay import notify_channel
-from platform_runtime.tables import add_runtime_tables
 from platform_runtime.timers import TimerRunner
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
 from platform_schemas.events.contracts import AccountMarkedInactive, AccountRegistered
-from sqlalchemy import MetaData, select
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import select
 
 from tests.support.fakes import FakeDeadLetters, record
-from tests.support.probe_service import drop_database, scratch_database
-from tests.support.processes import DB_PREFIX
+from tests.support.probe_service import runtime_tables_engine
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -40,45 +36,37 @@ TRACEPARENT = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
 @pytest_asyncio.fixture(loop_scope="session")
 async def service(infra):
     """A service of one command handler (it announces the account and schedules a timer) and one timer."""
-    name = f"{DB_PREFIX}it_trace_{uuid.uuid4().hex[:8]}"
-    url = await scratch_database(infra.postgres_url, name)
-    metadata = MetaData()
-    add_runtime_tables(metadata)
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    clock = FrozenClock(NOW)
+    async with runtime_tables_engine(infra.postgres_url, "trace") as (_url, engine, metadata):
+        clock = FrozenClock(NOW)
 
-    def new_uow() -> UnitOfWork:
-        return UnitOfWork(engine, metadata.tables, "tracetest", clock, notify_channel("tracetest"))
+        def new_uow() -> UnitOfWork:
+            return UnitOfWork(engine, metadata.tables, "tracetest", clock, notify_channel("tracetest"))
 
-    async def register(cmd: RegisterAccount, ctx: HandlerContext) -> None:
-        uow = ctx.uow
-        uow.publish("contracts.events", AccountRegistered(account_id=cmd.account_id, role=cmd.role,
-                                                          name=cmd.name, email=cmd.email), subject=cmd.account_id)
-        await uow.schedule(f"sweep:{cmd.account_id}", "sweep", cmd.account_id, NOW + timedelta(days=1),
-                           {"account_id": cmd.account_id})
+        async def register(cmd: RegisterAccount, ctx: HandlerContext) -> None:
+            uow = ctx.uow
+            uow.publish("contracts.events", AccountRegistered(account_id=cmd.account_id, role=cmd.role,
+                                                              name=cmd.name, email=cmd.email), subject=cmd.account_id)
+            await uow.schedule(f"sweep:{cmd.account_id}", "sweep", cmd.account_id, NOW + timedelta(days=1),
+                               {"account_id": cmd.account_id})
 
-    handled_payloads = []
+        handled_payloads = []
 
-    async def sweep(payload: dict, ctx: HandlerContext) -> None:
-        handled_payloads.append(payload)
-        ctx.uow.publish("contracts.events", AccountMarkedInactive(account_id=payload["account_id"],
-                                                              last_activity_at=NOW), subject=payload["account_id"])
+        async def sweep(payload: dict, ctx: HandlerContext) -> None:
+            handled_payloads.append(payload)
+            ctx.uow.publish("contracts.events", AccountMarkedInactive(account_id=payload["account_id"],
+                                                                  last_activity_at=NOW), subject=payload["account_id"])
 
-    dispatcher = CommandDispatcher("contracts.commands", {RegisterAccount: register}, "contracts.events")
-    consumer = BatchProcessor("contracts.commands", dispatcher.dispatch, new_uow, FakeDeadLetters(), 3, 0.01)
-    timers = TimerRunner(new_uow, {"sweep": sweep}, clock)
+        dispatcher = CommandDispatcher("contracts.commands", {RegisterAccount: register}, "contracts.events")
+        consumer = BatchProcessor("contracts.commands", dispatcher.dispatch, new_uow, FakeDeadLetters(), 3, 0.01)
+        timers = TimerRunner(new_uow, {"sweep": sweep}, clock)
 
-    async def outbox() -> list[Envelope]:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(select(metadata.tables["outbox"].c.payload)
-                                       .order_by(metadata.tables["outbox"].c.seq))).scalars().all()
-        return [Envelope.model_validate_json(r) for r in rows]
+        async def outbox() -> list[Envelope]:
+            async with engine.connect() as conn:
+                rows = (await conn.execute(select(metadata.tables["outbox"].c.payload)
+                                           .order_by(metadata.tables["outbox"].c.seq))).scalars().all()
+            return [Envelope.model_validate_json(r) for r in rows]
 
-    yield consumer, timers, clock, outbox, handled_payloads
-    await engine.dispose()
-    await drop_database(infra.postgres_url, name)
+        yield consumer, timers, clock, outbox, handled_payloads
 
 
 @pytest.fixture

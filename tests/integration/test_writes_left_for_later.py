@@ -21,16 +21,13 @@ from platform_runtime.consumer import BatchProcessor
 from platform_runtime.dispatch import CommandDispatcher
 from platform_runtime.errors import IsolationNeeded, Rejected
 from platform_runtime.relay import asyncpg_dsn, notify_channel
-from platform_runtime.tables import add_runtime_tables
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
 from sqlalchemy import MetaData, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support.fakes import FakeDeadLetters, record
-from tests.support.probe_service import drop_database, scratch_database
-from tests.support.processes import DB_PREFIX
+from tests.support.probe_service import runtime_tables_engine
 
 pytestmark = pytest.mark.integration
 
@@ -66,17 +63,11 @@ async def first_try(scratch: Scratch):
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def scratch(infra):
-    name = f"{DB_PREFIX}it_later_{uuid.uuid4().hex[:8]}"
-    url = await scratch_database(infra.postgres_url, name)
-    metadata = MetaData()
-    add_runtime_tables(metadata)
-    engine = create_async_engine(url, pool_size=1, max_overflow=0)  # one connection: the pool hands it back
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-        await conn.execute(text("CREATE TABLE notes (id varchar PRIMARY KEY, n integer NOT NULL)"))
-    yield Scratch(url, engine, metadata)
-    await engine.dispose()
-    await drop_database(infra.postgres_url, name)
+    # One connection: the pool hands the same one back to the next unit of work.
+    async with runtime_tables_engine(infra.postgres_url, "later", pool_size=1, max_overflow=0) as (url, engine, metadata):
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE notes (id varchar PRIMARY KEY, n integer NOT NULL)"))
+        yield Scratch(url, engine, metadata)
 
 
 @pytest.fixture(autouse=True)

@@ -104,6 +104,30 @@ async def migrated_engine(postgres_url: str, label: str, migrations_dir: Path):
         await drop_database(postgres_url, name)
 
 
+@asynccontextmanager
+async def runtime_tables_engine(postgres_url: str, label: str, **engine_options):
+    """An engine on a fresh database of its own (named after `label`) holding the runtime's tables only (outbox,
+    inbox, timers), and their MetaData: for tests of the runtime alone. Dropped afterwards."""
+    import uuid
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from tests.support.processes import DB_PREFIX
+
+    name = f"{DB_PREFIX}it_{label}_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(postgres_url, name)
+    metadata = MetaData()
+    add_runtime_tables(metadata)
+    engine = create_async_engine(url, **engine_options)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        yield url, engine, metadata
+    finally:
+        await engine.dispose()
+        await drop_database(postgres_url, name)
+
+
 async def drop_database(postgres_url: str, name: str) -> None:
     import asyncpg
 
