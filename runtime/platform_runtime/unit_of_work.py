@@ -160,6 +160,7 @@ class UnitOfWork:
     async def commit(self) -> None:
         """Write what the transaction queued (timers cancelled and scheduled, commands' statuses, outbox rows: one
         statement, with the NOTIFY the relay gets only when this commits), then commit."""
+        await driver_sql.write_what_is_left(self.session)  # the handlers' writes left for later go first
         cancel, schedule, outbox = self._cancelled, self._scheduled, self.outgoing
         statuses = {command_id: (status, outcome) for command_id, status, outcome in self._statuses}
         if cancel or schedule or outbox or statuses:
@@ -176,7 +177,6 @@ class UnitOfWork:
             conn = await self.driver()
             await conn.fetchval(driver_sql.write_at_commit(bool(cancel), bool(schedule), bool(statuses),
                                                            bool(outbox)), *args)
-        await driver_sql.write_what_is_left(self.session)
         await self.session.commit()
         self.outgoing, self._scheduled, self._cancelled, self._statuses = [], [], [], []
 

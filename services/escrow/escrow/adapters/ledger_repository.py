@@ -85,14 +85,23 @@ class LedgerRepository:
                   **_posting_columns([transaction]), **_balance_columns(touched, moved),
                   "f_milestone_id": milestones, "f_funded": [funding.by_milestone[m] for m in milestones]}
 
+        def posted(row) -> bool:
+            return row["claimed"] and row["currency"] == funding.currency
+
         def as_taken(row) -> bool:
-            return row["claimed"] and row["currency"] == funding.currency and _within_funds(row, moved, [transaction])
+            if not posted(row):
+                return False
+            try:
+                _refuse_overdraft(_balances_after(row), moved, [postings])
+            except Rejected:
+                return False
+            return True
 
         row = await write_later(self.session, _HOLD.sql, *_HOLD.args(params), expect=as_taken)
         if row is None:
             return None
-        if row["claimed"] and row["currency"] == funding.currency and not _within_funds(row, moved, [transaction]):
-            ledger.apply_all(_before(row, moved), [postings])  # raises the domain's refusal
+        if posted(row):
+            _refuse_overdraft(_balances_after(row), moved, [postings])
         return row["claimed"], row["currency"]
 
     async def contract_currency(self, contract_id: str) -> str | None:
@@ -123,8 +132,7 @@ class LedgerRepository:
         moved = ledger.balances(legs)
         rows = await _POST.fetch(self.session, _posting_columns(transactions) | _balance_columns(sorted(moved), moved))
         after = {Account(kind, owner, sub, currency): balance for kind, owner, sub, currency, balance in rows}
-        # The domain's rule, on the balances as they were: refused if any transaction, in turn, overdraws.
-        ledger.apply_all({a: after[a] - moved[a] for a in moved}, [t.postings for t in transactions])
+        _refuse_overdraft(after, moved, [t.postings for t in transactions])
 
     async def held(self, contract_id: str, milestone_id: str) -> int:
         """What a milestone holds, locked until this transaction ends."""
@@ -179,20 +187,17 @@ def _balance_columns(touched: list[Account], moved: dict[Account, int]) -> dict[
             "b_delta": [moved[a] for a in touched]}
 
 
-def _before(row, moved: dict[Account, int]) -> dict[Account, int]:
-    """The balances as they were before a hold's postings, from those after it (its answer's arrays)."""
-    after = {Account(*key): balance for *key, balance in zip(row["b_kind"] or (), row["b_owner_id"] or (),
-                                                              row["b_sub_id"] or (), row["b_currency"] or (),
-                                                              row["b_balance"] or ())}
-    return {a: after[a] - moved[a] for a in moved if a in after}
+def _balances_after(row) -> dict[Account, int]:
+    """The balances a hold's postings left, from its answer's arrays (none when nothing was posted)."""
+    columns = (row[f"b_{c}"] or () for c in ("kind", "owner_id", "sub_id", "currency", "balance"))
+    return {Account(kind, owner, sub, currency): balance for kind, owner, sub, currency, balance in zip(*columns)}
 
 
-def _within_funds(row, moved: dict[Account, int], transactions: list[LedgerTransaction]) -> bool:
-    try:
-        ledger.apply_all(_before(row, moved), [t.postings for t in transactions])
-    except Rejected:
-        return False
-    return True
+def _refuse_overdraft(after: dict[Account, int], moved: dict[Account, int],
+                      transactions: list[list[ledger.Posting]]) -> None:
+    """The domain's rule on the balances as they were before the postings (those after, less what the postings
+    moved): refused (Rejected, the caller's savepoint rolls back) if any transaction, in turn, overdraws."""
+    ledger.apply_all({a: after[a] - moved[a] for a in moved}, transactions)
 
 
 # -- statements built once (building one costs more CPU than running it); arrays unnested, so one text serves
