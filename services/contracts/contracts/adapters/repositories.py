@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from platform_runtime.errors import Rejected
 
-from ..domain.accounts import Account
+from ..domain.accounts import Account, activity_is_news
 from ..domain.contracts import Contract, Milestone
 from ..domain.sagas import NEEDS_ATTENTION, RUNNING, Saga
 from ..domain.statement import Movement
@@ -144,7 +144,7 @@ class AccountRepository:
         await sql.write_later(self.session, _RECORD_ACTIVITY, list(account_ids), now - resolution, now)
         for account_id in account_ids:  # the same rule on the batch's preload
             known = self._preloaded.get(account_id)
-            if known is not None and (known.last_activity_at is None or known.last_activity_at < now - resolution):
+            if known is not None and activity_is_news(known.last_activity_at, now, resolution):
                 self._preloaded[account_id] = replace(known, last_activity_at=now)
 
 
