@@ -84,48 +84,44 @@ async def scratch_database(postgres_url: str, name: str) -> str:
 
 
 @asynccontextmanager
-async def migrated_engine(postgres_url: str, label: str, migrations_dir: Path):
-    """An engine on a fresh database of its own (named after `label`), migrated to head; dropped afterwards."""
+async def _fresh_database(postgres_url: str, label: str, **engine_options):
+    """A database of its own (named after `label`) and an engine on it (not connected yet); both gone afterwards."""
     import uuid
 
-    from platform_runtime.migrate import upgrade
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from tests.support.processes import DB_PREFIX
 
     name = f"{DB_PREFIX}it_{label}_{uuid.uuid4().hex[:8]}"
     url = await scratch_database(postgres_url, name)
-    await asyncio.to_thread(upgrade, migrations_dir, url)
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, **engine_options)
     try:
-        yield engine
+        yield url, engine
     finally:
         await engine.dispose()
         await drop_database(postgres_url, name)
 
 
 @asynccontextmanager
+async def migrated_engine(postgres_url: str, label: str, migrations_dir: Path):
+    """An engine on a fresh database of its own (named after `label`), migrated to head; dropped afterwards."""
+    from platform_runtime.migrate import upgrade
+
+    async with _fresh_database(postgres_url, label) as (url, engine):
+        await asyncio.to_thread(upgrade, migrations_dir, url)
+        yield engine
+
+
+@asynccontextmanager
 async def runtime_tables_engine(postgres_url: str, label: str, **engine_options):
     """An engine on a fresh database of its own (named after `label`) holding the runtime's tables only (outbox,
     inbox, timers), and their MetaData: for tests of the runtime alone. Dropped afterwards."""
-    import uuid
-
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from tests.support.processes import DB_PREFIX
-
-    name = f"{DB_PREFIX}it_{label}_{uuid.uuid4().hex[:8]}"
-    url = await scratch_database(postgres_url, name)
     metadata = MetaData()
     add_runtime_tables(metadata)
-    engine = create_async_engine(url, **engine_options)
-    try:
+    async with _fresh_database(postgres_url, label, **engine_options) as (url, engine):
         async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
         yield url, engine, metadata
-    finally:
-        await engine.dispose()
-        await drop_database(postgres_url, name)
 
 
 async def drop_database(postgres_url: str, name: str) -> None:
