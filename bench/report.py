@@ -47,6 +47,11 @@ def floor(raw: dict | None) -> dict:
             "commit_bound_sagas_per_second_unbatched": round(best["commits_per_second"] / COMMITS, 1)}
 
 
+def _print_hops(run: dict) -> None:
+    for stage, hop in run.get("hops_ms", {}).items():
+        print(f"  hop {stage}: p50 {hop.get('p50')} ms, p99 {hop.get('p99')} ms")
+
+
 def _latency_at(fund: dict, rate: float) -> dict | None:
     return next((run for run in fund.get("latency", []) if run["offered_rate_per_second"] == rate), None)
 
@@ -113,7 +118,7 @@ def _check(value: float, target: float, at_least: bool = False) -> dict:
 
 
 def all_sent(fund: dict) -> bool:
-    phases = [*fund.get("latency", []), *(fund[k] for k in ("burst", "throughput") if k in fund)]
+    phases = [*fund.get("latency", []), *(fund[k] for k in ("hops_run", "burst", "throughput") if k in fund)]
     return all(set(p["outcomes"]) == {"OfferSent"} and p["all_completed"] for p in phases)
 
 
@@ -200,8 +205,14 @@ def report(result: dict) -> None:
                   f"p99 {_beside(ms.get('p99'), bottom.get('saga_path_ms_p99'))}, max {ms.get('max')} ms; "
                   f"load generator late by up to {lat['worst_send_lag_ms']} ms; {lat['outcomes']}; {_stalls(lat['stalls'])}")
             print(f"  {_cpu(lat)}")
-            for stage, hop in lat.get("hops_ms", {}).items():
-                print(f"  hop {stage}: p50 {hop.get('p50')} ms, p99 {hop.get('p99')} ms")
+            _print_hops(lat)
+        if traced := fund.get("hops_run"):
+            ms = traced["latency_ms"]
+            print(f"Hops, a separate run at {traced['offered_rate_per_second']:g} offers/s for {traced['seconds']} s with "
+                  f"the hop tracer (one more consumer of every saga message: not a target's figure): p50 {ms.get('p50')}"
+                  f" ms, p99 {ms.get('p99')} ms; {_stalls(traced['stalls'])}")
+            print(f"  {_cpu(traced)}")
+            _print_hops(traced)
         if burst := fund.get("burst"):
             print(f"Fund saga burst of {burst['burst']}: {burst['sagas_per_second']} sagas/s (last OfferSent after "
                   f"{burst['seconds_to_last_offer_sent']} s; commit-bound floor "

@@ -64,6 +64,23 @@ def test_the_printout_puts_the_floor_beside_each_figure(capsys):
     assert "STALL: 1 saga(s) over 1000 ms" in out and "[MISSED] burst sagas/s >= 500" in out
 
 
+def test_the_traced_run_for_the_hops_is_printed_apart_and_never_counted_against_a_target(capsys):
+    run = fund()
+    run["hops_run"] = phase(offered_rate_per_second=20, seconds=5, worst_send_lag_ms=1.0, stalls=stalls([]),
+                            latency_ms={"count": 5, "p50": 500.0, "p99": 900.0, "max": 900.0},
+                            hops_ms={"contracts: SendOffer -> ChargeClient published": {"p50": 40.0, "p99": 80.0}})
+    checks = verdict(run, floor(raw()))
+    assert checks["p50 ms at 20/s <= 10 x floor (95.0 ms)"] == verdict(fund(), floor(raw()))[
+        "p50 ms at 20/s <= 10 x floor (95.0 ms)"]  # the untraced run's 90 ms, not the traced run's 500
+    result = {"started_at": "2026-12-02T00:00:00Z", "machine": {"git_commit": "abc", "nproc": 2, "python": "3.11"},
+              "load_average_at_start": [1, 1, 1], "load_average_at_end": [2, 2, 2], "raw_limits": raw(),
+              "floor": floor(raw()), "fund_saga": run, "verdict": checks}
+    report(result)
+    out = capsys.readouterr().out
+    assert "Hops, a separate run at 20 offers/s" in out and "not a target's figure" in out
+    assert "hop contracts: SendOffer -> ChargeClient published: p50 40.0 ms" in out
+
+
 def test_the_bonus_target_follows_the_batch_size_and_a_batch_that_never_completed_is_a_missed_target():
     from bench.bonus_batch import time_allowed
     from bench.report import bonus_target_seconds
