@@ -49,6 +49,9 @@ class BatchProcessor:
     claim_status: str | None = None
     # Reads what the batch's handlers will read, once for the batch (the dispatcher's `prefetch`).
     prefetch: Callable[[list[Envelope], UnitOfWork], Awaitable[None]] | None = None
+    # The keys of answers kept in the inbox that the handlers will ask for, read in the claims' statement (the
+    # dispatcher's `kept_answers`: a participant's steps answered as failed before).
+    kept_answers: Callable[[list[Envelope], UnitOfWork], list[str]] | None = None
 
     async def process(self, records: list[ConsumerRecord]) -> dict[TopicPartition, int]:
         """Handle a batch; returns the offsets to commit (next offset per partition)."""
@@ -89,7 +92,7 @@ class BatchProcessor:
         async with self.new_uow() as uow:
             uow.savepoint_per_message = savepoints
             await read_batch(uow, [e for _, e in batch if self.handles is None or self.handles(e.type)],
-                             None if savepoints else self.claim_status, self.prefetch)
+                             None if savepoints else self.claim_status, self.prefetch, self.kept_answers)
             for _record, envelope in batch:
                 # The message's trace context is current while it is handled: what it causes carries it on.
                 with tracing.span(f"handle {envelope.type}", {
@@ -153,11 +156,13 @@ class BatchProcessor:
 
 
 async def read_batch(uow: UnitOfWork, handled: list[Envelope], claim_status: str | None,
-                     prefetch: Callable[[list[Envelope], UnitOfWork], Awaitable[None]] | None) -> None:
+                     prefetch: Callable[[list[Envelope], UnitOfWork], Awaitable[None]] | None,
+                     kept_answers: Callable[[list[Envelope], UnitOfWork], list[str]] | None = None) -> None:
     """Before a batch's messages are handled: their inbox claims in one statement (on a try without savepoints),
+    with the answers kept that their handlers will ask for (even for a lone message: one round trip, not two),
     then the dispatcher's `prefetch` of what their handlers will read, for a batch of two or more."""
     if claim_status:
-        await uow.claim_all(handled, claim_status)
+        await uow.claim_all(handled, claim_status, kept_answers(handled, uow) if kept_answers is not None else ())
     if prefetch is not None and len(handled) > 1:
         await prefetch(handled, uow)
 

@@ -61,23 +61,31 @@ class CommandDispatcher:
         up at once, and the service's own `read_ahead`."""
         return self._prefetch if self.failure_reply is not None or self.read_ahead is not None else None
 
+    @property
+    def kept_answers(self) -> Callable[[list[Envelope], UnitOfWork], list[str]] | None:
+        """What the consumer calls before it claims a batch: the keys of the answers its handlers will ask for,
+        read in the claims' statement (`UnitOfWork.claim_all`). None when this dispatcher asks for none."""
+        return self.failed_steps_of if self.failure_reply is not None else None
+
     async def _prefetch(self, envelopes: list[Envelope], uow: UnitOfWork) -> None:
         if self.failure_reply is not None:
-            await self.failed_steps_of(envelopes, uow)
+            # Free when the claims read them already (a batch's first try); one statement on its second try.
+            await uow.recorded_many(self.failed_steps_of(envelopes, uow))
         if self.read_ahead is not None:
             await self.read_ahead(envelopes, uow)
 
-    async def failed_steps_of(self, envelopes: list[Envelope], uow: UnitOfWork) -> None:
-        """Which of the batch's steps were answered as failed before: one statement for the batch, not one per
-        command. Each command is parsed here, for its step id, and handled from this parse (`_parsed`)."""
+    def failed_steps_of(self, envelopes: list[Envelope], uow: UnitOfWork) -> list[str]:
+        """Where the batch's steps would be kept if they were answered as failed before, looked up together, not
+        one per command. Each command is parsed here, for its step id, and handled from this parse (`_parsed`)."""
         parsed: dict[str, tuple[Envelope, Message]] = uow.batch.setdefault(_PARSED, {})
         keys = set()
         for envelope in envelopes:
-            command = self._try_parse(envelope)
+            earlier = parsed.get(envelope.id)
+            command = earlier[1] if earlier is not None and earlier[0] is envelope else self._try_parse(envelope)
             if command is not None and (key := self._failed_key(command)) is not None:
                 parsed[envelope.id] = (envelope, command)
                 keys.add(key)
-        uow.batch[_FAILED_STEPS] = await uow.recorded_many(sorted(keys))
+        return sorted(keys)
 
     async def dispatch(self, envelope: Envelope, uow: UnitOfWork) -> None:
         uow.cause = Cause.of(envelope)
@@ -138,8 +146,7 @@ class CommandDispatcher:
         key = self._failed_key(command)
         if key is None:
             return False
-        prefetched = uow.batch.get(_FAILED_STEPS)
-        earlier = prefetched.get(key) if prefetched is not None else await uow.recorded(key)
+        earlier = await uow.recorded(key)  # read with the batch's claims, or by the prefetch, or now
         if earlier is None:
             return False
         failure = self.failure_reply(command, earlier["reason_code"], earlier["message"], earlier["retryable"])
@@ -150,9 +157,8 @@ class CommandDispatcher:
         outcome = {"type": type(failure).__name__, "reason_code": failure.reason_code, "message": failure.message,
                    "retryable": failure.retryable}
         await uow.set_command_status(envelope.id, "rejected", outcome)
+        # The same step later in this batch sees it: `remember` keeps it for `recorded` too.
         await uow.remember(_failed_step_key(failure.step_id), type(failure).__name__, envelope.subject, outcome)
-        if (prefetched := uow.batch.get(_FAILED_STEPS)) is not None:
-            prefetched[_failed_step_key(failure.step_id)] = outcome  # the same step later in this batch sees it
         uow.publish(self.rejections_topic, failure, subject=envelope.subject)
 
     def _failed_key(self, command: Message) -> str | None:
@@ -225,8 +231,8 @@ class CommandDispatcher:
         ), subject=envelope.subject)
 
 
-# UnitOfWork.batch's keys: commands parsed by the prefetch (id -> (envelope, command)), steps failed before.
-_PARSED, _FAILED_STEPS = "dispatch.parsed", "dispatch.failed_steps"
+# UnitOfWork.batch's key: commands parsed before the batch is handled (id -> (envelope, command)).
+_PARSED = "dispatch.parsed"
 
 
 def _failed_step_key(step_id: str) -> str:

@@ -13,7 +13,6 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import groupby, product
-from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -187,7 +186,9 @@ SELECT (SELECT message_id FROM claimed) AS claimed,
 
 # A batch's claims in one statement: for each distinct id, whether this statement inserted it, else the
 # fingerprint of the row that was there (NULL when another transaction committed it while this one waited on
-# the index: not in this statement's snapshot; that message's own claim looks again).
+# the index: not in this statement's snapshot; that message's own claim looks again). Then, in the same
+# statement, the answers kept under the keys $8 (a participant's steps answered as failed before: rows with
+# `claimed` NULL), which the batch's handlers would otherwise each look up in a round trip of their own.
 CLAIM_ALL = """
 WITH claimed AS (
     INSERT INTO processed_messages (message_id, type, subject, actor, fingerprint, status, processed_at)
@@ -195,10 +196,12 @@ WITH claimed AS (
     FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[])
          AS m(id, type, subject, actor, fingerprint)
     ON CONFLICT DO NOTHING RETURNING message_id)
-SELECT m.id, c.message_id IS NOT NULL AS claimed, p.fingerprint AS seen
+SELECT m.id, c.message_id IS NOT NULL AS claimed, p.fingerprint AS seen, NULL::jsonb AS outcome
 FROM unnest($1::varchar[]) AS m(id)
 LEFT JOIN claimed c ON c.message_id = m.id
 LEFT JOIN processed_messages p ON p.message_id = m.id
+UNION ALL
+SELECT message_id, NULL, NULL, outcome FROM processed_messages WHERE message_id = ANY($8::varchar[])
 """
 
 # Answers kept under keys of their own (UnitOfWork.remember), e.g. the saga steps answered as failed.

@@ -59,6 +59,8 @@ class Subscription:
     claim_status: str | None = None
     # What the batch's handlers will read, read once for the batch: by default the dispatcher's own.
     prefetch: Callable[..., Awaitable[None]] | None = None
+    # The keys of answers the batch's handlers will ask for, read with the claims: by default the dispatcher's.
+    kept_answers: Callable[..., list[str]] | None = None
 
     def __post_init__(self) -> None:
         owner = getattr(self.dispatch, "__self__", None)
@@ -68,6 +70,8 @@ class Subscription:
             self.prefetch = getattr(owner, "prefetch", None)
         if self.claim_status is None:
             self.claim_status = getattr(owner, "claim_status", None)
+        if self.kept_answers is None:
+            self.kept_answers = getattr(owner, "kept_answers", None)
 
 
 async def plain_context(runtime: "Runtime") -> ContextFactory:
@@ -204,7 +208,8 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
             topic=s.topic, dispatch=s.dispatch, new_uow=runtime.new_uow, dead_letters=dead_letters,
             max_attempts=settings.consumer_max_attempts,
             backoff_seconds=settings.consumer_retry_backoff.total_seconds(), give_up=s.give_up,
-            faults=runtime.faults, handles=s.handles, claim_status=s.claim_status, prefetch=s.prefetch)
+            faults=runtime.faults, handles=s.handles, claim_status=s.claim_status, prefetch=s.prefetch,
+            kept_answers=s.kept_answers)
         for s in subscriptions
     }
 

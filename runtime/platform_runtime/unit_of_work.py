@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -95,6 +96,9 @@ class UnitOfWork:
     _statuses: list[tuple[str, str, str | None]] = field(default_factory=list)
     # A batch's claims made at once (claim_all): message id -> (verdict, status), answered by `claim`.
     _claimed: dict[str, tuple[InboxVerdict, str]] = field(default_factory=dict)
+    # Answers kept under keys of their own (remember), as this transaction has read or written them: key ->
+    # outcome, None when none is kept. `recorded` answers from here with no round trip.
+    _kept: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     # What a dispatcher's `prefetch` read for the batch's handlers, under names of the service's choosing
     # (contracts: the sagas its replies answer, locked with their contracts in one statement).
     batch: dict[str, Any] = field(default_factory=dict)
@@ -108,7 +112,7 @@ class UnitOfWork:
         self.session = await self.engine.connect()
         await self.session.begin()
         self.outgoing, self._scheduled, self._cancelled, self._claimed = [], [], [], {}
-        self._statuses, self.batch = [], {}
+        self._statuses, self.batch, self._kept = [], {}, {}
         self.savepoint_per_message = True
         return self
 
@@ -212,22 +216,28 @@ class UnitOfWork:
             seen = await conn.fetchval("SELECT fingerprint FROM processed_messages WHERE message_id = $1", envelope.id)
         return "duplicate" if seen == print_ else "conflict"
 
-    async def claim_all(self, envelopes: list[Envelope], status: str) -> None:
+    async def claim_all(self, envelopes: list[Envelope], status: str, kept: Sequence[str] = ()) -> None:
         """Claim a batch's messages in one statement, before they are handled: each one's `claim` then answers
-        from what this found, with no round trip of its own. Only the first delivery of an id is claimed here."""
+        from what this found, with no round trip of its own. Only the first delivery of an id is claimed here.
+        The answers kept under the keys `kept` are read in the same statement (`recorded` then answers them):
+        for a lone saga step that is one round trip instead of two."""
         unique: dict[str, Envelope] = {}
         for envelope in envelopes:
             unique.setdefault(envelope.id, envelope)
         first = list(unique.values())
-        if len(first) < 2:
-            return  # one message: its own claim is one round trip too
+        keys = [key for key in dict.fromkeys(kept) if key not in self._kept]
+        if len(first) < 2 and not keys:
+            return  # one message and nothing to read with it: its own claim is one round trip too
         prints = {e.id: fingerprint(e) for e in first}
         conn = await self.driver()
         rows = await conn.fetch(driver_sql.CLAIM_ALL, [e.id for e in first], [e.type for e in first],
                                 [e.subject for e in first], [e.actor for e in first], list(prints.values()), status,
-                                self.clock.now())
+                                self.clock.now(), keys)
+        self._kept.update(dict.fromkeys(keys))
         for row in rows:
-            if row["claimed"]:
+            if row["claimed"] is None:
+                self._kept[row["id"]] = row["outcome"]
+            elif row["claimed"]:
                 self._claimed[row["id"]] = ("new", status)
             elif row["seen"] is not None:
                 self._claimed[row["id"]] = ("duplicate" if row["seen"] == prints[row["id"]] else "conflict", status)
@@ -238,17 +248,22 @@ class UnitOfWork:
         await self.session.execute(pg_insert(inbox).values(
             message_id=key, type=type_, subject=subject, actor="system", fingerprint="-", status="remembered",
             outcome=outcome, processed_at=self.clock.now()).on_conflict_do_nothing())
+        if key in self._kept and self._kept[key] is None:
+            self._kept[key] = outcome  # the first answer kept stays (DO NOTHING): only a missing one is new
 
     async def recorded(self, key: str) -> dict[str, Any] | None:
         """The answer kept under `key`, if any."""
         return (await self.recorded_many([key])).get(key)
 
     async def recorded_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The answers kept under these keys (those there are), in one statement."""
-        if not keys:
-            return {}
-        conn = await self.driver()
-        return {row["message_id"]: row["outcome"] for row in await conn.fetch(driver_sql.RECORDED, keys)}
+        """The answers kept under these keys (those there are): those not read yet in this transaction, in one
+        statement."""
+        unread = [key for key in dict.fromkeys(keys) if key not in self._kept]
+        if unread:
+            conn = await self.driver()
+            self._kept.update(dict.fromkeys(unread))
+            self._kept.update((row["message_id"], row["outcome"]) for row in await conn.fetch(driver_sql.RECORDED, unread))
+        return {key: self._kept[key] for key in keys if self._kept.get(key) is not None}
 
     async def set_command_status(self, command_id: str, status: str, outcome: dict[str, Any] | None = None) -> None:
         """A command's final status and outcome (GET /commands/{id}), written at commit with the outbox: a batch

@@ -561,3 +561,39 @@ async def test_an_id_used_before_with_another_body_is_rejected_when_claimed_with
 
 async def _nothing() -> None:
     return None
+
+
+async def test_a_lone_message_is_claimed_with_the_answers_its_handler_will_ask_for_in_one_statement(scratch):
+    """A saga step alone in its batch (every step at a low rate): its claim and the look-up of its step answered
+    as failed before go in one statement (UnitOfWork.claim_all with `kept`); `recorded` then answers from it, and
+    an answer kept later in the transaction is seen by the next `recorded`."""
+    async with scratch.new_uow() as uow:
+        await uow.remember("failed-step:s-1", "EscrowHoldRejected", "c-1", {"reason_code": "currency_mismatch"})
+        await uow.commit()
+    statements: list[str] = []
+    async with scratch.new_uow() as uow:
+        conn = await uow.driver()
+        def log(logged) -> None:  # asyncpg's own look-ups of types (jit, typeinfo) are not the inbox's
+            if "processed_messages" in logged.query:
+                statements.append(logged.query)
+
+        conn.add_query_logger(log)
+        try:
+            step = command(name="Ann", id="cmd-step")
+            await uow.claim_all([step], "accepted", ["failed-step:s-1", "failed-step:s-2"])
+            await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not within the statement
+            assert len(statements) == 1
+            assert await uow.claim(step) == "new"
+            assert await uow.recorded("failed-step:s-1") == {"reason_code": "currency_mismatch"}
+            assert await uow.recorded_many(["failed-step:s-1", "failed-step:s-2"]) == {
+                "failed-step:s-1": {"reason_code": "currency_mismatch"}}
+            await asyncio.sleep(0)
+            assert len(statements) == 1  # the claim, the verdict and both answers came with the one statement
+            await uow.remember("failed-step:s-2", "EscrowHoldRejected", "c-1", {"reason_code": "overdraft"})
+            assert await uow.recorded("failed-step:s-2") == {"reason_code": "overdraft"}
+            await uow.commit()
+        finally:
+            conn.remove_query_logger(log)
+    rows = await scratch.fetch("SELECT message_id, status FROM processed_messages ORDER BY message_id")
+    assert [(r["message_id"], r["status"]) for r in rows] == [
+        ("cmd-step", "accepted"), ("failed-step:s-1", "remembered"), ("failed-step:s-2", "remembered")]

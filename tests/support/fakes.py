@@ -6,6 +6,7 @@ roll back, and nothing reaches the shared `FakeStore` unless `commit()` is calle
 """
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -77,6 +78,7 @@ class FakeUnitOfWork:
         self.committed = False
         self.savepoint_per_message = True  # as UnitOfWork: the consumer turns it off for a batch's first try
         self.batch: dict = {}  # as UnitOfWork: what a dispatcher's prefetch read for the batch
+        self.claimed_with: list[list[str]] = []  # the keys each claim_all was asked to read with its claims
 
     async def __aenter__(self) -> "FakeUnitOfWork":
         self.inbox = copy.deepcopy(self.store.inbox)
@@ -113,8 +115,10 @@ class FakeUnitOfWork:
             return "new"
         return "duplicate" if seen["fingerprint"] == fingerprint(envelope) else "conflict"
 
-    async def claim_all(self, envelopes: list[Envelope], status: str) -> None:
-        """The real one claims a batch in one statement; here each message's own claim does it."""
+    async def claim_all(self, envelopes: list[Envelope], status: str, kept: Sequence[str] = ()) -> None:
+        """The real one claims a batch in one statement, and reads the answers kept under `kept` in it; here each
+        message's own claim does it, and `recorded` reads the inbox. What was asked is kept, for tests."""
+        self.claimed_with.append(list(kept))
 
     async def remember(self, key: str, type_: str, subject: str, outcome: dict[str, Any]) -> None:
         self.inbox.setdefault(key, {"type": type_, "fingerprint": "-", "status": "remembered", "outcome": outcome})

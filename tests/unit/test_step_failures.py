@@ -81,31 +81,32 @@ def batch_consumer(dispatcher: CommandDispatcher, store: FakeStore) -> BatchProc
     return BatchProcessor(topic=ESCROW_SAGA_COMMANDS, dispatch=dispatcher.dispatch,
                           new_uow=lambda: FakeUnitOfWork(store, service="escrow"), dead_letters=FakeDeadLetters(),
                           max_attempts=2, backoff_seconds=0.001, give_up=dispatcher.give_up,
-                          claim_status=dispatcher.claim_status, prefetch=dispatcher.prefetch)
+                          claim_status=dispatcher.claim_status, prefetch=dispatcher.prefetch,
+                          kept_answers=dispatcher.kept_answers)
 
 
-async def test_in_a_batch_a_step_answered_as_failed_before_is_found_by_the_batchs_one_lookup():
+@pytest.mark.parametrize("batch", [[HOLD, RELEASE], [HOLD]], ids=["a batch", "a lone step"])
+async def test_a_step_answered_as_failed_before_is_looked_up_with_the_batchs_claims(batch):
     store = FakeStore()
     first = FakeUnitOfWork(store, service="escrow")
     await participant(Step(refuse="currency_mismatch")).dispatch(sent(HOLD), first)
     await first.commit()
     succeeds_now = Step()
-    looked_up = []
+    uows = []
 
-    class Counting(FakeUnitOfWork):
-        async def recorded(self, key):
-            raise AssertionError("each command looked up on its own")
-
-        async def recorded_many(self, keys):
-            looked_up.append(keys)
-            return await super().recorded_many(keys)
+    def counting() -> FakeUnitOfWork:
+        uows.append(FakeUnitOfWork(store, service="escrow"))
+        return uows[-1]
 
     dispatcher = participant(succeeds_now)
     consumer = batch_consumer(dispatcher, store)
-    consumer.new_uow = lambda: Counting(store, service="escrow")
-    await consumer.process([record(sent(HOLD).to_json(), 0, topic=ESCROW_SAGA_COMMANDS),
-                            record(sent(RELEASE).to_json(), 1, topic=ESCROW_SAGA_COMMANDS)])
-    assert looked_up == [[f"failed-step:{HOLD.hold_id}", f"failed-step:{RELEASE.release_id}"]]
+    consumer.new_uow = counting
+    await consumer.process([record(sent(cmd).to_json(), i, topic=ESCROW_SAGA_COMMANDS) for i, cmd in enumerate(batch)])
+    keys = {"HoldEscrow": f"failed-step:{HOLD.hold_id}", "ReleaseEscrow": f"failed-step:{RELEASE.release_id}"}
+    assert [uow.claimed_with for uow in uows] == [[[keys[type(cmd).__name__] for cmd in batch]]]  # one try, one claim
+    if len(batch) == 1:
+        assert succeeds_now.calls == 0 and store.outbox[-1].envelope.type == "EscrowHoldRejected"
+        return
     assert succeeds_now.calls == 1  # the release only: the hold is answered as it was before
     assert [o.envelope.type for o in store.outbox][-2:] == ["EscrowHoldRejected", "ReleaseEscrow"]
 
