@@ -78,7 +78,7 @@ class LedgerRepository:
         not is handled again, each hold at once (a step sent again, a currency mismatch, an overdraft)."""
         transaction = LedgerTransaction(tx, funding.contract_id, None, postings)
         moved = ledger.balances(postings)
-        touched = sorted(moved)
+        touched = _lock_order(moved)
         milestones = sorted(funding.by_milestone)
         params = {"tx_kind": tx.kind, "tx_id": tx.id, "contract_id": funding.contract_id,
                   "client_id": client_id, "hold_currency": funding.currency,
@@ -130,7 +130,7 @@ class LedgerRepository:
         if not legs:
             return
         moved = ledger.balances(legs)
-        rows = await _POST.fetch(self.session, _posting_columns(transactions) | _balance_columns(sorted(moved), moved))
+        rows = await _POST.fetch(self.session, _posting_columns(transactions) | _balance_columns(_lock_order(moved), moved))
         after = {Account(kind, owner, sub, currency): balance for kind, owner, sub, currency, balance in rows}
         _refuse_overdraft(after, moved, [t.postings for t in transactions])
 
@@ -179,9 +179,17 @@ def _posting_columns(transactions: list[LedgerTransaction]) -> dict[str, list]:
             "amount": [p.amount for _, _, p in legs], "currency": [p.currency for _, _, p in legs]}
 
 
+def _lock_order(moved: dict[Account, int]) -> list[Account]:
+    """The order a statement locks its accounts' balances in: the gateway's (money outside the platform, moved by
+    every hold, refund and charge) first, then the others sorted. Sorted alone, two statements could not deadlock,
+    but a transaction runs several (a batch's holds): one that held the gateway from its first hold could wait
+    for a client's balance that another batch had locked on its way to the gateway. Taken first, the gateway is
+    a queue: a batch that touches it holds no balance until it has it."""
+    return sorted(moved, key=lambda account: (account.kind != ledger.GATEWAY, account))
+
+
 def _balance_columns(touched: list[Account], moved: dict[Account, int]) -> dict[str, list]:
-    """The accounts' balances to move, in the order given: the order their rows are locked in (sorted, so two
-    transactions cannot deadlock on them)."""
+    """The accounts' balances to move, in the order given: the order their rows are locked in (`_lock_order`)."""
     return {"b_kind": [a.kind for a in touched], "b_owner_id": [a.owner for a in touched],
             "b_sub_id": [a.sub for a in touched], "b_currency": [a.currency for a in touched],
             "b_delta": [moved[a] for a in touched]}
