@@ -8,6 +8,7 @@ without limit instead: that is not the message's fault.
 """
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,8 @@ __all__ = ["BatchProcessor", "commit_offsets", "is_transient", "read_batch", "re
 
 @dataclass
 class BatchProcessor:
+    # The topic it reads; several joined by "+" when one dispatcher reads them (service.py: their records are one
+    # batch, as if from one topic). Only for logs: metrics and spans name each record's own topic.
     topic: str
     dispatch: Dispatch
     new_uow: Callable[[], UnitOfWork]
@@ -58,16 +61,17 @@ class BatchProcessor:
         parsed: list[tuple[ConsumerRecord, Envelope]] = []
         for record in records:
             if self.handles is not None and (event_type := ce_type(record)) and not self.handles(event_type):
-                metrics.SKIPPED.labels(self.topic).inc()
+                metrics.SKIPPED.labels(record.topic).inc()
                 continue
             try:
                 parsed.append((record, from_kafka(record.value, record.headers)))
             except ValidationError as error:
                 await self.dead_letters.send(record, f"unparseable envelope: {error.errors()[0]['msg']}", 1)
-                metrics.DEAD_LETTERED.labels(self.topic).inc()
+                metrics.DEAD_LETTERED.labels(record.topic).inc()
         if parsed:
             await self._handle(parsed)
-        metrics.CONSUMED.labels(self.topic).inc(len(records))
+        for topic, count in Counter(r.topic for r in records).items():
+            metrics.CONSUMED.labels(topic).inc(count)
         offsets: dict[TopicPartition, int] = {}
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
@@ -81,7 +85,8 @@ class BatchProcessor:
             try:
                 await self._until_transient_passes(lambda: self._in_one_transaction(batch, savepoints=False))
             except IsolationNeeded:
-                metrics.BATCHES_REDONE.labels(self.topic).inc()
+                for topic in dict.fromkeys(r.topic for r, _ in batch):
+                    metrics.BATCHES_REDONE.labels(topic).inc()
                 await self._until_transient_passes(lambda: self._in_one_transaction(batch, savepoints=True))
         except Exception as error:  # noqa: BLE001 - any failure: isolate the message at fault
             log.warning("batch_failed_retrying_one_by_one", topic=self.topic, error=repr(error))
@@ -93,11 +98,11 @@ class BatchProcessor:
             uow.savepoint_per_message = savepoints
             await read_batch(uow, [e for _, e in batch if self.handles is None or self.handles(e.type)],
                              None if savepoints else self.claim_status, self.prefetch, self.kept_answers)
-            for _record, envelope in batch:
+            for record, envelope in batch:
                 # The message's trace context is current while it is handled: what it causes carries it on.
                 with tracing.span(f"handle {envelope.type}", {
                         "traceparent": envelope.traceparent, "tracestate": envelope.tracestate},
-                        **{"messaging.system": "kafka", "messaging.destination.name": self.topic,
+                        **{"messaging.system": "kafka", "messaging.destination.name": record.topic,
                            "messaging.message.id": envelope.id, "cloudevents.event_type": envelope.type,
                            "cloudevents.event_subject": envelope.subject, "correlation_id": envelope.correlationid}):
                     logs.bind(message_id=envelope.id, correlation_id=envelope.correlationid,
@@ -112,12 +117,12 @@ class BatchProcessor:
                 await self._until_transient_passes(lambda: self._in_one_transaction([(record, envelope)]))
                 return
             except Exception as error:  # noqa: BLE001
-                log.warning("message_failed", topic=self.topic, attempt=attempt, error=repr(error),
+                log.warning("message_failed", topic=record.topic, attempt=attempt, error=repr(error),
                             message_id=envelope.id, exc_info=attempt == self.max_attempts)
                 if attempt == self.max_attempts:
                     await self._answer_failed(envelope, error)
                     await self.dead_letters.send(record, repr(error), attempt)
-                    metrics.DEAD_LETTERED.labels(self.topic).inc()
+                    metrics.DEAD_LETTERED.labels(record.topic).inc()
                     return
                 await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
 

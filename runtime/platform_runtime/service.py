@@ -203,15 +203,16 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
                dead_letters: DeadLetters) -> None:
     """One consumer (one group member) per service process, over all the topics it reads."""
     settings = runtime.settings
-    processors = {
-        s.topic: BatchProcessor(
-            topic=s.topic, dispatch=s.dispatch, new_uow=runtime.new_uow, dead_letters=dead_letters,
-            max_attempts=settings.consumer_max_attempts,
+    processors: dict[str, BatchProcessor] = {}  # topic -> the processor of its dispatcher
+    for group in by_dispatcher(subscriptions):
+        s = group[0]
+        processor = BatchProcessor(
+            topic="+".join(g.topic for g in group), dispatch=s.dispatch, new_uow=runtime.new_uow,
+            dead_letters=dead_letters, max_attempts=settings.consumer_max_attempts,
             backoff_seconds=settings.consumer_retry_backoff.total_seconds(), give_up=s.give_up,
             faults=runtime.faults, handles=s.handles, claim_status=s.claim_status, prefetch=s.prefetch,
             kept_answers=s.kept_answers)
-        for s in subscriptions
-    }
+        processors.update((g.topic, processor) for g in group)
 
     # MANUAL: faststream must not commit on its own (ACK_FIRST is at-most-once; ACK commits after
     # an exception). Offsets are committed below, explicitly, after the database commit.
@@ -232,8 +233,8 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
         runtime.handling_batch = True  # until its offsets are handed over: the watchdog never restarts mid-batch
         try:
             try:
-                for topic in dict.fromkeys(r.topic for r in records):
-                    offsets.update(await processors[topic].process([r for r in records if r.topic == topic]))
+                for processor, its_records in per_processor(processors, records):
+                    offsets.update(await processor.process(its_records))
             except BaseException:
                 rewind(message.consumer, records)  # fetched but not done: read again, never skipped
                 raise
@@ -242,6 +243,30 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
             runtime.handling_batch = False
         runtime.last_batch_at = time.monotonic()
         metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+
+
+def by_dispatcher(subscriptions: list[Subscription]) -> list[list[Subscription]]:
+    """The subscriptions grouped by the dispatcher that handles them, in their order. A dispatcher's topics are
+    read as one: a fetched batch's records of all of them are handled in one transaction, as a batch of one topic
+    carrying every type that dispatcher handles would be (contracts' replies from billing and escrow,
+    notifications' events). Only what the dispatcher reads ahead for a batch is shared, and it is written for any
+    mix of its own types; topics of different dispatchers keep a transaction each, since one's read-ahead knows
+    nothing of what another's handlers change."""
+    groups: dict[tuple, list[Subscription]] = {}
+    for s in subscriptions:
+        key = (s.dispatch, s.give_up, s.handles, s.claim_status, s.prefetch, s.kept_answers)
+        groups.setdefault(key, []).append(s)
+    return list(groups.values())
+
+
+def per_processor(processors: dict[str, BatchProcessor],
+                  records: list) -> list[tuple[BatchProcessor, list]]:
+    """A fetched batch's records split by the processor of their topic, in the order of their first record."""
+    split: dict[int, tuple[BatchProcessor, list]] = {}
+    for record in records:
+        processor = processors[record.topic]
+        split.setdefault(id(processor), (processor, []))[1].append(record)
+    return list(split.values())
 
 
 async def _records_as_they_are(message: KafkaMessage) -> KafkaMessage:

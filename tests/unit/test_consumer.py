@@ -405,3 +405,65 @@ def test_a_subscription_takes_its_event_dispatchers_prefetch():
     assert Subscription(EVENTS, events.dispatch).prefetch is prefetch
     commands = CommandDispatcher("contracts.commands", {RegisterAccount: Recorder()}, EVENTS)
     assert Subscription("contracts.commands", commands.dispatch).prefetch is None
+
+
+# -- One dispatcher's topics are read as one ------------------------------------------------------
+
+
+def test_the_topics_of_one_dispatcher_are_grouped_and_different_dispatchers_stay_apart():
+    from platform_runtime.service import Subscription, by_dispatcher
+
+    replies = EventDispatcher({AccountRegistered: Recorder()})
+    integrators, operators = (CommandDispatcher(topic, {RegisterAccount: Recorder()}, EVENTS)
+                              for topic in ("contracts.commands", "contracts.admin-commands"))
+    groups = by_dispatcher([Subscription("contracts.commands", integrators.dispatch),
+                            Subscription("billing.events", replies.dispatch),
+                            Subscription("contracts.admin-commands", operators.dispatch),
+                            Subscription("escrow.events", replies.dispatch)])
+    assert [[s.topic for s in group] for group in groups] == [
+        ["contracts.commands"], ["billing.events", "escrow.events"], ["contracts.admin-commands"]]
+
+
+async def test_a_fetched_batch_over_one_dispatchers_topics_is_one_transaction_and_one_read_ahead():
+    from platform_runtime import metrics
+    from platform_runtime.service import per_processor
+
+    calls, opened = [], []
+
+    async def prefetch(envelopes, uow):
+        calls.append(("prefetch", sorted(e.data["account_id"] for e in envelopes)))
+
+    async def on_registered(event, ctx):
+        calls.append(event.account_id)
+
+    dispatcher = EventDispatcher({AccountRegistered: on_registered}, read_ahead=prefetch)
+    store = FakeStore()
+
+    def new_uow():
+        opened.append(1)
+        return FakeUnitOfWork(store)
+
+    replies = BatchProcessor(topic="billing.events+escrow.events", dispatch=dispatcher.dispatch, new_uow=new_uow,
+                             dead_letters=FakeDeadLetters(), max_attempts=3, backoff_seconds=0.001,
+                             handles=dispatcher.handles, prefetch=dispatcher.prefetch)
+    other = BatchProcessor(topic="contracts.commands", dispatch=dispatcher.dispatch, new_uow=new_uow,
+                           dead_letters=FakeDeadLetters(), max_attempts=3, backoff_seconds=0.001)
+    processors = {"billing.events": replies, "escrow.events": replies, "contracts.commands": other}
+
+    def registered(account_id, offset, topic):
+        envelope = new_envelope(AccountRegistered(account_id=account_id, role="client", name="n", email="a@b.c"),
+                                subject=account_id, actor="system", source="contracts")
+        return record(raw(envelope), offset, topic=topic)
+
+    consumed = {t: metrics.CONSUMED.labels(t)._value.get() for t in ("billing.events", "escrow.events")}
+    fetched = [registered("a-1", 0, "billing.events"), registered("a-2", 0, "escrow.events"),
+               registered("a-3", 1, "billing.events")]
+    split = per_processor(processors, fetched)
+    assert [(p.topic, [r.offset for r in rs]) for p, rs in split] == [("billing.events+escrow.events", [0, 0, 1])]
+    offsets = await replies.process(split[0][1])
+    assert opened == [1]  # one transaction for the records of both topics
+    assert calls == [("prefetch", ["a-1", "a-2", "a-3"]), "a-1", "a-2", "a-3"]
+    assert {(tp.topic, offset) for tp, offset in offsets.items()} == {("billing.events", 2), ("escrow.events", 1)}
+    # Counted under each record's own topic, as before.
+    assert metrics.CONSUMED.labels("billing.events")._value.get() - consumed["billing.events"] == 2
+    assert metrics.CONSUMED.labels("escrow.events")._value.get() - consumed["escrow.events"] == 1
