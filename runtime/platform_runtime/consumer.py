@@ -32,7 +32,7 @@ GiveUp = Callable[[Envelope, BaseException, UnitOfWork], Awaitable[bool]]
 __all__ = ["BatchProcessor", "commit_offsets", "is_transient", "read_batch", "rewind"]
 
 
-@dataclass
+@dataclass(eq=False)  # a processor is itself, not its fields: the consumer groups a batch's records by processor
 class BatchProcessor:
     # The topic it reads; several joined by "+" when one dispatcher reads them (service.py: their records are one
     # batch, as if from one topic). Only for logs: metrics and spans name each record's own topic.

@@ -233,7 +233,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
         runtime.handling_batch = True  # until its offsets are handed over: the watchdog never restarts mid-batch
         try:
             try:
-                for processor, its_records in per_processor(processors, records):
+                for processor, its_records in per_processor(processors, records).items():
                     offsets.update(await processor.process(its_records))
             except BaseException:
                 rewind(message.consumer, records)  # fetched but not done: read again, never skipped
@@ -259,14 +259,12 @@ def by_dispatcher(subscriptions: list[Subscription]) -> list[list[Subscription]]
     return list(groups.values())
 
 
-def per_processor(processors: dict[str, BatchProcessor],
-                  records: list) -> list[tuple[BatchProcessor, list]]:
+def per_processor(processors: dict[str, BatchProcessor], records: list) -> dict[BatchProcessor, list]:
     """A fetched batch's records split by the processor of their topic, in the order of their first record."""
-    split: dict[int, tuple[BatchProcessor, list]] = {}
+    split: dict[BatchProcessor, list] = {}
     for record in records:
-        processor = processors[record.topic]
-        split.setdefault(id(processor), (processor, []))[1].append(record)
-    return list(split.values())
+        split.setdefault(processors[record.topic], []).append(record)
+    return split
 
 
 async def _records_as_they_are(message: KafkaMessage) -> KafkaMessage:

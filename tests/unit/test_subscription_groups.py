@@ -6,16 +6,20 @@ from types import SimpleNamespace
 
 import pytest
 from platform_runtime.service import by_dispatcher
+from platform_schemas.topics import (
+    BILLING_ADMIN_COMMANDS, BILLING_COMMANDS, BILLING_EVENTS, BILLING_SAGA_COMMANDS, CONTRACTS_ADMIN_COMMANDS,
+    CONTRACTS_COMMANDS, CONTRACTS_EVENTS, ESCROW_EVENTS, ESCROW_SAGA_COMMANDS,
+)
 
 pytestmark = pytest.mark.unit
 
 EXPECTED = {
     # The replies of billing and escrow are one dispatcher's (the sagas'), read ahead together.
-    "contracts": [["contracts.commands"], ["contracts.admin-commands"], ["billing.events", "escrow.events"]],
-    "billing": [["billing.commands"], ["billing.admin-commands"], ["billing.saga-commands"], ["escrow.events"],
-                ["contracts.events"]],
-    "escrow": [["escrow.saga-commands"], ["billing.events"]],
-    "notifications": [["contracts.events", "billing.events"]],
+    "contracts": [[CONTRACTS_COMMANDS], [CONTRACTS_ADMIN_COMMANDS], [BILLING_EVENTS, ESCROW_EVENTS]],
+    "billing": [[BILLING_COMMANDS], [BILLING_ADMIN_COMMANDS], [BILLING_SAGA_COMMANDS], [ESCROW_EVENTS],
+                [CONTRACTS_EVENTS]],
+    "escrow": [[ESCROW_SAGA_COMMANDS], [BILLING_EVENTS]],
+    "notifications": [[CONTRACTS_EVENTS, BILLING_EVENTS]],
 }
 
 
