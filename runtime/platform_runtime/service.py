@@ -61,6 +61,8 @@ class Subscription:
     prefetch: Callable[..., Awaitable[None]] | None = None
     # The keys of answers the batch's handlers will ask for, read with the claims: by default the dispatcher's.
     kept_answers: Callable[..., list[str]] | None = None
+    # Whether an event type is handled before the rest of its batch: by default the dispatcher's.
+    handled_first: Callable[[str], bool] | None = None
 
     def __post_init__(self) -> None:
         owner = getattr(self.dispatch, "__self__", None)
@@ -72,6 +74,8 @@ class Subscription:
             self.claim_status = getattr(owner, "claim_status", None)
         if self.kept_answers is None:
             self.kept_answers = getattr(owner, "kept_answers", None)
+        if self.handled_first is None:
+            self.handled_first = getattr(owner, "handled_first", None)
 
 
 async def plain_context(runtime: "Runtime") -> ContextFactory:
@@ -211,7 +215,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
             dead_letters=dead_letters, max_attempts=settings.consumer_max_attempts,
             backoff_seconds=settings.consumer_retry_backoff.total_seconds(), give_up=s.give_up,
             faults=runtime.faults, handles=s.handles, claim_status=s.claim_status, prefetch=s.prefetch,
-            kept_answers=s.kept_answers)
+            kept_answers=s.kept_answers, handled_first=s.handled_first)
         processors.update((g.topic, processor) for g in group)
 
     # MANUAL: faststream must not commit on its own (ACK_FIRST is at-most-once; ACK commits after
@@ -254,7 +258,7 @@ def by_dispatcher(subscriptions: list[Subscription]) -> list[list[Subscription]]
     nothing of what another's handlers change."""
     groups: dict[tuple, list[Subscription]] = {}
     for s in subscriptions:
-        key = (s.dispatch, s.give_up, s.handles, s.claim_status, s.prefetch, s.kept_answers)
+        key = (s.dispatch, s.give_up, s.handles, s.claim_status, s.prefetch, s.kept_answers, s.handled_first)
         groups.setdefault(key, []).append(s)
     return list(groups.values())
 

@@ -146,6 +146,38 @@ async def test_saving_a_contract_answers_its_events_lookup_and_keeps_the_title_a
         await uow.commit()
 
 
+async def test_a_batch_carrying_an_offer_before_the_registrations_of_its_parties_names_them(db, clock):
+    """A fetched batch is partition by partition, and a registration travels under its account, a contract's events
+    under the contract: the offer may come first. The service's consumer handles the registrations first."""
+    from types import SimpleNamespace
+
+    from notifications import bootstrap
+    from platform_runtime.consumer import BatchProcessor
+    from platform_schemas.events.contracts import MilestoneTerms, OfferSent
+    from tests.support.fakes import FakeDeadLetters, record
+
+    runtime = SimpleNamespace(new_context=partial(Context, templates=Templates(TEMPLATES)), settings=None)
+    subscription = bootstrap.subscriptions(runtime)[0]  # contracts.events, as the service subscribes to it
+    consumer = BatchProcessor(
+        topic=subscription.topic, dispatch=subscription.dispatch, new_uow=unit_of_work(db, clock),
+        dead_letters=FakeDeadLetters(), max_attempts=3, backoff_seconds=0.01, handles=subscription.handles,
+        claim_status=subscription.claim_status, prefetch=subscription.prefetch,
+        kept_answers=subscription.kept_answers, handled_first=subscription.handled_first)
+    offer = OfferSent(contract_id="ct-batch", client_id="acc-bcl", freelancer_id="acc-bfr", title="Brand identity",
+                      currency="EUR", milestones=[MilestoneTerms(milestone_id="ms-b1", title="Logo", amount=50_000)],
+                      deposit="first_milestone", deposited_amount=50_000)
+    people = [AccountRegistered(account_id=account_id, role=role, name=name, email=f"{account_id}@example.test")
+              for account_id, role, name in (("acc-bcl", "client", "Chloé Client"),
+                                             ("acc-bfr", "freelancer", "Fred Freelancer"))]
+    fetched = [record(event(offer, "ct-batch").to_json(), 0, topic=subscription.topic, partition=1),
+               *(record(event(p, p.account_id).to_json(), offset, topic=subscription.topic, partition=0)
+                 for offset, p in enumerate(people))]
+    await consumer.process(fetched)
+    email = (await rows(db, "acc-bfr"))["email"]
+    assert email["subject"] == "New offer from Chloé Client: Brand identity"
+    assert email["body_text"].startswith("Hi Fred Freelancer,")
+
+
 async def test_an_event_gives_one_in_app_and_one_pending_email_however_often_it_arrives(db, clock):
     suspension = await person(db, clock, "acc-once")
     await consume(db, clock, suspension)

@@ -471,3 +471,56 @@ async def test_a_fetched_batch_over_one_dispatchers_topics_is_one_transaction_an
     # Counted under each record's own topic, as before.
     assert consumed("billing.events") - before["billing.events"] == 2
     assert consumed("escrow.events") - before["escrow.events"] == 1
+
+
+# -- A dispatcher's facts first -----------------------------------------------------------------------
+
+
+async def test_a_dispatchers_first_types_are_handled_before_the_rest_of_their_batch_each_kind_in_fetched_order():
+    from platform_schemas.events.contracts import AccountSuspended
+
+    handled = []
+
+    async def on_registered(event, ctx):
+        handled.append(("registered", event.account_id))
+
+    async def on_suspended(event, ctx):
+        if event.account_id == "a-3" and not any(h == ("suspended", "a-3") for h in handled):
+            handled.append(("suspended", "a-3"))
+            raise RuntimeError("once: the batch is retried one by one")
+        handled.append(("suspended", event.account_id))
+
+    dispatcher = EventDispatcher({AccountRegistered: on_registered, AccountSuspended: on_suspended},
+                                 first=frozenset({"AccountRegistered"}))
+    events = BatchProcessor(topic=EVENTS, dispatch=dispatcher.dispatch, new_uow=lambda: FakeUnitOfWork(FakeStore()),
+                            dead_letters=FakeDeadLetters(), max_attempts=3, backoff_seconds=0.001,
+                            handles=dispatcher.handles, handled_first=dispatcher.handled_first)
+
+    def fetched(event, partition: int, offset: int):
+        envelope = new_envelope(event, subject=event.account_id, actor="system", source="contracts")
+        return record(raw(envelope), offset, topic=EVENTS, partition=partition)
+
+    def registered(account_id):
+        return AccountRegistered(account_id=account_id, role="client", name="n", email="a@b.c")
+
+    def suspended(account_id):
+        return AccountSuspended(account_id=account_id, reason="unpaid", appealable=True)
+
+    # As a fetch hands them over: partition by partition, so partition 1's events come before partition 0's.
+    offsets = await events.process([fetched(suspended("a-1"), 1, 0), fetched(suspended("a-3"), 1, 1),
+                                    fetched(registered("a-2"), 0, 0), fetched(registered("a-1"), 0, 1)])
+    first_try = [("registered", "a-2"), ("registered", "a-1"), ("suspended", "a-1"), ("suspended", "a-3")]
+    assert handled[:4] == first_try  # the batch's one transaction, which failed on a-3
+    assert handled[4:] == first_try[:3] + [("suspended", "a-3")]  # one by one: in the same order
+    assert {(tp.partition, offset) for tp, offset in offsets.items()} == {(0, 2), (1, 2)}
+
+
+def test_a_subscription_takes_its_event_dispatchers_first_types_and_has_none_by_default():
+    from platform_runtime.service import Subscription
+
+    first = EventDispatcher({AccountRegistered: Recorder()}, first=frozenset({"AccountRegistered"}))
+    ordered = Subscription(EVENTS, first.dispatch).handled_first
+    assert ordered("AccountRegistered") and not ordered("OfferSent")
+    assert Subscription(EVENTS, EventDispatcher({AccountRegistered: Recorder()}).dispatch).handled_first is None
+    commands = CommandDispatcher("contracts.commands", {RegisterAccount: Recorder()}, EVENTS)
+    assert Subscription("contracts.commands", commands.dispatch).handled_first is None

@@ -27,7 +27,9 @@ async def context(runtime):
 
 
 def subscriptions(runtime) -> list[Subscription]:
-    events = EventDispatcher(HANDLERS, runtime.new_context)
+    # People before what is said about them: a registration is keyed by its account and a contract's events by the
+    # contract, so one fetched batch may carry a contract's event before the AccountRegistered that names its party.
+    events = EventDispatcher(HANDLERS, runtime.new_context, first=frozenset({"AccountRegistered"}))
     return [Subscription(CONTRACTS_EVENTS, events.dispatch), Subscription(BILLING_EVENTS, events.dispatch)]
 
 
