@@ -223,6 +223,7 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
     subscriber = broker.subscriber(
         *processors, group_id=runtime.name, batch=True, max_records=settings.consumer_max_records,
         batch_timeout_ms=settings.consumer_batch_timeout_ms, auto_offset_reset="earliest",
+        fetch_min_bytes=settings.consumer_fetch_min_bytes, fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
         ack_policy=AckPolicy.MANUAL, title=runtime.name, listener=runtime.offsets.rebalance_listener(),
         decoder=_records_as_they_are,
     )

@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from platform_runtime.settings import Duration, ServiceSettings
+from pydantic import Field
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -27,3 +28,8 @@ class NotificationsSettings(ServiceSettings):
     # Each worker sends up to a batch of due emails per pass, over one kept SMTP connection.
     delivery_workers: int = 2
     delivery_batch_size: int = 50
+    # Off the sagas' path, so its fetches wait for 64 KiB of events or 250 ms: at a steady rate a batch then holds
+    # tens of events instead of one or two (a batch's cost is mostly fixed), and an email leaves at most 250 ms
+    # later. CONSUMER_FETCH_MIN_BYTES=1 hands each event over at once, as the other services do.
+    consumer_fetch_min_bytes: int = Field(default=64 * 1024, ge=1, le=50 * 1024 * 1024)
+    consumer_fetch_max_wait_ms: int = Field(default=250, ge=0, le=30_000)
