@@ -50,7 +50,7 @@ class BenchPlatform:
         processes.LOGS = self.log_dir  # Platform.start reads the module's log directory
         # Notifications mails to a local sink, the stand-in of the mail server (its CPU is not the platform's).
         self.smtp = SmtpSink(smtp_port=self.port_base + 25, http_port=self.port_base + 26,
-                             directory=self.log_dir / f"smtp-sink-{self.port_base + 25}")
+                             directory=self.log_dir / f"smtp-sink-{self.port_base + 25}", durable=False)
         self.platform = Platform(self.kafka, self.postgres_url, prefix=self.prefix, env={**self.smtp.env, **self.env},
                                  credentials=partial(as_, self.kafka))  # each service as its own principal
         self.ports = {s: self.port_base + i for i, s in enumerate(processes.SERVICES, start=1)}  # instance 0

@@ -24,6 +24,8 @@ class SmtpSink:
     http_port: int = _BASE + 26
     directory: Path | None = None
     proc: subprocess.Popen | None = None
+    # False: mail stored without syncing to disk (the benchmark: it measures the platform, not this stand-in).
+    durable: bool = True
 
     def __post_init__(self) -> None:
         # Emptied once per session, then kept across stop/start: mail accepted before a restart stays.
@@ -39,7 +41,7 @@ class SmtpSink:
         LOGS.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.smtp_port),
                "SMTP_SINK_HTTP_PORT": str(self.http_port), "SMTP_SINK_DIR": str(self.directory),
-               "PYTHONUNBUFFERED": "1"}
+               "SMTP_SINK_DURABLE": "1" if self.durable else "0", "PYTHONUNBUFFERED": "1"}
         with open(LOGS / "smtp-sink.log", "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "notifications.smtp_sink"], cwd=ROOT, env=env,
                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -102,3 +102,18 @@ def test_the_sink_indexes_and_lists_a_non_ascii_mail_as_sent(tmp_path):
     assert (record["kind"], record["notification_id"]) == ("offer_received", NID)
     [listed] = store.messages("zoe@example.test")
     assert (listed["text"], listed["html"]) == ("Zoë, c'est payé.\n", "<p>Zoë</p>\n")
+
+
+@pytest.mark.parametrize("durable, syncs", [(True, 2), (False, 0)])
+def test_the_sink_syncs_a_mail_and_its_index_line_only_when_durable_and_lists_it_either_way(
+        tmp_path, monkeypatch, durable, syncs):
+    import os
+
+    synced = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    mail = build_email(row(), {"name": "Zoë", "email": "zoe@example.test"}, "n@example.test", NOW)
+    store = MailStore(tmp_path, durable=durable)
+    store.save(mail.sender, mail.recipients, mail.data)
+    assert len(synced) == syncs
+    [listed] = store.messages("zoe@example.test")
+    assert listed["notification_id"] == NID
