@@ -29,7 +29,6 @@ from .context import ContextFactory, HandlerContext
 from .consumer import BatchProcessor, GiveUp, rewind
 from .consumer_watchdog import ConsumerWatchdog, StallDetector
 from .dead_letters import DeadLetters
-from .dispatch import EventDispatcher
 from .faults import TransientFaults
 from .http import base_app, database_answers, routes_without_scope
 from .http_auth import TokenHashes
@@ -42,6 +41,11 @@ from .timers import TimerRunner
 from .unit_of_work import UnitOfWork
 
 log = logs.get_logger(__name__)
+
+
+# What a subscription takes from its dispatcher unless given: a command dispatcher has no `handles` (every command
+# is answered, an unknown one with its rejection) and no `handled_first` (a batch is handled as fetched).
+FROM_DISPATCHER = ("handles", "claim_status", "prefetch", "kept_answers", "handled_first")
 
 
 @dataclass
@@ -66,16 +70,14 @@ class Subscription:
 
     def __post_init__(self) -> None:
         owner = getattr(self.dispatch, "__self__", None)
-        if self.handles is None and isinstance(owner, EventDispatcher):
-            self.handles = owner.handles
-        if self.prefetch is None:
-            self.prefetch = getattr(owner, "prefetch", None)
-        if self.claim_status is None:
-            self.claim_status = getattr(owner, "claim_status", None)
-        if self.kept_answers is None:
-            self.kept_answers = getattr(owner, "kept_answers", None)
-        if self.handled_first is None:
-            self.handled_first = getattr(owner, "handled_first", None)
+        for name in FROM_DISPATCHER:
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(owner, name, None))
+
+    def handling(self) -> dict[str, Any]:
+        """How the consumer handles this topic's records: the BatchProcessor's arguments that come from here. Two
+        subscriptions that answer the same are one dispatcher's topics (by_dispatcher)."""
+        return {"dispatch": self.dispatch, "give_up": self.give_up, **{n: getattr(self, n) for n in FROM_DISPATCHER}}
 
 
 async def plain_context(runtime: "Runtime") -> ContextFactory:
@@ -209,13 +211,11 @@ def _subscribe(broker: KafkaBroker, runtime: Runtime, subscriptions: list[Subscr
     settings = runtime.settings
     processors: dict[str, BatchProcessor] = {}  # topic -> the processor of its dispatcher
     for group in by_dispatcher(subscriptions):
-        s = group[0]
         processor = BatchProcessor(
-            topic="+".join(g.topic for g in group), dispatch=s.dispatch, new_uow=runtime.new_uow,
-            dead_letters=dead_letters, max_attempts=settings.consumer_max_attempts,
-            backoff_seconds=settings.consumer_retry_backoff.total_seconds(), give_up=s.give_up,
-            faults=runtime.faults, handles=s.handles, claim_status=s.claim_status, prefetch=s.prefetch,
-            kept_answers=s.kept_answers, handled_first=s.handled_first)
+            topic="+".join(g.topic for g in group), new_uow=runtime.new_uow, dead_letters=dead_letters,
+            max_attempts=settings.consumer_max_attempts,
+            backoff_seconds=settings.consumer_retry_backoff.total_seconds(), faults=runtime.faults,
+            **group[0].handling())
         processors.update((g.topic, processor) for g in group)
 
     # MANUAL: faststream must not commit on its own (ACK_FIRST is at-most-once; ACK commits after
@@ -259,8 +259,7 @@ def by_dispatcher(subscriptions: list[Subscription]) -> list[list[Subscription]]
     nothing of what another's handlers change."""
     groups: dict[tuple, list[Subscription]] = {}
     for s in subscriptions:
-        key = (s.dispatch, s.give_up, s.handles, s.claim_status, s.prefetch, s.kept_answers, s.handled_first)
-        groups.setdefault(key, []).append(s)
+        groups.setdefault(tuple(s.handling().values()), []).append(s)
     return list(groups.values())
 
 

@@ -158,11 +158,8 @@ async def test_a_batch_carrying_an_offer_before_the_registrations_of_its_parties
 
     runtime = SimpleNamespace(new_context=partial(Context, templates=Templates(TEMPLATES)), settings=None)
     subscription = bootstrap.subscriptions(runtime)[0]  # contracts.events, as the service subscribes to it
-    consumer = BatchProcessor(
-        topic=subscription.topic, dispatch=subscription.dispatch, new_uow=unit_of_work(db, clock),
-        dead_letters=FakeDeadLetters(), max_attempts=3, backoff_seconds=0.01, handles=subscription.handles,
-        claim_status=subscription.claim_status, prefetch=subscription.prefetch,
-        kept_answers=subscription.kept_answers, handled_first=subscription.handled_first)
+    consumer = BatchProcessor(topic=subscription.topic, new_uow=unit_of_work(db, clock), dead_letters=FakeDeadLetters(),
+                              max_attempts=3, backoff_seconds=0.01, **subscription.handling())
     offer = OfferSent(contract_id="ct-batch", client_id="acc-bcl", freelancer_id="acc-bfr", title="Brand identity",
                       currency="EUR", milestones=[MilestoneTerms(milestone_id="ms-b1", title="Logo", amount=50_000)],
                       deposit="first_milestone", deposited_amount=50_000)
