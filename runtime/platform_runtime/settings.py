@@ -25,6 +25,9 @@ def _duration(value: object) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+# What a fetch asks the broker to wait for (see ServiceSettings), bounded as the broker bounds them.
+FetchMinBytes = Annotated[int, Field(ge=1, le=50 * 1024 * 1024)]
+FetchMaxWaitMs = Annotated[int, Field(ge=0, le=30_000)]
 
 
 class ServiceSettings(BaseSettings):
@@ -69,8 +72,8 @@ class ServiceSettings(BaseSettings):
     # What a fetch asks the broker to wait for: this many bytes of records, or this long, whichever comes first.
     # One byte by default: a record is handed over as soon as it is written, since every hop of a saga waits on it.
     # A service off the sagas' path may trade a bounded delay for fewer, larger batches (notifications does).
-    consumer_fetch_min_bytes: int = Field(default=1, ge=1, le=50 * 1024 * 1024)
-    consumer_fetch_max_wait_ms: int = Field(default=500, ge=0, le=30_000)
+    consumer_fetch_min_bytes: FetchMinBytes = 1
+    consumer_fetch_max_wait_ms: FetchMaxWaitMs = 500
     # Rows per relay pass. Each pass's read walks the outbox's unsent index from its start, over the entries of
     # rows already published and deleted that vacuum has not removed yet, so its cost is mostly per pass: at
     # 2,000 a bonus batch of 100,000 took 71 s against 91 s at 500 (the relay's read 36 ms a pass against 44).

@@ -3,8 +3,7 @@
 from datetime import timedelta
 from pathlib import Path
 
-from platform_runtime.settings import Duration, ServiceSettings
-from pydantic import Field
+from platform_runtime.settings import Duration, FetchMaxWaitMs, FetchMinBytes, ServiceSettings
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -31,5 +30,5 @@ class NotificationsSettings(ServiceSettings):
     # Off the sagas' path, so its fetches wait for 64 KiB of events or 250 ms: at a steady rate a batch then holds
     # tens of events instead of one or two (a batch's cost is mostly fixed), and an email leaves at most 250 ms
     # later. CONSUMER_FETCH_MIN_BYTES=1 hands each event over at once, as the other services do.
-    consumer_fetch_min_bytes: int = Field(default=64 * 1024, ge=1, le=50 * 1024 * 1024)
-    consumer_fetch_max_wait_ms: int = Field(default=250, ge=0, le=30_000)
+    consumer_fetch_min_bytes: FetchMinBytes = 64 * 1024
+    consumer_fetch_max_wait_ms: FetchMaxWaitMs = 250
