@@ -11,6 +11,7 @@ import os
 import signal
 
 import uvicorn
+import uvloop
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi import FastAPI
 
@@ -25,9 +26,9 @@ class StoringHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or envelope.content
-        save = (self.store.save, envelope.mail_from, list(envelope.rcpt_tos), data)
+        mail = (envelope.mail_from, list(envelope.rcpt_tos), data)
         # A synced write blocks for the disk: in a thread. Without the sync it is a page-cache copy, done here.
-        record = await asyncio.to_thread(*save) if self.store.durable else save[0](*save[1:])
+        record = await asyncio.to_thread(self.store.save, *mail) if self.store.durable else self.store.save(*mail)
         print(f"smtp-sink: stored {record['file']} {record['message_id']} to {','.join(record['rcpt_tos'])}",
               flush=True)
         return "250 Message accepted for delivery"
@@ -77,9 +78,4 @@ async def serve() -> None:
 
 
 def main() -> None:
-    try:
-        import uvloop  # as the services run (EVENT_LOOP): the sink's protocol work is most of its CPU
-    except ImportError:
-        asyncio.run(serve())
-    else:
-        uvloop.run(serve())
+    uvloop.run(serve())  # as the services run (EVENT_LOOP's default): the sink's protocol work is most of its CPU

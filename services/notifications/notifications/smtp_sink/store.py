@@ -28,7 +28,8 @@ class MailStore:
         self.durable = durable
 
     def save(self, mail_from: str, rcpt_tos: list[str], data: bytes) -> dict[str, Any]:
-        """Store one message durably; every copy is kept, so duplicates stay visible (same Message-ID)."""
+        """Store one message (synced to disk when durable); every copy is kept, so duplicates stay visible (same
+        Message-ID)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
         _write(self.directory / f".{name}.tmp", data, self.durable)
