@@ -69,7 +69,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pg-concurrency", default="8,32", help="concurrent connections measured, comma separated")
     p.add_argument("--skip-raw", action="store_true", help="leave out the raw limits (tuning runs)")
     p.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment of the service processes (e.g. CONSUMER_MAX_RECORDS=500)")
+                   help="extra environment of the service processes (e.g. CONSUMER_MAX_RECORDS=500); "
+                        "SERVICE:KEY=VALUE for one service alone (e.g. billing:CONSUMER_FETCH_MIN_BYTES=1)")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="run the services under a profiler; a summary of each goes to DIR/<service>.txt")
     p.add_argument("--profiler", choices=("cpu", "wall"), default="cpu",

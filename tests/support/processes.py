@@ -53,6 +53,14 @@ def http_token_hashes() -> str:
     return ",".join(f"{p}={hash_token(Credentials.local(p).http_token)}" for p in PRINCIPALS)
 
 
+def for_service(env: dict[str, str], service: str) -> dict[str, str]:
+    """The extra environment one service is given: every plain `KEY`, and `service:KEY` for this service alone (a
+    benchmark's setting tried on some services, e.g. `contracts:CONSUMER_FETCH_MAX_WAIT_MS`), which wins."""
+    plain = {k: v for k, v in env.items() if ":" not in k}
+    own = {k.split(":", 1)[1]: v for k, v in env.items() if k.startswith(f"{service}:")}
+    return {**plain, **own}
+
+
 def available(service: str) -> bool:
     return importlib.util.find_spec(f"{service}.__main__") is not None
 
@@ -118,7 +126,7 @@ class Platform:
             .render_as_string(hide_password=False)
 
     def service_env(self, service: str, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {**os.environ, "HTTP_TOKEN_HASHES": http_token_hashes(), **self.env, **(extra or {})}
+        env = {**os.environ, "HTTP_TOKEN_HASHES": http_token_hashes(), **for_service(self.env, service), **(extra or {})}
         env.update(KAFKA_BOOTSTRAP_SERVERS=self.kafka, DATABASE_URL=self.role_url(service, "app"),
                    HTTP_PORT=str(port), PYTHONUNBUFFERED="1")
         if service == "billing":

@@ -93,3 +93,11 @@ def test_the_bonus_target_follows_the_batch_size_and_a_batch_that_never_complete
     stalled = verdict(None, None, {"bonuses": 1_000_000, "target_seconds": 480,
                                    "batch": {"timed_out": "no BonusBatchCompleted within 4800 s"}})
     assert stalled["bonus batch of 1,000,000 bonuses: seconds <= 480"]["met"] is False
+
+
+def test_a_setting_given_for_one_service_reaches_that_service_alone_and_wins_there():
+    from tests.support.processes import for_service
+
+    given = {"CONSUMER_MAX_RECORDS": "500", "billing:CONSUMER_FETCH_MIN_BYTES": "1", "billing:CONSUMER_MAX_RECORDS": "50"}
+    assert for_service(given, "billing") == {"CONSUMER_MAX_RECORDS": "50", "CONSUMER_FETCH_MIN_BYTES": "1"}
+    assert for_service(given, "contracts") == {"CONSUMER_MAX_RECORDS": "500"}
