@@ -6,7 +6,7 @@ failed, each change with its event in the outbox), with time moved by hand.
 
 import asyncio
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import partial
 from email import policy
 from email.message import EmailMessage
@@ -40,6 +40,7 @@ from tests.support.processes import recreate_databases
 
 pytestmark = pytest.mark.integration
 START = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NAMES_WAIT = timedelta(seconds=45)  # not the default (30 s): the consumer is given it, not assumed
 DATABASE = f"{os.environ.get('TEST_DB_PREFIX', 't_')}notifications_it"
 
 
@@ -91,7 +92,7 @@ def unit_of_work(sessions, clock):
 
 async def consume(sessions, clock, *envelopes) -> None:
     """What the consumer does with a batch: one transaction, the dispatcher's inbox claim per event."""
-    dispatcher = EventDispatcher(HANDLERS, partial(Context, templates=Templates(TEMPLATES)))
+    dispatcher = EventDispatcher(HANDLERS, partial(Context, templates=Templates(TEMPLATES), names_wait=NAMES_WAIT))
     async with unit_of_work(sessions, clock)() as uow:
         for envelope in envelopes:
             await dispatcher.dispatch(envelope, uow)
@@ -301,14 +302,95 @@ async def test_a_pass_takes_at_most_its_batch_size_oldest_first(db, clock):
 
 
 async def test_an_email_without_a_known_address_waits_for_it(db, clock):
+    """No registration seen: no name either, so the email first waits `names_wait` for it (untried), then is
+    tried and kept pending for the address, like any retry."""
     suspension = event(AccountSuspended(account_id="acc-no-address", reason="Unpaid invoices", appealable=True),
                        "acc-no-address")
     await consume(db, clock, suspension)
     smtp = FakeSmtp()
+    assert await delivery(db, clock, smtp).deliver_due() == 0  # waiting for the name
+    clock.advance(NAMES_WAIT)
     assert await delivery(db, clock, smtp).deliver_due() == 1
     email = (await rows(db, "acc-no-address"))["email"]
     assert (email["status"], email["attempts"]) == ("pending", 1)
     assert "RecipientAddressUnknown" in email["last_error"] and smtp.batches == []
+
+
+async def test_an_offer_handled_before_its_parties_registrations_is_named_when_they_come(db, clock):
+    """Across batches nothing orders a registration (keyed by account) before a contract's event (keyed by the
+    contract). The notification is written at once with stand-ins and waits for the names; each registration
+    renders it again (in-app and email), and the email is due the moment its last name is known."""
+    offer = offer_sent("ct-late", "acc-late-cl", "acc-late-fr")
+    await consume(db, clock, event(offer, "ct-late"))
+    found = await rows(db, "acc-late-fr")
+    assert found["in_app"]["subject"] == "New offer from the client: Brand identity"
+    assert found["email"]["body_text"].startswith("Hi there,")
+    assert found["email"]["awaiting_names"] == ["acc-late-cl", "acc-late-fr"]
+    assert found["email"]["next_attempt_at"] == START + NAMES_WAIT
+    smtp = FakeSmtp()
+    assert await delivery(db, clock, smtp).deliver_due() == 0
+
+    await consume(db, clock, registered("acc-late-fr", "freelancer", "Fred Freelancer"))
+    found = await rows(db, "acc-late-fr")
+    assert found["email"]["body_text"].startswith("Hi Fred Freelancer,")
+    assert found["email"]["subject"] == "New offer from the client: Brand identity"
+    assert (found["email"]["awaiting_names"], found["email"]["next_attempt_at"]) == (["acc-late-cl"], START + NAMES_WAIT)
+    assert await delivery(db, clock, smtp).deliver_due() == 0  # still one name to wait for
+
+    await consume(db, clock, registered("acc-late-cl", "client", "Chloé Client"))
+    for channel, row in (await rows(db, "acc-late-fr")).items():
+        assert row["subject"] == "New offer from Chloé Client: Brand identity", channel
+        assert (row["awaiting_names"], row["render_values"]) == (None, None), channel
+    email = (await rows(db, "acc-late-fr"))["email"]
+    assert "Chloé Client" in email["body_html"] and email["next_attempt_at"] == START  # due now
+    assert await delivery(db, clock, smtp).deliver_due() == 1
+    [message] = smtp.sent
+    assert message["Subject"] == "New offer from Chloé Client: Brand identity"
+    # Word for word what it would have said had every name been known at once (its values kept through JSON).
+    at_once = await rendered_at_once(db, clock, "acc-late-fr")
+    assert (email["body_text"], email["body_html"]) == (at_once["body_text"], at_once["body_html"])
+
+
+async def test_an_email_whose_names_never_come_leaves_after_the_wait_with_the_stand_ins(db, clock):
+    await consume(db, clock, registered("acc-known-fr", "freelancer", "Fred Known"))
+    await consume(db, clock, event(offer_sent("ct-never", "acc-never-cl", "acc-known-fr"), "ct-never"))
+    smtp = FakeSmtp()
+    assert await delivery(db, clock, smtp).deliver_due() == 0
+    clock.advance(NAMES_WAIT)
+    assert await delivery(db, clock, smtp).deliver_due() == 1
+    [message] = smtp.sent
+    assert message["Subject"] == "New offer from the client: Brand identity"
+    email = (await rows(db, "acc-known-fr"))["email"]
+    assert (email["status"], email["awaiting_names"]) == ("sent", ["acc-never-cl"])
+    # Registered after all: the in-app notification names them; the sent email's record stays what was sent.
+    await consume(db, clock, registered("acc-never-cl", "client", "Carl Late"))
+    found = await rows(db, "acc-known-fr")
+    assert found["in_app"]["subject"] == "New offer from Carl Late: Brand identity"
+    assert (found["email"]["subject"], found["email"]["body_text"]) == (email["subject"], email["body_text"])
+
+
+def offer_sent(contract_id: str, client_id: str, freelancer_id: str):
+    from platform_schemas.events.contracts import MilestoneTerms, OfferSent
+
+    return OfferSent(contract_id=contract_id, client_id=client_id, freelancer_id=freelancer_id,
+                     title="Brand identity", currency="EUR", deposit="first_milestone", deposited_amount=50_000,
+                     milestones=[MilestoneTerms(milestone_id=f"{contract_id}-m1", title="Logo", amount=50_000,
+                                                due_date=date(2027, 1, 15))])
+
+
+def registered(account_id: str, role: str, name: str):
+    return event(AccountRegistered(account_id=account_id, role=role, name=name, email=f"{account_id}@example.test"),
+                 account_id)
+
+
+async def rendered_at_once(db, clock, freelancer_id: str) -> dict:
+    """The same offer to the same people, every name known when it is handled: what the late one must read."""
+    await consume(db, clock, event(offer_sent("ct-at-once", "acc-late-cl", freelancer_id), "ct-at-once"))
+    async with db() as session:
+        found = await session.execute(select(notifications).where(
+            notifications.c.contract_id == "ct-at-once", notifications.c.channel == "email"))
+        row = dict(found.mappings().one())
+    return {part: row[part].replace("ct-at-once", "ct-late") for part in ("body_text", "body_html")}
 
 
 async def test_an_inserted_email_wakes_a_listening_delivery_loop_at_commit(db, clock, infra):

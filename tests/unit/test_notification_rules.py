@@ -1,5 +1,6 @@
 """Notifications' rules at the domain level: who is told what, amounts for people, every template, retries."""
 
+import json
 from datetime import date, datetime, timedelta, timezone
 from email import policy
 from email.parser import BytesParser
@@ -11,7 +12,10 @@ from notifications.adapters.templates import Templates
 from notifications.domain.delivery import RetryPolicy, message_id, notification_id
 from notifications.domain.money import format_amount
 from notifications.domain.routing import KINDS, RULES, Parties, RecipientUnknown, notices_for
-from notifications.service_layer.handlers import EVENT_TYPES
+from notifications.adapters.repository import Known
+from notifications.domain.names import names_for, names_given
+from notifications.service_layer.handlers import EVENT_TYPES, UNKNOWN, template_values
+from pydantic_core import to_jsonable_python
 from notifications.settings import TEMPLATES
 from platform_schemas import registry
 from platform_schemas.events import billing as b
@@ -331,3 +335,44 @@ def test_a_submission_tells_each_party_what_is_coming_up():
     assert "the payment is released to you automatically on 10 Dec 2026, 14:00 UTC" in to_freelancer.text
     assert "- 09 Dec 2026, 14:00 UTC: 900.00 USD of your earnings becomes available" in to_freelancer.text
     assert "bonuses (3)" not in to_freelancer.text
+
+
+# Whose names a notification gives and lacks (domain/names.py): one row per way a person can be named.
+NAMES_KNOWN = {CLIENT: "Carla Client", FREELANCER: "Fred Freelancer"}
+
+
+@pytest.mark.parametrize("values, fields, unknown", [
+    ({"recipient_id": CLIENT, "client_id": CLIENT, "freelancer_id": FREELANCER},
+     {"recipient_name": "Carla Client", "client_name": "Carla Client", "freelancer_name": "Fred Freelancer",
+      "account_name": ""}, []),
+    ({"recipient_id": FREELANCER, "client_id": "client-new", "freelancer_id": FREELANCER},
+     {"recipient_name": "Fred Freelancer", "client_name": "the client", "freelancer_name": "Fred Freelancer",
+      "account_name": ""}, ["client-new"]),
+    ({"recipient_id": "freelancer-new", "client_id": CLIENT, "freelancer_id": "freelancer-new"},
+     {"recipient_name": "there", "client_name": "Carla Client", "freelancer_name": "the freelancer",
+      "account_name": ""}, ["freelancer-new"]),
+    ({"recipient_id": "acc-new", "account_id": "acc-new"},  # an account's own event: the id stands in
+     {"recipient_name": "there", "client_name": "the client", "freelancer_name": "the freelancer",
+      "account_name": "acc-new"}, ["acc-new"]),
+    ({"recipient_id": ADMINS, "client_id": "client-new", "freelancer_id": "freelancer-new"},
+     {"recipient_name": "there", "client_name": "the client", "freelancer_name": "the freelancer",
+      "account_name": ""}, ["administrators", "client-new", "freelancer-new"]),
+])
+def test_a_notification_names_whom_it_knows_and_lists_whom_it_waits_for(values, fields, unknown):
+    assert names_for(values, NAMES_KNOWN) == (fields, unknown)
+    given = names_given({**values, **fields}, unknown)
+    assert all(person not in given for person in unknown)
+    assert names_for(values, given) == (fields, unknown)  # what it gives is what it was rendered with
+
+
+@pytest.mark.parametrize("event_type", sorted(EXPECTED))
+def test_every_template_renders_the_same_from_the_values_kept_for_a_late_name(event_type):
+    """A notification waiting for a name keeps its values as JSON and is rendered from them again: dates become
+    strings there, and every template must read the same from them."""
+    templates = Templates(TEMPLATES)
+    known = Known(PARTIES, "Logo", {**NAMES_KNOWN, ADMINS: "Administrators"})
+    for notice in notices_for(event_type, data(event_type), PARTIES):
+        values = template_values(notice, known)
+        assert values.pop(UNKNOWN) == []
+        kept = json.loads(json.dumps(to_jsonable_python(values)))
+        assert templates.render(notice.kind, kept) == templates.render(notice.kind, values), notice.kind

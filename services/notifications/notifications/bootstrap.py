@@ -22,8 +22,9 @@ from .settings import NotificationsSettings
 
 
 async def context(runtime):
-    """Every handler's context: this transaction's repository and the templates (loaded once)."""
-    return partial(Context, templates=Templates(runtime.settings.templates_dir))
+    """Every handler's context: this transaction's repository, the templates (loaded once), the names' wait."""
+    return partial(Context, templates=Templates(runtime.settings.templates_dir),
+                   names_wait=runtime.settings.names_wait)
 
 
 def subscriptions(runtime) -> list[Subscription]:

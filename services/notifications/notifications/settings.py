@@ -27,6 +27,10 @@ class NotificationsSettings(ServiceSettings):
     # Each worker sends up to a batch of due emails per pass, over one kept SMTP connection.
     delivery_workers: int = 2
     delivery_batch_size: int = 50
+    # How long an email naming someone whose registration has not been handled yet waits for it before it leaves
+    # with "the client" or "the freelancer" instead of the name (domain/names.py). Registrations travel on other
+    # partitions than contracts' events, so the wait is normally a batch or two.
+    names_wait: Duration = timedelta(seconds=30)
     # Off the sagas' path, so its fetches wait for 64 KiB of events or 250 ms: at a steady rate a batch then holds
     # tens of events instead of one or two (a batch's cost is mostly fixed), and an email leaves at most 250 ms
     # later. CONSUMER_FETCH_MIN_BYTES=1 hands each event over at once, as the other services do.

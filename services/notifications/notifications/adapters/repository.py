@@ -23,9 +23,24 @@ from .tables import accounts, notifications
 # Sent with the insert of a pending email (so: at its commit); the delivery loops LISTEN to it.
 EMAILS_DUE_CHANNEL = "notifications_emails_due"
 
-_SAVE_ACCOUNT = """
-INSERT INTO accounts (account_id, role, name, email) VALUES ($1, $2, $3, $4)
-ON CONFLICT (account_id) DO UPDATE SET role = EXCLUDED.role, name = EXCLUDED.name, email = EXCLUDED.email
+# A person, and in the same round trip the notifications that wait for their name (domain/names.py), with the names
+# of the others each waits for that are known. The read sees the snapshot before the insert: the new name is the
+# caller's. Those rows are rare and found through their partial index. An email that already left with stand-ins
+# keeps the text it was sent with (and whose names it lacked).
+_SAVE_ACCOUNT = f"""
+WITH saved AS (
+    INSERT INTO accounts (account_id, role, name, email) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (account_id) DO UPDATE SET role = EXCLUDED.role, name = EXCLUDED.name, email = EXCLUDED.email
+)
+SELECT n.notification_id, n.kind, n.channel, n.status, n.awaiting_names, n.render_values::text AS render_values,
+       coalesce(a.ids, '{{}}') AS account_ids, coalesce(a.names, '{{}}') AS account_names
+FROM notifications n
+LEFT JOIN LATERAL (
+    SELECT array_agg(account_id) AS ids, array_agg(name) AS names FROM accounts
+    WHERE account_id = ANY(n.awaiting_names)
+) AS a ON true
+WHERE n.awaiting_names IS NOT NULL AND n.awaiting_names @> ARRAY[$1]::varchar[]
+  AND (n.channel <> 'email' OR n.status = '{PENDING}')
 """
 
 _ACCOUNT = select(accounts).where(accounts.c.account_id == bindparam("account_id"))
@@ -82,15 +97,19 @@ LEFT JOIN LATERAL (
 
 NOTIFICATION_COLUMNS = ("notification_id", "event_id", "event_type", "kind", "account_id", "channel", "contract_id",
                         "subject", "body_text", "body_html", "status", "next_attempt_at", "created_at",
-                        "delivered_at")
+                        "delivered_at", "awaiting_names", "render_values")
 _ARRAY_TYPES = {"next_attempt_at": "timestamptz[]", "created_at": "timestamptz[]", "delivered_at": "timestamptz[]"}
+# Given as text (unnest takes no array of arrays of different lengths): the ids space-separated (ids have no
+# spaces, platform_schemas.types.Id), the values as JSON.
+_FROM_TEXT = {"awaiting_names": "string_to_array(awaiting_names, ' ')", "render_values": "render_values::jsonb"}
 # An event's notification rows, every channel, in one statement; a row this event already gave (redelivery)
 # is left alone. A pending email announces itself to the delivery loops, delivered at commit.
 _ADD = f"""
 WITH added AS (
     INSERT INTO notifications ({", ".join(NOTIFICATION_COLUMNS)})
-    SELECT * FROM unnest({", ".join(f"${i}::{_ARRAY_TYPES.get(c, 'text[]')}"
-                             for i, c in enumerate(NOTIFICATION_COLUMNS, 1))})
+    SELECT {", ".join(_FROM_TEXT.get(c, c) for c in NOTIFICATION_COLUMNS)}
+    FROM unnest({", ".join(f"${i}::{_ARRAY_TYPES.get(c, 'text[]')}" for i, c in enumerate(NOTIFICATION_COLUMNS, 1))})
+         AS given({", ".join(NOTIFICATION_COLUMNS)})
     ON CONFLICT DO NOTHING
     RETURNING notification_id, channel, status
 )
@@ -99,10 +118,28 @@ SELECT notification_id, channel,
 FROM added
 """
 
+FILLED_IN_COLUMNS = ("notification_id", "subject", "body_text", "body_html", "awaiting_names", "render_values",
+                     "due_now")
+# Notifications rendered again with the names they waited for; an email with all its names is due now (and
+# announced to the delivery loops at commit).
+_FILL_IN_NAMES = f"""
+WITH filled AS (
+    UPDATE notifications AS n
+    SET subject = f.subject, body_text = f.body_text, body_html = f.body_html,
+        awaiting_names = string_to_array(f.awaiting_names, ' '), render_values = f.render_values::jsonb,
+        next_attempt_at = CASE WHEN f.due_now THEN $8 ELSE n.next_attempt_at END
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[])
+         AS f({", ".join(FILLED_IN_COLUMNS)})
+    WHERE n.notification_id = f.notification_id
+    RETURNING f.due_now
+)
+SELECT pg_notify('{EMAILS_DUE_CHANNEL}', '') FROM filled WHERE due_now LIMIT 1
+"""
+
 # The oldest due emails, locked, with their recipient's address: other instances and workers skip them.
 _CLAIM_DUE = f"""
 SELECT n.notification_id, n.event_id, n.kind, n.account_id, n.contract_id, n.subject, n.body_text, n.body_html,
-       n.attempts, a.name AS recipient_name, a.email AS recipient_email
+       n.attempts, n.awaiting_names, a.name AS recipient_name, a.email AS recipient_email
 FROM notifications n LEFT JOIN accounts a ON a.account_id = n.account_id
 WHERE n.status = '{PENDING}' AND n.next_attempt_at <= $1
 ORDER BY n.next_attempt_at
@@ -151,8 +188,11 @@ class NotificationRepository:
         return await driver_sql.in_transaction(self.session)
 
     # -- projections ---------------------------------------------------------------------------
-    async def save_account(self, account_id: str, role: str, name: str, email: str) -> None:
-        await (await self._driver()).execute(_SAVE_ACCOUNT, account_id, role, name, email)
+    async def save_account(self, account_id: str, role: str, name: str, email: str) -> list[dict[str, Any]]:
+        """Save a person; returns the notifications waiting for their name, each with `names`: the names known
+        of the others it waits for (the new one is not among them: the caller has it)."""
+        return [{**dict(r), "names": dict(zip(r["account_ids"], r["account_names"]))}
+                for r in await (await self._driver()).fetch(_SAVE_ACCOUNT, account_id, role, name, email)]
 
     async def account(self, account_id: str) -> dict[str, Any] | None:
         row = (await self.session.execute(_ACCOUNT, {"account_id": account_id})).mappings().first()
@@ -183,6 +223,11 @@ class NotificationRepository:
             return set()
         added = await (await self._driver()).fetch(_ADD, *_columns(rows, NOTIFICATION_COLUMNS))
         return {row["notification_id"] for row in added}
+
+    async def fill_in_names(self, rows: list[dict[str, Any]], now: datetime) -> None:
+        """Each notification's text rendered again, what it still waits for, and whether its email is due now."""
+        if rows:
+            await (await self._driver()).fetch(_FILL_IN_NAMES, *_columns(rows, FILLED_IN_COLUMNS), now)
 
     async def claim_due_emails(self, now: datetime, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` due pending emails, oldest first, locked until this transaction ends."""

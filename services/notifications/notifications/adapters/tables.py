@@ -3,6 +3,7 @@
 from sqlalchemy import (
     BigInteger, Column, DateTime, Identity, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from platform_runtime.tables import add_runtime_tables
 
@@ -54,8 +55,15 @@ notifications = Table(
     Column("last_error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("delivered_at", DateTime(timezone=True)),
+    # Whose names the text lacks (their registration not handled yet, domain/names.py), and the values it was
+    # rendered from, kept to render it again when they come; both NULL once every name is in.
+    Column("awaiting_names", ARRAY(String(64))),
+    Column("render_values", JSONB),
     # One notification per event, person and channel, however often the event is delivered.
     UniqueConstraint("event_id", "account_id", "channel", name="one_notification_per_event_recipient_channel"),
 )
 Index("notifications_by_account", notifications.c.account_id, notifications.c.seq.desc())
 Index("emails_due", notifications.c.next_attempt_at, postgresql_where=notifications.c.status == "pending")
+# A registration looks up the notifications waiting for its name: few, so a partial index.
+Index("notifications_awaiting_names", notifications.c.awaiting_names, postgresql_using="gin",
+      postgresql_where=notifications.c.awaiting_names.isnot(None))

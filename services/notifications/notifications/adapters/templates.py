@@ -25,8 +25,8 @@ class Rendered:
 def when(value: datetime | date | str | None) -> str:
     if value is None:
         return ""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, str):  # as kept in JSON (a notification waiting for names): a day or a moment
+        value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value.replace("Z", "+00:00"))
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).strftime("%d %b %Y, %H:%M UTC")
     return value.strftime("%d %b %Y")

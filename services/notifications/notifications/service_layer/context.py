@@ -1,6 +1,7 @@
-"""What the notifications handler works with: its repository and the templates."""
+"""What the notifications handler works with: its repository, the templates and how long an email waits for names."""
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from platform_runtime.context import HandlerContext
 
@@ -11,6 +12,7 @@ from ..adapters.templates import Templates
 @dataclass
 class Context(HandlerContext):
     templates: Templates = field(kw_only=True)
+    names_wait: timedelta = field(default=timedelta(seconds=30), kw_only=True)  # settings.names_wait
     notifications: NotificationRepository = field(init=False)
 
     def __post_init__(self) -> None:

@@ -37,6 +37,8 @@ from ..domain.delivery import FAILED, PENDING, SENT, RetryPolicy
 
 log = get_logger(__name__)
 EMAILS = Counter("notification_emails_total", "Email delivery attempts by outcome", ["outcome"])
+WITHOUT_NAMES = Counter("notification_emails_without_names_total", "Emails sent with a stand-in for a name: the "
+                        "person's registration had not been handled within NAMES_WAIT (domain/names.py)")
 
 
 class RecipientAddressUnknown(Exception):
@@ -158,6 +160,10 @@ class EmailDelivery:
             subject=row["account_id"], event_id=f"{row['notification_id']}:sent", actor="system")
         EMAILS.labels("sent").inc()
         log.info("email_sent", notification_id=row["notification_id"], kind=row["kind"])
+        if row.get("awaiting_names"):
+            WITHOUT_NAMES.inc()
+            log.warning("email_sent_without_names", notification_id=row["notification_id"],
+                        unknown=row["awaiting_names"])
         return _outcome(row, SENT, next_attempt_at=None, last_error=None, delivered_at=self.clock.now())
 
     def _failed(self, row: dict, error: BaseException, uow: UnitOfWork) -> dict:

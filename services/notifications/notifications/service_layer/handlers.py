@@ -6,9 +6,11 @@ sent from here: in-app rows are delivered by being written; email rows wait, `pe
 delivery loop (service_layer/delivery.py).
 """
 
+import json
 from typing import Any
 
 from platform_runtime.logging import get_logger
+from pydantic_core import to_jsonable_python
 from platform_schemas import Envelope, Message, registry
 from platform_schemas.events.notifications import NotificationSent
 from platform_schemas.topics import NOTIFICATIONS_EVENTS
@@ -16,6 +18,7 @@ from platform_schemas.topics import NOTIFICATIONS_EVENTS
 from ..adapters.repository import Known, NotificationRepository
 from ..domain import routing
 from ..domain.delivery import DELIVERED, PENDING, notification_id
+from ..domain.names import names_for, names_given
 from ..domain.routing import Notice, Parties
 from .context import Context
 
@@ -25,11 +28,15 @@ log = get_logger(__name__)
 CONTRACT_PROJECTED = ("OfferSent", "OfferFundingFailed")  # the events that carry a contract's parties
 
 
-async def project(event_type: str, data: dict[str, Any], repo: NotificationRepository) -> Known | None:
-    """Remember who is who: people from AccountRegistered, contracts' parties and milestone titles. Saving a
-    contract also answers the lookup of its event (the same round trip), returned; else None."""
+async def project(event_type: str, data: dict[str, Any], ctx: Context) -> Known | None:
+    """Remember who is who: people from AccountRegistered (and their names filled in where notifications wait for
+    them), contracts' parties and milestone titles. Saving a contract also answers the lookup of its event (the same
+    round trip), returned; else None."""
+    repo = ctx.notifications
     if event_type == "AccountRegistered":
-        await repo.save_account(data["account_id"], data["role"], data["name"], data["email"])
+        waiting = await repo.save_account(data["account_id"], data["role"], data["name"], data["email"])
+        if waiting:
+            await _fill_in_names(ctx, waiting, {data["account_id"]: data["name"]})
     if event_type in CONTRACT_PROJECTED:
         milestones = [(m["milestone_id"], m["title"], m["amount"]) for m in data.get("milestones") or ()] \
             if event_type == "OfferSent" else []
@@ -46,7 +53,7 @@ async def notify(event: Message, ctx: Context) -> None:
     statement when the event saves its contract), one insert for them all."""
     envelope, repo = ctx.envelope, ctx.notifications
     data = event.model_dump(mode="python")
-    known = await project(envelope.type, data, repo)
+    known = await project(envelope.type, data, ctx)
     if envelope.type not in routing.RULES:
         return  # a projection's event only (AccountRegistered, MilestoneAdded/Edited): nobody is told
     if known is None:
@@ -76,9 +83,15 @@ def _named_accounts(data: dict[str, Any]) -> list[str]:
 
 
 def _rows(ctx: Context, notice: Notice, envelope: Envelope, known: Known) -> list[dict[str, Any]]:
-    """The notice's row on every channel: in-app delivered by being written, email pending for the loop."""
-    rendered = ctx.templates.render(notice.kind, template_values(notice, known))
+    """The notice's row on every channel: in-app delivered by being written, email pending for the loop. A row
+    naming someone whose name is not known yet keeps its values and waits for it (domain/names.py); its email is
+    due when the names come, or after `names_wait` with the stand-in wording."""
+    values = template_values(notice, known)
+    unknown = values.pop(UNKNOWN)
+    rendered = ctx.templates.render(notice.kind, values)
     now = ctx.now
+    awaiting = " ".join(unknown) if unknown else None
+    kept_values = json.dumps(to_jsonable_python(values)) if unknown else None
     rows = []
     for channel in routing.CHANNELS:
         email = channel == "email"
@@ -87,28 +100,49 @@ def _rows(ctx: Context, notice: Notice, envelope: Envelope, known: Known) -> lis
             event_type=envelope.type, kind=notice.kind, account_id=notice.account_id, channel=channel,
             contract_id=notice.facts.get("contract_id"), subject=rendered.subject, body_text=rendered.text,
             body_html=rendered.html if email else None, status=PENDING if email else DELIVERED,
-            next_attempt_at=now if email else None, created_at=now, delivered_at=None if email else now))
+            next_attempt_at=(now + ctx.names_wait if unknown else now) if email else None, created_at=now,
+            delivered_at=None if email else now, awaiting_names=awaiting, render_values=kept_values))
     return rows
 
 
+UNKNOWN = "_unknown"  # in template_values' answer: the ids of the people named whose names are not known yet
+
+
 def template_values(notice: Notice, known: Known) -> dict[str, Any]:
-    """Everything a template may use (listed in templates/README.md)."""
-    facts, parties, names = notice.facts, known.parties, known.names
+    """Everything a template may use (listed in templates/README.md), and under UNKNOWN whose names it lacks."""
+    facts, parties = notice.facts, known.parties
     client_id = facts.get("client_id") or (parties.client_id if parties else None)
     freelancer_id = facts.get("freelancer_id") or (parties.freelancer_id if parties else None)
     contract_id = facts.get("contract_id")
-    account_id = facts.get("account_id")
-    return {
+    values = {
         "contract_id": contract_id, "client_id": client_id, "freelancer_id": freelancer_id, **facts,
         "party": notice.party,
         "recipient_id": notice.account_id,
-        "recipient_name": names.get(notice.account_id, "there"),
         "contract_label": facts.get("contract_title") or facts.get("title") or contract_id or "",
         "milestone_label": known.milestone_title or facts.get("milestone_id") or "",
-        "client_name": names.get(client_id, "the client") if client_id else "the client",
-        "freelancer_name": names.get(freelancer_id, "the freelancer") if freelancer_id else "the freelancer",
-        "account_name": names.get(account_id, account_id) if account_id else "",
     }
+    fields, values[UNKNOWN] = names_for(values, known.names)
+    return {**values, **fields}
+
+
+async def _fill_in_names(ctx: Context, waiting: list[dict[str, Any]], names: dict[str, str]) -> None:
+    """The notifications that waited for a name just registered, rendered again with every name now known: those
+    their values give, those of the others they waited for that came meanwhile (read by the statement that saved
+    the registration), and the new one. An email whose names are all known is due at once."""
+    now, updates = ctx.now, []
+    for row in waiting:
+        values = json.loads(row["render_values"])
+        fields, unknown = names_for(values, {**names_given(values, row["awaiting_names"]), **row["names"], **names})
+        values.update(fields)  # kept with the names now in, for the next registration it waits for
+        rendered = ctx.templates.render(row["kind"], values)
+        email = row["channel"] == "email"
+        updates.append(dict(
+            notification_id=row["notification_id"], subject=rendered.subject, body_text=rendered.text,
+            body_html=rendered.html if email else None,
+            awaiting_names=" ".join(unknown) if unknown else None,
+            render_values=json.dumps(values) if unknown else None,
+            due_now=email and row["status"] == PENDING and not unknown))
+    await ctx.notifications.fill_in_names(updates, now)
 
 
 EVENT_TYPES = sorted({*routing.RULES, "AccountRegistered", "MilestoneAdded", "MilestoneEdited"})
