@@ -86,8 +86,7 @@ def _rows(ctx: Context, notice: Notice, envelope: Envelope, known: Known) -> lis
     """The notice's row on every channel: in-app delivered by being written, email pending for the loop. A row
     naming someone whose name is not known yet keeps its values and waits for it (domain/names.py); its email is
     due when the names come, or after `names_wait` with the stand-in wording."""
-    values = template_values(notice, known)
-    unknown = values.pop(UNKNOWN)
+    values, unknown = template_values(notice, known)
     rendered = ctx.templates.render(notice.kind, values)
     now = ctx.now
     awaiting = " ".join(unknown) if unknown else None
@@ -105,11 +104,9 @@ def _rows(ctx: Context, notice: Notice, envelope: Envelope, known: Known) -> lis
     return rows
 
 
-UNKNOWN = "_unknown"  # in template_values' answer: the ids of the people named whose names are not known yet
-
-
-def template_values(notice: Notice, known: Known) -> dict[str, Any]:
-    """Everything a template may use (listed in templates/README.md), and under UNKNOWN whose names it lacks."""
+def template_values(notice: Notice, known: Known) -> tuple[dict[str, Any], list[str]]:
+    """Everything a template may use (listed in templates/README.md), and the people named whose names are not
+    known yet."""
     facts, parties = notice.facts, known.parties
     client_id = facts.get("client_id") or (parties.client_id if parties else None)
     freelancer_id = facts.get("freelancer_id") or (parties.freelancer_id if parties else None)
@@ -121,8 +118,8 @@ def template_values(notice: Notice, known: Known) -> dict[str, Any]:
         "contract_label": facts.get("contract_title") or facts.get("title") or contract_id or "",
         "milestone_label": known.milestone_title or facts.get("milestone_id") or "",
     }
-    fields, values[UNKNOWN] = names_for(values, known.names)
-    return {**values, **fields}
+    fields, unknown = names_for(values, known.names)
+    return {**values, **fields}, unknown
 
 
 async def _fill_in_names(ctx: Context, waiting: list[dict[str, Any]], names: dict[str, str]) -> None:
