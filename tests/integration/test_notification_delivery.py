@@ -157,7 +157,7 @@ async def test_a_batch_carrying_an_offer_before_the_registrations_of_its_parties
     from platform_schemas.events.contracts import MilestoneTerms, OfferSent
     from tests.support.fakes import FakeDeadLetters, record
 
-    runtime = SimpleNamespace(new_context=partial(Context, templates=Templates(TEMPLATES)), settings=None)
+    runtime = SimpleNamespace(new_context=partial(Context, templates=Templates(TEMPLATES), names_wait=NAMES_WAIT), settings=None)
     subscription = bootstrap.subscriptions(runtime)[0]  # contracts.events, as the service subscribes to it
     consumer = BatchProcessor(topic=subscription.topic, new_uow=unit_of_work(db, clock), dead_letters=FakeDeadLetters(),
                               max_attempts=3, backoff_seconds=0.01, **subscription.handling())

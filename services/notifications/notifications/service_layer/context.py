@@ -12,7 +12,7 @@ from ..adapters.templates import Templates
 @dataclass
 class Context(HandlerContext):
     templates: Templates = field(kw_only=True)
-    names_wait: timedelta = field(default=timedelta(seconds=30), kw_only=True)  # settings.names_wait
+    names_wait: timedelta = field(kw_only=True)  # settings.names_wait: how long an email waits for its names
     notifications: NotificationRepository = field(init=False)
 
     def __post_init__(self) -> None:
