@@ -23,6 +23,15 @@ from .tables import accounts, notifications
 # Sent with the insert of a pending email (so: at its commit); the delivery loops LISTEN to it.
 EMAILS_DUE_CHANNEL = "notifications_emails_due"
 
+# The names of the accounts a condition picks, as two arrays (ids, names) in one row: joined LATERAL by every statement
+# that answers an event's or a notification's names (read back by `_names`).
+def _names_of(accounts_where: str) -> str:
+    return f"""LEFT JOIN LATERAL (
+    SELECT array_agg(account_id) AS account_ids, array_agg(name) AS account_names FROM accounts
+    WHERE {accounts_where}
+) AS a ON true"""
+
+
 # A person, and in the same round trip the notifications that wait for their name (domain/names.py), with the names
 # of the others each waits for that are known. The read sees the snapshot before the insert: the new name is the
 # caller's. Those rows are rare and found through their partial index. An email that already left with stand-ins
@@ -33,12 +42,9 @@ WITH saved AS (
     ON CONFLICT (account_id) DO UPDATE SET role = EXCLUDED.role, name = EXCLUDED.name, email = EXCLUDED.email
 )
 SELECT n.notification_id, n.kind, n.channel, n.status, n.awaiting_names, n.render_values::text AS render_values,
-       coalesce(a.ids, '{{}}') AS account_ids, coalesce(a.names, '{{}}') AS account_names
+       a.account_ids, a.account_names
 FROM notifications n
-LEFT JOIN LATERAL (
-    SELECT array_agg(account_id) AS ids, array_agg(name) AS names FROM accounts
-    WHERE account_id = ANY(n.awaiting_names)
-) AS a ON true
+{_names_of("account_id = ANY(n.awaiting_names)")}
 WHERE n.awaiting_names IS NOT NULL AND n.awaiting_names @> ARRAY[$1]::varchar[]
   AND (n.channel <> 'email' OR n.status = '{PENDING}')
 """
@@ -49,7 +55,7 @@ _ACCOUNT = select(accounts).where(accounts.c.account_id == bindparam("account_id
 # statement. A later event without a title must not erase the one OfferSent gave: the contract's row as saved
 # (RETURNING) has the title kept. The lookup's reads see the snapshot before the inserts, so a milestone this
 # statement saves has its title from the parameters.
-_SAVE_CONTRACT_AND_LOOKUP = """
+_SAVE_CONTRACT_AND_LOOKUP = f"""
 WITH saved_contract AS (
     INSERT INTO contracts (contract_id, client_id, freelancer_id, currency, title)
     VALUES ($1, $2, $3, $4, $5)
@@ -67,12 +73,9 @@ SELECT c.client_id, c.freelancer_id, c.currency, c.title,
        coalesce((SELECT m.title FROM unnest($6::text[], $7::text[]) AS m(milestone_id, title)
                  WHERE m.milestone_id = $9),
                 (SELECT m.title FROM milestones m WHERE m.milestone_id = $9)) AS milestone_title,
-       a.ids AS account_ids, a.names AS account_names
+       a.account_ids, a.account_names
 FROM saved_contract c
-LEFT JOIN LATERAL (
-    SELECT array_agg(account_id) AS ids, array_agg(name) AS names FROM accounts
-    WHERE account_id = ANY($10::text[]) OR account_id = c.client_id OR account_id = c.freelancer_id
-) AS a ON true
+{_names_of("account_id = ANY($10::text[]) OR account_id = c.client_id OR account_id = c.freelancer_id")}
 """
 
 _SAVE_MILESTONE = """
@@ -83,16 +86,13 @@ ON CONFLICT (milestone_id) DO UPDATE SET title = EXCLUDED.title, amount = EXCLUD
 # Everything an event's notifications need to be addressed and rendered, in one round trip: the contract's
 # parties (when it names a contract), the milestone's title, and the names of the accounts it may name
 # (those given, plus the contract's parties).
-_LOOKUP = """
+_LOOKUP = f"""
 SELECT c.client_id, c.freelancer_id, c.currency, c.title,
        (SELECT m.title FROM milestones m WHERE m.milestone_id = $2) AS milestone_title,
-       a.ids AS account_ids, a.names AS account_names
+       a.account_ids, a.account_names
 FROM (SELECT 1) AS one
 LEFT JOIN contracts c ON c.contract_id = $1
-LEFT JOIN LATERAL (
-    SELECT array_agg(account_id) AS ids, array_agg(name) AS names FROM accounts
-    WHERE account_id = ANY($3::text[]) OR account_id = c.client_id OR account_id = c.freelancer_id
-) AS a ON true
+{_names_of("account_id = ANY($3::text[]) OR account_id = c.client_id OR account_id = c.freelancer_id")}
 """
 
 NOTIFICATION_COLUMNS = ("notification_id", "event_id", "event_type", "kind", "account_id", "channel", "contract_id",
@@ -171,7 +171,12 @@ class Known:
 def _known(contract_id: str | None, row: asyncpg.Record) -> Known:
     parties = Parties(contract_id, row["client_id"], row["freelancer_id"], row["currency"], row["title"]) \
         if row["client_id"] is not None else None
-    return Known(parties, row["milestone_title"], dict(zip(row["account_ids"] or (), row["account_names"] or ())))
+    return Known(parties, row["milestone_title"], _names(row))
+
+
+def _names(row: asyncpg.Record) -> dict[str, str]:
+    """What `_names_of` answered: the names by account id (none found: NULL arrays)."""
+    return dict(zip(row["account_ids"] or (), row["account_names"] or ()))
 
 
 def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[Any]]:
@@ -191,7 +196,7 @@ class NotificationRepository:
     async def save_account(self, account_id: str, role: str, name: str, email: str) -> list[dict[str, Any]]:
         """Save a person; returns the notifications waiting for their name, each with `names`: the names known
         of the others it waits for (the new one is not among them: the caller has it)."""
-        return [{**dict(r), "names": dict(zip(r["account_ids"], r["account_names"]))}
+        return [{**dict(r), "names": _names(r)}
                 for r in await (await self._driver()).fetch(_SAVE_ACCOUNT, account_id, role, name, email)]
 
     async def account(self, account_id: str) -> dict[str, Any] | None:

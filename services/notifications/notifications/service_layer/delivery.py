@@ -160,7 +160,7 @@ class EmailDelivery:
             subject=row["account_id"], event_id=f"{row['notification_id']}:sent", actor="system")
         EMAILS.labels("sent").inc()
         log.info("email_sent", notification_id=row["notification_id"], kind=row["kind"])
-        if row.get("awaiting_names"):
+        if row["awaiting_names"]:
             WITHOUT_NAMES.inc()
             log.warning("email_sent_without_names", notification_id=row["notification_id"],
                         unknown=row["awaiting_names"])
