@@ -55,9 +55,6 @@ class BatchProcessor:
     # The keys of answers kept in the inbox that the handlers will ask for, read in the claims' statement (the
     # dispatcher's `kept_answers`: a participant's steps answered as failed before).
     kept_answers: Callable[[list[Envelope], UnitOfWork], list[str]] | None = None
-    # Whether an event type is handled before the batch's others (the dispatcher's `handled_first`): a batch
-    # merges partitions, so a fact another event is told with may have been fetched after it.
-    handled_first: Callable[[str], bool] | None = None
 
     async def process(self, records: list[ConsumerRecord]) -> dict[TopicPartition, int]:
         """Handle a batch; returns the offsets to commit (next offset per partition)."""
@@ -72,8 +69,6 @@ class BatchProcessor:
                 await self.dead_letters.send(record, f"unparseable envelope: {error.errors()[0]['msg']}", 1)
                 metrics.DEAD_LETTERED.labels(record.topic).inc()
         if parsed:
-            if self.handled_first is not None:  # a stable sort: each partition keeps its order among its kind
-                parsed.sort(key=lambda handled: not self.handled_first(handled[1].type))
             await self._handle(parsed)
         for topic, count in Counter(r.topic for r in records).items():
             metrics.CONSUMED.labels(topic).inc(count)

@@ -248,10 +248,6 @@ class EventDispatcher:
     # A service's own reads, in a few statements, of what a fetched batch's handlers will each read, left in
     # `uow.batch` for them (contracts: the sagas its replies answer); the consumer calls it through `prefetch`.
     read_ahead: Prefetch | None = None
-    # Types a batch handles before its other events (each kind in its own order): facts the others are told with
-    # that travel under another key, so on another partition, and may come later in the same fetched batch
-    # (notifications: the AccountRegistered naming the parties of a contract's event).
-    first: frozenset[str] = frozenset()
     claim_status = "seen"  # how the inbox records an event (claimed with the batch's others: consumer.py)
     _by_type: dict[str, Handler] = field(init=False, repr=False)
 
@@ -262,11 +258,6 @@ class EventDispatcher:
     def prefetch(self) -> Prefetch | None:
         """What the consumer calls once per batch of two or more handled events, after their claim."""
         return self.read_ahead
-
-    @property
-    def handled_first(self) -> Callable[[str], bool] | None:
-        """Whether an event type comes first in its batch (the consumer orders a batch with it); None: as fetched."""
-        return self.first.__contains__ if self.first else None
 
     def handles(self, event_type: str) -> bool:
         """Whether this event type has a handler here: the consumer skips the others unparsed."""

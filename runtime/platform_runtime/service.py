@@ -44,8 +44,8 @@ log = logs.get_logger(__name__)
 
 
 # What a subscription takes from its dispatcher unless given: a command dispatcher has no `handles` (every command
-# is answered, an unknown one with its rejection) and no `handled_first` (a batch is handled as fetched).
-FROM_DISPATCHER = ("handles", "claim_status", "prefetch", "kept_answers", "handled_first")
+# is answered, an unknown one with its rejection).
+FROM_DISPATCHER = ("handles", "claim_status", "prefetch", "kept_answers")
 
 
 @dataclass
@@ -65,8 +65,6 @@ class Subscription:
     prefetch: Callable[..., Awaitable[None]] | None = None
     # The keys of answers the batch's handlers will ask for, read with the claims: by default the dispatcher's.
     kept_answers: Callable[..., list[str]] | None = None
-    # Whether an event type is handled before the rest of its batch: by default the dispatcher's.
-    handled_first: Callable[[str], bool] | None = None
 
     def __post_init__(self) -> None:
         owner = getattr(self.dispatch, "__self__", None)

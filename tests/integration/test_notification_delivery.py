@@ -149,7 +149,8 @@ async def test_saving_a_contract_answers_its_events_lookup_and_keeps_the_title_a
 
 async def test_a_batch_carrying_an_offer_before_the_registrations_of_its_parties_names_them(db, clock):
     """A fetched batch is partition by partition, and a registration travels under its account, a contract's events
-    under the contract: the offer may come first. The service's consumer handles the registrations first."""
+    under the contract: the offer may come first. Its notification waits for the names, and the registrations later
+    in the same batch (the same transaction) fill them in: nothing is held back."""
     from types import SimpleNamespace
 
     from notifications import bootstrap
@@ -174,6 +175,7 @@ async def test_a_batch_carrying_an_offer_before_the_registrations_of_its_parties
     email = (await rows(db, "acc-bfr"))["email"]
     assert email["subject"] == "New offer from Chloé Client: Brand identity"
     assert email["body_text"].startswith("Hi Fred Freelancer,")
+    assert (email["awaiting_names"], email["next_attempt_at"]) == (None, START)  # due at once
 
 
 async def test_an_event_gives_one_in_app_and_one_pending_email_however_often_it_arrives(db, clock):

@@ -28,9 +28,9 @@ async def context(runtime):
 
 
 def subscriptions(runtime) -> list[Subscription]:
-    # People before what is said about them: a registration is keyed by its account and a contract's events by the
-    # contract, so one fetched batch may carry a contract's event before the AccountRegistered that names its party.
-    events = EventDispatcher(HANDLERS, runtime.new_context, first=frozenset({"AccountRegistered"}))
+    # A contract's event may come before the AccountRegistered naming its party (keyed by the account: another
+    # partition, in this batch or a later one): its notification then waits for the name (domain/names.py).
+    events = EventDispatcher(HANDLERS, runtime.new_context)
     return [Subscription(CONTRACTS_EVENTS, events.dispatch), Subscription(BILLING_EVENTS, events.dispatch)]
 
 

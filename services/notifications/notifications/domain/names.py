@@ -1,8 +1,8 @@
 """The names a notification gives its people, and whose it still waits for.
 
 A registration travels under its account and a contract's events under the contract: on other partitions, so
-notifications may handle an event about people in a batch before the one that brings their registration (within
-one batch, platform_runtime's `EventDispatcher.first` puts registrations first). The text then says
+notifications may handle an event about people before their registration, later in the same batch or in a later
+one. The text then says
 "the client" or "the freelancer", and the notification records whose names it waits for. A registration fills them
 in (service_layer/handlers.py); an email waits for them at most `names_wait`, then leaves with the stand-in wording,
 so a person never registered with this service holds nothing up for long.
