@@ -33,6 +33,7 @@ from .faults import TransientFaults
 from .http import base_app, database_answers, routes_without_scope
 from .http_auth import TokenHashes
 from .offsets import OffsetCommitter
+from .fetch_sessions import use_fetch_sessions
 from .relay import OutboxRelay, new_producer, notify_channel
 from .settings import ServiceSettings
 from .context import TimerHandler
@@ -298,6 +299,7 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         settings = runtime.settings
+        use_fetch_sessions(settings.kafka_fetch_sessions)
         runtime.producer = new_producer(settings.kafka_bootstrap_servers, settings.producer_linger_ms, runtime.name,
                                         max_batch_size=settings.producer_max_batch_bytes,
                                         **kafka_security.client_options(settings))

@@ -41,6 +41,9 @@ class ServiceSettings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     # The cluster CA (Strimzi: the <cluster>-cluster-ca-cert Secret's ca.crt); None: the system's CAs.
     kafka_ssl_cafile: str | None = None
+    # Consumers fetch within Kafka fetch sessions (KIP-227, fetch_sessions.py): a fetch names only the partitions
+    # whose offset moved, instead of all 48-60 a service holds. false: aiokafka's full fetches.
+    kafka_fetch_sessions: bool = True
     # The service runs as its database's DML-only role (README, "Databases: least privilege"); `migrate` as the
     # owner role, from MIGRATION_DATABASE_URL (DATABASE_URL when unset: one role for both, on a bare database).
     database_url: str

@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from platform_runtime.credentials import Credentials
+from platform_runtime.fetch_sessions import SessionFetcher, use_fetch_sessions
 from platform_runtime.relay import asyncpg_dsn
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
@@ -247,3 +248,23 @@ async def has(probe: Probe, account_id: str) -> bool:
 
 async def _committed_two(probe: Probe) -> bool:
     return await probe.committed() == 2
+
+
+# -- fetch sessions ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sessions", [True, False])
+async def test_the_service_consumer_fetches_within_a_kafka_fetch_session_unless_told_not_to(probe, sessions):
+    """The runtime's consumer (faststream's, on aiokafka) fetches within a session (fetch_sessions.py; the protocol
+    itself is tested in test_fetch_sessions.py); KAFKA_FETCH_SESSIONS=false gives aiokafka's full fetches."""
+    try:
+        async with probe.running(kafka_fetch_sessions=sessions) as runtime:
+            for i in range(3):
+                await probe.send(f"s-{i}")
+                await eventually(lambda: has(probe, f"s-{i}"), 60, f"command {i} handled")
+            fetcher = runtime.subscriber.consumer._fetcher
+            assert isinstance(fetcher, SessionFetcher) is sessions
+            if sessions:
+                [session] = fetcher.sessions.values()
+                assert session.id != 0 and session.epoch >= 3  # a session, and fetches within it
+    finally:
+        use_fetch_sessions(True)  # the process's consumers as the runtime starts them
