@@ -16,7 +16,10 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.consumer import consumer as aiokafka_consumer
-from platform_runtime.fetch_sessions import SessionFetcher, SessionFetchRequest, use_fetch_sessions
+from aiokafka.protocol.fetch import FetchRequest
+from platform_runtime.fetch_sessions import (
+    FetchSession, SessionFetcher, SessionFetchRequest, use_fetch_sessions,
+)
 
 from tests.support.probe_service import create_topics
 
@@ -210,6 +213,35 @@ async def until(condition, what: str, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
         await asyncio.sleep(0.02)
+
+
+async def test_the_broker_moves_a_partitions_offset_only_when_a_request_names_it(kafka, topics, producer):
+    """What the session relies on, asked of the broker directly: records it answered come again while no request
+    names the partition's offset anew. A fetcher that drops an answer unread (its assignment changed meanwhile)
+    leaves its position, and so its session, where they were; if the broker had moved on by itself, those records
+    would be skipped."""
+    topic = topics[0]
+    consumer = AIOKafkaConsumer(**kafka.kafka_options(), enable_auto_commit=False)  # its client, no fetching
+    await consumer.start()
+    try:
+        await send(producer, topic, 4, 5, "once")
+        client = consumer._client
+        await client._wait_on_metadata(topic)
+        node_id = client.cluster.leader_for_partition(TopicPartition(topic, 4))
+        session, answers = FetchSession(), []
+        for _ in range(3):  # full, then twice within the session, never naming the partition again
+            request = SessionFetchRequest(FetchRequest(100, 1, 1_048_576, 0, [(topic, [(4, 0, 1_048_576)])]), session)
+            response = await client.send(node_id, request)
+            assert response.error_code == 0
+            session.answered(request.wanted, response)
+            answers.append((request, {(t, p[0]): p[-1] for t, ps in response.topics for p in ps}))
+        (first, full), *later = answers
+        assert first.epoch == 0 and session.epoch == 3
+        assert full[(topic, 4)]  # the five records
+        for request, answer in later:
+            assert request.named == {} and answer == full  # not named, and answered again from offset 0
+    finally:
+        await consumer.stop()
 
 
 async def test_off_the_consumer_fetches_as_aiokafka_does(kafka, topics, producer, with_sessions):
