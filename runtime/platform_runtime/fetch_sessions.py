@@ -63,16 +63,14 @@ class FetchSession:
 
     def answered(self, wanted: Partitions, response) -> None:
         """The broker answered the request that fetched `wanted`."""
-        error = getattr(response, "error_code", None)
-        if error is None or error == SESSION_ID_NOT_FOUND:  # a version without sessions, or ours is gone
-            self.id, self.epoch, self.partitions = 0, FULL, {}
-        elif error != 0:  # answered with session id 0 too: ours is still to be closed
-            self.lost()
-        elif response.session_id == 0:  # the broker made none (its session cache is full): full fetches
-            self.id, self.epoch, self.partitions = 0, FULL, {}
-        else:
+        error = getattr(response, "error_code", None)  # None: a version without sessions (below 7)
+        if error == 0 and response.session_id != 0:
             self.id, self.partitions = response.session_id, wanted
             self.epoch = 1 if self.epoch == LAST_EPOCH else self.epoch + 1
+        elif error in (None, 0, SESSION_ID_NOT_FOUND):  # no sessions, none made (the broker's cache is full), or
+            self.id, self.epoch, self.partitions = 0, FULL, {}  # ours is gone: the next request asks anew
+        else:  # INVALID_FETCH_SESSION_EPOCH and the like: answered with session id 0, but ours is still to close
+            self.lost()
 
     def lost(self) -> None:
         """No answer to rely on: the next request is full, and replaces this session on the broker."""
@@ -127,9 +125,9 @@ class _SessionsClient:
         except BaseException:  # an error, or cancelled: whether the broker took the request is unknown
             request.session.lost()
             raise
-        named = {(topic, partition[0]) for topic, partitions in response.topics for partition in partitions}
-        if not named <= request.wanted.keys():  # aiokafka's fetcher would fail on a partition it did not ask for
-            log.warning("kafka_fetch_session_answered_unasked", partitions=sorted(named - request.wanted.keys()))
+        answered = {(topic, partition[0]) for topic, partitions in response.topics for partition in partitions}
+        if not answered <= request.wanted.keys():  # aiokafka's fetcher would fail on a partition it did not ask for
+            log.warning("kafka_fetch_session_answered_unasked", partitions=sorted(answered - request.wanted.keys()))
             request.session.lost()
             response.topics = []
             return response
