@@ -30,10 +30,10 @@ from .consumer import BatchProcessor, GiveUp, rewind
 from .consumer_watchdog import ConsumerWatchdog, StallDetector
 from .dead_letters import DeadLetters
 from .faults import TransientFaults
+from .fetch_sessions import use_fetch_sessions
 from .http import base_app, database_answers, routes_without_scope
 from .http_auth import TokenHashes
 from .offsets import OffsetCommitter
-from .fetch_sessions import use_fetch_sessions
 from .relay import OutboxRelay, new_producer, notify_channel
 from .settings import ServiceSettings
 from .context import TimerHandler
