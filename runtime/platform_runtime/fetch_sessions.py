@@ -16,6 +16,7 @@ The protocol, as the Java consumer's `FetchSessionHandler` keeps it:
 - The broker moves its copy of a partition's offset only when a request names it, never by what it answered:
   a partition whose records were fetched is named again with its new position.
 - A session error, a lost answer or a cancelled request: the next request is full again.
+- A consumer that stops ends its sessions (epoch -1), so they do not hold the broker's session cache.
 
 What the broker holds is only ever taken as answered: `FetchSession.partitions` changes when a response comes,
 so a request built but never sent (its task cancelled before it ran) leaves both sides as they were.
@@ -26,11 +27,13 @@ keeps aiokafka's full fetches.
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import aiokafka
 from aiokafka.consumer import consumer as aiokafka_consumer
 from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.errors import KafkaError
 from aiokafka.protocol.fetch import FetchRequest
 
 from .logging import get_logger
@@ -39,6 +42,8 @@ log = get_logger(__name__)
 
 WRITTEN_FOR = "0.14.0"  # the aiokafka whose Fetcher and FetchRequest this module extends
 FULL = 0  # the epoch of a full request (the protocol's INITIAL_EPOCH)
+CLOSE = -1  # the epoch that ends a session (the protocol's FINAL_EPOCH)
+CLOSE_WAIT = 1.0  # seconds a stopping consumer waits for a broker to end its session
 LAST_EPOCH = 2**31 - 1  # an epoch wraps to 1 after this
 SESSION_ID_NOT_FOUND = 70  # the broker has no such session: ask for a new one (session id 0)
 # Any other error of the request as a whole (71, INVALID_FETCH_SESSION_EPOCH, among them): close ours, ask anew.
@@ -75,6 +80,10 @@ class FetchSession:
     def lost(self) -> None:
         """No answer to rely on: the next request is full, and replaces this session on the broker."""
         self.epoch, self.partitions = FULL, {}
+
+    def closing(self) -> FetchSession:
+        """The session as the request that ends it sees it: its id, the closing epoch, no partitions."""
+        return FetchSession(id=self.id, epoch=CLOSE)
 
 
 class SessionFetchRequest(FetchRequest):
@@ -141,6 +150,20 @@ class SessionFetcher(Fetcher):
     def __init__(self, client, subscriptions, **options):
         self.sessions: dict[int, FetchSession] = {}
         super().__init__(_SessionsClient(client), subscriptions, **options)
+
+    async def close(self):
+        """Stop fetching, then end each session on its broker, as the Java consumer does, so that it does not keep
+        a slot of the broker's session cache until evicted. Best effort: a broker that does not answer within
+        CLOSE_WAIT evicts the session in its own time."""
+        await super().close()
+        for node_id, session in self.sessions.items():
+            if session.id == 0:
+                continue
+            request = SessionFetchRequest(FetchRequest(0, 0, 0, self._isolation_level, []), session.closing())
+            try:
+                await asyncio.wait_for(self._client.send(node_id, request), CLOSE_WAIT)
+            except (asyncio.TimeoutError, KafkaError, OSError) as error:
+                log.info("kafka_fetch_session_not_closed", node_id=node_id, error=repr(error))
 
     def _get_actions_per_node(self, assignment):
         requests, *rest = super()._get_actions_per_node(assignment)

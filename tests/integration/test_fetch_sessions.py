@@ -244,6 +244,31 @@ async def test_the_broker_moves_a_partitions_offset_only_when_a_request_names_it
         await consumer.stop()
 
 
+async def test_a_consumer_that_stops_ends_its_session_on_the_broker(kafka, topics, producer, with_sessions):
+    """So that sessions of stopped consumers (a watchdog restart, a deploy) do not fill the broker's session cache
+    until it evicts them."""
+    consumer = await consumer_of(kafka, topics[2])
+    requests = Requests(consumer)
+    received: dict[TopicPartition, list[bytes]] = defaultdict(list)
+    await send(producer, topics[2], 1, 2, "before-stop")
+    await read(consumer, 2, received)
+    session_id = requests.session.id
+    assert session_id != 0
+    await consumer.stop()
+
+    other = AIOKafkaConsumer(**kafka.kafka_options(), enable_auto_commit=False)  # its client, no fetching
+    await other.start()
+    try:
+        client = other._client
+        await client._wait_on_metadata(topics[2])
+        node_id = client.cluster.leader_for_partition(TopicPartition(topics[2], 1))
+        for epoch in (1, 2, 3, 5, 8):  # whatever epoch the stopped consumer had reached: the session is gone
+            request = SessionFetchRequest(FetchRequest(0, 0, 1024, 0, []), FetchSession(id=session_id, epoch=epoch))
+            assert (await client.send(node_id, request)).error_code == 70  # FETCH_SESSION_ID_NOT_FOUND
+    finally:
+        await other.stop()
+
+
 async def test_off_the_consumer_fetches_as_aiokafka_does(kafka, topics, producer, with_sessions):
     use_fetch_sessions(False)
     assert aiokafka_consumer.Fetcher is not SessionFetcher

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.protocol.fetch import FetchRequest, FetchRequest_v6, FetchRequest_v7, FetchRequest_v9, FetchRequest_v11
 from platform_runtime.fetch_sessions import (
-    FULL, LAST_EPOCH, FetchSession, SessionFetchRequest, _SessionsClient,
+    CLOSE, FULL, LAST_EPOCH, FetchSession, SessionFetchRequest, _SessionsClient,
 )
 
 A0, A1, B0 = ("a", 0), ("a", 1), ("b", 0)
@@ -84,6 +84,13 @@ def test_on_the_wire_a_request_in_a_session_carries_only_what_moved_and_what_it_
     assert (v9.topics, v9.forgotten_topics_data) == ([("a", [(0, -1, 9, -1, 100)])], [("b", [0])])
     v7 = request.build(FetchRequest_v7)
     assert v7.topics == [("a", [(0, 9, -1, 100)])]
+
+
+def test_the_request_that_ends_a_session_carries_its_id_the_closing_epoch_and_nothing_else():
+    session = FetchSession(id=7, epoch=4, partitions={A0: (5, 100)})
+    ending = SessionFetchRequest(FetchRequest(0, 0, 0, 0, []), session.closing()).build(FetchRequest_v11)
+    assert (ending.session_id, ending.session_epoch, ending.topics, ending.forgotten_topics_data) == (7, CLOSE, [], [])
+    assert (session.id, session.epoch) == (7, 4)  # the session itself is left as it was
 
 
 def test_a_version_without_sessions_gets_the_full_fetch():
