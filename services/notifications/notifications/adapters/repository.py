@@ -7,12 +7,14 @@ trip: through SQLAlchemy, building a statement cost more CPU than running it, an
 write to the socket. The read side (HTTP) keeps SQLAlchemy Core.
 """
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from platform_runtime import driver_sql
+from pydantic_core import to_jsonable_python
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -100,8 +102,10 @@ NOTIFICATION_COLUMNS = ("notification_id", "event_id", "event_type", "kind", "ac
                         "delivered_at", "awaiting_names", "render_values")
 _ARRAY_TYPES = {"next_attempt_at": "timestamptz[]", "created_at": "timestamptz[]", "delivered_at": "timestamptz[]"}
 # Given as text (unnest takes no array of arrays of different lengths): the ids space-separated (ids have no
-# spaces, platform_schemas.types.Id), the values as JSON.
+# spaces, platform_schemas.types.Id), the values as JSON: `_TO_TEXT` writes them so, `_FROM_TEXT` reads them.
 _FROM_TEXT = {"awaiting_names": "string_to_array(awaiting_names, ' ')", "render_values": "render_values::jsonb"}
+_TO_TEXT = {"awaiting_names": lambda ids: " ".join(ids) if ids else None,
+            "render_values": lambda values: json.dumps(to_jsonable_python(values)) if values is not None else None}
 # An event's notification rows, every channel, in one statement; a row this event already gave (redelivery)
 # is left alone. A pending email announces itself to the delivery loops, delivered at commit.
 _ADD = f"""
@@ -180,7 +184,8 @@ def _names(row: asyncpg.Record) -> dict[str, str]:
 
 
 def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[Any]]:
-    return [[row[name] for row in rows] for name in names]
+    return [[_TO_TEXT[name](row[name]) if name in _TO_TEXT else row[name] for row in rows] for name in names]
+
 
 
 class NotificationRepository:
@@ -196,7 +201,7 @@ class NotificationRepository:
     async def save_account(self, account_id: str, role: str, name: str, email: str) -> list[dict[str, Any]]:
         """Save a person; returns the notifications waiting for their name, each with `names`: the names known
         of the others it waits for (the new one is not among them: the caller has it)."""
-        return [{**dict(r), "names": _names(r)}
+        return [{**dict(r), "render_values": json.loads(r["render_values"]), "names": _names(r)}
                 for r in await (await self._driver()).fetch(_SAVE_ACCOUNT, account_id, role, name, email)]
 
     async def account(self, account_id: str) -> dict[str, Any] | None:

@@ -6,11 +6,9 @@ sent from here: in-app rows are delivered by being written; email rows wait, `pe
 delivery loop (service_layer/delivery.py).
 """
 
-import json
 from typing import Any
 
 from platform_runtime.logging import get_logger
-from pydantic_core import to_jsonable_python
 from platform_schemas import Envelope, Message, registry
 from platform_schemas.events.notifications import NotificationSent
 from platform_schemas.topics import NOTIFICATIONS_EVENTS
@@ -88,9 +86,7 @@ def _rows(ctx: Context, notice: Notice, envelope: Envelope, known: Known) -> lis
     due when the names come, or after `names_wait` with the stand-in wording."""
     values, unknown = template_values(notice, known)
     rendered = ctx.templates.render(notice.kind, values)
-    now = ctx.now
-    awaiting = " ".join(unknown) if unknown else None
-    kept_values = json.dumps(to_jsonable_python(values)) if unknown else None
+    now, waiting = ctx.now, _waiting(values, unknown)
     rows = []
     for channel in routing.CHANNELS:
         email = channel == "email"
@@ -100,7 +96,7 @@ def _rows(ctx: Context, notice: Notice, envelope: Envelope, known: Known) -> lis
             contract_id=notice.facts.get("contract_id"), subject=rendered.subject, body_text=rendered.text,
             body_html=rendered.html if email else None, status=PENDING if email else DELIVERED,
             next_attempt_at=(now + ctx.names_wait if unknown else now) if email else None, created_at=now,
-            delivered_at=None if email else now, awaiting_names=awaiting, render_values=kept_values))
+            delivered_at=None if email else now, **waiting))
     return rows
 
 
@@ -128,7 +124,7 @@ async def _fill_in_names(ctx: Context, waiting: list[dict[str, Any]], names: dic
     the registration), and the new one. An email whose names are all known is due at once."""
     now, updates = ctx.now, []
     for row in waiting:
-        values = json.loads(row["render_values"])
+        values = row["render_values"]
         fields, unknown = names_for(values, {**names_given(values, row["awaiting_names"]), **row["names"], **names})
         values.update(fields)  # kept with the names now in, for the next registration it waits for
         rendered = ctx.templates.render(row["kind"], values)
@@ -136,10 +132,14 @@ async def _fill_in_names(ctx: Context, waiting: list[dict[str, Any]], names: dic
         updates.append(dict(
             notification_id=row["notification_id"], subject=rendered.subject, body_text=rendered.text,
             body_html=rendered.html if email else None,
-            awaiting_names=" ".join(unknown) if unknown else None,
-            render_values=json.dumps(values) if unknown else None,
-            due_now=email and row["status"] == PENDING and not unknown))
+            **_waiting(values, unknown), due_now=email and row["status"] == PENDING and not unknown))
     await ctx.notifications.fill_in_names(updates, now)
+
+
+def _waiting(values: dict[str, Any], unknown: list[str]) -> dict[str, Any]:
+    """A notification's columns of what it waits for: whose names, and the values to render it again from; both
+    None once every name is in."""
+    return {"awaiting_names": unknown or None, "render_values": values if unknown else None}
 
 
 EVENT_TYPES = sorted({*routing.RULES, "AccountRegistered", "MilestoneAdded", "MilestoneEdited"})
