@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +27,7 @@ from platform_schemas.commands.contracts import RegisterAccount
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support import probe_service
+from tests.support.polling import eventually
 from tests.support.probe_service import (
     ProbeSettings, committed_offsets, create_topics, drop_database, read_topic, scratch_database,
 )
@@ -107,14 +107,6 @@ async def probe(infra):
     yield Probe(settings, kafka, producer)
     await producer.stop()
     await drop_database(infra.postgres_url, database)
-
-
-async def eventually(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout}s")
-        await asyncio.sleep(0.1)
 
 
 def headers(record) -> dict[str, str]:

@@ -7,7 +7,7 @@ moved). The faults are the protocol's own: a wrong epoch, a session the broker d
 and start being fetched (records left unconsumed, an assignment changed).
 """
 
-import asyncio
+import contextlib
 import time
 import uuid
 from collections import defaultdict
@@ -21,6 +21,7 @@ from platform_runtime.fetch_sessions import (
     FetchSession, SessionFetcher, SessionFetchRequest, use_fetch_sessions,
 )
 
+from tests.support.polling import eventually
 from tests.support.probe_service import create_topics
 
 pytestmark = pytest.mark.integration
@@ -181,7 +182,7 @@ async def test_partitions_that_stop_and_start_being_fetched_are_forgotten_and_na
         assert dict(received) == first
 
         consumer.pause(zero)
-        await until(lambda: (topic, 0) not in requests.session.partitions, "partition 0 forgotten")
+        await eventually(lambda: (topic, 0) not in requests.session.partitions, 10, "partition 0 forgotten", 0.02)
         assert any((topic, 0) in r.forgotten for r in requests.sent)
         received.clear()
         held = await send(producer, topic, 0, 3, "paused")
@@ -203,16 +204,23 @@ async def test_partitions_that_stop_and_start_being_fetched_are_forgotten_and_na
         await send(producer, topic, 0, 3, "not-ours")
         await read(consumer, 10, received)
         assert dict(received) == {five: first[five] + moved, six: after}
-        await until(lambda: requests.session.partitions.keys() == {(topic, 5), (topic, 6)}, "the session is 5 and 6")
+        await eventually(lambda: requests.session.partitions.keys() == {(topic, 5), (topic, 6)}, 10,
+                         "the session holds 5 and 6", 0.02)
     finally:
         await consumer.stop()
 
 
-async def until(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.02)
+@contextlib.asynccontextmanager
+async def broker_of(kafka, topic: str, partition: int):
+    """An aiokafka client (a consumer's that fetches nothing) and the broker leading the partition: for requests
+    sent by hand."""
+    consumer = AIOKafkaConsumer(**kafka.kafka_options(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client._wait_on_metadata(topic)
+        yield consumer._client, consumer._client.cluster.leader_for_partition(TopicPartition(topic, partition))
+    finally:
+        await consumer.stop()
 
 
 async def test_the_broker_moves_a_partitions_offset_only_when_a_request_names_it(kafka, topics, producer):
@@ -221,13 +229,8 @@ async def test_the_broker_moves_a_partitions_offset_only_when_a_request_names_it
     leaves its position, and so its session, where they were; if the broker had moved on by itself, those records
     would be skipped."""
     topic = topics[0]
-    consumer = AIOKafkaConsumer(**kafka.kafka_options(), enable_auto_commit=False)  # its client, no fetching
-    await consumer.start()
-    try:
-        await send(producer, topic, 4, 5, "once")
-        client = consumer._client
-        await client._wait_on_metadata(topic)
-        node_id = client.cluster.leader_for_partition(TopicPartition(topic, 4))
+    await send(producer, topic, 4, 5, "once")
+    async with broker_of(kafka, topic, 4) as (client, node_id):
         session, answers = FetchSession(), []
         for _ in range(3):  # full, then twice within the session, never naming the partition again
             request = SessionFetchRequest(FetchRequest(100, 1, 1_048_576, 0, [(topic, [(4, 0, 1_048_576)])]), session)
@@ -235,13 +238,11 @@ async def test_the_broker_moves_a_partitions_offset_only_when_a_request_names_it
             assert response.error_code == 0
             session.answered(request.wanted, response)
             answers.append((request, {(t, p[0]): p[-1] for t, ps in response.topics for p in ps}))
-        (first, full), *later = answers
-        assert first.epoch == 0 and session.epoch == 3
-        assert full[(topic, 4)]  # the five records
-        for request, answer in later:
-            assert request.named == {} and answer == full  # not named, and answered again from offset 0
-    finally:
-        await consumer.stop()
+    (first, full), *later = answers
+    assert first.epoch == 0 and session.epoch == 3
+    assert full[(topic, 4)]  # the five records
+    for request, answer in later:
+        assert request.named == {} and answer == full  # not named, and answered again from offset 0
 
 
 async def test_a_consumer_that_stops_ends_its_session_on_the_broker(kafka, topics, producer, with_sessions):
@@ -256,17 +257,10 @@ async def test_a_consumer_that_stops_ends_its_session_on_the_broker(kafka, topic
     assert session_id != 0
     await consumer.stop()
 
-    other = AIOKafkaConsumer(**kafka.kafka_options(), enable_auto_commit=False)  # its client, no fetching
-    await other.start()
-    try:
-        client = other._client
-        await client._wait_on_metadata(topics[2])
-        node_id = client.cluster.leader_for_partition(TopicPartition(topics[2], 1))
+    async with broker_of(kafka, topics[2], 1) as (client, node_id):
         for epoch in (1, 2, 3, 5, 8):  # whatever epoch the stopped consumer had reached: the session is gone
             request = SessionFetchRequest(FetchRequest(0, 0, 1024, 0, []), FetchSession(id=session_id, epoch=epoch))
             assert (await client.send(node_id, request)).error_code == 70  # FETCH_SESSION_ID_NOT_FOUND
-    finally:
-        await other.stop()
 
 
 async def test_off_the_consumer_fetches_as_aiokafka_does(kafka, topics, producer, with_sessions):
