@@ -12,10 +12,9 @@ from notifications.adapters.templates import Templates
 from notifications.domain.delivery import RetryPolicy, message_id, notification_id
 from notifications.domain.money import format_amount
 from notifications.domain.routing import KINDS, RULES, Parties, RecipientUnknown, notices_for
-from notifications.adapters.repository import Known
+from notifications.adapters.repository import Known, values_as_json
 from notifications.domain.names import names_for, names_given
 from notifications.service_layer.handlers import EVENT_TYPES, template_values
-from pydantic_core import to_jsonable_python
 from notifications.settings import TEMPLATES
 from platform_schemas import registry
 from platform_schemas.events import billing as b
@@ -374,5 +373,5 @@ def test_every_template_renders_the_same_from_the_values_kept_for_a_late_name(ev
     for notice in notices_for(event_type, data(event_type), PARTIES):
         values, unknown = template_values(notice, known)
         assert unknown == []
-        kept = json.loads(json.dumps(to_jsonable_python(values)))
+        kept = json.loads(values_as_json(values))  # as the repository keeps them, and reads them back
         assert templates.render(notice.kind, kept) == templates.render(notice.kind, values), notice.kind

@@ -105,7 +105,12 @@ _ARRAY_TYPES = {"next_attempt_at": "timestamptz[]", "created_at": "timestamptz[]
 # spaces, platform_schemas.types.Id), the values as JSON: `_TO_TEXT` writes them so, `_FROM_TEXT` reads them.
 _FROM_TEXT = {"awaiting_names": "string_to_array(awaiting_names, ' ')", "render_values": "render_values::jsonb"}
 _TO_TEXT = {"awaiting_names": lambda ids: " ".join(ids) if ids else None,
-            "render_values": lambda values: json.dumps(to_jsonable_python(values)) if values is not None else None}
+            "render_values": lambda values: values_as_json(values) if values is not None else None}
+
+
+def values_as_json(values: dict[str, Any]) -> str:
+    """A notification's template values as kept to render it again (dates and moments become ISO strings)."""
+    return json.dumps(to_jsonable_python(values))
 # An event's notification rows, every channel, in one statement; a row this event already gave (redelivery)
 # is left alone. A pending email announces itself to the delivery loops, delivered at commit.
 _ADD = f"""
