@@ -29,8 +29,7 @@ class StoringHandler:
         mail = (envelope.mail_from, list(envelope.rcpt_tos), data)
         # A synced write blocks for the disk: in a thread. Without the sync it is a page-cache copy, done here.
         record = await asyncio.to_thread(self.store.save, *mail) if self.store.durable else self.store.save(*mail)
-        print(f"smtp-sink: stored {record['file']} {record['message_id']} to {','.join(record['rcpt_tos'])}",
-              flush=True)
+        print(f"smtp-sink: stored {record['message_id']} to {','.join(record['rcpt_tos'])}", flush=True)
         return "250 Message accepted for delivery"
 
 
