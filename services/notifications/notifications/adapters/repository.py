@@ -111,6 +111,8 @@ _TO_TEXT = {"awaiting_names": lambda ids: " ".join(ids) if ids else None,
 def values_as_json(values: dict[str, Any]) -> str:
     """A notification's template values as kept to render it again (dates and moments become ISO strings)."""
     return json.dumps(to_jsonable_python(values))
+
+
 # An event's notification rows, every channel, in one statement; a row this event already gave (redelivery)
 # is left alone. A pending email announces itself to the delivery loops, delivered at commit.
 _ADD = f"""
@@ -190,7 +192,6 @@ def _names(row: asyncpg.Record) -> dict[str, str]:
 
 def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[Any]]:
     return [[_TO_TEXT[name](row[name]) if name in _TO_TEXT else row[name] for row in rows] for name in names]
-
 
 
 class NotificationRepository:

@@ -15,6 +15,7 @@ on the same two cores as this stand-in and not the stand-in's disk. A crash of t
 mail; a crash of the sink alone does not.
 """
 
+import contextlib
 import json
 import os
 import threading
@@ -72,11 +73,12 @@ class MailStore:
         if not bodies:
             return records
         spool = self.directory / SPOOL
-        with open(spool, "rb") if spool.exists() else open(os.devnull, "rb") as spooled:
+        with open(spool, "rb") if spool.exists() else contextlib.nullcontext() as spooled:
             return [self._with_bodies(r, self._data(r, spooled)) for r in records]
 
     def _data(self, record: dict[str, Any], spooled) -> bytes:
-        if "file" in record:  # written before the spool: a file per message
+        """A listed message's bytes: from the spool, or (written before it) from the message's own file."""
+        if "file" in record:
             return (self.directory / record["file"]).read_bytes()
         spooled.seek(record["spool_offset"])
         return spooled.read(record["size"])
@@ -100,12 +102,14 @@ def _headers(data: bytes) -> dict[str, str]:
     comments or escapes, it reads as its own text: the email package's full parse gives the same there
     (tests/unit/test_mime.py compares both on every kind of mail the platform sends) at about an eighth of the cost
     (0.2 ms a mail, measured). Otherwise the full parse answers."""
-    plain = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
-    values = {field: _header(plain, name) for field, name in INDEXED.items()}
+    values = _indexed(BytesHeaderParser(policy=policy.compat32).parsebytes(data))
     if all(value.isascii() and not any(mark in value for mark in _NEEDS_DECODING) for value in values.values()):
         return values
-    parsed = BytesParser(policy=policy.default).parsebytes(data, headersonly=True)
-    return {field: _header(parsed, name) for field, name in INDEXED.items()}
+    return _indexed(BytesParser(policy=policy.default).parsebytes(data, headersonly=True))
+
+
+def _indexed(headers) -> dict[str, str]:
+    return {field: _header(headers, name) for field, name in INDEXED.items()}
 
 
 def _lines(body: str) -> str:
