@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 import pytest_asyncio
+from platform_runtime import driver_sql
 from platform_runtime.clock import SystemClock
 from platform_runtime.consumer import BatchProcessor
 from platform_runtime.dispatch import CommandDispatcher
@@ -524,6 +525,42 @@ async def test_a_timer_being_fired_is_left_alone_by_a_cancel(scratch):
     finally:
         await runner.close()
     assert (await _timers(scratch))["f"] == "pending"
+
+
+def _plan_nodes(node: dict):
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+async def test_a_cancellation_probes_its_timers_by_subject_whatever_the_statistics_say(scratch):
+    """The statistics were taken when nearly every timer was cancelled; then a burst left thousands pending. The
+    cancelling statement still looks each (subject, kind) up in timers_pending_by_subject, instead of reading
+    every pending timer once per statement (what it did, written as a join, with these statistics)."""
+    due = datetime.now(timezone.utc) + timedelta(minutes=5)
+    conn = await asyncpg.connect(asyncpg_dsn(scratch.url))
+    try:
+        await conn.execute("INSERT INTO timers (timer_id, kind, subject, due_at, payload, cancelled_at)"
+                           " SELECT 'old-' || n, 'deadline', 'old-' || n, $1, '{}', $1"
+                           " FROM generate_series(1, 20000) AS n", due)
+        await conn.execute("ANALYZE timers")
+        await conn.execute("INSERT INTO timers (timer_id, kind, subject, due_at, payload)"
+                           " SELECT 'new-' || n, 'deadline', 'saga-' || n, $1, '{}' FROM generate_series(1, 3000) AS n",
+                           due)
+        subjects = [f"saga-{n}" for n in range(1, 3001, 15)]
+        cancel = driver_sql.write_at_commit(True, False, False, False)
+        [plan] = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {cancel}", due, subjects,
+                                                ["deadline"] * len(subjects)))
+        scans = [(n["Node Type"], n.get("Index Name")) for n in _plan_nodes(plan["Plan"])
+                 if n.get("Relation Name") == "timers" and n["Node Type"] != "ModifyTable"]
+        assert ("Index Scan", "timers_pending_by_subject") in scans, scans
+        assert {index for _, index in scans} <= {"timers_pending_by_subject", "timers_pkey"}, scans
+        await conn.execute(cancel, due, subjects, ["deadline"] * len(subjects))
+        cancelled = await conn.fetch("SELECT subject FROM timers WHERE subject LIKE 'saga-%' AND cancelled_at = $1",
+                                     due)
+        assert sorted(r["subject"] for r in cancelled) == sorted(subjects)
+    finally:
+        await conn.close()
 
 
 async def test_a_batch_claimed_at_once_handles_each_new_message_once_and_skips_what_was_seen(inbox):
