@@ -156,8 +156,9 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, id
             result["platform_cpu_ms_per_saga_net_of_idle"] = round(sum(
                 ms for g, ms in net.items() if g not in NOT_THE_PLATFORM), 2)
             result["cpu_ms_per_saga_net_of_idle"] = net
-        result["database_work_per_saga"] = database_work.per_saga(
-            work_before, await database_work.settled_snapshot(work_dsn, bench.prefix), completed, bench.services)
+        work_after = await database_work.settled_snapshot(work_dsn, bench.prefix)
+        result["database_work_per_saga"] = database_work.per_saga(work_before, work_after, completed, bench.services)
+        result["top_statements"] = database_work.top_statements(work_before, work_after, completed, bench.services)
     result["services"] = metric_deltas(metrics_before, await bench.metrics())
     result["load_average"] = load_average()
     return result

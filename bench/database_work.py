@@ -21,8 +21,15 @@ _STATEMENTS = ("SELECT d.datname, sum(s.calls)::bigint FROM pg_stat_statements s
                " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE $1 || '%' GROUP BY d.datname")
 
 
+# Each statement's time, by database: which statements a phase's database time went to (`top_statements`).
+_STATEMENT_TIMES = ("SELECT d.datname, s.queryid, s.query, s.calls, s.total_exec_time, s.shared_blks_hit"
+                    " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+                    " WHERE d.datname LIKE $1 || '%' AND s.toplevel")
+
+
 async def snapshot(dsn: str, prefix: str) -> dict[str, dict[str, int]]:
-    """database (without the prefix) -> commits, rollbacks and (when available) statements so far."""
+    """database (without the prefix) -> commits, rollbacks and (when available) statements so far; and under
+    "by statement", (database, queryid) -> calls, execution ms, buffer hits and the statement's first words."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_stat_clear_snapshot()")
@@ -32,6 +39,10 @@ async def snapshot(dsn: str, prefix: str) -> dict[str, dict[str, int]]:
             await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")  # its view, in `postgres`
             for name, calls in await conn.fetch(_STATEMENTS, prefix):
                 counts.setdefault(name[len(prefix):], {})["statements"] = calls
+            counts["by statement"] = {
+                (r["datname"][len(prefix):], r["queryid"]): (r["calls"], r["total_exec_time"], r["shared_blks_hit"],
+                                                              " ".join(r["query"].split())[:100])
+                for r in await conn.fetch(_STATEMENT_TIMES, prefix)}
         except asyncpg.PostgresError:
             pass  # pg_stat_statements not loaded on this server: transactions only
         return counts
@@ -56,7 +67,7 @@ def per_saga(before: dict, after: dict, sagas: int, platform: tuple[str, ...]) -
     sum as `platform`. Others sharing the prefix (the payment gateway's stand-in, the raw-limits scratch) are
     shown apart, not summed."""
     out = {}
-    for name, counts in sorted(after.items()):
+    for name, counts in sorted((n, c) for n, c in after.items() if n != "by statement"):
         earlier = before.get(name, {})
         out[name] = {k: round((v - earlier.get(k, 0)) / sagas, 2) for k, v in counts.items()}
     ours = [out[name] for name in platform if name in out]
@@ -64,3 +75,20 @@ def per_saga(before: dict, after: dict, sagas: int, platform: tuple[str, ...]) -
         out["platform"] = {k: round(sum(d.get(k, 0) for d in ours), 2)
                            for k in ("commits", "rollbacks", "statements") if any(k in d for d in ours)}
     return out
+
+
+def top_statements(before: dict, after: dict, sagas: int, platform: tuple[str, ...], count: int = 8) -> list[dict]:
+    """The platform's statements that took the most execution time over the phase, per completed saga: where
+    the database's share of a saga goes. Execution time is the executor's wall time: on a busy machine it
+    includes waiting for a core, so the buffer hits (pages touched, a measure of work) are shown beside it."""
+    earlier, rows = before.get("by statement", {}), []
+    for (database, queryid), (calls, ms, hits, text) in after.get("by statement", {}).items():
+        was = earlier.get((database, queryid), (0, 0.0, 0, text))
+        if database in platform and calls > was[0]:
+            rows.append({"database": database, "statement": text, "calls_per_saga": round((calls - was[0]) / sagas, 3),
+                         "exec_ms_per_saga": round((ms - was[1]) / sagas, 4),
+                         "buffer_hits_per_saga": round((hits - was[2]) / sagas, 1)})
+    total = sum(r["exec_ms_per_saga"] for r in rows) or 1.0
+    for r in rows:
+        r["share_of_exec"] = round(r["exec_ms_per_saga"] / total, 3)
+    return sorted(rows, key=lambda r: -r["exec_ms_per_saga"])[:count]

@@ -142,7 +142,8 @@ def _cpu(phase: dict) -> str:
             f"({json.dumps(phase.get('cpu_ms_per_saga'))}); load generator "
             f"{phase.get('load_generator_cpu_ms_per_saga')} ms/saga, apart; machine busy "
             f"{phase['cpu']['machine_busy_fraction']:.0%}, load average {phase.get('load_average')}"
-            f"{_database_work(phase.get('database_work_per_saga'))}{_kafka_work(phase)}")
+            f"{_database_work(phase.get('database_work_per_saga'))}{_top_statements(phase.get('top_statements'))}"
+            f"{_kafka_work(phase)}")
 
 
 def _kafka_work(phase: dict) -> str:
@@ -153,6 +154,16 @@ def _kafka_work(phase: dict) -> str:
     parts = [f"{name} {s.get('batches', 0) / sagas:.2f} batches {s.get('offset_commits', 0) / sagas:.2f} offset commits"
              for name, s in services.items()]
     return "\n  consumer work per saga: " + ", ".join(parts)
+
+
+def _top_statements(rows: list | None, shown: int = 3) -> str:
+    """The statements that took the most of the databases' execution time, per saga."""
+    if not rows:
+        return ""
+    parts = [f"{r['database']} {r['exec_ms_per_saga']:.3f} ms ({r['share_of_exec']:.0%}; {r['calls_per_saga']:g} "
+             f"statements, {r['buffer_hits_per_saga']:g} pages) {r['statement'][:60]!r}"
+             for r in rows[:shown]]
+    return "\n  most database time per saga: " + "; ".join(parts)
 
 
 def _database_work(work: dict | None) -> str:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from bench import database_work
 from bench.report import floor, ratios, report, verdict
 from bench.stats import stalls
 
@@ -101,3 +102,25 @@ def test_a_setting_given_for_one_service_reaches_that_service_alone_and_wins_the
     given = {"CONSUMER_MAX_RECORDS": "500", "billing:CONSUMER_FETCH_MIN_BYTES": "1", "billing:CONSUMER_MAX_RECORDS": "50"}
     assert for_service(given, "billing") == {"CONSUMER_MAX_RECORDS": "50", "CONSUMER_FETCH_MIN_BYTES": "1"}
     assert for_service(given, "contracts") == {"CONSUMER_MAX_RECORDS": "500"}
+
+
+def test_the_statements_that_took_a_phases_database_time_are_per_saga_the_platforms_and_largest_first(capsys):
+    before = {"contracts": {"commits": 10, "statements": 40},
+              "by statement": {("contracts", 1): (100, 50.0, 1000, "UPDATE timers"),
+                               ("contracts", 2): (10, 5.0, 100, "SELECT sagas")}}
+    after = {"contracts": {"commits": 30, "statements": 100},
+             "by statement": {("contracts", 1): (120, 90.0, 1800, "UPDATE timers"),  # 20 calls, 40 ms
+                              ("contracts", 2): (30, 65.0, 300, "SELECT sagas"),  # 20 calls, 60 ms
+                              ("contracts", 3): (5, 1.0, 10, "SELECT 1"),  # new in the phase: 5 calls, 1 ms
+                              ("gateway", 4): (50, 500.0, 9, "SELECT sim_charge()")}}  # a stand-in, not ours
+    top = database_work.top_statements(before, after, sagas=10, platform=("contracts",))
+    assert [(r["statement"], r["calls_per_saga"], r["exec_ms_per_saga"], r["buffer_hits_per_saga"]) for r in top] == [
+        ("SELECT sagas", 2.0, 6.0, 20.0), ("UPDATE timers", 2.0, 4.0, 80.0), ("SELECT 1", 0.5, 0.1, 1.0)]
+    assert [r["share_of_exec"] for r in top] == [0.594, 0.396, 0.01]  # of 10.1 ms
+    # the per-statement rows are not a database of their own in the commits and statements per saga
+    assert set(database_work.per_saga(before, after, 10, ("contracts",))) == {"contracts", "platform"}
+    report({"started_at": "t", "machine": {"nproc": 2, "python": "3.11"}, "load_average_at_start": [0, 0, 0],
+            "fund_saga": {**fund(), "burst": phase(burst=100, sagas_per_second=50.0, top_statements=top,
+                                                    seconds_to_last_offer_sent=2.0, latency_ms={"p50": 1.0})}})
+    assert "most database time per saga: contracts 6.000 ms (59%; 2 statements, 20 pages) 'SELECT sagas'" in (
+        capsys.readouterr().out)
