@@ -136,8 +136,9 @@ def _write_first(conn: Connection, cursor, statement, parameters, context, execu
 class Fixed:
     """A SQLAlchemy statement (text or Core, its parameters typed) compiled once, at import, for the asyncpg
     connection: its text with `$n::TYPE` parameters, as SQLAlchemy's asyncpg dialect would send it, and their
-    names in order. Run with `await fixed.fetch(uow.session, params)` (or fetchrow, fetchval, execute): the statement's CPU is a bind and an
-    execute, without SQLAlchemy's per-call parameter processing, result wrapping and greenlet switch."""
+    names in order. Run with `await fixed.fetch(uow.session, params)` (or fetchrow, fetchval, execute): the
+    statement's CPU is a bind and an execute, without SQLAlchemy's per-call parameter processing, result wrapping
+    and greenlet switch."""
 
     sql: str
     names: tuple[str, ...]
@@ -210,13 +211,13 @@ RECORDED = "SELECT message_id, outcome FROM processed_messages WHERE message_id 
 
 def write_at_commit(cancel: bool, schedule: bool, statuses: bool, outbox: bool) -> str:
     """One statement for what a transaction queued for its commit: timers cancelled, timers scheduled, commands'
-    statuses, outbox rows and the relay's NOTIFY. Data-modifying CTEs run to completion whether or not the query reads them, and
-    all see the snapshot of the statement's start: a timer cancelled here is one committed before (the ones this
-    transaction scheduled and then cancelled were dropped before they were written, see UnitOfWork.cancel_timers),
-    never one this statement inserts. Its parameters, in this order, are those of the parts it has:
-    cancel (cancelled_at, subjects[], kinds[]), schedule (timer_id[], kind[], subject[], due_at[], payload[],
-    correlation_id[]), statuses (message_id[], status[], outcome[]), outbox (event_id[], topic[], key[], type[],
-    payload[], notify channel)."""
+    statuses, outbox rows and the relay's NOTIFY. Data-modifying CTEs run to completion whether or not the query
+    reads them, and all see the snapshot of the statement's start: a timer cancelled here is one committed before
+    (the ones this transaction scheduled and then cancelled were dropped before they were written, see
+    UnitOfWork.cancel_timers), never one this statement inserts. Its parameters, in this order, are those of the
+    parts it has: cancel (cancelled_at, subjects[], kinds[]), schedule (timer_id[], kind[], subject[], due_at[],
+    payload[], correlation_id[]), statuses (message_id[], status[], outcome[]), outbox (event_id[], topic[], key[],
+    type[], payload[], notify channel)."""
     return _WRITE_AT_COMMIT[(cancel, schedule, statuses, outbox)]
 
 
@@ -224,7 +225,7 @@ def write_at_commit(cancel: bool, schedule: bool, statuses: bool, outbox: bool) 
 # (subject, kind), whatever the statistics say: a subquery with FOR UPDATE is never flattened into a join, and
 # its predicate is timers_pending_by_subject's own (tables.py), which timers_pending's does not match. Written as
 # a join of all pending timers, it was planned as a scan of every one of them per statement when the last
-# analyze had seen few (a burst of 5,000 sagas: 23 ms a statement, a fifth of PostgreSQL's time).
+# analyze had seen few (a burst of 5,000 sagas: 23 ms a statement, a fifth of the databases' execution time).
 _CANCEL = """cancelled AS (
     UPDATE timers SET cancelled_at = ${0} WHERE timer_id IN (
         SELECT pending.timer_id
