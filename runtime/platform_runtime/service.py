@@ -34,6 +34,7 @@ from .fetch_sessions import use_fetch_sessions
 from .http import base_app, database_answers, routes_without_scope
 from .http_auth import TokenHashes
 from .offsets import OffsetCommitter
+from .priority import yield_cpu
 from .relay import OutboxRelay, new_producer, notify_channel
 from .settings import ServiceSettings
 from .context import TimerHandler
@@ -361,6 +362,8 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
 def serve(definition: ServiceDefinition) -> None:
     settings = definition.settings_type()
     logs.configure(definition.name, settings.log_level)
+    if niceness := settings.process_niceness:
+        log.info("process_niceness", niceness=yield_cpu(niceness))
     if tracing.configure(definition.name, settings.tracing_enabled, settings.otel_exporter_otlp_endpoint,
                          settings.tracing_file):
         log.info("tracing_enabled", otlp=settings.otel_exporter_otlp_endpoint, file=settings.tracing_file)

@@ -28,6 +28,7 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 # What a fetch asks the broker to wait for (see ServiceSettings), bounded as the broker bounds them.
 FetchMinBytes = Annotated[int, Field(ge=1, le=50 * 1024 * 1024)]
 FetchMaxWaitMs = Annotated[int, Field(ge=0, le=30_000)]
+Niceness = Annotated[int, Field(ge=0, le=19)]  # a process's niceness, as the kernel bounds it (priority.py)
 
 
 class ServiceSettings(BaseSettings):
@@ -55,6 +56,9 @@ class ServiceSettings(BaseSettings):
     # (http_auth.py; scopes in read_scopes.py). Empty: every path but /health/* and /metrics answers 401.
     http_token_hashes: str = ""
     log_level: str = "INFO"
+    # The process's niceness (0-19, priority.py): 0 for the services on the sagas' path; notifications, which no
+    # saga waits for, yields the CPU to them (10). Only ever raised from what the process was started with.
+    process_niceness: Niceness = 0
     # uvloop (libuv) by default; asyncio to compare or to rule the loop out (the benchmark measures both).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # A pooled connection idle longer than this is pinged before use (one that was in use a moment ago is not:
