@@ -9,11 +9,13 @@ or one container's cgroup; between Kubernetes pods, CPU requests (cpu.weight) de
 
 import os
 
+NICEST = 19  # the kernel's bound; 0 is the niceness a process normally starts with
+
 
 def yield_cpu(niceness: int) -> int:
-    """Raise this process's niceness to `niceness` if it is lower (0-19); returns the niceness it now has."""
-    if not 0 <= niceness <= 19:
-        raise ValueError(f"niceness {niceness} is outside 0-19")
+    """Raise this process's niceness to `niceness` if it is lower (0 to NICEST); returns the niceness it now has."""
+    if not 0 <= niceness <= NICEST:
+        raise ValueError(f"niceness {niceness} is outside 0-{NICEST}")
     if os.getpriority(os.PRIO_PROCESS, 0) < niceness:
         os.setpriority(os.PRIO_PROCESS, 0, niceness)
     return os.getpriority(os.PRIO_PROCESS, 0)

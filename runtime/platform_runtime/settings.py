@@ -7,6 +7,8 @@ import isodate
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .priority import NICEST
+
 
 def _duration(value: object) -> timedelta:
     """ISO 8601 (`P14D`, `PT5S`) or a number of seconds."""
@@ -28,7 +30,7 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 # What a fetch asks the broker to wait for (see ServiceSettings), bounded as the broker bounds them.
 FetchMinBytes = Annotated[int, Field(ge=1, le=50 * 1024 * 1024)]
 FetchMaxWaitMs = Annotated[int, Field(ge=0, le=30_000)]
-Niceness = Annotated[int, Field(ge=0, le=19)]  # a process's niceness, as the kernel bounds it (priority.py)
+Niceness = Annotated[int, Field(ge=0, le=NICEST)]  # a process's niceness, as the kernel bounds it (priority.py)
 
 
 class ServiceSettings(BaseSettings):
@@ -56,8 +58,8 @@ class ServiceSettings(BaseSettings):
     # (http_auth.py; scopes in read_scopes.py). Empty: every path but /health/* and /metrics answers 401.
     http_token_hashes: str = ""
     log_level: str = "INFO"
-    # The process's niceness (0-19, priority.py): 0 for the services on the sagas' path; notifications, which no
-    # saga waits for, yields the CPU to them (10). Only ever raised from what the process was started with.
+    # The process's niceness (priority.py), set once at start and only ever raised from what it was started with.
+    # A service no saga waits for may yield the CPU to those on the sagas' path (notifications does).
     process_niceness: Niceness = 0
     # uvloop (libuv) by default; asyncio to compare or to rule the loop out (the benchmark measures both).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"

@@ -11,12 +11,9 @@ from platform_runtime.dead_letters import DeadLetters
 from platform_runtime.service import _subscribe, build_runtime
 from pydantic import ValidationError
 
+from tests.support.settings import settings_of
+
 pytestmark = pytest.mark.unit
-URL = "postgresql+asyncpg://nobody@127.0.0.1:1/none"  # never connected to: the engine connects on first use
-
-
-def settings_of(definition, **env):
-    return definition.settings_type(database_url=URL, **env)
 
 
 @pytest.mark.parametrize("definition", [contracts, billing, escrow], ids=lambda d: d.name)

@@ -12,6 +12,8 @@ from billing.domain.gateway_work import RetryPolicy
 from billing.service_layer.gateway_loop import GatewayLoop
 from billing.settings import BillingSettings
 
+from tests.support.settings import UNCONNECTED_URL
+
 pytestmark = pytest.mark.unit
 
 
@@ -37,8 +39,8 @@ class Claims:
 
 def a_loop(poll: timedelta = timedelta(hours=1)) -> tuple[GatewayLoop, Wakeup, Claims]:
     claims = Claims()
-    settings = BillingSettings(database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none", gateway_poll=poll)
-    wakeup = Wakeup("postgresql+asyncpg://nobody@127.0.0.1:1/none", "channel", routine="charge")
+    settings = BillingSettings(database_url=UNCONNECTED_URL, gateway_poll=poll)
+    wakeup = Wakeup(UNCONNECTED_URL, "channel", routine="charge")
     loop = GatewayLoop(lambda: claims, lambda uow: claims, gateway=None, settings=settings,
                        policy=RetryPolicy(timedelta(seconds=1), timedelta(seconds=8)), wakeup=wakeup)
     return loop, wakeup, claims

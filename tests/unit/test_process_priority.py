@@ -12,12 +12,9 @@ from notifications.bootstrap import definition as notifications
 from platform_runtime.priority import yield_cpu
 from pydantic import ValidationError
 
+from tests.support.settings import settings_of
+
 pytestmark = pytest.mark.unit
-URL = "postgresql+asyncpg://nobody@127.0.0.1:1/none"  # never connected to
-
-
-def settings_of(definition, **env):
-    return definition.settings_type(database_url=URL, **env)
 
 
 @pytest.mark.parametrize("definition", [contracts, billing, escrow], ids=lambda d: d.name)
