@@ -2,8 +2,8 @@
 
 `python -m bench.contracts_cpu [--sagas N] [--batch B]` creates a scratch database (POSTGRES_URL, as the
 superuser), then runs N fund sagas through the service's real dispatchers and units of work: SendOffer, then
-the ClientCharged and EscrowFunded that billing and escrow would answer, built from the commands contracts
-put in its outbox. Messages are handled B to a transaction (1: the low-rate shape, one message a batch), and
+the ClientCharged and EscrowFunded that billing and escrow would answer, built from the charges contracts put
+in its outbox (escrow holds on ClientCharged). Messages are handled B to a transaction (1: the low-rate shape, one message a batch), and
 CPU time (time.process_time) is counted around the handling and the commit only, so Kafka's fetches, the
 relay and the idle loops are left out: a before/after figure for changes to contracts' hot path that holds
 on a loaded machine, where a whole-platform run does not. The statements it ran are counted by
@@ -27,6 +27,7 @@ from platform_runtime.relay import asyncpg_dsn
 from platform_runtime.service import build_runtime
 from platform_schemas import new_envelope
 from platform_schemas.actors import COMMAND_ROUTES
+from platform_schemas.choreography import hold_for
 from platform_schemas.commands.contracts import MilestoneSpec, RegisterAccount, SendOffer
 from platform_schemas.events.billing import ClientCharged
 from platform_schemas.events.escrow import EscrowFunded
@@ -116,20 +117,20 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
     cpu = {}
     cpu["SendOffer"], out = await handle(commands.dispatch, [
         new_envelope(o, subject=o.contract_id, actor=o.client_id, source="bench") for o in offers])
-    charges = [e for e in out if e.type == "ChargeClient"]
-    cpu["ClientCharged"], out = await handle(replies.dispatch, [new_envelope(ClientCharged(
+    charged = [ClientCharged(
         charge_id=c.data["charge_id"], saga_id=c.data["saga_id"], contract_id=c.data["contract_id"],
         client_id=c.data["client_id"], billing_method_id="bm-1", amount=c.data["amount"], currency="USD",
-        purpose="fixed_price", milestones=c.data["milestones"], gateway_reference="g"),
-        subject=c.subject, actor="system", source="billing") for c in charges])
-    holds = [e for e in out if e.type == "HoldEscrow"]
+        purpose="fixed_price", milestones=c.data["milestones"], gateway_reference="g")
+        for c in out if c.type == "ChargeClient"]
+    cpu["ClientCharged"], out = await handle(replies.dispatch, [
+        new_envelope(c, subject=c.contract_id, actor="system", source="billing") for c in charged])
+    holds = [hold_for(c) for c in charged]  # escrow holds on ClientCharged; contracts asks nothing of it
     cpu["EscrowFunded"], out = await handle(replies.dispatch, [new_envelope(EscrowFunded(
-        hold_id=h.data["hold_id"], saga_id=h.data["saga_id"], charge_id=h.data["charge_id"],
-        contract_id=h.data["contract_id"], client_id=h.data["client_id"], currency="USD",
-        amount=sum(m["amount"] for m in h.data["milestones"]), milestones=h.data["milestones"],
-        postings=[Posting(posting_id=f"p-{h.data['hold_id']}", debit_account="a", credit_account="b",
-                          amount=sum(m["amount"] for m in h.data["milestones"]), currency="USD")]),
-        subject=h.subject, actor="system", source="escrow") for h in holds])
+        hold_id=h.hold_id, saga_id=h.saga_id, charge_id=h.charge_id, contract_id=h.contract_id,
+        client_id=h.client_id, currency="USD", amount=sum(m.amount for m in h.milestones), milestones=h.milestones,
+        postings=[Posting(posting_id=f"p-{h.hold_id}", debit_account="a", credit_account="b",
+                          amount=sum(m.amount for m in h.milestones), currency="USD")]),
+        subject=h.contract_id, actor="system", source="escrow") for h in holds])
     sent = sum(e.type == "OfferSent" for e in out)
     statements = await _statements(url)
     await runtime.engine.dispose()

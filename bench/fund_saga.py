@@ -27,7 +27,7 @@ from platform_schemas.commands.billing import AddBillingMethod
 from platform_schemas.commands.contracts import MilestoneSpec, RegisterAccount, SendOffer
 from platform_schemas.topics import (
     BILLING_COMMANDS, BILLING_EVENTS, BILLING_SAGA_COMMANDS, CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS,
-    CONTRACTS_EVENTS, ESCROW_EVENTS, ESCROW_SAGA_COMMANDS, TOPICS,
+    CONTRACTS_EVENTS, ESCROW_EVENTS, TOPICS,
 )
 
 from .principals import as_, super_user
@@ -133,8 +133,9 @@ class Tracker:
 
 # A fund saga's messages in order, and the service whose work lies between one and the next: its
 # consumer's fetch and batch, its database commit, its relay's pick-up and publish.
-HOPS = ("SendOffer", "ChargeClient", "ClientCharged", "HoldEscrow", "EscrowFunded", "OfferSent")
-HOP_OWNERS = ("contracts", "billing", "contracts", "escrow", "contracts")
+# Escrow holds on billing's ClientCharged itself: contracts' HoldEscrow is sent only after the hold's deadline.
+HOPS = ("SendOffer", "ChargeClient", "ClientCharged", "EscrowFunded", "OfferSent")
+HOP_OWNERS = ("contracts", "billing", "escrow", "contracts")
 
 
 @dataclass
@@ -150,7 +151,7 @@ class HopTracer:
                                          fetch_max_wait_ms=100)  # saga command topics: no principal reads them all
         await self.consumer.start()
         counts = {t.name: t.partitions for t in TOPICS}
-        topics = (BILLING_SAGA_COMMANDS, BILLING_EVENTS, ESCROW_SAGA_COMMANDS, ESCROW_EVENTS, CONTRACTS_EVENTS)
+        topics = (BILLING_SAGA_COMMANDS, BILLING_EVENTS, ESCROW_EVENTS, CONTRACTS_EVENTS)
         partitions = [TopicPartition(t, p) for t in topics for p in range(counts[t])]
         self.consumer.assign(partitions)
         await self.consumer.seek_to_end(*partitions)

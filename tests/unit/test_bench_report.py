@@ -26,7 +26,7 @@ def phase(**extra) -> dict:
 def fund() -> dict:
     latency = [phase(offered_rate_per_second=rate, seconds=10, worst_send_lag_ms=3.0,
                      latency_ms={"count": 10, "p50": p50, "p99": p99, "max": p99},
-                     stalls=stalls([(0.1, 0.2)])) for rate, p50, p99 in ((20, 90.0, 200.0), (100, 900.0, 4000.0))]
+                     stalls=stalls([(0.1, 0.2)])) for rate, p50, p99 in ((20, 76.0, 200.0), (100, 900.0, 4000.0))]
     return {"processes_per_service": 1, "warmup": {"offers": 5, "latency_ms": {"p50": 2000.0, "max": 3000.0},
                                                     "stalls": stalls([(0.0, 3.0), (0.5, 0.1)])},
             "latency": latency, "burst": phase(burst=100, sagas_per_second=50.0, seconds_to_last_offer_sent=2.0,
@@ -36,8 +36,9 @@ def fund() -> dict:
 
 def test_the_floor_is_hops_times_the_round_trip_plus_commits_times_the_commit_of_the_same_run():
     bottom = floor(raw())
-    assert bottom["saga_path_ms_p50"] == 6 * 1.0 + 7 * 0.5  # 7 commits: the simulator charges in one
-    assert bottom["commit_bound_sagas_per_second_unbatched"] == round(4200 / 7, 1)
+    # 5 hops and 6 commits: escrow holds on ClientCharged (no HoldEscrow), the simulator charges in one commit
+    assert bottom["saga_path_ms_p50"] == 5 * 1.0 + 6 * 0.5
+    assert bottom["commit_bound_sagas_per_second_unbatched"] == round(4200 / 6, 1)
 
 
 def test_a_slow_saga_is_a_stall_reported_with_when_it_was_scheduled():
@@ -49,7 +50,7 @@ def test_the_verdict_says_met_or_missed_and_by_how_much():
     checks = verdict(fund(), floor(raw()))
     assert checks["burst sagas/s >= 500"] == {"met": False, "measured": 50.0, "target": 500, "off_by_factor": 10.0}
     assert checks["p99 ms at 100/s <= 100"]["off_by_factor"] == 40.0
-    assert checks["p50 ms at 20/s <= 10 x floor (95.0 ms)"]["met"] is True
+    assert checks["p50 ms at 20/s <= 10 x floor (80.0 ms)"]["met"] is True
     assert checks["platform CPU ms per saga <= 4"]["met"] is False
 
 
@@ -61,7 +62,7 @@ def test_the_printout_puts_the_floor_beside_each_figure(capsys):
     result["verdict"] = verdict(result["fund_saga"], result["floor"])
     report(result)
     out = capsys.readouterr().out
-    assert "p50 90.0 ms (9.5 x floor 9.5 ms)" in out
+    assert "p50 76.0 ms (9.5 x floor 8.0 ms)" in out
     assert "STALL: 1 saga(s) over 1000 ms" in out and "[MISSED] burst sagas/s >= 500" in out
 
 
@@ -71,8 +72,8 @@ def test_the_traced_run_for_the_hops_is_printed_apart_and_never_counted_against_
                             latency_ms={"count": 5, "p50": 500.0, "p99": 900.0, "max": 900.0},
                             hops_ms={"contracts: SendOffer -> ChargeClient published": {"p50": 40.0, "p99": 80.0}})
     checks = verdict(run, floor(raw()))
-    assert checks["p50 ms at 20/s <= 10 x floor (95.0 ms)"] == verdict(fund(), floor(raw()))[
-        "p50 ms at 20/s <= 10 x floor (95.0 ms)"]  # the untraced run's 90 ms, not the traced run's 500
+    assert checks["p50 ms at 20/s <= 10 x floor (80.0 ms)"] == verdict(fund(), floor(raw()))[
+        "p50 ms at 20/s <= 10 x floor (80.0 ms)"]  # the untraced run's 76 ms, not the traced run's 500
     result = {"started_at": "2026-12-02T00:00:00Z", "machine": {"git_commit": "abc", "nproc": 2, "python": "3.11"},
               "load_average_at_start": [1, 1, 1], "load_average_at_end": [2, 2, 2], "raw_limits": raw(),
               "floor": floor(raw()), "fund_saga": run, "verdict": checks}

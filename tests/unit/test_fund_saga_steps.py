@@ -10,6 +10,7 @@ import pytest
 from platform_runtime.errors import Rejected
 from platform_runtime.unit_of_work import Cause
 from platform_schemas import Envelope, Message, new_envelope
+from platform_schemas.choreography import hold_for
 from platform_schemas.commands.contracts import MilestoneSpec, SendOffer
 from platform_schemas.commands.saga import ChargeClient, HoldEscrow, RefundCharge
 from platform_schemas.events.billing import ChargeFailed, ChargeRefunded, ClientCharged
@@ -116,8 +117,7 @@ async def given_an_offer_being_charged(deposit: str = "first_milestone", *accoun
 async def given_an_offer_being_held(deposit: str = "first_milestone"):
     ctx, command, charge = await given_an_offer_being_charged(deposit)
     await reply(ctx, charged(charge))
-    hold = HoldEscrow.model_validate(only(ctx, ESCROW_SAGA_COMMANDS).data)
-    return ctx, command, hold
+    return ctx, command, hold_for(charged(charge))  # escrow holds on ClientCharged: the step's own HoldEscrow
 
 
 async def given_a_charge_being_given_back():
@@ -172,8 +172,9 @@ async def test_the_saga_is_named_after_the_command_that_started_it_so_a_redelive
 # -- step 2: hold ---------------------------------------------------------------------------
 
 
-async def test_given_the_client_was_charged_expect_escrow_asked_to_hold_the_money():
+async def test_given_the_client_was_charged_expect_the_saga_to_wait_for_the_hold_escrow_takes_on_the_charge():
     ctx, _, hold = await given_an_offer_being_held()
+    assert ctx.uow.messages() == []  # escrow read ClientCharged too; HoldEscrow goes only after the deadline
     saga = ctx.sagas.all()[0]
     assert hold.hold_id == f"{saga.saga_id}:hold"
     assert hold.charge_id == f"{saga.saga_id}:charge"
@@ -220,7 +221,7 @@ async def test_a_later_milestone_funded_on_an_active_contract_announces_mileston
     await fund.fund_milestones(ctx, contract, contract.milestones, offer=False, command_id=None, started_by="activate-1")
     charge = ChargeClient.model_validate(only(ctx, BILLING_SAGA_COMMANDS).data)
     await reply(ctx, charged(charge))
-    await reply(ctx, escrow_funded(HoldEscrow.model_validate(only(ctx, ESCROW_SAGA_COMMANDS).data)))
+    await reply(ctx, escrow_funded(hold_for(charged(charge))))
     assert ctx.uow.types() == ["MilestoneFunded"]
     assert (contract_of(ctx).status, statuses(ctx)) == ("active", ["funded"])
 
@@ -319,14 +320,33 @@ async def test_a_redelivered_client_charged_asks_for_no_second_hold():
 
 async def test_a_reply_for_a_later_step_is_ignored_while_the_saga_waits_for_an_earlier_one():
     ctx, _, charge = await given_an_offer_being_charged()
-    premature = HoldEscrow(hold_id="x:hold", saga_id=charge.saga_id, charge_id=charge.charge_id, contract_id="c-1",
-                           client_id="client-1", currency="USD", milestones=charge.milestones)
-    await reply(ctx, escrow_funded(premature))
     await reply(ctx, refunded(RefundCharge(refund_id="x:compensate", charge_id=charge.charge_id,
                                            saga_id=charge.saga_id, contract_id="c-1", client_id="client-1",
                                            amount=50_000, currency="USD", description="x")))
     assert ctx.uow.messages() == []
     assert ctx.sagas.all()[0].step == "charge"
+
+
+async def test_escrows_hold_read_before_billings_charge_funds_the_offer_and_the_late_charge_changes_nothing():
+    """Escrow answers ClientCharged from billing.events; contracts may read escrow's answer first."""
+    ctx, command, charge = await given_an_offer_being_charged()
+    await reply(ctx, escrow_funded(hold_for(charged(charge))))
+    assert ctx.uow.types(CONTRACTS_EVENTS) == ["MilestoneFunded", "OfferSent"]
+    saga = ctx.sagas.all()[0]
+    assert (saga.status, saga.data.charge_id) == (COMPLETED, charge.charge_id)
+    await reply(ctx, charged(charge))
+    assert ctx.uow.messages() == []
+    assert ctx.sagas.all()[0].step_log == saga.step_log
+
+
+async def test_escrows_refusal_read_before_billings_charge_gives_the_charge_back():
+    ctx, command, charge = await given_an_offer_being_charged()
+    await reply(ctx, hold_rejected(hold_for(charged(charge))))
+    refund = RefundCharge.model_validate(only(ctx, BILLING_SAGA_COMMANDS).data)
+    assert (refund.charge_id, refund.amount, refund.client_id) == (charge.charge_id, 50_000, "client-1")
+    await reply(ctx, charged(charge))
+    assert ctx.uow.messages() == []
+    assert ctx.sagas.all()[0].step == "compensate"
 
 
 async def test_a_late_failure_reply_does_not_undo_a_completed_saga():

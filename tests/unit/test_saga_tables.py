@@ -1,8 +1,9 @@
 """Every step of every saga, its answers and its deadline, from one table (on fakes, frozen clock).
 
-Given a saga in a step, expect: on each answer, the next step's command on its topic or the saga's
-end; on silence past SAGA_STEP_TIMEOUT, the same command again with the same step id, up to
-SAGA_STEP_ATTEMPTS sends, then `needs_attention`, after which the step's answer still moves it.
+Given a saga in a step, expect: on each answer, the next step's command on its topic (or, for a step its
+participant takes by itself on that answer, none until its deadline) or the saga's end; on silence past
+SAGA_STEP_TIMEOUT, the same command again with the same step id, up to SAGA_STEP_ATTEMPTS sends, then
+`needs_attention`, after which the step's answer still moves it.
 test_fund_saga_steps.py tests what the fund saga's answers do to the contract in detail.
 """
 
@@ -11,7 +12,10 @@ from datetime import timedelta
 import pytest
 from platform_runtime.unit_of_work import Cause
 from platform_schemas import Envelope, Message, new_envelope
-from platform_schemas.commands.saga import ChargeClient, HoldEscrow, RefundCharge, RefundEscrow, ReleaseEscrow
+from platform_schemas.choreography import hold_for
+from platform_schemas.commands.saga import (
+    ChargeClient, HoldEscrow, MilestoneAmount, RefundCharge, RefundEscrow, ReleaseEscrow,
+)
 from platform_schemas.events.billing import ChargeFailed, ChargeRefunded, ClientCharged, RefundChargeFailed
 from platform_schemas.events.escrow import (
     EscrowFunded, EscrowHoldRejected, EscrowRefunded, EscrowRefundFailed, EscrowReleased, EscrowReleaseFailed,
@@ -62,6 +66,15 @@ def hold_refused(h: HoldEscrow) -> EscrowHoldRejected:
                               contract_id=h.contract_id, reason_code="currency_mismatch", message="held in EUR")
 
 
+def funded_before_charged(c: ChargeClient) -> EscrowFunded:
+    """Escrow read billing's ClientCharged and answered before contracts read it (another topic)."""
+    return funded(hold_for(charged(c)))
+
+
+def hold_refused_before_charged(c: ChargeClient) -> EscrowHoldRejected:
+    return hold_refused(hold_for(charged(c)))
+
+
 def charge_refunded(r: RefundCharge) -> ChargeRefunded:
     return ChargeRefunded(refund_id=r.refund_id, charge_id=r.charge_id, saga_id=r.saga_id, contract_id=r.contract_id,
                           client_id=r.client_id, billing_method_id="card-1", amount=r.amount, currency=r.currency,
@@ -97,10 +110,14 @@ def escrow_refund_refused(r: RefundEscrow) -> EscrowRefundFailed:
 
 # -- the table: (saga, step, answer) -> next step and its command, or the saga's end ------------------
 
-#        saga       step          answer                 then          next command (topic, type)
+TAKEN = "taken by its participant"  # no command: the participant acts on the answer itself; only a deadline
+
+#        saga       step          answer                       then              next command (topic, type)
 ROWS = [
-    ("fund",    "charge",     charged,               "hold",           (ESCROW_SAGA_COMMANDS, "HoldEscrow")),
-    ("fund",    "charge",     charge_failed,         FAILED,           None),
+    ("fund",    "charge",     charged,                     "hold",           TAKEN),
+    ("fund",    "charge",     charge_failed,               FAILED,           None),
+    ("fund",    "charge",     funded_before_charged,       COMPLETED,        None),
+    ("fund",    "charge",     hold_refused_before_charged, "compensate",     (BILLING_SAGA_COMMANDS, "RefundCharge")),
     ("fund",    "hold",       funded,                COMPLETED,        None),
     ("fund",    "hold",       hold_refused,          "compensate",     (BILLING_SAGA_COMMANDS, "RefundCharge")),
     ("fund",    "compensate", charge_refunded,       FAILED,           None),
@@ -186,9 +203,19 @@ async def given(kind: str, step: str) -> tuple[FakeContext, str, Message]:
     command = step_command(ctx, SAGAS[kind].first)
     for reply in PATHS[(kind, step)]:
         await answer(ctx, reply(command))
-        command = step_command(ctx, ctx.sagas.stored(saga_id).step)
+        command = asked(ctx, saga_id)
     assert ctx.sagas.stored(saga_id).step == step
     return ctx, saga_id, command
+
+
+def asked(ctx: FakeContext, saga_id: str) -> Message:
+    """What the saga's step asked for: the command it sent, or, for a step its participant takes by itself, the
+    command its first re-send will carry."""
+    saga = ctx.sagas.stored(saga_id)
+    ask = SAGAS[saga.kind].steps[saga.step]
+    if ask.taken_on is not None and not sent(ctx):
+        return ask.command(saga, ctx.contracts._rows[saga.contract_id])  # noqa: SLF001 - reading the fake
+    return step_command(ctx, saga.step)
 
 
 async def fire_due_deadlines(ctx: FakeContext) -> int:
@@ -215,6 +242,9 @@ async def test_given_a_saga_in_a_step_an_answer_leads_where_its_table_says(kind,
     if next_command is None:
         assert (saga.status, sent(ctx)) == (then, [])
         assert ctx.uow.pending_timers(SAGA_DEADLINE) == []  # an ended or escalated saga waits for no deadline
+    elif next_command == TAKEN:
+        assert (saga.status, saga.step, sent(ctx)) == (RUNNING, then, [])
+        assert [t["payload"]["step"] for t in ctx.uow.pending_timers(SAGA_DEADLINE)] == [then]
     else:
         assert (saga.status, saga.step) == (RUNNING, then)
         ((topic, envelope),) = sent(ctx)
@@ -281,6 +311,30 @@ async def test_an_answer_in_time_voids_the_steps_deadline():
     assert await fire_due_deadlines(ctx) == 1  # the hold's deadline only
     assert step_command(ctx, "hold").hold_id == f"{saga_id}:hold"
     assert ctx.sagas.stored(saga_id).step_log[-1]["outcome"] == "resent"
+
+
+async def test_the_hold_escrow_takes_on_the_charge_is_the_one_the_saga_sends_after_the_deadline():
+    """Escrow holds on ClientCharged (platform_schemas.choreography.hold_for); the saga's own HoldEscrow, sent when
+    no answer came in time, is the same step: the same step id, amounts and parties, so escrow holds once."""
+    ctx = context()
+    saga_id = await start(ctx, "fund")
+    charge = step_command(ctx, "charge")
+    await answer(ctx, charged(charge))
+    assert sent(ctx) == []
+    await ctx.uow.commit()
+    ctx.uow.clock.advance(TIMEOUT)
+    assert await fire_due_deadlines(ctx) == 1
+    assert step_command(ctx, "hold") == hold_for(charged(charge))
+    assert hold_for(charged(charge)).hold_id == f"{saga_id}:hold"
+
+
+@pytest.mark.parametrize(("purpose", "milestones"), [("bonus", []), ("bonus", [("m-1", 10_000)]),
+                                                     ("fixed_price", [])])
+def test_a_charge_that_holds_nothing_implies_no_hold(purpose, milestones):
+    charge = ChargeClient(charge_id="c:charge", saga_id="bonus-batch-2026-12-01", contract_id="c-1",
+                          client_id="client-1", amount=10_000, currency="USD", purpose=purpose, description="bonuses",
+                          milestones=[MilestoneAmount(milestone_id=m, amount=a) for m, a in milestones])
+    assert hold_for(charged(charge)) is None
 
 
 def _step_key(command_type: str) -> str:

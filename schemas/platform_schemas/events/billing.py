@@ -40,6 +40,13 @@ class BillingMethodRemoved(Event):
 
 
 class ClientCharged(Event):
+    """The charge step's success reply: the client was charged (`ChargeClient` -> this or ChargeFailed).
+
+    A fund saga's charge (`purpose: fixed_price`, naming its milestones) is also what escrow holds on: escrow holds
+    it as the saga's hold step (`<saga_id>:hold`) when it reads this event, without waiting for `HoldEscrow`.
+    A bonus batch's charge (`purpose: bonus`) names the batch in `saga_id` and holds nothing.
+    """
+
     charge_id: Id
     saga_id: str
     contract_id: Id

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, ClassVar
 
+from platform_schemas.choreography import step_id
 from pydantic import BaseModel, ConfigDict
 
 RUNNING, COMPLETED, FAILED, NEEDS_ATTENTION = "running", "completed", "failed", "needs_attention"
@@ -115,7 +116,7 @@ class Saga:
 
     def step_id(self, step: str) -> str:
         """The participant's idempotency key for one step of this saga (the same on every re-send)."""
-        return f"{self.saga_id}:{step}"
+        return step_id(self.saga_id, step)
 
     def expects(self, step: str, escalates: bool = False) -> bool:
         """Waiting for this step's answer: running in it, or needing attention in it for want of an answer
@@ -133,7 +134,8 @@ class Saga:
         return self.status in FINAL
 
     def attempts(self) -> int:
-        """How often the current step was sent: once, plus each re-send."""
+        """How often the current step was asked for: once (sent, or taken by its participant on its own), plus each
+        re-send."""
         return 1 + sum(1 for e in self.step_log if e["step"] == self.step and e["outcome"] == "resent")
 
     def advance(self, outcome: str, next_step: str, now: datetime) -> None:

@@ -2,6 +2,10 @@
 
 An offer's saga ends in OfferSent (with MilestoneFunded) or OfferFundingFailed; a later milestone's in
 MilestoneFunded or MilestoneFundingFailed. A hold escrow refuses gives the charge back first.
+
+Escrow holds on billing's ClientCharged by itself (platform_schemas.choreography): the saga sends HoldEscrow only
+when the hold's deadline passes without an answer. Escrow's answer may therefore come before billing's, read from
+another topic: the charge step takes it too, and ClientCharged, late, then changes nothing.
 """
 
 from platform_schemas.commands.saga import ChargeClient, HoldEscrow, MilestoneAmount, RefundCharge
@@ -68,11 +72,13 @@ async def remember_the_charge(saga: Saga, event: ClientCharged, contract: Contra
 
 
 async def remember_why_not_held(saga: Saga, event: EscrowHoldRejected, contract: Contract, ctx: Context) -> None:
+    saga.data.charge_id = event.charge_id  # the charge to give back, when escrow's answer came before billing's
     saga.data.reason_code, saga.data.message = event.reason_code, event.message
 
 
 async def funded(saga: Saga, event: EscrowFunded, contract: Contract, ctx: Context) -> None:
     data: FundData = saga.data
+    data.charge_id = event.charge_id
     ids = [m.milestone_id for m in data.milestones]
     done = contract.offer_funded(event.charge_id, ids) if data.offer \
         else contract.milestones_funded(event.charge_id, ids)
@@ -128,13 +134,16 @@ FUND = SagaTable(
     first="charge",
     steps={
         "charge":     Ask(BILLING_SAGA_COMMANDS, charge_client),
-        "hold":       Ask(ESCROW_SAGA_COMMANDS, hold_escrow),
+        "hold":       Ask(ESCROW_SAGA_COMMANDS, hold_escrow, taken_on=ClientCharged),  # escrow holds on the charge
         "compensate": Ask(BILLING_SAGA_COMMANDS, refund_charge),
     },
     replies=[
         #  step          answer               what it does            next
         On("charge",     ClientCharged,       remember_the_charge,    "hold"),
         On("charge",     ChargeFailed,        charge_failed,          FAILED),
+        # escrow read ClientCharged and answered before contracts read it
+        On("charge",     EscrowFunded,        funded,                 COMPLETED),
+        On("charge",     EscrowHoldRejected,  remember_why_not_held,  "compensate"),
         On("hold",       EscrowFunded,        funded,                 COMPLETED),
         On("hold",       EscrowHoldRejected,  remember_why_not_held,  "compensate"),
         On("compensate", ChargeRefunded,      charge_given_back,      FAILED),

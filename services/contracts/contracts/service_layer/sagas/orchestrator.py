@@ -69,8 +69,9 @@ async def on_deadline(tables: dict[str, SagaTable], payload: dict, ctx: Context)
 
 async def _ask(table: SagaTable, saga: Saga, contract: Contract, ctx: Context) -> None:
     ask = table.steps[saga.step]
-    ctx.uow.publish(ask.topic, ask.command(saga, contract), subject=saga.contract_id)
     attempt = saga.attempts()
+    if ask.taken_on is None or attempt > 1:  # a step its participant takes by itself is only ever re-sent
+        ctx.uow.publish(ask.topic, ask.command(saga, contract), subject=saga.contract_id)
     # Each wait twice the one before: a participant that is only slow (a busy platform) is not flooded with
     # re-sends, which would make it slower still.
     wait = ctx.settings.saga_step_timeout * 2 ** (attempt - 1)
