@@ -7,7 +7,6 @@ answered with EscrowHoldRejected and stays refused for the same step sent again;
 answered as failed before the event is dead-lettered. A bonus batch's charge holds nothing.
 """
 
-import asyncio
 import json
 import uuid
 from datetime import timedelta
@@ -18,7 +17,6 @@ import pytest_asyncio
 from platform_runtime.clock import SystemClock
 from platform_runtime.consumer import BatchProcessor
 from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
-from platform_runtime.migrate import upgrade
 from platform_runtime.relay import notify_channel
 from platform_runtime.service import Subscription
 from platform_runtime.unit_of_work import UnitOfWork
@@ -26,7 +24,6 @@ from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.saga import HoldEscrow, MilestoneAmount
 from platform_schemas.events.billing import ClientCharged
 from platform_schemas.topics import BILLING_EVENTS, ESCROW_EVENTS, ESCROW_SAGA_COMMANDS
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from escrow.adapters.tables import metadata
 from escrow.bootstrap import definition
@@ -37,21 +34,15 @@ from escrow.service_layer.hold_on_charge import HoldOnCharge
 from tests.integration.test_ledger_keys import ledger_check
 from tests.integration.test_ledger_refusals import rows
 from tests.support.fakes import FakeDeadLetters, record
-from tests.support.probe_service import drop_database, scratch_database
-from tests.support.processes import DB_PREFIX
+from tests.support.probe_service import migrated_engine
 
 pytestmark = pytest.mark.integration
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def escrow_db(infra):
-    name = f"{DB_PREFIX}it_hold_on_charge_{uuid.uuid4().hex[:8]}"
-    url = await scratch_database(infra.postgres_url, name)
-    await asyncio.to_thread(upgrade, definition.migrations_dir, url)
-    engine = create_async_engine(url)
-    yield url, engine
-    await engine.dispose()
-    await drop_database(infra.postgres_url, name)
+    async with migrated_engine(infra.postgres_url, "hold_on_charge", definition.migrations_dir) as engine:
+        yield engine.url.render_as_string(hide_password=False), engine
 
 
 def billing_events(engine, handlers=steps.HANDLERS) -> tuple[BatchProcessor, FakeDeadLetters]:
