@@ -274,3 +274,71 @@ class EventDispatcher:
         if model is None:
             raise ValueError(f"no model for {envelope.type} {envelope.dataschema}")
         await handler(model.model_validate(envelope.data), self.context(uow, envelope))
+
+
+# A participant's step implied by another service's event: the event as the step command it stands for (the same
+# id), or None for an event that implies no step.
+StepOf = Callable[[Envelope], Envelope | None]
+
+
+@dataclass
+class EventsAsSteps:
+    """A topic of events some of which a saga participant takes as its own step commands (escrow holds a fund saga's
+    charge on billing's ClientCharged, without waiting for the orchestrator's HoldEscrow).
+
+    `step_of` turns such an event into the step command it implies, under the event's id; `steps` (the participant's
+    CommandDispatcher) then handles it as if that command had come: claimed in the inbox once, answered with its
+    success or its typed failure (kept under the step id, so the orchestrator's own command for the step, sent after
+    its deadline, gets the same answer), and answered as failed by `give_up` before the event is dead-lettered. The
+    topic's other events go to `others`. The consumer cannot claim the batch at once here (commands are claimed as
+    `accepted`, events as `seen`), so the steps are claimed ahead by this dispatcher, one statement for a batch's.
+    """
+
+    steps: CommandDispatcher
+    others: EventDispatcher
+    step_of: StepOf
+    step_types: frozenset[str]  # the event types `step_of` may turn into a step
+
+    def handles(self, event_type: str) -> bool:
+        """What the consumer parses: the events that may be steps, and what `others` handles."""
+        return event_type in self.step_types or self.others.handles(event_type)
+
+    async def prefetch(self, envelopes: list[Envelope], uow: UnitOfWork) -> None:
+        """What the consumer calls for a batch of two or more: its steps claimed at once (`_claim_ahead`)."""
+        await self._claim_ahead([step for e in envelopes if (step := self._step(e, uow)) is not None], uow)
+        if self.others.prefetch is not None:
+            await self.others.prefetch([e for e in envelopes if e.type not in self.step_types], uow)
+
+    async def dispatch(self, envelope: Envelope, uow: UnitOfWork) -> None:
+        step = self._step(envelope, uow)
+        if step is not None:
+            await self._claim_ahead([step], uow)  # a batch of one, which has no prefetch
+            await self.steps.dispatch(step, uow)
+        elif envelope.type not in self.step_types:
+            await self.others.dispatch(envelope, uow)
+
+    async def give_up(self, envelope: Envelope, error: BaseException, uow: UnitOfWork) -> bool:
+        step = self.step_of(envelope)
+        return step is not None and await self.steps.give_up(step, error, uow)
+
+    async def _claim_ahead(self, steps: list[Envelope], uow: UnitOfWork) -> None:
+        """Steps claimed in one statement with the answers kept for them, as the consumer claims the participant's
+        own topic (`read_batch`). Each once; none on a try with a savepoint per message, where each claim belongs in
+        its savepoint."""
+        claimed: set[str] = uow.batch.setdefault(_STEPS_CLAIMED, set())
+        fresh = [step for step in steps if step.id not in claimed]
+        if fresh and not uow.savepoint_per_message:
+            claimed.update(step.id for step in fresh)
+            await uow.claim_all(fresh, self.steps.claim_status, self.steps.failed_steps_of(fresh, uow))
+
+    def _step(self, envelope: Envelope, uow: UnitOfWork) -> Envelope | None:
+        """The step of an event, made once per batch: the participant finds its parse (`_PARSED`) by the same object."""
+        made: dict[str, tuple[Envelope, Envelope | None]] = uow.batch.setdefault(_STEPS_MADE, {})
+        earlier = made.get(envelope.id)
+        if earlier is None or earlier[0] is not envelope:
+            made[envelope.id] = earlier = (envelope, self.step_of(envelope))
+        return earlier[1]
+
+
+# UnitOfWork.batch's keys: event id -> (the event, its step), and the ids of the steps claimed ahead.
+_STEPS_MADE, _STEPS_CLAIMED = "dispatch.steps_made", "dispatch.steps_claimed"

@@ -11,14 +11,13 @@ import json
 import uuid
 from datetime import timedelta
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import pytest_asyncio
 from platform_runtime.clock import SystemClock
 from platform_runtime.consumer import BatchProcessor
-from platform_runtime.dispatch import CommandDispatcher, EventDispatcher
 from platform_runtime.relay import notify_channel
-from platform_runtime.service import Subscription
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.saga import HoldEscrow, MilestoneAmount
@@ -26,11 +25,9 @@ from platform_schemas.events.billing import ClientCharged
 from platform_schemas.topics import BILLING_EVENTS, ESCROW_EVENTS, ESCROW_SAGA_COMMANDS
 
 from escrow.adapters.tables import metadata
-from escrow.bootstrap import definition
-from escrow.service_layer import handlers as steps, past_due
+from escrow.bootstrap import definition, subscriptions
+from escrow.service_layer import handlers as steps
 from escrow.service_layer.context import Context
-from escrow.service_layer.failures import failure_reply
-from escrow.service_layer.hold_on_charge import HoldOnCharge
 from tests.integration.test_ledger_keys import ledger_check
 from tests.integration.test_ledger_refusals import rows
 from tests.support.fakes import FakeDeadLetters, record
@@ -45,17 +42,22 @@ async def escrow_db(infra):
         yield engine.url.render_as_string(hide_password=False), engine
 
 
-def billing_events(engine, handlers=steps.HANDLERS) -> tuple[BatchProcessor, FakeDeadLetters]:
-    """Escrow's consumer of billing.events, wired as escrow.bootstrap.subscriptions wires it."""
-    new_context = partial(Context, pending_for=timedelta(days=5))
-    participant = CommandDispatcher(ESCROW_SAGA_COMMANDS, handlers, ESCROW_EVENTS, new_context, failure_reply)
-    facts = HoldOnCharge(participant, EventDispatcher(past_due.EVENT_HANDLERS, new_context))
+def consumers(engine) -> tuple[dict[str, BatchProcessor], FakeDeadLetters]:
+    """Escrow's consumers of billing.events and of its saga commands, wired by its own bootstrap (`subscriptions`)."""
+    runtime = SimpleNamespace(new_context=partial(Context, pending_for=timedelta(days=5)))
     dead_letters = FakeDeadLetters()
-    subscription = Subscription(BILLING_EVENTS, facts.dispatch, facts.give_up)
-    processor = BatchProcessor(BILLING_EVENTS, new_uow=lambda: UnitOfWork(
+    return {sub.topic: BatchProcessor(sub.topic, new_uow=lambda: UnitOfWork(
         engine, metadata.tables, "escrow", SystemClock(), notify_channel("escrow")), dead_letters=dead_letters,
-        max_attempts=2, backoff_seconds=0.01, **subscription.handling())
-    return processor, dead_letters
+        max_attempts=2, backoff_seconds=0.01, **sub.handling()) for sub in subscriptions(runtime)}, dead_letters
+
+
+def billing_events(engine) -> tuple[BatchProcessor, FakeDeadLetters]:
+    processors, dead_letters = consumers(engine)
+    return processors[BILLING_EVENTS], dead_letters
+
+
+def steps_consumer(engine) -> BatchProcessor:
+    return consumers(engine)[0][ESCROW_SAGA_COMMANDS]
 
 
 def charged(contract_id: str, currency: str = "USD", purpose: str = "fixed_price",
@@ -92,8 +94,9 @@ async def test_a_fund_sagas_charge_is_held_once_under_the_hold_step_and_answered
     bonus = charged(contract(), purpose="bonus", milestones=())
     await consume(processor, first, second, bonus)  # a batch of several: claimed at once
     funded = await answers(url, first, second, bonus)
-    assert [(m["type"], m["data"]["hold_id"], m["data"]["amount"], m["topic"]) for m in funded] == [("EscrowFunded", f"{first.data['saga_id']}:hold", 10_000, ESCROW_EVENTS),
-                                 ("EscrowFunded", f"{second.data['saga_id']}:hold", 1_200, ESCROW_EVENTS)]
+    assert [(m["type"], m["data"]["hold_id"], m["data"]["amount"], m["topic"]) for m in funded] == [
+        ("EscrowFunded", f"{first.data['saga_id']}:hold", 10_000, ESCROW_EVENTS),
+        ("EscrowFunded", f"{second.data['saga_id']}:hold", 1_200, ESCROW_EVENTS)]
     assert [m["correlationid"] for m in funded] == [first.correlationid, second.correlationid]
     held = await rows(url, "SELECT transaction_id FROM ledger_transactions ORDER BY transaction_id")
     assert {f"{e.data['saga_id']}:hold" for e in (first, second)} <= {r["transaction_id"] for r in held}
@@ -142,25 +145,17 @@ async def test_a_hold_escrow_refuses_is_answered_as_refused_and_stays_refused_fo
     assert await ledger_check(url) == []
 
 
-async def test_a_hold_that_cannot_be_handled_is_answered_as_failed_before_the_event_is_dead_lettered(escrow_db):
+async def test_a_hold_that_cannot_be_handled_is_answered_as_failed_before_the_event_is_dead_lettered(escrow_db,
+                                                                                                    monkeypatch):
     url, engine = escrow_db
 
     async def broken(cmd, ctx):
         raise RuntimeError("the ledger is on fire")
 
-    processor, dead_letters = billing_events(engine, handlers={HoldEscrow: broken})
+    monkeypatch.setitem(steps.HANDLERS, HoldEscrow, broken)  # read by the bootstrap when it wires the participant
+    processor, dead_letters = billing_events(engine)
     event = charged(contract())
     await consume(processor, event)
     (answer,) = await answers(url, event)
     assert (answer["type"], answer["data"]["reason_code"]) == ("EscrowHoldRejected", "processing_failed")
     assert [error for _, error, _ in dead_letters.sent] == ["RuntimeError('the ledger is on fire')"]
-
-
-def steps_consumer(engine) -> BatchProcessor:
-    """Escrow's consumer of its saga commands, as its bootstrap wires it."""
-    new_context = partial(Context, pending_for=timedelta(days=5))
-    participant = CommandDispatcher(ESCROW_SAGA_COMMANDS, steps.HANDLERS, ESCROW_EVENTS, new_context, failure_reply)
-    subscription = Subscription(ESCROW_SAGA_COMMANDS, participant.dispatch, participant.give_up)
-    return BatchProcessor(ESCROW_SAGA_COMMANDS, new_uow=lambda: UnitOfWork(
-        engine, metadata.tables, "escrow", SystemClock(), notify_channel("escrow")), dead_letters=FakeDeadLetters(),
-        max_attempts=2, backoff_seconds=0.01, **subscription.handling())

@@ -15,7 +15,7 @@ from .entrypoints import http
 from .service_layer import bonuses, earnings, handlers as steps, past_due
 from .service_layer.context import Context
 from .service_layer.failures import failure_reply
-from .service_layer.hold_on_charge import HoldOnCharge
+from .service_layer.hold_on_charge import billing_events
 
 
 class EscrowSettings(ServiceSettings):
@@ -33,7 +33,7 @@ def subscriptions(runtime) -> list[Subscription]:
     participant = CommandDispatcher(ESCROW_SAGA_COMMANDS, {**steps.HANDLERS, **bonuses.HANDLERS}, ESCROW_EVENTS,
                                     runtime.new_context, failure_reply)
     # billing.events: a fund saga's ClientCharged is its hold step, taken at once (hold_on_charge.py)
-    billing_facts = HoldOnCharge(participant, EventDispatcher(past_due.EVENT_HANDLERS, runtime.new_context))
+    billing_facts = billing_events(participant, EventDispatcher(past_due.EVENT_HANDLERS, runtime.new_context))
     return [Subscription(ESCROW_SAGA_COMMANDS, participant.dispatch, participant.give_up),
             Subscription(BILLING_EVENTS, billing_facts.dispatch, billing_facts.give_up)]
 
