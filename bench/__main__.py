@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import asyncpg
+from platform_runtime.priority import NICEST
 from platform_runtime.relay import asyncpg_dsn
 
 from tests.infra import ensure_topics, with_local_superuser_password
@@ -71,6 +72,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment of the service processes (e.g. CONSUMER_MAX_RECORDS=500); "
                         "SERVICE:KEY=VALUE for one service alone (e.g. billing:CONSUMER_FETCH_MIN_BYTES=1)")
+    p.add_argument("--sink-niceness", type=int, default=NICEST, choices=range(NICEST + 1), metavar="0-19",
+                   help="niceness of the mail stand-in (default 19: it takes only what the platform leaves, as a "
+                        "mail server on other machines would; 0 to compare)")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="run the services under a profiler; a summary of each goes to DIR/<service>.txt")
     p.add_argument("--profiler", choices=("cpu", "wall"), default="cpu",
@@ -183,7 +187,7 @@ async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int,
     env = dict(item.split("=", 1) for item in args.service_env)
     bench = BenchPlatform(kafka, postgres, prefix, port_base, default_log_dir(), env=env,
                           profile_dir=None if scaling_only else args.profile, profiler=args.profiler,
-                          instances=instances)
+                          instances=instances, sink_niceness=args.sink_niceness)
     print(f"starting {instances} x {', '.join(bench.services)} (databases {prefix}*, logs {bench.log_dir}) ...",
           flush=True)
     tracker = fund_saga.Tracker(kafka)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 from platform_runtime.credentials import Credentials
+from platform_runtime.priority import NICEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import processes
@@ -45,12 +46,14 @@ class BenchPlatform:
     instances: int = 1  # processes per service, each its own consumer group member
     profile_dir: Path | None = None  # each service runs under a profiler, its profile saved there at stop
     profiler: str = "cpu"  # cpu: cProfile timed by CPU time (bench/profile_service.py); wall: pyinstrument
+    sink_niceness: int = NICEST  # the mail stand-in's; a real mail server is not on the platform's cores
 
     def __post_init__(self) -> None:
         processes.LOGS = self.log_dir  # Platform.start reads the module's log directory
         # Notifications mails to a local sink, the stand-in of the mail server (its CPU is not the platform's).
         self.smtp = SmtpSink(smtp_port=self.port_base + 25, http_port=self.port_base + 26,
-                             directory=self.log_dir / f"smtp-sink-{self.port_base + 25}", durable=False)
+                             directory=self.log_dir / f"smtp-sink-{self.port_base + 25}", durable=False,
+                             niceness=self.sink_niceness)
         self.platform = Platform(self.kafka, self.postgres_url, prefix=self.prefix, env={**self.smtp.env, **self.env},
                                  credentials=partial(as_, self.kafka))  # each service as its own principal
         self.ports = {s: self.port_base + i for i, s in enumerate(processes.SERVICES, start=1)}  # instance 0
