@@ -36,7 +36,7 @@ from tests.support.probe_service import scratch_database
 
 from . import database_work, fund_saga, raw_limits
 from .principals import super_user
-from .report import all_sent, floor, ratios, report, save, verdict
+from .report import all_sent, floor, p99_capacity, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
 from .stats import GATEWAY_DATABASE, CpuSnapshot, load_average, pid_listening_on
 
@@ -317,6 +317,7 @@ async def main(argv: list[str]) -> int:
         result["bonus_batch"] = await run_bonus(args, kafka, postgres, prefix, port_base)
     result["floor"] = floor(result.get("raw_limits"))
     result["ratios"] = ratios(result.get("raw_limits"), result.get("fund_saga"))
+    result["p99_capacity"] = p99_capacity(result.get("fund_saga"))
     result["verdict"] = verdict(result.get("fund_saga"), result.get("floor"), result.get("bonus_batch"))
     result["load_average_at_end"] = load_average()
     saved = None if args.no_save else save(result)  # first: a printing error must not lose the run

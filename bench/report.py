@@ -75,6 +75,26 @@ def ratios(raw: dict | None, fund: dict | None) -> dict:
     return out
 
 
+def p99_capacity(fund: dict | None, target_ms: float = TARGET_P99_MS_AT_100) -> dict | None:
+    """Up to what offered rate the p99 stayed within the target (issue 10's 100 ms): the highest rate run whose p99
+    and every lower rate's met it. What an operator sizes for; a run with one rate says too little (None).
+    Rates are taken in order of rate, whatever order they ran in; a rate that lost a saga does not hold."""
+    runs = sorted((r for r in (fund or {}).get("latency", []) if r["latency_ms"].get("count")),
+                  key=lambda r: r["offered_rate_per_second"])
+    if len(runs) < 2:
+        return None
+    p99 = {f"{r['offered_rate_per_second']:g}": r["latency_ms"]["p99"] for r in runs}
+    held, missed = None, None
+    for run in runs:
+        if run["latency_ms"]["p99"] <= target_ms and run.get("all_completed"):
+            held = run["offered_rate_per_second"]
+            continue
+        missed = run["offered_rate_per_second"]
+        break
+    return {"target_p99_ms": target_ms, "held_up_to_offers_per_second": held,
+            "first_missed_at_offers_per_second": missed, "p99_ms_by_rate": p99}
+
+
 def cpu_capacity(phase: dict) -> dict:
     """CPU one saga costs on its path at saturation, and the sagas per second that would allow if every core
     of the machine were the platform's."""
@@ -239,6 +259,12 @@ def report(result: dict) -> None:
                   f" open at end {thr['open_at_end']}, all completed {thr['all_completed']} after {thr['drain_seconds']} s"
                   f" ({thr['outcomes']}); {_stalls(thr['stalls'])}")
             print(f"  {_cpu(thr)}")
+    if capacity := result.get("p99_capacity"):
+        held, missed = capacity["held_up_to_offers_per_second"], capacity["first_missed_at_offers_per_second"]
+        print(f"Capacity: p99 <= {capacity['target_p99_ms']:g} ms "
+              + (f"held up to {held:g} offers/s" if held is not None else "held at none of the rates run")
+              + (f", first missed at {missed:g}/s" if missed is not None else ", at every rate run")
+              + f" (p99 ms by rate: {capacity['p99_ms_by_rate']})")
     for point in result.get("scaling", []):
         print(f"Scaling: {point['processes_per_service']} process(es) per service: {point['sagas_per_second']} sagas/s,"
               f" platform CPU {point['platform_cpu_ms_per_saga']} ms/saga, p50 {point['latency_ms'].get('p50')} ms;"

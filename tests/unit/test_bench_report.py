@@ -3,7 +3,7 @@
 import pytest
 
 from bench import database_work
-from bench.report import floor, ratios, report, verdict
+from bench.report import floor, p99_capacity, ratios, report, verdict
 from bench.stats import stalls
 
 pytestmark = pytest.mark.unit
@@ -125,3 +125,35 @@ def test_the_statements_that_took_a_phases_database_time_are_per_saga_the_platfo
                                                     seconds_to_last_offer_sent=2.0, latency_ms={"p50": 1.0})}})
     assert "most database time per saga: contracts 6.000 ms (59%; 2 statements, 20 pages) 'SELECT sagas'" in (
         capsys.readouterr().out)
+
+
+def sweep(*runs: tuple[float, float, bool]) -> dict:
+    """A fund run whose latency runs are (rate, p99, every saga completed), in the order given."""
+    return {"latency": [phase(offered_rate_per_second=rate, all_completed=completed,
+                              latency_ms={"count": 10, "p50": p99 / 2, "p99": p99, "max": p99})
+                        for rate, p99, completed in runs]}
+
+
+@pytest.mark.parametrize(("runs", "held", "missed"), [
+    # the first rate that misses ends it, even if a higher one met by luck (what an operator can rely on)
+    ([(40, 58.5, True), (50, 97.3, True), (55, 112.7, True), (60, 95.0, True)], 50, 55),
+    # the order they ran in does not matter (a sweep downwards, to see the hour's drift)
+    ([(60, 95.0, True), (55, 112.7, True), (50, 97.3, True), (40, 58.5, True)], 50, 55),
+    ([(20, 40.0, True), (100, 201.4, True)], 20, 100),  # the default run's two rates
+    ([(20, 40.0, True), (100, 90.0, True)], 100, None),  # met at every rate run
+    ([(40, 150.0, True), (50, 180.0, True)], None, 40),  # at none
+    ([(40, 58.5, True), (50, 80.0, False)], 40, 50),  # a rate that lost a saga does not hold, whatever its p99
+])
+def test_the_capacity_is_the_highest_rate_up_to_which_every_rate_kept_the_p99_target(runs, held, missed):
+    capacity = p99_capacity(sweep(*runs))
+    assert (capacity["held_up_to_offers_per_second"], capacity["first_missed_at_offers_per_second"]) == (held, missed)
+    assert capacity["target_p99_ms"] == 100
+
+
+def test_one_rate_says_nothing_of_the_capacity_and_the_printout_says_what_it_found(capsys):
+    assert p99_capacity(sweep((100, 90.0, True))) is None and p99_capacity(None) is None
+    found = p99_capacity(sweep((40, 58.5, True), (50, 97.3, True), (55, 112.7, True)))
+    report({"started_at": "t", "machine": {"nproc": 2, "python": "3.11"}, "load_average_at_start": [0, 0, 0],
+            "p99_capacity": found})
+    assert ("Capacity: p99 <= 100 ms held up to 50 offers/s, first missed at 55/s "
+            "(p99 ms by rate: {'40': 58.5, '50': 97.3, '55': 112.7})") in capsys.readouterr().out
