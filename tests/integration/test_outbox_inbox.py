@@ -8,9 +8,11 @@ The in-memory FakeUnitOfWork of the unit tests passes the same inbox tests as th
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
@@ -21,7 +23,7 @@ from platform_runtime.clock import SystemClock
 from platform_runtime.consumer import BatchProcessor
 from platform_runtime.dispatch import CommandDispatcher
 from platform_runtime.errors import Rejected
-from platform_runtime.relay import OutboxRelay, asyncpg_dsn, new_producer, notify_channel
+from platform_runtime.relay import OutboxRelay, asyncpg_dsn, new_producer, notify_channel, relay_connection
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
@@ -293,6 +295,28 @@ async def test_rows_published_but_not_deleted_before_a_crash_are_published_again
     finally:
         await stop(task)
     assert [Envelope.model_validate_json(r.value).id for r in records] == [event.id, event.id]
+
+
+async def test_only_the_relays_own_deletes_commit_without_waiting_for_the_wal_flush(scratch):
+    """A forgotten delete only republishes rows under the same ids (the test above); a forgotten state change would
+    lose money. So the relay's session alone runs with synchronous_commit off, the units of work keep it on."""
+    relay_conn = await relay_connection(asyncpg_dsn(scratch.url))
+    try:
+        assert await relay_conn.fetchval("SHOW synchronous_commit") == "off"
+    finally:
+        await relay_conn.close()
+    async with scratch.engine.connect() as units_of_work:  # the engine every unit of work of a service uses
+        assert (await units_of_work.exec_driver_sql("SHOW synchronous_commit")).scalar() == "on"
+    # and nothing else turns it off: no code, script or manifest of the platform
+    root = Path(__file__).resolve().parents[2]
+    turned_off = sorted(str(path.relative_to(root)) for folder in ("runtime", "services", "deploy")
+                        for path in (root / folder).rglob("*")
+                        if path.suffix in (".py", ".sh", ".yaml", ".yml", ".conf", ".sql") and path.is_file()
+                        and _SYNCHRONOUS_COMMIT_OFF.search(path.read_text(errors="ignore")))
+    assert turned_off == ["runtime/platform_runtime/relay.py"]
+
+
+_SYNCHRONOUS_COMMIT_OFF = re.compile(r"synchronous_commit[\s`'\"=:]*off", re.IGNORECASE)
 
 
 # -- the inbox, real and fake: the same tests ----------------------------------------------
