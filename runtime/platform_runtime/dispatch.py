@@ -305,16 +305,19 @@ class EventsAsSteps:
 
     async def prefetch(self, envelopes: list[Envelope], uow: UnitOfWork) -> None:
         """What the consumer calls for a batch of two or more: its steps claimed at once (`_claim_ahead`)."""
-        await self._claim_ahead([step for e in envelopes if (step := self._step(e, uow)) is not None], uow)
+        steps = {e.id: step for e in envelopes if (step := self._step(e, uow)) is not None}
+        await self._claim_ahead(list(steps.values()), uow)
         if self.others.prefetch is not None:
-            await self.others.prefetch([e for e in envelopes if e.type not in self.step_types], uow)
+            await self.others.prefetch([e for e in envelopes if e.id not in steps], uow)
 
     async def dispatch(self, envelope: Envelope, uow: UnitOfWork) -> None:
+        """A step to the participant; any other event, including one of a step's type that implies no step (a bonus
+        batch's charge), to `others`, which handle it or pass it by as they would without steps."""
         step = self._step(envelope, uow)
         if step is not None:
             await self._claim_ahead([step], uow)  # a batch of one, which has no prefetch
             await self.steps.dispatch(step, uow)
-        elif envelope.type not in self.step_types:
+        else:
             await self.others.dispatch(envelope, uow)
 
     async def give_up(self, envelope: Envelope, error: BaseException, uow: UnitOfWork) -> bool:

@@ -11,7 +11,6 @@ the last test, which moves the clock further and turns the schedule on.
 import asyncio
 import itertools
 import signal
-import socket
 import time
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
@@ -26,6 +25,7 @@ from platform_schemas import Envelope
 from platform_schemas.commands.billing import RunBonusBatch
 from platform_schemas.commands.contracts import AcceptOffer, GiveBonus, SuspendAccount
 from tests.support.checks import gateway_fault, gateway_fault_over, query
+from tests.support.ports import free_port
 from tests.support.story import offer as offer_of
 from tests.support.story import Parties, add_card, parties, send_offer
 
@@ -302,12 +302,6 @@ async def many_bonuses(client: PlatformClient, clients: int, per_client: int) ->
                                        for n in range(per_client)))
     await known_to_billing(client, bonus_ids)
     return people, bonus_ids
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_two_runs_at_once_in_two_billing_instances_charge_and_credit_each_client_once(client, batch_platform):

@@ -3,13 +3,13 @@ platform_runtime/priority.py), and those keep the niceness they were started wit
 yields to all of them."""
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 from platform_runtime.priority import NICEST
 
 from bench.services import BenchPlatform
+from tests.support.ports import free_port
 from tests.support.smtp import SmtpSink
 
 pytestmark = pytest.mark.e2e
@@ -24,12 +24,6 @@ async def test_notifications_runs_nicer_than_the_services_on_the_sagas_path(plat
                         for service in niceness}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _thread_niceness(pid: int) -> set[int]:
     """Each thread's niceness (field 19 of /proc/<pid>/task/<tid>/stat): the kernel keeps one per thread."""
     return {int(stat.read_text().rsplit(")", 1)[1].split()[16])
@@ -39,7 +33,7 @@ def _thread_niceness(pid: int) -> set[int]:
 async def test_the_benchmarks_mail_stand_in_runs_at_the_nicest_every_thread_of_it(tmp_path):
     sink = BenchPlatform.__dataclass_fields__["sink_niceness"].default
     assert sink == NICEST  # bench/services.py: a real mail server is not on the platform's cores
-    stand_in = SmtpSink(smtp_port=_free_port(), http_port=_free_port(), directory=tmp_path / "mail", niceness=sink)
+    stand_in = SmtpSink(smtp_port=free_port(), http_port=free_port(), directory=tmp_path / "mail", niceness=sink)
     await stand_in.start()
     try:
         assert _thread_niceness(stand_in.proc.pid) == {NICEST}

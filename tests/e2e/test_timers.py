@@ -5,13 +5,13 @@ refund window, and exactly-once firing with two contracts instances while one is
 
 import asyncio
 import signal
-import socket
 from datetime import datetime
 
 import pytest
 from platform_schemas.commands.contracts import CancelContract, RequestChanges
 
 from tests.support.lifecycle import Deal, Platform, lifecycle, money_checked  # noqa: F401 - fixtures
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -67,12 +67,6 @@ async def test_review_and_refund_timers_fire_on_time_and_only_when_still_due(lif
     deals = await asyncio.gather(*(p.active_deal(people) for _ in range(3)))
     await asyncio.gather(auto_release_with_a_reminder(p, deals[0]), a_change_request_stops_the_clock(p, deals[1]),
                          silence_accepts_the_refund(p, deals[2]))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.crash
