@@ -30,10 +30,24 @@ def summary_ms(seconds: list[float]) -> dict[str, float | int]:
     }
 
 
-def _process_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
+def _process_cpu_seconds(pid: int, task: int | None = None) -> float:
+    """A process's CPU seconds (user + system), all its threads; with `task`, that one thread's."""
+    with open(f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def _threads_named(pid: int, prefixes: tuple[str, ...]) -> list[int]:
+    """The thread ids of a process whose name begins with one of the prefixes."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                if f.read().startswith(prefixes):
+                    found.append(int(task))
+        except OSError:
+            continue  # ended meanwhile
+    return found
 
 
 def _machine_busy_idle() -> tuple[float, float]:
@@ -89,6 +103,12 @@ def pid_listening_on(port: int, comm: str) -> int | None:
 # card network's API): like the mail sink, not the platform's; its backends are counted apart.
 GATEWAY_DATABASE = "postgres: payment gateway stand-in"
 
+# Threads counted as a group of their own, out of their process's group: the group -> (thread name prefixes, the
+# threads' group). The broker's JIT compiler (HotSpot's C1 and C2 threads) compiles its hot code during its first
+# minutes of load, a cost a broker that has run for days no longer pays; apart, a fresh broker's warm-up is seen
+# as what it is. Still the platform's CPU: the broker is part of it.
+THREADS_APART = {"kafka broker": (("C1 CompilerThre", "C2 CompilerThre"), "kafka broker: JIT compiler")}
+
 
 @dataclass
 class CpuSnapshot:
@@ -102,6 +122,7 @@ class CpuSnapshot:
     by_pid: dict[int, tuple[str, float]]
     machine_busy: float
     machine_idle: float
+    threads_apart: dict[tuple[int, int], tuple[str, float]]  # (pid, thread id) -> (its group, CPU seconds)
 
     @classmethod
     def take(cls, named: dict[int, str], db_prefix: str) -> "CpuSnapshot":
@@ -111,24 +132,36 @@ class CpuSnapshot:
             groups.setdefault(pid, GATEWAY_DATABASE if f" {db_prefix}gateway " in cmdline
                               else "postgres: benchmark databases" if f" {db_prefix}" in cmdline
                               else "postgres: server and other databases")
-        by_pid = {}
+        by_pid, threads_apart = {}, {}
         for pid, group in groups.items():
             try:
+                if group in THREADS_APART:
+                    prefixes, its_group = THREADS_APART[group]
+                    for task in _threads_named(pid, prefixes):
+                        threads_apart[pid, task] = (its_group, _process_cpu_seconds(pid, task))
                 by_pid[pid] = (group, _process_cpu_seconds(pid))
             except OSError:
                 pass  # exited meanwhile
         busy, idle = _machine_busy_idle()
-        return cls(by_pid, busy, idle)
+        return cls(by_pid, busy, idle, threads_apart)
 
     def since(self, earlier: "CpuSnapshot", wall_seconds: float) -> dict[str, object]:
         """Average cores used by each group over the interval (1.0 = one core fully busy).
 
-        A process that started meanwhile counts from zero; one that ended meanwhile is left out.
+        A process that started meanwhile counts from zero; one that ended meanwhile is left out. A thread counted
+        apart (THREADS_APART) moves its CPU from its process's group to its own; one that ended meanwhile stays
+        in its process's group.
         """
         used: dict[str, float] = {}
         for pid, (group, seconds) in self.by_pid.items():
             before = earlier.by_pid.get(pid, (group, 0.0))[1]
             used[group] = used.get(group, 0.0) + seconds - before
+        for (pid, task), (group, seconds) in self.threads_apart.items():
+            if pid not in self.by_pid:
+                continue
+            moved = seconds - earlier.threads_apart.get((pid, task), (group, 0.0))[1]
+            used[group] = used.get(group, 0.0) + moved
+            used[self.by_pid[pid][0]] -= moved
         busy = self.machine_busy - earlier.machine_busy
         idle = self.machine_idle - earlier.machine_idle
         return {"cores_used": {g: round(v / wall_seconds, 3) for g, v in sorted(used.items())},
