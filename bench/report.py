@@ -211,9 +211,10 @@ def report(result: dict) -> None:
         if cpu := k.get("cpu_one_at_a_time"):
             commit = k.get("offset_commit") or {}
             print(f"FLOOR CPU of one message one at a time: produce + fetch {cpu.get('client_ms_per_message')} ms in the "
-                  f"client (aiokafka), {cpu.get('broker_ms_per_message', 'n/a')} ms in the broker; one offset commit "
-                  f"{commit.get('client_cpu_ms')} ms + {commit.get('broker_cpu_ms', 'n/a')} ms "
-                  f"({commit.get('wall_ms')} ms wall)")
+                  f"client (aiokafka), {cpu.get('broker_ms_per_message', 'n/a')} ms in the broker (its JIT compiler "
+                  f"{cpu.get('broker_jit_compiler_ms_per_message', 'n/a')} ms more, apart); one offset commit "
+                  f"{commit.get('client_cpu_ms')} ms + {commit.get('broker_cpu_ms', 'n/a')} ms (compiler "
+                  f"{commit.get('broker_jit_compiler_cpu_ms', 'n/a')} ms more) ({commit.get('wall_ms')} ms wall)")
         print(f"FLOOR PostgreSQL saga step commit, 1 connection: {pg['single_connection']['commits_per_second']}/s,"
               f" p50 {pg['single_connection']['commit_ms']['p50']} ms, p99 {pg['single_connection']['commit_ms']['p99']} ms")
         for c in pg["concurrent"]:

@@ -110,6 +110,22 @@ GATEWAY_DATABASE = "postgres: payment gateway stand-in"
 THREADS_APART = {"kafka broker": (("C1 CompilerThre", "C2 CompilerThre"), "kafka broker: JIT compiler")}
 
 
+def compiler_cpu_seconds(broker_pid: int) -> float:
+    """CPU seconds the broker's JIT compiler threads used so far (those alive now); 0 when not known."""
+    prefixes, _ = THREADS_APART["kafka broker"]
+    try:
+        tasks = _threads_named(broker_pid, prefixes)
+    except OSError:
+        return 0.0
+    seconds = 0.0
+    for task in tasks:
+        try:
+            seconds += _process_cpu_seconds(broker_pid, task)
+        except OSError:
+            continue  # ended meanwhile
+    return seconds
+
+
 @dataclass
 class CpuSnapshot:
     """CPU seconds used so far by each process of interest, grouped, and by the whole machine.
