@@ -49,6 +49,7 @@ from tests.support.processes import Platform
 
 from .principals import as_, super_user
 from .report import bonus_target_seconds
+from .stats import process_cpu_seconds
 
 
 SERVICES = ("billing", "escrow")
@@ -97,11 +98,6 @@ def vm_hwm_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmHWM for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def gateway_charges(gateway_dsn: str, business_date: date) -> tuple[int, int]:
@@ -275,7 +271,7 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
         seeded_at = time.monotonic()
         totals = await seed(billing_dsn, today, now - timedelta(minutes=1), bonuses, clients, tag="big")
         result["seed_seconds"] = round(time.monotonic() - seeded_at, 1)
-        cpu_before = {s: cpu_seconds(p) for s, p in pids.items()}
+        cpu_before = {s: process_cpu_seconds(p) for s, p in pids.items()}
         try:
             big = await run_one(kafka, producer, billing_url, today, timeout=time_allowed(bonuses))
         except BatchTimedOut as timed_out:  # reported, with how far it got, and the run ends here
@@ -284,7 +280,7 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
             result["verdict"] = {"batch_within_target": False, "completed": False}
             return result
         result["batch"] = {**{k: big[k] for k in ("seconds_to_completed_event", "seconds_to_completed_in_billing")},
-                           "cpu_seconds": {s: round(cpu_seconds(p) - cpu_before[s], 1) for s, p in pids.items()},
+                           "cpu_seconds": {s: round(process_cpu_seconds(p) - cpu_before[s], 1) for s, p in pids.items()},
                            "progress_samples": big["progress"][::max(len(big["progress"]) // 20, 1)]}
         result["billing_vm_hwm_kib_after_batch"] = vm_hwm_kib(pids["billing"])
         figures = big["figures"]

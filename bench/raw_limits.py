@@ -9,11 +9,9 @@
 
 import asyncio
 import json
-import os
 import resource
 import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -21,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from .principals import super_user
-from .stats import compiler_cpu_seconds, summary_ms
+from .stats import broker_cpu_seconds, summary_ms
 
 ROUND_TRIP_TOPIC = "bench.round-trip"
 PAYLOAD = json.dumps({"type": "ClientCharged", "data": {"amount": 50_000, "currency": "USD", "pad": "x" * 900}}).encode()
@@ -48,25 +46,10 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _process_cpu(pid: int | None) -> float:
-    """Seconds of CPU a process used so far (user + system), from /proc; 0 when it is not known."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _broker_cpu(pid: int | None) -> tuple[float, float]:
-    """The broker's CPU seconds so far: its work, and its JIT compiler's apart (the raw limits run first, on a broker
-    that may have just started: its compiling is a warm-up, not a message's floor)."""
-    compiler = compiler_cpu_seconds(pid) if pid else 0.0
-    return _process_cpu(pid) - compiler, compiler
-
-
 def _broker_ms(before: tuple[float, float], after: tuple[float, float], count: int) -> dict[str, float]:
+    """The broker's CPU per message or commit between two readings of broker_cpu_seconds: its work, and its JIT
+    compiler's apart (the raw limits run first, often on a broker just started: its compiling is a warm-up, not a
+    message's floor)."""
     return {"work": round((after[0] - before[0]) / count * 1000, 3),
             "jit_compiler": round((after[1] - before[1]) / count * 1000, 3)}
 
@@ -100,7 +83,7 @@ async def kafka_round_trip(bootstrap: str, samples: int = 500, warmup: int = 30,
     try:
         for i in range(warmup + samples):
             if i == warmup:
-                own, broker = _own_cpu(), _broker_cpu(broker_pid)
+                own, broker = _own_cpu(), broker_cpu_seconds(broker_pid)
             key = uuid.uuid4().hex.encode()
             delivered = waiting[key] = asyncio.get_running_loop().create_future()
             started = time.perf_counter()
@@ -114,7 +97,7 @@ async def kafka_round_trip(bootstrap: str, samples: int = 500, warmup: int = 30,
                 acks.append(acked - started)
                 round_trips.append(arrived.pop(key) - started)
             arrived.pop(key, None)
-        own, broker = _own_cpu() - own, _broker_ms(broker, _broker_cpu(broker_pid), samples)
+        own, broker = _own_cpu() - own, _broker_ms(broker, broker_cpu_seconds(broker_pid), samples)
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
@@ -143,11 +126,11 @@ async def offset_commit_cost(bootstrap: str, broker_pid: int | None, commits: in
             await asyncio.sleep(0.1)
         tp = TopicPartition(ROUND_TRIP_TOPIC, 0)
         end = (await consumer.end_offsets([tp]))[tp]
-        own, broker, started = _own_cpu(), _broker_cpu(broker_pid), time.perf_counter()
+        own, broker, started = _own_cpu(), broker_cpu_seconds(broker_pid), time.perf_counter()
         for i in range(commits):
             await consumer.commit({tp: max(end - commits + i, 0)})
         wall, own = time.perf_counter() - started, _own_cpu() - own
-        broker = _broker_ms(broker, _broker_cpu(broker_pid), commits)
+        broker = _broker_ms(broker, broker_cpu_seconds(broker_pid), commits)
     finally:
         await consumer.stop()
     cost = {"wall_ms": round(wall / commits * 1000, 3), "client_cpu_ms": round(own / commits * 1000, 3)}

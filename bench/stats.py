@@ -30,8 +30,9 @@ def summary_ms(seconds: list[float]) -> dict[str, float | int]:
     }
 
 
-def _process_cpu_seconds(pid: int, task: int | None = None) -> float:
-    """A process's CPU seconds (user + system), all its threads; with `task`, that one thread's."""
+def process_cpu_seconds(pid: int, task: int | None = None) -> float:
+    """A process's CPU seconds so far (user + system), all its threads; with `task`, that one thread's. Raises
+    OSError when it has ended. The one reader of /proc's CPU times for the whole benchmark."""
     with open(f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
@@ -110,20 +111,29 @@ GATEWAY_DATABASE = "postgres: payment gateway stand-in"
 THREADS_APART = {"kafka broker": (("C1 CompilerThre", "C2 CompilerThre"), "kafka broker: JIT compiler")}
 
 
-def compiler_cpu_seconds(broker_pid: int) -> float:
-    """CPU seconds the broker's JIT compiler threads used so far (those alive now); 0 when not known."""
-    prefixes, _ = THREADS_APART["kafka broker"]
-    try:
-        tasks = _threads_named(broker_pid, prefixes)
-    except OSError:
-        return 0.0
-    seconds = 0.0
-    for task in tasks:
+def _threads_apart(pid: int, group: str) -> dict[int, float]:
+    """The CPU seconds so far of each thread of a process of `group` that is counted apart (none for most groups)."""
+    if group not in THREADS_APART:
+        return {}
+    seconds = {}
+    for task in _threads_named(pid, THREADS_APART[group][0]):
         try:
-            seconds += _process_cpu_seconds(broker_pid, task)
+            seconds[task] = process_cpu_seconds(pid, task)
         except OSError:
             continue  # ended meanwhile
     return seconds
+
+
+def broker_cpu_seconds(pid: int | None) -> tuple[float, float]:
+    """The broker's CPU seconds so far: its work, and its JIT compiler's apart (THREADS_APART); (0, 0) when it is
+    not known."""
+    if pid is None:
+        return 0.0, 0.0
+    try:
+        total, compiler = process_cpu_seconds(pid), sum(_threads_apart(pid, "kafka broker").values())
+    except OSError:
+        return 0.0, 0.0
+    return total - compiler, compiler
 
 
 @dataclass
@@ -151,11 +161,9 @@ class CpuSnapshot:
         by_pid, threads_apart = {}, {}
         for pid, group in groups.items():
             try:
-                if group in THREADS_APART:
-                    prefixes, its_group = THREADS_APART[group]
-                    for task in _threads_named(pid, prefixes):
-                        threads_apart[pid, task] = (its_group, _process_cpu_seconds(pid, task))
-                by_pid[pid] = (group, _process_cpu_seconds(pid))
+                by_pid[pid] = (group, process_cpu_seconds(pid))
+                threads_apart.update(((pid, task), (THREADS_APART[group][1], seconds))
+                                     for task, seconds in _threads_apart(pid, group).items())
             except OSError:
                 pass  # exited meanwhile
         busy, idle = _machine_busy_idle()
@@ -172,9 +180,7 @@ class CpuSnapshot:
         for pid, (group, seconds) in self.by_pid.items():
             before = earlier.by_pid.get(pid, (group, 0.0))[1]
             used[group] = used.get(group, 0.0) + seconds - before
-        for (pid, task), (group, seconds) in self.threads_apart.items():
-            if pid not in self.by_pid:
-                continue
+        for (pid, task), (group, seconds) in self.threads_apart.items():  # each one's process is in by_pid
             moved = seconds - earlier.threads_apart.get((pid, task), (group, 0.0))[1]
             used[group] = used.get(group, 0.0) + moved
             used[self.by_pid[pid][0]] -= moved

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.stats import CpuSnapshot, compiler_cpu_seconds
+from bench.stats import CpuSnapshot, broker_cpu_seconds
 
 PR_SET_NAME = 15  # prctl: the calling thread's name, as /proc/<pid>/task/<tid>/comm shows it
 COMPILER_SECONDS = 0.3
@@ -51,7 +51,7 @@ def test_the_brokers_jit_compiler_threads_are_counted_apart_and_the_total_is_unc
         burn(OWN_SECONDS)  # the broker's own work
         assert compiler.burned.wait(30)
         after = CpuSnapshot.take(named, db_prefix="no_such_prefix_")
-        compiler_total = compiler_cpu_seconds(os.getpid())  # what the raw limits read: the compiler's CPU so far
+        _, compiler_total = broker_cpu_seconds(os.getpid())  # what the raw limits read: the compiler's CPU so far
     finally:
         compiler.end.set()
         compiler.join(10)  # gone, with its name, before any other test looks at this process's threads
@@ -65,7 +65,7 @@ def test_the_brokers_jit_compiler_threads_are_counted_apart_and_the_total_is_unc
 
 
 def test_a_process_without_such_threads_is_counted_as_before():
-    assert compiler_cpu_seconds(os.getpid()) == 0.0
+    assert broker_cpu_seconds(os.getpid())[1] == 0.0
     named = {os.getpid(): "contracts"}
     before = CpuSnapshot.take(named, db_prefix="no_such_prefix_")
     burn(0.05)
