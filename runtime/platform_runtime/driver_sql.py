@@ -9,6 +9,7 @@ the transaction first if SQLAlchemy has not sent its BEGIN yet (its asyncpg adap
 The table names are the runtime's (platform_runtime/tables.py), the same in every service's database.
 """
 
+import re
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -148,10 +149,12 @@ class Fixed:
     processors: Mapping[str, Callable[[Any], Any]]
 
     @classmethod
-    def of(cls, statement: Any) -> "Fixed":
+    def of(cls, statement: Any, *, plan_once: bool = False) -> "Fixed":
+        """`plan_once`: its array parameters hidden from the planner's estimates (see `planned_once`)."""
         compiled = statement.compile(dialect=_ASYNCPG)
         names = tuple(compiled.positiontup)
-        return cls(compiled.string, names, {k: v for k, v in compiled.params.items() if v is not None},
+        return cls(planned_once(compiled.string) if plan_once else compiled.string, names,
+                   {k: v for k, v in compiled.params.items() if v is not None},
                    {k: p for k, p in compiled._bind_processors.items() if k in names})
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
@@ -175,6 +178,24 @@ class Fixed:
 _ASYNCPG = asyncpg_dialect.dialect()
 
 
+# -- one plan per statement ----------------------------------------------------------------------------
+# PostgreSQL plans a prepared statement again at each execution (a custom plan) for as long as a plan made for
+# the parameters' values is estimated cheaper than its generic plan. For an array parameter the planner counts
+# the array's elements (unnest, `= ANY`): a lone message's one-element arrays always estimate cheaper than the
+# generic plan's guess of ten, so the runtime's hot statements were planned at every execution, and planning
+# took half as much of the databases' time as running them (issue 10, twenty-second step). Read through a scalar
+# subquery an array's length is unknown to both plans alike, and after its fifth execution PostgreSQL keeps the
+# generic plan (plancache.c, choose_custom_plan). Only for statements whose plan does not depend on how many
+# elements come: an index probe or a hash per element (tests/integration/test_generic_plans.py checks the plans
+# and that PostgreSQL keeps them).
+_ARRAY_PARAMETER = re.compile(r"\$(\d+)::(\w+(?: \w+)*)\[\]")
+
+
+def planned_once(sql: str) -> str:
+    """`sql` with each array parameter `$n::type[]` read as `(SELECT $n::type[])::type[]`."""
+    return _ARRAY_PARAMETER.sub(r"(SELECT $\1::\2[])::\2[]", sql)
+
+
 # One round trip for both answers: `claimed` is the id when the row is new; `seen` is the fingerprint of the
 # row that was there before (the SELECT sees the statement's snapshot, not the CTE's insert).
 CLAIM = """
@@ -190,7 +211,7 @@ SELECT (SELECT message_id FROM claimed) AS claimed,
 # the index: not in this statement's snapshot; that message's own claim looks again). Then, in the same
 # statement, the answers kept under the keys $8 (a participant's steps answered as failed before: rows with
 # `claimed` NULL), which the batch's handlers would otherwise each look up in a round trip of their own.
-CLAIM_ALL = """
+CLAIM_ALL = planned_once("""
 WITH claimed AS (
     INSERT INTO processed_messages (message_id, type, subject, actor, fingerprint, status, processed_at)
     SELECT id, type, subject, actor, fingerprint, $6, $7
@@ -203,10 +224,10 @@ LEFT JOIN claimed c ON c.message_id = m.id
 LEFT JOIN processed_messages p ON p.message_id = m.id
 UNION ALL
 SELECT message_id, NULL, NULL, outcome FROM processed_messages WHERE message_id = ANY($8::varchar[])
-"""
+""")
 
 # Answers kept under keys of their own (UnitOfWork.remember), e.g. the saga steps answered as failed.
-RECORDED = "SELECT message_id, outcome FROM processed_messages WHERE message_id = ANY($1::varchar[])"
+RECORDED = planned_once("SELECT message_id, outcome FROM processed_messages WHERE message_id = ANY($1::varchar[])")
 
 
 def write_at_commit(cancel: bool, schedule: bool, statuses: bool, outbox: bool) -> str:
@@ -266,4 +287,4 @@ def _statement(cancel: bool, schedule: bool, statuses: bool, outbox: bool) -> st
     return ("WITH " + ",\n".join(parts) + "\n" if parts else "") + final
 
 
-_WRITE_AT_COMMIT = {flags: _statement(*flags) for flags in product((False, True), repeat=4)}
+_WRITE_AT_COMMIT = {flags: planned_once(_statement(*flags)) for flags in product((False, True), repeat=4)}

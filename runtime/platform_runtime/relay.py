@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from . import metrics
+from .driver_sql import planned_once
 from .logging import get_logger
 
 log = get_logger(__name__)
@@ -169,7 +170,7 @@ class OutboxRelay:
         """Delete the rows published but not yet deleted (a crash before this publishes them again, same ids)."""
         if self.published:
             done, self.published = self.published, []
-            await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", done)
+            await conn.execute(_DELETE, done)
             metrics.RELAYED.inc(len(done))
 
     def _failed(self, row, error: BaseException) -> None:
@@ -186,13 +187,14 @@ class OutboxRelay:
 # as it reads the next ones. The SELECT sees the snapshot before the DELETE, so it leaves those rows out itself:
 # with `NOT IN (SELECT unnest(...))`, a hashed subplan, not `seq <> ALL($4)`, which compares each row with the whole
 # array (2,000 x 2,000 for a full pass: 43-57 ms a pass against 14 ms, measured on 60,000 rows of 1 KB).
-_DELETE_AND_FETCH = """
+_DELETE_AND_FETCH = planned_once("""
 WITH published AS (DELETE FROM outbox WHERE seq = ANY($4::bigint[]) RETURNING seq)
 SELECT seq, event_id, topic, key, type, payload FROM outbox
 WHERE sent_at IS NULL AND seq NOT IN (SELECT unnest($4::bigint[]))
   AND (key <> ALL($2::text[]) OR seq = ANY($3::bigint[]))
 ORDER BY seq LIMIT $1
-"""
+""")
+_DELETE = planned_once("DELETE FROM outbox WHERE seq = ANY($1::bigint[])")
 
 
 class _PartitionBatches:

@@ -242,7 +242,8 @@ _SETTLE_CHARGES = Fixed.of(text(
 ).bindparams(bindparam("cleared_clients", type_=ARRAY(String)),
              bindparam("occurred_at", type_=DateTime(timezone=True)),
              *(bindparam(f"s_{c}", type_=ARRAY(t)) for c, t in _SETTLED.items()),
-             *(bindparam(f"h_{c}", type_=ARRAY(HISTORY_TYPES.get(c, String))) for c in HISTORY_COLUMNS)))
+             *(bindparam(f"h_{c}", type_=ARRAY(HISTORY_TYPES.get(c, String))) for c in HISTORY_COLUMNS)),
+    plan_once=True)
 _RETRY_CHARGES = Fixed.of(_update_from_arrays(charges, "charge_id", _RETRIED))
 
 

@@ -1,0 +1,188 @@
+"""PostgreSQL keeps one generic plan for the hot statements with array parameters (driver_sql.planned_once).
+
+A lone message's statements carry one-element arrays. Written plainly (`unnest($1::varchar[])`), PostgreSQL
+estimates a plan for those values cheaper than the generic plan and plans the statement again at every execution.
+Read through `planned_once`, it keeps the generic plan after its fifth execution, and that plan still probes the
+indexes, whatever the arrays' lengths and the statistics.
+"""
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from billing.adapters.gateway_work_repository import _SETTLE_CHARGES, _SETTLED
+from billing.adapters.history_rows import HISTORY_COLUMNS
+from billing.bootstrap import definition as billing
+from platform_runtime import driver_sql
+from platform_runtime.relay import _DELETE, _DELETE_AND_FETCH, asyncpg_dsn
+
+from tests.support.probe_service import migrated_engine, runtime_tables_engine
+
+pytestmark = pytest.mark.integration
+
+EXECUTIONS = 8  # PostgreSQL makes five custom plans before it weighs the generic one
+ROWS = 20000  # analysed: with few rows every plan costs about the same, and PostgreSQL may keep any
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def runtime_db(infra):
+    """The runtime's tables with many rows, analysed when nearly every timer was cancelled (a burst then leaves
+    thousands pending, as in test_outbox_inbox's cancellation test)."""
+    async with runtime_tables_engine(infra.postgres_url, "plans") as (url, _engine, _metadata):
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            due = _now() + timedelta(minutes=5)
+            await conn.execute("INSERT INTO processed_messages (message_id, type, subject, actor, fingerprint, status,"
+                               " processed_at) SELECT 'm-' || n, 'T', 's', 'a', 'f', 'accepted', now()"
+                               " FROM generate_series(1, $1) AS n", ROWS)
+            await conn.execute("INSERT INTO timers (timer_id, kind, subject, due_at, payload, cancelled_at)"
+                               " SELECT 'old-' || n, 'deadline', 'old-' || n, $1, '{}', $1"
+                               " FROM generate_series(1, $2) AS n", due, ROWS)
+            await conn.execute("ANALYZE processed_messages")
+            await conn.execute("ANALYZE timers")
+            yield conn
+        finally:
+            await conn.close()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _id() -> str:
+    return uuid.uuid4().hex
+
+
+def _at_commit_args(cancel: bool, schedule: bool, statuses: bool, outbox: bool) -> list:
+    """One message's arguments for write_at_commit(...), in its order."""
+    args: list = []
+    if cancel:
+        args += [_now(), [_id()], ["deadline"]]
+    if schedule:
+        args += [[_id()], ["deadline"], [_id()], [_now() + timedelta(hours=1)], ["{}"], [_id()]]
+    if statuses:
+        args += [[_id()], ["accepted"], ["{}"]]
+    if outbox:
+        args += [[_id()], ["it.topic"], [_id()], ["ItHappened"], [b"{}"], "it_channel"]
+    return args
+
+
+def _runtime_statements() -> list[tuple[str, str, Callable[[], list]]]:
+    """(name, statement, one message's arguments) of the runtime's hot statements with array parameters."""
+    statements = [
+        ("claim_all", driver_sql.CLAIM_ALL,
+         lambda: [[_id()], ["T"], ["s"], ["a"], ["f"], "accepted", _now(), [f"{_id()}:hold"]]),
+        ("recorded", driver_sql.RECORDED, lambda: [[_id()]]),
+        ("relay pass", _DELETE_AND_FETCH, lambda: [100, [], [], [1]]),
+        ("relay delete", _DELETE, lambda: [[1]]),
+    ]
+    for flags in [(True, True, True, True), (True, False, False, True), (False, True, False, True),
+                  (True, False, False, False), (False, False, True, True), (False, False, False, True)]:
+        statements.append((f"write_at_commit{flags}", driver_sql.write_at_commit(*flags),
+                           lambda flags=flags: _at_commit_args(*flags)))
+    return statements
+
+
+async def _plans(conn: asyncpg.Connection, sql: str, arguments) -> asyncpg.Record:
+    """Run `sql` EXECUTIONS times as a prepared statement, each with fresh one-element arrays, in a transaction
+    rolled back; its plans as PostgreSQL counted them."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        statement = await conn.prepare(sql)
+        for _ in range(EXECUTIONS):
+            await statement.fetch(*arguments())
+        return await conn.fetchrow("SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                                   " WHERE statement = $1", sql)
+    finally:
+        await transaction.rollback()
+
+
+@pytest.mark.parametrize("name, sql, arguments", _runtime_statements(), ids=[s[0] for s in _runtime_statements()])
+async def test_a_hot_statement_is_planned_once_not_at_every_execution(runtime_db, name, sql, arguments):
+    plans = await _plans(runtime_db, sql, arguments)
+    assert plans["generic_plans"] >= EXECUTIONS - 5, (name, dict(plans))
+
+
+async def test_written_plainly_the_same_statement_is_planned_at_every_execution(runtime_db):
+    """What planned_once is for: the plain statement gets a custom plan each time (so the test above can fail)."""
+    plain = "SELECT message_id, outcome FROM processed_messages WHERE message_id = ANY($1::varchar[])"
+    assert driver_sql.planned_once(plain) == driver_sql.RECORDED
+    plans = await _plans(runtime_db, plain, lambda: [[_id()]])
+    assert (plans["generic_plans"], plans["custom_plans"]) == (0, EXECUTIONS)
+
+
+def _reads(plan: dict, table: str) -> set[str]:
+    """How the plan reads `table`: the indexes it probes (a bitmap scan's among them), and "Seq Scan" if it reads
+    the whole table."""
+    def nodes(node):
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    reads = set()
+    for node in nodes(plan["Plan"]):
+        if node.get("Relation Name") != table or node["Node Type"] == "ModifyTable":
+            continue
+        if node["Node Type"] == "Seq Scan":
+            reads.add("Seq Scan")
+        reads |= {n["Index Name"] for n in nodes(node) if "Index Name" in n}
+    return reads
+
+
+async def _generic_plan(conn: asyncpg.Connection, sql: str, *args) -> dict:
+    """The generic plan of `sql` (the one PostgreSQL keeps), as EXPLAIN gives it."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        [plan] = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args))
+    return plan
+
+
+async def test_the_generic_plan_of_a_claim_probes_the_inbox_by_id(runtime_db):
+    """With many messages processed and analysed, a batch's claim and the answers kept are index probes, not a
+    read of the whole inbox: the plan does not depend on how many messages the batch has."""
+    ids = [f"new-{n}" for n in range(500)]
+    plan = await _generic_plan(runtime_db, driver_sql.CLAIM_ALL, ids, ["T"] * 500, ["s"] * 500, ["a"] * 500,
+                               ["f"] * 500, "accepted", _now(), [f"m-{n}" for n in range(500)])
+    assert _reads(plan, "processed_messages") == {"processed_messages_pkey"}
+
+
+async def test_the_generic_plan_of_a_commit_probes_timers_by_subject_and_commands_by_id(runtime_db):
+    """The statistics were taken when every timer was cancelled; the generic plan still looks each (subject, kind)
+    up in timers_pending_by_subject, and each command's status up by its id."""
+    await runtime_db.execute("INSERT INTO timers (timer_id, kind, subject, due_at, payload)"
+                             " SELECT 'new-' || n, 'deadline', 'saga-' || n, $1, '{}' FROM generate_series(1, 3000) AS n",
+                             _now() + timedelta(minutes=5))
+    plan = await _generic_plan(runtime_db, driver_sql.write_at_commit(True, False, True, False),
+                               *_at_commit_args(True, False, True, False))
+    timers = _reads(plan, "timers")
+    assert "timers_pending_by_subject" in timers and timers <= {"timers_pending_by_subject", "timers_pkey"}, timers
+    assert _reads(plan, "processed_messages") == {"processed_messages_pkey"}
+
+
+async def test_billing_settles_its_charges_with_one_plan_that_probes_them_by_id(infra):
+    async with migrated_engine(infra.postgres_url, "plans_billing", billing.migrations_dir) as engine:
+        conn = await asyncpg.connect(asyncpg_dsn(engine.url.render_as_string(hide_password=False)))
+        try:
+            await conn.execute("INSERT INTO charges (charge_id, saga_id, contract_id, client_id, amount, currency,"
+                               " purpose, status, created_at) SELECT 'c-' || n, 's-' || n, 'k-' || n, 'client-' || n,"
+                               " 100, 'USD', 'fixed_price', 'succeeded', now() FROM generate_series(1, $1) AS n", ROWS)
+            await conn.execute("ANALYZE charges")
+
+            def one_charge() -> list:
+                return _SETTLE_CHARGES.args({
+                    "cleared_clients": [_id()], "occurred_at": _now(),
+                    **{f"s_{c}": [None] for c in _SETTLED}, "s_charge_id": [_id()], "s_attempts": [1],
+                    **{f"h_{c}": [] for c in HISTORY_COLUMNS}})
+
+            plans = await _plans(conn, _SETTLE_CHARGES.sql, one_charge)
+            assert plans["generic_plans"] >= EXECUTIONS - 5, dict(plans)
+            plan = await _generic_plan(conn, _SETTLE_CHARGES.sql, *one_charge())
+            assert _reads(plan, "charges") == {"charges_pkey"}
+        finally:
+            await conn.close()
+

@@ -1,0 +1,37 @@
+"""driver_sql.planned_once: every array parameter read through a scalar subquery, nothing else touched."""
+
+import pytest
+from billing.adapters.gateway_work_repository import _SETTLE_CHARGES
+from platform_runtime import driver_sql, relay
+from platform_runtime.driver_sql import planned_once
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("written, planned", [
+    ("SELECT * FROM unnest($1::varchar[])", "SELECT * FROM unnest((SELECT $1::varchar[])::varchar[])"),
+    ("WHERE seq = ANY($12::bigint[])", "WHERE seq = ANY((SELECT $12::bigint[])::bigint[])"),
+    ("unnest($3::VARCHAR[], $4::TIMESTAMP WITH TIME ZONE[])",
+     "unnest((SELECT $3::VARCHAR[])::VARCHAR[], (SELECT $4::TIMESTAMP WITH TIME ZONE[])::TIMESTAMP WITH TIME ZONE[])"),
+    ("VALUES ($1, $2::varchar, $3::timestamptz)", "VALUES ($1, $2::varchar, $3::timestamptz)"),  # no array: as is
+    ("SELECT pg_notify($18, '')", "SELECT pg_notify($18, '')"),
+    ("key <> ALL($2::text[]) OR seq = ANY($3::bigint[])",
+     "key <> ALL((SELECT $2::text[])::text[]) OR seq = ANY((SELECT $3::bigint[])::bigint[])"),
+])
+def test_each_array_parameter_is_read_through_a_scalar_subquery(written, planned):
+    assert planned_once(written) == planned
+
+
+def _statements() -> dict[str, str]:
+    at_commit = {f"write_at_commit{flags}": driver_sql.write_at_commit(*flags)
+                 for flags in driver_sql._WRITE_AT_COMMIT}
+    return {"claim_all": driver_sql.CLAIM_ALL, "recorded": driver_sql.RECORDED, "relay pass": relay._DELETE_AND_FETCH,
+            "relay delete": relay._DELETE, "billing settles charges": _SETTLE_CHARGES.sql, **at_commit}
+
+
+@pytest.mark.parametrize("name", list(_statements()))
+def test_the_hot_statements_leave_no_array_parameter_in_sight_of_the_planner(name):
+    sql = _statements()[name]
+    bare = [m.group(0) for m in driver_sql._ARRAY_PARAMETER.finditer(sql)
+            if not sql[max(m.start() - 8, 0):m.start()].endswith("(SELECT ")]
+    assert bare == [], (name, bare)
