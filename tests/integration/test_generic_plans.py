@@ -116,21 +116,23 @@ async def test_written_plainly_the_same_statement_is_planned_at_every_execution(
     assert (plans["generic_plans"], plans["custom_plans"]) == (0, EXECUTIONS)
 
 
+def _nodes(node: dict):
+    """A plan node (EXPLAIN's JSON) and every node under it."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from _nodes(child)
+
+
 def _reads(plan: dict, table: str) -> set[str]:
     """How the plan reads `table`: the indexes it probes (a bitmap scan's among them), and "Seq Scan" if it reads
     the whole table."""
-    def nodes(node):
-        yield node
-        for child in node.get("Plans", []):
-            yield from nodes(child)
-
     reads = set()
-    for node in nodes(plan["Plan"]):
+    for node in _nodes(plan["Plan"]):
         if node.get("Relation Name") != table or node["Node Type"] == "ModifyTable":
             continue
         if node["Node Type"] == "Seq Scan":
             reads.add("Seq Scan")
-        reads |= {n["Index Name"] for n in nodes(node) if "Index Name" in n}
+        reads |= {n["Index Name"] for n in _nodes(node) if "Index Name" in n}
     return reads
 
 
@@ -186,3 +188,11 @@ async def test_billing_settles_its_charges_with_one_plan_that_probes_them_by_id(
         finally:
             await conn.close()
 
+
+
+async def test_the_generic_plan_of_a_relay_pass_leaves_the_rows_just_published_out_with_a_hash(runtime_db):
+    """The pass's read leaves out the rows its own DELETE removes with a hashed subplan, not by comparing each row
+    with the whole array (relay.py: 14 ms against 43-57 ms for a full pass of 2,000)."""
+    plan = await _generic_plan(runtime_db, _DELETE_AND_FETCH, 2000, [], [], list(range(2000)))
+    filters = [n.get("Filter", "") for n in _nodes(plan["Plan"]) if n.get("Relation Name") == "outbox"]
+    assert any("NOT (hashed SubPlan" in f for f in filters), filters
