@@ -4,7 +4,10 @@ Counted by PostgreSQL itself, so they hold on a loaded machine where timings do 
 (transactions of each benchmark database) and, where the server preloads it (deploy/local/postgres.sh does),
 `pg_stat_statements` (statements executed, by database; BEGIN/COMMIT/SAVEPOINT included). Round trips are
 what costs on this path (each is a write, a wake-up of the backend and a read), so "statements per saga" is
-the figure the hot-path work tries to bring down, the CPU per saga follows it.
+the figure the hot-path work tries to bring down, the CPU per saga follows it. With `track_planning` on (as
+deploy/local/postgres.sh sets it) the plans made and their time are counted too: a prepared statement that
+PostgreSQL plans again at every execution shows as about as many plans as statements (issue 10, twenty-second
+step: planning had taken half as much of the databases' time as running the statements).
 
 PostgreSQL publishes its statistics with a short delay (stats_fetch_consistency, pgstat flush at idle): the
 snapshot after a phase is taken once the counts stopped moving, within a deadline.
@@ -17,19 +20,21 @@ import asyncpg
 
 _TRANSACTIONS = ("SELECT datname, xact_commit, xact_rollback FROM pg_stat_database"
                  " WHERE datname LIKE $1 || '%'")
-_STATEMENTS = ("SELECT d.datname, sum(s.calls)::bigint FROM pg_stat_statements s"
-               " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE $1 || '%' GROUP BY d.datname")
+_STATEMENTS = ("SELECT d.datname, sum(s.calls)::bigint, sum(s.plans)::bigint, sum(s.total_plan_time)"
+               " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE $1 || '%'"
+               " GROUP BY d.datname")
 
 
 # Each statement's time, by database: which statements a phase's database time went to (`top_statements`).
-_STATEMENT_TIMES = ("SELECT d.datname, s.queryid, s.query, s.calls, s.total_exec_time, s.shared_blks_hit"
-                    " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+_STATEMENT_TIMES = ("SELECT d.datname, s.queryid, s.query, s.calls, s.total_exec_time, s.shared_blks_hit, s.plans,"
+                    " s.total_plan_time FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
                     " WHERE d.datname LIKE $1 || '%' AND s.toplevel")
 
 
 async def snapshot(dsn: str, prefix: str) -> dict[str, dict[str, int]]:
-    """database (without the prefix) -> commits, rollbacks and (when available) statements so far; and under
-    "by statement", (database, queryid) -> calls, execution ms, buffer hits and the statement's first words."""
+    """database (without the prefix) -> commits, rollbacks and (when available) statements, plans and planning ms
+    so far; and under "by statement", (database, queryid) -> calls, execution ms, buffer hits, the statement's first
+    words, plans and planning ms. Plans stay 0 on a server without `track_planning`."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_stat_clear_snapshot()")
@@ -37,11 +42,13 @@ async def snapshot(dsn: str, prefix: str) -> dict[str, dict[str, int]]:
                   for r in await conn.fetch(_TRANSACTIONS, prefix)}
         try:
             await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")  # its view, in `postgres`
-            for name, calls in await conn.fetch(_STATEMENTS, prefix):
-                counts.setdefault(name[len(prefix):], {})["statements"] = calls
+            for name, calls, plans, planning_ms in await conn.fetch(_STATEMENTS, prefix):
+                counts.setdefault(name[len(prefix):], {}).update(statements=calls, plans=plans,
+                                                                 planning_ms=planning_ms)
             counts["by statement"] = {
                 (r["datname"][len(prefix):], r["queryid"]): (r["calls"], r["total_exec_time"], r["shared_blks_hit"],
-                                                              " ".join(r["query"].split())[:100])
+                                                              " ".join(r["query"].split())[:100], r["plans"],
+                                                              r["total_plan_time"])
                 for r in await conn.fetch(_STATEMENT_TIMES, prefix)}
         except asyncpg.PostgresError:
             pass  # pg_stat_statements not loaded on this server: transactions only
@@ -63,8 +70,8 @@ async def settled_snapshot(dsn: str, prefix: str, deadline: float = 5.0) -> dict
 
 
 def per_saga(before: dict, after: dict, sagas: int, platform: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """The platform's databases' commits, rollbacks and statements per completed saga over the phase, and their
-    sum as `platform`. Others sharing the prefix (the payment gateway's stand-in, the raw-limits scratch) are
+    """The platform's databases' commits, rollbacks, statements, plans and planning ms per completed saga over the
+    phase, and their sum as `platform`. Others sharing the prefix (the payment gateway's stand-in, the raw-limits scratch) are
     shown apart, not summed."""
     out = {}
     for name, counts in sorted((n, c) for n, c in after.items() if n != "by statement"):
@@ -73,22 +80,26 @@ def per_saga(before: dict, after: dict, sagas: int, platform: tuple[str, ...]) -
     ours = [out[name] for name in platform if name in out]
     if ours:
         out["platform"] = {k: round(sum(d.get(k, 0) for d in ours), 2)
-                           for k in ("commits", "rollbacks", "statements") if any(k in d for d in ours)}
+                           for k in ("commits", "rollbacks", "statements", "plans", "planning_ms")
+                           if any(k in d for d in ours)}
     return out
 
 
 def top_statements(before: dict, after: dict, sagas: int, platform: tuple[str, ...], count: int = 8) -> list[dict]:
-    """The platform's statements that took the most execution time over the phase, per completed saga: where
-    the database's share of a saga goes. Execution time is the executor's wall time: on a busy machine it
-    includes waiting for a core, so the buffer hits (pages touched, a measure of work) are shown beside it."""
+    """The platform's statements that took the most of the databases' time over the phase (execution and planning),
+    per completed saga: where the database's share of a saga goes. Execution time is the executor's wall time: on a
+    busy machine it includes waiting for a core, so the buffer hits (pages touched, a measure of work) are shown
+    beside it, and the plans made (one per execution: planned every time)."""
     earlier, rows = before.get("by statement", {}), []
-    for (database, queryid), (calls, ms, hits, text) in after.get("by statement", {}).items():
-        was = earlier.get((database, queryid), (0, 0.0, 0, text))
+    for (database, queryid), (calls, ms, hits, text, plans, plan_ms) in after.get("by statement", {}).items():
+        was = earlier.get((database, queryid), (0, 0.0, 0, text, 0, 0.0))
         if database in platform and calls > was[0]:
             rows.append({"database": database, "statement": text, "calls_per_saga": round((calls - was[0]) / sagas, 3),
                          "exec_ms_per_saga": round((ms - was[1]) / sagas, 4),
-                         "buffer_hits_per_saga": round((hits - was[2]) / sagas, 1)})
+                         "buffer_hits_per_saga": round((hits - was[2]) / sagas, 1),
+                         "plans_per_saga": round((plans - was[4]) / sagas, 3),
+                         "plan_ms_per_saga": round((plan_ms - was[5]) / sagas, 4)})
     total = sum(r["exec_ms_per_saga"] for r in rows) or 1.0
     for r in rows:
         r["share_of_exec"] = round(r["exec_ms_per_saga"] / total, 3)
-    return sorted(rows, key=lambda r: -r["exec_ms_per_saga"])[:count]
+    return sorted(rows, key=lambda r: -(r["exec_ms_per_saga"] + r["plan_ms_per_saga"]))[:count]

@@ -179,20 +179,23 @@ def _kafka_work(phase: dict) -> str:
 
 
 def _top_statements(rows: list | None, shown: int = 3) -> str:
-    """The statements that took the most of the databases' execution time, per saga."""
+    """The statements that took the most of the databases' time (execution and planning), per saga."""
     if not rows:
         return ""
     parts = [f"{r['database']} {r['exec_ms_per_saga']:.3f} ms ({r['share_of_exec']:.0%}; {r['calls_per_saga']:g} "
-             f"statements, {r['buffer_hits_per_saga']:g} pages) {r['statement'][:60]!r}"
+             f"statements, {r['buffer_hits_per_saga']:g} pages"
+             + (f"; planned {r['plans_per_saga']:g} times, {r['plan_ms_per_saga']:.3f} ms"
+                if r.get("plans_per_saga") else "") + f") {r['statement'][:60]!r}"
              for r in rows[:shown]]
     return "\n  most database time per saga: " + "; ".join(parts)
 
 
 def _database_work(work: dict | None) -> str:
-    """Commits and statements per saga by database (PostgreSQL's own counts: they hold on a loaded machine)."""
+    """Commits, statements and plans per saga by database (PostgreSQL's own counts: they hold on a loaded machine)."""
     if not work:
         return ""
     parts = [f"{name} {w.get('commits')} commits" + (f" {w['statements']} statements" if "statements" in w else "")
+             + (f" {w['plans']} plans ({w['planning_ms']} ms)" if w.get("plans") else "")
              for name, w in work.items()]
     return "\n  database work per saga: " + ", ".join(parts)
 

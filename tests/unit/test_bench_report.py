@@ -106,25 +106,34 @@ def test_a_setting_given_for_one_service_reaches_that_service_alone_and_wins_the
 
 
 def test_the_statements_that_took_a_phases_database_time_are_per_saga_the_platforms_and_largest_first(capsys):
-    before = {"contracts": {"commits": 10, "statements": 40},
-              "by statement": {("contracts", 1): (100, 50.0, 1000, "UPDATE timers"),
-                               ("contracts", 2): (10, 5.0, 100, "SELECT sagas")}}
-    after = {"contracts": {"commits": 30, "statements": 100},
-             "by statement": {("contracts", 1): (120, 90.0, 1800, "UPDATE timers"),  # 20 calls, 40 ms
-                              ("contracts", 2): (30, 65.0, 300, "SELECT sagas"),  # 20 calls, 60 ms
-                              ("contracts", 3): (5, 1.0, 10, "SELECT 1"),  # new in the phase: 5 calls, 1 ms
-                              ("gateway", 4): (50, 500.0, 9, "SELECT sim_charge()")}}  # a stand-in, not ours
+    """Largest first by the database's time, execution and planning: a statement planned at every execution ranks by
+    both, and the report says so."""
+    before = {"contracts": {"commits": 10, "statements": 40, "plans": 5, "planning_ms": 1.0},
+              "by statement": {("contracts", 1): (100, 50.0, 1000, "UPDATE timers", 100, 20.0),
+                               ("contracts", 2): (10, 5.0, 100, "SELECT sagas", 1, 0.1)}}
+    after = {"contracts": {"commits": 30, "statements": 100, "plans": 25, "planning_ms": 31.0},
+             "by statement": {("contracts", 1): (120, 90.0, 1800, "UPDATE timers", 120, 50.0),  # 20 calls, 40 + 30 ms
+                              ("contracts", 2): (30, 65.0, 300, "SELECT sagas", 1, 0.1),  # 20 calls, 60 ms, no plan
+                              ("contracts", 3): (5, 1.0, 10, "SELECT 1", 0, 0.0),  # new in the phase: 5 calls, 1 ms
+                              ("gateway", 4): (50, 500.0, 9, "SELECT sim_charge()", 0, 0.0)}}  # a stand-in, not ours
     top = database_work.top_statements(before, after, sagas=10, platform=("contracts",))
-    assert [(r["statement"], r["calls_per_saga"], r["exec_ms_per_saga"], r["buffer_hits_per_saga"]) for r in top] == [
-        ("SELECT sagas", 2.0, 6.0, 20.0), ("UPDATE timers", 2.0, 4.0, 80.0), ("SELECT 1", 0.5, 0.1, 1.0)]
-    assert [r["share_of_exec"] for r in top] == [0.594, 0.396, 0.01]  # of 10.1 ms
+    assert [(r["statement"], r["calls_per_saga"], r["exec_ms_per_saga"], r["buffer_hits_per_saga"],
+             r["plans_per_saga"], r["plan_ms_per_saga"]) for r in top] == [
+        ("UPDATE timers", 2.0, 4.0, 80.0, 2.0, 3.0), ("SELECT sagas", 2.0, 6.0, 20.0, 0.0, 0.0),
+        ("SELECT 1", 0.5, 0.1, 1.0, 0.0, 0.0)]
+    assert [r["share_of_exec"] for r in top] == [0.396, 0.594, 0.01]  # of 10.1 ms of execution
     # the per-statement rows are not a database of their own in the commits and statements per saga
-    assert set(database_work.per_saga(before, after, 10, ("contracts",))) == {"contracts", "platform"}
+    work = database_work.per_saga(before, after, 10, ("contracts",))
+    assert set(work) == {"contracts", "platform"}
+    assert work["platform"] == {"commits": 2.0, "statements": 6.0, "plans": 2.0, "planning_ms": 3.0}
     report({"started_at": "t", "machine": {"nproc": 2, "python": "3.11"}, "load_average_at_start": [0, 0, 0],
             "fund_saga": {**fund(), "burst": phase(burst=100, sagas_per_second=50.0, top_statements=top,
-                                                    seconds_to_last_offer_sent=2.0, latency_ms={"p50": 1.0})}})
-    assert "most database time per saga: contracts 6.000 ms (59%; 2 statements, 20 pages) 'SELECT sagas'" in (
-        capsys.readouterr().out)
+                                                    database_work_per_saga=work, seconds_to_last_offer_sent=2.0,
+                                                    latency_ms={"p50": 1.0})}})
+    out = capsys.readouterr().out
+    assert ("most database time per saga: contracts 4.000 ms (40%; 2 statements, 80 pages; planned 2 times, 3.000 ms)"
+            " 'UPDATE timers'; contracts 6.000 ms (59%; 2 statements, 20 pages) 'SELECT sagas'") in out
+    assert "database work per saga: contracts 2.0 commits 6.0 statements 2.0 plans (3.0 ms)" in out
 
 
 def sweep(*runs: tuple[float, float, bool]) -> dict:
