@@ -15,6 +15,7 @@ snapshot after a phase is taken once the counts stopped moving, within a deadlin
 
 import asyncio
 import time
+from typing import NamedTuple
 
 import asyncpg
 
@@ -26,6 +27,17 @@ _STATEMENTS = ("SELECT d.datname, sum(s.calls)::bigint, sum(s.plans)::bigint, su
 
 
 # Each statement's time, by database: which statements a phase's database time went to (`top_statements`).
+class StatementCounts(NamedTuple):
+    """One statement's counts so far, as pg_stat_statements keeps them (plans stay 0 without `track_planning`)."""
+
+    calls: int
+    exec_ms: float
+    buffer_hits: int
+    text: str  # its first words
+    plans: int = 0
+    plan_ms: float = 0.0
+
+
 _STATEMENT_TIMES = ("SELECT d.datname, s.queryid, s.query, s.calls, s.total_exec_time, s.shared_blks_hit, s.plans,"
                     " s.total_plan_time FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
                     " WHERE d.datname LIKE $1 || '%' AND s.toplevel")
@@ -34,7 +46,7 @@ _STATEMENT_TIMES = ("SELECT d.datname, s.queryid, s.query, s.calls, s.total_exec
 async def snapshot(dsn: str, prefix: str) -> dict[str, dict[str, int]]:
     """database (without the prefix) -> commits, rollbacks and (when available) statements, plans and planning ms
     so far; and under "by statement", (database, queryid) -> calls, execution ms, buffer hits, the statement's first
-    words, plans and planning ms. Plans stay 0 on a server without `track_planning`."""
+    words, plans and planning ms (StatementCounts)."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_stat_clear_snapshot()")
@@ -46,9 +58,9 @@ async def snapshot(dsn: str, prefix: str) -> dict[str, dict[str, int]]:
                 counts.setdefault(name[len(prefix):], {}).update(statements=calls, plans=plans,
                                                                  planning_ms=planning_ms)
             counts["by statement"] = {
-                (r["datname"][len(prefix):], r["queryid"]): (r["calls"], r["total_exec_time"], r["shared_blks_hit"],
-                                                              " ".join(r["query"].split())[:100], r["plans"],
-                                                              r["total_plan_time"])
+                (r["datname"][len(prefix):], r["queryid"]): StatementCounts(
+                    r["calls"], r["total_exec_time"], r["shared_blks_hit"], " ".join(r["query"].split())[:100],
+                    r["plans"], r["total_plan_time"])
                 for r in await conn.fetch(_STATEMENT_TIMES, prefix)}
         except asyncpg.PostgresError:
             pass  # pg_stat_statements not loaded on this server: transactions only
@@ -71,8 +83,8 @@ async def settled_snapshot(dsn: str, prefix: str, deadline: float = 5.0) -> dict
 
 def per_saga(before: dict, after: dict, sagas: int, platform: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """The platform's databases' commits, rollbacks, statements, plans and planning ms per completed saga over the
-    phase, and their sum as `platform`. Others sharing the prefix (the payment gateway's stand-in, the raw-limits scratch) are
-    shown apart, not summed."""
+    phase, and their sum as `platform`. Others sharing the prefix (the payment gateway's stand-in, the raw-limits
+    scratch) are shown apart, not summed."""
     out = {}
     for name, counts in sorted((n, c) for n, c in after.items() if n != "by statement"):
         earlier = before.get(name, {})
@@ -91,14 +103,15 @@ def top_statements(before: dict, after: dict, sagas: int, platform: tuple[str, .
     busy machine it includes waiting for a core, so the buffer hits (pages touched, a measure of work) are shown
     beside it, and the plans made (one per execution: planned every time)."""
     earlier, rows = before.get("by statement", {}), []
-    for (database, queryid), (calls, ms, hits, text, plans, plan_ms) in after.get("by statement", {}).items():
-        was = earlier.get((database, queryid), (0, 0.0, 0, text, 0, 0.0))
-        if database in platform and calls > was[0]:
-            rows.append({"database": database, "statement": text, "calls_per_saga": round((calls - was[0]) / sagas, 3),
-                         "exec_ms_per_saga": round((ms - was[1]) / sagas, 4),
-                         "buffer_hits_per_saga": round((hits - was[2]) / sagas, 1),
-                         "plans_per_saga": round((plans - was[4]) / sagas, 3),
-                         "plan_ms_per_saga": round((plan_ms - was[5]) / sagas, 4)})
+    for (database, queryid), now in after.get("by statement", {}).items():
+        was = earlier.get((database, queryid), StatementCounts(0, 0.0, 0, now.text))
+        if database in platform and now.calls > was.calls:
+            rows.append({"database": database, "statement": now.text,
+                         "calls_per_saga": round((now.calls - was.calls) / sagas, 3),
+                         "exec_ms_per_saga": round((now.exec_ms - was.exec_ms) / sagas, 4),
+                         "buffer_hits_per_saga": round((now.buffer_hits - was.buffer_hits) / sagas, 1),
+                         "plans_per_saga": round((now.plans - was.plans) / sagas, 3),
+                         "plan_ms_per_saga": round((now.plan_ms - was.plan_ms) / sagas, 4)})
     total = sum(r["exec_ms_per_saga"] for r in rows) or 1.0
     for r in rows:
         r["share_of_exec"] = round(r["exec_ms_per_saga"] / total, 3)

@@ -108,14 +108,15 @@ def test_a_setting_given_for_one_service_reaches_that_service_alone_and_wins_the
 def test_the_statements_that_took_a_phases_database_time_are_per_saga_the_platforms_and_largest_first(capsys):
     """Largest first by the database's time, execution and planning: a statement planned at every execution ranks by
     both, and the report says so."""
+    counts = database_work.StatementCounts
     before = {"contracts": {"commits": 10, "statements": 40, "plans": 5, "planning_ms": 1.0},
-              "by statement": {("contracts", 1): (100, 50.0, 1000, "UPDATE timers", 100, 20.0),
-                               ("contracts", 2): (10, 5.0, 100, "SELECT sagas", 1, 0.1)}}
+              "by statement": {("contracts", 1): counts(100, 50.0, 1000, "UPDATE timers", 100, 20.0),
+                               ("contracts", 2): counts(10, 5.0, 100, "SELECT sagas", 1, 0.1)}}
     after = {"contracts": {"commits": 30, "statements": 100, "plans": 25, "planning_ms": 31.0},
-             "by statement": {("contracts", 1): (120, 90.0, 1800, "UPDATE timers", 120, 50.0),  # 20 calls, 40 + 30 ms
-                              ("contracts", 2): (30, 65.0, 300, "SELECT sagas", 1, 0.1),  # 20 calls, 60 ms, no plan
-                              ("contracts", 3): (5, 1.0, 10, "SELECT 1", 0, 0.0),  # new in the phase: 5 calls, 1 ms
-                              ("gateway", 4): (50, 500.0, 9, "SELECT sim_charge()", 0, 0.0)}}  # a stand-in, not ours
+             "by statement": {("contracts", 1): counts(120, 90.0, 1800, "UPDATE timers", 120, 50.0),  # 20 calls, 40 + 30 ms
+                              ("contracts", 2): counts(30, 65.0, 300, "SELECT sagas", 1, 0.1),  # 20 calls, 60 ms, no plan
+                              ("contracts", 3): counts(5, 1.0, 10, "SELECT 1"),  # new in the phase: 5 calls, 1 ms
+                              ("gateway", 4): counts(50, 500.0, 9, "SELECT sim_charge()")}}  # a stand-in, not ours
     top = database_work.top_statements(before, after, sagas=10, platform=("contracts",))
     assert [(r["statement"], r["calls_per_saga"], r["exec_ms_per_saga"], r["buffer_hits_per_saga"],
              r["plans_per_saga"], r["plan_ms_per_saga"]) for r in top] == [
