@@ -31,6 +31,7 @@ from .consumer_watchdog import ConsumerWatchdog, StallDetector
 from .dead_letters import DeadLetters
 from .faults import TransientFaults
 from .fetch_sessions import use_fetch_sessions
+from .heap import freeze_what_started
 from .http import base_app, database_answers, routes_without_scope
 from .http_auth import TokenHashes
 from .offsets import OffsetCommitter
@@ -328,6 +329,8 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
         loops = [relay.run, timers.run, backlog.run, runtime.offsets.run, *definition.background(runtime)]
         tasks = [asyncio.create_task(loop(), name=getattr(loop, "__qualname__", "loop")) for loop in loops]
         watchdog = asyncio.create_task(runtime.consumer_watchdog().run(), name="consumer_watchdog")
+        if settings.gc_freeze_at_start:  # last before consuming: everything built so far lives as long as we do
+            log.info("heap_frozen", objects=freeze_what_started())
         await broker.start()
         log.info("service_started", port=settings.http_port)
         try:
