@@ -64,7 +64,7 @@ class ServiceSettings(BaseSettings):
     # uvloop (libuv) by default; asyncio to compare or to rule the loop out (the benchmark measures both).
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Once started, the objects that live as long as the process are kept out of the garbage collector's full
-    # collections (heap.py): no pause of 70-190 ms for walking them. False to compare.
+    # collections (heap.py): no pause of 60-100 ms of CPU for walking them. False to compare.
     gc_freeze_at_start: bool = True
     # A pooled connection idle longer than this is pinged before use (one that was in use a moment ago is not:
     # a ping per transaction was a round trip on every message; a dead one is still caught by the consumer's
