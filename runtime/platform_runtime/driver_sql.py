@@ -188,7 +188,8 @@ _ASYNCPG = asyncpg_dialect.dialect()
 # generic plan (plancache.c, choose_custom_plan). Only for statements whose plan does not depend on how many
 # elements come: an index probe or a hash per element (tests/integration/test_generic_plans.py checks the plans
 # and that PostgreSQL keeps them).
-_ARRAY_PARAMETER = re.compile(r"\$(\d+)::(\w+(?: \w+)*)\[\]")
+# A type as SQLAlchemy writes it too: `VARCHAR(64)`, `NUMERIC(12, 2)`, `TIMESTAMP WITH TIME ZONE`.
+_ARRAY_PARAMETER = re.compile(r"\$(\d+)::(\w+(?:\(\d+(?:, ?\d+)?\))?(?: \w+)*)\[\]")
 
 
 def planned_once(sql: str) -> str:

@@ -16,6 +16,8 @@ import pytest_asyncio
 from billing.adapters.gateway_work_repository import _SETTLE_CHARGES, _SETTLED
 from billing.adapters.history_rows import HISTORY_COLUMNS
 from billing.bootstrap import definition as billing
+from contracts.adapters import repositories as contracts_sql
+from contracts.bootstrap import definition as contracts
 from platform_runtime import driver_sql
 from platform_runtime.relay import _DELETE, _DELETE_AND_FETCH, asyncpg_dsn
 
@@ -196,3 +198,62 @@ async def test_the_generic_plan_of_a_relay_pass_leaves_the_rows_just_published_o
     plan = await _generic_plan(runtime_db, _DELETE_AND_FETCH, 2000, [], [], list(range(2000)))
     filters = [n.get("Filter", "") for n in _nodes(plan["Plan"]) if n.get("Relation Name") == "outbox"]
     assert any("NOT (hashed SubPlan" in f for f in filters), filters
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def contracts_db(infra):
+    """Contracts' own tables with many analysed rows: accounts, contracts with two milestones each, their sagas."""
+    async with migrated_engine(infra.postgres_url, "plans_contracts", contracts.migrations_dir) as engine:
+        conn = await asyncpg.connect(asyncpg_dsn(engine.url.render_as_string(hide_password=False)))
+        try:
+            await conn.execute("INSERT INTO accounts (account_id, role, name, email, status) SELECT 'a-' || n,"
+                               " 'client', 'A', 'a@example.com', 'active' FROM generate_series(1, $1) AS n", ROWS)
+            await conn.execute("INSERT INTO contracts (contract_id, client_id, freelancer_id, title, currency, deposit,"
+                               " status, created_at) SELECT 'k-' || n, 'a-' || n, 'a-' || (n % $1 + 1), 'T', 'USD',"
+                               " 'upfront', 'active', now() FROM generate_series(1, $1) AS n", ROWS)
+            await conn.execute("INSERT INTO milestones (milestone_id, contract_id, position, title, amount, status)"
+                               " SELECT 'm-' || n || '-' || p, 'k-' || n, p, 'M', 100, 'funded'"
+                               " FROM generate_series(1, $1) AS n, generate_series(1, 2) AS p", ROWS)
+            await conn.execute("INSERT INTO sagas (saga_id, kind, contract_id, status, step, data, step_log,"
+                               " created_at, updated_at) SELECT 's-' || n, 'fund', 'k-' || n, 'running', 'charge',"
+                               " '{}', '[]', now(), now() FROM generate_series(1, $1) AS n", ROWS)
+            for table in ("accounts", "contracts", "milestones", "sagas"):
+                await conn.execute(f"ANALYZE {table}")
+            yield conn
+        finally:
+            await conn.close()
+
+
+def _new_contract_save() -> tuple[str, list]:
+    """The statement and arguments of a new contract's save with one milestone (ContractRepository.save)."""
+    parts = (contracts_sql._NEW_CONTRACT, contracts_sql._CLAIM_IN_NEW, contracts_sql._NEW_HISTORY)
+    sql = contracts_sql.compose(parts, contracts_sql._SAVED_NEW)
+
+    def arguments() -> list:
+        contract_id = _id()
+        contract = {"contract_id": contract_id, "client_id": "a-1", "freelancer_id": "a-2", "title": "T",
+                    "currency": "USD", "deposit": "upfront", "status": "pending", "cancel_reason": None,
+                    "created_at": _now(), "ended_at": None}
+        milestone = dict.fromkeys(contracts_sql._MILESTONE_FIELDS) | {
+            "milestone_id": _id(), "position": 1, "title": "M", "amount": 100, "status": "pending",
+            "released_amount": 0, "refunded_amount": 0, "removed": False, "contract_id": contract_id}
+        return ([contract[k] for k in contracts_sql._CONTRACT_FIELDS]
+                + contracts_sql._columns([milestone], [*contracts_sql._MILESTONE_FIELDS, "contract_id"])
+                + ["MilestoneAdded", _now()])
+    return sql, arguments
+
+
+async def test_contracts_statements_with_arrays_are_planned_once_and_probe_by_key(contracts_db):
+    """The batch lock of sagas with their contracts, the milestones read after it and a new contract's save take
+    arrays; with a lone reply's one-element arrays PostgreSQL planned them at every execution (twenty-third step).
+    Each is kept as one generic plan, which finds its rows by key."""
+    lock, milestones = contracts_sql._LOCK_SAGAS_AND_CONTRACTS, contracts_sql._MILESTONES_OF_MANY
+    for sql, arguments in [(lock, lambda: [[f"s-{uuid.uuid4().int % ROWS + 1}"]]),
+                           (milestones, lambda: [[f"k-{uuid.uuid4().int % ROWS + 1}"]]), _new_contract_save()]:
+        plans = await _plans(contracts_db, sql, arguments)
+        assert plans["generic_plans"] >= EXECUTIONS - 5, (sql[:60], dict(plans))
+    plan = await _generic_plan(contracts_db, lock, [f"s-{n}" for n in range(1, 201)])
+    assert _reads(plan, "sagas") == {"sagas_pkey"} and _reads(plan, "contracts") == {"contracts_pkey"}
+    assert _reads(plan, "accounts") == {"accounts_pkey"}
+    plan = await _generic_plan(contracts_db, milestones, [f"k-{n}" for n in range(1, 201)])
+    assert "Seq Scan" not in _reads(plan, "milestones"), _reads(plan, "milestones")

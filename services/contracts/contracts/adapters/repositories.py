@@ -16,6 +16,7 @@ from sqlalchemy import ARRAY, String, any_, bindparam, func, select, tuple_, upd
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from platform_runtime.driver_sql import planned_once
 from platform_runtime.errors import Rejected
 
 from ..domain.accounts import Account, activity_is_news
@@ -342,11 +343,14 @@ _LOCK_SAGAS_WHERE = (
     f"LEFT JOIN accounts freelancer ON freelancer.account_id = c.freelancer_id "
     f"WHERE {{sagas}} FOR UPDATE OF s, c")
 # A batch's: locked in saga id order, so two batches that share sagas take them in the same order.
-_LOCK_SAGAS_AND_CONTRACTS = _LOCK_SAGAS_WHERE.format(sagas="s.saga_id = ANY($1::varchar[]) ORDER BY s.saga_id")
+# Planned once (driver_sql.planned_once): a lone reply's one-element array made PostgreSQL plan them again at every
+# execution (issue 10, twenty-third step); each probes its rows by key, whatever their number.
+_LOCK_SAGAS_AND_CONTRACTS = planned_once(
+    _LOCK_SAGAS_WHERE.format(sagas="s.saga_id = ANY($1::varchar[]) ORDER BY s.saga_id"))
 _LOCK_SAGA_AND_CONTRACT = _LOCK_SAGAS_WHERE.format(sagas="s.saga_id = $1")
 # Their contracts' milestones, read after the lock (see ContractRepository.get).
-_MILESTONES_OF_MANY = (f"SELECT contract_id, {names(_MILESTONE_FIELDS)} FROM milestones "
-                       f"WHERE contract_id = ANY($1::varchar[]) ORDER BY contract_id, position")
+_MILESTONES_OF_MANY = planned_once(f"SELECT contract_id, {names(_MILESTONE_FIELDS)} FROM milestones "
+                                   f"WHERE contract_id = ANY($1::varchar[]) ORDER BY contract_id, position")
 _LOCK_SAGA = f"SELECT {names(list(Saga.FIELDS))} FROM sagas WHERE saga_id = $1 FOR UPDATE"
 _SAVE_SAGA = compose((_SAGA_SAVED,), "SELECT 1")
 

@@ -48,7 +48,9 @@ def placeholders(count: int) -> str:
 
 @cache
 def compose(parts: tuple[str, ...], final: str) -> str:
-    """`WITH part, part ... final`, its `$?` numbered in order (built once per shape)."""
+    """`WITH part, part ... final`, its `$?` numbered in order (built once per shape), planned once: a save's
+    arrays (its milestones, its statement's entries) read so that PostgreSQL keeps one generic plan for it
+    (driver_sql.planned_once; each part writes or probes its rows by key, whatever their number)."""
     text = ("WITH " + ",\n".join(parts) + "\n" if parts else "") + final
     counter = iter(range(1, text.count("$?") + 1))
-    return re.sub(r"\$\?", lambda _: f"${next(counter)}", text)
+    return driver_sql.planned_once(re.sub(r"\$\?", lambda _: f"${next(counter)}", text))
