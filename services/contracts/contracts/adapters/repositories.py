@@ -16,7 +16,6 @@ from sqlalchemy import ARRAY, String, any_, bindparam, func, select, tuple_, upd
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from platform_runtime.driver_sql import planned_once
 from platform_runtime.errors import Rejected
 
 from ..domain.accounts import Account, activity_is_news
@@ -24,7 +23,7 @@ from ..domain.contracts import Contract, Milestone
 from ..domain.sagas import NEEDS_ATTENTION, RUNNING, Saga
 from ..domain.statement import Movement
 from . import sql
-from .sql import compose, names, placeholders, unnest
+from .sql import compose, names, placeholders, planned_once, unnest
 from .tables import accounts, contracts, milestone_history, milestones, sagas, statement_entries
 
 _ACCOUNT_FIELDS = [c.name for c in accounts.c if c.name != "registered_at"]
@@ -343,7 +342,7 @@ _LOCK_SAGAS_WHERE = (
     f"LEFT JOIN accounts freelancer ON freelancer.account_id = c.freelancer_id "
     f"WHERE {{sagas}} FOR UPDATE OF s, c")
 # A batch's: locked in saga id order, so two batches that share sagas take them in the same order.
-# Planned once (driver_sql.planned_once): a lone reply's one-element array made PostgreSQL plan them again at every
+# Planned once (sql.planned_once): a lone reply's one-element array made PostgreSQL plan them again at every
 # execution (issue 10, twenty-third step); each probes its rows by key, whatever their number.
 _LOCK_SAGAS_AND_CONTRACTS = planned_once(
     _LOCK_SAGAS_WHERE.format(sagas="s.saga_id = ANY($1::varchar[]) ORDER BY s.saga_id"))

@@ -25,6 +25,8 @@ _DIALECT = postgresql.dialect()
 driver = driver_sql.in_transaction
 # A write whose answer the caller does not need: it may run with the batch's others (driver_sql.write_later).
 write_later = driver_sql.write_later
+# A statement with array parameters that PostgreSQL should plan once, not at every execution (driver_sql).
+planned_once = driver_sql.planned_once
 
 
 def pg_type(table: Table, column: str) -> str:
@@ -53,4 +55,4 @@ def compose(parts: tuple[str, ...], final: str) -> str:
     (driver_sql.planned_once; each part writes or probes its rows by key, whatever their number)."""
     text = ("WITH " + ",\n".join(parts) + "\n" if parts else "") + final
     counter = iter(range(1, text.count("$?") + 1))
-    return driver_sql.planned_once(re.sub(r"\$\?", lambda _: f"${next(counter)}", text))
+    return planned_once(re.sub(r"\$\?", lambda _: f"${next(counter)}", text))
