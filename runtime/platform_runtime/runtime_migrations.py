@@ -31,3 +31,29 @@ def pending_by_subject_apart() -> None:
 def pending_by_subject_shared() -> None:
     op.drop_index("timers_pending_by_subject", table_name="timers", postgresql_where=_PENDING_BY_SUBJECT)
     add_timers_pending_by_subject()
+
+
+# Autovacuum's automatic ANALYZE, per table (issue 10, twenty-fourth step). PostgreSQL analyses a table once
+# 50 rows + a tenth of it have changed: a table of a few thousand rows, which every new database has for its first
+# hours, is analysed at nearly every autovacuum round (every 5 s here, and on every saga's path a table gains rows).
+# Each ANALYZE costs 10-25 ms of a worker's CPU and makes every connection plan that table's statements again:
+# the latencies jumped at each round. From 10,000 rows + a tenth, a table of 100,000 rows or more is analysed as
+# before, and a small one every 10,000 changes, which its statements' plans (by key, or by a partial index) do not
+# need more often. A queue (outbox) is never analysed: its rows live for moments, the statistics of an instant
+# describe nothing, and vacuum keeps its row count for the planner.
+ANALYSE_AFTER_CHANGES = 10_000
+NEVER = 2_147_483_647  # the largest threshold PostgreSQL accepts
+QUEUES = ("outbox",)
+RUNTIME_TABLES = ("outbox", "processed_messages", "timers")
+
+
+def analyse_after_many_changes(*tables: str) -> None:
+    """The threshold above on every table named, and on the runtime's own (the outbox never)."""
+    for table in (*RUNTIME_TABLES, *tables):
+        threshold = NEVER if table in QUEUES else ANALYSE_AFTER_CHANGES
+        op.execute(f"ALTER TABLE {table} SET (autovacuum_analyze_threshold = {threshold})")
+
+
+def analyse_as_postgres_does(*tables: str) -> None:
+    for table in (*RUNTIME_TABLES, *tables):
+        op.execute(f"ALTER TABLE {table} RESET (autovacuum_analyze_threshold)")
