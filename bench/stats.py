@@ -38,6 +38,15 @@ def process_cpu_seconds(pid: int, task: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+def reaped_children_cpu_seconds(pid: int) -> float:
+    """The CPU seconds of a process's children that have ended and been waited for (cutime + cstime). A
+    PostgreSQL server's autovacuum workers live for less than a second each: no snapshot of running processes
+    sees them, but their server, which waits for them, adds their CPU here when they end."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+
+
 def _threads_named(pid: int, prefixes: tuple[str, ...]) -> list[int]:
     """The thread ids of a process whose name begins with one of the prefixes."""
     found = []
@@ -103,6 +112,10 @@ def pid_listening_on(port: int, comm: str) -> int | None:
 # The payment gateway simulator's database (billing calls the simulator in its own process, standing in for a
 # card network's API): like the mail sink, not the platform's; its backends are counted apart.
 GATEWAY_DATABASE = "postgres: payment gateway stand-in"
+# PostgreSQL's processes that started and ended within the interval: mostly autovacuum workers (one per database
+# per round; those of the benchmark's databases vacuum and analyse the platform's tables), and connections that
+# closed. Which database each served is not known once it has ended: shown apart, outside the platform's figures.
+ENDED_POSTGRES = "postgres: processes that ended meanwhile (autovacuum workers, closed connections)"
 
 # Threads counted as a group of their own, out of their process's group: the group -> (thread name prefixes, the
 # threads' group). The broker's JIT compiler (HotSpot's C1 and C2 threads) compiles its hot code during its first
@@ -149,12 +162,18 @@ class CpuSnapshot:
     machine_busy: float
     machine_idle: float
     threads_apart: dict[tuple[int, int], tuple[str, float]]  # (pid, thread id) -> (its group, CPU seconds)
+    reaped: dict[int, float]  # a PostgreSQL server's pid -> its ended children's CPU seconds so far
 
     @classmethod
     def take(cls, named: dict[int, str], db_prefix: str) -> "CpuSnapshot":
         """named: pid -> its group (several processes of one service make one group)."""
-        groups = dict(named)
+        groups, reaped = dict(named), {}
         for pid, cmdline in _processes("postgres").items():
+            if not cmdline.startswith("postgres:"):  # a server: its children title themselves "postgres: ..."
+                try:
+                    reaped[pid] = reaped_children_cpu_seconds(pid)
+                except OSError:
+                    pass  # stopped meanwhile
             groups.setdefault(pid, GATEWAY_DATABASE if f" {db_prefix}gateway " in cmdline
                               else "postgres: benchmark databases" if f" {db_prefix}" in cmdline
                               else "postgres: server and other databases")
@@ -167,14 +186,16 @@ class CpuSnapshot:
             except OSError:
                 pass  # exited meanwhile
         busy, idle = _machine_busy_idle()
-        return cls(by_pid, busy, idle, threads_apart)
+        return cls(by_pid, busy, idle, threads_apart, reaped)
 
     def since(self, earlier: "CpuSnapshot", wall_seconds: float) -> dict[str, object]:
         """Average cores used by each group over the interval (1.0 = one core fully busy).
 
-        A process that started meanwhile counts from zero; one that ended meanwhile is left out. A thread counted
-        apart (THREADS_APART) moves its CPU from its process's group to its own; one that ended meanwhile stays
-        in its process's group.
+        A process that started meanwhile counts from zero; one that ended meanwhile is left out, except
+        PostgreSQL's, whose CPU since it started its server counts in ENDED_POSTGRES when the server has waited for
+        it (its CPU before the first snapshot counts there too: a short-lived process's is nearly all of it). A
+        thread counted apart (THREADS_APART) moves its CPU from its process's group to its own; one that ended
+        meanwhile stays in its process's group.
         """
         used: dict[str, float] = {}
         for pid, (group, seconds) in self.by_pid.items():
@@ -184,6 +205,9 @@ class CpuSnapshot:
             moved = seconds - earlier.threads_apart.get((pid, task), (group, 0.0))[1]
             used[group] = used.get(group, 0.0) + moved
             used[self.by_pid[pid][0]] -= moved
+        for pid, seconds in self.reaped.items():  # a server started meanwhile has nothing of this interval
+            if pid in earlier.reaped:
+                used[ENDED_POSTGRES] = used.get(ENDED_POSTGRES, 0.0) + seconds - earlier.reaped[pid]
         busy = self.machine_busy - earlier.machine_busy
         idle = self.machine_idle - earlier.machine_idle
         return {"cores_used": {g: round(v / wall_seconds, 3) for g, v in sorted(used.items())},

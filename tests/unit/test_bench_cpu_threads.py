@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.stats import CpuSnapshot, broker_cpu_seconds
+from bench.stats import CpuSnapshot, broker_cpu_seconds, reaped_children_cpu_seconds
 
 PR_SET_NAME = 15  # prctl: the calling thread's name, as /proc/<pid>/task/<tid>/comm shows it
 COMPILER_SECONDS = 0.3
@@ -71,3 +71,18 @@ def test_a_process_without_such_threads_is_counted_as_before():
     burn(0.05)
     used = CpuSnapshot.take(named, db_prefix="no_such_prefix_").since(before, wall_seconds=1.0)["cpu_seconds"]
     assert set(used) >= {"contracts"} and COMPILER not in used
+
+
+CHILD_SECONDS = 0.2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a child")
+def test_the_cpu_of_a_child_that_ended_counts_once_it_is_waited_for():
+    """What ENDED_POSTGRES reads of a PostgreSQL server: its autovacuum workers end between two snapshots."""
+    before = reaped_children_cpu_seconds(os.getpid())
+    child = os.fork()
+    if child == 0:  # the child: burn, then leave without running the parent's cleanup
+        burn(CHILD_SECONDS)
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert reaped_children_cpu_seconds(os.getpid()) - before == pytest.approx(CHILD_SECONDS, abs=0.05)
