@@ -116,6 +116,8 @@ GATEWAY_DATABASE = "postgres: payment gateway stand-in"
 # per round; those of the benchmark's databases vacuum and analyse the platform's tables), and connections that
 # closed. Which database each served is not known once it has ended: shown apart, outside the platform's figures.
 ENDED_POSTGRES = "postgres: processes that ended meanwhile (autovacuum workers, closed connections)"
+BENCHMARK_DATABASES, OTHER_POSTGRES = "postgres: benchmark databases", "postgres: server and other databases"
+POSTGRES_GROUPS = (GATEWAY_DATABASE, BENCHMARK_DATABASES, OTHER_POSTGRES)
 
 # Threads counted as a group of their own, out of their process's group: the group -> (thread name prefixes, the
 # threads' group). The broker's JIT compiler (HotSpot's C1 and C2 threads) compiles its hot code during its first
@@ -175,8 +177,7 @@ class CpuSnapshot:
                 except OSError:
                     pass  # stopped meanwhile
             groups.setdefault(pid, GATEWAY_DATABASE if f" {db_prefix}gateway " in cmdline
-                              else "postgres: benchmark databases" if f" {db_prefix}" in cmdline
-                              else "postgres: server and other databases")
+                              else BENCHMARK_DATABASES if f" {db_prefix}" in cmdline else OTHER_POSTGRES)
         by_pid, threads_apart = {}, {}
         for pid, group in groups.items():
             try:
@@ -192,9 +193,8 @@ class CpuSnapshot:
         """Average cores used by each group over the interval (1.0 = one core fully busy).
 
         A process that started meanwhile counts from zero; one that ended meanwhile is left out, except
-        PostgreSQL's, whose CPU since it started its server counts in ENDED_POSTGRES when the server has waited for
-        it (its CPU before the first snapshot counts there too: a short-lived process's is nearly all of it). A
-        thread counted apart (THREADS_APART) moves its CPU from its process's group to its own; one that ended
+        PostgreSQL's: its server adds its whole life's CPU to the reaped children's once it has waited for it, and
+        ENDED_POSTGRES counts that, less what the earlier snapshot had already seen of it. A thread counted apart (THREADS_APART) moves its CPU from its process's group to its own; one that ended
         meanwhile stays in its process's group.
         """
         used: dict[str, float] = {}
@@ -205,9 +205,11 @@ class CpuSnapshot:
             moved = seconds - earlier.threads_apart.get((pid, task), (group, 0.0))[1]
             used[group] = used.get(group, 0.0) + moved
             used[self.by_pid[pid][0]] -= moved
-        for pid, seconds in self.reaped.items():  # a server started meanwhile has nothing of this interval
-            if pid in earlier.reaped:
-                used[ENDED_POSTGRES] = used.get(ENDED_POSTGRES, 0.0) + seconds - earlier.reaped[pid]
+        if self.reaped.keys() & earlier.reaped.keys():  # a server started meanwhile has nothing of this interval
+            ended = sum(seconds - earlier.reaped[pid] for pid, seconds in self.reaped.items() if pid in earlier.reaped)
+            seen_before = sum(seconds for pid, (group, seconds) in earlier.by_pid.items()
+                              if group in POSTGRES_GROUPS and pid not in self.by_pid)
+            used[ENDED_POSTGRES] = max(ended - seen_before, 0.0)  # 0 if one ended but is not yet waited for
         busy = self.machine_busy - earlier.machine_busy
         idle = self.machine_idle - earlier.machine_idle
         return {"cores_used": {g: round(v / wall_seconds, 3) for g, v in sorted(used.items())},

@@ -37,9 +37,9 @@ def pending_by_subject_shared() -> None:
 # 50 rows + a tenth of it have changed: a table of a few thousand rows, which every new database has for its first
 # hours, is analysed at nearly every autovacuum round (every 5 s here, and on every saga's path a table gains rows).
 # Each ANALYZE costs 10-25 ms of a worker's CPU and makes every connection plan that table's statements again:
-# the latencies jumped at each round. From 10,000 rows + a tenth, a table of 100,000 rows or more is analysed as
-# before, and a small one every 10,000 changes, which its statements' plans (by key, or by a partial index) do not
-# need more often. A queue (outbox) is never analysed: its rows live for moments, the statistics of an instant
+# the latencies jumped at each round. At 10,000 changes + a tenth, a small table is analysed every 10,000 changes,
+# which its statements' plans (by key, or by a partial index) do not need more often; one of 100,000 rows after
+# 20,000 changes (10,050 by default), one of 1,000,000 or more nearly as by default (110,000 against 100,050). A queue (outbox) is never analysed: its rows live for moments, the statistics of an instant
 # describe nothing, and vacuum keeps its row count for the planner.
 ANALYSE_AFTER_CHANGES = 10_000
 NEVER = 2_147_483_647  # the largest threshold PostgreSQL accepts
