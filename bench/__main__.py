@@ -38,7 +38,7 @@ from . import database_work, fund_saga, raw_limits
 from .principals import super_user
 from .report import all_sent, floor, p99_capacity, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
-from .stats import ENDED_POSTGRES, GATEWAY_DATABASE, CpuSnapshot, load_average, pid_listening_on
+from .stats import ENDED_POSTGRES, GATEWAY_DATABASE, OTHER_POSTGRES, CpuSnapshot, load_average, pid_listening_on
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +127,7 @@ def kafka_broker_pid(kafka: str) -> int | None:
 
 
 LOAD_GENERATOR = "bench (this process)"  # the load generator's own CPU, reported apart from the platform's
-NOT_THE_PLATFORM = (LOAD_GENERATOR, SMTP_SINK, GATEWAY_DATABASE, "postgres: server and other databases", ENDED_POSTGRES)
+NOT_THE_PLATFORM = (LOAD_GENERATOR, SMTP_SINK, GATEWAY_DATABASE, OTHER_POSTGRES, ENDED_POSTGRES)
 
 
 async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, idle: dict | None = None) -> dict:

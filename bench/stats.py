@@ -194,8 +194,9 @@ class CpuSnapshot:
 
         A process that started meanwhile counts from zero; one that ended meanwhile is left out, except
         PostgreSQL's: its server adds its whole life's CPU to the reaped children's once it has waited for it, and
-        ENDED_POSTGRES counts that, less what the earlier snapshot had already seen of it. A thread counted apart (THREADS_APART) moves its CPU from its process's group to its own; one that ended
-        meanwhile stays in its process's group.
+        ENDED_POSTGRES counts that, less what the earlier snapshot had already seen of it. A thread counted apart
+        (THREADS_APART) moves its CPU from its process's group to its own; one that ended meanwhile stays in its
+        process's group.
         """
         used: dict[str, float] = {}
         for pid, (group, seconds) in self.by_pid.items():

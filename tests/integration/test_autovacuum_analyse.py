@@ -2,8 +2,9 @@
 
 By default PostgreSQL analyses a table once 50 rows + a tenth of it have changed: the small tables of a young
 database were analysed at nearly every autovacuum round, and each ANALYZE made every connection plan the table's
-statements again (issue 10, twenty-fourth step). Checked on each service's database as its migrations leave it,
-and on the real server: a table under the threshold is left alone while a default one beside it is analysed.
+statements again (issue 10, twenty-fourth step). Checked on each service's database as its migrations leave it
+(a revision that creates a table after `analyse_after_many_changes` ran must call it again, or this fails), and on
+the real server: a table under the threshold is left alone while a default one beside it is analysed.
 """
 
 import asyncio
@@ -27,8 +28,8 @@ from tests.support.processes import DB_PREFIX
 pytestmark = pytest.mark.integration
 
 SERVICES = {"contracts": contracts, "billing": billing, "escrow": escrow, "notifications": notifications}
-AUTOVACUUM_DEADLINE = 150  # s: autovacuum looks at a database every naptime (5 s on the project's servers, 1 min
-# by default on others)
+# Autovacuum looks at a database every naptime: 5 s on the project's servers, 1 min by default on others.
+AUTOVACUUM_DEADLINE = 150  # s
 
 
 async def _thresholds(url: str) -> dict[str, str | None]:

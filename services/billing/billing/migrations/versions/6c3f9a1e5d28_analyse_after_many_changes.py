@@ -17,15 +17,10 @@ down_revision: Union[str, None] = 'f2c8a5d1e746'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
-TABLES = (
-    "billing_methods", "bonus_batches", "bonus_charges", "bonus_credit_counts", "bonuses", "charges",
-    "client_charge_streaks", "known_accounts", "past_due_balances", "refunds", "transactions",
-)
-
 
 def upgrade() -> None:
-    analyse_after_many_changes(*TABLES)
+    analyse_after_many_changes()
 
 
 def downgrade() -> None:
-    analyse_as_postgres_does(*TABLES)
+    analyse_as_postgres_does()

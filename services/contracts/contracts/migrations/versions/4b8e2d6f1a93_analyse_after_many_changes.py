@@ -17,15 +17,10 @@ down_revision: Union[str, None] = 'a3f7c1e9d582'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
-TABLES = (
-    "accounts", "bonuses", "contracts", "disputes", "milestone_history", "milestones", "sagas",
-    "statement_entries",
-)
-
 
 def upgrade() -> None:
-    analyse_after_many_changes(*TABLES)
+    analyse_after_many_changes()
 
 
 def downgrade() -> None:
-    analyse_as_postgres_does(*TABLES)
+    analyse_as_postgres_does()

@@ -17,15 +17,10 @@ down_revision: Union[str, None] = 'b6d2e8f4a197'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
-TABLES = (
-    "account_balances", "earnings", "escrow_contracts", "holdings", "ledger_transactions", "past_due_balances",
-    "postings",
-)
-
 
 def upgrade() -> None:
-    analyse_after_many_changes(*TABLES)
+    analyse_after_many_changes()
 
 
 def downgrade() -> None:
-    analyse_as_postgres_does(*TABLES)
+    analyse_as_postgres_does()

@@ -17,12 +17,10 @@ down_revision: Union[str, None] = 'd8a4f2c6e913'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
-TABLES = ("accounts", "contracts", "milestones", "notifications")
-
 
 def upgrade() -> None:
-    analyse_after_many_changes(*TABLES)
+    analyse_after_many_changes()
 
 
 def downgrade() -> None:
-    analyse_as_postgres_does(*TABLES)
+    analyse_as_postgres_does()
