@@ -31,7 +31,7 @@ from platform_schemas.topics import (
 )
 
 from .principals import as_, super_user
-from .stats import stalls, summary_ms
+from .stats import stalls, summary_ms, tail
 
 OUTCOMES = ("OfferSent", "OfferFundingFailed", "CommandRejected", "AccountRegistered", "BillingMethodAdded")
 # A cheap test on the raw bytes first: most events on these topics are not outcomes we wait for.
@@ -252,7 +252,7 @@ async def offered_load(tracker: Tracker, parties: Parties, rate: float, seconds:
     if tracer:
         await tracer.start()
     try:
-        started = time.perf_counter()
+        started, started_unix = time.perf_counter(), time.time()
         worst_lag = 0.0
         for i in range(count):
             due = started + i / rate
@@ -270,7 +270,9 @@ async def offered_load(tracker: Tracker, parties: Parties, rate: float, seconds:
     result = {"offered_rate_per_second": rate, "seconds": round(sending, 2), "offers": count,
               "all_completed": completed, "outcomes": _types(tracker, ids),
               "latency_from": "scheduled send time", "worst_send_lag_ms": round(worst_lag * 1000, 2),
-              "latency_ms": summary_ms(sent_ok), "stalls": _stalls(tracker, ids, started)}
+              "latency_ms": summary_ms(sent_ok), "stalls": _stalls(tracker, ids, started),
+              "tail": tail([(tracker.sent[i] - started, tracker.outcomes[i].seconds) for i in ids
+                            if i in tracker.outcomes and tracker.outcomes[i].type == "OfferSent"], started_unix)}
     if tracer:
         result["hops_ms"] = tracer.breakdown(ids)
     return result

@@ -158,6 +158,15 @@ def _stalls(stalls: dict | None) -> str:
             f"scheduled at {stalls['scheduled_at_s']} s")
 
 
+def _tail(tail: dict | None) -> str:
+    """Where the slowest sagas fell: spread over the phase (a full queue) or gathered (a pause)."""
+    if not tail or not tail.get("slowest"):
+        return "tail: none"
+    worst = ", ".join(f"{w['second']} s ({w['slowest']}, max {w['max_ms']} ms)" for w in tail["worst_seconds"])
+    return (f"tail: the slowest {tail['slowest']} (over {tail['slower_than_ms']} ms) were scheduled in "
+            f"{tail['seconds_holding_them']} of {tail['of_seconds']} seconds; the most in {worst}")
+
+
 def _cpu(phase: dict) -> str:
     return (f"platform CPU {phase.get('platform_cpu_ms_per_saga')} ms/saga "
             f"({phase.get('platform_cpu_ms_per_saga_net_of_idle')} net of the idle loops) "
@@ -241,6 +250,7 @@ def report(result: dict) -> None:
                   f"scheduled send: p50 {_beside(ms.get('p50'), bottom.get('saga_path_ms_p50'))}, "
                   f"p99 {_beside(ms.get('p99'), bottom.get('saga_path_ms_p99'))}, max {ms.get('max')} ms; "
                   f"load generator late by up to {lat['worst_send_lag_ms']} ms; {lat['outcomes']}; {_stalls(lat['stalls'])}")
+            print(f"  {_tail(lat.get('tail'))}")
             print(f"  {_cpu(lat)}")
             _print_hops(lat)
         if traced := fund.get("hops_run"):

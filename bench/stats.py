@@ -2,6 +2,7 @@
 
 import os
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -223,6 +224,39 @@ def load_average() -> list[float]:
 
 
 STALL_SECONDS = 1.0  # a saga this slow at a load the platform should carry has waited on something stuck
+
+
+TAIL_SHARE = 0.01  # the sagas a phase's p99 is made of
+WORST_SECONDS = 5
+
+
+def tail(latencies: list[tuple[float, float]], started_unix: float, share: float = TAIL_SHARE) -> dict[str, object]:
+    """Where a phase's slowest sagas fall in it, by the second each was scheduled in, from (seconds after the
+    phase began it was scheduled, latency) pairs of the sagas that finished.
+
+    The slow tail of a queue that is merely full is spread over the whole phase; that of a pause (a garbage
+    collection, an autovacuum round, a checkpoint) gathers in the seconds the pause touched. So: how many of the
+    phase's seconds hold its slowest `share`, its worst seconds, and each second's p50 and max, with the phase's
+    wall-clock start to set them beside a log of the machine's other work.
+    """
+    if not latencies:
+        return {"slowest": 0}
+    by_second: dict[int, list[float]] = {}
+    for at, seconds in latencies:
+        by_second.setdefault(int(at), []).append(seconds * 1000)
+    ordered = sorted(latencies, key=lambda pair: pair[1], reverse=True)
+    slowest = ordered[:max(1, round(len(ordered) * share))]
+    holding = Counter(int(at) for at, _s in slowest)
+    worst = sorted(holding, key=lambda second: (-holding[second], -max(by_second[second])))[:WORST_SECONDS]
+    span = range(max(by_second) + 1)
+    return {"slowest": len(slowest), "slower_than_ms": round(slowest[-1][1] * 1000, 1),
+            "seconds_holding_them": len(holding), "of_seconds": len(by_second),
+            "worst_seconds": [{"second": second, "slowest": holding[second],
+                               "max_ms": round(max(by_second[second]), 1)} for second in worst],
+            "started_unix": round(started_unix, 3),
+            "per_second_p50_ms": [round(percentile(sorted(by_second.get(s, [])), 50), 1) if s in by_second else None
+                                  for s in span],
+            "per_second_max_ms": [round(max(by_second[s]), 1) if s in by_second else None for s in span]}
 
 
 def stalls(latencies: list[tuple[float, float]], threshold: float = STALL_SECONDS) -> dict[str, object]:

@@ -4,7 +4,7 @@ import pytest
 
 from bench import database_work
 from bench.report import floor, p99_capacity, ratios, report, verdict
-from bench.stats import stalls
+from bench.stats import stalls, tail
 
 pytestmark = pytest.mark.unit
 
@@ -26,7 +26,8 @@ def phase(**extra) -> dict:
 def fund() -> dict:
     latency = [phase(offered_rate_per_second=rate, seconds=10, worst_send_lag_ms=3.0,
                      latency_ms={"count": 10, "p50": p50, "p99": p99, "max": p99},
-                     stalls=stalls([(0.1, 0.2)])) for rate, p50, p99 in ((20, 76.0, 200.0), (100, 900.0, 4000.0))]
+                     stalls=stalls([(0.1, 0.2)]), tail=tail([(0.1, 0.2), (1.2, 0.1)], 0.0))
+               for rate, p50, p99 in ((20, 76.0, 200.0), (100, 900.0, 4000.0))]
     return {"processes_per_service": 1, "warmup": {"offers": 5, "latency_ms": {"p50": 2000.0, "max": 3000.0},
                                                     "stalls": stalls([(0.0, 3.0), (0.5, 0.1)])},
             "latency": latency, "burst": phase(burst=100, sagas_per_second=50.0, seconds_to_last_offer_sent=2.0,
@@ -44,6 +45,25 @@ def test_the_floor_is_hops_times_the_round_trip_plus_commits_times_the_commit_of
 def test_a_slow_saga_is_a_stall_reported_with_when_it_was_scheduled():
     found = stalls([(0.0, 3.0), (0.5, 0.1), (2.25, float("inf"))])
     assert found["count"] == 2 and found["scheduled_at_s"] == [0.0, 2.25]
+
+
+def test_a_pause_gathers_the_slowest_sagas_in_the_seconds_it_touched_and_a_full_queue_spreads_them():
+    # 100 sagas a second for 10 s; a pause at 6 s makes that second's sagas the slowest
+    paused = [(s + i / 100, 0.400 if s == 6 and i < 20 else 0.050 + i / 10_000) for s in range(10) for i in range(100)]
+    found = tail(paused, started_unix=1_700_000_000.0)
+    assert found["slowest"] == 10 and found["slower_than_ms"] == 400.0
+    assert found["seconds_holding_them"] == 1 and found["of_seconds"] == 10
+    assert found["worst_seconds"][0] == {"second": 6, "slowest": 10, "max_ms": 400.0}
+    assert found["per_second_max_ms"][6] == 400.0 and found["per_second_p50_ms"][5] == 54.9  # nearest rank: the 50th of 100
+    # the same latencies without the pause: the slowest of each second are the slowest of the phase
+    full = tail([(at, 0.050 + (at % 1) / 10) for at, _s in paused], started_unix=1_700_000_000.0)
+    assert full["seconds_holding_them"] == 10
+
+
+def test_a_second_no_saga_was_scheduled_in_has_no_figure_and_no_saga_no_tail():
+    found = tail([(0.5, 0.1), (2.5, 0.2)], started_unix=0.0)
+    assert found["per_second_max_ms"] == [100.0, None, 200.0] and found["per_second_p50_ms"][1] is None
+    assert tail([], started_unix=0.0) == {"slowest": 0}
 
 
 def test_the_verdict_says_met_or_missed_and_by_how_much():
@@ -64,6 +84,7 @@ def test_the_printout_puts_the_floor_beside_each_figure(capsys):
     out = capsys.readouterr().out
     assert "p50 76.0 ms (9.5 x floor 8.0 ms)" in out
     assert "STALL: 1 saga(s) over 1000 ms" in out and "[MISSED] burst sagas/s >= 500" in out
+    assert "tail: the slowest 1 (over 200.0 ms) were scheduled in 1 of 2 seconds; the most in 0 s (1, max 200.0 ms)" in out
 
 
 def test_the_traced_run_for_the_hops_is_printed_apart_and_never_counted_against_a_target(capsys):
