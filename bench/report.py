@@ -163,7 +163,7 @@ def _tail(tail: dict | None) -> str:
     if not tail or not tail.get("slowest"):
         return "tail: none"
     worst = ", ".join(f"{w['second']} s ({w['slowest']}, max {w['max_ms']} ms)" for w in tail["worst_seconds"])
-    return (f"tail: the slowest {tail['slowest']} (over {tail['slower_than_ms']} ms) were scheduled in "
+    return (f"tail: the slowest {tail['slowest']} ({tail['slower_than_ms']} ms or more) were scheduled in "
             f"{tail['seconds_holding_them']} of {tail['of_seconds']} seconds; the most in {worst}")
 
 

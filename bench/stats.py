@@ -249,12 +249,12 @@ def tail(latencies: list[tuple[float, float]], started_unix: float, share: float
     holding = Counter(int(at) for at, _s in slowest)
     worst = sorted(holding, key=lambda second: (-holding[second], -max(by_second[second])))[:WORST_SECONDS]
     span = range(max(by_second) + 1)
-    return {"slowest": len(slowest), "slower_than_ms": round(slowest[-1][1] * 1000, 1),
+    return {"slowest": len(slowest), "slower_than_ms": round(slowest[-1][1] * 1000, 1),  # the fastest of them
             "seconds_holding_them": len(holding), "of_seconds": len(by_second),
             "worst_seconds": [{"second": second, "slowest": holding[second],
                                "max_ms": round(max(by_second[second]), 1)} for second in worst],
             "started_unix": round(started_unix, 3),
-            "per_second_p50_ms": [round(percentile(sorted(by_second.get(s, [])), 50), 1) if s in by_second else None
+            "per_second_p50_ms": [round(percentile(sorted(by_second[s]), 50), 1) if s in by_second else None
                                   for s in span],
             "per_second_max_ms": [round(max(by_second[s]), 1) if s in by_second else None for s in span]}
 
