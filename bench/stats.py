@@ -1,5 +1,6 @@
 """Latency percentiles and CPU accounting shared by the benchmark's parts."""
 
+import math
 import os
 import statistics
 from collections import Counter
@@ -234,10 +235,11 @@ def tail(latencies: list[tuple[float, float]], started_unix: float, share: float
     """Where a phase's slowest sagas fall in it, by the second each was scheduled in, from (seconds after the
     phase began it was scheduled, latency) pairs of the sagas that finished.
 
-    The slow tail of a queue that is merely full is spread over the whole phase; that of a pause (a garbage
-    collection, an autovacuum round, a checkpoint) gathers in the seconds the pause touched. So: how many of the
-    phase's seconds hold its slowest `share`, its worst seconds, and each second's p50 and max, with the phase's
-    wall-clock start to set them beside a log of the machine's other work.
+    A slow tail spread over the whole phase points at the queue; one gathered in a few seconds may be a pause (a
+    garbage collection, an autovacuum round) or a state the platform passes through (a young database). So: how
+    many of the phase's seconds hold its slowest `share` (the slowest ceil(n * share); of equal latencies, the
+    earlier scheduled), its worst seconds, and each second's p50 and max (None for a second no finished saga was
+    scheduled in), with the phase's wall-clock start to set them beside a log of the machine's other work.
     """
     if not latencies:
         return {"slowest": 0}
@@ -245,12 +247,12 @@ def tail(latencies: list[tuple[float, float]], started_unix: float, share: float
     for at, seconds in latencies:
         by_second.setdefault(int(at), []).append(seconds * 1000)
     ordered = sorted(latencies, key=lambda pair: pair[1], reverse=True)
-    slowest = ordered[:max(1, round(len(ordered) * share))]
+    slowest = ordered[:max(1, math.ceil(len(ordered) * share - 1e-9))]
     holding = Counter(int(at) for at, _s in slowest)
     worst = sorted(holding, key=lambda second: (-holding[second], -max(by_second[second])))[:WORST_SECONDS]
     span = range(max(by_second) + 1)
     return {"slowest": len(slowest), "slower_than_ms": round(slowest[-1][1] * 1000, 1),  # the fastest of them
-            "seconds_holding_them": len(holding), "of_seconds": len(by_second),
+            "seconds_holding_them": len(holding), "of_seconds": len(span),
             "worst_seconds": [{"second": second, "slowest": holding[second],
                                "max_ms": round(max(by_second[second]), 1)} for second in worst],
             "started_unix": round(started_unix, 3),

@@ -47,7 +47,7 @@ def test_a_slow_saga_is_a_stall_reported_with_when_it_was_scheduled():
     assert found["count"] == 2 and found["scheduled_at_s"] == [0.0, 2.25]
 
 
-def test_a_pause_gathers_the_slowest_sagas_in_the_seconds_it_touched_and_a_full_queue_spreads_them():
+def test_a_pause_gathers_the_slowest_sagas_in_the_seconds_it_touched_and_a_tail_alike_in_every_second_spreads():
     # 100 sagas a second for 10 s; a pause at 6 s makes that second's sagas the slowest
     paused = [(s + i / 100, 0.400 if s == 6 and i < 20 else 0.050 + i / 10_000) for s in range(10) for i in range(100)]
     found = tail(paused, started_unix=1_700_000_000.0)
@@ -56,14 +56,21 @@ def test_a_pause_gathers_the_slowest_sagas_in_the_seconds_it_touched_and_a_full_
     assert found["worst_seconds"][0] == {"second": 6, "slowest": 10, "max_ms": 400.0}
     assert found["per_second_max_ms"][6] == 400.0
     assert found["per_second_p50_ms"][5] == 54.9  # nearest rank: the 50th of 100
-    # the same latencies without the pause: the slowest of each second are the slowest of the phase
-    full = tail([(at, 0.050 + (at % 1) / 10) for at, _s in paused], started_unix=1_700_000_000.0)
-    assert full["seconds_holding_them"] == 10
+    # the same latencies without the pause, the last saga of every second as slow as any: one in each second
+    alike = tail([(at, 0.050 + (at % 1) / 10) for at, _s in paused], started_unix=1_700_000_000.0)
+    assert alike["seconds_holding_them"] == 10
+    assert all(worst["slowest"] == 1 for worst in alike["worst_seconds"])
+
+
+def test_the_slowest_share_is_rounded_up_never_to_even():
+    for count, slowest in ((150, 2), (250, 3), (3000, 30), (50, 1)):
+        assert tail([(i / 10, i / 1000) for i in range(count)], started_unix=0.0)["slowest"] == slowest
 
 
 def test_a_second_no_saga_was_scheduled_in_has_no_figure_and_no_saga_no_tail():
     found = tail([(0.5, 0.1), (2.5, 0.2)], started_unix=0.0)
     assert found["per_second_max_ms"] == [100.0, None, 200.0] and found["per_second_p50_ms"][1] is None
+    assert found["of_seconds"] == 3  # the phase's seconds, the empty one too
     assert tail([], started_unix=0.0) == {"slowest": 0}
 
 
