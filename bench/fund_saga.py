@@ -266,13 +266,14 @@ async def offered_load(tracker: Tracker, parties: Parties, rate: float, seconds:
     finally:
         if tracer:
             await tracer.stop()
-    sent_ok = [tracker.outcomes[i].seconds for i in ids if i in tracker.outcomes and tracker.outcomes[i].type == "OfferSent"]
+    # (seconds after the phase began it was scheduled, latency) of each saga that ended in OfferSent
+    sent_ok = [(tracker.sent[i] - started, tracker.outcomes[i].seconds) for i in ids
+               if i in tracker.outcomes and tracker.outcomes[i].type == "OfferSent"]
     result = {"offered_rate_per_second": rate, "seconds": round(sending, 2), "offers": count,
               "all_completed": completed, "outcomes": _types(tracker, ids),
               "latency_from": "scheduled send time", "worst_send_lag_ms": round(worst_lag * 1000, 2),
-              "latency_ms": summary_ms(sent_ok), "stalls": _stalls(tracker, ids, started),
-              "tail": tail([(tracker.sent[i] - started, tracker.outcomes[i].seconds) for i in ids
-                            if i in tracker.outcomes and tracker.outcomes[i].type == "OfferSent"], started_unix)}
+              "latency_ms": summary_ms([latency for _at, latency in sent_ok]), "stalls": _stalls(tracker, ids, started),
+              "tail": tail(sent_ok, started_unix)}
     if tracer:
         result["hops_ms"] = tracer.breakdown(ids)
     return result

@@ -32,11 +32,18 @@ def summary_ms(seconds: list[float]) -> dict[str, float | int]:
     }
 
 
+def _stat_fields(path: str) -> list[str]:
+    """The fields of a /proc/.../stat file after the command name (which may hold spaces and parentheses): utime
+    and stime are [11] and [12], the waited-for children's cutime and cstime [13] and [14]. The one reader of
+    /proc's CPU times for the whole benchmark. Raises OSError when the process has ended."""
+    with open(path) as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def process_cpu_seconds(pid: int, task: int | None = None) -> float:
     """A process's CPU seconds so far (user + system), all its threads; with `task`, that one thread's. Raises
-    OSError when it has ended. The one reader of /proc's CPU times for the whole benchmark."""
-    with open(f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    OSError when it has ended."""
+    fields = _stat_fields(f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat")
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
@@ -44,8 +51,7 @@ def reaped_children_cpu_seconds(pid: int) -> float:
     """The CPU seconds of a process's children that have ended and been waited for (cutime + cstime). A
     PostgreSQL server's autovacuum workers live for less than a second each: no snapshot of running processes
     sees them, but their server, which waits for them, adds their CPU here when they end."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = _stat_fields(f"/proc/{pid}/stat")
     return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
 
 
