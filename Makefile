@@ -13,10 +13,10 @@ KAFKA := $(LOCAL)/kafka/kafka-local.sh
 DEMO ?= deploy/demo.py
 UV := $(shell command -v uv || echo python3 -m uv)
 
-.PHONY: help bootstrap infra-up infra-down migrate up down status demo test test-tls bench bench-capacity schemas reset deploy-check fuzz chaos chaos-short
+.PHONY: help bootstrap infra-up infra-down migrate up down status demo test test-tls bench bench-capacity bench-pairs schemas reset deploy-check fuzz chaos chaos-short
 
 help:
-	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|test-tls|bench|bench-capacity|schemas|reset|deploy-check|fuzz|chaos|chaos-short"
+	@echo "make bootstrap|infra-up|infra-down|migrate|up|down|status|demo|test|test-tls|bench|bench-capacity|bench-pairs|schemas|reset|deploy-check|fuzz|chaos|chaos-short"
 	echo "  PYTEST_ARGS='-m unit' make test;  AUTO_RELEASE_AFTER=PT5S make up"
 
 bootstrap:
@@ -130,6 +130,12 @@ bench: infra-up migrate
 CAPACITY_RATES ?= 30,40,45,50,55,60,70
 bench-capacity: infra-up migrate
 	$(PY) -m bench --only fund --rates $(CAPACITY_RATES) --latency-duration 30 --burst 0 --hops-seconds 0 $(BENCH_ARGS)
+
+# Two settings compared in alternated runs (A B, B A, ...) of the benchmark's short form: each figure per run, as
+# B / A per pair, and the median ratio (bench/pairs.py). E.g. make bench-pairs PAIR_B="--service-env KEY=VALUE".
+PAIRS ?= 4
+bench-pairs: infra-up migrate
+	$(PY) -m bench.pairs --pairs $(PAIRS) --a "$(PAIR_A)" --b "$(PAIR_B)"
 
 schemas: bootstrap
 	$(PY) -m platform_schemas.generate

@@ -36,7 +36,7 @@ from tests.support.probe_service import scratch_database
 
 from . import database_work, fund_saga, raw_limits
 from .principals import super_user
-from .report import all_sent, floor, p99_capacity, ratios, report, save, verdict
+from .report import RESULTS, all_sent, floor, p99_capacity, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
 from .stats import ENDED_POSTGRES, GATEWAY_DATABASE, OTHER_POSTGRES, CpuSnapshot, load_average, pid_listening_on
 
@@ -82,6 +82,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bonuses", type=int, default=100_000, help="bonuses in the bonus batch benchmark's batch")
     p.add_argument("--clients", type=int, default=10_000, help="clients those bonuses are spread over")
     p.add_argument("--no-save", action="store_true", help="print only, write no result file")
+    p.add_argument("--results-dir", type=Path, default=RESULTS,
+                   help="where the result goes (default bench/results; `python -m bench.pairs` keeps each run apart)")
     p.add_argument("--label", default="", help="a note stored with the result")
     return p.parse_args(argv)
 
@@ -320,10 +322,11 @@ async def main(argv: list[str]) -> int:
     result["p99_capacity"] = p99_capacity(result.get("fund_saga"))
     result["verdict"] = verdict(result.get("fund_saga"), result.get("floor"), result.get("bonus_batch"))
     result["load_average_at_end"] = load_average()
-    saved = None if args.no_save else save(result)  # first: a printing error must not lose the run
+    saved = None if args.no_save else save(result, args.results_dir)  # first: a printing error must not lose the run
     report(result)
     if saved:
-        print(f"\nresult: {saved.relative_to(ROOT)} (and bench/results/latest.json)")
+        shown = saved.relative_to(ROOT) if saved.is_relative_to(ROOT) else saved
+        print(f"\nresult: {shown} (and latest.json beside it)")
     fund = result.get("fund_saga")
     scaling_ok = all(point["all_completed"] and point["ledger_check_ok"] for point in result.get("scaling", []))
     return 0 if (not fund or (all_sent(fund) and fund.get("ledger_check_ok"))) and scaling_ok else 1
