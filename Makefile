@@ -135,7 +135,7 @@ bench-capacity: infra-up migrate
 # B / A per pair, and the median ratio (bench/pairs.py). E.g. make bench-pairs PAIR_B="--service-env KEY=VALUE".
 PAIRS ?= 4
 bench-pairs: infra-up migrate
-	$(PY) -m bench.pairs --pairs $(PAIRS) --a "$(PAIR_A)" --b "$(PAIR_B)"
+	$(PY) -m bench.pairs --pairs $(PAIRS) --a="$(PAIR_A)" --b="$(PAIR_B)"
 
 schemas: bootstrap
 	$(PY) -m platform_schemas.generate

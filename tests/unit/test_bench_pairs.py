@@ -63,6 +63,11 @@ def test_the_printout_has_every_figure_and_names_the_compiling_runs():
     assert "still compiling" in text and "A1" in text
 
 
+def test_a_side_of_one_word_that_looks_like_an_option_is_taken_as_written_with_an_equals_sign():
+    # as `make bench-pairs` passes them: --b="$(PAIR_B)"
+    assert pairs.parse_args(["--a=", "--b=--sink-niceness=0"]).b == "--sink-niceness=0"
+
+
 def test_the_same_setting_on_both_sides_or_no_pair_is_refused():
     with pytest.raises(SystemExit):
         pairs.parse_args(["--b", ""])
