@@ -81,7 +81,7 @@ def render(table: dict[str, dict], marked: list[str]) -> str:
         return " / ".join("-" if x is None else f"{x:g}" for x in xs)
     lines = ["| figure | A | B | B / A per pair | median |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {name} | {values(row['A'])} | {values(row['B'])} | {values(row['ratios'])} | "
-              f"{'-' if row['median'] is None else row['median']} |" for name, row in table.items()]
+              f"{values([row['median']])} |" for name, row in table.items()]
     if marked:
         lines.append(f"\nThe broker was still compiling (JIT compiler above {COMPILING_MS} ms per saga at the "
                      f"highest rate) in: {', '.join(marked)}.")
@@ -92,7 +92,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.pairs", description=__doc__.splitlines()[0])
     p.add_argument("--a", default="", help="side A's extra arguments of `python -m bench` (default: none)")
     p.add_argument("--b", default="", help="side B's extra arguments, e.g. \"--service-env CONSUMER_MAX_RECORDS=50\"")
-    p.add_argument("--pairs", type=int, default=4, help="pairs of runs (each about 3.5 minutes a run)")
+    p.add_argument("--pairs", type=int, default=4, help="pairs of runs (about 2 minutes a run here)")
     p.add_argument("--run", default=DEFAULT_RUN, help="the arguments every run has")
     p.add_argument("--out", type=Path, help="where the runs' JSON goes (default bench/results/pairs/<UTC time>)")
     args = p.parse_args(argv)
