@@ -132,10 +132,11 @@ bench-capacity: infra-up migrate
 	$(PY) -m bench --only fund --rates $(CAPACITY_RATES) --latency-duration 30 --burst 0 --hops-seconds 0 $(BENCH_ARGS)
 
 # Two settings compared in alternated runs (A B, B A, ...) of the benchmark's short form: each figure per run, as
-# B / A per pair, and the median ratio (bench/pairs.py). E.g. make bench-pairs PAIR_B="--service-env KEY=VALUE".
+# B / A per pair, and the median ratio (bench/pairs.py). E.g. make bench-pairs PAIR_B="--service-env KEY=VALUE";
+# PAIRS_ARGS for the rest (e.g. --run "..." for other runs than the default short ones).
 PAIRS ?= 4
 bench-pairs: infra-up migrate
-	$(PY) -m bench.pairs --pairs $(PAIRS) --a="$(PAIR_A)" --b="$(PAIR_B)"
+	$(PY) -m bench.pairs --pairs $(PAIRS) --a="$(PAIR_A)" --b="$(PAIR_B)" $(PAIRS_ARGS)
 
 schemas: bootstrap
 	$(PY) -m platform_schemas.generate

@@ -82,8 +82,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bonuses", type=int, default=100_000, help="bonuses in the bonus batch benchmark's batch")
     p.add_argument("--clients", type=int, default=10_000, help="clients those bonuses are spread over")
     p.add_argument("--no-save", action="store_true", help="print only, write no result file")
-    p.add_argument("--results-dir", type=Path, default=RESULTS,
-                   help="where the result goes (default bench/results; `python -m bench.pairs` keeps each run apart)")
+    p.add_argument("--results-dir", type=Path,
+                   help="a directory of this run's own for its result, with no latest.json (default: bench/results, "
+                        "with latest.json); `python -m bench.pairs` keeps each of its runs apart so")
     p.add_argument("--label", default="", help="a note stored with the result")
     return p.parse_args(argv)
 
@@ -307,7 +308,8 @@ async def main(argv: list[str]) -> int:
     prefix = os.environ.get("BENCH_DB_PREFIX", "bench_")
     port_base = int(os.environ.get("BENCH_PORT_BASE", "28000"))
     result: dict = {"started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "label": args.label,
-                    "settings": {k: v for k, v in vars(args).items()}, "machine": machine(),
+                    "settings": {k: v for k, v in vars(args).items() if k != "results_dir" or v},
+                    "machine": machine(),
                     "infra": {"kafka": kafka, "postgres": postgres.split("@")[-1]},
                     "load_average_at_start": load_average()}
     if args.only in ("fund", "all"):
@@ -322,11 +324,12 @@ async def main(argv: list[str]) -> int:
     result["p99_capacity"] = p99_capacity(result.get("fund_saga"))
     result["verdict"] = verdict(result.get("fund_saga"), result.get("floor"), result.get("bonus_batch"))
     result["load_average_at_end"] = load_average()
-    saved = None if args.no_save else save(result, args.results_dir)  # first: a printing error must not lose the run
+    # first: a printing error must not lose the run
+    saved = None if args.no_save else save(result, args.results_dir or RESULTS, latest=not args.results_dir)
     report(result)
     if saved:
         shown = saved.relative_to(ROOT) if saved.is_relative_to(ROOT) else saved
-        print(f"\nresult: {shown} (and latest.json beside it)")
+        print(f"\nresult: {shown}" + ("" if args.results_dir else f" (and {shown.parent / 'latest.json'})"))
     fund = result.get("fund_saga")
     scaling_ok = all(point["all_completed"] and point["ledger_check_ok"] for point in result.get("scaling", []))
     return 0 if (not fund or (all_sent(fund) and fund.get("ledger_check_ok"))) and scaling_ok else 1

@@ -9,7 +9,7 @@ README's steps quote.
 A side is what `python -m bench` accepts (`--service-env KEY=VALUE`, `--sink-niceness`, `--event-loop`, ...);
 anything outside the benchmark's reach (the broker's settings, the tree's code) is not compared here. Each run
 keeps its JSON under the output directory (`A1/`, `B1/`, ...; `bench/results/pairs/<UTC time>/` by default), with
-`pairs.json` beside them. A run whose broker was still compiling (its JIT compiler above `COMPILING_MS` per saga
+`pairs.json` beside them, written also when a run fails (the pairs complete before it). A run whose broker was still compiling (its JIT compiler above `COMPILING_MS` per saga
 at the highest rate) is marked: such a run measures the broker's warm-up as much as the setting.
 """
 
@@ -23,10 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .report import RESULTS
+from .stats import THREADS_APART
 
 # Short runs of the full run's order: both rates, a small burst, no floor and no traced run.
 DEFAULT_RUN = "--only fund --rates 20,100 --latency-duration 30 --burst 1000 --hops-seconds 0 --skip-raw"
-JIT = "kafka broker: JIT compiler"
+JIT = THREADS_APART["kafka broker"][1]  # the broker's compiler threads, counted as a group of their own
 COMPILING_MS = 0.3  # per saga at the highest rate; a broker warmed by a few minutes of load shows 0.00-0.18 ms
 
 
@@ -61,9 +62,10 @@ def compiling(result: dict) -> bool:
 
 def compare(runs: list[tuple[str, dict[str, float]]]) -> dict[str, dict]:
     """Runs in the order they ran, as (side, figures), two per pair. Per figure: each side's values in pair order,
-    the ratio B / A of each pair, and their median (None where a pair lacks the figure or A's is 0)."""
+    the ratio B / A of each pair (None where the pair lacks the figure or A's is 0), and the median of the ratios
+    there are."""
     pairs = [dict(runs[i:i + 2]) for i in range(0, len(runs) - 1, 2)]
-    names = [name for name in runs[0][1]] if runs else []
+    names = list(dict.fromkeys(name for _, run in runs for name in run))  # every run's, in the order first seen
     table = {}
     for name in names:
         a = [pair["A"].get(name) for pair in pairs]
@@ -98,8 +100,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.pairs < 1:
         p.error("--pairs must be at least 1")
-    if args.a == args.b:
+    try:
+        words = {name: shlex.split(getattr(args, name)) for name in ("a", "b", "run")}
+    except ValueError as bad:
+        p.error(f"unbalanced quoting: {bad}")
+    if words["a"] == words["b"]:
         p.error("--a and --b are the same: nothing to compare")
+    if any("--no-save" in w for w in words.values()):
+        p.error("--no-save: each run's result is what the pairs are read from")
     return args
 
 
@@ -117,18 +125,26 @@ def main(argv: list[str]) -> int:
                    "--results-dir", str(out / name), "--label", f"pairs {name}"]
         if subprocess.run(command).returncode != 0:
             print(f"pairs: run {name} failed; its output is above, the runs before it under {out}", file=sys.stderr)
+            summarise(args, out, runs[:len(runs) - len(runs) % 2], marked)
             return 1
-        result = json.loads((out / name / "latest.json").read_text())
+        result = json.loads(sorted((out / name).glob("*.json"))[-1].read_text())  # the one the run saved
         runs.append((side, figures(result)))
         if compiling(result):
             marked.append(name)
+    summarise(args, out, runs, marked)
+    return 0
+
+
+def summarise(args: argparse.Namespace, out: Path, runs: list[tuple[str, dict[str, float]]], marked: list[str]) -> None:
+    """pairs.json and the printed table, of the complete pairs in `runs`."""
     table = compare(runs)
-    (out / "pairs.json").write_text(json.dumps({"a": args.a, "b": args.b, "run": args.run, "order": order(args.pairs),
-                                                "compiling": marked, "figures": table}, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pairs.json").write_text(json.dumps({"a": args.a, "b": args.b, "run": args.run, "pairs": len(runs) // 2,
+                                                "order": order(args.pairs), "compiling": marked, "figures": table},
+                                               indent=2) + "\n")
     print(f"\nA: {args.a or '(as is)'}\nB: {args.b or '(as is)'}\n")
     print(render(table, marked))
     print(f"\nruns and pairs.json: {out}")
-    return 0
 
 
 if __name__ == "__main__":

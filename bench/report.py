@@ -295,11 +295,13 @@ def report(result: dict) -> None:
         print("Bonus batch:", json.dumps(result["bonus_batch"], default=str)[:2000])
 
 
-def save(result: dict, results: Path = RESULTS) -> Path:
-    """Every run kept under its start time; latest.json is a copy of the last."""
+def save(result: dict, results: Path = RESULTS, latest: bool = True) -> Path:
+    """Every run kept under its start time; latest.json is a copy of the last (not where each run has a directory
+    of its own, as under bench/results/pairs)."""
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{result['started_at'].replace(':', '').replace('-', '')}.json"
     text = json.dumps(result, indent=2, default=str) + "\n"
     path.write_text(text)
-    (results / "latest.json").write_text(text)
+    if latest:
+        (results / "latest.json").write_text(text)
     return path

@@ -68,11 +68,17 @@ def test_a_side_of_one_word_that_looks_like_an_option_is_taken_as_written_with_a
     assert pairs.parse_args(["--a=", "--b=--sink-niceness=0"]).b == "--sink-niceness=0"
 
 
-def test_the_same_setting_on_both_sides_or_no_pair_is_refused():
+@pytest.mark.parametrize("argv", [
+    ["--b", ""],                                           # nothing to compare
+    ["--b", " "],                                          # the same words
+    ["--b", "--sink-niceness 0", "--pairs", "0"],          # no pair
+    ["--b", "--label 'unbalanced"],                        # quoting a shell would refuse
+    ["--b", "--sink-niceness 0 --no-save"],                # no result to read the pairs from
+    ["--b", "--sink-niceness 0", "--run", "--only fund --no-save"],
+])
+def test_what_cannot_make_a_comparison_is_refused(argv):
     with pytest.raises(SystemExit):
-        pairs.parse_args(["--b", ""])
-    with pytest.raises(SystemExit):
-        pairs.parse_args(["--b", "--event-loop asyncio", "--pairs", "0"])
+        pairs.parse_args(argv)
 
 
 def test_the_runs_are_started_in_alternated_order_each_with_its_sides_arguments_and_its_own_results(
@@ -89,7 +95,7 @@ def test_the_runs_are_started_in_alternated_order_each_with_its_sides_arguments_
         b = "--event-loop" in command
         (tmp_path / out).mkdir(parents=True, exist_ok=True)
         jit = 0.9 if label == "pairs A1" else 0.0
-        (tmp_path / out / "latest.json").write_text(json.dumps(result(100.0 if b else 200.0, jit_at_100=jit)))
+        (tmp_path / out / "20261206T000000Z.json").write_text(json.dumps(result(100.0 if b else 200.0, jit_at_100=jit)))
         return Done()
 
     monkeypatch.setattr(pairs.subprocess, "run", run)
@@ -104,9 +110,35 @@ def test_the_runs_are_started_in_alternated_order_each_with_its_sides_arguments_
     assert "| p99 at 100/s (ms) | 200 / 200 | 100 / 100 | 0.5 / 0.5 | 0.5 |" in capsys.readouterr().out
 
 
-def test_a_failed_run_stops_the_pairs(tmp_path, monkeypatch):
-    class Failed:
-        returncode = 1
+def test_a_failed_run_stops_the_pairs_and_the_complete_pairs_before_it_are_summarised(tmp_path, monkeypatch):
+    class Ran:
+        def __init__(self, returncode):
+            self.returncode = returncode
 
-    monkeypatch.setattr(pairs.subprocess, "run", lambda command: Failed())
-    assert pairs.main(["--b", "--event-loop asyncio", "--pairs", "1", "--out", str(tmp_path)]) == 1
+    def run(command):  # the first pair completes, the third run fails
+        name = command[command.index("--label") + 1].split()[-1]
+        if name == "B2":
+            return Ran(1)
+        out = tmp_path / name
+        out.mkdir()
+        (out / "20261206T000000Z.json").write_text(json.dumps(result(100.0 if name.startswith("B") else 200.0)))
+        return Ran(0)
+
+    monkeypatch.setattr(pairs.subprocess, "run", run)
+    assert pairs.main(["--b", "--event-loop asyncio", "--pairs", "2", "--out", str(tmp_path)]) == 1
+    summary = json.loads((tmp_path / "pairs.json").read_text())
+    assert summary["pairs"] == 1 and summary["figures"]["p99 at 100/s (ms)"]["ratios"] == [0.5]
+
+
+def test_a_figure_only_later_runs_have_is_still_compared():
+    table = pairs.compare([("A", {"x": 1.0}), ("B", {"x": 1.0}), ("B", {"x": 1.0, "y": 3.0}), ("A", {"x": 1.0, "y": 1.0})])
+    assert list(table) == ["x", "y"] and table["y"]["ratios"] == [None, 3.0]
+
+
+def test_a_run_saved_into_a_directory_of_its_own_leaves_no_latest_json_there(tmp_path):
+    from bench.report import save
+    run = {"started_at": "2026-12-06T19:28:18Z"}
+    assert save(run, tmp_path / "main").name == "20261206T192818Z.json"
+    assert (tmp_path / "main" / "latest.json").exists()  # make bench: bench/results/latest.json, as always
+    save(run, tmp_path / "A1", latest=False)
+    assert [p.name for p in (tmp_path / "A1").iterdir()] == ["20261206T192818Z.json"]
