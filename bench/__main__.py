@@ -308,8 +308,7 @@ async def main(argv: list[str]) -> int:
     prefix = os.environ.get("BENCH_DB_PREFIX", "bench_")
     port_base = int(os.environ.get("BENCH_PORT_BASE", "28000"))
     result: dict = {"started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "label": args.label,
-                    "settings": {k: v for k, v in vars(args).items() if k != "results_dir" or v},
-                    "machine": machine(),
+                    "settings": dict(vars(args)), "machine": machine(),
                     "infra": {"kafka": kafka, "postgres": postgres.split("@")[-1]},
                     "load_average_at_start": load_average()}
     if args.only in ("fund", "all"):

@@ -100,13 +100,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.pairs < 1:
         p.error("--pairs must be at least 1")
-    try:
-        words = {name: shlex.split(getattr(args, name)) for name in ("a", "b", "run")}
+    try:  # the runs' arguments as words, once: the checks below and the runs use the same
+        args.sides = {"A": shlex.split(args.a), "B": shlex.split(args.b)}
+        args.every_run = shlex.split(args.run)
     except ValueError as bad:
         p.error(f"unbalanced quoting: {bad}")
-    if words["a"] == words["b"]:
+    if args.sides["A"] == args.sides["B"]:
         p.error("--a and --b are the same: nothing to compare")
-    if any("--no-save" in w for w in words.values()):
+    if any("--no-save" in words for words in (*args.sides.values(), args.every_run)):
         p.error("--no-save: each run's result is what the pairs are read from")
     return args
 
@@ -114,14 +115,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     out = args.out or RESULTS / "pairs" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    sides = {"A": shlex.split(args.a), "B": shlex.split(args.b)}
-    runs, marked, done = [], [], {"A": 0, "B": 0}
-    for side in order(args.pairs):
-        done[side] += 1
-        name = f"{side}{done[side]}"
-        print(f"pairs: run {len(runs) + 1} of {2 * args.pairs}, {name}: {' '.join(sides[side]) or '(as is)'}",
+    runs, marked = [], []
+    for n, side in enumerate(order(args.pairs)):
+        name = f"{side}{n // 2 + 1}"  # each pair holds one run of each side: A1 and B1 are the first pair
+        print(f"pairs: run {n + 1} of {2 * args.pairs}, {name}: {(args.b if side == 'B' else args.a) or '(as is)'}",
               flush=True)
-        command = [sys.executable, "-m", "bench", *shlex.split(args.run), *sides[side],
+        command = [sys.executable, "-m", "bench", *args.every_run, *args.sides[side],
                    "--results-dir", str(out / name), "--label", f"pairs {name}"]
         if subprocess.run(command).returncode != 0:
             print(f"pairs: run {name} failed; its output is above, the runs before it under {out}", file=sys.stderr)
