@@ -82,13 +82,17 @@ test: bootstrap
 	$(LOCAL)/test-servers.sh fresh
 	eval "$$($(LOCAL)/test-servers.sh env)"
 	export TEST_HISTORY_EVENTS=$${TEST_HISTORY_EVENTS:-100000}
-	rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) || rc=$$?
-	if ((rc == 5)); then echo "make test: pytest ran no tests" >&2; exit 1; fi
+	# Each run's output is kept too, so that the failures can be named again at the very end: CI shows only the tail.
+	log=$$(mktemp -t make-test.XXXXXX)
+	rc=0; $(PY) -m pytest tests $(PYTEST_ARGS) | tee "$$log" || rc=$$?
+	if ((rc == 5)); then rm -f "$$log"; echo "make test: pytest ran no tests" >&2; exit 1; fi
 	# Then the short chaos run (marker chaos: TEST_CHAOS_SAGAS sagas of each kind under kills and restarts, and a
 	# broker restart under running services), on its own because it restarts these test servers. It runs with the
 	# whole suite (no PYTEST_ARGS) unless TEST_CHAOS_SAGAS=0; with PYTEST_ARGS only if TEST_CHAOS_SAGAS is set.
 	chaos=$${TEST_CHAOS_SAGAS:-$(if $(PYTEST_ARGS),0,10)}
-	if ((chaos > 0)); then CHAOS_SAGAS=$$chaos $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s || rc=$$?; fi
+	if ((chaos > 0)); then CHAOS_SAGAS=$$chaos $(PY) -m pytest tests/e2e/test_chaos.py -m chaos -s | tee -a "$$log" || rc=$$?; fi
+	if ((rc != 0)); then printf "\nmake test failed (exit $$rc); what failed:\n"; grep -aE '^(FAILED|ERROR) ' "$$log" | cut -c1-400 || true; fi
+	rm -f "$$log"
 	exit $$rc
 
 # The Kafka clients over TLS (SASL_SSL, the local CA of kafka-local.sh): the ACL matrix, the broker smoke test and
