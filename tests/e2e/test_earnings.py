@@ -10,6 +10,7 @@ import pytest
 from platform_schemas.commands.contracts import ApproveMilestone
 
 from tests.support.lifecycle import Platform, lifecycle, money_checked  # noqa: F401 - fixtures
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 PENDING_FOR = timedelta(seconds=3)  # tests/conftest.py
@@ -51,8 +52,10 @@ async def test_a_release_is_pending_for_the_security_period_then_available(lifec
         (f"freelancer_pending:{deal.freelancer_id}:USD", f"freelancer:{deal.freelancer_id}:USD")]
     await balance_becomes(p, deal.freelancer_id, {"USD": {"pending": 0, "available": 50_000}})
 
-    history = await p.client.get_json("billing", f"/accounts/{deal.freelancer_id}/transactions")
-    [earning] = [t for t in history["items"] if t["kind"] == "fixed_price_earning"]
+    async def earnings() -> list[dict]:  # billing records it from escrow's events, a moment after they are published
+        history = await p.client.get_json("billing", f"/accounts/{deal.freelancer_id}/transactions")
+        return [t for t in history["items"] if t["kind"] == "fixed_price_earning"]
+    [earning] = await eventually(earnings, 30, "the earning in billing's history")
     assert moment(earning["available_at"]) == available_at
     await p.assert_ledger_clean()
 

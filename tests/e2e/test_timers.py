@@ -35,8 +35,8 @@ async def auto_release_with_a_reminder(p: Platform, deal: Deal) -> None:
 
 async def a_change_request_stops_the_clock(p: Platform, deal: Deal) -> None:
     await p.submit(deal)
-    await p.do(RequestChanges(contract_id=deal.contract_id, milestone_id=deal.ids[0], message="Warmer colours"),
-               deal.client_id, "ChangesRequested")
+    changes = await p.do(RequestChanges(contract_id=deal.contract_id, milestone_id=deal.ids[0],
+                                        message="Warmer colours"), deal.client_id, "ChangesRequested")
     await asyncio.sleep(2)  # the resubmission comes later, so the two review periods end apart
     again = await p.submit(deal)
     released = await p.event(deal.contract_id, "MilestoneAutoReleased", timeout=20)
@@ -44,7 +44,11 @@ async def a_change_request_stops_the_clock(p: Platform, deal: Deal) -> None:
     assert at(released.time) >= at(again.data["review_due_at"])
     assert released.data["review_due_at"] == again.data["review_due_at"]
     assert len(p.events.about(deal.contract_id, "MilestoneAutoReleased")) == 1
-    assert len(p.events.about(deal.contract_id, "ReviewPeriodEndingSoon")) == 1  # the first one was cancelled
+    # The first review's reminder was cancelled by the change request: none fires after it but the resubmission's.
+    # (Due 3 s after the first submission, it may have fired before the request was handled on a loaded machine.)
+    reminders = p.events.about(deal.contract_id, "ReviewPeriodEndingSoon")
+    assert [r.data["review_due_at"] for r in reminders if at(r.time) > at(changes.time)] == [
+        again.data["review_due_at"]], (reminders, changes)
 
 
 async def silence_accepts_the_refund(p: Platform, deal: Deal) -> None:
