@@ -139,3 +139,89 @@ async def test_an_answer_for_a_partition_not_asked_for_is_dropped_and_the_sessio
     response = answer(session_id=7, topics=[("b", [(0, 0, 10)])])
     assert (await _SessionsClient(Client(response)).send(1, request)).topics == []
     assert (session.epoch, session.partitions) == (FULL, {})
+
+
+# -- the fetcher's decision per broker, in one pass: the same as aiokafka's own -------------------------------
+from aiokafka.consumer.fetcher import Fetcher  # noqa: E402
+from aiokafka.consumer.subscription_state import SubscriptionState  # noqa: E402
+from aiokafka.structs import TopicPartition  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from platform_runtime.fetch_sessions import SessionFetcher  # noqa: E402
+
+partition_states = st.fixed_dictionaries({
+    "leader": st.sampled_from([0, 1, None, -1]),
+    "position": st.one_of(st.none(), st.integers(0, 10**6)),
+    "paused": st.booleans(),
+    "buffered": st.sampled_from([None, 0.0, 0.05]),         # records taken, not yet consumed: their backoff left
+    "replica": st.sampled_from([None, (1, 60.0), (1, -60.0), (5, 60.0)]),  # cached KIP-392 replica, expiry
+})
+fetcher_states = st.fixed_dictionaries({"partitions": st.lists(partition_states, min_size=1, max_size=30),
+                                        "in_flight": st.sets(st.sampled_from([0, 1]))})
+
+
+def fetcher_in(cls, state: dict):
+    """A fetcher of `cls` with the partitions' state as drawn, built afresh (aiokafka's pass changes the cache of
+    read replicas as it goes)."""
+    import time
+
+    class Cluster:
+        def __init__(self, leaders):
+            self.leaders = leaders
+
+        def leader_for_partition(self, tp):
+            return self.leaders[tp]
+
+        def broker_metadata(self, node_id):
+            return object() if node_id in (0, 1) else None
+
+    class Buffered:
+        def __init__(self, backoff):
+            self.backoff = backoff
+
+        def calculate_backoff(self):
+            return self.backoff
+
+    tps = [TopicPartition(f"t{n % 3}", n) for n in range(len(state["partitions"]))]
+    subscriptions = SubscriptionState()
+    subscriptions.assign_from_user(tps)
+    assignment = subscriptions.subscription.assignment
+    fetcher = cls.__new__(cls)
+    fetcher.sessions = {}
+    fetcher._client = _SessionsClient(SimpleNamespace(cluster=Cluster(
+        {tp: s["leader"] for tp, s in zip(tps, state["partitions"])})))
+    fetcher._records, fetcher._in_flight, fetcher._preferred_read_replica = {}, set(state["in_flight"]), {}
+    fetcher._max_partition_fetch_bytes, fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = 1048576, 500, 1
+    fetcher._fetch_max_bytes, fetcher._isolation_level, fetcher._client_rack, fetcher._fetcher_timeout = 5 << 20, 1, None, 0.2
+    for tp, s in zip(tps, state["partitions"]):
+        if s["position"] is not None:
+            assignment.state_value(tp).seek(s["position"])
+        if s["paused"]:
+            assignment.state_value(tp).pause()
+        if s["buffered"] is not None:
+            fetcher._records[tp] = Buffered(s["buffered"])
+        if s["replica"] is not None:
+            fetcher._preferred_read_replica[tp] = (s["replica"][0], time.monotonic() + s["replica"][1])
+    return fetcher, assignment
+
+
+def decision(actions) -> tuple:
+    """A pass's answer, comparable: each request as its broker and its partitions' (offset, max bytes)."""
+    requests, awaiting_reset, backoff, invalid_metadata, resume_futures = actions
+    fetches = {node_id: {(topic, p): (offset, size) for topic, parts in request.topics for p, offset, size in parts}
+               for node_id, request in requests}
+    return fetches, dict(awaiting_reset), backoff, invalid_metadata, len(resume_futures)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fetcher_states)
+def test_the_one_pass_decides_for_every_partition_as_aiokafkas_own_pass_does(state):
+    async def both():
+        ours, ours_assignment = fetcher_in(SessionFetcher, state)
+        theirs, theirs_assignment = fetcher_in(Fetcher, state)
+        got = ours._get_actions_per_node(ours_assignment)
+        assert decision(got) == decision(Fetcher._get_actions_per_node(theirs, theirs_assignment))
+        for node_id, request in got[0]:  # each request is within the broker's session and names what it fetches
+            assert isinstance(request, SessionFetchRequest) and request.session is ours.sessions[node_id]
+            assert request.named == request.wanted and request.forgotten == []  # a new session: a full request
+    asyncio.run(both())
