@@ -28,7 +28,6 @@ keeps aiokafka's full fetches.
 from __future__ import annotations
 
 import asyncio
-import collections
 from dataclasses import dataclass, field
 
 import aiokafka
@@ -91,25 +90,14 @@ class SessionFetchRequest(FetchRequest):
     """A fetch within a session. `topics` stays the full fetch it stands for (aiokafka's fetcher reads each
     partition's fetch offset from it); `build` names only the partitions the session's changes name."""
 
-    def __init__(self, full: FetchRequest, session: FetchSession, wanted: Partitions | None = None):
+    def __init__(self, full: FetchRequest, session: FetchSession):
         super().__init__(full._max_wait_ms, full._min_bytes, full._max_bytes, full._isolation_level, full.topics,
                          rack_id=full._rack_id)
         self.session = session
-        self.wanted: Partitions = wanted if wanted is not None else {
-            (topic, partition): (offset, max_bytes)
-            for topic, partitions in full.topics for partition, offset, max_bytes in partitions}
+        self.wanted: Partitions = {(topic, partition): (offset, max_bytes)
+                                   for topic, partitions in full.topics for partition, offset, max_bytes in partitions}
         self.session_id, self.epoch = session.id, session.epoch
         self.named, self.forgotten = session.changes(self.wanted)
-
-    @classmethod
-    def of(cls, wanted: Partitions, session: FetchSession, options: FetchRequest) -> SessionFetchRequest:
-        """The request for `wanted` ((topic, partition) -> (fetch offset, max bytes)), with the fetch's other
-        settings taken from `options` (a FetchRequest without partitions)."""
-        topics: dict[str, list[tuple[int, int, int]]] = {}
-        for (topic, partition), (offset, max_bytes) in wanted.items():
-            topics.setdefault(topic, []).append((partition, offset, max_bytes))
-        options._topics = list(topics.items())  # a fresh copy per request: FetchRequest keeps the list as given
-        return cls(options, session, wanted)
 
     def build(self, request_struct_class):
         if request_struct_class.API_VERSION < 7:  # no sessions in this version: the full fetch
@@ -178,55 +166,10 @@ class SessionFetcher(Fetcher):
                 log.info("kafka_fetch_session_not_closed", node_id=node_id, error=repr(error))
 
     def _get_actions_per_node(self, assignment):
-        """What to do next, per broker: aiokafka's own decision (`Fetcher._get_actions_per_node` of WRITTEN_FOR),
-        partition by partition in the same order of tests, made in one pass that builds each broker's request
-        within its session.
-
-        Why not aiokafka's, then wrapped: the fetcher's loop decides again at every answer and at every batch the
-        service takes, 100 to 400 times a second per service here, each time over all 48 to 60 partitions. Measured
-        in the running services, aiokafka's pass took 90-140 us of CPU (a debug log call per partition, the
-        client's cluster looked up per partition, a request built, shuffled, then read back into the session's).
-        What is left out changes no decision: aiokafka's debug lines (a partition fetched, no leader known), and
-        the shuffle of a request's partitions (within a session a request names only those that moved; the broker keeps the
-        order of the rest). tests/unit/test_fetch_sessions.py checks the decisions against aiokafka's own for
-        random states of the partitions."""
-        fetchable: dict[int, Partitions] = {}
-        awaiting_reset: dict[int, list] = collections.defaultdict(list)
-        backoff_by_nodes: dict[int, list[float]] = collections.defaultdict(list)
-        resume_futures = []
-        invalid_metadata = False
-        records, in_flight, max_bytes = self._records, self._in_flight, self._max_partition_fetch_bytes
-        leader_for_partition = self._client.cluster.leader_for_partition
-        # A preferred read replica (KIP-392) is only ever cached when a broker names one; none do here.
-        read_replica = self._select_read_replica if self._preferred_read_replica else leader_for_partition
-        for tp in assignment.tps:
-            state = assignment.state_value(tp)
-            node_id = read_replica(tp)
-            if tp in records:  # taken from the broker, not yet by the service
-                backoff = records[tp].calculate_backoff()
-                if backoff:
-                    backoff_by_nodes[node_id].append(backoff)
-            elif node_id in in_flight:
-                continue
-            elif node_id is None or node_id == -1:
-                invalid_metadata = True  # no leader known: the metadata is refreshed first
-            elif not state.has_valid_position:
-                leader_id = leader_for_partition(tp)  # an offset is looked up at the leader, never a replica
-                if leader_id is None or leader_id == -1:
-                    invalid_metadata = True
-                else:
-                    awaiting_reset[leader_id].append(tp)
-            elif state.paused:
-                resume_futures.append(state.resume_fut)
-            else:
-                fetchable.setdefault(node_id, {})[tp] = (state.position, max_bytes)
-        requests = [
-            (node_id, SessionFetchRequest.of(wanted, self.sessions.setdefault(node_id, FetchSession()), FetchRequest(
-                self._fetch_max_wait_ms, self._fetch_min_bytes, self._fetch_max_bytes, self._isolation_level, [],
-                rack_id=self._client_rack or "")))
-            for node_id, wanted in fetchable.items() if node_id not in backoff_by_nodes and node_id not in awaiting_reset]
-        backoff = min(map(max, backoff_by_nodes.values())) if backoff_by_nodes else self._fetcher_timeout
-        return requests, awaiting_reset, backoff, invalid_metadata, resume_futures
+        requests, *rest = super()._get_actions_per_node(assignment)
+        in_sessions = [(node_id, SessionFetchRequest(request, self.sessions.setdefault(node_id, FetchSession())))
+                       for node_id, request in requests]
+        return (in_sessions, *rest)
 
 
 def use_fetch_sessions(enabled: bool = True) -> bool:
