@@ -9,7 +9,7 @@ account of the session inactive meanwhile, so later modules register their own p
 import asyncio
 import signal
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import pytest_asyncio
@@ -17,6 +17,7 @@ from platform_schemas.commands.contracts import AcceptOffer
 
 from tests.e2e.test_notifications import notified
 from tests.support.lifecycle import Platform, lifecycle, money_checked  # noqa: F401 - fixtures
+from tests.support.times import at
 
 pytestmark = pytest.mark.e2e
 CONTRACTS = "contracts#0"
@@ -36,10 +37,6 @@ async def sweeping(platform):
     platform.env.clear()
     platform.env.update(saved)
     await platform.restart(CONTRACTS, signal.SIGTERM)
-
-
-def at(value: str | datetime) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 async def until(moment: float) -> None:

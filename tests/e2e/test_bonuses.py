@@ -25,6 +25,7 @@ from platform_schemas import Envelope
 from platform_schemas.commands.billing import RunBonusBatch
 from platform_schemas.commands.contracts import AcceptOffer, GiveBonus, SuspendAccount
 from tests.support.checks import gateway_fault, gateway_fault_over, query
+from tests.support.polling import eventually
 from tests.support.ports import free_port
 from tests.support.story import offer as offer_of
 from tests.support.story import Parties, add_card, parties, send_offer
@@ -120,9 +121,8 @@ async def assert_figures_match_events(client: PlatformClient, day: date, figures
     """The batch's figures count the day's outcome events. Those travel under each contract's key and the figures
     (BonusBatchCompleted) under the batch's, on other partitions: the client may read the figures first, so it
     waits for as many outcomes as they count, then compares."""
-    deadline = time.monotonic() + timeout
-    while sum(map(len, outcomes_of(client, day))) < figures["bonuses"] and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    await eventually(lambda: sum(map(len, outcomes_of(client, day))) >= figures["bonuses"], timeout,
+                     f"the {figures['bonuses']} outcome events of the batch of {day}")
     paid, failed = outcomes_of(client, day)
     totals: dict[str, int] = {}
     for e in paid.values():

@@ -4,20 +4,17 @@ is over, the balance, the events and billing's history show both steps, and the 
 
 import asyncio
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from platform_schemas.commands.contracts import ApproveMilestone
 
 from tests.support.lifecycle import Platform, lifecycle, money_checked  # noqa: F401 - fixtures
 from tests.support.polling import eventually
+from tests.support.times import at
 
 pytestmark = pytest.mark.e2e
 PENDING_FOR = timedelta(seconds=3)  # tests/conftest.py
-
-
-def moment(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 async def balance_becomes(p: Platform, account_id: str, expected: dict, timeout: float = 30) -> dict:
@@ -35,7 +32,7 @@ async def test_a_release_is_pending_for_the_security_period_then_available(lifec
     await p.submit(deal)
     approve = await p.send(ApproveMilestone(contract_id=deal.contract_id, milestone_id=deal.ids[0]), deal.client_id)
     released = await p.caused(approve, "EscrowReleased")
-    available_at = moment(released.data["available_at"])
+    available_at = at(released.data["available_at"])
     assert abs(available_at - (released.time + PENDING_FOR)) < timedelta(seconds=1)
     assert ("freelancer_pending:" + deal.freelancer_id + ":USD") in {
         x["credit_account"] for x in released.data["postings"]}
@@ -56,7 +53,7 @@ async def test_a_release_is_pending_for_the_security_period_then_available(lifec
         history = await p.client.get_json("billing", f"/accounts/{deal.freelancer_id}/transactions")
         return [t for t in history["items"] if t["kind"] == "fixed_price_earning"]
     [earning] = await eventually(earnings, 30, "the earning in billing's history")
-    assert moment(earning["available_at"]) == available_at
+    assert at(earning["available_at"]) == available_at
     await p.assert_ledger_clean()
 
 

@@ -39,6 +39,7 @@ from platform_schemas.actors import ADMIN_TOPICS, COMMAND_ROUTES, INTEGRATOR_TOP
 from platform_schemas.commands.contracts import AcceptOffer
 from platform_schemas.topics import CONTRACTS_COMMANDS, DEFAULT_PARTITIONS, dlq as dead_letter_topic
 
+from tests.support.polling import eventually
 from tests.support.story import offer, parties
 
 COMMANDS = int(os.environ.get("FUZZ_COMMANDS", "120"))
@@ -257,10 +258,11 @@ async def test_fuzzed_commands_each_end_in_an_outcome_or_a_rejection_and_change_
 
     # Only the unparseable envelopes were dead-lettered; no handler failed.
     # (An unparseable envelope behind the last parsed command of its partition may still be on its way there.)
-    deadline = time.monotonic() + 60
-    while (len(dlq := await dead_lettered(infra.credentials("admin"), dlq_topics, dlq_before)) < unparseable
-           or await failures_logged(contracts_metrics) - failures_before < unparseable) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    async def all_dead_lettered() -> list | None:  # the records in a list of one: none at all is an answer too
+        dlq = await dead_lettered(infra.credentials("admin"), dlq_topics, dlq_before)
+        counted = await failures_logged(contracts_metrics) - failures_before
+        return [dlq] if len(dlq) >= unparseable and counted >= unparseable else None
+    [dlq] = await eventually(all_dead_lettered, 60, f"{unparseable} envelopes dead-lettered and counted", every=0.5)
     errors = [dict(r.headers).get("dlq.error", b"").decode() for r in dlq]
     assert len(dlq) == unparseable and all(e.startswith("unparseable envelope") for e in errors), errors[:5]
     assert await failures_logged(contracts_metrics) - failures_before == unparseable

@@ -6,7 +6,7 @@ and the mailbox of the SMTP sink (one mail per notification, found by its Messag
 
 import asyncio
 import time
-from datetime import date, datetime
+from datetime import date
 
 import httpx
 import pytest
@@ -24,6 +24,7 @@ from tests.support.checks import publish_as
 from tests.support.polling import eventually
 from tests.support.smtp import SmtpSink
 from tests.support.story import Parties, add_card, parties, register, send_offer
+from tests.support.times import at
 
 pytestmark = pytest.mark.e2e
 ADMIN = "admin:tests"
@@ -33,13 +34,9 @@ def email_of(account_id: str) -> str:
     return f"{account_id}@example.test"  # as tests/support/story.py registers people
 
 
-def moment(timestamp: str) -> datetime:
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-
-
 def when(timestamp: str) -> str:
     """A deadline as the templates write it."""
-    return moment(timestamp).strftime("%d %b %Y, %H:%M UTC")
+    return at(timestamp).strftime("%d %b %Y, %H:%M UTC")
 
 
 async def inbox(client: PlatformClient, account_id: str) -> list[dict]:
@@ -208,7 +205,7 @@ async def review_cycle(client, sink) -> None:
     # event comes before ChangesRequested on the contract's partition).
     def reminders_for(submission: Envelope) -> list[Envelope]:
         return [e for e in client.of_type("ReviewPeriodEndingSoon", milestone_id=first)
-                if moment(e.data["review_due_at"]) == moment(submission.data["review_due_at"])]
+                if at(e.data["review_due_at"]) == at(submission.data["review_due_at"])]
     await eventually(lambda: reminders_for(resubmitted), 45, "the resubmission's ReviewPeriodEndingSoon")
     early = reminders_for(submitted)
     assert all(e.time < changes_asked.time for e in early), (early, changes_asked)

@@ -5,19 +5,15 @@ refund window, and exactly-once firing with two contracts instances while one is
 
 import asyncio
 import signal
-from datetime import datetime
 
 import pytest
 from platform_schemas.commands.contracts import CancelContract, RequestChanges
 
 from tests.support.lifecycle import Deal, Platform, lifecycle, money_checked  # noqa: F401 - fixtures
 from tests.support.ports import free_port
+from tests.support.times import at
 
 pytestmark = pytest.mark.e2e
-
-
-def at(value: str | datetime) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 async def auto_release_with_a_reminder(p: Platform, deal: Deal) -> None:

@@ -13,6 +13,7 @@ from platform_runtime.client import new_id
 from platform_schemas.commands.contracts import ApproveMilestone, CancelContract, GiveBonus
 
 from tests.support.lifecycle import Platform, lifecycle, money_checked  # noqa: F401 - fixtures
+from tests.support.times import at
 
 pytestmark = pytest.mark.e2e
 ESCROW = "escrow#0"
@@ -27,10 +28,6 @@ async def slow_earnings(platform):
     platform.env.clear()
     platform.env.update(saved)
     await platform.restart(ESCROW, signal.SIGTERM)
-
-
-def at(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 async def coming_up(p: Platform, account_id: str) -> list[dict]:

@@ -1,5 +1,7 @@
 """What end-to-end tests check the platform against: the books, the gateway's own store, barriers."""
 
+import asyncio
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -96,9 +98,6 @@ async def barrier(client: PlatformClient, subject: str) -> None:
 
 async def dead_letter(kafka: Credentials, topic: str, value: bytes, timeout: float = 20.0):
     """The record of `topic`'s dead-letter topic whose value is `value` (polls with a deadline)."""
-    import asyncio
-    import time
-
     from aiokafka import AIOKafkaConsumer
     from platform_schemas.topics import dlq
 
@@ -156,9 +155,6 @@ async def sagas_not_final(platform) -> list[asyncpg.Record]:
 
 async def every_saga_ends(platform, timeout: float = 300.0) -> None:
     """Every saga reaches a final state (polls with a deadline: the last answers may be in flight)."""
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout
     while waiting := await sagas_not_final(platform):
         assert time.monotonic() < deadline, f"sagas not final after {timeout}s: {[dict(r) for r in waiting]}"
@@ -173,9 +169,6 @@ async def platform_money_adds_up(platform, timeout: float = 60.0) -> None:
     The sums are read from two databases while the platform runs: a saga a timer starts meanwhile (a refund
     window's silence, an auto-release) may be between its steps, escrow's done and billing's not yet. So they are
     read again, once every saga is final, until they agree; a difference that stays to the deadline fails."""
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout
     while differences := await money_differences(platform):
         assert time.monotonic() < deadline, differences
