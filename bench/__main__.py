@@ -72,6 +72,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment of the service processes (e.g. CONSUMER_MAX_RECORDS=500); "
                         "SERVICE:KEY=VALUE for one service alone (e.g. billing:CONSUMER_FETCH_MIN_BYTES=1)")
+    p.add_argument("--processes", action="append", default=[], metavar="SERVICE=N",
+                   help="processes of that service in the targets' runs (default 1 each; the scaling curve sets its own)")
     p.add_argument("--sink-niceness", type=int, default=NICEST, choices=range(NICEST + 1), metavar="0-19",
                    help="niceness of the mail stand-in (default 19: it takes only what the platform leaves, as a "
                         "mail server on other machines would; 0 to compare)")
@@ -188,18 +190,20 @@ async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int,
     """One platform (`instances` processes per service) on fresh databases, and the fund-saga phases on it.
     scaling_only: a warm-up and the burst of the scaling curve, nothing else."""
     env = dict(item.split("=", 1) for item in args.service_env)
+    counts = {} if scaling_only else {s: int(n) for s, n in (item.split("=", 1) for item in args.processes)}
     bench = BenchPlatform(kafka, postgres, prefix, port_base, default_log_dir(), env=env,
                           profile_dir=None if scaling_only else args.profile, profiler=args.profiler,
-                          instances=instances, sink_niceness=args.sink_niceness)
-    print(f"starting {instances} x {', '.join(bench.services)} (databases {prefix}*, logs {bench.log_dir}) ...",
-          flush=True)
+                          instances=instances, processes=counts, sink_niceness=args.sink_niceness)
+    started_as = ", ".join(f"{bench.count(s)} x {s}" for s in bench.services)
+    print(f"starting {started_as} (databases {prefix}*, logs {bench.log_dir}) ...", flush=True)
     tracker = fund_saga.Tracker(kafka)
     rates = [float(r) for r in args.rates.split(",") if r]
     try:
         await ensure_topics(super_user(kafka))
         await bench.start()  # refuses first when another platform's services are in the groups
         await wait_for_groups(super_user(kafka), bench.services)
-        await refuse_shared_groups(super_user(kafka), bench.services, own=instances, who="fund saga benchmark")  # none joined meanwhile
+        await refuse_shared_groups(super_user(kafka), bench.services, own=max(map(bench.count, bench.services)),
+                                   who="fund saga benchmark")  # none joined meanwhile
         await tracker.start()
         started = time.perf_counter()
         parties = await fund_saga.register_parties(tracker, args.pairs)
@@ -207,7 +211,8 @@ async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int,
         # The warm-up fills connection pools and caches; its figures are kept, and its stalls are findings.
         warm = await fund_saga.offered_load(tracker, parties, rates[0] if rates else 20, args.warmup_seconds,
                                             drain_timeout=args.drain_timeout)
-        result: dict = {"processes_per_service": instances, "setup": setup, "service_env": env,
+        result: dict = {"processes_per_service": {s: bench.count(s) for s in bench.services}
+                        if counts else instances, "setup": setup, "service_env": env,
                         "warmup": {k: warm[k] for k in ("offers", "all_completed", "latency_ms", "stalls")}}
         broker = kafka_broker_pid(kafka)
         idle = result["idle_cores"] = await idle_phase(bench, broker, args.idle_seconds) if args.idle_seconds else {}

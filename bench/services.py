@@ -44,6 +44,7 @@ class BenchPlatform:
     env: dict[str, str] = field(default_factory=dict)
     services: tuple[str, ...] = BENCH_SERVICES
     instances: int = 1  # processes per service, each its own consumer group member
+    processes: dict[str, int] = field(default_factory=dict)  # a service's own count, in place of `instances`
     profile_dir: Path | None = None  # each service runs under a profiler, its profile saved there at stop
     profiler: str = "cpu"  # cpu: cProfile timed by CPU time (bench/profile_service.py); wall: pyinstrument
     sink_niceness: int = NICEST  # the mail stand-in's; a real mail server is not on the platform's cores
@@ -58,6 +59,10 @@ class BenchPlatform:
                                  credentials=partial(as_, self.kafka))  # each service as its own principal
         self.ports = {s: self.port_base + i for i, s in enumerate(processes.SERVICES, start=1)}  # instance 0
 
+    def count(self, service: str) -> int:
+        """How many processes of the service run."""
+        return self.processes.get(service, self.instances)
+
     def port(self, service: str, instance: int) -> int:
         return self.ports[service] + 10 * instance
 
@@ -66,7 +71,7 @@ class BenchPlatform:
         await self.platform.prepare()
         if "notifications" in self.services:
             await self.smtp.start()
-        names = [self._start(s, i) for i in range(self.instances) for s in self.services]
+        names = [self._start(s, i) for s in self.services for i in range(self.count(s))]
         for name in names:
             await self.platform.wait_ready(name, timeout=240)  # a loaded machine starts Python slowly
 

@@ -318,7 +318,8 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
         subscriptions = definition.subscriptions(runtime)
         _subscribe(broker, runtime, subscriptions, dead_letters)
         relay = OutboxRelay(settings.database_url, runtime.producer, runtime.name,
-                            settings.relay_batch_size, settings.relay_idle_check.total_seconds())
+                            settings.relay_batch_size, settings.relay_idle_check.total_seconds(),
+                            standby_poll=settings.relay_standby_poll.total_seconds())
         timer_handlers = definition.timers(runtime)
         timers = TimerRunner(runtime.new_uow, timer_handlers, runtime.clock,
                              settings.timer_poll_interval.total_seconds(), context=runtime.new_context)

@@ -106,6 +106,9 @@ class ServiceSettings(BaseSettings):
     # How long a relay waits for a NOTIFY before looking at the outbox anyway (a safety net
     # for a lost notification, not the normal path).
     relay_idle_check: Duration = timedelta(seconds=5)
+    # How often a standby relay (another process of the service holds the lock) tries the lock: the longest a
+    # takeover waits after the active relay's connection dies. Tried, not waited for: see relay.py.
+    relay_standby_poll: Duration = timedelta(seconds=1)
     timer_poll_interval: Duration = timedelta(seconds=1)
     # Readiness fails when the consumer has lag but handled nothing for this long.
     consumer_stall_after: Duration = timedelta(seconds=120)

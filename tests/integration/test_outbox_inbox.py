@@ -92,8 +92,10 @@ async def commit_events(scratch: Scratch, events: list[tuple[str, int]]) -> list
     return published
 
 
-def start_relay(scratch: Scratch, producer, idle_check: float = 30.0) -> tuple[OutboxRelay, asyncio.Task]:
-    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=idle_check)
+def start_relay(scratch: Scratch, producer, idle_check: float = 30.0,
+                standby_poll: float = 0.2) -> tuple[OutboxRelay, asyncio.Task]:
+    relay = OutboxRelay(scratch.url, producer, scratch.service, batch_size=7, idle_check=idle_check,
+                        standby_poll=standby_poll)
     return relay, asyncio.create_task(relay.run())
 
 
@@ -179,34 +181,75 @@ async def test_a_commit_wakes_the_idle_relay_through_listen_notify_well_before_i
     assert delivered < 5, f"delivered after {delivered:.2f}s: woken by the idle check, not by NOTIFY"
 
 
-async def test_a_standby_relay_waits_on_the_lock_and_takes_over_when_the_active_ones_connection_dies(
+async def test_a_standby_relay_tries_the_lock_and_takes_over_when_the_active_ones_connection_dies(
         infra, scratch, producer):
     _, first = start_relay(scratch, producer)
     await commit_events(scratch, [("c-1", 0)])
     await wait_until(lambda: _none_unsent(scratch), 10, "the first relay active")
-    _, standby = start_relay(scratch, producer)
+    _, standby = start_relay(scratch, producer, standby_poll=0.2)
     try:
-        await wait_until(lambda: _lock_waiters(scratch, 1), 10, "the standby waiting on the advisory lock")
+        await wait_until(lambda: _relay_sessions(scratch, 2), 10, "the standby connected")
         active_pid = await _lock_holder(scratch)
         await commit_events(scratch, [("c-1", 1)])
         await wait_until(lambda: _none_unsent(scratch), 10, "relayed by the active relay")
+        assert await _lock_waiters(scratch) == 0  # the standby tries the lock; it never waits inside PostgreSQL
 
         await scratch.fetch("SELECT pg_terminate_backend($1)", active_pid)  # its connection dies
-        await wait_until(lambda: _holder_is_not(scratch, active_pid), 10, "the standby holding the lock")
+        took = await wait_until(lambda: _holder_is_not(scratch, active_pid), 10, "the standby holding the lock")
         await commit_events(scratch, [("c-1", 2), ("c-1", 3)])
         await wait_until(lambda: _none_unsent(scratch), 10, "relayed after the takeover")
         records = await read_topic(infra.credentials("broker"), scratch.topic, 4, timeout=10)
     finally:
         await stop(first, standby)
     assert [int(Envelope.model_validate_json(r.value).data["name"]) for r in records] == [0, 1, 2, 3]
+    assert took < 5, f"the takeover took {took:.1f} s with the standby trying every 0.2 s"
+
+
+async def test_a_standby_relay_holds_back_no_dead_rows_while_it_waits_for_the_lock(infra, scratch, producer):
+    """A session waiting inside pg_advisory_lock holds a snapshot, and so the database's xmin horizon: for as long
+    as a standby waited, no dead row of any table there could be removed, and the outbox's deleted rows piled up
+    under every relay pass. A standby that tries the lock now and then holds nothing between its tries."""
+    _, first = start_relay(scratch, producer)
+    await commit_events(scratch, [("c-1", 0)])
+    await wait_until(lambda: _none_unsent(scratch), 10, "the first relay active")
+    _, standby = start_relay(scratch, producer, standby_poll=0.2)
+    conn = await asyncpg.connect(asyncpg_dsn(scratch.url))
+    try:
+        await wait_until(lambda: _standby_asked_for_the_lock(scratch), 10, "the standby asking for the lock")
+        await commit_events(scratch, [("c-2", n) for n in range(50)])  # published, then deleted: dead rows
+        await wait_until(lambda: _outbox_is_empty(scratch), 10, "every published row deleted")
+        said: list[str] = []
+        conn.add_log_listener(lambda _, message: said.append(str(message)))
+        await conn.execute("VACUUM (VERBOSE) outbox")
+    finally:
+        await conn.close()
+        await stop(first, standby)
+    kept = [int(n) for line in said for n in re.findall(r"(\d+) are dead but not yet removable", line)]
+    assert kept, f"no such count in VACUUM VERBOSE's report: {said}"
+    assert kept == [0] * len(kept), f"the outbox's dead rows kept from vacuum while a standby relay waited: {said}"
+
+
+async def _standby_asked_for_the_lock(scratch: Scratch) -> bool:
+    """A relay session that does not hold the lock has asked for it (waiting inside, or having tried)."""
+    holder = await _lock_holder(scratch)
+    rows = await scratch.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND application_name = $1 AND query LIKE '%advisory_lock%' AND pid <> $2",
+                               f"{scratch.service} outbox relay", holder or 0)
+    return bool(rows)
 
 
 _ADVISORY = "SELECT pid, granted FROM pg_locks WHERE locktype = 'advisory' AND database = " \
             "(SELECT oid FROM pg_database WHERE datname = current_database())"
 
 
-async def _lock_waiters(scratch: Scratch, count: int) -> bool:
-    return sum(1 for r in await scratch.fetch(_ADVISORY) if not r["granted"]) == count
+async def _lock_waiters(scratch: Scratch) -> int:
+    return sum(1 for r in await scratch.fetch(_ADVISORY) if not r["granted"])
+
+
+async def _relay_sessions(scratch: Scratch, count: int) -> bool:
+    rows = await scratch.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND application_name = $1", f"{scratch.service} outbox relay")
+    return len(rows) == count
 
 
 async def _lock_holder(scratch: Scratch) -> int | None:
