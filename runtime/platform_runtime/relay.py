@@ -1,13 +1,14 @@
 """Outbox relay: publishes committed outbox rows to Kafka in commit order, then deletes them.
 
 One active relay per service: it holds a PostgreSQL advisory lock on its own connection; standbys try the
-same lock every `standby_poll` (RELAY_STANDBY_POLL, 1 s) and take over within that time of the holder's connection
-dying. A standby never waits inside `pg_advisory_lock`: a statement waiting on a lock holds its snapshot, and
-with it the xmin horizon of the whole database, so for as long as a standby waited (the active relay's life) no
-dead row of any table there could be removed, by vacuum or by pruning: the outbox, whose rows are all deleted, grew
-dead rows that every relay pass walked again (found with two contracts processes in the benchmark: a pass read about 320
-pages at 20 offers/s and 1,800-2,000 at 100/s, where with one process it was not among the costly statements;
-issue 10, twenty-eighth step). Between its tries a standby's connection is idle and holds nothing. It wakes on
+same lock every `standby_poll` (RELAY_STANDBY_POLL, 1 s) and take over within that time of the holder's
+connection dying. A standby never waits inside `pg_advisory_lock`: a statement waiting on a lock holds its
+snapshot, and with it the xmin horizon of the whole database, so for as long as a standby waited (the active
+relay's life) no dead row of any table there could be removed, by vacuum or by pruning. The outbox, whose rows
+are all deleted, grew dead rows that every relay pass walked again: found with two contracts processes in the
+benchmark, a pass read about 320 pages at 20 offers/s and 1,800-2,000 at 100/s, where with one process it was
+not among the costly statements (issue 10, twenty-eighth step). Between its tries a standby's connection is
+idle and holds nothing. It wakes on
 LISTEN/NOTIFY (sent by the committing transaction), not on a sleep loop. Crashing between publish
 and delete means the rows are published again with the same CloudEvents id: consumers de-duplicate.
 The rows a pass published are deleted by the next pass's read, in the same statement, when that pass
