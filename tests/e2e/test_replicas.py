@@ -27,7 +27,8 @@ _SNAPSHOTS = """
     SELECT pid, application_name, state, backend_xmin::text AS xmin,
            CASE WHEN state = 'active' THEN query_start ELSE xact_start END AS since, left(query, 120) AS query
     FROM pg_stat_activity
-    WHERE datname = current_database() AND backend_xmin IS NOT NULL AND pid <> pg_backend_pid()"""
+    WHERE datname = current_database() AND backend_xmin IS NOT NULL AND pid <> pg_backend_pid()
+      AND backend_type = 'client backend'"""  # the services' sessions (autovacuum's are PostgreSQL's own)
 
 
 def dsn(platform, service: str) -> str:
