@@ -61,9 +61,14 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
 RELAY_SESSION = {"synchronous_commit": "off"}
 
 
+def application_name(service: str) -> str:
+    """What a relay's connection is called in pg_stat_activity, for operators (and the tests) to find it."""
+    return f"{service} outbox relay"
+
+
 async def relay_connection(dsn: str, service: str = "") -> asyncpg.Connection:
-    """The relay's own connection, named `<service> outbox relay` in pg_stat_activity for operators."""
-    named = {"application_name": f"{service} outbox relay"} if service else {}
+    """The relay's own connection, named by `application_name` when the service is given."""
+    named = {"application_name": application_name(service)} if service else {}
     return await asyncpg.connect(dsn, server_settings={**RELAY_SESSION, **named})
 
 

@@ -23,7 +23,8 @@ from platform_runtime.clock import SystemClock
 from platform_runtime.consumer import BatchProcessor
 from platform_runtime.dispatch import CommandDispatcher
 from platform_runtime.errors import Rejected
-from platform_runtime.relay import OutboxRelay, asyncpg_dsn, new_producer, notify_channel, relay_connection
+from platform_runtime.relay import (OutboxRelay, application_name, asyncpg_dsn, new_producer, notify_channel,
+                                    relay_connection)
 from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.contracts import RegisterAccount
@@ -188,7 +189,7 @@ async def test_a_standby_relay_tries_the_lock_and_takes_over_when_the_active_one
     await wait_until(lambda: _none_unsent(scratch), 10, "the first relay active")
     _, standby = start_relay(scratch, producer, standby_poll=0.2)
     try:
-        await wait_until(lambda: _relay_sessions(scratch, 2), 10, "the standby connected")
+        await wait_until(lambda: _standby_asked_for_the_lock(scratch), 10, "the standby asking for the lock")
         active_pid = await _lock_holder(scratch)
         await commit_events(scratch, [("c-1", 1)])
         await wait_until(lambda: _none_unsent(scratch), 10, "relayed by the active relay")
@@ -234,7 +235,7 @@ async def _standby_asked_for_the_lock(scratch: Scratch) -> bool:
     holder = await _lock_holder(scratch)
     rows = await scratch.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                                "AND application_name = $1 AND query LIKE '%advisory_lock%' AND pid <> $2",
-                               f"{scratch.service} outbox relay", holder or 0)
+                               application_name(scratch.service), holder or 0)
     return bool(rows)
 
 
@@ -244,12 +245,6 @@ _ADVISORY = "SELECT pid, granted FROM pg_locks WHERE locktype = 'advisory' AND d
 
 async def _lock_waiters(scratch: Scratch) -> int:
     return sum(1 for r in await scratch.fetch(_ADVISORY) if not r["granted"])
-
-
-async def _relay_sessions(scratch: Scratch, count: int) -> bool:
-    rows = await scratch.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND application_name = $1", f"{scratch.service} outbox relay")
-    return len(rows) == count
 
 
 async def _lock_holder(scratch: Scratch) -> int | None:

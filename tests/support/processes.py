@@ -199,9 +199,14 @@ class Platform:
             await self.wait_ready(name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[name]
-        if proc.poll() is None:
+        self.stop([name], sig)
+
+    def stop(self, names: list[str], sig: int = signal.SIGTERM) -> None:
+        """Signal every one of them first, then wait for each: their graceful stops overlap."""
+        running = [self.procs[name] for name in names if self.procs[name].poll() is None]
+        for proc in running:
             proc.send_signal(sig)
+        for proc in running:
             proc.wait(timeout=60)
 
     async def restart(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -212,5 +217,4 @@ class Platform:
         await self.wait_ready(name)
 
     def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.kill(name, signal.SIGTERM)
+        self.stop(list(self.procs))
