@@ -38,7 +38,9 @@ from . import database_work, fund_saga, raw_limits
 from .principals import super_user
 from .report import RESULTS, all_sent, floor, p99_capacity, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
-from .stats import ENDED_POSTGRES, GATEWAY_DATABASE, OTHER_POSTGRES, CpuSnapshot, load_average, pid_listening_on
+from .stats import (
+    ENDED_POSTGRES, GATEWAY_DATABASE, LOAD_GENERATOR, OTHER_POSTGRES, CpuSnapshot, kafka_broker_pid, load_average,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,13 +127,6 @@ async def measure_raw(args, kafka: str, postgres: str, prefix: str) -> dict:
     return {"kafka": kafka_rt, "postgres": pg, "load_average": load_average()}
 
 
-def kafka_broker_pid(kafka: str) -> int | None:
-    """The local broker's process, when the first bootstrap server is on this machine."""
-    host, _, port = kafka.split(",")[0].rpartition(":")
-    return pid_listening_on(int(port), "java") if host in ("127.0.0.1", "localhost", "") else None
-
-
-LOAD_GENERATOR = "bench (this process)"  # the load generator's own CPU, reported apart from the platform's
 NOT_THE_PLATFORM = (LOAD_GENERATOR, SMTP_SINK, GATEWAY_DATABASE, OTHER_POSTGRES, ENDED_POSTGRES)
 
 

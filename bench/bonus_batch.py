@@ -49,7 +49,7 @@ from tests.support.processes import Platform
 
 from .principals import as_, super_user
 from .report import bonus_target_seconds
-from .stats import process_cpu_seconds
+from .stats import LOAD_GENERATOR, CpuSnapshot, kafka_broker_pid, process_cpu_seconds
 
 
 SERVICES = ("billing", "escrow")
@@ -116,6 +116,17 @@ class BatchTimedOut(TimeoutError):
     def __init__(self, message: str, progress: list | None = None) -> None:
         super().__init__(message)
         self.progress = progress or []
+
+
+def machine_cpu(used: dict, bonuses: int) -> dict:
+    """The machine's CPU over the batch by group (CpuSnapshot.since), each group's share of it and its CPU per
+    bonus: where the batch's time goes when the machine is full, the stand-in and the load generator named apart."""
+    seconds = used["cpu_seconds"]
+    total = sum(seconds.values())
+    return {"machine_busy_fraction": used["machine_busy_fraction"], "cpu_seconds": seconds,
+            "share": {group: round(s / total, 3) for group, s in seconds.items()} if total > 0 else {},
+            "cpu_ms_per_bonus": {group: round(s / bonuses * 1000, 3) for group, s in seconds.items()},
+            "total_cpu_ms_per_bonus": round(total / bonuses * 1000, 3)}
 
 
 def time_allowed(bonuses: int) -> float:
@@ -272,6 +283,11 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
         totals = await seed(billing_dsn, today, now - timedelta(minutes=1), bonuses, clients, tag="big")
         result["seed_seconds"] = round(time.monotonic() - seeded_at, 1)
         cpu_before = {s: process_cpu_seconds(p) for s, p in pids.items()}
+        # And the whole machine's, by group: each database apart, autovacuum's workers, the broker, the stand-in.
+        named = {**{p: s for s, p in pids.items()}, os.getpid(): LOAD_GENERATOR}
+        if broker := kafka_broker_pid(kafka):
+            named[broker] = "kafka broker"
+        machine_before, began = CpuSnapshot.take(named, platform.prefix, by_database=True), time.perf_counter()
         try:
             big = await run_one(kafka, producer, billing_url, today, timeout=time_allowed(bonuses))
         except BatchTimedOut as timed_out:  # reported, with how far it got, and the run ends here
@@ -281,6 +297,8 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
             return result
         result["batch"] = {**{k: big[k] for k in ("seconds_to_completed_event", "seconds_to_completed_in_billing")},
                            "cpu_seconds": {s: round(process_cpu_seconds(p) - cpu_before[s], 1) for s, p in pids.items()},
+                           "machine": machine_cpu(CpuSnapshot.take(named, platform.prefix, by_database=True).since(
+                               machine_before, time.perf_counter() - began), bonuses),
                            "progress_samples": big["progress"][::max(len(big["progress"]) // 20, 1)]}
         result["billing_vm_hwm_kib_after_batch"] = vm_hwm_kib(pids["billing"])
         figures = big["figures"]

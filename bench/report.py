@@ -293,6 +293,10 @@ def report(result: dict) -> None:
         print(f"  [{'MET' if check['met'] else 'MISSED'}] {name}{detail}")
     if result.get("bonus_batch") is not None:
         print("Bonus batch:", json.dumps(result["bonus_batch"], default=str)[:2000])
+        if machine := (result["bonus_batch"].get("batch") or {}).get("machine"):
+            print(f"  the machine {machine['machine_busy_fraction']:.0%} busy over the batch, "
+                  f"{machine['total_cpu_ms_per_bonus']} ms of its CPU a bonus: " + ", ".join(
+                      f"{group} {share:.0%}" for group, share in sorted(machine["share"].items(), key=lambda kv: -kv[1])))
 
 
 def save(result: dict, results: Path = RESULTS, latest: bool = True) -> Path:

@@ -117,6 +117,12 @@ def pid_listening_on(port: int, comm: str) -> int | None:
     return None
 
 
+def kafka_broker_pid(kafka: str) -> int | None:
+    """The local broker's process, when the first bootstrap server is on this machine."""
+    host, _, port = kafka.split(",")[0].rpartition(":")
+    return pid_listening_on(int(port), "java") if host in ("127.0.0.1", "localhost", "") else None
+
+
 # The payment gateway simulator's database (billing calls the simulator in its own process, standing in for a
 # card network's API): like the mail sink, not the platform's; its backends are counted apart.
 GATEWAY_DATABASE = "postgres: payment gateway stand-in"
@@ -126,6 +132,27 @@ GATEWAY_DATABASE = "postgres: payment gateway stand-in"
 ENDED_POSTGRES = "postgres: processes that ended meanwhile (autovacuum workers, closed connections)"
 BENCHMARK_DATABASES, OTHER_POSTGRES = "postgres: benchmark databases", "postgres: server and other databases"
 POSTGRES_GROUPS = (GATEWAY_DATABASE, BENCHMARK_DATABASES, OTHER_POSTGRES)
+DATABASE_GROUP = "postgres: database "  # + its name: the benchmark's databases one by one (by_database)
+LOAD_GENERATOR = "bench (this process)"  # the load generator's own CPU, reported apart from the platform's
+
+
+def postgres_group(cmdline: str, db_prefix: str, by_database: bool = False) -> str:
+    """The group of a PostgreSQL process by its title ("postgres: <user> <database> <host> <activity>"): the gateway
+    stand-in's database, the benchmark's other databases (together, or each on its own with `by_database`), or
+    anything else the server runs (its own processes, other people's databases)."""
+    if f" {db_prefix}gateway " in cmdline:
+        return GATEWAY_DATABASE
+    if f" {db_prefix}" not in cmdline:
+        return OTHER_POSTGRES
+    words = cmdline.split()
+    if by_database and len(words) > 2 and words[2].startswith(db_prefix):
+        return DATABASE_GROUP + words[2]
+    return BENCHMARK_DATABASES
+
+
+def is_postgres_group(group: str) -> bool:
+    return group in POSTGRES_GROUPS or group.startswith(DATABASE_GROUP)
+
 
 # Threads counted as a group of their own, out of their process's group: the group -> (thread name prefixes, the
 # threads' group). The broker's JIT compiler (HotSpot's C1 and C2 threads) compiles its hot code during its first
@@ -175,8 +202,9 @@ class CpuSnapshot:
     reaped: dict[int, float]  # a PostgreSQL server's pid -> its ended children's CPU seconds so far
 
     @classmethod
-    def take(cls, named: dict[int, str], db_prefix: str) -> "CpuSnapshot":
-        """named: pid -> its group (several processes of one service make one group)."""
+    def take(cls, named: dict[int, str], db_prefix: str, by_database: bool = False) -> "CpuSnapshot":
+        """named: pid -> its group (several processes of one service make one group); by_database: each of the
+        benchmark's databases a group of its own (postgres_group)."""
         groups, reaped = dict(named), {}
         for pid, cmdline in _processes("postgres").items():
             if not cmdline.startswith("postgres:"):  # a server: its children title themselves "postgres: ..."
@@ -184,8 +212,7 @@ class CpuSnapshot:
                     reaped[pid] = reaped_children_cpu_seconds(pid)
                 except OSError:
                     pass  # stopped meanwhile
-            groups.setdefault(pid, GATEWAY_DATABASE if f" {db_prefix}gateway " in cmdline
-                              else BENCHMARK_DATABASES if f" {db_prefix}" in cmdline else OTHER_POSTGRES)
+            groups.setdefault(pid, postgres_group(cmdline, db_prefix, by_database))
         by_pid, threads_apart = {}, {}
         for pid, group in groups.items():
             try:
@@ -217,7 +244,7 @@ class CpuSnapshot:
         if self.reaped.keys() & earlier.reaped.keys():  # a server started meanwhile has nothing of this interval
             ended = sum(seconds - earlier.reaped[pid] for pid, seconds in self.reaped.items() if pid in earlier.reaped)
             seen_before = sum(seconds for pid, (group, seconds) in earlier.by_pid.items()
-                              if group in POSTGRES_GROUPS and pid not in self.by_pid)
+                              if is_postgres_group(group) and pid not in self.by_pid)
             used[ENDED_POSTGRES] = max(ended - seen_before, 0.0)  # 0 if one ended but is not yet waited for
         busy = self.machine_busy - earlier.machine_busy
         idle = self.machine_idle - earlier.machine_idle
