@@ -39,7 +39,8 @@ from .principals import super_user
 from .report import RESULTS, all_sent, floor, p99_capacity, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
 from .stats import (
-    ENDED_POSTGRES, GATEWAY_DATABASE, LOAD_GENERATOR, OTHER_POSTGRES, CpuSnapshot, kafka_broker_pid, load_average,
+    ENDED_POSTGRES, GATEWAY_DATABASE, LOAD_GENERATOR, OTHER_POSTGRES, CpuSnapshot, counted, kafka_broker_pid,
+    load_average,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,9 +135,7 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, id
     """Runs one load phase and adds what the services and the machine did meanwhile. idle: the cores each group
     used with no load (idle_phase); subtracted over the phase's wall time, it gives the CPU per saga net of the
     platform's background loops (polls, heartbeats, metrics), which a slow phase would otherwise pile onto it."""
-    named = {**bench.pids(), os.getpid(): LOAD_GENERATOR}
-    if kafka_pid:
-        named[kafka_pid] = "kafka broker"
+    named = counted(bench.pids(), kafka_pid)
     work_dsn = asyncpg_dsn(bench.postgres_url) + "/postgres"
     work_before = await database_work.settled_snapshot(work_dsn, bench.prefix)
     metrics_before, began = await bench.metrics(), time.perf_counter()
@@ -170,9 +169,7 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, id
 
 async def idle_phase(bench: BenchPlatform, kafka_pid: int | None, seconds: float) -> dict[str, float]:
     """The cores each group uses with the platform up and no load: its background loops."""
-    named = {**bench.pids(), os.getpid(): LOAD_GENERATOR}
-    if kafka_pid:
-        named[kafka_pid] = "kafka broker"
+    named = counted(bench.pids(), kafka_pid)
     print(f"fund saga: {seconds:g} s idle (the background loops' CPU) ...", flush=True)
     before, began = CpuSnapshot.take(named, bench.prefix), time.perf_counter()
     await asyncio.sleep(seconds)

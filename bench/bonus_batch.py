@@ -49,7 +49,7 @@ from tests.support.processes import Platform
 
 from .principals import as_, super_user
 from .report import bonus_target_seconds
-from .stats import LOAD_GENERATOR, CpuSnapshot, kafka_broker_pid, process_cpu_seconds
+from .stats import CpuSnapshot, counted, kafka_broker_pid
 
 
 SERVICES = ("billing", "escrow")
@@ -282,12 +282,9 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
         seeded_at = time.monotonic()
         totals = await seed(billing_dsn, today, now - timedelta(minutes=1), bonuses, clients, tag="big")
         result["seed_seconds"] = round(time.monotonic() - seeded_at, 1)
-        cpu_before = {s: process_cpu_seconds(p) for s, p in pids.items()}
-        # And the whole machine's, by group: each database apart, autovacuum's workers, the broker, the stand-in.
-        named = {**{p: s for s, p in pids.items()}, os.getpid(): LOAD_GENERATOR}
-        if broker := kafka_broker_pid(kafka):
-            named[broker] = "kafka broker"
-        machine_before, began = CpuSnapshot.take(named, platform.prefix, by_database=True), time.perf_counter()
+        # The machine's CPU by group: the services, each database apart, autovacuum's workers, the broker, the stand-in.
+        named = counted({p: s for s, p in pids.items()}, kafka_broker_pid(kafka))
+        cpu_before, began = CpuSnapshot.take(named, platform.prefix, by_database=True), time.perf_counter()
         try:
             big = await run_one(kafka, producer, billing_url, today, timeout=time_allowed(bonuses))
         except BatchTimedOut as timed_out:  # reported, with how far it got, and the run ends here
@@ -295,10 +292,10 @@ async def run(kafka: str | None = None, postgres_url: str | None = None, prefix:
                                "progress_samples": timed_out.progress[::max(len(timed_out.progress) // 20, 1)]}
             result["verdict"] = {"batch_within_target": False, "completed": False}
             return result
+        used = CpuSnapshot.take(named, platform.prefix, by_database=True).since(cpu_before, time.perf_counter() - began)
         result["batch"] = {**{k: big[k] for k in ("seconds_to_completed_event", "seconds_to_completed_in_billing")},
-                           "cpu_seconds": {s: round(process_cpu_seconds(p) - cpu_before[s], 1) for s, p in pids.items()},
-                           "machine": machine_cpu(CpuSnapshot.take(named, platform.prefix, by_database=True).since(
-                               machine_before, time.perf_counter() - began), bonuses),
+                           "cpu_seconds": {s: round(used["cpu_seconds"][s], 1) for s in pids},  # as earlier runs had it
+                           "machine": machine_cpu(used, bonuses),
                            "progress_samples": big["progress"][::max(len(big["progress"]) // 20, 1)]}
         result["billing_vm_hwm_kib_after_batch"] = vm_hwm_kib(pids["billing"])
         figures = big["figures"]

@@ -123,6 +123,15 @@ def kafka_broker_pid(kafka: str) -> int | None:
     return pid_listening_on(int(port), "java") if host in ("127.0.0.1", "localhost", "") else None
 
 
+BROKER = "kafka broker"
+
+
+def counted(services: dict[int, str], broker_pid: int | None) -> dict[int, str]:
+    """The processes a run's CPU is counted for, pid -> group: the services' (as given), this process (the load
+    generator) and the local broker when there is one (CpuSnapshot.take adds PostgreSQL's)."""
+    return {**services, os.getpid(): LOAD_GENERATOR, **({broker_pid: BROKER} if broker_pid else {})}
+
+
 # The payment gateway simulator's database (billing calls the simulator in its own process, standing in for a
 # card network's API): like the mail sink, not the platform's; its backends are counted apart.
 GATEWAY_DATABASE = "postgres: payment gateway stand-in"
@@ -137,16 +146,18 @@ LOAD_GENERATOR = "bench (this process)"  # the load generator's own CPU, reporte
 
 
 def postgres_group(cmdline: str, db_prefix: str, by_database: bool = False) -> str:
-    """The group of a PostgreSQL process by its title ("postgres: <user> <database> <host> <activity>"): the gateway
-    stand-in's database, the benchmark's other databases (together, or each on its own with `by_database`), or
-    anything else the server runs (its own processes, other people's databases)."""
-    if f" {db_prefix}gateway " in cmdline:
+    """The group of a PostgreSQL process by its title ("postgres: <user> <database> <host> <activity>", or
+    "postgres: autovacuum worker <database>"): the gateway stand-in's database, the benchmark's other databases
+    (together, or each on its own with `by_database`), or anything else the server runs (its own processes, other
+    people's databases)."""
+    if f" {db_prefix}gateway" in f"{cmdline} ":
         return GATEWAY_DATABASE
     if f" {db_prefix}" not in cmdline:
         return OTHER_POSTGRES
     words = cmdline.split()
-    if by_database and len(words) > 2 and words[2].startswith(db_prefix):
-        return DATABASE_GROUP + words[2]
+    database = words[-1] if words[1:3] == ["autovacuum", "worker"] else words[2] if len(words) > 2 else ""
+    if by_database and database.startswith(db_prefix):
+        return DATABASE_GROUP + database
     return BENCHMARK_DATABASES
 
 
@@ -158,7 +169,7 @@ def is_postgres_group(group: str) -> bool:
 # threads' group). The broker's JIT compiler (HotSpot's C1 and C2 threads) compiles its hot code during its first
 # minutes of load, a cost a broker that has run for days no longer pays; apart, a fresh broker's warm-up is seen
 # as what it is. Still the platform's CPU: the broker is part of it.
-THREADS_APART = {"kafka broker": (("C1 CompilerThre", "C2 CompilerThre"), "kafka broker: JIT compiler")}
+THREADS_APART = {BROKER: (("C1 CompilerThre", "C2 CompilerThre"), f"{BROKER}: JIT compiler")}
 
 
 def _threads_apart(pid: int, group: str) -> dict[int, float]:
@@ -180,7 +191,7 @@ def broker_cpu_seconds(pid: int | None) -> tuple[float, float]:
     if pid is None:
         return 0.0, 0.0
     try:
-        total, compiler = process_cpu_seconds(pid), sum(_threads_apart(pid, "kafka broker").values())
+        total, compiler = process_cpu_seconds(pid), sum(_threads_apart(pid, BROKER).values())
     except OSError:
         return 0.0, 0.0
     return total - compiler, compiler

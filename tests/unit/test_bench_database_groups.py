@@ -1,11 +1,14 @@
-"""The benchmark's CPU by PostgreSQL database (bench/stats.py, postgres_group, `by_database`), and the bonus batch's
-split of the machine's CPU over its groups (bench/bonus_batch.py, machine_cpu)."""
+"""The benchmark's CPU by PostgreSQL database (bench/stats.py, postgres_group, `by_database`), the processes every run
+counts (counted), and the bonus batch's split of the machine's CPU over its groups (bench/bonus_batch.py, machine_cpu)."""
+
+import os
 
 import pytest
 
 from bench.bonus_batch import machine_cpu
 from bench.stats import (
-    BENCHMARK_DATABASES, ENDED_POSTGRES, GATEWAY_DATABASE, OTHER_POSTGRES, CpuSnapshot, postgres_group,
+    BENCHMARK_DATABASES, BROKER, ENDED_POSTGRES, GATEWAY_DATABASE, LOAD_GENERATOR, OTHER_POSTGRES, CpuSnapshot, counted,
+    postgres_group,
 )
 
 pytestmark = pytest.mark.unit
@@ -16,12 +19,16 @@ ESCROW = "postgres: escrow_app bench_bonus_escrow 127.0.0.1(40113) UPDATE"
 GATEWAY = "postgres: billing_app bench_bonus_gateway 127.0.0.1(40114) idle"
 SOMEONE_ELSES = "postgres: app shop 127.0.0.1(40115) idle"
 SERVER = "postgres: walwriter "
+VACUUMING = "postgres: autovacuum worker bench_bonus_billing"
+VACUUMING_THE_GATEWAY = "postgres: autovacuum worker bench_bonus_gateway"
 
 
 @pytest.mark.parametrize("cmdline, together, apart", [
     (BILLING, BENCHMARK_DATABASES, "postgres: database bench_bonus_billing"),
     (ESCROW, BENCHMARK_DATABASES, "postgres: database bench_bonus_escrow"),
     (GATEWAY, GATEWAY_DATABASE, GATEWAY_DATABASE),  # the stand-in stays apart either way
+    (VACUUMING, BENCHMARK_DATABASES, "postgres: database bench_bonus_billing"),  # its database is its last word
+    (VACUUMING_THE_GATEWAY, GATEWAY_DATABASE, GATEWAY_DATABASE),
     (SOMEONE_ELSES, OTHER_POSTGRES, OTHER_POSTGRES),
     (SERVER, OTHER_POSTGRES, OTHER_POSTGRES),
 ])
@@ -56,3 +63,9 @@ def test_the_batch_split_gives_each_group_its_share_and_its_cpu_a_bonus():
     assert split["share"] == {"billing": 0.3, "postgres: database bench_bonus_billing": 0.25, "escrow": 0.25,
                               GATEWAY_DATABASE: 0.05, ENDED_POSTGRES: 0.15}
     assert split["machine_busy_fraction"] == 0.98
+
+
+def test_every_run_counts_its_services_the_load_generator_and_a_local_broker():
+    assert counted({101: "billing", 102: "escrow"}, 900) == {101: "billing", 102: "escrow",
+                                                             os.getpid(): LOAD_GENERATOR, 900: BROKER}
+    assert counted({101: "billing"}, None) == {101: "billing", os.getpid(): LOAD_GENERATOR}  # a remote broker
