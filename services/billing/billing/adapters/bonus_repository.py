@@ -9,7 +9,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    String, and_, any_, bindparam, delete, exists, func, select, text, tuple_, update,
+    String, and_, any_, bindparam, delete, func, select, text, tuple_, update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +18,7 @@ from platform_runtime import driver_sql
 
 from ..domain.bonus_batch import Bonus, ChargeResult, ChargeTotal, ClientSum
 from ..domain.bonus_batch_states import (
-    BONUS, SETTLED_BONUS, BatchStatus, BonusEvent, BonusStatus, ChargeStatus, after, bonus_move,
+    BONUS, BatchStatus, BonusEvent, BonusStatus, ChargeStatus, after, bonus_move,
 )
 from ..domain.gateway_work import VoidStatus
 from ..domain.history import HistoryRow
@@ -29,9 +29,6 @@ from .tables import (
 
 _BONUS = (bonuses.c.bonus_id, bonuses.c.contract_id, bonuses.c.client_id, bonuses.c.freelancer_id, bonuses.c.amount,
           bonuses.c.currency)
-
-
-_UNSETTLED = [str(s) for s in BonusStatus if s not in SETTLED_BONUS]
 
 
 def _each(values: list[str]):
@@ -78,7 +75,8 @@ class BonusRepository:
         # two statements, so each uses its own partial index. Both by client: a chunk takes whole clients (all
         # but the last), so each charge row is written about once, not once per chunk (seven times each at
         # 1,000,000 bonuses of 100,000 clients in chunks of 20,000 taken by age).
-        for due in (and_(bonuses.c.status == past_due, ~awaiting_void.exists()),
+        # (`past_due_until` is set on every past-due bonus: it is what the partial index bonuses_past_due holds.)
+        for due in (and_(bonuses.c.past_due_until.is_not(None), bonuses.c.status == past_due, ~awaiting_void.exists()),
                     and_(bonuses.c.batch_date.is_(None), bonuses.c.status == pending, bonuses.c.given_at < cutoff)):
             ids = (select(bonuses.c.bonus_id).where(due, ~charged_today.exists())
                    .order_by(bonuses.c.client_id, bonuses.c.currency)
@@ -111,9 +109,12 @@ class BonusRepository:
         return {status: count for status, count in rows}
 
     async def any_unsettled(self, business_date: date) -> bool:
-        """Whether a bonus of the batch is still under way (not paid, failed or past due)."""
-        return await self.session.scalar(select(exists().where(
-            bonuses.c.batch_date == business_date, bonuses.c.status.in_(_UNSETTLED))))
+        """Whether a bonus of the batch may still be under way (not paid, failed or past due): a charge of the batch
+        is pending or has bonuses not moved on since it was settled, or escrow has not answered every credit asked.
+        Read from the charges and the credit counts, never the bonuses (no index names their status); the batch's
+        completion counts the bonuses themselves before it is recorded."""
+        driver = await driver_sql.in_transaction(self.session)
+        return await driver.fetchval(_ANY_UNSETTLED, business_date)
 
     async def credits_in_flight(self, business_date: date) -> int:
         """How many of the batch's bonuses are asked of escrow and not answered yet, exactly: the batch's "asked"
@@ -121,31 +122,57 @@ class BonusRepository:
         driver = await driver_sql.in_transaction(self.session)
         return await driver.fetchval(_CREDITS_IN_FLIGHT, business_date)
 
-    async def claim_bonuses(self, business_date: date, status: str, limit: int) -> list[tuple[dict, Bonus]]:
-        """Up to `limit` of the batch's bonuses in `status`, ordered by charge, locked for this transaction."""
+    async def claim_declined(self, business_date: date, limit: int) -> tuple[set[str], list[tuple[dict, Bonus]]]:
+        """Up to `limit` of the batch's failed charges not followed up yet (skipped if another instance holds them)
+        and up to `limit` of their declined bonuses, ordered by charge, all locked for this transaction: (the
+        charges' ids, the bonuses). A charge may have none left (moved on before it was followed up)."""
+        declined, _ = bonus_move(BonusEvent.FAIL)
+        charges = (await self.session.execute(
+            select(bonus_charges.c.charge_id, bonus_charges.c.client_id, bonus_charges.c.currency)
+            .where(bonus_charges.c.business_date == business_date, bonus_charges.c.status == ChargeStatus.FAILED,
+                   bonus_charges.c.followed_up_at.is_(None))
+            .order_by(bonus_charges.c.charge_id).limit(limit).with_for_update(skip_locked=True))).all()
+        if not charges:
+            return set(), []
         rows = await self.session.execute(
-            select(bonuses).where(bonuses.c.batch_date == business_date, bonuses.c.status == status)
-            .order_by(bonuses.c.charge_id, bonuses.c.bonus_id).limit(limit).with_for_update(skip_locked=True))
-        return [(dict(r), _bonus(r)) for r in rows.mappings()]
+            select(bonuses).where(
+                bonuses.c.batch_date == business_date,
+                tuple_(bonuses.c.client_id, bonuses.c.currency).in_([(c.client_id, c.currency) for c in charges]),
+                bonuses.c.charge_id == _each([c.charge_id for c in charges]), bonuses.c.status == declined)
+            .order_by(bonuses.c.charge_id, bonuses.c.bonus_id).limit(limit).with_for_update())
+        return {c.charge_id for c in charges}, [(dict(r), _bonus(r)) for r in rows.mappings()]
 
-    async def ask_credits(self, business_date: date, limit: int,
-                          after: tuple[str, str] = ("", "")) -> list[tuple[str, Bonus]]:
-        """Up to `limit` of the batch's charged bonuses, after (charge id, bonus id) `after`, now crediting and
-        counted as asked, in one statement: as (charge id, bonus) ordered by charge then bonus.
+    async def follow_up_failed(self, business_date: date, charge_ids: set[str], now: datetime) -> None:
+        """These failed charges are followed up once none of their bonuses is left declined (this transaction's
+        moves seen): a charge with more declined bonuses than a chunk stays for the next one."""
+        if not charge_ids:
+            return
+        declined, _ = bonus_move(BonusEvent.FAIL)
+        left = select(bonuses.c.bonus_id).where(
+            bonuses.c.batch_date == business_date, bonuses.c.client_id == bonus_charges.c.client_id,
+            bonuses.c.currency == bonus_charges.c.currency, bonuses.c.charge_id == bonus_charges.c.charge_id,
+            bonuses.c.status == declined)
+        await self.session.execute(update(bonus_charges).where(
+            bonus_charges.c.charge_id == _each(sorted(charge_ids)), ~left.exists()).values(followed_up_at=now))
 
-        `after` lets the caller go on where its last chunk ended: the index entries before it are mostly dead
-        versions of bonuses credited already, which a scan from the start reads again on every chunk (the
-        credit step's largest cost at 1,000,000 bonuses)."""
+    async def ask_credits(self, business_date: date, limit: int, now: datetime) -> list[tuple[str, Bonus]]:
+        """Up to `limit` charged bonuses of the batch's succeeded charges not followed up yet, now crediting and
+        counted as asked, and each charge none of whose bonuses is left charged followed up, in one statement:
+        as (charge id, bonus) ordered by charge then bonus.
+
+        By charge, not by the bonuses' status: no index names it, so that their moves are updates in place (the
+        migration 4b9e2d7c1a63). Charges another instance holds are skipped; a charge with more bonuses than
+        `limit` is asked in several chunks."""
         charged, crediting = bonus_move(BonusEvent.CREDIT)
         driver = await driver_sql.in_transaction(self.session)
-        rows = await driver.fetch(_ASK_CREDITS, business_date, charged, limit, crediting, *after)
+        rows = await driver.fetch(_ASK_CREDITS, business_date, charged, limit, crediting, now)
         return sorted(((r["charge_id"], Bonus(*r[:6])) for r in rows), key=lambda pair: (pair[0], pair[1].bonus_id))
 
-    async def set_status(self, bonus_ids: list[str], status: str, now: datetime | None = None) -> None:
-        values: dict[str, Any] = {"status": status}
-        if now is not None:
-            values["settled_at"] = now
-        await self.session.execute(update(bonuses).where(bonuses.c.bonus_id == _each(bonus_ids)).values(**values))
+    async def set_failed(self, bonus_ids: list[str], now: datetime) -> None:
+        """Failed for good: no longer owed, so out of the past-due index too."""
+        _, failed = bonus_move(BonusEvent.FAIL)
+        await self.session.execute(update(bonuses).where(bonuses.c.bonus_id == _each(bonus_ids))
+                                   .values(status=failed, settled_at=now, past_due_until=None))
 
     async def set_past_due(self, bonus_ids: list[str], until) -> None:
         await self.session.execute(update(bonuses).where(bonuses.c.bonus_id == _each(bonus_ids))
@@ -363,10 +390,12 @@ class BonusRepository:
 # Statements run for each credit of up to 2,000 bonuses and each answer of up to 200, as fixed SQL on asyncpg
 # (driver_sql.py): through SQLAlchemy, building and reading them cost billing more CPU than the rows themselves.
 # Each move in or out of `crediting` counts itself in bonus_credit_counts, in the same statement: the only
-# moves there are (domain/bonus_batch_states.py: credit, posted).
+# moves there are (domain/bonus_batch_states.py: credit, posted). A paid bonus is no longer owed: its
+# `past_due_until` goes (NULL already for most, which keeps the update in place).
 _MARK_PAID = """
 WITH paid AS (
-    UPDATE bonuses SET status = $1, settled_at = $2 WHERE bonus_id = ANY($3::varchar[]) AND status = $4
+    UPDATE bonuses SET status = $1, settled_at = $2, past_due_until = NULL
+    WHERE bonus_id = ANY($3::varchar[]) AND status = $4
     RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, batch_date, charge_id),
 counted AS (
     UPDATE bonus_credit_counts c SET bonuses = c.bonuses + p.n
@@ -381,18 +410,47 @@ FROM bonus_credit_counts posted, LATERAL (SELECT bonuses FROM bonus_credit_count
                                            WHERE business_date = $1 AND side = 'asked' FOR UPDATE) asked
 WHERE posted.business_date = $1 AND posted.side = 'posted'
 """
-# The rows are taken in index order ((batch_date, status, charge_id, bonus_id)): a charge's bonuses go together.
+# The charges are chosen in charge order, as many as `limit` bonuses need by their counts (each has one at least,
+# so `limit` charges are always enough), then locked, those another instance holds skipped (locking all `limit`
+# first wrote a lock into 2,000 rows to use about 100); their charged bonuses are found by (batch, client,
+# currency), the index a charge's bonuses share, and updated where they were read (by row address: no second
+# look-up by id). The UPDATE checks each bonus's status again once it holds its row (following it to its newest
+# version if it moved meanwhile): an older instance's credit step (by status) may have asked it, and nothing is
+# asked twice.
 _ASK_CREDITS = """
-WITH moved AS (
-    UPDATE bonuses SET status = $4
-    WHERE bonus_id IN (SELECT bonus_id FROM bonuses
-                       WHERE batch_date = $1 AND status = $2 AND (charge_id, bonus_id) > ($5::varchar, $6::varchar)
-                       ORDER BY charge_id, bonus_id LIMIT $3 FOR UPDATE SKIP LOCKED)
-    RETURNING bonus_id, contract_id, client_id, freelancer_id, amount, currency, charge_id),
+WITH chosen AS (
+    SELECT charge_id FROM (
+        SELECT charge_id, sum(bonuses) OVER (ORDER BY charge_id) - bonuses AS before FROM (
+            SELECT charge_id, bonuses FROM bonus_charges
+            WHERE business_date = $1 AND status = 'succeeded' AND followed_up_at IS NULL
+            ORDER BY charge_id LIMIT $3) first) c
+    WHERE before < $3),
+charges AS (
+    SELECT charge_id, client_id, currency FROM bonus_charges
+    WHERE charge_id = ANY(ARRAY(SELECT charge_id FROM chosen)) AND followed_up_at IS NULL
+    ORDER BY charge_id FOR UPDATE SKIP LOCKED),
+due AS (
+    SELECT b.ctid AS row, b.bonus_id, c.charge_id, row_number() OVER (ORDER BY c.charge_id, b.bonus_id) AS n
+    FROM charges c JOIN bonuses b ON b.batch_date = $1 AND b.client_id = c.client_id AND b.currency = c.currency
+                                 AND b.charge_id = c.charge_id
+    WHERE b.status = $2),
+moved AS (
+    UPDATE bonuses b SET status = $4 FROM due
+    WHERE due.n <= $3 AND b.ctid = due.row AND b.status = $2
+    RETURNING b.bonus_id, b.contract_id, b.client_id, b.freelancer_id, b.amount, b.currency, due.charge_id),
+followed AS (
+    UPDATE bonus_charges SET followed_up_at = $5
+    WHERE charge_id IN (SELECT charge_id FROM charges EXCEPT SELECT charge_id FROM due WHERE n > $3)),
 counted AS (
     UPDATE bonus_credit_counts SET bonuses = bonuses + (SELECT count(*) FROM moved)
     WHERE business_date = $1 AND side = 'asked' AND EXISTS (SELECT FROM moved))
 SELECT * FROM moved
+"""
+# A charge not followed up (pending, or settled with bonuses still to move on) or a credit not answered.
+_ANY_UNSETTLED = """
+SELECT EXISTS (SELECT FROM bonus_charges WHERE business_date = $1 AND followed_up_at IS NULL)
+    OR coalesce((SELECT sum(CASE side WHEN 'asked' THEN bonuses ELSE -bonuses END) FROM bonus_credit_counts
+                 WHERE business_date = $1), 0) > 0
 """
 
 

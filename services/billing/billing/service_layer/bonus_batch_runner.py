@@ -31,7 +31,7 @@ from ..adapters.bonus_repository import BonusRepository
 from ..adapters.gateway_work_repository import GatewayWork
 from ..domain import bonus_batch as batches
 from ..domain.bonus_batch_states import (
-    BATCH, CHARGE, SETTLED_BONUS, BatchEvent, BatchStatus, BonusEvent, ChargeEvent, ChargeStatus, after, bonus_move,
+    BATCH, CHARGE, SETTLED_BONUS, BatchEvent, BatchStatus, ChargeEvent, ChargeStatus, after,
 )
 from ..domain.failed_charges import counts_in_streak
 from ..domain.gateway import PaymentGateway
@@ -70,8 +70,6 @@ class BonusBatchRunner:
     def __post_init__(self) -> None:
         self._gateway_slots = asyncio.Semaphore(self.settings.bonus_batch_gateway_concurrency)
         self._reported: dict[date, float] = {}  # business date -> when its progress was last logged (monotonic)
-        # business date -> (charge id, bonus id) of the last bonus this process asked credit for
-        self._credited_up_to: dict[date, tuple[str, str]] = {}
 
     async def run(self) -> None:
         """Two loops, each at its own pace: one collects, charges and completes; the other hands the charged
@@ -239,13 +237,11 @@ class BonusBatchRunner:
             if room <= 0:
                 return False  # escrow is behind: its answers free the window
             limit = min(room, self.settings.bonus_batch_credit_chunk)
-            # On from the last chunk's end, then (nothing there) from the start: bonuses charged since behind it.
-            after = self._credited_up_to.get(business_date)
-            claimed = await repo.ask_credits(business_date, limit, after) if after else []
+            claimed = await repo.ask_credits(business_date, limit, uow.clock.now())
             if not claimed:
-                claimed = await repo.ask_credits(business_date, limit)
-            if not claimed:
-                self._credited_up_to.pop(business_date, None)
+                # Charges whose bonuses were all asked already (by an instance from before the charges were
+                # followed up) may have been marked just now: that is kept.
+                await uow.commit()
                 return False
             uow.cause = _cause(batch)
             for request in batches.credit_requests(claimed):
@@ -254,8 +250,6 @@ class BonusBatchRunner:
                                 freelancer_id=b.freelancer_id, amount=b.amount, currency=b.currency, charge_id=charge)
                     for charge, b in request]), subject=batches.batch_subject(business_date))
             await uow.commit()
-        last_charge, last = claimed[-1]
-        self._credited_up_to[business_date] = (last_charge, last.bonus_id)
         return True
 
     async def fail_chunk(self, batch: dict) -> bool:
@@ -265,9 +259,8 @@ class BonusBatchRunner:
         charge_date = batches.charge_date(batch["started_at"])
         async with self.new_uow() as uow:
             repo = BonusRepository(uow.session)
-            declined, failed = bonus_move(BonusEvent.FAIL)
-            claimed = await repo.claim_bonuses(business_date, declined, self.settings.bonus_batch_credit_chunk)
-            if not claimed:
+            charges, claimed = await repo.claim_declined(business_date, self.settings.bonus_batch_credit_chunk)
+            if not charges:
                 return False
             uow.cause = _cause(batch)
             past, failing = {}, []
@@ -286,7 +279,8 @@ class BonusBatchRunner:
                     client_id=b.client_id, freelancer_id=b.freelancer_id, amount=b.amount, currency=b.currency,
                     reason_code=stored["reason_code"], message=stored["message"]), subject=b.contract_id)
             if failing:
-                await repo.set_status([b.bonus_id for _, b in failing], failed, uow.clock.now())
+                await repo.set_failed([b.bonus_id for _, b in failing], uow.clock.now())
+            await repo.follow_up_failed(business_date, charges, uow.clock.now())
             await past_due.refresh(uow, repo, {(b.client_id, b.currency) for _, b in claimed},
                                    {(b.client_id, b.currency): (stored["reason_code"], stored["message"])
                                     for stored, b in claimed})
@@ -297,8 +291,8 @@ class BonusBatchRunner:
         business_date = batch["business_date"]
         async with self.new_uow() as uow:
             repo = BonusRepository(uow.session)
-            # Asked after every idle step: a look for one bonus still under way (an index probe) spares the
-            # count of the whole batch (100,000 rows) until there is none.
+            # Asked after every idle step: a look for a charge or a credit still under way (an index probe) spares
+            # the count of the whole batch (100,000 rows) until there is none.
             if await repo.any_unsettled(business_date):
                 return False
             locked = await repo.batch(business_date, lock=True, skip_locked=True)
@@ -323,7 +317,6 @@ class BonusBatchRunner:
             await uow.commit()
         self.progress.forget(business_date)
         self._reported.pop(business_date, None)
-        self._credited_up_to.pop(business_date, None)
         day = business_date.isoformat()
         BATCH_PROCESSED.labels(day).set(figures["bonuses"])
         BATCH_BONUSES.labels(day).set(figures["bonuses"])
