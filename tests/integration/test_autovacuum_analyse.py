@@ -10,10 +10,12 @@ the real server: a table under the threshold is left alone while a default one b
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from billing.bootstrap import definition as billing
 from contracts.bootstrap import definition as contracts
 from escrow.bootstrap import definition as escrow
@@ -52,9 +54,18 @@ async def test_every_table_is_analysed_after_many_changes_and_the_outbox_never(i
         assert {"outbox", "processed_messages", "timers"} <= thresholds.keys()
         assert thresholds == {table: str(NEVER if table in QUEUES else ANALYSE_AFTER_CHANGES) for table in thresholds}
 
-        # And a downgrade gives the tables back to PostgreSQL's defaults.
-        await asyncio.to_thread(command.downgrade, alembic_config(SERVICES[service].migrations_dir, url), "-1")
+        # And a downgrade to before it (through any revision after it) gives the tables back to PostgreSQL's defaults.
+        config = alembic_config(SERVICES[service].migrations_dir, url)
+        await asyncio.to_thread(command.downgrade, config, _before_the_thresholds(config))
         assert set((await _thresholds(url)).values()) == {None}
+
+
+def _before_the_thresholds(config) -> str:
+    """The revision before the one that set the thresholds: later revisions may follow it (billing's does)."""
+    setting = [r for r in ScriptDirectory.from_config(config).walk_revisions()
+               if "analyse_after_many_changes()" in Path(r.path).read_text()]
+    assert len(setting) == 1, [r.revision for r in setting]
+    return setting[0].down_revision
 
 
 async def test_the_server_leaves_a_table_under_its_threshold_unanalysed_while_it_analyses_a_default_one(infra):
