@@ -165,7 +165,7 @@ class BonusRepository:
         `limit` is asked in several chunks."""
         charged, crediting = bonus_move(BonusEvent.CREDIT)
         driver = await driver_sql.in_transaction(self.session)
-        rows = await driver.fetch(_ASK_CREDITS, business_date, charged, limit, crediting, now)
+        rows = await driver.fetch(_ASK_CREDITS, business_date, charged, limit, crediting, now, ChargeStatus.SUCCEEDED)
         return sorted(((r["charge_id"], Bonus(*r[:6])) for r in rows), key=lambda pair: (pair[0], pair[1].bonus_id))
 
     async def set_failed(self, bonus_ids: list[str], now: datetime) -> None:
@@ -422,7 +422,7 @@ WITH chosen AS (
     SELECT charge_id FROM (
         SELECT charge_id, sum(bonuses) OVER (ORDER BY charge_id) - bonuses AS before FROM (
             SELECT charge_id, bonuses FROM bonus_charges
-            WHERE business_date = $1 AND status = 'succeeded' AND followed_up_at IS NULL
+            WHERE business_date = $1 AND status = $6 AND followed_up_at IS NULL
             ORDER BY charge_id LIMIT $3) first) c
     WHERE before < $3),
 charges AS (
