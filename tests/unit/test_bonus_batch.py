@@ -5,6 +5,10 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import pytest
 from platform_runtime.errors import Rejected
+from platform_runtime.settings import ServiceSettings
+from platform_schemas.commands.saga import BonusToPost, PostBonuses
+from platform_schemas.envelope import encode_new
+from platform_schemas.events.escrow import BonusesPosted
 
 from billing.domain import bonus_batch as batches
 from billing.domain.bonus_batch import Bonus, ChargeResult
@@ -83,6 +87,18 @@ def test_charged_bonuses_are_asked_of_escrow_in_requests_of_at_most_the_limit_wh
         [(a, "b-0"), (a, "b-1")], [(a, "b-2"), (a, "b-3")], [(b, "b-10")]]
     assert batches.credit_requests([]) == []
     assert batches.MAX_BONUSES_PER_CREDIT <= 500  # PostBonuses' own limit
+
+
+def test_a_full_credit_request_and_escrows_reply_fit_in_a_message_with_every_id_at_its_longest():
+    longest = "x" * 64
+    request = PostBonuses(business_date=DAY, bonuses=[
+        BonusToPost(bonus_id=f"{n:064d}", contract_id=longest, client_id=longest, freelancer_id=longest,
+                    amount=2**62, currency="USD", charge_id=longest) for n in range(batches.MAX_BONUSES_PER_CREDIT)])
+    reply = BonusesPosted(business_date=DAY, bonus_ids=[b.bonus_id for b in request.bonuses],
+                          available_at=datetime(2026, 12, 7, tzinfo=timezone.utc))
+    for message in (request, reply):
+        _, payload = encode_new(message, subject=longest, actor="system", source="billing")
+        assert len(payload) <= ServiceSettings.model_fields["max_message_bytes"].default
 
 
 def test_escrow_posts_a_bonus_from_the_gateway_through_the_client_to_the_freelancers_pending_account():

@@ -1,11 +1,12 @@
 """The platform's own messages are written without building the Envelope model (encode_new), byte for byte as
 the model would write them, and still held to the envelope's bounds."""
 
+import uuid
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from platform_schemas.envelope import Envelope, encode_new, new_envelope
+from platform_schemas.envelope import Envelope, encode_new, new_envelope, new_id
 from platform_schemas.events.billing import BonusPaid, TransactionRecorded
 
 pytestmark = pytest.mark.unit
@@ -53,3 +54,15 @@ def test_a_printable_attribute_outside_latin_is_taken_as_the_model_takes_it():
     subject = "contract-\u200bzero-width"  # not isprintable(), yet no control character
     _, payload = encode_new(PAID, subject=subject, actor="system", source="billing", id="e-9", time=NOW)
     assert payload == new_envelope(PAID, subject=subject, actor="system", source="billing", id="e-9", time=NOW).to_json()
+
+
+def test_a_new_id_is_a_random_uuid_of_version_4_as_uuid4_writes_it():
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every hex digit turns up in every random position: no bit is stuck
+    for position in (0, 7, 9, 15, 20, 24, 35):
+        assert {text[position] for text in ids} == set("0123456789abcdef")
+    assert {text[19] for text in ids} == set("89ab")

@@ -387,7 +387,7 @@ class BonusRepository:
         return await history_rows.add_history(self.session, rows, occurred_at)
 
 
-# Statements run for each credit of up to 2,000 bonuses and each answer of up to 200, as fixed SQL on asyncpg
+# Statements run for each credit of up to 2,000 bonuses and each answer of up to 500, as fixed SQL on asyncpg
 # (driver_sql.py): through SQLAlchemy, building and reading them cost billing more CPU than the rows themselves.
 # Each move in or out of `crediting` counts itself in bonus_credit_counts, in the same statement: the only
 # moves there are (domain/bonus_batch_states.py: credit, posted). A paid bonus is no longer owed: its

@@ -16,8 +16,10 @@ from platform_runtime.errors import Rejected
 from .failed_charges import NO_PRIMARY_METHOD  # noqa: F401 - the batch's name for it
 from .history import HistoryRow
 
-# Bonuses one PostBonuses command carries at most (the schema allows 500): one escrow transaction's worth.
-MAX_BONUSES_PER_CREDIT = 200
+# Bonuses one PostBonuses command carries at most: the schema's limit. Escrow posts each in its own ledger
+# transaction, all in the command's database transaction; what a command costs besides (its inbox row, its reply,
+# the reply's two statements in billing) is paid once for 500 instead of 200 (issue 10, thirty-first step).
+MAX_BONUSES_PER_CREDIT = 500
 _CORRELATION_NAMESPACE = uuid.UUID("6f1c8f0e-4a8e-5b39-9a41-6a3b0f3f1c2d")
 
 
