@@ -20,6 +20,7 @@ import asyncio
 import inspect
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -109,6 +110,13 @@ def machine() -> dict:
            "git_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no"))}
     return {"nproc": os.cpu_count(), "cpu": cpu, "memory_total": meminfo.get("MemTotal", "").strip(),
             "kernel": platform.release(), "python": platform.python_version(), **git}
+
+
+def disk_free_gib() -> float:
+    """Free space where the local broker and PostgreSQL keep their data: a run that fills the disk stops the broker
+    (its event topics keep what every run wrote, within the local broker's bound: deploy/local/kafka/config)."""
+    work = Path(os.environ.get("ESCROW_WORK", "/var/tmp/escrow-platform"))
+    return round(shutil.disk_usage(work if work.exists() else "/").free / 2**30, 1)
 
 
 def _git(*args: str) -> str:
@@ -307,7 +315,7 @@ async def main(argv: list[str]) -> int:
     result: dict = {"started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "label": args.label,
                     "settings": dict(vars(args)), "machine": machine(),
                     "infra": {"kafka": kafka, "postgres": postgres.split("@")[-1]},
-                    "load_average_at_start": load_average()}
+                    "load_average_at_start": load_average(), "disk_free_gib_at_start": disk_free_gib()}
     if args.only in ("fund", "all"):
         result["raw_limits"] = None if args.skip_raw else await measure_raw(args, kafka, postgres, prefix)
         result["fund_saga"] = await run_fund(args, kafka, postgres, prefix, port_base)
@@ -320,6 +328,7 @@ async def main(argv: list[str]) -> int:
     result["p99_capacity"] = p99_capacity(result.get("fund_saga"))
     result["verdict"] = verdict(result.get("fund_saga"), result.get("floor"), result.get("bonus_batch"))
     result["load_average_at_end"] = load_average()
+    result["disk_free_gib_at_end"] = disk_free_gib()
     # first: a printing error must not lose the run
     saved = None if args.no_save else save(result, args.results_dir or RESULTS, latest=not args.results_dir)
     report(result)

@@ -215,7 +215,8 @@ def report(result: dict) -> None:
     print(f"\n== benchmark {result['started_at']} on {m.get('git_commit', '')[:12]}"
           f"{' (+uncommitted changes)' if m.get('git_uncommitted_changes') else ''} | nproc {m['nproc']}, "
           f"Python {m['python']}, load average {result['load_average_at_start']} at start, "
-          f"{result.get('load_average_at_end')} at end")
+          f"{result.get('load_average_at_end')} at end; disk free {result.get('disk_free_gib_at_start')} GiB at start, "
+          f"{result.get('disk_free_gib_at_end')} at end")
     if raw:
         k, pg = raw["kafka"], raw["postgres"]
         print(f"FLOOR Kafka round trip (acks=all, idempotent): p50 {k['round_trip_ms']['p50']} ms, "
