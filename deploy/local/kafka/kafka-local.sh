@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Single-node Kafka 4.1 (KRaft broker+controller) on 127.0.0.1:9092 from Maven Central jars.
-# usage: kafka-local.sh install|start|stop|status|reset|resolve|cluster-id [count]|topics <TopicCommand args>|
+# usage: kafka-local.sh install|start|stop|status|reset|resolve|cluster-id [count]|config|topics <TopicCommand args>|
 #        console-producer|console-consumer <args>|scram-users NAME...|tls
 # Security (KAFKA_SECURITY_PROTOCOL, env.sh): SASL_PLAINTEXT (default) or SASL_SSL on the client listener,
 # SCRAM-SHA-512 users, the standard authorizer with allow.everyone.if.no.acl.found=false and the super user
@@ -164,15 +164,24 @@ java_client_config() {
 
 run_class() { "$JAVA" -Xmx256m -Dkafka.root.level=WARN -Dlog4j2.configurationFile="$CONF/log4j2.properties" -cp "$LIB/*" "$@"; }
 
-configure() {
-  mkdir -p "$CONF" "$DATA" "$(dirname "$LOG")"
+# The broker's properties from the template, in $CONF (printed: its path).
+render_config() {
+  mkdir -p "$CONF"
   # regenerated every time, so edits to the templates apply at the next start
   # a second broker (KAFKA_WORK, KAFKA_PORT, KAFKA_CONTROLLER_PORT) can run beside the first, e.g. for parallel test runs
-  sed -e "s#@DATA_DIR@#$DATA#" -e "s#:9092#:$PORT#g" -e "s#:9093#:$CONTROLLER_PORT#g" \
+  local retention=${KAFKA_LOCAL_RETENTION_BYTES:-268435456}  # bytes a partition keeps at least; -1: everything
+  [[ $retention =~ ^(-1|[0-9]+)$ ]] || die "KAFKA_LOCAL_RETENTION_BYTES must be a number of bytes or -1, not '$retention'"
+  sed -e "s#@DATA_DIR@#$DATA#" -e "s#@RETENTION_BYTES@#$retention#" -e "s#:9092#:$PORT#g" -e "s#:9093#:$CONTROLLER_PORT#g" \
     "$HERE/config/server.properties.template" >"$CONF/server.properties.tmp"
   [[ $KAFKA_SECURITY_PROTOCOL == SASL_SSL ]] && make_tls
   security_config >>"$CONF/server.properties.tmp"
   chmod 600 "$CONF/server.properties.tmp"; mv "$CONF/server.properties.tmp" "$CONF/server.properties"
+  echo "$CONF/server.properties"
+}
+
+configure() {
+  mkdir -p "$CONF" "$DATA" "$(dirname "$LOG")"
+  render_config >/dev/null
   cp "$HERE/config/log4j2.properties" "$CONF/"
   if [[ ! -f $DATA/meta.properties ]]; then  # format once per data dir
     local cid=${KAFKA_CLUSTER_ID:-$(new_cluster_id)}
@@ -230,6 +239,7 @@ case ${1:-} in
   reset) stop; rm -rf "$DATA" ;;
   resolve) resolve ;;
   cluster-id) for _ in $(seq "${2:-1}"); do new_cluster_id; done ;;
+  config) render_config ;;
   scram-users) shift; check_java; resolve; scram_users "$@" ;;
   acls) apply_acls ;;
   tls) make_tls ;;
@@ -245,6 +255,6 @@ case ${1:-} in
     kind=producer principal=integrator; [[ $tool == console-consumer ]] && kind=consumer principal=admin
     config=$(java_client_config "${KAFKA_PRINCIPAL:-$principal}"); trap 'rm -f "$config"' EXIT
     run_class $class --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" "--$kind.config" "$config" "$@" ;;
-  *) echo "usage: $0 install|start|stop|status|reset|resolve|cluster-id [count]|topics|console-producer|console-consumer <args>|scram-users NAME...|acls|tls" >&2
+  *) echo "usage: $0 install|start|stop|status|reset|resolve|cluster-id [count]|config|topics|console-producer|console-consumer <args>|scram-users NAME...|acls|tls" >&2
     exit 2 ;;
 esac
