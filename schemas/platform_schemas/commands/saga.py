@@ -104,6 +104,11 @@ class BonusToPost(BaseModel):
     charge_id: Id
 
 
+# Bonuses one PostBonuses carries at most, and so one reply names at most (BonusesPosted, BonusPostingFailed): the
+# bonus batch asks for this many at a time (billing's MAX_BONUSES_PER_CREDIT).
+MAX_BONUSES_PER_POST = 500
+
+
 class PostBonuses(Message):
     """The bonus batch's credit step: bonuses whose clients were charged, posted to the ledger in one go.
 
@@ -112,4 +117,4 @@ class PostBonuses(Message):
     """
 
     business_date: date
-    bonuses: list[BonusToPost] = Field(min_length=1, max_length=500)
+    bonuses: list[BonusToPost] = Field(min_length=1, max_length=MAX_BONUSES_PER_POST)

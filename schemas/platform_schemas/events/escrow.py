@@ -4,7 +4,7 @@ from datetime import date
 
 from pydantic import Field
 
-from ..commands.saga import MilestoneAmount
+from ..commands.saga import MAX_BONUSES_PER_POST, MilestoneAmount
 from ..types import Amount, Currency, Event, Id, Posting, UtcDateTime
 from .common import StepFailed
 
@@ -89,7 +89,7 @@ class BonusesPosted(Event):
     """Reply to PostBonuses: these bonuses are on the ledger (each has its own `BonusPosted` with its postings)."""
 
     business_date: date
-    bonus_ids: list[Id] = Field(min_length=1, max_length=500)
+    bonus_ids: list[Id] = Field(min_length=1, max_length=MAX_BONUSES_PER_POST)
     available_at: UtcDateTime | None = AVAILABLE_AT
 
 
@@ -97,7 +97,7 @@ class BonusPostingFailed(StepFailed):
     """Reply to PostBonuses when escrow could not post them: none of these bonuses was credited by it."""
 
     business_date: date
-    bonus_ids: list[Id] = Field(min_length=1, max_length=500)
+    bonus_ids: list[Id] = Field(min_length=1, max_length=MAX_BONUSES_PER_POST)
 
 
 class EarningAvailable(Event):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
 from platform_runtime.errors import Rejected
+from platform_schemas.commands.saga import MAX_BONUSES_PER_POST
 
 from .failed_charges import NO_PRIMARY_METHOD  # noqa: F401 - the batch's name for it
 from .history import HistoryRow
@@ -19,7 +20,7 @@ from .history import HistoryRow
 # Bonuses one PostBonuses command carries at most: the schema's limit. Escrow posts each in its own ledger
 # transaction, all in the command's database transaction; what a command costs besides (its inbox row, its reply,
 # the reply's two statements in billing) is paid once for 500 instead of 200 (issue 10, thirty-first step).
-MAX_BONUSES_PER_CREDIT = 500
+MAX_BONUSES_PER_CREDIT = MAX_BONUSES_PER_POST
 _CORRELATION_NAMESPACE = uuid.UUID("6f1c8f0e-4a8e-5b39-9a41-6a3b0f3f1c2d")
 
 
