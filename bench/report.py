@@ -172,9 +172,16 @@ def _cpu(phase: dict) -> str:
             f"({phase.get('platform_cpu_ms_per_saga_net_of_idle')} net of the idle loops) "
             f"({json.dumps(phase.get('cpu_ms_per_saga'))}); load generator "
             f"{phase.get('load_generator_cpu_ms_per_saga')} ms/saga, apart; machine busy "
-            f"{phase['cpu']['machine_busy_fraction']:.0%}, load average {phase.get('load_average')}"
+            f"{phase['cpu']['machine_busy_fraction']:.0%}{_steal(phase['cpu'])}, "
+            f"load average {phase.get('load_average')}"
             f"{_database_work(phase.get('database_work_per_saga'))}{_top_statements(phase.get('top_statements'))}"
             f"{_kafka_work(phase)}")
+
+
+def _steal(cpu: dict) -> str:
+    """The hypervisor's share of the cores, counted in busy (runs before it was recorded have none)."""
+    steal = cpu.get("machine_steal_fraction")
+    return "" if steal is None else f" (of which stolen by the hypervisor {steal:.1%})"
 
 
 def _kafka_work(phase: dict) -> str:
@@ -295,7 +302,7 @@ def report(result: dict) -> None:
     if result.get("bonus_batch") is not None:
         print("Bonus batch:", json.dumps(result["bonus_batch"], default=str)[:2000])
         if machine := (result["bonus_batch"].get("batch") or {}).get("machine"):
-            print(f"  the machine {machine['machine_busy_fraction']:.0%} busy over the batch, "
+            print(f"  the machine {machine['machine_busy_fraction']:.0%} busy over the batch{_steal(machine)}, "
                   f"{machine['total_cpu_ms_per_bonus']} ms of its CPU a bonus: " + ", ".join(
                       f"{group} {share:.0%}" for group, share in sorted(machine["share"].items(), key=lambda kv: -kv[1])))
 

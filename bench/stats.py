@@ -68,11 +68,14 @@ def _threads_named(pid: int, prefixes: tuple[str, ...]) -> list[int]:
     return found
 
 
-def _machine_busy_idle() -> tuple[float, float]:
+def _machine_busy_idle_steal() -> tuple[float, float, float]:
+    """The machine's CPU seconds so far: busy (steal included, as /proc/stat's sum counts it), idle (with iowait),
+    and steal alone: time a virtual machine's cores were runnable but the hypervisor ran someone else."""
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
-    return (sum(values) - idle) / CLOCK_TICKS, idle / CLOCK_TICKS
+    steal = values[7] if len(values) > 7 else 0
+    return (sum(values) - idle) / CLOCK_TICKS, idle / CLOCK_TICKS, steal / CLOCK_TICKS
 
 
 def _processes(comm: str) -> dict[int, str]:
@@ -211,6 +214,7 @@ class CpuSnapshot:
     machine_idle: float
     threads_apart: dict[tuple[int, int], tuple[str, float]]  # (pid, thread id) -> (its group, CPU seconds)
     reaped: dict[int, float]  # a PostgreSQL server's pid -> its ended children's CPU seconds so far
+    machine_steal: float = 0.0  # of machine_busy: the hypervisor's (see _machine_busy_idle_steal)
 
     @classmethod
     def take(cls, named: dict[int, str], db_prefix: str, by_database: bool = False) -> "CpuSnapshot":
@@ -232,8 +236,8 @@ class CpuSnapshot:
                                      for task, seconds in _threads_apart(pid, group).items())
             except OSError:
                 pass  # exited meanwhile
-        busy, idle = _machine_busy_idle()
-        return cls(by_pid, busy, idle, threads_apart, reaped)
+        busy, idle, steal = _machine_busy_idle_steal()
+        return cls(by_pid, busy, idle, threads_apart, reaped, steal)
 
     def since(self, earlier: "CpuSnapshot", wall_seconds: float) -> dict[str, object]:
         """Average cores used by each group over the interval (1.0 = one core fully busy).
@@ -259,9 +263,13 @@ class CpuSnapshot:
             used[ENDED_POSTGRES] = max(ended - seen_before, 0.0)  # 0 if one ended but is not yet waited for
         busy = self.machine_busy - earlier.machine_busy
         idle = self.machine_idle - earlier.machine_idle
+        steal = self.machine_steal - earlier.machine_steal
+        # Steal is part of busy: a core the hypervisor gave to another guest looks busy from inside. Shown apart,
+        # it tells a slow hour of the host from a costlier run of the platform.
         return {"cores_used": {g: round(v / wall_seconds, 3) for g, v in sorted(used.items())},
                 "cpu_seconds": {g: round(v, 2) for g, v in sorted(used.items())},
-                "machine_busy_fraction": round(busy / max(busy + idle, 1e-9), 3), "nproc": os.cpu_count()}
+                "machine_busy_fraction": round(busy / max(busy + idle, 1e-9), 3),
+                "machine_steal_fraction": round(steal / max(busy + idle, 1e-9), 3), "nproc": os.cpu_count()}
 
 
 def load_average() -> list[float]:

@@ -157,3 +157,30 @@ async def test_a_resent_post_bonuses_credits_each_bonus_once_and_answers_for_all
         await conn.close()
     assert pending == 300 and postings == 6  # three bonuses, two legs each
     assert await ledger_check(escrow_db) == []
+
+
+async def test_a_postings_id_is_kept_unique_by_the_primary_key_alone(escrow_db):
+    """The posting id is derived from (kind, transaction id, leg): the primary key keeps it unique, and no other
+    index is written for it (migration d5a8c3e1f274). Downgraded, the unique constraint comes back."""
+    from alembic import command
+
+    config = alembic_config(definition.migrations_dir, escrow_db)
+    await asyncio.to_thread(upgrade, definition.migrations_dir, escrow_db)
+    await run(escrow_db, handlers.hold_escrow, hold("h1", "c-1", "m-1"))
+    conn = await asyncpg.connect(asyncpg_dsn(escrow_db))
+    try:
+        indexes = {r["indexname"] for r in await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'postings'")}
+        row = dict(await conn.fetchrow("SELECT * FROM postings WHERE leg = 0"))
+        with pytest.raises(asyncpg.UniqueViolationError):  # the same posting again: refused by the primary key
+            await conn.execute(f"INSERT INTO postings ({', '.join(row)}) "
+                               f"VALUES ({', '.join(f'${i + 1}' for i in range(len(row)))})", *row.values())
+        await asyncio.to_thread(command.downgrade, config, "9e4a2c7b1f56")
+        downgraded = {r["indexname"] for r in await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'postings'")}
+        await asyncio.to_thread(upgrade, definition.migrations_dir, escrow_db)
+    finally:
+        await conn.close()
+    assert len(indexes) == 1 and indexes == {r for r in indexes if r.startswith("postings_pkey")}
+    assert downgraded == indexes | {"postings_posting_id_key"}
+    assert await ledger_check(escrow_db) == []

@@ -37,8 +37,9 @@ def test_each_backend_goes_to_its_database_only_when_asked(cmdline, together, ap
     assert postgres_group(cmdline, PREFIX, by_database=True) == apart
 
 
-def snapshot(by_pid: dict[int, tuple[str, float]], reaped: float, busy: float, idle: float) -> CpuSnapshot:
-    return CpuSnapshot(by_pid, busy, idle, {}, {1: reaped})
+def snapshot(by_pid: dict[int, tuple[str, float]], reaped: float, busy: float, idle: float,
+             steal: float = 0.0) -> CpuSnapshot:
+    return CpuSnapshot(by_pid, busy, idle, {}, {1: reaped}, steal)
 
 
 def test_a_database_backend_that_ended_is_counted_once():
@@ -51,6 +52,16 @@ def test_a_database_backend_that_ended_is_counted_once():
     # 7 s reaped, of which 5 s were seen in the first snapshot: 2 s of this interval (not 7)
     assert used["cpu_seconds"] == {OTHER_POSTGRES: 0.5, "billing": 4.0, ENDED_POSTGRES: 2.0}
     assert used["machine_busy_fraction"] == 1.0
+
+
+def test_the_hypervisors_steal_is_shown_apart_and_stays_in_busy():
+    """A core given to another guest looks busy from inside: the fraction says how much of busy was not ours."""
+    before = snapshot({11: ("billing", 2.0)}, reaped=0.0, busy=100.0, idle=50.0, steal=10.0)
+    after = snapshot({11: ("billing", 6.0)}, reaped=0.0, busy=116.0, idle=54.0, steal=12.0)
+    used = after.since(before, wall_seconds=10.0)
+    assert used["machine_busy_fraction"] == 0.8
+    assert used["machine_steal_fraction"] == 0.1
+    assert machine_cpu(used, bonuses=1_000)["machine_steal_fraction"] == 0.1
 
 
 def test_the_batch_split_gives_each_group_its_share_and_its_cpu_a_bonus():
