@@ -36,6 +36,7 @@ from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_gro
 from tests.support.probe_service import scratch_database
 
 from . import database_work, fund_saga, raw_limits
+from .calibration import cpu_calibration
 from .principals import super_user
 from .report import RESULTS, all_sent, floor, p99_capacity, ratios, report, save, verdict
 from .services import BENCH_SERVICES, SMTP_SINK, BenchPlatform, default_log_dir, metric_deltas
@@ -315,7 +316,8 @@ async def main(argv: list[str]) -> int:
     result: dict = {"started_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "label": args.label,
                     "settings": dict(vars(args)), "machine": machine(),
                     "infra": {"kafka": kafka, "postgres": postgres.split("@")[-1]},
-                    "load_average_at_start": load_average(), "disk_free_gib_at_start": disk_free_gib()}
+                    "load_average_at_start": load_average(), "disk_free_gib_at_start": disk_free_gib(),
+                    "cpu_calibration_at_start": cpu_calibration()}
     if args.only in ("fund", "all"):
         result["raw_limits"] = None if args.skip_raw else await measure_raw(args, kafka, postgres, prefix)
         result["fund_saga"] = await run_fund(args, kafka, postgres, prefix, port_base)
@@ -329,6 +331,7 @@ async def main(argv: list[str]) -> int:
     result["verdict"] = verdict(result.get("fund_saga"), result.get("floor"), result.get("bonus_batch"))
     result["load_average_at_end"] = load_average()
     result["disk_free_gib_at_end"] = disk_free_gib()
+    result["cpu_calibration_at_end"] = cpu_calibration()
     # first: a printing error must not lose the run
     saved = None if args.no_save else save(result, args.results_dir or RESULTS, latest=not args.results_dir)
     report(result)

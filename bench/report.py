@@ -216,6 +216,15 @@ def _database_work(work: dict | None) -> str:
     return "\n  database work per saga: " + ", ".join(parts)
 
 
+def _calibration(result: dict) -> str:
+    """The machine's speed beside the run (bench/calibration.py; runs before it was recorded have none)."""
+    start, end = result.get("cpu_calibration_at_start"), result.get("cpu_calibration_at_end")
+    if not start:
+        return ""
+    return (f"; CPU calibration {start['cpu_ms_median']} ms at start, "
+            f"{end['cpu_ms_median'] if end else None} at end (the same work's CPU time: lower is faster)")
+
+
 def report(result: dict) -> None:
     raw, fund, bottom = result.get("raw_limits"), result.get("fund_saga"), result.get("floor") or {}
     m = result["machine"]
@@ -223,7 +232,7 @@ def report(result: dict) -> None:
           f"{' (+uncommitted changes)' if m.get('git_uncommitted_changes') else ''} | nproc {m['nproc']}, "
           f"Python {m['python']}, load average {result['load_average_at_start']} at start, "
           f"{result.get('load_average_at_end')} at end; disk free {result.get('disk_free_gib_at_start')} GiB at start, "
-          f"{result.get('disk_free_gib_at_end')} at end")
+          f"{result.get('disk_free_gib_at_end')} at end{_calibration(result)}")
     if raw:
         k, pg = raw["kafka"], raw["postgres"]
         print(f"FLOOR Kafka round trip (acks=all, idempotent): p50 {k['round_trip_ms']['p50']} ms, "

@@ -196,3 +196,25 @@ def test_one_rate_says_nothing_of_the_capacity_and_the_printout_says_what_it_fou
             "p99_capacity": found})
     assert ("Capacity: p99 <= 100 ms held up to 50 offers/s, first missed at 55/s "
             "(p99 ms by rate: {'40': 58.5, '50': 97.3, '55': 112.7})") in capsys.readouterr().out
+
+
+def test_the_machines_speed_and_the_hypervisors_steal_are_printed_beside_the_run(capsys):
+    """A run's figures next to how fast the machine ran the same fixed work at its start and end, and how much of
+    each phase's busy time the hypervisor took: a slow hour told from a slower platform."""
+    from bench.calibration import cpu_calibration
+
+    calibration = cpu_calibration(repeats=3)
+    assert calibration["cpu_ms_median"] in calibration["cpu_ms"] and min(calibration["cpu_ms"]) > 0
+    fund_saga = fund()
+    fund_saga["burst"]["cpu"]["machine_steal_fraction"] = 0.012
+    result = {"started_at": "2026-12-02T00:00:00Z", "machine": {"git_commit": "abc", "nproc": 2, "python": "3.11"},
+              "load_average_at_start": [1, 1, 1], "load_average_at_end": [2, 2, 2], "raw_limits": raw(),
+              "floor": floor(raw()), "fund_saga": fund_saga,
+              "cpu_calibration_at_start": {"cpu_ms_median": 30.1, "cpu_ms": [30.1]},
+              "cpu_calibration_at_end": {"cpu_ms_median": 33.4, "cpu_ms": [33.4]}}
+    result["ratios"] = ratios(raw(), result["fund_saga"])
+    result["verdict"] = verdict(result["fund_saga"], result["floor"])
+    report(result)
+    out = capsys.readouterr().out
+    assert "CPU calibration 30.1 ms at start, 33.4 at end" in out
+    assert "machine busy 90% (of which stolen by the hypervisor 1.2%)" in out
