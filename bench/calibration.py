@@ -34,8 +34,14 @@ def _work() -> int:
     return touched + len(sorted(by_client.values(), reverse=True))
 
 
-def cpu_calibration(repeats: int = 7) -> dict:
-    """The work's CPU milliseconds, each repeat and their median (the first repeats warm the caches)."""
+def cpu_calibration(repeats: int = 15, warm_up_seconds: float = 0.5) -> dict:
+    """The work's CPU milliseconds, each repeat and their median, after half a second of the same work: a core
+    that was idle ran its first tenths of a second at about half speed here (35 ms a repeat falling to 18 within
+    seven repeats), and that ramp is not what the figure is for. What is left varies from one second to the next
+    (medians of 17-30 ms a few seconds apart, on an idle machine): the neighbours' load, read at two instants."""
+    warm_until = time.monotonic() + warm_up_seconds
+    while time.monotonic() < warm_until:
+        _work()
     times = []
     for _ in range(repeats):
         started = time.process_time_ns()
