@@ -3,9 +3,10 @@
 On a shared host the same code spends more CPU in some hours than in others: three alternated pairs of the same
 batch of 300,000 bonuses went from 0.83 to 0.70 ms of the machine's CPU a bonus within twenty minutes, while the
 hypervisor's steal stayed under 0.3 % (issue 10, thirty-second step). What changes is how fast a core runs the same
-instructions (its neighbours' use of the caches and memory, the host's clock), which no count of CPU seconds shows.
-Timed the same way at the start and end of every run, this work puts each run's figures beside the speed of the
-machine that made them. Lower is faster; figures compare within one CPU model (`machine.cpu`).
+instructions (presumably its neighbours' use of the caches and memory, or the host's clock), which no count of CPU
+seconds shows. Timed the same way at the start and end of every run, this work puts each run's figures beside a
+reading of the machine's speed at those two instants. Lower is faster; figures compare within one CPU model
+(`machine.cpu`).
 """
 
 import hashlib
@@ -38,7 +39,9 @@ def cpu_calibration(repeats: int = 15, warm_up_seconds: float = 0.5) -> dict:
     """The work's CPU milliseconds, each repeat and their median, after half a second of the same work: a core
     that was idle ran its first tenths of a second at about half speed here (35 ms a repeat falling to 18 within
     seven repeats), and that ramp is not what the figure is for. What is left varies from one second to the next
-    (medians of 17-30 ms a few seconds apart, on an idle machine): the neighbours' load, read at two instants."""
+    (medians of 17-32 ms a few seconds apart, on an idle machine), and a run that began at its fast end still spent
+    a fifth more CPU a bonus than another had: the neighbours' load read at two instants, beside the run, not a
+    correction of its figures."""
     warm_until = time.monotonic() + warm_up_seconds
     while time.monotonic() < warm_until:
         _work()
