@@ -124,7 +124,7 @@ def machine_cpu(used: dict, bonuses: int) -> dict:
     seconds = used["cpu_seconds"]
     total = sum(seconds.values())
     return {"machine_busy_fraction": used["machine_busy_fraction"],
-            "machine_steal_fraction": used.get("machine_steal_fraction", 0.0), "cpu_seconds": seconds,
+            "machine_steal_fraction": used.get("machine_steal_fraction"), "cpu_seconds": seconds,
             "share": {group: round(s / total, 3) for group, s in seconds.items()} if total > 0 else {},
             "cpu_ms_per_bonus": {group: round(s / bonuses * 1000, 3) for group, s in seconds.items()},
             "total_cpu_ms_per_bonus": round(total / bonuses * 1000, 3)}

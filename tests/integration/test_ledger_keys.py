@@ -181,6 +181,7 @@ async def test_a_postings_id_is_kept_unique_by_the_primary_key_alone(escrow_db):
         await asyncio.to_thread(upgrade, definition.migrations_dir, escrow_db)
     finally:
         await conn.close()
-    assert len(indexes) == 1 and indexes == {r for r in indexes if r.startswith("postings_pkey")}
+    [primary_key] = indexes  # the only index of the table
+    assert primary_key.startswith("postings_pkey")
     assert downgraded == indexes | {"postings_posting_id_key"}
     assert await ledger_check(escrow_db) == []

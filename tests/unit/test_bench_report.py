@@ -35,6 +35,14 @@ def fund() -> dict:
             "ledger_check_ok": True, "saga_statuses": {"completed": 135}}
 
 
+def run_result(fund_saga: dict, **extra) -> dict:
+    """A whole run's result around this fund saga phase, as `python -m bench` saves it, for the printout."""
+    return {"started_at": "2026-12-02T00:00:00Z", "machine": {"git_commit": "abc", "nproc": 2, "python": "3.11"},
+            "load_average_at_start": [1, 1, 1], "load_average_at_end": [2, 2, 2], "raw_limits": raw(),
+            "floor": floor(raw()), "fund_saga": fund_saga, "ratios": ratios(raw(), fund_saga),
+            "verdict": verdict(fund_saga, floor(raw())), **extra}
+
+
 def test_the_floor_is_hops_times_the_round_trip_plus_commits_times_the_commit_of_the_same_run():
     bottom = floor(raw())
     # 5 hops and 6 commits: escrow holds on ClientCharged (no HoldEscrow), the simulator charges in one commit
@@ -83,12 +91,7 @@ def test_the_verdict_says_met_or_missed_and_by_how_much():
 
 
 def test_the_printout_puts_the_floor_beside_each_figure(capsys):
-    result = {"started_at": "2026-12-02T00:00:00Z", "machine": {"git_commit": "abc", "nproc": 2, "python": "3.11"},
-              "load_average_at_start": [1, 1, 1], "load_average_at_end": [2, 2, 2], "raw_limits": raw(),
-              "floor": floor(raw()), "fund_saga": fund()}
-    result["ratios"] = ratios(raw(), result["fund_saga"])
-    result["verdict"] = verdict(result["fund_saga"], result["floor"])
-    report(result)
+    report(run_result(fund()))
     out = capsys.readouterr().out
     assert "p50 76.0 ms (9.5 x floor 8.0 ms)" in out
     assert "STALL: 1 saga(s) over 1000 ms" in out and "[MISSED] burst sagas/s >= 500" in out
@@ -103,10 +106,7 @@ def test_the_traced_run_for_the_hops_is_printed_apart_and_never_counted_against_
     checks = verdict(run, floor(raw()))
     assert checks["p50 ms at 20/s <= 10 x floor (80.0 ms)"] == verdict(fund(), floor(raw()))[
         "p50 ms at 20/s <= 10 x floor (80.0 ms)"]  # the untraced run's 76 ms, not the traced run's 500
-    result = {"started_at": "2026-12-02T00:00:00Z", "machine": {"git_commit": "abc", "nproc": 2, "python": "3.11"},
-              "load_average_at_start": [1, 1, 1], "load_average_at_end": [2, 2, 2], "raw_limits": raw(),
-              "floor": floor(raw()), "fund_saga": run, "verdict": checks}
-    report(result)
+    report(run_result(run, verdict=checks))
     out = capsys.readouterr().out
     assert "Hops, a separate run at 20 offers/s" in out and "not a target's figure" in out
     assert "hop contracts: SendOffer -> ChargeClient published: p50 40.0 ms" in out
@@ -203,18 +203,12 @@ def test_the_machines_speed_and_the_hypervisors_steal_are_printed_beside_the_run
     each phase's busy time the hypervisor took: a slow hour told from a slower platform."""
     from bench.calibration import cpu_calibration
 
-    calibration = cpu_calibration(repeats=3)
+    calibration = cpu_calibration(repeats=3, warm_up_seconds=0)  # the figure's shape; the warm-up is a run's cost
     assert calibration["cpu_ms_median"] in calibration["cpu_ms"] and min(calibration["cpu_ms"]) > 0
     fund_saga = fund()
     fund_saga["burst"]["cpu"]["machine_steal_fraction"] = 0.012
-    result = {"started_at": "2026-12-02T00:00:00Z", "machine": {"git_commit": "abc", "nproc": 2, "python": "3.11"},
-              "load_average_at_start": [1, 1, 1], "load_average_at_end": [2, 2, 2], "raw_limits": raw(),
-              "floor": floor(raw()), "fund_saga": fund_saga,
-              "cpu_calibration_at_start": {"cpu_ms_median": 30.1, "cpu_ms": [30.1]},
-              "cpu_calibration_at_end": {"cpu_ms_median": 33.4, "cpu_ms": [33.4]}}
-    result["ratios"] = ratios(raw(), result["fund_saga"])
-    result["verdict"] = verdict(result["fund_saga"], result["floor"])
-    report(result)
+    report(run_result(fund_saga, cpu_calibration_at_start={"cpu_ms_median": 30.1, "cpu_ms": [30.1]},
+                      cpu_calibration_at_end={"cpu_ms_median": 33.4, "cpu_ms": [33.4]}))
     out = capsys.readouterr().out
     assert "CPU calibration 30.1 ms at start, 33.4 at end" in out
     assert "machine busy 90% (of which stolen by the hypervisor 1.2%)" in out
