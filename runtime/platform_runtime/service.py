@@ -21,6 +21,7 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from . import kafka_security
+from .asyncpg_checks import use_builtin_container_checks
 from . import logging as logs
 from . import metrics, tracing
 from .backlog_metrics import BacklogMetrics, ConsumerLag
@@ -302,6 +303,7 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
     async def lifespan(app: FastAPI):
         settings = runtime.settings
         use_fetch_sessions(settings.kafka_fetch_sessions)
+        use_builtin_container_checks()  # the same answers, in C for the built-ins (asyncpg_checks.py)
         runtime.producer = new_producer(settings.kafka_bootstrap_servers, settings.producer_linger_ms, runtime.name,
                                         max_batch_size=settings.producer_max_batch_bytes,
                                         **kafka_security.client_options(settings))
