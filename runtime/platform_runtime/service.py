@@ -21,9 +21,9 @@ from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from . import kafka_security
-from .asyncpg_checks import use_builtin_container_checks
 from . import logging as logs
 from . import metrics, tracing
+from .asyncpg_checks import use_builtin_container_checks
 from .backlog_metrics import BacklogMetrics, ConsumerLag
 from .clock import Clock, SystemClock
 from .context import ContextFactory, HandlerContext

@@ -5,7 +5,7 @@ non-recording span gives, for any parent a message may bring: well-formed, malfo
 import contextlib
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from platform_runtime import tracing
@@ -38,6 +38,12 @@ def api_span(parent: dict):
         yield made
 
 
+@pytest.fixture
+def tracing_off(monkeypatch):
+    """The fast path whatever provider an earlier test of this process left installed."""
+    monkeypatch.setattr(tracing, "_recording", False)
+
+
 def seen_inside(span_of, parent: dict) -> tuple:
     with span_of(parent) as made:
         return tracing.current(), tracing.trace_id(), made.get_span_context()
@@ -52,20 +58,22 @@ def test_tracing_is_off_unless_a_recording_provider_is_installed():
 
 
 @pytest.mark.parametrize("parent", PARENTS, ids=range(len(PARENTS)))
-def test_off_a_handler_sees_what_the_apis_span_gives(parent):
+def test_off_a_handler_sees_what_the_apis_span_gives(tracing_off, parent):
     assert seen_inside(lambda p: tracing.span("handle Probe", p, topic="t"), parent) == seen_inside(api_span, parent)
     assert tracing.current() == {}  # and the context is left as it was found
 
 
+# The fixture's setting holds for every example: nothing in the test changes it.
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(traceparent=st.one_of(st.none(), st.text(max_size=70), st.from_regex(
     r"\A[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[0-9a-z]{0,8})?\Z")),
        tracestate=st.one_of(st.none(), st.text(max_size=40), st.from_regex(r"\A[a-z]{1,5}=[a-z0-9]{1,5}\Z")))
-def test_off_any_parent_passes_through_as_the_api_would(traceparent, tracestate):
+def test_off_any_parent_passes_through_as_the_api_would(tracing_off, traceparent, tracestate):
     parent = {"traceparent": traceparent, "tracestate": tracestate}
     assert seen_inside(lambda p: tracing.span("handle Probe", p), parent) == seen_inside(api_span, parent)
 
 
-def test_off_an_exception_leaves_the_context_as_it_was():
+def test_off_an_exception_leaves_the_context_as_it_was(tracing_off):
     with pytest.raises(RuntimeError), tracing.span("handle Probe", PARENTS[1]):
         raise RuntimeError("the handler failed")
     assert tracing.current() == {} and tracing.trace_id() is None
