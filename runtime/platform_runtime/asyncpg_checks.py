@@ -21,24 +21,20 @@ from collections import abc
 
 import asyncpg.protocol.protocol as _protocol
 
-BUILT_IN = {
-    "IterableABC": ((list, tuple, str, bytes), abc.Iterable),
-    "SizedABC": ((list, tuple, str, bytes), abc.Sized),
-    "MappingABC": ((dict,), abc.Mapping),
+# Each global's tuple: the built-ins first, the ABC asyncpg had there last (`checks[-1]`).
+CHECKS = {
+    "IterableABC": (list, tuple, str, bytes, abc.Iterable),
+    "SizedABC": (list, tuple, str, bytes, abc.Sized),
+    "MappingABC": (dict, abc.Mapping),
 }
-
-
-def answered_in_c(built_in: tuple[type, ...], checked: type) -> tuple[type, ...]:
-    """The check `isinstance(x, checked)` as a tuple that answers the same, the built-ins first."""
-    return (*built_in, checked)
 
 
 def use_builtin_container_checks(on: bool = True) -> None:
     """Install the tuples in asyncpg's module (on) or its ABCs again (off). Fails loudly when asyncpg no longer has
     the globals (an upgrade that renamed them would otherwise keep the slow checks silently)."""
-    for name, (built_in, checked) in BUILT_IN.items():  # all checked before any is changed
+    for name, checks in CHECKS.items():  # all checked before any is changed
         current = getattr(_protocol, name)  # AttributeError: asyncpg changed; see the module's docstring
-        if current is not checked and current != answered_in_c(built_in, checked):
-            raise RuntimeError(f"asyncpg's {name} is {current!r}, neither {checked!r} nor this module's tuple")
-    for name, (built_in, checked) in BUILT_IN.items():
-        setattr(_protocol, name, answered_in_c(built_in, checked) if on else checked)
+        if current is not checks[-1] and current != checks:
+            raise RuntimeError(f"asyncpg's {name} is {current!r}, neither {checks[-1]!r} nor this module's tuple")
+    for name, checks in CHECKS.items():
+        setattr(_protocol, name, checks if on else checks[-1])

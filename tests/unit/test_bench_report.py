@@ -3,6 +3,7 @@
 import pytest
 
 from bench import database_work
+from bench.calibration import cpu_calibration
 from bench.report import floor, p99_capacity, ratios, report, verdict
 from bench.stats import stalls, tail
 
@@ -201,8 +202,6 @@ def test_one_rate_says_nothing_of_the_capacity_and_the_printout_says_what_it_fou
 def test_the_machines_speed_and_the_hypervisors_steal_are_printed_beside_the_run(capsys):
     """A run's figures next to how fast the machine ran the same fixed work at its start and end, and how much of
     each phase's busy time the hypervisor took: a slow hour told from a slower platform."""
-    from bench.calibration import cpu_calibration
-
     calibration = cpu_calibration(repeats=3, warm_up_seconds=0)  # the figure's shape; the warm-up is a run's cost
     assert calibration["cpu_ms_median"] in calibration["cpu_ms"] and min(calibration["cpu_ms"]) > 0
     fund_saga = fund()
