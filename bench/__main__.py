@@ -110,7 +110,10 @@ def machine() -> dict:
     git = {"git_commit": _git("rev-parse", "HEAD"), "git_branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
            "git_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no"))}
     return {"nproc": os.cpu_count(), "cpu": cpu, "memory_total": meminfo.get("MemTotal", "").strip(),
-            "kernel": platform.release(), "python": platform.python_version(), **git}
+            "kernel": platform.release(), "python": platform.python_version(),
+            # which build ran the services (theirs is this one): builds of one version differ (README, thirty-fourth
+            # step: Debian's, with PGO and LTO, ran a fixed work in 0.65-0.72 of pyenv's time, contracts about the same)
+            "python_interpreter": os.path.realpath(sys.executable), **git}
 
 
 def disk_free_gib() -> float:

@@ -225,12 +225,18 @@ def _calibration(result: dict) -> str:
             f"{end['cpu_ms_median'] if end else None} at end (the same work's CPU time: lower is faster)")
 
 
+def _interpreter(machine: dict) -> str:
+    """Which build ran: not recorded before the thirty-fourth step, whose earlier runs all give Python 3.11.7, the
+    version of pyenv's build on these machines (the distribution's is 3.11.2)."""
+    return f" ({machine['python_interpreter']})" if machine.get("python_interpreter") else ""
+
+
 def report(result: dict) -> None:
     raw, fund, bottom = result.get("raw_limits"), result.get("fund_saga"), result.get("floor") or {}
     m = result["machine"]
     print(f"\n== benchmark {result['started_at']} on {m.get('git_commit', '')[:12]}"
           f"{' (+uncommitted changes)' if m.get('git_uncommitted_changes') else ''} | nproc {m['nproc']}, "
-          f"Python {m['python']}, load average {result['load_average_at_start']} at start, "
+          f"Python {m['python']}{_interpreter(m)}, load average {result['load_average_at_start']} at start, "
           f"{result.get('load_average_at_end')} at end; disk free {result.get('disk_free_gib_at_start')} GiB at start, "
           f"{result.get('disk_free_gib_at_end')} at end{_calibration(result)}")
     if raw:
