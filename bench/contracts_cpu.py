@@ -7,7 +7,10 @@ in its outbox (escrow holds on ClientCharged). Messages are handled B to a trans
 CPU time (time.process_time) is counted around the handling and the commit only, so Kafka's fetches, the
 relay and the idle loops are left out: a before/after figure for changes to contracts' hot path that holds
 on a loaded machine, where a whole-platform run does not. The statements it ran are counted by
-pg_stat_statements when the server preloads it.
+pg_stat_statements when the server preloads it, and, when the server runs on this machine, its backends' CPU
+for the scratch database is counted over the same sagas (all of their time, the transactions' waits for a
+core included): the server's side of a change to a statement, which no whole-platform pair resolved below a
+tenth (issue 10, thirty-fourth step).
 """
 
 import argparse
@@ -34,6 +37,7 @@ from platform_schemas.events.escrow import EscrowFunded
 from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS
 from platform_schemas.types import Posting
 
+from bench.stats import process_cpu_seconds
 from tests.infra import with_local_superuser_password
 from tests.support.probe_service import drop_database, scratch_database
 
@@ -61,6 +65,21 @@ async def _statements(url: str, reset: bool = False) -> Counter:
         await conn.close()
 
 
+async def _backends_cpu_seconds(url: str) -> float | None:
+    """The CPU seconds so far of the server's backends connected to this database (the service's pool), or None
+    when they are not processes of this machine (a server elsewhere)."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        pids = [r["pid"] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    finally:
+        await conn.close()
+    try:
+        return sum(process_cpu_seconds(pid) for pid in pids)
+    except OSError:
+        return None
+
+
 async def run(sagas: int, batch: int) -> None:
     base = with_local_superuser_password(os.environ["POSTGRES_URL"]).rstrip("/")
     name = f"bench_contracts_cpu_{uuid.uuid4().hex[:8]}"
@@ -84,10 +103,13 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
     replies = EventDispatcher(statement.recording({**REPLY_HANDLERS, **bonuses.EVENT_HANDLERS}), contexts,
                               read_ahead=read_sagas_ahead)
 
-    async def handle(dispatch, envelopes) -> tuple[float, list]:
+    async def handle(dispatch, envelopes) -> tuple[float, float | None, list]:
         """Handle these messages in transactions of `batch`, as the consumer does (claimed at once, then the
-        dispatcher's prefetch); CPU seconds and what they put in the outbox."""
+        dispatcher's prefetch); CPU seconds, the backends' CPU seconds (None: not counted) and what they put in
+        the outbox. The backends' CPU is read around the whole phase: a connection opened within it counts from
+        its start."""
         spent, out = 0.0, []
+        database_before = await _backends_cpu_seconds(url)
         owner = dispatch.__self__
         for i in range(0, len(envelopes), batch):
             started = time.process_time()
@@ -100,7 +122,9 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
                 out += [o.envelope for o in uow.outgoing]
                 await uow.commit()
             spent += time.process_time() - started
-        return spent, out
+        database_after = await _backends_cpu_seconds(url)
+        counted = database_before is not None and database_after is not None
+        return spent, database_after - database_before if counted else None, out
 
     parties = [(f"cl-{i}", f"fl-{i}") for i in range(sagas)]
     await handle(admin.dispatch, [
@@ -114,18 +138,18 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
               for c, f in parties]
     # One warm-up saga's worth of statements (prepared once per connection) is part of the count: small.
     await _statements(url, reset=True)
-    cpu = {}
-    cpu["SendOffer"], out = await handle(commands.dispatch, [
+    cpu, database = {}, {}
+    cpu["SendOffer"], database["SendOffer"], out = await handle(commands.dispatch, [
         new_envelope(o, subject=o.contract_id, actor=o.client_id, source="bench") for o in offers])
     charged = [ClientCharged(
         charge_id=c.data["charge_id"], saga_id=c.data["saga_id"], contract_id=c.data["contract_id"],
         client_id=c.data["client_id"], billing_method_id="bm-1", amount=c.data["amount"], currency="USD",
         purpose="fixed_price", milestones=c.data["milestones"], gateway_reference="g")
         for c in out if c.type == "ChargeClient"]
-    cpu["ClientCharged"], out = await handle(replies.dispatch, [
+    cpu["ClientCharged"], database["ClientCharged"], out = await handle(replies.dispatch, [
         new_envelope(c, subject=c.contract_id, actor="system", source="billing") for c in charged])
     holds = [hold_for(c) for c in charged]  # escrow holds on ClientCharged; contracts asks nothing of it
-    cpu["EscrowFunded"], out = await handle(replies.dispatch, [new_envelope(EscrowFunded(
+    cpu["EscrowFunded"], database["EscrowFunded"], out = await handle(replies.dispatch, [new_envelope(EscrowFunded(
         hold_id=h.hold_id, saga_id=h.saga_id, charge_id=h.charge_id, contract_id=h.contract_id,
         client_id=h.client_id, currency="USD", amount=sum(m.amount for m in h.milestones), milestones=h.milestones,
         postings=[Posting(posting_id=f"p-{h.hold_id}", debit_account="a", credit_account="b",
@@ -138,6 +162,9 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
     total = sum(cpu.values())
     print(f"contracts, {sagas} fund sagas, {batch} message(s) a transaction: {total / sagas * 1000:.2f} ms CPU per "
           f"saga (" + ", ".join(f"{k} {v / sagas * 1000:.2f}" for k, v in cpu.items()) + ")")
+    if None not in database.values():
+        print(f"  its database's backends: {sum(database.values()) / sagas * 1000:.2f} ms CPU per saga ("
+              + ", ".join(f"{k} {v / sagas * 1000:.2f}" for k, v in database.items()) + ")")
     if statements:
         print(f"  {sum(statements.values()) / sagas:.2f} statements per saga (BEGIN/COMMIT included)")
         for query, calls in statements.most_common(25):
