@@ -7,10 +7,10 @@ in its outbox (escrow holds on ClientCharged). Messages are handled B to a trans
 CPU time (time.process_time) is counted around the handling and the commit only, so Kafka's fetches, the
 relay and the idle loops are left out: a before/after figure for changes to contracts' hot path that holds
 on a loaded machine, where a whole-platform run does not. The statements it ran are counted by
-pg_stat_statements when the server preloads it, and, when the server runs on this machine, its backends' CPU
-for the scratch database is counted over the same sagas (all of their time, the transactions' waits for a
-core included): the server's side of a change to a statement, which no whole-platform pair resolved below a
-tenth (issue 10, thirty-fourth step).
+pg_stat_statements when the server preloads it, and, when the server runs on this machine, the CPU of its
+backends for the scratch database is counted over the same sagas (all of it: the protocol, the commits and the
+statements' execution): the server's side of a change to a statement, which no whole-platform pair resolved
+below a tenth (issue 10, thirty-fourth step).
 """
 
 import argparse
@@ -21,6 +21,7 @@ import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from functools import partial
+from pathlib import Path
 
 import asyncpg
 from platform_runtime.clock import FrozenClock
@@ -74,10 +75,14 @@ async def _backends_cpu_seconds(url: str) -> float | None:
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
     finally:
         await conn.close()
-    try:
-        return sum(process_cpu_seconds(pid) for pid in pids)
-    except OSError:
-        return None
+    seconds = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
+                seconds.append(process_cpu_seconds(pid))
+        except OSError:
+            pass  # not a process here, or one that has just ended
+    return sum(seconds) if seconds or not pids else None
 
 
 async def run(sagas: int, batch: int) -> None:
