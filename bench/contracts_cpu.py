@@ -21,7 +21,6 @@ import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from functools import partial
-from pathlib import Path
 
 import asyncpg
 from platform_runtime.clock import FrozenClock
@@ -38,7 +37,7 @@ from platform_schemas.events.escrow import EscrowFunded
 from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS
 from platform_schemas.types import Posting
 
-from bench.stats import process_cpu_seconds
+from bench.database_work import backends_cpu_seconds
 from tests.infra import with_local_superuser_password
 from tests.support.probe_service import drop_database, scratch_database
 
@@ -64,25 +63,6 @@ async def _statements(url: str, reset: bool = False) -> Counter:
         return Counter()
     finally:
         await conn.close()
-
-
-async def _backends_cpu_seconds(url: str) -> float | None:
-    """The CPU seconds so far of the server's backends connected to this database (the service's pool), or None
-    when they are not processes of this machine (a server elsewhere)."""
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        pids = [r["pid"] for r in await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
-    finally:
-        await conn.close()
-    seconds = []
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
-                seconds.append(process_cpu_seconds(pid))
-        except OSError:
-            pass  # not a process here, or one that has just ended
-    return sum(seconds) if seconds or not pids else None
 
 
 async def run(sagas: int, batch: int) -> None:
@@ -114,7 +94,7 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
         the outbox. The backends' CPU is read around the whole phase: a connection opened within it counts from
         its start."""
         spent, out = 0.0, []
-        database_before = await _backends_cpu_seconds(url)
+        database_before = await backends_cpu_seconds(asyncpg_dsn(url))
         owner = dispatch.__self__
         for i in range(0, len(envelopes), batch):
             started = time.process_time()
@@ -127,7 +107,7 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
                 out += [o.envelope for o in uow.outgoing]
                 await uow.commit()
             spent += time.process_time() - started
-        database_after = await _backends_cpu_seconds(url)
+        database_after = await backends_cpu_seconds(asyncpg_dsn(url))
         counted = database_before is not None and database_after is not None
         return spent, database_after - database_before if counted else None, out
 

@@ -1,0 +1,82 @@
+"""The one-service CPU tools on the real server: `python -m bench.contracts_cpu` (contracts' own CPU per fund saga)
+and `python -m bench.escrow_cpu` (escrow's per hold), each with, where the server's backends are processes of this
+machine, theirs for the same work (the server's side of a change to a statement, measured without the whole
+platform's noise; issue 10, thirty-fourth step)."""
+
+import os
+import uuid
+
+import asyncpg
+import pytest
+
+from bench import contracts_cpu, escrow_cpu
+from bench.database_work import backends_cpu_seconds
+from platform_runtime.relay import asyncpg_dsn
+from tests.support.probe_service import drop_database, scratch_database
+from tests.support.processes import DB_PREFIX
+
+pytestmark = pytest.mark.integration
+
+
+async def server_here(url: str) -> bool:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        return os.path.exists(f"/proc/{await conn.fetchval('SELECT pg_backend_pid()')}")
+    finally:
+        await conn.close()
+
+
+async def test_the_sagas_and_the_servers_share_of_them_are_counted(infra, capsys):
+    name = f"{DB_PREFIX}it_contracts_cpu_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(infra.postgres_url, name)
+    try:
+        here = await server_here(url)
+        await contracts_cpu._measure(url, sagas=6, batch=3)  # asserts that every saga ended in OfferSent
+    finally:
+        await drop_database(infra.postgres_url, name)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("contracts, 6 fund sagas, 3 message(s) a transaction: ")
+    backends = [line for line in lines if line.startswith("  its database's backends: ")]
+    if not here:
+        assert not backends  # a server elsewhere: nothing to read, nothing made up
+        return
+    assert len(backends) == 1
+    per_saga = float(backends[0].split(": ", 1)[1].split(" ms", 1)[0])
+    assert per_saga >= 0  # the kernel counts CPU in ticks of 10 ms: a few sagas may read as none
+    assert all(step in backends[0] for step in ("SendOffer", "ClientCharged", "EscrowFunded"))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+async def test_each_hold_and_the_servers_share_of_it_are_counted(infra, capsys, batch):
+    name = f"{DB_PREFIX}it_escrow_cpu_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(infra.postgres_url, name)
+    try:
+        here = await server_here(url)
+        measured = await escrow_cpu.measure(url, holds=8, batch=batch)
+    finally:
+        await drop_database(infra.postgres_url, name)
+    assert measured["funded"] == 8 and measured["dead_lettered"] == 0  # every hold answered, each once
+    assert measured["escrow"] > 0
+    assert (measured["database"] >= 0) if here else measured["database"] is None  # in ticks of 10 ms
+    escrow_cpu.report(measured, holds=8, batch=batch)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"escrow, 8 holds, {batch} a batch: ") and ("its database's backends" in line) == here
+
+
+async def test_a_backends_cpu_is_what_it_spent(infra):
+    """The reader both tools share: a backend of the database that works for a while reads as that much more."""
+    name = f"{DB_PREFIX}it_backends_cpu_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(infra.postgres_url, name)
+    try:
+        if not await server_here(url):
+            pytest.skip("the server runs elsewhere: its backends are not processes here")
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            before = await backends_cpu_seconds(asyncpg_dsn(url))
+            await conn.fetchval("SELECT count(*) FROM generate_series(1, 5000000)")  # about a second of a core
+            after = await backends_cpu_seconds(asyncpg_dsn(url))
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(infra.postgres_url, name)
+    assert after - before >= 0.1
