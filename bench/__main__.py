@@ -112,7 +112,7 @@ def machine() -> dict:
     return {"nproc": os.cpu_count(), "cpu": cpu, "memory_total": meminfo.get("MemTotal", "").strip(),
             "kernel": platform.release(), "python": platform.python_version(),
             # which build ran the services (theirs is this one): builds of one version differ (README, thirty-fourth
-            # step: Debian's, with PGO and LTO, ran a fixed work in 0.65-0.72 of pyenv's time, contracts about the same)
+            # step: Debian's, with PGO and LTO, ran a fixed work in 0.61-0.72 of pyenv's time, contracts about the same)
             "python_interpreter": os.path.realpath(sys.executable), **git}
 
 

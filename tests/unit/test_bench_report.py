@@ -214,7 +214,7 @@ def test_the_machines_speed_and_the_hypervisors_steal_are_printed_beside_the_run
 
 
 def test_the_interpreter_that_ran_is_printed_where_recorded(capsys):
-    """Builds of one version differ (a distribution's, with PGO and LTO, ran a fixed work in 0.65-0.72 of pyenv's
+    """Builds of one version differ (a distribution's, with PGO and LTO, ran a fixed work in 0.61-0.72 of pyenv's
     time): a run says which it had. Runs from before it was recorded print the version alone."""
     result = run_result(fund())
     report(result)
