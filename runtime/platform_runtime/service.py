@@ -203,6 +203,10 @@ class Runtime:
 def build_runtime(definition: ServiceDefinition, settings: ServiceSettings | None = None,
                   clock: Clock | None = None) -> Runtime:
     settings = settings or definition.settings_type()
+    # asyncpg's container checks in C for the built-ins, the same answers (asyncpg_checks.py): here, where every
+    # process that runs a service's units of work assembles them (the service, and the one-service CPU tools, which
+    # run no lifespan and had measured asyncpg without them).
+    use_builtin_container_checks()
     engine = new_engine(settings.database_url, settings.database_ping_after_idle.total_seconds())
     return Runtime(definition, settings, engine, clock or SystemClock())
 
@@ -303,7 +307,6 @@ def create_app(definition: ServiceDefinition, runtime: Runtime | None = None) ->
     async def lifespan(app: FastAPI):
         settings = runtime.settings
         use_fetch_sessions(settings.kafka_fetch_sessions)
-        use_builtin_container_checks()  # the same answers, in C for the built-ins (asyncpg_checks.py)
         runtime.producer = new_producer(settings.kafka_bootstrap_servers, settings.producer_linger_ms, runtime.name,
                                         max_batch_size=settings.producer_max_batch_bytes,
                                         **kafka_security.client_options(settings))

@@ -81,6 +81,21 @@ def test_installed_and_removed_in_asyncpgs_module():
 
 def test_an_unknown_value_in_asyncpgs_module_is_refused_loudly(monkeypatch):
     monkeypatch.setattr(protocol, "SizedABC", abc.Collection)
+    iterable_before = protocol.IterableABC  # the ABC, or the tuple if a runtime built earlier installed it
     with pytest.raises(RuntimeError, match="SizedABC"):
         use_builtin_container_checks(True)
-    assert protocol.IterableABC is abc.Iterable  # nothing changed: every global is checked before any is set
+    assert protocol.IterableABC is iterable_before  # nothing changed: every global is checked before any is set
+
+
+def test_every_runtime_built_has_them():
+    """Installed where a service's runtime is built, so what runs no lifespan (the one-service CPU tools) has them
+    too."""
+    from escrow.bootstrap import EscrowSettings, definition
+    from platform_runtime.service import build_runtime
+
+    use_builtin_container_checks(False)
+    try:
+        build_runtime(definition, EscrowSettings(database_url="postgresql+asyncpg://u@127.0.0.1:1/none", http_port=0))
+        assert (protocol.IterableABC, protocol.SizedABC, protocol.MappingABC) == tuple(CHECKS.values())
+    finally:
+        use_builtin_container_checks(False)
