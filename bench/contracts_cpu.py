@@ -15,7 +15,6 @@ below a tenth (issue 10, thirty-fourth step).
 
 import argparse
 import asyncio
-import os
 import time
 import uuid
 from collections import Counter
@@ -37,9 +36,7 @@ from platform_schemas.events.escrow import EscrowFunded
 from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS
 from platform_schemas.types import Posting
 
-from bench.database_work import backends_cpu_seconds
-from tests.infra import with_local_superuser_password
-from tests.support.probe_service import drop_database, scratch_database
+from bench.one_service import backends_cpu_seconds, scratch
 
 from contracts.bootstrap import COMMANDS, definition
 from contracts.service_layer import bonuses, statement
@@ -66,13 +63,8 @@ async def _statements(url: str, reset: bool = False) -> Counter:
 
 
 async def run(sagas: int, batch: int) -> None:
-    base = with_local_superuser_password(os.environ["POSTGRES_URL"]).rstrip("/")
-    name = f"bench_contracts_cpu_{uuid.uuid4().hex[:8]}"
-    await scratch_database(base, name)
-    try:
-        await _measure(f"{base}/{name}", sagas, batch)
-    finally:
-        await drop_database(base, name)  # a scratch database, not one of the benchmark's to report on
+    async with scratch("contracts_cpu") as url:
+        await _measure(url, sagas, batch)
 
 
 async def _measure(url: str, sagas: int, batch: int) -> None:

@@ -15,12 +15,9 @@ snapshot after a phase is taken once the counts stopped moving, within a deadlin
 
 import asyncio
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import asyncpg
-
-from .stats import process_cpu_seconds
 
 _TRANSACTIONS = ("SELECT datname, xact_commit, xact_rollback FROM pg_stat_database"
                  " WHERE datname LIKE $1 || '%'")
@@ -119,23 +116,3 @@ def top_statements(before: dict, after: dict, sagas: int, platform: tuple[str, .
     for r in rows:
         r["share_of_exec"] = round(r["exec_ms_per_saga"] / total, 3)
     return sorted(rows, key=lambda r: -(r["exec_ms_per_saga"] + r["plan_ms_per_saga"]))[:count]
-
-
-async def backends_cpu_seconds(dsn: str) -> float | None:
-    """The CPU seconds so far of the server's backends connected to `dsn`'s database (a tool's pool), or None when
-    none of them is a process of this machine (a server elsewhere). A backend that has just ended is left out.
-    Around a tool's phase it is the server's side of its work (bench.contracts_cpu, bench.escrow_cpu)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        pids = [r["pid"] for r in await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
-    finally:
-        await conn.close()
-    seconds = []
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
-                seconds.append(process_cpu_seconds(pid))
-        except OSError:
-            pass  # not a process here, or one that has just ended
-    return sum(seconds) if seconds or not pids else None

@@ -11,7 +11,6 @@ statement a hold), where whole-platform pairs resolve nothing below about a tent
 
 import argparse
 import asyncio
-import os
 import time
 import uuid
 from datetime import datetime, timezone
@@ -27,10 +26,8 @@ from platform_schemas.commands.saga import MilestoneAmount
 from platform_schemas.events.billing import ClientCharged
 from platform_schemas.topics import BILLING_EVENTS
 
-from bench.database_work import backends_cpu_seconds
-from tests.infra import with_local_superuser_password
+from bench.one_service import backends_cpu_seconds, scratch
 from tests.support.fakes import FakeDeadLetters, record
-from tests.support.probe_service import drop_database, scratch_database
 
 from escrow.bootstrap import EscrowSettings, definition, subscriptions
 from escrow.service_layer.context import Context
@@ -82,13 +79,8 @@ async def measure(url: str, holds: int, batch: int) -> dict:
 
 
 async def run(holds: int, batch: int) -> None:
-    base = with_local_superuser_password(os.environ["POSTGRES_URL"]).rstrip("/")
-    name = f"bench_escrow_cpu_{uuid.uuid4().hex[:8]}"
-    url = await scratch_database(base, name)
-    try:
+    async with scratch("escrow_cpu") as url:
         report(await measure(url, holds, batch), holds, batch)
-    finally:
-        await drop_database(base, name)  # a scratch database, not one of the benchmark's to report on
 
 
 def report(measured: dict, holds: int, batch: int) -> None:

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from bench import contracts_cpu, escrow_cpu
-from bench.database_work import backends_cpu_seconds
+from bench.one_service import backends_cpu_seconds
 from platform_runtime.relay import asyncpg_dsn
 from tests.support.probe_service import drop_database, scratch_database
 from tests.support.processes import DB_PREFIX

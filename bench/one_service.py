@@ -1,0 +1,48 @@
+"""What the one-service CPU tools share (`bench.contracts_cpu`, `bench.escrow_cpu`): a scratch database on the
+server POSTGRES_URL names, and the CPU of its backends, the server's side of the tool's work."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+
+from tests.infra import with_local_superuser_password
+from tests.support.probe_service import drop_database, scratch_database
+
+from .stats import process_cpu_seconds
+
+
+@asynccontextmanager
+async def scratch(tool: str) -> AsyncIterator[str]:
+    """A fresh database for one run of `tool` (its SQLAlchemy URL), dropped afterwards: not one of the benchmark's
+    databases to report on."""
+    base = with_local_superuser_password(os.environ["POSTGRES_URL"]).rstrip("/")
+    name = f"bench_{tool}_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(base, name)
+    try:
+        yield url
+    finally:
+        await drop_database(base, name)
+
+
+async def backends_cpu_seconds(dsn: str) -> float | None:
+    """The CPU seconds so far of the server's backends connected to `dsn`'s database (a tool's pool), or None when
+    none of them is a process of this machine (a server elsewhere). A backend that has just ended is left out.
+    Read around a tool's phase."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        pids = [r["pid"] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    finally:
+        await conn.close()
+    seconds = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
+                seconds.append(process_cpu_seconds(pid))
+        except OSError:
+            pass  # not a process here, or one that has just ended
+    return sum(seconds) if seconds or not pids else None
