@@ -9,7 +9,8 @@ through durable timers, is one trace.
 
 Off by default: the incoming context passes through as it came, and no span is built (`span` makes the
 parent's context current itself, which is what the OpenTelemetry API alone would do, at about two thirds of its
-cost). `TRACING_ENABLED=true` or `OTEL_EXPORTER_OTLP_ENDPOINT` installs the SDK: spans are recorded and exported over OTLP/HTTP (the exporter reads the standard `OTEL_EXPORTER_OTLP_*` variables), and
+cost). `TRACING_ENABLED=true` or `OTEL_EXPORTER_OTLP_ENDPOINT` installs the SDK: spans are recorded and
+exported over OTLP/HTTP (the exporter reads the standard `OTEL_EXPORTER_OTLP_*` variables), and
 `TRACING_FILE` also writes them as JSON lines (tests, local debugging).
 """
 
