@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from functools import partial
 from types import SimpleNamespace
 
+from platform_runtime import metrics
 from platform_runtime.clock import FrozenClock
 from platform_runtime.consumer import BatchProcessor
 from platform_runtime.relay import asyncpg_dsn
@@ -60,14 +61,17 @@ async def measure(url: str, holds: int, batch: int) -> dict:
                      for sub in subscriptions(wiring) if sub.topic == BILLING_EVENTS)
     records = [record(e.to_json(), offset, topic=BILLING_EVENTS, key=e.subject.encode()) for offset, e in enumerate(
         new_envelope(c, subject=c.contract_id, actor="system", source="billing") for c in charges(holds + batch))]
+    redone = metrics.BATCHES_REDONE.labels(BILLING_EVENTS)
     try:
         await processor.process(records[:batch])  # a batch first: the pool's connections and statements made
+        redone_before = redone._value.get()
         database_before, spent = await backends_cpu_seconds(asyncpg_dsn(url)), 0.0
         for i in range(batch, len(records), batch):
             started = time.process_time()
             await processor.process(records[i:i + batch])
             spent += time.process_time() - started
         database_after = await backends_cpu_seconds(asyncpg_dsn(url))
+        redone_batches = redone._value.get() - redone_before
         async with runtime.engine.connect() as conn:
             answered = (await conn.exec_driver_sql(
                 "SELECT count(*) FROM outbox WHERE type = 'EscrowFunded'")).scalar_one()
@@ -75,7 +79,7 @@ async def measure(url: str, holds: int, batch: int) -> dict:
         await runtime.engine.dispose()
     counted = database_before is not None and database_after is not None
     return {"escrow": spent, "database": database_after - database_before if counted else None,
-            "funded": answered - batch, "dead_lettered": len(dead_letters.sent)}
+            "funded": answered - batch, "dead_lettered": len(dead_letters.sent), "redone": redone_batches}
 
 
 async def run(holds: int, batch: int) -> None:
@@ -84,7 +88,8 @@ async def run(holds: int, batch: int) -> None:
 
 
 def report(measured: dict, holds: int, batch: int) -> None:
-    assert measured["funded"] == holds and not measured["dead_lettered"], measured
+    # A batch handled again (a hold not as taken for granted) would be measured as a cost of the hold's statement.
+    assert measured["funded"] == holds and not measured["dead_lettered"] and not measured["redone"], measured
     line = f"escrow, {holds} holds, {batch} a batch: {measured['escrow'] / holds * 1000:.3f} ms CPU per hold"
     if measured["database"] is not None:
         line += f"; its database's backends {measured['database'] / holds * 1000:.3f} ms"

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import groupby, product
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy import Connection, Engine, event
@@ -69,9 +69,22 @@ async def _begin(connection: AsyncConnection) -> asyncpg.Connection:
 # before_cursor_execute, _write_first), and the commit (UnitOfWork.commit). So every read of the transaction
 # sees them, as if they had run at once. A write that fails, or answers otherwise than its handler took for
 # granted (IsolationNeeded), fails the batch, which is then handled again with a savepoint per message, where
-# each write runs at once and its handler reads its answer.
+# each write runs at once and its handler reads its answer. A kind of write can go further (Together,
+# write_together): a run of its writes as one set-based statement, each table written once (escrow's holds).
 Expect = Callable[[asyncpg.Record], bool]
-_later: "weakref.WeakKeyDictionary[Connection, list[tuple[str, tuple, Expect | None]]]" = weakref.WeakKeyDictionary()
+
+
+class Together(Protocol):
+    """A kind of write whose consecutive writes left for later go to PostgreSQL as one set-based statement (see
+    `write_together`), instead of one statement each, pipelined."""
+
+    async def write_all(self, driver: asyncpg.Connection, items: list) -> None:
+        """Write these items, left in this order, in one statement; raise IsolationNeeded if its answer is not
+        what each item's handler took for granted."""
+
+
+_later: "weakref.WeakKeyDictionary[Connection, list[tuple[str | Together, tuple, Expect | None]]]" = \
+    weakref.WeakKeyDictionary()
 _hooked: "weakref.WeakSet[Engine]" = weakref.WeakSet()  # engines whose statements write what is left first
 
 
@@ -105,6 +118,18 @@ async def write_later(connection: AsyncConnection, sql: str, *args: Any,
     return None
 
 
+async def write_together(connection: AsyncConnection, kind: Together, item: Any) -> bool:
+    """Leave `item` for later, to be written by `kind` with the run of its kind it falls in (the writes of that
+    kind left one after another, nothing else between them), taken for granted as its handler took it; False when
+    the connection writes at once: the caller then runs its own statement and reads its answer."""
+    pending = _later.get(connection.sync_connection)
+    if pending is None:
+        return False
+    await _begin(connection)  # as write_later
+    pending.append((kind, (item,), None))
+    return True
+
+
 async def write_what_is_left(connection: AsyncConnection) -> None:
     if _later.get(connection.sync_connection):
         await in_transaction(connection)
@@ -115,6 +140,9 @@ async def _write(driver: asyncpg.Connection, pending: list[tuple[str, tuple, Exp
     pending.clear()  # taken before the first await: nothing is written twice
     for (sql, answers), run in groupby(taken, key=lambda w: (w[0], w[2] is not None)):
         writes = list(run)
+        if not isinstance(sql, str):
+            await sql.write_all(driver, [item for _, (item,), _ in writes])
+            continue
         if not answers:
             if len(writes) == 1:
                 await driver.execute(sql, *writes[0][1])

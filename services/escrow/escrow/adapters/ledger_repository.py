@@ -2,12 +2,14 @@
 
 from dataclasses import dataclass
 
+import asyncpg
+
 from sqlalchemy import BigInteger, Integer, String, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from platform_runtime.driver_sql import Fixed, write_later
-from platform_runtime.errors import Rejected
+from platform_runtime.driver_sql import Fixed, write_together
+from platform_runtime.errors import IsolationNeeded, Rejected
 
 from ..domain import ledger
 from ..domain.ledger import Account, TransactionId
@@ -73,34 +75,21 @@ class LedgerRepository:
         the balances they move and the money into the milestones' holdings. Answers (claimed, the contract's
         currency); refuses (Rejected, the caller's savepoint rolls back) if a posting overdraws.
 
-        In a batch that leaves writes for later (driver_sql.write_later) the hold goes with the batch's others
-        and answers None: it is taken as claimed, in its own currency and within funds, and a batch where one is
-        not is handled again, each hold at once (a step sent again, a currency mismatch, an overdraft)."""
+        In a batch that leaves writes for later (driver_sql.write_together) the hold goes with the batch's others,
+        a run of holds in one statement (_Holds), and answers None: it is taken as claimed, in its own currency
+        and within funds, and a batch where one is not is handled again, each hold at once (a step sent again, a
+        currency mismatch, an overdraft)."""
         transaction = LedgerTransaction(tx, funding.contract_id, None, postings)
-        moved = ledger.balances(postings)
-        touched = _lock_order(moved)
-        milestones = sorted(funding.by_milestone)
-        params = {"tx_kind": tx.kind, "tx_id": tx.id, "contract_id": funding.contract_id,
-                  "client_id": client_id, "hold_currency": funding.currency,
-                  **_posting_columns([transaction]), **_balance_columns(touched, moved),
-                  "f_milestone_id": milestones, "f_funded": [funding.by_milestone[m] for m in milestones]}
-
-        def posted(row) -> bool:
-            return row["claimed"] and row["currency"] == funding.currency
-
-        def as_taken(row) -> bool:
-            if not posted(row):
-                return False
-            try:
-                _refuse_overdraft(_balances_after(row), moved, [postings])
-            except Rejected:
-                return False
-            return True
-
-        row = await write_later(self.session, _HOLD.sql, *_HOLD.args(params), expect=as_taken)
-        if row is None:
+        if await write_together(self.session, _HOLDS, _Hold(transaction, client_id, funding)):
             return None
-        if posted(row):
+        moved = ledger.balances(postings)
+        milestones = sorted(funding.by_milestone)
+        row = await _HOLD.fetchrow(self.session, {
+            "tx_kind": tx.kind, "tx_id": tx.id, "contract_id": funding.contract_id, "client_id": client_id,
+            "hold_currency": funding.currency, **_posting_columns([transaction]),
+            **_balance_columns(_lock_order(moved), moved),
+            "f_milestone_id": milestones, "f_funded": [funding.by_milestone[m] for m in milestones]})
+        if row["claimed"] and row["currency"] == funding.currency:
             _refuse_overdraft(_balances_after(row), moved, [postings])
         return row["claimed"], row["currency"]
 
@@ -295,3 +284,89 @@ _TAKE_FROM_HOLDING = Fixed.of(update(holdings).where(
     holdings.c.milestone_id == bindparam("b_milestone_id")).values(
     released=holdings.c.released + bindparam("b_released", type_=BigInteger),
     refunded=holdings.c.refunded + bindparam("b_refunded", type_=BigInteger)))
+
+
+# -- a run of holds in one statement ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Hold:
+    transaction: LedgerTransaction
+    client_id: str
+    funding: Funding
+
+
+class _Holds:
+    """A batch's holds left for later (driver_sql.write_together), a run of them written by one statement instead
+    of one `_HOLD` each: the claims, the contracts opened, the postings, the holdings and the balances, each table
+    once. The balances move by what all the holds move, summed per account (the gateway's row once, not once a
+    hold) and locked in `_lock_order`, gateway first, as a lone hold locks them. Each hold is taken for granted as
+    a hold left for later is: claimed (its step not seen before), in its contract's currency, within funds. One
+    that is not shows in the statement's answer (a step again posts nothing: only the postings of transactions
+    claimed now are written), and the batch is handled again, one savepoint each (IsolationNeeded), where each
+    hold runs alone and is answered or refused."""
+
+    async def write_all(self, driver: asyncpg.Connection, holds: list[_Hold]) -> None:
+        if len({h.transaction.tx for h in holds}) < len(holds):  # a step twice in one batch: the second is "again"
+            raise IsolationNeeded("a hold's step came twice in one batch")
+        row = await driver.fetchrow(_HOLDS_SQL.sql, *holds_arguments(holds))
+        if row["claimed"] != len(holds) or row["mismatched"]:
+            raise IsolationNeeded("a hold left for later was not new, or not in its contract's currency")
+        transactions = [h.transaction.postings for h in holds]
+        try:
+            _refuse_overdraft(_balances_after(row), ledger.balances(p for t in transactions for p in t), transactions)
+        except Rejected:
+            raise IsolationNeeded("a hold left for later overdrew an account") from None
+
+
+def holds_arguments(holds: list[_Hold]) -> list:
+    """`_HOLDS_SQL`'s arguments for a run of holds: one array per column of each table, the holdings summed per
+    milestone and the balances per account."""
+    transactions = [h.transaction for h in holds]
+    moved = ledger.balances(p for t in transactions for p in t.postings)
+    opened: dict[str, _Hold] = {}
+    funded: dict[tuple[str, str], list] = {}
+    for h in holds:
+        opened.setdefault(h.funding.contract_id, h)  # the first hold of a contract opens it, as it would alone
+        for milestone, amount in h.funding.by_milestone.items():
+            funded.setdefault((h.funding.contract_id, milestone), [h.funding.currency, 0])[1] += amount
+    by_key = sorted(funded)
+    return _HOLDS_SQL.args({
+        "h_kind": [t.tx.kind for t in transactions], "h_id": [t.tx.id for t in transactions],
+        "h_contract_id": [h.funding.contract_id for h in holds], "h_currency": [h.funding.currency for h in holds],
+        "o_contract_id": list(opened), "o_client_id": [h.client_id for h in opened.values()],
+        "o_currency": [h.funding.currency for h in opened.values()],
+        **_posting_columns(transactions), **_balance_columns(_lock_order(moved), moved),
+        "f_contract_id": [c for c, _ in by_key], "f_milestone_id": [m for _, m in by_key],
+        "f_currency": [funded[k][0] for k in by_key], "f_funded": [funded[k][1] for k in by_key]})
+
+
+_HOLDS = _Holds()
+# The final SELECT sees the tables as they were before the statement: a contract's currency is the one this
+# statement opened it in, or the one it had.
+_HOLDS_SQL = Fixed.of(text(f"""WITH claimed AS (
+    INSERT INTO ledger_transactions (kind, transaction_id, contract_id)
+    SELECT * FROM unnest(:h_kind, :h_id, :h_contract_id)
+    ON CONFLICT DO NOTHING RETURNING kind, transaction_id),
+opened AS (
+    INSERT INTO escrow_contracts (contract_id, client_id, currency)
+    SELECT * FROM unnest(:o_contract_id, :o_client_id, :o_currency)
+    ON CONFLICT DO NOTHING RETURNING contract_id, currency),
+{_POSTINGS} AS p ({", ".join(_POSTING_COLUMNS)})
+    WHERE (p.transaction_kind, p.transaction_id) IN (SELECT kind, transaction_id FROM claimed)),
+funded AS (
+    INSERT INTO holdings (contract_id, milestone_id, currency, funded)
+    SELECT * FROM unnest(:f_contract_id, :f_milestone_id, :f_currency, :f_funded)
+    ON CONFLICT (contract_id, milestone_id) DO UPDATE SET funded = holdings.funded + excluded.funded),
+balances AS (
+{_BALANCES.format(guard="")})
+SELECT (SELECT count(*) FROM claimed) AS claimed,
+       (SELECT count(*) FROM unnest(:h_contract_id, :h_currency) AS h (contract_id, currency)
+        LEFT JOIN opened o USING (contract_id) LEFT JOIN escrow_contracts e USING (contract_id)
+        WHERE coalesce(o.currency, e.currency) IS DISTINCT FROM h.currency) AS mismatched,
+       {", ".join(f"array_agg(b.{c}) FILTER (WHERE b.kind IS NOT NULL) AS b_{c}"
+                  for c in ("kind", "owner_id", "sub_id", "currency", "balance"))}
+FROM (SELECT) AS one LEFT JOIN balances b ON TRUE
+""").bindparams(*_arrays(h_kind=String, h_id=String, h_contract_id=String, h_currency=String,
+                         o_contract_id=String, o_client_id=String, o_currency=String),
+                *_POST_PARAMS,
+                *_arrays(f_contract_id=String, f_milestone_id=String, f_currency=String, f_funded=BigInteger)),
+    plan_once=True)
