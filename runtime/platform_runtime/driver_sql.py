@@ -76,7 +76,15 @@ Expect = Callable[[asyncpg.Record], bool]
 
 class Together(Protocol):
     """A kind of write whose consecutive writes left for later go to PostgreSQL as one set-based statement (see
-    `write_together`), instead of one statement each, pipelined."""
+    `write_together`), instead of one statement each, pipelined. A run shorter than `merge_from` is written one
+    statement each (`alone`): for a write or two, a set-based statement's fixed cost (an array a column, its
+    plan's nodes to start and end) is more than theirs (issue 10, thirty-fifth step)."""
+
+    merge_from: int
+
+    def alone(self, item: Any) -> tuple[str, tuple, Expect | None]:
+        """The item's own statement, its arguments and what its handler took for granted of its answer, as
+        write_later leaves a write."""
 
     async def write_all(self, driver: asyncpg.Connection, items: list) -> None:
         """Write these items, left in this order, in one statement; raise IsolationNeeded if its answer is not
@@ -135,22 +143,33 @@ async def write_what_is_left(connection: AsyncConnection) -> None:
         await in_transaction(connection)
 
 
-async def _write(driver: asyncpg.Connection, pending: list[tuple[str, tuple, Expect | None]]) -> None:
+async def _write(driver: asyncpg.Connection, pending: list[tuple[str | Together, tuple, Expect | None]]) -> None:
     taken = list(pending)
     pending.clear()  # taken before the first await: nothing is written twice
-    for (sql, answers), run in groupby(taken, key=lambda w: (w[0], w[2] is not None)):
+    for kind, run in groupby(taken, key=lambda w: w[0]):
         writes = list(run)
-        if not isinstance(sql, str):
-            await sql.write_all(driver, [item for _, (item,), _ in writes])
+        if isinstance(kind, str):
+            await _write_each(driver, writes)
             continue
+        items = [item for _, (item,), _ in writes]
+        if len(items) >= kind.merge_from:
+            await kind.write_all(driver, items)
+        else:
+            await _write_each(driver, [kind.alone(item) for item in items])
+
+
+async def _write_each(driver: asyncpg.Connection, writes: list[tuple[str, tuple, Expect | None]]) -> None:
+    """Writes one statement each, a run of one statement in one pipelined round trip."""
+    for (sql, answers), run in groupby(writes, key=lambda w: (w[0], w[2] is not None)):
+        same = list(run)
         if not answers:
-            if len(writes) == 1:
-                await driver.execute(sql, *writes[0][1])
+            if len(same) == 1:
+                await driver.execute(sql, *same[0][1])
             else:
-                await driver.executemany(sql, [args for _, args, _ in writes])
+                await driver.executemany(sql, [args for _, args, _ in same])
             continue
-        rows = await driver.fetchmany(sql, [args for _, args, _ in writes])
-        if len(rows) != len(writes) or not all(expect(row) for (_, _, expect), row in zip(writes, rows)):
+        rows = await driver.fetchmany(sql, [args for _, args, _ in same])
+        if len(rows) != len(same) or not all(expect(row) for (_, _, expect), row in zip(same, rows)):
             raise IsolationNeeded("a write left for later did not answer as its handler took for granted")
 
 

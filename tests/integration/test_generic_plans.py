@@ -18,6 +18,7 @@ from billing.adapters.gateway_work_repository import _SETTLE_CHARGES, _SETTLED
 from billing.adapters.history_rows import HISTORY_COLUMNS
 from billing.bootstrap import definition as billing
 from contracts.adapters import repositories as contracts_sql
+from contracts.adapters import saves_together
 from contracts.adapters import sql as contracts_adapters_sql
 from contracts.bootstrap import definition as contracts
 from contracts.domain.contracts import Contract, Milestone
@@ -236,7 +237,11 @@ async def _new_contract_saves(count: int) -> tuple[str, list[list]]:
     async def caught(_connection, statement, *args, expect=None):
         sent.append((statement, list(args)))  # None: as if left for later, the repository reads no answer
 
-    with patch.object(contracts_adapters_sql, "write_later", caught):
+    async def at_once(_connection, _kind, _item) -> bool:
+        return False  # as with a savepoint per message: the save's own statement, not a run's
+
+    with patch.object(contracts_adapters_sql, "write_later", caught), \
+            patch.object(contracts_adapters_sql, "write_together", at_once):
         for _ in range(count):
             contract = Contract.offer(_id(), "a-1", "a-2", "T", "USD", "first_milestone",
                                       [Milestone(_id(), "M", 100, 1), Milestone(_id(), "N", 200, 2)], _now())
@@ -263,3 +268,50 @@ async def test_contracts_statements_with_arrays_are_planned_once_and_probe_by_ke
     assert _reads(plan, "accounts") == {"accounts_pkey"}
     plan = await _generic_plan(contracts_db, milestones, [f"k-{n}" for n in range(1, 201)])
     assert "Seq Scan" not in _reads(plan, "milestones"), _reads(plan, "milestones")
+
+
+def _fund_saga_runs() -> dict[str, tuple]:
+    """The set-based statements of the fund saga's runs of saves (saves_together), each with the arguments of a
+    run of one save on the rows of contracts_db: an offer's (a new contract, its milestones, its saga), a funded
+    contract's (the contract and a milestone changed, its saga, its entries), a saga's alone."""
+    saga = ["s-{n}", "fund", "k-{n}", None, "running", "hold", "{{}}", "[]", _now(), _now()]
+
+    def contract(n: str) -> dict:
+        return {**{k: None for k in saves_together.CONTRACT_FIELDS}, "contract_id": f"k-{n}", "client_id": "a-1",
+                "freelancer_id": "a-2", "title": "T", "currency": "USD", "deposit": "upfront", "status": "active",
+                "created_at": _now()}
+
+    def milestone(n: str, p: int, **more) -> dict:
+        return {**{k: None for k in saves_together.MILESTONE_FIELDS}, "milestone_id": f"m-{n}-{p}", "position": p,
+                "title": "M", "amount": 100, "status": "funded", "released_amount": 0, "refunded_amount": 0,
+                "removed": False, "contract_id": f"k-{n}", **more}
+
+    def one(shape, new: bool):
+        def arguments() -> list:
+            n = f"new-{_id()}" if new else str(uuid.uuid4().int % ROWS + 1)
+            save = saves_together.Save(
+                shape, contract(n) if shape.new_contract or shape.contract_changed else None,
+                [milestone(n, 1, moved=True)] if shape.milestones_changed else [],
+                [milestone(n, p) for p in (1, 2)] if shape.milestones_new else [],
+                [v.format(n=n) if isinstance(v, str) else v for v in saga],
+                [[f"e-{_id()}"], [f"k-{n}"], ["milestone"], [f"m-{n}-1"], ["funded"], [100], [_now()], [None]]
+                if shape.entries else [], "EscrowFunded", _now(), alone=())
+            return saves_together.arguments(shape, [save])
+        return saves_together.kind_of(shape).sql, arguments
+
+    Shape = saves_together.Shape
+    return {"offer": one(Shape(True, False, False, True, True, False), new=True),
+            "funded": one(Shape(False, True, True, False, True, True), new=False),
+            "saga alone": one(saves_together.SAGA_ALONE, new=False)}
+
+
+async def test_the_fund_sagas_runs_of_saves_keep_one_plan_that_finds_rows_by_key(contracts_db):
+    """A run of saves is one statement over arrays (thirty-fifth step): PostgreSQL keeps one generic plan for each
+    of the fund saga's shapes, and that plan finds the contracts, milestones and sagas it changes by key, whatever
+    the run's length."""
+    for name, (sql, arguments) in _fund_saga_runs().items():
+        plans = dict(await _plans(contracts_db, sql, arguments))
+        assert plans["generic_plans"] >= EXECUTIONS - 5, (name, plans)
+        plan = await _generic_plan(contracts_db, sql, *arguments())
+        for table in ("contracts", "milestones", "sagas"):
+            assert "Seq Scan" not in _reads(plan, table), (name, table, _reads(plan, table))

@@ -23,13 +23,14 @@ from ..domain.contracts import Contract, Milestone
 from ..domain.sagas import NEEDS_ATTENTION, RUNNING, Saga
 from ..domain.statement import Movement
 from . import sql
+from .saves_together import (
+    CONTRACT_FIELDS, ENTRY_FIELDS, MILESTONE_FIELDS, SAGA_ALONE, Save, Shape, kind_of, saga_alone,
+)
 from .sql import compose, names, placeholders, planned_once, unnest
-from .tables import accounts, contracts, milestone_history, milestones, sagas, statement_entries
+from .tables import accounts, milestone_history, milestones, sagas, statement_entries
 
 _ACCOUNT_FIELDS = [c.name for c in accounts.c if c.name != "registered_at"]
-_CONTRACT_FIELDS = [c.name for c in contracts.c]
-_MILESTONE_FIELDS = [c.name for c in milestones.c if c.name != "contract_id"]
-_ENTRY_FIELDS = [c.name for c in statement_entries.c]
+_CONTRACT_FIELDS, _MILESTONE_FIELDS, _ENTRY_FIELDS = CONTRACT_FIELDS, MILESTONE_FIELDS, ENTRY_FIELDS
 
 
 @dataclass
@@ -271,8 +272,8 @@ class ContractRepository:
         rows = {m.milestone_id: {k: getattr(m, k) for k in _MILESTONE_FIELDS} for m in contract.milestones}
         loaded_row, loaded = (None, {}) if contract.is_new else self._loaded.get(contract.contract_id, (None, {}))
         new = [{**r, "contract_id": contract.contract_id} for i, r in rows.items() if i not in loaded]
-        changed = [{**r, "moved": r["status"] != loaded[i]["status"]} for i, r in rows.items()
-                   if i in loaded and r != loaded[i]]
+        changed = [{**r, "moved": r["status"] != loaded[i]["status"], "contract_id": contract.contract_id}
+                   for i, r in rows.items() if i in loaded and r != loaded[i]]
         parts, args = [], []
         if contract.is_new:
             parts.append(_NEW_CONTRACT)
@@ -287,22 +288,30 @@ class ContractRepository:
         if new:
             parts += [_CLAIM_IN_NEW if contract.is_new else _CLAIM_IN_LOADED, _NEW_HISTORY]
             args += _columns(new, [*_MILESTONE_FIELDS, "contract_id"]) + [event, now]
-        if saga is not None:
+        saga_row = saga_values(saga) if saga is not None else None
+        entry_rows = entry_values(contract.contract_id, list(entries)) if entries else []
+        if saga_row:
             parts.append(_SAGA_SAVED)
-            args += saga_values(saga)
-        if entries:
+            args += saga_row
+        if entry_rows:
             parts.append(_ENTRIES)
-            args += entry_values(contract.contract_id, list(entries))
-        if parts and not contract.is_new and not new:
-            # Nothing claims an id: nothing to answer, and the write may go with the batch's others.
-            await sql.write_later(self.session, compose(tuple(parts), _SAVED_NOTHING_NEW), *args)
-        elif parts:
-            # Ids claimed: left for later, every claim is taken as made (a batch where one is not is handled
-            # again, each write at once); run now, a claim refused is refused `id_taken` here.
-            new_ids = {r["milestone_id"] for r in new}
-            saved = await sql.write_later(
-                self.session, compose(tuple(parts), _SAVED_NEW if contract.is_new else _SAVED_LOADED), *args,
-                expect=lambda row: row["contract"] and set(row["milestones"] or ()) == new_ids)
+            args += entry_rows
+        if not parts:
+            self._loaded[contract.contract_id] = (row, rows)
+            return
+        claims = contract.is_new or bool(new)
+        statement = compose(tuple(parts),
+                            _SAVED_NEW if contract.is_new else _SAVED_LOADED if new else _SAVED_NOTHING_NEW)
+        new_ids = {r["milestone_id"] for r in new}
+        expect = (lambda row: row["contract"] and set(row["milestones"] or ()) == new_ids) if claims else None
+        shape = Shape(new_contract=contract.is_new, contract_changed=not contract.is_new and row != loaded_row,
+                      milestones_changed=bool(changed), milestones_new=bool(new), saga=saga is not None,
+                      entries=bool(entries))
+        save = Save(shape, row, changed, new, saga_row, entry_rows, event, now, alone=(statement, tuple(args), expect))
+        # Left for later with the batch's other saves, every claim is taken as made (a batch where one is not is
+        # handled again, each save at once); at once, a claim refused is refused `id_taken` here.
+        if not await sql.write_together(self.session, kind_of(shape), save):
+            saved = await sql.write_later(self.session, statement, *args, expect=expect)
             if saved is not None:
                 if not saved["contract"]:
                     raise Rejected("id_taken",
@@ -310,7 +319,7 @@ class ContractRepository:
                 claimed = set(saved["milestones"] or ())
                 if taken := [r["milestone_id"] for r in new if r["milestone_id"] not in claimed]:
                     raise Rejected("id_taken", f"milestone ids already used: {', '.join(taken)}")
-            contract.is_new = False
+        contract.is_new = False
         self._loaded[contract.contract_id] = (row, rows)
 
     def _remember(self, contract: Contract) -> None:
@@ -391,7 +400,9 @@ class SagaRepository:
         return Saga.load(row)
 
     async def save(self, saga: Saga) -> None:
-        await sql.write_later(self.session, _SAVE_SAGA, *saga_values(saga))
+        values = saga_values(saga)
+        if not await sql.write_together(self.session, kind_of(SAGA_ALONE), saga_alone(values, _SAVE_SAGA)):
+            await sql.write_later(self.session, _SAVE_SAGA, *values)  # a savepoint per message: at once
 
     async def waiting(self, status: str, moved_before: datetime, limit: int,
                       after: tuple[datetime, str] | None = None, kind: str | None = None) -> list[Saga]:

@@ -25,6 +25,8 @@ _DIALECT = postgresql.dialect()
 driver = driver_sql.in_transaction
 # A write whose answer the caller does not need: it may run with the batch's others (driver_sql.write_later).
 write_later = driver_sql.write_later
+# A write whose run of its kind may go as one set-based statement with the batch's others (driver_sql).
+write_together = driver_sql.write_together
 # A statement with array parameters that PostgreSQL should plan once, not at every execution (driver_sql).
 planned_once = driver_sql.planned_once
 

@@ -79,18 +79,12 @@ class LedgerRepository:
         a run of holds in one statement (_Holds), and answers None: it is taken as claimed, in its own currency
         and within funds, and a batch where one is not is handled again, each hold at once (a step sent again, a
         currency mismatch, an overdraft)."""
-        transaction = LedgerTransaction(tx, funding.contract_id, None, postings)
-        if await write_together(self.session, _HOLDS, _Hold(transaction, client_id, funding)):
+        held = _Hold(LedgerTransaction(tx, funding.contract_id, None, postings), client_id, funding)
+        if await write_together(self.session, _HOLDS, held):
             return None
-        moved = ledger.balances(postings)
-        milestones = sorted(funding.by_milestone)
-        row = await _HOLD.fetchrow(self.session, {
-            "tx_kind": tx.kind, "tx_id": tx.id, "contract_id": funding.contract_id, "client_id": client_id,
-            "hold_currency": funding.currency, **_posting_columns([transaction]),
-            **_balance_columns(_lock_order(moved), moved),
-            "f_milestone_id": milestones, "f_funded": [funding.by_milestone[m] for m in milestones]})
+        row = await _HOLD.fetchrow(self.session, _hold_params(held))
         if row["claimed"] and row["currency"] == funding.currency:
-            _refuse_overdraft(_balances_after(row), moved, [postings])
+            _refuse_overdraft(_balances_after(row), ledger.balances(postings), [postings])
         return row["claimed"], row["currency"]
 
     async def contract_currency(self, contract_id: str) -> str | None:
@@ -294,6 +288,17 @@ class _Hold:
     funding: Funding
 
 
+def _hold_params(held: _Hold) -> dict:
+    """`_HOLD`'s parameters for one hold."""
+    moved = ledger.balances(held.transaction.postings)
+    milestones = sorted(held.funding.by_milestone)
+    return {"tx_kind": held.transaction.tx.kind, "tx_id": held.transaction.tx.id,
+            "contract_id": held.funding.contract_id, "client_id": held.client_id,
+            "hold_currency": held.funding.currency, **_posting_columns([held.transaction]),
+            **_balance_columns(_lock_order(moved), moved),
+            "f_milestone_id": milestones, "f_funded": [held.funding.by_milestone[m] for m in milestones]}
+
+
 class _Holds:
     """A batch's holds left for later (driver_sql.write_together), a run of them written by one statement instead
     of one `_HOLD` each: the claims, the contracts opened, the postings, the holdings and the balances, each table
@@ -303,6 +308,23 @@ class _Holds:
     that is not shows in the statement's answer (a step again posts nothing: only the postings of transactions
     claimed now are written), and the batch is handled again, one savepoint each (IsolationNeeded), where each
     hold runs alone and is answered or refused."""
+
+    merge_from = 2  # one hold alone: its own statement, which costs as much (bench.escrow_cpu --batch 1)
+
+    def alone(self, held: _Hold) -> tuple:
+        """`_HOLD` for this hold, taken as claimed, in its own currency and within funds, as a hold left for later."""
+        postings = held.transaction.postings
+
+        def as_taken(row) -> bool:
+            if not row["claimed"] or row["currency"] != held.funding.currency:
+                return False
+            try:
+                _refuse_overdraft(_balances_after(row), ledger.balances(postings), [postings])
+            except Rejected:
+                return False
+            return True
+
+        return _HOLD.sql, tuple(_HOLD.args(_hold_params(held))), as_taken
 
     async def write_all(self, driver: asyncpg.Connection, holds: list[_Hold]) -> None:
         if len({h.transaction.tx for h in holds}) < len(holds):  # a step twice in one batch: the second is "again"
