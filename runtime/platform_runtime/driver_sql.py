@@ -70,7 +70,8 @@ async def _begin(connection: AsyncConnection) -> asyncpg.Connection:
 # sees them, as if they had run at once. A write that fails, or answers otherwise than its handler took for
 # granted (IsolationNeeded), fails the batch, which is then handled again with a savepoint per message, where
 # each write runs at once and its handler reads its answer. A kind of write can go further (Together,
-# write_together): a run of its writes as one set-based statement, each table written once (escrow's holds).
+# write_together): a run of its writes as one set-based statement, each table written once (escrow's holds,
+# contracts' saves).
 Expect = Callable[[asyncpg.Record], bool]
 
 

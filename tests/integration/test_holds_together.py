@@ -9,7 +9,6 @@ one savepoint each) exactly when one of its holds would not be funded anew, hand
 again for nothing.
 """
 
-import asyncio
 import uuid
 from datetime import timedelta
 from unittest.mock import patch
@@ -19,13 +18,10 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from platform_runtime.clock import SystemClock
 from platform_runtime.errors import IsolationNeeded, Rejected
-from platform_runtime.migrate import upgrade
-from platform_runtime.relay import asyncpg_dsn, notify_channel
-from platform_runtime.unit_of_work import Cause, UnitOfWork
+from platform_runtime.relay import asyncpg_dsn
+from platform_runtime.unit_of_work import Cause
 from platform_schemas.commands.saga import HoldEscrow, MilestoneAmount
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from escrow.adapters import ledger_repository
 from escrow.adapters.tables import metadata
@@ -35,8 +31,7 @@ from escrow.service_layer import handlers
 from escrow.service_layer.context import Context
 from tests.integration.test_generic_plans import EXECUTIONS, _generic_plan, _reads
 from tests.integration.test_ledger_keys import ledger_check
-from tests.support.probe_service import drop_database, scratch_database
-from tests.support.processes import DB_PREFIX
+from tests.support.probe_service import ServiceDatabase, migrated_databases
 
 pytestmark = pytest.mark.integration
 
@@ -51,21 +46,9 @@ TABLES = {
 }
 
 
-class Escrow:
-    """A migrated scratch database and an engine on it."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.engine = url, create_async_engine(url)
-
-    def new_uow(self) -> UnitOfWork:
-        return UnitOfWork(self.engine, metadata.tables, "escrow", SystemClock(), notify_channel("escrow"))
-
-    async def rows(self) -> dict[str, list[tuple]]:
-        conn = await asyncpg.connect(asyncpg_dsn(self.url))
-        try:
-            return {table: sorted(tuple(r) for r in await conn.fetch(sql)) for table, sql in TABLES.items()}
-        finally:
-            await conn.close()
+class Escrow(ServiceDatabase):
+    async def ledger(self) -> dict[str, list[tuple]]:
+        return await self.rows(TABLES, sort=True)
 
     async def empty(self) -> None:
         conn = await asyncpg.connect(asyncpg_dsn(self.url))
@@ -106,16 +89,9 @@ class Escrow:
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def escrows(infra):
     """Two escrow databases: one for the holds written together, one for the same holds one at a time."""
-    names = [f"{DB_PREFIX}it_together_{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    urls = [await scratch_database(infra.postgres_url, name) for name in names]
-    for url in urls:
-        await asyncio.to_thread(upgrade, definition.migrations_dir, url)
-    found = [Escrow(url) for url in urls]
-    yield found
-    for escrow in found:
-        await escrow.engine.dispose()
-    for name in names:
-        await drop_database(infra.postgres_url, name)
+    async with migrated_databases(infra.postgres_url, "together", definition.migrations_dir, metadata, "escrow",
+                                  2) as found:
+        yield [Escrow(db.engine, metadata, "escrow") for db in found]
 
 
 def one_hold(hold_id: str, contract: str) -> ledger_repository._Hold:
@@ -151,7 +127,7 @@ async def test_holds_written_together_leave_what_they_leave_one_at_a_time_or_the
     for escrow in escrows:
         await escrow.empty()
         await escrow.one_at_a_time(before)  # what the ledger had before the batch, the same in both
-    recorded = {row[1] for row in (await alone.rows())["ledger_transactions"]}
+    recorded = {row[1] for row in (await alone.ledger())["ledger_transactions"]}
     outcomes = await alone.one_at_a_time(batch)
     # Funded anew, each: no hold refused alone, and none a step recorded already (answered again, no effect).
     steps = [cmd.hold_id for cmd in batch]
@@ -165,7 +141,7 @@ async def test_holds_written_together_leave_what_they_leave_one_at_a_time_or_the
     else:
         assert all_new, (outcomes, steps, recorded)
         event("written together")
-    assert await together.rows() == await alone.rows()
+    assert await together.ledger() == await alone.ledger()
     assert await ledger_check(together.url) == []
 
 
@@ -183,7 +159,7 @@ async def test_a_batch_of_holds_is_one_statement_whatever_their_number(escrows):
     with patch.object(ledger_repository._Holds, "write_all", counted):
         await together.together(batch)
     assert runs == [50]
-    assert len((await together.rows())["postings"]) == 100
+    assert len((await together.ledger())["postings"]) == 100
     assert await ledger_check(together.url) == []
 
 

@@ -9,20 +9,13 @@ or claimed twice in the run) fails the batch (IsolationNeeded), to be handled ag
 save alone is refused `id_taken`; and a run is one statement.
 """
 
-import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 from unittest.mock import patch
 
-import asyncpg
 import pytest
 import pytest_asyncio
-from platform_runtime.clock import SystemClock
 from platform_runtime.errors import IsolationNeeded, Rejected
-from platform_runtime.migrate import upgrade
-from platform_runtime.relay import asyncpg_dsn, notify_channel
-from platform_runtime.unit_of_work import UnitOfWork
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from contracts.adapters import saves_together
 from contracts.adapters.repositories import ContractRepository, SagaRepository, Seen
@@ -31,8 +24,7 @@ from contracts.bootstrap import definition
 from contracts.domain.contracts import Contract, Milestone
 from contracts.domain.statement import Movement
 from tests.integration.test_saga_prefetch import fund_saga
-from tests.support.probe_service import drop_database, scratch_database
-from tests.support.processes import DB_PREFIX
+from tests.support.probe_service import ServiceDatabase, migrated_databases
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 7, tzinfo=timezone.utc)
@@ -46,22 +38,7 @@ TABLES = {
 }
 
 
-class Contracts:
-    def __init__(self, url: str) -> None:
-        self.url, self.engine = url, create_async_engine(url)
-
-    def new_uow(self) -> UnitOfWork:
-        return UnitOfWork(self.engine, metadata.tables, "contracts", SystemClock(), notify_channel("contracts"))
-
-    async def rows(self) -> dict[str, list[tuple]]:
-        conn = await asyncpg.connect(asyncpg_dsn(self.url))
-        try:
-            return {table: [tuple(r) for r in await conn.fetch(sql)] for table, sql in TABLES.items()}
-        finally:
-            await conn.close()
-
-
-async def in_batch(db: Contracts, together: bool, work) -> None:
+async def in_batch(db: ServiceDatabase, together: bool, work) -> None:
     """`work` in one unit of work, as a batch's first try (together: its saves left for later) or its second
     (each save at once)."""
     async with db.new_uow() as uow:
@@ -73,16 +50,9 @@ async def in_batch(db: Contracts, together: bool, work) -> None:
 @pytest_asyncio.fixture(loop_scope="session")
 async def two(infra):
     """Two contracts databases: the same saves written together in one, each at once in the other."""
-    names = [f"{DB_PREFIX}it_saves_{uuid.uuid4().hex[:8]}" for _ in range(2)]
-    urls = [await scratch_database(infra.postgres_url, name) for name in names]
-    for url in urls:
-        await asyncio.to_thread(upgrade, definition.migrations_dir, url)
-    found = [Contracts(url) for url in urls]
-    yield found
-    for db in found:
-        await db.engine.dispose()
-    for name in names:
-        await drop_database(infra.postgres_url, name)
+    async with migrated_databases(infra.postgres_url, "saves", definition.migrations_dir, metadata, "contracts",
+                                  2) as found:
+        yield found
 
 
 def offer(contract_id: str, milestones: int = 2) -> Contract:
@@ -142,8 +112,8 @@ async def test_saves_written_together_leave_the_rows_they_leave_each_at_once(two
             await in_batch(together, True, lambda c, s, step=step: the_saves(c, s, step))
     for step in range(3):
         await in_batch(at_once, False, lambda c, s, step=step: the_saves(c, s, step))
-    assert await together.rows() == await at_once.rows()
-    rows = await together.rows()
+    assert await together.rows(TABLES) == await at_once.rows(TABLES)
+    rows = await together.rows(TABLES)
     assert len(rows["milestone_history"]) == 6 + 3 + 1 + 1  # claimed, moved, moved again, the new milestone
     assert [r[1] for r in rows["sagas"]] and len(rows["statement_entries"]) == 3 * 2 + 3 * 2 + 2
     # The offers in one statement; the four changes in one (one shape, c1 twice in it); the sagas alone in one, c2
@@ -175,7 +145,7 @@ async def test_a_claim_not_made_fails_the_batch_and_alone_is_refused_id_taken(tw
 
     with pytest.raises(IsolationNeeded):
         await in_batch(db, True, twice)
-    assert [r for r in (await db.rows())["contracts"] if r[0].startswith(("ok-", "fresh", "twice"))] == []
+    assert [r for r in (await db.rows(TABLES))["contracts"] if r[0].startswith(("ok-", "fresh", "twice"))] == []
 
 
 async def test_the_next_read_sees_what_was_left(two):

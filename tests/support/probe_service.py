@@ -124,6 +124,45 @@ async def runtime_tables_engine(postgres_url: str, label: str, **engine_options)
         yield url, engine, metadata
 
 
+class ServiceDatabase:
+    """One service's migrated scratch database: an engine on it, the service's units of work on that engine, and
+    what its tables hold (as tuples, for comparing two databases given the same work)."""
+
+    def __init__(self, engine, metadata: MetaData, service: str) -> None:
+        self.engine, self.metadata, self.service = engine, metadata, service
+        self.url = engine.url.render_as_string(hide_password=False)
+
+    def new_uow(self):
+        from platform_runtime.clock import SystemClock
+        from platform_runtime.relay import notify_channel
+        from platform_runtime.unit_of_work import UnitOfWork
+
+        return UnitOfWork(self.engine, self.metadata.tables, self.service, SystemClock(), notify_channel(self.service))
+
+    async def rows(self, queries: dict[str, str], sort: bool = False) -> dict[str, list[tuple]]:
+        """Each query's rows by its name, sorted if asked (for rows whose order the queries do not fix)."""
+        import asyncpg
+        from platform_runtime.relay import asyncpg_dsn
+
+        conn = await asyncpg.connect(asyncpg_dsn(self.url))
+        try:
+            found = {name: [tuple(r) for r in await conn.fetch(sql)] for name, sql in queries.items()}
+        finally:
+            await conn.close()
+        return {name: sorted(rows) for name, rows in found.items()} if sort else found
+
+
+@asynccontextmanager
+async def migrated_databases(postgres_url: str, label: str, migrations_dir: Path, metadata: MetaData, service: str,
+                             count: int):
+    """`count` migrated scratch databases of one service (ServiceDatabase), dropped afterwards."""
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        yield [ServiceDatabase(await stack.enter_async_context(migrated_engine(postgres_url, label, migrations_dir)),
+                               metadata, service) for _ in range(count)]
+
+
 async def drop_database(postgres_url: str, name: str) -> None:
     import asyncpg
 

@@ -263,10 +263,10 @@ class ContractRepository:
     async def save(self, contract: Contract, event: str, now: datetime, *, saga: Saga | None = None,
                    entries: list[Movement] = ()) -> None:
         """Write what changed of the contract and its milestones since they were loaded, with the saga whose
-        step moved it and the statement's entries of the event being handled: one statement. A new contract
-        or milestone claims its id: an id another contract holds (ids are unique across the platform) is
-        refused `id_taken` and that row is never touched, even when both were checked free at once in
-        concurrent transactions."""
+        step moved it and the statement's entries of the event being handled: one statement (in a batch's first
+        try, one for a run of saves of its shape: saves_together.py). A new contract or milestone claims its id:
+        an id another contract holds (ids are unique across the platform) is refused `id_taken` and that row is
+        never touched, even when both were checked free at once in concurrent transactions."""
         self._seen.batch.forget(contract.contract_id)
         row = {k: getattr(contract, k) for k in _CONTRACT_FIELDS}
         rows = {m.milestone_id: {k: getattr(m, k) for k in _MILESTONE_FIELDS} for m in contract.milestones}

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import asyncpg
-
 from sqlalchemy import BigInteger, Integer, String, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
