@@ -127,16 +127,18 @@ async def write_later(connection: AsyncConnection, sql: str, *args: Any,
     return None
 
 
-async def write_together(connection: AsyncConnection, kind: Together, item: Any) -> bool:
-    """Leave `item` for later, to be written by `kind` with the run of its kind it falls in (the writes of that
-    kind left one after another, nothing else between them), taken for granted as its handler took it; False when
-    the connection writes at once: the caller then runs its own statement and reads its answer."""
+async def write_together(connection: AsyncConnection, kind: Together, item: Any) -> asyncpg.Record | None:
+    """`write_later` for an item of a kind: left for later (None), to be written by `kind` with the run of its kind
+    it falls in (the writes of that kind left one after another, nothing else between them), taken for granted as
+    its handler took it; or, when the connection writes at once, its own statement (`kind.alone`) run now, its
+    answer returned for the caller to read when the statement answers (an `expect`), as write_later's."""
     pending = _later.get(connection.sync_connection)
     if pending is None:
-        return False
+        sql, args, expect = kind.alone(item)
+        return await write_later(connection, sql, *args, expect=expect)
     await _begin(connection)  # as write_later
     pending.append((kind, (item,), None))
-    return True
+    return None
 
 
 async def write_what_is_left(connection: AsyncConnection) -> None:

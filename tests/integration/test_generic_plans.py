@@ -230,18 +230,15 @@ async def contracts_db(infra):
 
 async def _new_contract_saves(count: int) -> tuple[str, list[list]]:
     """What ContractRepository.save sends for `count` new contracts of two milestones each (as the benchmark's
-    offers): its one statement and
-    each save's arguments, caught where the repository hands them to `sql.write_later`."""
+    offers): its one statement and each save's arguments, caught where the repository hands the save to
+    `sql.write_together`."""
     sent = []
 
-    async def caught(_connection, statement, *args, expect=None):
+    async def caught(_connection, _kind, save):
+        statement, args, _expect = save.alone  # the save's own statement, as run at once or in a short run
         sent.append((statement, list(args)))  # None: as if left for later, the repository reads no answer
 
-    async def at_once(_connection, _kind, _item) -> bool:
-        return False  # as with a savepoint per message: the save's own statement, not a run's
-
-    with patch.object(contracts_adapters_sql, "write_later", caught), \
-            patch.object(contracts_adapters_sql, "write_together", at_once):
+    with patch.object(contracts_adapters_sql, "write_together", caught):
         for _ in range(count):
             contract = Contract.offer(_id(), "a-1", "a-2", "T", "USD", "first_milestone",
                                       [Milestone(_id(), "M", 100, 1), Milestone(_id(), "N", 200, 2)], _now())

@@ -30,7 +30,6 @@ from .sql import compose, names, placeholders, planned_once, unnest
 from .tables import accounts, milestone_history, milestones, sagas, statement_entries
 
 _ACCOUNT_FIELDS = [c.name for c in accounts.c if c.name != "registered_at"]
-_CONTRACT_FIELDS, _MILESTONE_FIELDS, _ENTRY_FIELDS = CONTRACT_FIELDS, MILESTONE_FIELDS, ENTRY_FIELDS
 
 
 @dataclass
@@ -151,11 +150,11 @@ class AccountRepository:
 
 # -- contracts and their milestones ----------------------------------------------------------------
 
-_LOCK_CONTRACT = f"SELECT {names(_CONTRACT_FIELDS)} FROM contracts WHERE contract_id = $1 FOR UPDATE"
-_MILESTONES_OF = f"SELECT {names(_MILESTONE_FIELDS)} FROM milestones WHERE contract_id = $1 ORDER BY position"
+_LOCK_CONTRACT = f"SELECT {names(CONTRACT_FIELDS)} FROM contracts WHERE contract_id = $1 FOR UPDATE"
+_MILESTONES_OF = f"SELECT {names(MILESTONE_FIELDS)} FROM milestones WHERE contract_id = $1 ORDER BY position"
 # Unlocked (a read API): the contract and its milestones in one statement, one snapshot.
-_READ_CONTRACT = (f"SELECT {names(_CONTRACT_FIELDS, 'c.')}, "
-                  f"{', '.join(f'm.{k} AS m_{k}' for k in _MILESTONE_FIELDS)} FROM contracts c "
+_READ_CONTRACT = (f"SELECT {names(CONTRACT_FIELDS, 'c.')}, "
+                  f"{', '.join(f'm.{k} AS m_{k}' for k in MILESTONE_FIELDS)} FROM contracts c "
                   f"LEFT JOIN milestones m ON m.contract_id = c.contract_id WHERE c.contract_id = $1 "
                   f"ORDER BY m.position")
 _IDS_TAKEN = select(milestones.c.milestone_id).where(
@@ -163,17 +162,17 @@ _IDS_TAKEN = select(milestones.c.milestone_id).where(
 
 # A save is one statement of the parts it needs (CTEs; their parameters in this order):
 # A new contract claims its id first (its columns); its milestones are written only when it did.
-_NEW_CONTRACT = (f"new_contract AS (INSERT INTO contracts ({names(_CONTRACT_FIELDS)}) "
-                 f"VALUES ({placeholders(len(_CONTRACT_FIELDS))}) ON CONFLICT DO NOTHING RETURNING contract_id)")
+_NEW_CONTRACT = (f"new_contract AS (INSERT INTO contracts ({names(CONTRACT_FIELDS)}) "
+                 f"VALUES ({placeholders(len(CONTRACT_FIELDS))}) ON CONFLICT DO NOTHING RETURNING contract_id)")
 # A loaded contract's row, when it changed (its columns but the id, then the id).
 _CONTRACT_CHANGED = (f"contract_changed AS (UPDATE contracts SET "
-                     f"{', '.join(f'{k} = $?' for k in _CONTRACT_FIELDS if k != 'contract_id')} "
+                     f"{', '.join(f'{k} = $?' for k in CONTRACT_FIELDS if k != 'contract_id')} "
                      f"WHERE contract_id = $? RETURNING 1)")
 # Its changed milestones, only ever its own (the contract id in the WHERE keeps another contract's milestone
 # untouched), with whether each one's status moved (one array per column and `moved`, then the contract id).
 _MILESTONES_CHANGED = (f"milestones_changed AS (UPDATE milestones m SET "
-                       f"{', '.join(f'{k} = c.{k}' for k in _MILESTONE_FIELDS if k != 'milestone_id')} "
-                       f"FROM {unnest(milestones, _MILESTONE_FIELDS, 'c', moved='BOOLEAN')} "
+                       f"{', '.join(f'{k} = c.{k}' for k in MILESTONE_FIELDS if k != 'milestone_id')} "
+                       f"FROM {unnest(milestones, MILESTONE_FIELDS, 'c', moved='BOOLEAN')} "
                        f"WHERE m.milestone_id = c.milestone_id AND m.contract_id = $? "
                        f"RETURNING m.milestone_id, m.status, c.moved)")
 _HISTORY = ("{name} AS (INSERT INTO milestone_history (milestone_id, status, event, at) "
@@ -181,8 +180,8 @@ _HISTORY = ("{name} AS (INSERT INTO milestone_history (milestone_id, status, eve
 _MOVED_HISTORY = _HISTORY.format(name="moved_history", source="milestones_changed WHERE moved")
 # New milestones, each claiming its id: one another contract holds is left as it is and not returned (one
 # array per column, the contract id's included); their history (the event, when).
-_CLAIM = (f"claimed AS (INSERT INTO milestones ({names([*_MILESTONE_FIELDS, 'contract_id'])}) "
-          f"SELECT * FROM {unnest(milestones, [*_MILESTONE_FIELDS, 'contract_id'], 'n')} {{guard}} "
+_CLAIM = (f"claimed AS (INSERT INTO milestones ({names([*MILESTONE_FIELDS, 'contract_id'])}) "
+          f"SELECT * FROM {unnest(milestones, [*MILESTONE_FIELDS, 'contract_id'], 'n')} {{guard}} "
           f"ON CONFLICT DO NOTHING RETURNING milestone_id, status)")
 _CLAIM_IN_NEW = _CLAIM.format(guard="WHERE EXISTS (SELECT FROM new_contract)")
 _CLAIM_IN_LOADED = _CLAIM.format(guard="")
@@ -193,8 +192,8 @@ _SAGA_SAVED = (f"saga_saved AS (INSERT INTO sagas ({names(list(Saga.FIELDS))}) "
                f"{', '.join(f'{k} = EXCLUDED.{k}' for k in Saga.FIELDS if k != 'saga_id')} RETURNING 1)")
 # The statement's entries of the event being handled; a replayed event's are there already (one array per
 # column).
-_ENTRIES = (f"entries AS (INSERT INTO statement_entries ({names(_ENTRY_FIELDS)}) "
-            f"SELECT * FROM {unnest(statement_entries, _ENTRY_FIELDS, 'e')} ON CONFLICT DO NOTHING RETURNING 1)")
+_ENTRIES = (f"entries AS (INSERT INTO statement_entries ({names(ENTRY_FIELDS)}) "
+            f"SELECT * FROM {unnest(statement_entries, ENTRY_FIELDS, 'e')} ON CONFLICT DO NOTHING RETURNING 1)")
 # Whether the contract's id was claimed (always, for a loaded one) and the new milestones' ids claimed.
 _SAVED_NEW = "SELECT EXISTS (SELECT FROM new_contract) AS contract, " \
              "(SELECT array_agg(milestone_id) FROM claimed) AS milestones"
@@ -203,8 +202,8 @@ _SAVED_NOTHING_NEW = "SELECT TRUE AS contract, NULL::varchar[] AS milestones"
 
 
 def _contract(row, milestone_rows) -> Contract:
-    return Contract(**{k: row[k] for k in _CONTRACT_FIELDS},
-                    milestones=[Milestone(**{k: r[k] for k in _MILESTONE_FIELDS}) for r in milestone_rows])
+    return Contract(**{k: row[k] for k in CONTRACT_FIELDS},
+                    milestones=[Milestone(**{k: r[k] for k in MILESTONE_FIELDS}) for r in milestone_rows])
 
 
 def _columns(rows: list[dict], columns: list[str]) -> list[list]:
@@ -221,7 +220,7 @@ def saga_values(saga: Saga) -> list:
 
 
 def entry_values(contract_id: str, entries: list[Movement]) -> list[list]:
-    return _columns([{"contract_id": contract_id, **m.__dict__} for m in entries], _ENTRY_FIELDS)
+    return _columns([{"contract_id": contract_id, **m.__dict__} for m in entries], ENTRY_FIELDS)
 
 
 class ContractRepository:
@@ -239,7 +238,7 @@ class ContractRepository:
             rows = await (await sql.driver(self.session)).fetch(_READ_CONTRACT, contract_id)
             if not rows:
                 return None
-            contract = _contract(rows[0], [{k: r[f"m_{k}"] for k in _MILESTONE_FIELDS} for r in rows
+            contract = _contract(rows[0], [{k: r[f"m_{k}"] for k in MILESTONE_FIELDS} for r in rows
                                            if r["m_milestone_id"] is not None])
             self._remember(contract)
             return contract
@@ -268,29 +267,30 @@ class ContractRepository:
         an id another contract holds (ids are unique across the platform) is refused `id_taken` and that row is
         never touched, even when both were checked free at once in concurrent transactions."""
         self._seen.batch.forget(contract.contract_id)
-        row = {k: getattr(contract, k) for k in _CONTRACT_FIELDS}
-        rows = {m.milestone_id: {k: getattr(m, k) for k in _MILESTONE_FIELDS} for m in contract.milestones}
+        row = {k: getattr(contract, k) for k in CONTRACT_FIELDS}
+        rows = {m.milestone_id: {k: getattr(m, k) for k in MILESTONE_FIELDS} for m in contract.milestones}
         loaded_row, loaded = (None, {}) if contract.is_new else self._loaded.get(contract.contract_id, (None, {}))
         new = [{**r, "contract_id": contract.contract_id} for i, r in rows.items() if i not in loaded]
         changed = [{**r, "moved": r["status"] != loaded[i]["status"], "contract_id": contract.contract_id}
                    for i, r in rows.items() if i in loaded and r != loaded[i]]
+        contract_changed = not contract.is_new and row != loaded_row
         parts, args = [], []
         if contract.is_new:
             parts.append(_NEW_CONTRACT)
-            args += [row[k] for k in _CONTRACT_FIELDS]
+            args += [row[k] for k in CONTRACT_FIELDS]
         else:
-            if row != loaded_row:
+            if contract_changed:
                 parts.append(_CONTRACT_CHANGED)
-                args += [row[k] for k in _CONTRACT_FIELDS if k != "contract_id"] + [contract.contract_id]
+                args += [row[k] for k in CONTRACT_FIELDS if k != "contract_id"] + [contract.contract_id]
             if changed:
                 parts += [_MILESTONES_CHANGED, _MOVED_HISTORY]
-                args += _columns(changed, [*_MILESTONE_FIELDS, "moved"]) + [contract.contract_id, event, now]
+                args += _columns(changed, [*MILESTONE_FIELDS, "moved"]) + [contract.contract_id, event, now]
         if new:
             parts += [_CLAIM_IN_NEW if contract.is_new else _CLAIM_IN_LOADED, _NEW_HISTORY]
-            args += _columns(new, [*_MILESTONE_FIELDS, "contract_id"]) + [event, now]
+            args += _columns(new, [*MILESTONE_FIELDS, "contract_id"]) + [event, now]
         saga_row = saga_values(saga) if saga is not None else None
         entry_rows = entry_values(contract.contract_id, list(entries)) if entries else []
-        if saga_row:
+        if saga_row is not None:
             parts.append(_SAGA_SAVED)
             args += saga_row
         if entry_rows:
@@ -304,28 +304,26 @@ class ContractRepository:
                             _SAVED_NEW if contract.is_new else _SAVED_LOADED if new else _SAVED_NOTHING_NEW)
         new_ids = {r["milestone_id"] for r in new}
         expect = (lambda row: row["contract"] and set(row["milestones"] or ()) == new_ids) if claims else None
-        shape = Shape(new_contract=contract.is_new, contract_changed=not contract.is_new and row != loaded_row,
-                      milestones_changed=bool(changed), milestones_new=bool(new), saga=saga is not None,
-                      entries=bool(entries))
-        save = Save(shape, row, changed, new, saga_row, entry_rows, event, now, alone=(statement, tuple(args), expect))
+        shape = Shape(new_contract=contract.is_new, contract_changed=contract_changed,
+                      milestones_changed=bool(changed), milestones_new=bool(new), saga=saga_row is not None,
+                      entries=bool(entry_rows))
         # Left for later with the batch's other saves, every claim is taken as made (a batch where one is not is
         # handled again, each save at once); at once, a claim refused is refused `id_taken` here.
-        if not await sql.write_together(self.session, kind_of(shape), save):
-            saved = await sql.write_later(self.session, statement, *args, expect=expect)
-            if saved is not None:
-                if not saved["contract"]:
-                    raise Rejected("id_taken",
-                                   f"contract id {contract.contract_id} is already used (ids are never reused)")
-                claimed = set(saved["milestones"] or ())
-                if taken := [r["milestone_id"] for r in new if r["milestone_id"] not in claimed]:
-                    raise Rejected("id_taken", f"milestone ids already used: {', '.join(taken)}")
+        saved = await sql.write_together(self.session, kind_of(shape), Save(
+            shape, row, changed, new, saga_row, entry_rows, event, now, alone=(statement, tuple(args), expect)))
+        if saved is not None:
+            if not saved["contract"]:
+                raise Rejected("id_taken", f"contract id {contract.contract_id} is already used (ids are never reused)")
+            claimed = set(saved["milestones"] or ())
+            if taken := [r["milestone_id"] for r in new if r["milestone_id"] not in claimed]:
+                raise Rejected("id_taken", f"milestone ids already used: {', '.join(taken)}")
         contract.is_new = False
         self._loaded[contract.contract_id] = (row, rows)
 
     def _remember(self, contract: Contract) -> None:
         self._loaded[contract.contract_id] = (
-            {k: getattr(contract, k) for k in _CONTRACT_FIELDS},
-            {m.milestone_id: {k: getattr(m, k) for k in _MILESTONE_FIELDS} for m in contract.milestones})
+            {k: getattr(contract, k) for k in CONTRACT_FIELDS},
+            {m.milestone_id: {k: getattr(m, k) for k in MILESTONE_FIELDS} for m in contract.milestones})
 
     async def history(self, milestone_ids: list[str]) -> dict[str, list[dict]]:
         result: dict[str, list[dict]] = {m: [] for m in milestone_ids}
@@ -343,7 +341,7 @@ class ContractRepository:
 # then its contract (a command on a contract locks the contract and only ever creates sagas). The parties'
 # recorded activity comes along, unlocked: read stale it can only look older, never newer.
 _LOCK_SAGAS_WHERE = (
-    f"SELECT {names(list(Saga.FIELDS), 's.')}, {', '.join(f'c.{k} AS c_{k}' for k in _CONTRACT_FIELDS)}, "
+    f"SELECT {names(list(Saga.FIELDS), 's.')}, {', '.join(f'c.{k} AS c_{k}' for k in CONTRACT_FIELDS)}, "
     f"client.account_id AS client_found, client.last_activity_at AS client_active_at, "
     f"freelancer.account_id AS freelancer_found, freelancer.last_activity_at AS freelancer_active_at "
     f"FROM sagas s JOIN contracts c ON c.contract_id = s.contract_id "
@@ -357,7 +355,7 @@ _LOCK_SAGAS_AND_CONTRACTS = planned_once(
     _LOCK_SAGAS_WHERE.format(sagas="s.saga_id = ANY($1::varchar[]) ORDER BY s.saga_id"))
 _LOCK_SAGA_AND_CONTRACT = _LOCK_SAGAS_WHERE.format(sagas="s.saga_id = $1")
 # Their contracts' milestones, read after the lock (see ContractRepository.get).
-_MILESTONES_OF_MANY = planned_once(f"SELECT contract_id, {names(_MILESTONE_FIELDS)} FROM milestones "
+_MILESTONES_OF_MANY = planned_once(f"SELECT contract_id, {names(MILESTONE_FIELDS)} FROM milestones "
                                    f"WHERE contract_id = ANY($1::varchar[]) ORDER BY contract_id, position")
 _LOCK_SAGA = f"SELECT {names(list(Saga.FIELDS))} FROM sagas WHERE saga_id = $1 FOR UPDATE"
 _SAVE_SAGA = compose((_SAGA_SAVED,), "SELECT 1")
@@ -393,16 +391,14 @@ class SagaRepository:
                 row = await conn.fetchrow(_LOCK_SAGA, saga_id)
                 return Saga.load(row) if row else None
             self._seen.batch.forget(row["contract_id"])
-        self._seen.locked_contracts[row["contract_id"]] = {k: row[f"c_{k}"] for k in _CONTRACT_FIELDS}
+        self._seen.locked_contracts[row["contract_id"]] = {k: row[f"c_{k}"] for k in CONTRACT_FIELDS}
         for party in ("client", "freelancer"):
             if row[f"{party}_found"] is not None:
                 self._seen.activity[row[f"{party}_found"]] = row[f"{party}_active_at"]
         return Saga.load(row)
 
     async def save(self, saga: Saga) -> None:
-        values = saga_values(saga)
-        if not await sql.write_together(self.session, kind_of(SAGA_ALONE), saga_alone(values, _SAVE_SAGA)):
-            await sql.write_later(self.session, _SAVE_SAGA, *values)  # a savepoint per message: at once
+        await sql.write_together(self.session, kind_of(SAGA_ALONE), saga_alone(saga_values(saga), _SAVE_SAGA))
 
     async def waiting(self, status: str, moved_before: datetime, limit: int,
                       after: tuple[datetime, str] | None = None, kind: str | None = None) -> list[Saga]:

@@ -79,9 +79,9 @@ class LedgerRepository:
         and within funds, and a batch where one is not is handled again, each hold at once (a step sent again, a
         currency mismatch, an overdraft)."""
         held = _Hold(LedgerTransaction(tx, funding.contract_id, None, postings), client_id, funding)
-        if await write_together(self.session, _HOLDS, held):
+        row = await write_together(self.session, _HOLDS, held)
+        if row is None:
             return None
-        row = await _HOLD.fetchrow(self.session, _hold_params(held))
         if row["claimed"] and row["currency"] == funding.currency:
             _refuse_overdraft(_balances_after(row), ledger.balances(postings), [postings])
         return row["claimed"], row["currency"]
