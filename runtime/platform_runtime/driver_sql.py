@@ -82,6 +82,11 @@ class Together(Protocol):
     plan's nodes to start and end) is more than theirs (issue 10, thirty-fifth step)."""
 
     merge_from: int
+    # True when no other kind of write left for later touches this kind's rows, and no later write of its own
+    # kind depends on another kind's written first: the transaction's writes of this kind may then go after all the
+    # others, as one run, wherever they were left (notifications' rows, left between the saves of the contracts
+    # their events name). False keeps a write where it was left.
+    gathered: bool
 
     def alone(self, item: Any) -> tuple[str, tuple, Expect | None]:
         """The item's own statement, its arguments and what its handler took for granted of its answer, as
@@ -149,6 +154,9 @@ async def write_what_is_left(connection: AsyncConnection) -> None:
 async def _write(driver: asyncpg.Connection, pending: list[tuple[str | Together, tuple, Expect | None]]) -> None:
     taken = list(pending)
     pending.clear()  # taken before the first await: nothing is written twice
+    if any(not isinstance(kind, str) and kind.gathered for kind, _, _ in taken):
+        last = [w for w in taken if not isinstance(w[0], str) and w[0].gathered]
+        taken = [w for w in taken if isinstance(w[0], str) or not w[0].gathered] + last
     for kind, run in groupby(taken, key=lambda w: w[0]):
         writes = list(run)
         if isinstance(kind, str):

@@ -165,3 +165,35 @@ async def test_a_batch_whose_write_was_not_as_taken_for_granted_is_handled_again
     finally:
         await conn.close()
     assert statuses == {"cmd-1": "accepted", "cmd-2": "rejected", "cmd-3": "accepted"}
+
+
+class Tallies:
+    """A kind of write left for later (driver_sql.Together) that records the runs it is asked to write."""
+
+    merge_from = 1
+
+    def __init__(self, gathered: bool) -> None:
+        self.gathered, self.runs = gathered, []
+
+    def alone(self, item: tuple[str, int]) -> tuple[str, tuple, None]:
+        return ADD, item, None
+
+    async def write_all(self, driver, items: list[tuple[str, int]]) -> None:
+        self.runs.append([note for note, _ in items])
+        await driver.executemany(ADD, items)
+
+
+@pytest.mark.parametrize("gathered, runs", [(True, [["t1", "t2", "t3"]]), (False, [["t1"], ["t2", "t3"]])])
+async def test_a_gathered_kinds_writes_go_as_one_run_after_the_others_wherever_they_were_left(scratch, gathered, runs):
+    """Notifications' rows are left between the saves of the contracts their events name: a kind whose rows nothing
+    else left for later touches is gathered into one run after the others; any other kind keeps its place."""
+    tallies = Tallies(gathered)
+    async with first_try(scratch) as uow:
+        await driver_sql.write_together(uow.session, tallies, ("t1", 1))
+        await driver_sql.write_later(uow.session, ADD, "a", 1)
+        await driver_sql.write_together(uow.session, tallies, ("t2", 2))
+        await driver_sql.write_together(uow.session, tallies, ("t3", 3))
+        await driver_sql.write_later(uow.session, BUMP, "a", 10)
+        await uow.commit()
+    assert tallies.runs == runs
+    assert await scratch.notes() == {"a": 11, "t1": 1, "t2": 2, "t3": 3}

@@ -17,7 +17,7 @@ from .domain.delivery import RetryPolicy
 from .entrypoints import http
 from .service_layer.delivery import EmailDelivery
 from .service_layer.context import Context
-from .service_layer.handlers import HANDLERS
+from .service_layer.handlers import HANDLERS, read_ahead
 from .settings import NotificationsSettings
 
 
@@ -30,7 +30,7 @@ async def context(runtime):
 def subscriptions(runtime) -> list[Subscription]:
     # A contract's event may come before the AccountRegistered naming its party (keyed by the account: another
     # partition, in this batch or a later one): its notification then waits for the name (domain/names.py).
-    events = EventDispatcher(HANDLERS, runtime.new_context)
+    events = EventDispatcher(HANDLERS, runtime.new_context, read_ahead=read_ahead)
     return [Subscription(CONTRACTS_EVENTS, events.dispatch), Subscription(BILLING_EVENTS, events.dispatch)]
 
 

@@ -65,6 +65,7 @@ class ContractSaves:
     # A save or two: their own statements, which cost less than one set-based statement (bench.contracts_cpu
     # --batch 1: the backends' CPU 1.29 times, contracts' own 1.09, had a lone save gone set-based).
     merge_from = 3
+    gathered = False  # see driver_sql.Together
 
     def __init__(self, shape: Shape) -> None:
         self.shape = shape

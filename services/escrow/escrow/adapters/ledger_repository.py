@@ -309,6 +309,7 @@ class _Holds:
     hold runs alone and is answered or refused."""
 
     merge_from = 2  # one hold alone: its own statement, which costs as much (bench.escrow_cpu --batch 1)
+    gathered = False  # see driver_sql.Together
 
     def alone(self, held: _Hold) -> tuple:
         """`_HOLD` for this hold, taken as claimed, in its own currency and within funds, as a hold left for later."""

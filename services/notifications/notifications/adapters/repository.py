@@ -8,18 +8,19 @@ write to the socket. The read side (HTTP) keeps SQLAlchemy Core.
 """
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from platform_runtime import driver_sql
+from platform_runtime.errors import IsolationNeeded
 from pydantic_core import to_jsonable_python
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..domain.delivery import PENDING
 from ..domain.routing import Parties
+from .projection import BatchProjection, Known
 from .tables import accounts, notifications
 
 # Sent with the insert of a pending email (so: at its commit); the delivery loops LISTEN to it.
@@ -80,6 +81,21 @@ FROM saved_contract c
 {_names_of("account_id = ANY($10::text[]) OR account_id = c.client_id OR account_id = c.freelancer_id")}
 """
 
+# The same save when a batch's projection answers the lookup (projection.py): a write left for later.
+_SAVE_CONTRACT = """
+WITH saved_contract AS (
+    INSERT INTO contracts (contract_id, client_id, freelancer_id, currency, title)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (contract_id) DO UPDATE SET client_id = EXCLUDED.client_id,
+        freelancer_id = EXCLUDED.freelancer_id, currency = EXCLUDED.currency,
+        title = coalesce(EXCLUDED.title, contracts.title)
+)
+INSERT INTO milestones (milestone_id, contract_id, title, amount)
+SELECT m.milestone_id, $1, m.title, m.amount
+FROM unnest($6::text[], $7::text[], $8::bigint[]) AS m(milestone_id, title, amount)
+ON CONFLICT (milestone_id) DO UPDATE SET title = EXCLUDED.title, amount = EXCLUDED.amount
+"""
+
 _SAVE_MILESTONE = """
 INSERT INTO milestones (milestone_id, contract_id, title, amount) VALUES ($1, $2, $3, $4)
 ON CONFLICT (milestone_id) DO UPDATE SET title = EXCLUDED.title, amount = EXCLUDED.amount
@@ -97,6 +113,21 @@ LEFT JOIN contracts c ON c.contract_id = $1
 {_names_of("account_id = ANY($3::text[]) OR account_id = c.client_id OR account_id = c.freelancer_id")}
 """
 
+# What every event of a fetched batch may look up, in one statement (projection.py): the contracts ($1) with the
+# ids of their parties, the milestones' titles ($2), and the names of the accounts given ($3) and of those contracts'
+# parties.
+_READ_AHEAD = driver_sql.planned_once("""
+WITH found AS (SELECT contract_id, client_id, freelancer_id, currency, title FROM contracts
+               WHERE contract_id = ANY($1::text[]))
+SELECT 'contract' AS what, contract_id AS id, client_id, freelancer_id, currency, title FROM found
+UNION ALL
+SELECT 'milestone', milestone_id, NULL, NULL, NULL, title FROM milestones WHERE milestone_id = ANY($2::text[])
+UNION ALL
+SELECT 'account', a.account_id, NULL, NULL, NULL, a.name
+FROM (SELECT unnest($3::text[]) UNION SELECT client_id FROM found UNION SELECT freelancer_id FROM found) AS ids(id)
+JOIN accounts a ON a.account_id = ids.id
+""")
+
 NOTIFICATION_COLUMNS = ("notification_id", "event_id", "event_type", "kind", "account_id", "channel", "contract_id",
                         "subject", "body_text", "body_html", "status", "next_attempt_at", "created_at",
                         "delivered_at", "awaiting_names", "render_values")
@@ -113,8 +144,9 @@ def values_as_json(values: dict[str, Any]) -> str:
     return json.dumps(to_jsonable_python(values))
 
 
-# An event's notification rows, every channel, in one statement; a row this event already gave (redelivery)
-# is left alone. A pending email announces itself to the delivery loops, delivered at commit.
+# Events' notification rows, every channel, in one statement; a row an event already gave (redelivered after its
+# inbox row was pruned) is left alone. Answers one row: the ids inserted. A pending email announces itself to the
+# delivery loops, delivered at commit (once a statement: PostgreSQL folds a transaction's equal notifications).
 _ADD = f"""
 WITH added AS (
     INSERT INTO notifications ({", ".join(NOTIFICATION_COLUMNS)})
@@ -122,12 +154,38 @@ WITH added AS (
     FROM unnest({", ".join(f"${i}::{_ARRAY_TYPES.get(c, 'text[]')}" for i, c in enumerate(NOTIFICATION_COLUMNS, 1))})
          AS given({", ".join(NOTIFICATION_COLUMNS)})
     ON CONFLICT DO NOTHING
-    RETURNING notification_id, channel, status
+    RETURNING notification_id, status
+), announced AS (
+    SELECT pg_notify('{EMAILS_DUE_CHANNEL}', '') FROM added WHERE status = '{PENDING}' LIMIT 1
 )
-SELECT notification_id, channel,
-       CASE WHEN status = '{PENDING}' THEN pg_notify('{EMAILS_DUE_CHANNEL}', '') END AS announced
-FROM added
+SELECT array_agg(notification_id) AS added, (SELECT count(*) FROM announced) AS announced FROM added
 """
+
+
+class _Adds:
+    """Events' notification rows left for later (driver_sql.write_together): a run of events' rows is one `_ADD`,
+    taken for granted as all inserted (a fresh inbox claim means none is there). Fewer inserted fails the batch,
+    which is handled again one event at a time, each reading what it inserted."""
+
+    merge_from = 1  # `_ADD` is set-based already: one event's rows or a run's cost one statement
+    # Nothing else left for later writes notifications, and they name the contracts' and people's rows by id only
+    # (no foreign key): the batch's rows go as one run after the projections' saves.
+    gathered = True
+
+    def alone(self, rows: list[dict[str, Any]]) -> tuple[str, tuple, driver_sql.Expect]:
+        return _ADD, tuple(_columns(rows, NOTIFICATION_COLUMNS)), lambda answer: _count(answer) == len(rows)
+
+    async def write_all(self, driver: asyncpg.Connection, items: list[list[dict[str, Any]]]) -> None:
+        rows = [row for item in items for row in item]
+        if _count(await driver.fetchrow(_ADD, *_columns(rows, NOTIFICATION_COLUMNS))) != len(rows):
+            raise IsolationNeeded("an event's notifications were there already")
+
+
+def _count(answer: asyncpg.Record) -> int:
+    return len(answer["added"] or ())
+
+
+_ADDS = _Adds()
 
 FILLED_IN_COLUMNS = ("notification_id", "subject", "body_text", "body_html", "awaiting_names", "render_values",
                      "due_now")
@@ -170,15 +228,6 @@ WHERE n.notification_id = o.notification_id
 """
 
 
-@dataclass(frozen=True)
-class Known:
-    """What the projection knows for one event: the contract's parties and the names of its accounts."""
-
-    parties: Parties | None
-    milestone_title: str | None
-    names: dict[str, str]
-
-
 def _known(contract_id: str | None, row: asyncpg.Record) -> Known:
     parties = Parties(contract_id, row["client_id"], row["freelancer_id"], row["currency"], row["title"]) \
         if row["client_id"] is not None else None
@@ -195,20 +244,42 @@ def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[An
 
 
 class NotificationRepository:
-    """On a unit of work's connection (`uow.session`) for the hot path, or an HTTP request's session (reads)."""
+    """On a unit of work's connection (`uow.session`) for the hot path, or an HTTP request's session (reads). With
+    the batch's projection read ahead (`ahead`, projection.py), lookups it covers are answered from it and the
+    projections' saves are left for later."""
 
-    def __init__(self, session: AsyncConnection | AsyncSession) -> None:
-        self.session = session
+    def __init__(self, session: AsyncConnection | AsyncSession, ahead: BatchProjection | None = None) -> None:
+        self.session, self.ahead = session, ahead
 
     async def _driver(self) -> asyncpg.Connection:
         return await driver_sql.in_transaction(self.session)
+
+    async def read_ahead(self, contract_ids: list[str], milestone_ids: list[str],
+                         account_ids: list[str]) -> BatchProjection:
+        """What a batch's events may look up, in one statement: these contracts, milestones and accounts, and the
+        parties of those contracts."""
+        contracts, milestones, names = {}, {}, {}
+        for row in await (await self._driver()).fetch(_READ_AHEAD, contract_ids, milestone_ids, account_ids):
+            if row["what"] == "contract":
+                contracts[row["id"]] = Parties(row["id"], row["client_id"], row["freelancer_id"], row["currency"],
+                                               row["title"])
+            elif row["what"] == "milestone":
+                milestones[row["id"]] = row["title"]
+            else:
+                names[row["id"]] = row["title"]
+        parties = (person for p in contracts.values() for person in (p.client_id, p.freelancer_id))
+        return BatchProjection(contracts, milestones, names, frozenset(contract_ids), frozenset(milestone_ids),
+                               frozenset((*account_ids, *parties)))
 
     # -- projections ---------------------------------------------------------------------------
     async def save_account(self, account_id: str, role: str, name: str, email: str) -> list[dict[str, Any]]:
         """Save a person; returns the notifications waiting for their name, each with `names`: the names known
         of the others it waits for (the new one is not among them: the caller has it)."""
-        return [{**dict(r), "render_values": json.loads(r["render_values"]), "names": _names(r)}
-                for r in await (await self._driver()).fetch(_SAVE_ACCOUNT, account_id, role, name, email)]
+        waiting = [{**dict(r), "render_values": json.loads(r["render_values"]), "names": _names(r)}
+                   for r in await (await self._driver()).fetch(_SAVE_ACCOUNT, account_id, role, name, email)]
+        if self.ahead is not None:
+            self.ahead.registered(account_id, name)
+        return waiting
 
     async def account(self, account_id: str) -> dict[str, Any] | None:
         row = (await self.session.execute(_ACCOUNT, {"account_id": account_id})).mappings().first()
@@ -217,28 +288,41 @@ class NotificationRepository:
     async def save_contract(self, parties: Parties, milestones: list[tuple[str, str, int]], milestone_id: str | None,
                             account_ids: list[str]) -> Known:
         """Save the parties and (OfferSent) the milestones (id, title, amount) of a contract, and return what
-        `lookup` would return after it: one round trip for the projection and the lookup of the event."""
+        `lookup` would return after it: from the batch's projection, the save left for later, when it covers
+        them; else one round trip for the projection and the lookup of the event."""
         by_id = {m[0]: m for m in milestones}  # one row per id, the last one given (as one upsert each would)
-        row = await (await self._driver()).fetchrow(
-            _SAVE_CONTRACT_AND_LOOKUP, parties.contract_id, parties.client_id, parties.freelancer_id,
-            parties.currency, parties.title, list(by_id), [m[1] for m in by_id.values()],
-            [m[2] for m in by_id.values()], milestone_id, account_ids)
-        return _known(parties.contract_id, row)
+        arguments = (parties.contract_id, parties.client_id, parties.freelancer_id, parties.currency, parties.title,
+                     list(by_id), [m[1] for m in by_id.values()], [m[2] for m in by_id.values()])
+        ahead = self.ahead
+        if ahead is not None and ahead.covers(parties.contract_id, milestone_id,
+                                              [*account_ids, parties.client_id, parties.freelancer_id]):
+            await driver_sql.write_later(self.session, _SAVE_CONTRACT, *arguments)
+            return ahead.contract_saved(parties, by_id, milestone_id)
+        row = await (await self._driver()).fetchrow(_SAVE_CONTRACT_AND_LOOKUP, *arguments, milestone_id, account_ids)
+        known = _known(parties.contract_id, row)
+        if ahead is not None:  # kept in step for the batch's later lookups, with the title as saved
+            ahead.contract_saved(known.parties, by_id, milestone_id)
+        return known
 
     async def save_milestone(self, milestone_id: str, contract_id: str, title: str, amount: int) -> None:
-        await (await self._driver()).execute(_SAVE_MILESTONE, milestone_id, contract_id, title, amount)
+        await driver_sql.write_later(self.session, _SAVE_MILESTONE, milestone_id, contract_id, title, amount)
+        if self.ahead is not None:
+            self.ahead.milestone_saved(milestone_id, title)
 
     async def lookup(self, contract_id: str | None, milestone_id: str | None, account_ids: list[str]) -> Known:
+        if self.ahead is not None and self.ahead.covers(contract_id, milestone_id, account_ids):
+            return self.ahead.known(contract_id, milestone_id)
         return _known(contract_id, await (await self._driver()).fetchrow(_LOOKUP, contract_id, milestone_id,
                                                                          account_ids))
 
     # -- notifications -------------------------------------------------------------------------
     async def add(self, rows: list[dict[str, Any]]) -> set[str]:
-        """Insert an event's notifications; returns the ids inserted (not those a redelivery already gave)."""
+        """Insert an event's notifications; returns the ids inserted (not those a redelivery already gave): all of
+        them when the insert is left for later, where fewer inserted fails the batch (`_Adds`)."""
         if not rows:
             return set()
-        added = await (await self._driver()).fetch(_ADD, *_columns(rows, NOTIFICATION_COLUMNS))
-        return {row["notification_id"] for row in added}
+        answer = await driver_sql.write_together(self.session, _ADDS, rows)
+        return {row["notification_id"] for row in rows} if answer is None else set(answer["added"] or ())
 
     async def fill_in_names(self, rows: list[dict[str, Any]], now: datetime) -> None:
         """Each notification's text rendered again, what it still waits for, and whether its email is due now."""

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from platform_runtime.context import HandlerContext
 
+from ..adapters.projection import BATCH_KEY
 from ..adapters.repository import NotificationRepository
 from ..adapters.templates import Templates
 
@@ -16,4 +17,4 @@ class Context(HandlerContext):
     notifications: NotificationRepository = field(init=False)
 
     def __post_init__(self) -> None:
-        self.notifications = NotificationRepository(self.uow.session)
+        self.notifications = NotificationRepository(self.uow.session, self.uow.batch.get(BATCH_KEY))

@@ -9,11 +9,13 @@ delivery loop (service_layer/delivery.py).
 from typing import Any
 
 from platform_runtime.logging import get_logger
+from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope, Message, registry
 from platform_schemas.events.notifications import NotificationSent
 from platform_schemas.topics import NOTIFICATIONS_EVENTS
 
-from ..adapters.repository import Known, NotificationRepository
+from ..adapters.projection import BATCH_KEY, Known
+from ..adapters.repository import NotificationRepository
 from ..domain import routing
 from ..domain.delivery import DELIVERED, PENDING, notification_id
 from ..domain.names import names_for, names_given
@@ -44,6 +46,22 @@ async def project(event_type: str, data: dict[str, Any], ctx: Context) -> Known 
     if event_type in ("MilestoneAdded", "MilestoneEdited"):
         await repo.save_milestone(data["milestone_id"], data["contract_id"], data["title"], data["amount"])
     return None
+
+
+# The fields of an event's data that name what its handler may look up: contracts, milestones, accounts.
+_LOOKED_UP = {"contract_id": 0, "milestone_id": 1, "client_id": 2, "freelancer_id": 2, "account_id": 2}
+
+
+async def read_ahead(envelopes: list[Envelope], uow: UnitOfWork) -> None:
+    """A fetched batch's lookups in one statement (adapters/projection.py), before its events are handled. The ids are
+    read from the data before it is validated, only to be looked up; an id missed here is asked of the database by
+    the lookup that needs it."""
+    ids: tuple[set[str], set[str], set[str]] = (set(), set(), {routing.ADMINISTRATORS_ID})
+    for envelope in envelopes:
+        for key, kind in _LOOKED_UP.items():
+            if isinstance(value := envelope.data.get(key), str):
+                ids[kind].add(value)
+    uow.batch[BATCH_KEY] = await NotificationRepository(uow.session).read_ahead(*(sorted(kind) for kind in ids))
 
 
 async def notify(event: Message, ctx: Context) -> None:
