@@ -35,7 +35,7 @@ from tests.infra import ensure_topics, with_local_superuser_password
 from tests.support.groups import GroupsTaken, refuse_shared_groups, wait_for_groups
 from tests.support.probe_service import scratch_database
 
-from . import database_work, fund_saga, raw_limits
+from . import catch_up, database_work, fund_saga, raw_limits
 from .calibration import cpu_calibration
 from .principals import super_user
 from .report import RESULTS, all_sent, floor, p99_capacity, ratios, report, save, verdict
@@ -143,7 +143,8 @@ async def measure_raw(args, kafka: str, postgres: str, prefix: str) -> dict:
 NOT_THE_PLATFORM = (LOAD_GENERATOR, SMTP_SINK, GATEWAY_DATABASE, OTHER_POSTGRES, ENDED_POSTGRES)
 
 
-async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, idle: dict | None = None) -> dict:
+async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, idle: dict | None = None,
+                catch_up: bool = False) -> dict:
     """Runs one load phase and adds what the services and the machine did meanwhile. idle: the cores each group
     used with no load (idle_phase); subtracted over the phase's wall time, it gives the CPU per saga net of the
     platform's background loops (polls, heartbeats, metrics), which a slow phase would otherwise pile onto it."""
@@ -157,6 +158,8 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, id
     wall = time.perf_counter() - began
     result["cpu"] = CpuSnapshot.take(named, bench.prefix).since(cpu_before, wall)
     completed = result["outcomes"].get("OfferSent", 0)
+    if catch_up and completed:
+        result["notifications_caught_up"] = await notifications_caught_up(bench, named, cpu_before, began, completed)
     if completed:
         per_saga = {g: round(s / completed * 1000, 2) for g, s in result["cpu"]["cpu_seconds"].items()}
         result["cpu_ms_per_saga"] = per_saga
@@ -177,6 +180,19 @@ async def phase(name: str, bench: BenchPlatform, work, kafka_pid: int | None, id
     result["services"] = metric_deltas(metrics_before, await bench.metrics())
     result["load_average"] = load_average()
     return result
+
+
+async def notifications_caught_up(bench: BenchPlatform, named, cpu_before, began: float, completed: int) -> dict:
+    """How long after the window notifications caught up, and the platform's CPU a saga from the phase's start to
+    then: the window's figure with the work notifications left after it (bench/catch_up.py)."""
+    seconds = await catch_up.caught_up(asyncpg_dsn(bench.platform.database_url("contracts")),
+                                       asyncpg_dsn(bench.platform.database_url("notifications")), deadline=120)
+    if seconds is None:
+        return {"seconds_after_the_window": None}
+    cpu = CpuSnapshot.take(named, bench.prefix).since(cpu_before, time.perf_counter() - began)
+    per_saga = {g: round(s / completed * 1000, 2) for g, s in cpu["cpu_seconds"].items()}
+    return {"seconds_after_the_window": seconds, "cpu_ms_per_saga": per_saga,
+            "platform_cpu_ms_per_saga": round(sum(ms for g, ms in per_saga.items() if g not in NOT_THE_PLATFORM), 2)}
 
 
 async def idle_phase(bench: BenchPlatform, kafka_pid: int | None, seconds: float) -> dict[str, float]:
@@ -235,7 +251,8 @@ async def run_fund(args, kafka: str, postgres: str, prefix: str, port_base: int,
                     tracker, parties, rates[0], args.hops_seconds, args.drain_timeout, trace_hops=True), broker, idle)
             if args.burst:
                 result["burst"] = await phase(f"burst of {args.burst}", bench,
-                                              fund_saga.burst_load(tracker, parties, args.burst, args.drain_timeout), broker, idle)
+                                              fund_saga.burst_load(tracker, parties, args.burst, args.drain_timeout), broker, idle,
+                                              catch_up=True)
             if args.duration:
                 result["throughput"] = await phase("throughput", bench, fund_saga.saturating_load(
                     tracker, parties, args.in_flight, args.duration, args.warmup, args.drain_timeout), broker,

@@ -14,7 +14,6 @@ below a tenth (issue 10, thirty-fourth step).
 """
 
 import argparse
-import asyncio
 import time
 import uuid
 from collections import Counter
@@ -36,7 +35,7 @@ from platform_schemas.events.escrow import EscrowFunded
 from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS
 from platform_schemas.types import Posting
 
-from bench.one_service import backends_cpu_seconds, scratch
+from bench.one_service import backends_cpu_seconds, run_as_a_service, scratch
 
 from contracts.bootstrap import COMMANDS, definition
 from contracts.service_layer import bonuses, statement
@@ -153,7 +152,7 @@ def main() -> None:
     parser.add_argument("--sagas", type=int, default=300)
     parser.add_argument("--batch", type=int, default=1, help="messages per transaction (1: the low-rate shape)")
     args = parser.parse_args()
-    asyncio.run(run(args.sagas, args.batch))
+    run_as_a_service(run(args.sagas, args.batch))
 
 
 if __name__ == "__main__":

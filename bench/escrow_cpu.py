@@ -10,7 +10,6 @@ statement a hold), where whole-platform pairs resolve nothing below about a tent
 """
 
 import argparse
-import asyncio
 import time
 import uuid
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ from platform_schemas.commands.saga import MilestoneAmount
 from platform_schemas.events.billing import ClientCharged
 from platform_schemas.topics import BILLING_EVENTS
 
-from bench.one_service import backends_cpu_seconds, scratch
+from bench.one_service import backends_cpu_seconds, run_as_a_service, scratch
 from tests.support.fakes import FakeDeadLetters, record
 
 from escrow.bootstrap import EscrowSettings, definition, subscriptions
@@ -101,7 +100,7 @@ def main() -> None:
     parser.add_argument("--holds", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=100, help="records a batch (1: the low-rate shape)")
     args = parser.parse_args()
-    asyncio.run(run(args.holds, args.batch))
+    run_as_a_service(run(args.holds, args.batch))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ the consumer's path (issue 10, thirty-sixth step: a batch's lookups read ahead, 
 """
 
 import argparse
-import asyncio
 import time
 import uuid
 from datetime import datetime, timezone
@@ -26,7 +25,7 @@ from platform_schemas import new_envelope
 from platform_schemas.events.contracts import AccountRegistered, MilestoneTerms, OfferSent
 from platform_schemas.topics import CONTRACTS_EVENTS
 
-from bench.one_service import backends_cpu_seconds, scratch
+from bench.one_service import backends_cpu_seconds, run_as_a_service, scratch
 from tests.support.fakes import FakeDeadLetters, record
 
 from notifications.adapters.templates import Templates
@@ -110,7 +109,7 @@ def main() -> None:
     parser.add_argument("--offers", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=100, help="records a batch (1: the low-rate shape)")
     args = parser.parse_args()
-    asyncio.run(run(args.offers, args.batch))
+    run_as_a_service(run(args.offers, args.batch))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ def figures(result: dict) -> dict[str, float]:
     if burst := fund.get("burst"):
         out["burst (sagas/s)"] = burst["sagas_per_second"]
         out["platform CPU per saga in the burst (ms)"] = burst["platform_cpu_ms_per_saga"]
+        caught = burst.get("notifications_caught_up") or {}
+        if caught.get("seconds_after_the_window") is not None:
+            out["notifications caught up after the burst (s)"] = caught["seconds_after_the_window"]
+            out["platform CPU per saga, the burst and its catch-up (ms)"] = caught["platform_cpu_ms_per_saga"]
     return out
 
 

@@ -4,6 +4,9 @@ the printout and the result files."""
 import json
 from pathlib import Path
 
+from .services import SMTP_SINK
+from .stats import BENCHMARK_DATABASES
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 # The critical path of one fund saga: 5 Kafka hops (SendOffer, ChargeClient, ClientCharged, EscrowFunded, OfferSent;
@@ -167,6 +170,17 @@ def _tail(tail: dict | None) -> str:
             f"{tail['seconds_holding_them']} of {tail['of_seconds']} seconds; the most in {worst}")
 
 
+def _caught_up(caught: dict) -> str:
+    """The burst's work left after its window: notifications' catch-up (bench/catch_up.py)."""
+    if caught.get("seconds_after_the_window") is None:
+        return "notifications had not caught up 120 s after the window  <- FINDING"
+    return (f"notifications caught up {caught['seconds_after_the_window']} s after the window; from the burst's start"
+            f" to then: platform CPU {caught['platform_cpu_ms_per_saga']} ms/saga (notifications "
+            f"{caught['cpu_ms_per_saga'].get('notifications')}, its mail stand-in "
+            f"{caught['cpu_ms_per_saga'].get(SMTP_SINK)}, PostgreSQL's benchmark databases "
+            f"{caught['cpu_ms_per_saga'].get(BENCHMARK_DATABASES)})")
+
+
 def _cpu(phase: dict) -> str:
     return (f"platform CPU {phase.get('platform_cpu_ms_per_saga')} ms/saga "
             f"({phase.get('platform_cpu_ms_per_saga_net_of_idle')} net of the idle loops) "
@@ -288,6 +302,8 @@ def report(result: dict) -> None:
                   f"{burst['seconds_to_last_offer_sent']} s; commit-bound floor "
                   f"{bottom.get('commit_bound_sagas_per_second_unbatched')} sagas/s); {burst['outcomes']}")
             print(f"  {_cpu(burst)}")
+            if caught := burst.get("notifications_caught_up"):
+                print(f"  {_caught_up(caught)}")
         print(f"Sagas of the run by status (contracts): {fund.get('saga_statuses')}"
               f"{'' if set(fund.get('saga_statuses') or {}) <= {'completed'} else '  <- FINDING: not all completed'}")
         if thr := fund.get("throughput"):

@@ -32,6 +32,17 @@ def test_the_figures_of_a_run_are_each_rates_percentiles_and_cpu_and_the_burst()
     assert pairs.figures({"fund_saga": None}) == {}
 
 
+def test_a_burst_with_notifications_caught_up_adds_the_catch_up_and_the_cpu_up_to_it():
+    run = result(150.0)
+    run["fund_saga"]["burst"]["notifications_caught_up"] = {"seconds_after_the_window": 1.5,
+                                                             "platform_cpu_ms_per_saga": 3.1}
+    got = pairs.figures(run)
+    assert got["notifications caught up after the burst (s)"] == 1.5
+    assert got["platform CPU per saga, the burst and its catch-up (ms)"] == 3.1
+    run["fund_saga"]["burst"]["notifications_caught_up"] = {"seconds_after_the_window": None}  # not at the deadline
+    assert "notifications caught up after the burst (s)" not in pairs.figures(run)
+
+
 def test_a_ratio_is_b_over_a_within_its_pair_whichever_ran_first_and_the_median_is_of_the_ratios():
     runs = [("A", {"p99": 200.0}), ("B", {"p99": 100.0}),   # pair 1: A first
             ("B", {"p99": 300.0}), ("A", {"p99": 200.0}),   # pair 2: B first

@@ -222,3 +222,20 @@ def test_the_interpreter_that_ran_is_printed_where_recorded(capsys):
     result["machine"]["python_interpreter"] = "/usr/bin/python3.11"
     report(result)
     assert "Python 3.11 (/usr/bin/python3.11), load average" in capsys.readouterr().out
+
+
+def test_notifications_catch_up_after_a_burst_is_printed_beside_the_bursts_cpu_and_never_judged(capsys):
+    run = fund()
+    run["burst"]["notifications_caught_up"] = {
+        "seconds_after_the_window": 1.8, "platform_cpu_ms_per_saga": 24.5,
+        "cpu_ms_per_saga": {"notifications": 3.0, "smtp sink (stand-in of the mail server)": 0.5,
+                            "postgres: benchmark databases": 6.0}}
+    checks = verdict(run, floor(raw()))
+    assert checks == verdict(fund(), floor(raw()))  # the burst's window is the target's figure
+    report(run_result(run, verdict=checks))
+    out = capsys.readouterr().out
+    assert ("notifications caught up 1.8 s after the window; from the burst's start to then: platform CPU 24.5 ms/saga"
+            " (notifications 3.0, its mail stand-in 0.5, PostgreSQL's benchmark databases 6.0)") in out
+    run["burst"]["notifications_caught_up"] = {"seconds_after_the_window": None}
+    report(run_result(run, verdict=checks))
+    assert "notifications had not caught up 120 s after the window  <- FINDING" in capsys.readouterr().out
