@@ -14,9 +14,8 @@ from platform_schemas.topics import (
 )
 
 from .adapters.gateway_simulator import SimulatedGateway
-from .adapters.gateway_work_repository import WAKE_CHANNEL, WAKE_CHARGE
 from .adapters.tables import metadata
-from .adapters.wakeup import Wakeup
+from .adapters.wakeup import CHANNEL, CHARGE_RECORDED, Wakeup
 from .entrypoints import bonus_http, gateway_http, http
 from .service_layer import bonus_batch, handlers
 from .service_layer.bonus_batch_runner import BonusBatchRunner
@@ -53,7 +52,7 @@ def subscriptions(runtime) -> list[Subscription]:
     commands = {**handlers.COMMANDS, **bonus_batch.COMMANDS}
     escrow_events = {**handlers.ESCROW_EVENT_HANDLERS, **bonus_batch.ESCROW_EVENT_HANDLERS}
     participant = CommandDispatcher(BILLING_SAGA_COMMANDS, handlers.SAGA_STEPS, BILLING_EVENTS, contexts,
-                                    failure_reply)
+                                    failure_reply, read_ahead=handlers.read_primary_methods_ahead)
     # Both topics know every command, so that one on the wrong topic is answered `forbidden` (not unknown).
     from_integrators, from_operators = (
         CommandDispatcher(topic, commands, BILLING_EVENTS, contexts, routes=COMMAND_ROUTES)
@@ -80,7 +79,7 @@ def background(runtime) -> list:
     """The bonus batch's loop and the gateway loop, in every instance; both call the gateway by one policy."""
     settings, contexts = runtime.settings, runtime.new_context
     gateway_loop = GatewayLoop(runtime.new_uow, contexts, contexts.gateway, settings, retry_policy(settings),
-                               Wakeup(settings.database_url, WAKE_CHANNEL, routine=WAKE_CHARGE))
+                               Wakeup(settings.database_url, CHANNEL, routine=CHARGE_RECORDED))
     return [BonusBatchRunner(runtime.new_uow, contexts.gateway, settings, retry_policy(settings),
                              bonus_progress(runtime)).run,
             gateway_loop.run]

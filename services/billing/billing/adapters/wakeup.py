@@ -9,6 +9,10 @@ import asyncio
 
 from platform_runtime.listener import Listener
 
+CHANNEL = "billing_gateway_work"
+# The payload says what was recorded: the loop looks for due charges on every pass, for the rest when told.
+CHARGE_RECORDED, OTHER_RECORDED = "charge", "other"
+
 
 class Wakeup:
     def __init__(self, database_url: str, channel: str, keepalive_seconds: float = 5.0, routine: str = "") -> None:

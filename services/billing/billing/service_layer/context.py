@@ -8,6 +8,7 @@ from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope, Message
 from platform_schemas.topics import BILLING_EVENTS
 
+from ..adapters import charges_together
 from ..adapters.bonus_repository import BonusRepository
 from ..adapters.gateway_work_repository import GatewayWork
 from ..adapters.repository import BillingRepository
@@ -25,7 +26,7 @@ class Context(HandlerContext):
 
     def __post_init__(self) -> None:
         self.billing = BillingRepository(self.uow.session)
-        self.work = GatewayWork(self.uow.session)
+        self.work = GatewayWork(self.uow.session, self.uow.batch.get(charges_together.BATCH_KEY))
         self.bonuses = BonusRepository(self.uow.session)
 
     def event(self, data: Message, subject: str) -> None:

@@ -2,6 +2,8 @@
 
 from platform_runtime.errors import Rejected
 from platform_runtime.logging import get_logger
+from platform_runtime.unit_of_work import UnitOfWork
+from platform_schemas import Envelope
 from platform_schemas.commands.billing import (
     AddBillingMethod, RemoveBillingMethod, RetryRefund, SetPrimaryBillingMethod,
 )
@@ -12,6 +14,7 @@ from platform_schemas.events.billing import (
 from platform_schemas.events.contracts import AccountRegistered
 from platform_schemas.events.escrow import EscrowReleased
 
+from ..adapters import charges_together
 from ..domain import history
 from ..domain.billing_methods import BillingMethod
 from ..domain.gateway_work import NO_PRIMARY_METHOD, NOT_FOUND, ChargeStatus, RefundStatus, Verdict
@@ -64,6 +67,16 @@ async def remove_billing_method(cmd: RemoveBillingMethod, ctx: Context) -> None:
 
 
 # -- the saga steps: only recorded here; the gateway loop makes the call and answers ----------------
+async def read_primary_methods_ahead(envelopes: list[Envelope], uow: UnitOfWork) -> None:
+    """A batch's ChargeClient steps (two or more): their clients' primary billing methods in one statement, for
+    each step's `record_charge` (adapters/charges_together.py). The ids are read before the data is validated,
+    only to be looked up; a client missed here is looked up by its charge's own statement."""
+    clients = [e.data.get("client_id") for e in envelopes if e.type == "ChargeClient"]
+    if len(clients) > 1:
+        uow.batch[charges_together.BATCH_KEY] = await charges_together.primary_methods(
+            uow.session, sorted({c for c in clients if isinstance(c, str)}))
+
+
 async def charge_client(cmd: ChargeClient, ctx: Context) -> None:
     charge = charges.new_charge(ctx, cmd)
     recorded, charge["billing_method_id"] = await ctx.work.record_charge(charge)
