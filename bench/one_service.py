@@ -1,6 +1,6 @@
-"""What the one-service CPU tools share (`bench.contracts_cpu`, `bench.escrow_cpu`, `bench.notifications_cpu`): a
-scratch database on the server POSTGRES_URL names, the CPU of its backends (the server's side of the tool's work),
-and running the work as a service runs its own."""
+"""What the one-service CPU tools share (`bench.contracts_cpu`, `bench.escrow_cpu`, `bench.notifications_cpu`,
+`bench.billing_cpu`): a scratch database on the server POSTGRES_URL names, the CPU of its backends (the server's side
+of the tool's work), and running the work as a service runs its own."""
 
 import os
 import uuid
@@ -20,9 +20,9 @@ from .stats import process_cpu_seconds
 
 def run_as_a_service(work: Coroutine) -> None:
     """A tool's work run as a service runs its own: on uvloop (the services' default `event_loop`), with what is
-    alive at the start frozen out of the collector's full passes (platform_runtime/heap.py). On asyncio's own loop
-    and a heap not frozen, each round trip and each collection cost the tool more than the service (issue 10,
-    thirty-sixth step: notifications' round trips had looked dearer by about half)."""
+    alive at the start frozen out of the collector's full passes (platform_runtime/heap.py). Until the thirty-sixth
+    step of issue 10 the tools ran on asyncio's own loop with the heap as it came; how much that moved their figures
+    was not measured (three runs of bench.notifications_cpu each way were within each other's spread)."""
     freeze_what_started()
     uvloop.run(work)
 

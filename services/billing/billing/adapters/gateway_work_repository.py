@@ -191,7 +191,7 @@ _NEW_CHARGE = (insert(charges).values({c: bindparam(c, type_=charges.c[c].type) 
 # Every ChargeClient runs it: on the transaction's asyncpg connection (driver_sql.Fixed).
 _RECORD_CHARGE = Fixed.of(select(_NEW_CHARGE.c.billing_method_id, func.pg_notify(CHANNEL, CHARGE_RECORDED)))
 # A batch's charges, when its steps read their clients' methods ahead: a run of them one statement.
-_CHARGES = Charges(_RECORD_CHARGE.sql, lambda values: _RECORD_CHARGE.args(values))
+_CHARGES = Charges(_RECORD_CHARGE.sql, _RECORD_CHARGE.args)
 
 # The gateway loop's statements, each run once per batch of charges: on the asyncpg connection too.
 _DUE_CHARGES = Fixed.of(
