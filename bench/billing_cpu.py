@@ -10,22 +10,18 @@ recorded together, its clients' methods read ahead).
 """
 
 import argparse
-import time
 import uuid
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
-from platform_runtime import metrics
 from platform_runtime.clock import FrozenClock
-from platform_runtime.consumer import BatchProcessor
-from platform_runtime.relay import asyncpg_dsn
 from platform_runtime.service import build_runtime
 from platform_schemas import new_envelope
 from platform_schemas.commands.saga import ChargeClient, MilestoneAmount
 from platform_schemas.topics import BILLING_SAGA_COMMANDS
 
-from bench.one_service import backends_cpu_seconds, run_as_a_service, scratch
-from tests.support.fakes import FakeDeadLetters, record
+from bench.one_service import consumer, measure_batches, run_as_a_service, scratch
+from tests.support.fakes import record
 
 from billing.bootstrap import definition, subscriptions
 from billing.service_layer.context import BillingContexts
@@ -58,31 +54,18 @@ async def measure(url: str, charges: int, batch: int) -> dict:
                 "INSERT INTO billing_methods (billing_method_id, account_id, kind, token, is_primary, added_at)"
                 " VALUES ($1, $2, 'card', 'tok', true, now())", (f"bm-{i}", f"cl-{i}"))
     wiring = SimpleNamespace(new_context=BillingContexts(settings, gateway=None), settings=settings)
-    dead_letters = FakeDeadLetters()
-    processor = next(BatchProcessor(sub.topic, new_uow=runtime.new_uow, dead_letters=dead_letters, max_attempts=2,
-                                    backoff_seconds=0.01, **sub.handling())
-                     for sub in subscriptions(wiring) if sub.topic == BILLING_SAGA_COMMANDS)
+    processor, dead_letters = consumer(subscriptions, wiring, BILLING_SAGA_COMMANDS, runtime.new_uow)
     records = [record(e.to_json(), offset, topic=BILLING_SAGA_COMMANDS, key=e.subject.encode())
                for offset, e in enumerate(steps(charges + batch))]
-    redone = metrics.BATCHES_REDONE.labels(BILLING_SAGA_COMMANDS)
     try:
-        await processor.process(records[:batch])  # a batch first: the pool's connections and statements made
-        redone_before = redone._value.get()
-        database_before, spent = await backends_cpu_seconds(asyncpg_dsn(url)), 0.0
-        for i in range(batch, len(records), batch):
-            started = time.process_time()
-            await processor.process(records[i:i + batch])
-            spent += time.process_time() - started
-        database_after = await backends_cpu_seconds(asyncpg_dsn(url))
-        redone_batches = redone._value.get() - redone_before
+        measured = await measure_batches(processor, records, batch, url)
         async with runtime.engine.connect() as conn:
             recorded = (await conn.exec_driver_sql(
                 "SELECT count(*) FROM charges WHERE billing_method_id IS NOT NULL")).scalar_one()
     finally:
         await runtime.engine.dispose()
-    counted = database_before is not None and database_after is not None
-    return {"billing": spent, "database": database_after - database_before if counted else None,
-            "recorded": recorded - batch, "dead_lettered": len(dead_letters.sent), "redone": redone_batches}
+    return {"billing": measured.service_seconds, "database": measured.database_seconds,
+            "recorded": recorded - batch, "dead_lettered": len(dead_letters.sent), "redone": measured.redone}
 
 
 async def run(charges: int, batch: int) -> None:

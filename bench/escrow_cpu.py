@@ -10,24 +10,20 @@ statement a hold), where whole-platform pairs resolve nothing below about a tent
 """
 
 import argparse
-import time
 import uuid
 from datetime import datetime, timezone
 from functools import partial
 from types import SimpleNamespace
 
-from platform_runtime import metrics
 from platform_runtime.clock import FrozenClock
-from platform_runtime.consumer import BatchProcessor
-from platform_runtime.relay import asyncpg_dsn
 from platform_runtime.service import build_runtime
 from platform_schemas import new_envelope
 from platform_schemas.commands.saga import MilestoneAmount
 from platform_schemas.events.billing import ClientCharged
 from platform_schemas.topics import BILLING_EVENTS
 
-from bench.one_service import backends_cpu_seconds, run_as_a_service, scratch
-from tests.support.fakes import FakeDeadLetters, record
+from bench.one_service import consumer, measure_batches, run_as_a_service, scratch
+from tests.support.fakes import record
 
 from escrow.bootstrap import EscrowSettings, definition, subscriptions
 from escrow.service_layer.context import Context
@@ -54,31 +50,18 @@ async def measure(url: str, holds: int, batch: int) -> dict:
     async with runtime.engine.begin() as conn:
         await conn.run_sync(definition.metadata.create_all)
     wiring = SimpleNamespace(new_context=partial(Context, pending_for=settings.earnings_pending_for))
-    dead_letters = FakeDeadLetters()
-    processor = next(BatchProcessor(sub.topic, new_uow=runtime.new_uow, dead_letters=dead_letters, max_attempts=2,
-                                    backoff_seconds=0.01, **sub.handling())
-                     for sub in subscriptions(wiring) if sub.topic == BILLING_EVENTS)
+    processor, dead_letters = consumer(subscriptions, wiring, BILLING_EVENTS, runtime.new_uow)
     records = [record(e.to_json(), offset, topic=BILLING_EVENTS, key=e.subject.encode()) for offset, e in enumerate(
         new_envelope(c, subject=c.contract_id, actor="system", source="billing") for c in charges(holds + batch))]
-    redone = metrics.BATCHES_REDONE.labels(BILLING_EVENTS)
     try:
-        await processor.process(records[:batch])  # a batch first: the pool's connections and statements made
-        redone_before = redone._value.get()
-        database_before, spent = await backends_cpu_seconds(asyncpg_dsn(url)), 0.0
-        for i in range(batch, len(records), batch):
-            started = time.process_time()
-            await processor.process(records[i:i + batch])
-            spent += time.process_time() - started
-        database_after = await backends_cpu_seconds(asyncpg_dsn(url))
-        redone_batches = redone._value.get() - redone_before
+        measured = await measure_batches(processor, records, batch, url)
         async with runtime.engine.connect() as conn:
             answered = (await conn.exec_driver_sql(
                 "SELECT count(*) FROM outbox WHERE type = 'EscrowFunded'")).scalar_one()
     finally:
         await runtime.engine.dispose()
-    counted = database_before is not None and database_after is not None
-    return {"escrow": spent, "database": database_after - database_before if counted else None,
-            "funded": answered - batch, "dead_lettered": len(dead_letters.sent), "redone": redone_batches}
+    return {"escrow": measured.service_seconds, "database": measured.database_seconds, "funded": answered - batch,
+            "dead_lettered": len(dead_letters.sent), "redone": measured.redone}
 
 
 async def run(holds: int, batch: int) -> None:

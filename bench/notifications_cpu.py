@@ -10,23 +10,19 @@ the consumer's path (issue 10, thirty-sixth step: a batch's lookups read ahead, 
 """
 
 import argparse
-import time
 import uuid
 from datetime import datetime, timezone
 from functools import partial
 from types import SimpleNamespace
 
-from platform_runtime import metrics
 from platform_runtime.clock import FrozenClock
-from platform_runtime.consumer import BatchProcessor
-from platform_runtime.relay import asyncpg_dsn
 from platform_runtime.service import build_runtime
 from platform_schemas import new_envelope
 from platform_schemas.events.contracts import AccountRegistered, MilestoneTerms, OfferSent
 from platform_schemas.topics import CONTRACTS_EVENTS
 
-from bench.one_service import backends_cpu_seconds, run_as_a_service, scratch
-from tests.support.fakes import FakeDeadLetters, record
+from bench.one_service import consumer, measure_batches, run_as_a_service, scratch
+from tests.support.fakes import record
 
 from notifications.adapters.templates import Templates
 from notifications.bootstrap import definition, subscriptions
@@ -60,33 +56,20 @@ async def measure(url: str, offers: int, batch: int) -> dict:
         await conn.run_sync(definition.metadata.create_all)
     wiring = SimpleNamespace(new_context=partial(Context, templates=Templates(settings.templates_dir),
                                                  names_wait=settings.names_wait), settings=settings)
-    dead_letters = FakeDeadLetters()
-    processor = next(BatchProcessor(sub.topic, new_uow=runtime.new_uow, dead_letters=dead_letters, max_attempts=2,
-                                    backoff_seconds=0.01, **sub.handling())
-                     for sub in subscriptions(wiring) if sub.topic == CONTRACTS_EVENTS)
+    processor, dead_letters = consumer(subscriptions, wiring, CONTRACTS_EVENTS, runtime.new_uow)
     records = [record(e.to_json(), offset, topic=CONTRACTS_EVENTS, key=e.subject.encode())
                for offset, e in enumerate(events(offers + batch))]
     people, offered = records[:2 * PEOPLE], records[2 * PEOPLE:]
-    redone = metrics.BATCHES_REDONE.labels(CONTRACTS_EVENTS)
     try:
         await processor.process(people)
-        await processor.process(offered[:batch])  # a batch first: the pool's connections and statements made
-        redone_before = redone._value.get()
-        database_before, spent = await backends_cpu_seconds(asyncpg_dsn(url)), 0.0
-        for i in range(batch, len(offered), batch):
-            started = time.process_time()
-            await processor.process(offered[i:i + batch])
-            spent += time.process_time() - started
-        database_after = await backends_cpu_seconds(asyncpg_dsn(url))
-        redone_batches = redone._value.get() - redone_before
+        measured = await measure_batches(processor, offered, batch, url)
         async with runtime.engine.connect() as conn:
             told = (await conn.exec_driver_sql(
                 "SELECT count(*) FROM notifications WHERE kind = 'offer_received'")).scalar_one()
     finally:
         await runtime.engine.dispose()
-    counted = database_before is not None and database_after is not None
-    return {"notifications": spent, "database": database_after - database_before if counted else None,
-            "told": told // 2 - batch, "dead_lettered": len(dead_letters.sent), "redone": redone_batches}
+    return {"notifications": measured.service_seconds, "database": measured.database_seconds,
+            "told": told // 2 - batch, "dead_lettered": len(dead_letters.sent), "redone": measured.redone}
 
 
 async def run(offers: int, batch: int) -> None:

@@ -3,16 +3,22 @@
 of the tool's work), and running the work as a service runs its own."""
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import uvloop
+from platform_runtime import metrics
+from platform_runtime.consumer import BatchProcessor
 from platform_runtime.heap import freeze_what_started
+from platform_runtime.relay import asyncpg_dsn
 
 from tests.infra import with_local_superuser_password
+from tests.support.fakes import FakeDeadLetters
 from tests.support.probe_service import drop_database, scratch_database
 
 from .stats import process_cpu_seconds
@@ -58,3 +64,35 @@ async def backends_cpu_seconds(dsn: str) -> float | None:
         except OSError:
             pass  # not a process here, or one that has just ended
     return sum(seconds) if seconds or not pids else None
+
+
+def consumer(subscriptions, wiring, topic: str, new_uow) -> tuple[BatchProcessor, FakeDeadLetters]:
+    """The service's consumer of `topic` as its bootstrap wires it (`subscriptions(wiring)`), on these units of work,
+    with the dead letters it would send kept."""
+    dead_letters = FakeDeadLetters()
+    [subscription] = [s for s in subscriptions(wiring) if s.topic == topic]
+    return BatchProcessor(topic, new_uow=new_uow, dead_letters=dead_letters, max_attempts=2, backoff_seconds=0.01,
+                          **subscription.handling()), dead_letters
+
+
+@dataclass(frozen=True)
+class Measured:
+    service_seconds: float  # the tool's process's CPU over the measured batches
+    database_seconds: float | None  # its database's backends' over the same (None: a server elsewhere)
+    redone: float  # batches handled again (IsolationNeeded): a tool refuses such a run
+
+
+async def measure_batches(processor: BatchProcessor, records: list, batch: int, url: str) -> Measured:
+    """The records handed to the consumer `batch` at a time, the first batch not counted (the pool's connections
+    and its statements prepared): what each side spent on the others."""
+    redone = metrics.BATCHES_REDONE.labels(records[0].topic)
+    await processor.process(records[:batch])
+    redone_before = redone._value.get()
+    database_before, spent = await backends_cpu_seconds(asyncpg_dsn(url)), 0.0
+    for i in range(batch, len(records), batch):
+        started = time.process_time()
+        await processor.process(records[i:i + batch])
+        spent += time.process_time() - started
+    database_after = await backends_cpu_seconds(asyncpg_dsn(url))
+    counted = database_before is not None and database_after is not None
+    return Measured(spent, database_after - database_before if counted else None, redone._value.get() - redone_before)

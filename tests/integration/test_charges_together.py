@@ -24,7 +24,6 @@ from platform_runtime.unit_of_work import UnitOfWork
 from platform_schemas import Envelope, new_envelope
 from platform_schemas.commands.saga import ChargeClient, MilestoneAmount
 from platform_schemas.topics import BILLING_SAGA_COMMANDS
-from sqlalchemy import event
 
 from billing import bootstrap
 from billing.adapters import charges_together
@@ -137,18 +136,7 @@ async def test_a_batch_of_steps_reads_the_methods_in_one_statement_and_records_i
     database = databases[0]
     await database.start(CLIENTS)
     steps = [step(f"one-{uuid.uuid4().hex[:8]}", CLIENTS[n % 4], [500]) for n in range(20)]
-    statements: list[str] = []
-
-    def log_queries(connection, _):
-        connection._connection.add_query_logger(lambda query: statements.append(query.query))
-
-    event.listen(database.engine.sync_engine, "connect", log_queries)
-    await database.engine.dispose()
-    try:
-        await database.handle(steps)
-    finally:
-        event.remove(database.engine.sync_engine, "connect", log_queries)
-        await database.engine.dispose()
+    statements = await database.statements_of(lambda: database.handle(steps))
     inserts = [s for s in statements if "INSERT INTO charges" in s]
     reads = [s for s in statements if "LEFT JOIN billing_methods m" in s]
     assert (len(inserts), len(reads)) == (1, 1), statements

@@ -30,7 +30,6 @@ from platform_schemas.events.contracts import (
     OfferFundingFailed, OfferSent, RefundRequested,
 )
 from platform_schemas.topics import CONTRACTS_EVENTS
-from sqlalchemy import event
 
 from notifications import bootstrap
 from notifications.adapters.tables import metadata
@@ -198,18 +197,7 @@ async def test_a_batch_of_offers_is_looked_up_in_one_statement_and_its_notificat
     await database.handle([_registered(p, f"Name {p}") for p in PEOPLE])
     offers = [_offered(f"ct-{uuid.uuid4().hex[:8]}", "acc-a", "acc-b", "Site", [("ms-x", "Logo", 5)])
               for _ in range(20)]
-    statements: list[str] = []
-
-    def log_queries(connection, _):  # every connection the engine opens from here on
-        connection._connection.add_query_logger(lambda query: statements.append(query.query))
-
-    event.listen(database.engine.sync_engine, "connect", log_queries)
-    await database.engine.dispose()
-    try:
-        await database.handle(offers)
-    finally:
-        event.remove(database.engine.sync_engine, "connect", log_queries)
-        await database.engine.dispose()
+    statements = await database.statements_of(lambda: database.handle(offers))
     lookups = [s for s in statements if "FROM (SELECT 1) AS one" in s or "FROM saved_contract c" in s]
     inserts = [s for s in statements if "INSERT INTO notifications" in s]
     reads_ahead = [s for s in statements if "'contract' AS what" in s]

@@ -152,6 +152,26 @@ class ServiceDatabase:
         return {name: sorted(rows) for name, rows in found.items()} if sort else found
 
 
+    async def statements_of(self, work) -> list[str]:
+        """The text of every statement the engine's connections sent while `work()` ran (its pool renewed first,
+        so that every connection is one opened with the listener)."""
+        from sqlalchemy import event
+
+        statements: list[str] = []
+
+        def log_queries(connection, _):
+            connection._connection.add_query_logger(lambda query: statements.append(query.query))
+
+        event.listen(self.engine.sync_engine, "connect", log_queries)
+        await self.engine.dispose()
+        try:
+            await work()
+        finally:
+            event.remove(self.engine.sync_engine, "connect", log_queries)
+            await self.engine.dispose()
+        return statements
+
+
 @asynccontextmanager
 async def migrated_databases(postgres_url: str, label: str, migrations_dir: Path, metadata: MetaData, service: str,
                              count: int):

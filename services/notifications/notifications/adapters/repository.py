@@ -54,23 +54,27 @@ WHERE n.awaiting_names IS NOT NULL AND n.awaiting_names @> ARRAY[$1]::varchar[]
 
 _ACCOUNT = select(accounts).where(accounts.c.account_id == bindparam("account_id"))
 
-# A contract's parties and its milestones, and what its event's notifications need (as _LOOKUP below), in one
-# statement. A later event without a title must not erase the one OfferSent gave: the contract's row as saved
-# (RETURNING) has the title kept. The lookup's reads see the snapshot before the inserts, so a milestone this
-# statement saves has its title from the parameters.
-_SAVE_CONTRACT_AND_LOOKUP = f"""
-WITH saved_contract AS (
-    INSERT INTO contracts (contract_id, client_id, freelancer_id, currency, title)
+# A contract's parties ($1-$5) and its milestones ($6-$8 as arrays): the two parts of every save of a contract. A
+# later event without a title must not erase the one OfferSent gave.
+_UPSERT_CONTRACT = """INSERT INTO contracts (contract_id, client_id, freelancer_id, currency, title)
     VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (contract_id) DO UPDATE SET client_id = EXCLUDED.client_id,
         freelancer_id = EXCLUDED.freelancer_id, currency = EXCLUDED.currency,
-        title = coalesce(EXCLUDED.title, contracts.title)
-    RETURNING client_id, freelancer_id, currency, title
-), saved_milestones AS (
-    INSERT INTO milestones (milestone_id, contract_id, title, amount)
+        title = coalesce(EXCLUDED.title, contracts.title)"""
+_UPSERT_MILESTONES = """INSERT INTO milestones (milestone_id, contract_id, title, amount)
     SELECT m.milestone_id, $1, m.title, m.amount
     FROM unnest($6::text[], $7::text[], $8::bigint[]) AS m(milestone_id, title, amount)
-    ON CONFLICT (milestone_id) DO UPDATE SET title = EXCLUDED.title, amount = EXCLUDED.amount
+    ON CONFLICT (milestone_id) DO UPDATE SET title = EXCLUDED.title, amount = EXCLUDED.amount"""
+
+# A contract saved, and what its event's notifications need (as _LOOKUP below), in one statement: the contract's
+# row as saved (RETURNING) has the title kept. The lookup's reads see the snapshot before the inserts, so a
+# milestone this statement saves has its title from the parameters.
+_SAVE_CONTRACT_AND_LOOKUP = f"""
+WITH saved_contract AS (
+    {_UPSERT_CONTRACT}
+    RETURNING client_id, freelancer_id, currency, title
+), saved_milestones AS (
+    {_UPSERT_MILESTONES}
 )
 SELECT c.client_id, c.freelancer_id, c.currency, c.title,
        coalesce((SELECT m.title FROM unnest($6::text[], $7::text[]) AS m(milestone_id, title)
@@ -82,18 +86,11 @@ FROM saved_contract c
 """
 
 # The same save when a batch's projection answers the lookup (projection.py): a write left for later.
-_SAVE_CONTRACT = """
+_SAVE_CONTRACT = f"""
 WITH saved_contract AS (
-    INSERT INTO contracts (contract_id, client_id, freelancer_id, currency, title)
-    VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (contract_id) DO UPDATE SET client_id = EXCLUDED.client_id,
-        freelancer_id = EXCLUDED.freelancer_id, currency = EXCLUDED.currency,
-        title = coalesce(EXCLUDED.title, contracts.title)
+    {_UPSERT_CONTRACT}
 )
-INSERT INTO milestones (milestone_id, contract_id, title, amount)
-SELECT m.milestone_id, $1, m.title, m.amount
-FROM unnest($6::text[], $7::text[], $8::bigint[]) AS m(milestone_id, title, amount)
-ON CONFLICT (milestone_id) DO UPDATE SET title = EXCLUDED.title, amount = EXCLUDED.amount
+{_UPSERT_MILESTONES}
 """
 
 _SAVE_MILESTONE = """
