@@ -1,5 +1,6 @@
-"""The one-service CPU tools on the real server: `python -m bench.contracts_cpu` (contracts' own CPU per fund saga)
-and `python -m bench.escrow_cpu` (escrow's per hold), each with, where the server's backends are processes of this
+"""The one-service CPU tools on the real server: `python -m bench.contracts_cpu` (contracts' own CPU per fund saga),
+`python -m bench.escrow_cpu` (escrow's per hold), `bench.notifications_cpu` (notifications' per offer) and
+`bench.billing_cpu` (billing's per charge step), each with, where the server's backends are processes of this
 machine, theirs for the same work (the server's side of a change to a statement, measured without the whole
 platform's noise; issue 10, thirty-fourth step)."""
 
@@ -9,7 +10,7 @@ import uuid
 import asyncpg
 import pytest
 
-from bench import contracts_cpu, escrow_cpu
+from bench import billing_cpu, contracts_cpu, escrow_cpu, notifications_cpu
 from bench.one_service import backends_cpu_seconds
 from platform_runtime.relay import asyncpg_dsn
 from tests.support.probe_service import drop_database, scratch_database
@@ -61,6 +62,25 @@ async def test_each_hold_and_the_servers_share_of_it_are_counted(infra, capsys, 
     escrow_cpu.report(measured, holds=8, batch=batch)
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"escrow, 8 holds, {batch} a batch: ") and ("its database's backends" in line) == here
+
+
+@pytest.mark.parametrize("tool, done, line", [
+    (notifications_cpu, "told", "notifications, 8 offers, {batch} a batch: "),
+    (billing_cpu, "recorded", "billing, 8 charge steps, {batch} a batch: ")])
+@pytest.mark.parametrize("batch", [1, 4])
+async def test_each_offer_told_and_each_charge_step_recorded_are_counted(infra, capsys, tool, done, line, batch):
+    name = f"{DB_PREFIX}it_{tool.__name__.split('.')[-1]}_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(infra.postgres_url, name)
+    try:
+        here = await server_here(url)
+        measured = await tool.measure(url, 8, batch)
+    finally:
+        await drop_database(infra.postgres_url, name)
+    assert measured[done] == 8 and measured["dead_lettered"] == 0 and measured["redone"] == 0
+    assert (measured["database"] >= 0) if here else measured["database"] is None  # in ticks of 10 ms
+    tool.report(measured, 8, batch)
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith(line.format(batch=batch)) and ("its database's backends" in printed) == here
 
 
 async def test_a_backends_cpu_is_what_it_spent(infra):
