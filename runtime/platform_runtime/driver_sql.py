@@ -115,11 +115,6 @@ def leave_writes_for_later(connection: AsyncConnection, on: bool) -> None:
         _later.pop(connection.sync_connection, None)
 
 
-def leaves_writes_for_later(connection: AsyncConnection) -> bool:
-    """Whether writes on this connection's transaction are left for later (a batch's first try) or run at once."""
-    return _later.get(connection.sync_connection) is not None
-
-
 async def write_later(connection: AsyncConnection, sql: str, *args: Any,
                       expect: Expect | None = None) -> asyncpg.Record | None:
     """Run a write now, or (when the connection allows it) leave it for later: None then. With `expect`, the write

@@ -32,7 +32,7 @@ from billing.bootstrap import definition
 from billing.service_layer.context import BillingContexts
 from billing.settings import BillingSettings
 from tests.support.fakes import FakeDeadLetters, record
-from tests.support.probe_service import ServiceDatabase, migrated_databases
+from tests.support.probe_service import ServiceDatabase, in_batches, migrated_databases
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
@@ -116,18 +116,16 @@ STEPS = st.builds(step, st.sampled_from([f"s{n}" for n in range(12)]), st.sample
        steps=st.lists(STEPS, min_size=2, max_size=12), sizes=st.lists(st.integers(2, 6), min_size=1, max_size=4))
 async def test_steps_handled_in_batches_leave_what_they_leave_one_a_batch(databases, with_method, before, steps,
                                                                           sizes):
-    in_batches, one_a_batch = databases
+    handled_in_batches, one_a_batch = databases
     for database in databases:
         await database.start(with_method)
         for envelope in before:
             await database.handle([envelope])
     for envelope in steps:
         await one_a_batch.handle([envelope])
-    start = 0
-    for turn in range(len(steps)):
-        await in_batches.handle(steps[start:start + sizes[turn % len(sizes)]])
-        start += sizes[turn % len(sizes)]
-    assert await in_batches.left() == await one_a_batch.left()
+    for batch in in_batches(steps, sizes):
+        await handled_in_batches.handle(batch)
+    assert await handled_in_batches.left() == await one_a_batch.left()
 
 
 async def test_a_batch_of_steps_reads_the_methods_in_one_statement_and_records_its_charges_in_one(databases):

@@ -38,7 +38,7 @@ from notifications.bootstrap import definition
 from notifications.service_layer.context import Context
 from notifications.settings import TEMPLATES
 from tests.support.fakes import FakeDeadLetters, record
-from tests.support.probe_service import ServiceDatabase, migrated_databases
+from tests.support.probe_service import ServiceDatabase, in_batches, migrated_databases
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
@@ -174,19 +174,16 @@ def histories(draw):
 @given(history=histories())
 async def test_events_handled_in_batches_leave_what_they_leave_one_a_batch(databases, history):
     before, events, sizes = history
-    in_batches, one_a_batch = databases
+    handled_in_batches, one_a_batch = databases
     for database in databases:
         await database.empty()
         for envelope in before:
             await database.handle([envelope])
     for envelope in events:
         await one_a_batch.handle([envelope])
-    start = 0
-    for turn in range(len(events)):
-        size = sizes[turn % len(sizes)]
-        await in_batches.handle(events[start:start + size])
-        start += size
-    assert await in_batches.left() == await one_a_batch.left()
+    for batch in in_batches(events, sizes):
+        await handled_in_batches.handle(batch)
+    assert await handled_in_batches.left() == await one_a_batch.left()
 
 
 async def test_a_batch_of_offers_is_looked_up_in_one_statement_and_its_notifications_inserted_in_one(databases):

@@ -172,6 +172,17 @@ class ServiceDatabase:
         return statements
 
 
+def in_batches(items: list, sizes: list[int]) -> list[list]:
+    """`items` in order, cut into consecutive batches of these sizes taken in turn (as a consumer's fetches may
+    cut them), the last one what is left."""
+    batches, start = [], 0
+    while start < len(items):
+        size = sizes[len(batches) % len(sizes)]
+        batches.append(items[start:start + size])
+        start += size
+    return batches
+
+
 @asynccontextmanager
 async def migrated_databases(postgres_url: str, label: str, migrations_dir: Path, metadata: MetaData, service: str,
                              count: int):

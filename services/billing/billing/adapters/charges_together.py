@@ -1,11 +1,11 @@
-"""A batch's ChargeClient steps recorded together (issue 10, thirty-sixth step).
+"""How the consumer records a ChargeClient step's charge: alone, or a batch's together (issue 10, thirty-sixth step).
 
-Each step recorded its charge in a statement of its own that also answered the client's primary billing method,
-which the handler reads (no method: the charge fails at once). Read ahead, one statement finds the methods of every
-client a batch's steps charge (`primary_methods`), and the charges are left for later and written as one statement
-a run (`CHARGES`, driver_sql.write_together), taken for granted as recorded to the method read. A charge id taken
-(the step again) or another method by then fails the batch, which is handled again one savepoint each, where each
-charge's own statement answers (`GatewayWork.record_charge`).
+A charge goes to its client's primary billing method, which the handler reads (no method: the charge fails at once).
+Alone, one statement records the charge and answers that method (`RECORD_CHARGE`). Read ahead, one statement finds
+the methods of every client a batch's steps charge (`primary_methods`), and the charges are left for later and
+written as one statement a run (`CHARGES`, driver_sql.write_together), taken for granted as recorded to the method
+read. A charge id taken (the step again) or another method by then fails the batch, which is handled again one
+savepoint each, where each charge's own statement answers (`GatewayWork.record_charge`).
 """
 
 import json
@@ -13,9 +13,13 @@ from typing import Any
 
 import asyncpg
 from platform_runtime import driver_sql
+from platform_runtime.driver_sql import Fixed
 from platform_runtime.errors import IsolationNeeded
+from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .tables import billing_methods, charges
 from .wakeup import CHANNEL, CHARGE_RECORDED
 
 BATCH_KEY = "billing.primary_methods"  # where a batch's methods read ahead are kept (`UnitOfWork.batch`)
@@ -26,7 +30,7 @@ FROM unnest($1::varchar[]) AS c(client_id)
 LEFT JOIN billing_methods m ON m.account_id = c.client_id AND m.is_primary AND m.removed_at IS NULL
 """)
 
-# A charge's columns as the consumer records it (gateway_work_repository's `_RECORDED`), and their arrays' types.
+# A charge's columns as the consumer records it, and their arrays' types for a run of them.
 RECORDED = ("charge_id", "saga_id", "contract_id", "client_id", "amount", "currency", "purpose", "milestones",
             "status", "created_at", "next_attempt_at", "correlation_id", "causation_id", "actor", "traceparent",
             "tracestate")
@@ -54,6 +58,21 @@ SELECT array_agg(charge_id) AS charge_ids, array_agg(billing_method_id) AS metho
 FROM recorded
 """
 
+# One charge: recorded to its client's primary billing method (domain/billing_methods.py: at most one per account),
+# unless its id is taken; answers one row, whether it was recorded and to which method. The NOTIFY is delivered at
+# commit, and only when the charge is new. On the transaction's asyncpg connection (driver_sql.Fixed).
+_PRIMARY_METHOD = (select(billing_methods.c.billing_method_id)
+                   .where(billing_methods.c.account_id == bindparam("client_id"), billing_methods.c.is_primary,
+                          billing_methods.c.removed_at.is_(None)).scalar_subquery())
+_NEW_CHARGE = (insert(charges).values({c: bindparam(c, type_=charges.c[c].type) for c in RECORDED}
+                                      | {"billing_method_id": _PRIMARY_METHOD})
+               .on_conflict_do_nothing(index_elements=[charges.c.charge_id])
+               .returning(charges.c.billing_method_id).cte("new_charge"))
+RECORD_CHARGE = Fixed.of(select(
+    exists(select(_NEW_CHARGE.c.billing_method_id)).label("recorded"),
+    select(_NEW_CHARGE.c.billing_method_id).scalar_subquery().label("billing_method_id"),
+    select(func.pg_notify(CHANNEL, CHARGE_RECORDED)).select_from(_NEW_CHARGE).scalar_subquery().label("woken")))
+
 
 async def primary_methods(session: AsyncConnection, client_ids: list[str]) -> dict[str, str | None]:
     """Each client's primary billing method (None: none), in one statement."""
@@ -67,12 +86,10 @@ class Charges:
     merge_from = 2  # one charge: its own statement (`alone`), cheaper than a statement over sixteen arrays
     gathered = False  # see driver_sql.Together: a failed charge's outcome is written after its record
 
-    def __init__(self, alone_sql: str, alone_args) -> None:
-        self._alone_sql, self._alone_args = alone_sql, alone_args
-
     def alone(self, item: tuple[dict[str, Any], str | None]) -> tuple[str, tuple, driver_sql.Expect]:
         values, method = item
-        return self._alone_sql, tuple(self._alone_args(values)), lambda row: row["billing_method_id"] == method
+        return (RECORD_CHARGE.sql, tuple(RECORD_CHARGE.args(values)),
+                lambda row: row["recorded"] and row["billing_method_id"] == method)
 
     async def write_all(self, driver: asyncpg.Connection, items: list[tuple[dict[str, Any], str | None]]) -> None:
         columns = [[json.dumps(values["milestones"]) if c == "milestones" else values[c] for values, _ in items]
@@ -82,3 +99,6 @@ class Charges:
         if len(recorded) != len(items) or any(recorded.get(values["charge_id"], "") != method
                                                for values, method in items):
             raise IsolationNeeded("a charge was recorded already, or its client's primary method changed")
+
+
+CHARGES = Charges()

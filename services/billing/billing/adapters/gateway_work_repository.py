@@ -18,10 +18,10 @@ from platform_runtime.driver_sql import Fixed
 
 from ..domain.gateway_work import OPEN, ChargeStatus, Operation, RefundStatus, VoidStatus
 from ..domain.history import HistoryRow
-from .charges_together import RECORDED, Charges
+from .charges_together import CHARGES, RECORD_CHARGE
 from .history_rows import HISTORY_COLUMNS, HISTORY_TYPES
 from .tables import billing_methods, bonus_charges, charges, refunds
-from .wakeup import CHANNEL, CHARGE_RECORDED, OTHER_RECORDED
+from .wakeup import CHANNEL, OTHER_RECORDED
 
 _WAKE = text(f"SELECT pg_notify('{CHANNEL}', '{OTHER_RECORDED}')")
 _LISTED = ("saga_id", "contract_id", "client_id", "amount", "currency", "status", "attempts", "next_attempt_at",
@@ -49,13 +49,12 @@ class GatewayWork:
         """A new pending charge to the client's primary billing method, and the loop woken, in one statement:
         (recorded, the method's id or None when the client has none). Not recorded: the charge id was taken
         already (the step again)."""
-        methods = self.primary_methods
-        if methods is not None and values["client_id"] in methods and driver_sql.leaves_writes_for_later(self.session):
-            method = methods[values["client_id"]]
-            await driver_sql.write_together(self.session, _CHARGES, (values, method))
-            return True, method  # taken for granted: otherwise the batch is handled again (charges_together.py)
-        row = await _RECORD_CHARGE.fetchrow(self.session, values)
-        return (True, row["billing_method_id"]) if row else (False, None)
+        methods, client = self.primary_methods, values["client_id"]
+        if methods is None or client not in methods:
+            row = await RECORD_CHARGE.fetchrow(self.session, values)
+        elif (row := await driver_sql.write_together(self.session, CHARGES, (values, methods[client]))) is None:
+            return True, methods[client]  # left for later, taken for granted (charges_together.py)
+        return row["recorded"], row["billing_method_id"]
 
     async def due_charges(self, now: datetime, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` pending charges due, first due first, locked for this transaction (other workers and
@@ -179,20 +178,6 @@ def _listed_columns(table, state) -> dict[str, Any]:
 
 
 # -- statements built once (building one costs more CPU than running it) ------------------------------------
-# Every charge goes to the client's primary billing method (domain/billing_methods.py): at most one per account.
-_PRIMARY_METHOD = (select(billing_methods.c.billing_method_id)
-                   .where(billing_methods.c.account_id == bindparam("client_id"), billing_methods.c.is_primary,
-                          billing_methods.c.removed_at.is_(None)).scalar_subquery())
-_NEW_CHARGE = (insert(charges).values({c: bindparam(c, type_=charges.c[c].type) for c in RECORDED}
-                                     | {"billing_method_id": _PRIMARY_METHOD})
-               .on_conflict_do_nothing(index_elements=[charges.c.charge_id])
-               .returning(charges.c.billing_method_id).cte("new_charge"))
-# The NOTIFY is delivered at commit, and only when the charge is new.
-# Every ChargeClient runs it: on the transaction's asyncpg connection (driver_sql.Fixed).
-_RECORD_CHARGE = Fixed.of(select(_NEW_CHARGE.c.billing_method_id, func.pg_notify(CHANNEL, CHARGE_RECORDED)))
-# A batch's charges, when its steps read their clients' methods ahead: a run of them one statement.
-_CHARGES = Charges(_RECORD_CHARGE.sql, _RECORD_CHARGE.args)
-
 # The gateway loop's statements, each run once per batch of charges: on the asyncpg connection too.
 _DUE_CHARGES = Fixed.of(
     select(charges, billing_methods.c.token)
