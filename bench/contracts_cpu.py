@@ -10,7 +10,9 @@ on a loaded machine, where a whole-platform run does not. The statements it ran 
 pg_stat_statements when the server preloads it, and, when the server runs on this machine, the CPU of its
 backends for the scratch database is counted over the same sagas (all of it: the protocol, the commits and the
 statements' execution): the server's side of a change to a statement, which no whole-platform pair resolved
-below a tenth (issue 10, thirty-fourth step).
+below a tenth (issue 10, thirty-fourth step). Beside the statements' count it prints what a bare round trip costs
+here on each side (`one_service.round_trip`) times that count: how much of a saga's CPU the round trips themselves
+are, and how much the statements' own work (issue 10, thirty-seventh step: about an eighth at one message a batch).
 """
 
 import argparse
@@ -35,7 +37,7 @@ from platform_schemas.events.escrow import EscrowFunded
 from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS
 from platform_schemas.types import Posting
 
-from bench.one_service import backends_cpu_seconds, run_as_a_service, scratch
+from bench.one_service import backends_cpu_seconds, round_trip, run_as_a_service, scratch
 
 from contracts.bootstrap import COMMANDS, definition
 from contracts.service_layer import bonuses, statement
@@ -142,7 +144,16 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
         print(f"  its database's backends: {sum(database.values()) / sagas * 1000:.2f} ms CPU per saga ("
               + ", ".join(f"{k} {v / sagas * 1000:.2f}" for k, v in database.items()) + ")")
     if statements:
-        print(f"  {sum(statements.values()) / sagas:.2f} statements per saga (BEGIN/COMMIT included)")
+        trips = sum(statements.values()) / sagas
+        print(f"  {trips:.2f} statements per saga (BEGIN/COMMIT included)")
+        floor = await round_trip(asyncpg_dsn(url))
+        print(f"  a bare round trip here (a prepared SELECT 1): {floor.client_us:.0f} us of this process"
+              + (f", {floor.server_us:.0f} us of its backend" if floor.server_us is not None else "")
+              + f"; times {trips:.2f}: {trips * floor.client_us / 1000:.2f} ms a saga "
+              + f"({trips * floor.client_us / 1000 / (total / sagas * 1000):.0%} of the CPU above)"
+              + (f" and {trips * floor.server_us / 1000:.2f} ms "
+                 f"({trips * floor.server_us / 1000 / (sum(database.values()) / sagas * 1000):.0%} of the backends')"
+                 if floor.server_us is not None and None not in database.values() and sum(database.values()) else ""))
         for query, calls in statements.most_common(25):
             print(f"  {calls / sagas:6.2f}  {' '.join(query.split())[:130]}")
 

@@ -1,6 +1,6 @@
 """What the one-service CPU tools share (`bench.contracts_cpu`, `bench.escrow_cpu`, `bench.notifications_cpu`,
 `bench.billing_cpu`): a scratch database on the server POSTGRES_URL names, the CPU of its backends (the server's side
-of the tool's work), and running the work as a service runs its own."""
+of the tool's work), running the work as a service runs its own, and what a bare round trip to the server costs."""
 
 import os
 import time
@@ -64,6 +64,35 @@ async def backends_cpu_seconds(dsn: str) -> float | None:
         except OSError:
             pass  # not a process here, or one that has just ended
     return sum(seconds) if seconds or not pids else None
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """What one bare round trip to the server costs here (a prepared `SELECT 1`, answered): the floor of every
+    statement a message runs, whatever the statement does."""
+
+    client_us: float  # this process's CPU, microseconds a round trip (asyncpg, the loop, the socket's system calls)
+    server_us: float | None  # its backend's (None: a server elsewhere)
+
+
+async def round_trip(dsn: str, trips: int = 3000) -> RoundTrip:
+    """Measure `RoundTrip` over `trips` round trips on a connection of its own (the first hundred not counted)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        one = await conn.prepare("SELECT 1")
+        for _ in range(100):
+            await one.fetchval()
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        here = Path(f"/proc/{backend}").exists()
+        server_before = process_cpu_seconds(backend) if here else None
+        started = time.process_time()
+        for _ in range(trips):
+            await one.fetchval()
+        client = time.process_time() - started
+        server = process_cpu_seconds(backend) - server_before if here else None
+    finally:
+        await conn.close()
+    return RoundTrip(client / trips * 1e6, server / trips * 1e6 if server is not None else None)
 
 
 def consumer(subscriptions, wiring, topic: str, new_uow) -> tuple[BatchProcessor, FakeDeadLetters]:

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from bench import billing_cpu, contracts_cpu, escrow_cpu, notifications_cpu
-from bench.one_service import backends_cpu_seconds
+from bench.one_service import backends_cpu_seconds, round_trip
 from platform_runtime.relay import asyncpg_dsn
 from tests.support.probe_service import drop_database, scratch_database
 from tests.support.processes import DB_PREFIX
@@ -45,6 +45,24 @@ async def test_the_sagas_and_the_servers_share_of_them_are_counted(infra, capsys
     per_saga = float(backends[0].split(": ", 1)[1].split(" ms", 1)[0])
     assert per_saga >= 0  # the kernel counts CPU in ticks of 10 ms: a few sagas may read as none
     assert all(step in backends[0] for step in ("SendOffer", "ClientCharged", "EscrowFunded"))
+    counted = [line for line in lines if line.endswith(" statements per saga (BEGIN/COMMIT included)")]
+    if counted:  # pg_stat_statements is loaded: the statements' count, and a bare round trip beside it
+        [floor] = [line for line in lines if line.startswith("  a bare round trip here (a prepared SELECT 1): ")]
+        assert " us of this process, " in floor and " us of its backend; times " in floor
+
+
+async def test_a_bare_round_trip_is_measured_on_both_sides(infra):
+    name = f"{DB_PREFIX}it_round_trip_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(infra.postgres_url, name)
+    try:
+        here = await server_here(url)
+        measured = await round_trip(asyncpg_dsn(url), trips=200)
+    finally:
+        await drop_database(infra.postgres_url, name)
+    assert measured.client_us > 0  # a round trip costs this process something, however fast the machine
+    assert (measured.server_us is not None) == here  # the backend's side only where it is a process of this machine
+    if here:
+        assert measured.server_us >= 0  # counted in ticks of 10 ms: 200 trips may read as none
 
 
 @pytest.mark.parametrize("batch", [1, 4])
