@@ -12,7 +12,8 @@ backends for the scratch database is counted over the same sagas (all of it: the
 statements' execution): the server's side of a change to a statement, which no whole-platform pair resolved
 below a tenth (issue 10, thirty-fourth step). Beside the statements' count it prints what a bare round trip costs
 here on each side (`one_service.round_trip`) times that count: how much of a saga's CPU the round trips themselves
-are, and how much the statements' own work (issue 10, thirty-seventh step: about an eighth at one message a batch).
+are, and how much the statements' own work (issue 10, thirty-seventh step: about an eighth at one message a batch);
+and what an empty transaction costs it through a unit of work and on asyncpg alone (`one_service.empty_transaction`).
 """
 
 import argparse
@@ -37,7 +38,7 @@ from platform_schemas.events.escrow import EscrowFunded
 from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS
 from platform_schemas.types import Posting
 
-from bench.one_service import backends_cpu_seconds, round_trip, run_as_a_service, scratch
+from bench.one_service import backends_cpu_seconds, empty_transaction, round_trip, run_as_a_service, scratch
 
 from contracts.bootstrap import COMMANDS, definition
 from contracts.service_layer import bonuses, statement
@@ -135,6 +136,7 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
         subject=h.contract_id, actor="system", source="escrow") for h in holds])
     sent = sum(e.type == "OfferSent" for e in out)
     statements = await _statements(url)
+    empty = await empty_transaction(runtime.new_uow, asyncpg_dsn(url))
     await runtime.engine.dispose()
     assert sent == sagas, f"{sent} of {sagas} sagas ended in OfferSent"
     total = sum(cpu.values())
@@ -143,6 +145,11 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
     if None not in database.values():
         print(f"  its database's backends: {sum(database.values()) / sagas * 1000:.2f} ms CPU per saga ("
               + ", ".join(f"{k} {v / sagas * 1000:.2f}" for k, v in database.items()) + ")")
+    transactions = 3 * -(-sagas // batch)  # each of the three messages' phases, `batch` a transaction
+    print(f"  an empty transaction: {empty.unit_of_work_us:.0f} us of this process through a unit of work, "
+          f"{empty.asyncpg_us:.0f} us on asyncpg alone; times the {transactions / sagas:.2f} transactions a saga: "
+          f"{transactions / sagas * empty.unit_of_work_us / 1000:.2f} ms a saga "
+          f"({transactions / sagas * empty.unit_of_work_us / 1000 / (total / sagas * 1000):.0%} of the CPU above)")
     if statements:
         trips = sum(statements.values()) / sagas
         print(f"  {trips:.2f} statements per saga (BEGIN/COMMIT included)")

@@ -95,6 +95,42 @@ async def round_trip(dsn: str, trips: int = 3000) -> RoundTrip:
     return RoundTrip(client / trips * 1e6, server / trips * 1e6 if server is not None else None)
 
 
+@dataclass(frozen=True)
+class EmptyTransaction:
+    """What a transaction with nothing in it costs this process: through a unit of work (its pooled connection,
+    SQLAlchemy's begin and commit) and on a bare asyncpg connection (the BEGIN and COMMIT round trips alone)."""
+
+    unit_of_work_us: float
+    asyncpg_us: float
+
+
+async def empty_transaction(new_uow, dsn: str, transactions: int = 2000) -> EmptyTransaction:
+    """Measure `EmptyTransaction` over `transactions` of each kind (the first fifty not counted)."""
+    async def through_a_unit_of_work() -> None:
+        async with new_uow() as uow:
+            await uow.driver()  # begins it, as the first statement of a message would
+            await uow.commit()
+
+    conn = await asyncpg.connect(dsn)
+
+    async def on_asyncpg() -> None:
+        await conn.execute("BEGIN")
+        await conn.execute("COMMIT")
+
+    spent = []
+    try:
+        for one in (through_a_unit_of_work, on_asyncpg):
+            for _ in range(50):
+                await one()
+            started = time.process_time()
+            for _ in range(transactions):
+                await one()
+            spent.append((time.process_time() - started) / transactions * 1e6)
+    finally:
+        await conn.close()
+    return EmptyTransaction(*spent)
+
+
 def consumer(subscriptions, wiring, topic: str, new_uow) -> tuple[BatchProcessor, FakeDeadLetters]:
     """The service's consumer of `topic` as its bootstrap wires it (`subscriptions(wiring)`), on these units of work,
     with the dead letters it would send kept."""

@@ -6,13 +6,18 @@ platform's noise; issue 10, thirty-fourth step)."""
 
 import os
 import uuid
+from datetime import datetime, timezone
 
 import asyncpg
 import pytest
 
 from bench import billing_cpu, contracts_cpu, escrow_cpu, notifications_cpu
-from bench.one_service import backends_cpu_seconds, round_trip
+from bench.one_service import backends_cpu_seconds, empty_transaction, round_trip
+from contracts.bootstrap import definition as contracts_definition
+from contracts.settings import ContractsSettings
+from platform_runtime.clock import FrozenClock
 from platform_runtime.relay import asyncpg_dsn
+from platform_runtime.service import build_runtime
 from tests.support.probe_service import drop_database, scratch_database
 from tests.support.processes import DB_PREFIX
 
@@ -45,10 +50,25 @@ async def test_the_sagas_and_the_servers_share_of_them_are_counted(infra, capsys
     per_saga = float(backends[0].split(": ", 1)[1].split(" ms", 1)[0])
     assert per_saga >= 0  # the kernel counts CPU in ticks of 10 ms: a few sagas may read as none
     assert all(step in backends[0] for step in ("SendOffer", "ClientCharged", "EscrowFunded"))
+    [empty] = [line for line in lines if line.startswith("  an empty transaction: ")]
+    assert " us of this process through a unit of work, " in empty and " us on asyncpg alone; times the 1.00 " in empty
     counted = [line for line in lines if line.endswith(" statements per saga (BEGIN/COMMIT included)")]
     if counted:  # pg_stat_statements is loaded: the statements' count, and a bare round trip beside it
         [floor] = [line for line in lines if line.startswith("  a bare round trip here (a prepared SELECT 1): ")]
         assert " us of this process, " in floor and " us of its backend; times " in floor
+
+
+async def test_an_empty_transaction_is_measured_through_a_unit_of_work_and_on_asyncpg(infra):
+    name = f"{DB_PREFIX}it_empty_transaction_{uuid.uuid4().hex[:8]}"
+    url = await scratch_database(infra.postgres_url, name)
+    runtime = build_runtime(contracts_definition, ContractsSettings(database_url=url, http_port=0),
+                            FrozenClock(datetime.now(timezone.utc)))
+    try:
+        measured = await empty_transaction(runtime.new_uow, asyncpg_dsn(url), transactions=100)
+    finally:
+        await runtime.engine.dispose()
+        await drop_database(infra.postgres_url, name)
+    assert measured.unit_of_work_us > 0 and measured.asyncpg_us > 0
 
 
 async def test_a_bare_round_trip_is_measured_on_both_sides(infra):
