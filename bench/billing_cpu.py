@@ -20,7 +20,7 @@ from platform_schemas import new_envelope
 from platform_schemas.commands.saga import ChargeClient, MilestoneAmount
 from platform_schemas.topics import BILLING_SAGA_COMMANDS
 
-from bench.one_service import consumer, measure_batches, run_as_a_service, scratch
+from bench.one_service import consumer, machinery, measure_batches, run_as_a_service, scratch
 from tests.support.fakes import record
 
 from billing.bootstrap import definition, subscriptions
@@ -65,7 +65,8 @@ async def measure(url: str, charges: int, batch: int) -> dict:
     finally:
         await runtime.engine.dispose()
     return {"billing": measured.service_seconds, "database": measured.database_seconds,
-            "recorded": recorded - batch, "dead_lettered": len(dead_letters.sent), "redone": measured.redone}
+            "recorded": recorded - batch, "dead_lettered": len(dead_letters.sent), "redone": measured.redone,
+            "empty": measured.empty}
 
 
 async def run(charges: int, batch: int) -> None:
@@ -80,6 +81,7 @@ def report(measured: dict, charges: int, batch: int) -> None:
     if measured["database"] is not None:
         line += f"; its database's backends {measured['database'] / charges * 1000:.3f} ms"
     print(line)
+    print(machinery(measured["empty"], batch, measured["billing"] / charges * 1000, "step"))
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from platform_schemas.commands.saga import MilestoneAmount
 from platform_schemas.events.billing import ClientCharged
 from platform_schemas.topics import BILLING_EVENTS
 
-from bench.one_service import consumer, measure_batches, run_as_a_service, scratch
+from bench.one_service import consumer, machinery, measure_batches, run_as_a_service, scratch
 from tests.support.fakes import record
 
 from escrow.bootstrap import EscrowSettings, definition, subscriptions
@@ -61,7 +61,8 @@ async def measure(url: str, holds: int, batch: int) -> dict:
     finally:
         await runtime.engine.dispose()
     return {"escrow": measured.service_seconds, "database": measured.database_seconds, "funded": answered - batch,
-            "dead_lettered": len(dead_letters.sent), "redone": measured.redone}
+            "dead_lettered": len(dead_letters.sent), "redone": measured.redone,
+            "empty": measured.empty}
 
 
 async def run(holds: int, batch: int) -> None:
@@ -76,6 +77,7 @@ def report(measured: dict, holds: int, batch: int) -> None:
     if measured["database"] is not None:
         line += f"; its database's backends {measured['database'] / holds * 1000:.3f} ms"
     print(line)
+    print(machinery(measured["empty"], batch, measured["escrow"] / holds * 1000, "hold"))
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from platform_schemas import new_envelope
 from platform_schemas.events.contracts import AccountRegistered, MilestoneTerms, OfferSent
 from platform_schemas.topics import CONTRACTS_EVENTS
 
-from bench.one_service import consumer, measure_batches, run_as_a_service, scratch
+from bench.one_service import consumer, machinery, measure_batches, run_as_a_service, scratch
 from tests.support.fakes import record
 
 from notifications.adapters.templates import Templates
@@ -69,7 +69,8 @@ async def measure(url: str, offers: int, batch: int) -> dict:
     finally:
         await runtime.engine.dispose()
     return {"notifications": measured.service_seconds, "database": measured.database_seconds,
-            "told": told // 2 - batch, "dead_lettered": len(dead_letters.sent), "redone": measured.redone}
+            "told": told // 2 - batch, "dead_lettered": len(dead_letters.sent), "redone": measured.redone,
+            "empty": measured.empty}
 
 
 async def run(offers: int, batch: int) -> None:
@@ -85,6 +86,7 @@ def report(measured: dict, offers: int, batch: int) -> None:
     if measured["database"] is not None:
         line += f"; its database's backends {measured['database'] / offers * 1000:.3f} ms"
     print(line)
+    print(machinery(measured["empty"], batch, measured["notifications"] / offers * 1000, "offer"))
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """What the one-service CPU tools share (`bench.contracts_cpu`, `bench.escrow_cpu`, `bench.notifications_cpu`,
 `bench.billing_cpu`): a scratch database on the server POSTGRES_URL names, the CPU of its backends (the server's side
-of the tool's work), running the work as a service runs its own, and what a bare round trip to the server costs."""
+of the tool's work), running the work as a service runs its own, and what a bare round trip to the server and an
+empty transaction cost (issue 10, thirty-seventh step)."""
 
 import os
 import time
@@ -145,9 +146,23 @@ class Measured:
     service_seconds: float  # the tool's process's CPU over the measured batches
     database_seconds: float | None  # its database's backends' over the same (None: a server elsewhere)
     redone: float  # batches handled again (IsolationNeeded): a tool refuses such a run
+    empty: EmptyTransaction  # measured after the batches, on the consumer's own units of work
 
 
-async def measure_batches(processor: BatchProcessor, records: list, batch: int, url: str) -> Measured:
+def machinery(empty: EmptyTransaction, batch: int, cpu_ms_each: float, each: str) -> str:
+    """The line a tool prints under its figure: what the unit of work's own machinery (beyond its BEGIN and COMMIT
+    round trips) costs each item at `batch` items a transaction, and its share of `cpu_ms_each`, the tool's CPU an
+    item (`each` names the item)."""
+    own_us = empty.unit_of_work_us - empty.asyncpg_us
+    one = f"{'an' if each[0] in 'aeiou' else 'a'} {each}"  # "a hold", "an offer"
+    return (f"  an empty transaction: {empty.unit_of_work_us:.0f} us of this process through a unit of work, "
+            f"{empty.asyncpg_us:.0f} us on asyncpg alone; the unit of work's own {own_us / batch:.0f} us {one} "
+            f"at {batch} a batch" + (f", {own_us / batch / 1000 / cpu_ms_each:.0%} of the CPU {one} above"
+                                     if cpu_ms_each > 0 else ""))
+
+
+async def measure_batches(processor: BatchProcessor, records: list, batch: int, url: str,
+                          empty_transactions: int = 2000) -> Measured:
     """The records handed to the consumer `batch` at a time, the first batch not counted (the pool's connections
     and its statements prepared): what each side spent on the others."""
     redone = metrics.BATCHES_REDONE.labels(records[0].topic)
@@ -160,4 +175,6 @@ async def measure_batches(processor: BatchProcessor, records: list, batch: int, 
         spent += time.process_time() - started
     database_after = await backends_cpu_seconds(asyncpg_dsn(url))
     counted = database_before is not None and database_after is not None
-    return Measured(spent, database_after - database_before if counted else None, redone._value.get() - redone_before)
+    redone_now = redone._value.get() - redone_before
+    empty = await empty_transaction(processor.new_uow, asyncpg_dsn(url), empty_transactions)
+    return Measured(spent, database_after - database_before if counted else None, redone_now, empty)

@@ -98,8 +98,9 @@ async def test_each_hold_and_the_servers_share_of_it_are_counted(infra, capsys, 
     assert measured["escrow"] > 0
     assert (measured["database"] >= 0) if here else measured["database"] is None  # in ticks of 10 ms
     escrow_cpu.report(measured, holds=8, batch=batch)
-    line = capsys.readouterr().out.strip()
+    line, machinery = capsys.readouterr().out.strip().splitlines()
     assert line.startswith(f"escrow, 8 holds, {batch} a batch: ") and ("its database's backends" in line) == here
+    assert machinery.startswith("  an empty transaction: ") and f" a hold at {batch} a batch" in machinery
 
 
 @pytest.mark.parametrize("tool, done, line", [
@@ -117,8 +118,9 @@ async def test_each_offer_told_and_each_charge_step_recorded_are_counted(infra, 
     assert measured[done] == 8 and measured["dead_lettered"] == 0 and measured["redone"] == 0
     assert (measured["database"] >= 0) if here else measured["database"] is None  # in ticks of 10 ms
     tool.report(measured, 8, batch)
-    printed = capsys.readouterr().out.strip()
+    printed, machinery = capsys.readouterr().out.strip().splitlines()
     assert printed.startswith(line.format(batch=batch)) and ("its database's backends" in printed) == here
+    assert machinery.startswith("  an empty transaction: ") and f" at {batch} a batch" in machinery
 
 
 async def test_a_backends_cpu_is_what_it_spent(infra):
