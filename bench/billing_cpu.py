@@ -81,7 +81,7 @@ def report(measured: dict, charges: int, batch: int) -> None:
     if measured["database"] is not None:
         line += f"; its database's backends {measured['database'] / charges * 1000:.3f} ms"
     print(line)
-    print(machinery(measured["empty"], batch, measured["billing"] / charges * 1000, "step"))
+    print(machinery(measured["empty"], 1 / batch, measured["billing"] / charges * 1000, "step"))
 
 
 def main() -> None:

@@ -38,7 +38,8 @@ from platform_schemas.events.escrow import EscrowFunded
 from platform_schemas.topics import CONTRACTS_ADMIN_COMMANDS, CONTRACTS_COMMANDS, CONTRACTS_EVENTS
 from platform_schemas.types import Posting
 
-from bench.one_service import backends_cpu_seconds, empty_transaction, round_trip, run_as_a_service, scratch
+from bench.one_service import (backends_cpu_seconds, empty_transaction, machinery, round_trip, run_as_a_service,
+                               scratch)
 
 from contracts.bootstrap import COMMANDS, definition
 from contracts.service_layer import bonuses, statement
@@ -146,10 +147,7 @@ async def _measure(url: str, sagas: int, batch: int) -> None:
         print(f"  its database's backends: {sum(database.values()) / sagas * 1000:.2f} ms CPU per saga ("
               + ", ".join(f"{k} {v / sagas * 1000:.2f}" for k, v in database.items()) + ")")
     transactions = 3 * -(-sagas // batch)  # each of the three messages' phases, `batch` a transaction
-    print(f"  an empty transaction: {empty.unit_of_work_us:.0f} us of this process through a unit of work, "
-          f"{empty.asyncpg_us:.0f} us on asyncpg alone; times the {transactions / sagas:.2f} transactions a saga: "
-          f"{transactions / sagas * empty.unit_of_work_us / 1000:.2f} ms a saga "
-          f"({transactions / sagas * empty.unit_of_work_us / 1000 / (total / sagas * 1000):.0%} of the CPU above)")
+    print(machinery(empty, transactions / sagas, total / sagas * 1000, "saga"))
     if statements:
         trips = sum(statements.values()) / sagas
         print(f"  {trips:.2f} statements per saga (BEGIN/COMMIT included)")

@@ -77,7 +77,7 @@ def report(measured: dict, holds: int, batch: int) -> None:
     if measured["database"] is not None:
         line += f"; its database's backends {measured['database'] / holds * 1000:.3f} ms"
     print(line)
-    print(machinery(measured["empty"], batch, measured["escrow"] / holds * 1000, "hold"))
+    print(machinery(measured["empty"], 1 / batch, measured["escrow"] / holds * 1000, "hold"))
 
 
 def main() -> None:

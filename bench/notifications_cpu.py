@@ -86,7 +86,7 @@ def report(measured: dict, offers: int, batch: int) -> None:
     if measured["database"] is not None:
         line += f"; its database's backends {measured['database'] / offers * 1000:.3f} ms"
     print(line)
-    print(machinery(measured["empty"], batch, measured["notifications"] / offers * 1000, "offer"))
+    print(machinery(measured["empty"], 1 / batch, measured["notifications"] / offers * 1000, "offer"))
 
 
 def main() -> None:

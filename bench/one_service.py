@@ -76,24 +76,28 @@ class RoundTrip:
     server_us: float | None  # its backend's (None: a server elsewhere)
 
 
+async def _cpu_us_each(call, times: int) -> float:
+    """This process's CPU, microseconds, for each of `times` awaited calls."""
+    started = time.process_time()
+    for _ in range(times):
+        await call()
+    return (time.process_time() - started) / times * 1e6
+
+
 async def round_trip(dsn: str, trips: int = 3000) -> RoundTrip:
     """Measure `RoundTrip` over `trips` round trips on a connection of its own (the first hundred not counted)."""
     conn = await asyncpg.connect(dsn)
     try:
         one = await conn.prepare("SELECT 1")
-        for _ in range(100):
-            await one.fetchval()
+        await _cpu_us_each(one.fetchval, 100)
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         here = Path(f"/proc/{backend}").exists()
         server_before = process_cpu_seconds(backend) if here else None
-        started = time.process_time()
-        for _ in range(trips):
-            await one.fetchval()
-        client = time.process_time() - started
-        server = process_cpu_seconds(backend) - server_before if here else None
+        client_us = await _cpu_us_each(one.fetchval, trips)
+        server_us = (process_cpu_seconds(backend) - server_before) / trips * 1e6 if here else None
     finally:
         await conn.close()
-    return RoundTrip(client / trips * 1e6, server / trips * 1e6 if server is not None else None)
+    return RoundTrip(client_us, server_us)
 
 
 @dataclass(frozen=True)
@@ -121,12 +125,8 @@ async def empty_transaction(new_uow, dsn: str, transactions: int = 2000) -> Empt
     spent = []
     try:
         for one in (through_a_unit_of_work, on_asyncpg):
-            for _ in range(50):
-                await one()
-            started = time.process_time()
-            for _ in range(transactions):
-                await one()
-            spent.append((time.process_time() - started) / transactions * 1e6)
+            await _cpu_us_each(one, 50)
+            spent.append(await _cpu_us_each(one, transactions))
     finally:
         await conn.close()
     return EmptyTransaction(*spent)
@@ -149,16 +149,16 @@ class Measured:
     empty: EmptyTransaction  # measured after the batches, on the consumer's own units of work
 
 
-def machinery(empty: EmptyTransaction, batch: int, cpu_ms_each: float, each: str) -> str:
+def machinery(empty: EmptyTransaction, transactions_each: float, cpu_ms_each: float, each: str) -> str:
     """The line a tool prints under its figure: what the unit of work's own machinery (beyond its BEGIN and COMMIT
-    round trips) costs each item at `batch` items a transaction, and its share of `cpu_ms_each`, the tool's CPU an
-    item (`each` names the item)."""
-    own_us = empty.unit_of_work_us - empty.asyncpg_us
+    round trips) costs an item of `transactions_each` transactions, and its share of `cpu_ms_each`, the tool's CPU
+    an item (`each` names the item: a hold, a saga)."""
+    own_us = (empty.unit_of_work_us - empty.asyncpg_us) * transactions_each
     one = f"{'an' if each[0] in 'aeiou' else 'a'} {each}"  # "a hold", "an offer"
     return (f"  an empty transaction: {empty.unit_of_work_us:.0f} us of this process through a unit of work, "
-            f"{empty.asyncpg_us:.0f} us on asyncpg alone; the unit of work's own {own_us / batch:.0f} us {one} "
-            f"at {batch} a batch" + (f", {own_us / batch / 1000 / cpu_ms_each:.0%} of the CPU {one} above"
-                                     if cpu_ms_each > 0 else ""))
+            f"{empty.asyncpg_us:.0f} us on asyncpg alone; the unit of work's own {own_us:.0f} us {one} "
+            f"({transactions_each:.2f} transactions {one})"
+            + (f", {own_us / 1000 / cpu_ms_each:.0%} of the CPU {one} above" if cpu_ms_each > 0 else ""))
 
 
 async def measure_batches(processor: BatchProcessor, records: list, batch: int, url: str,
